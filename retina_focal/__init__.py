@@ -1,0 +1,39 @@
+"""retina_focal: the Focal Loss paper (Lin et al., ICCV 2017) and its descendants as swappable,
+measurable parts of Detectron2.
+
+Importing this package registers, in any order relative to Detectron2's own modules:
+
+* ``RetinaFocal`` in Detectron2's ``META_ARCH_REGISTRY``;
+* ``RetinaFocalHead`` in ``RETINA_FOCAL_HEAD_REGISTRY``;
+* ``SigmoidFocalLoss`` in ``CLS_LOSS_REGISTRY``;
+* ``IoUThresholdMatcher`` in ``ASSIGNER_REGISTRY``;
+* the synthetic datasets ``synthetic_shapes[_tiny]_{train,val}`` in Detectron2's catalogs.
+"""
+__version__ = "0.1.0"
+
+from . import data  # noqa: F401  (registers the synthetic datasets)
+from .config import add_retina_focal_config
+from .modeling import (
+    IoUThresholdMatcher,
+    RetinaFocal,
+    RetinaFocalHead,
+    SigmoidFocalLoss,
+    build_assigner,
+    build_cls_loss,
+    build_retina_focal_head,
+)
+from .registry import ASSIGNER_REGISTRY, CLS_LOSS_REGISTRY, RETINA_FOCAL_HEAD_REGISTRY
+
+__all__ = [
+    "ASSIGNER_REGISTRY",
+    "CLS_LOSS_REGISTRY",
+    "RETINA_FOCAL_HEAD_REGISTRY",
+    "IoUThresholdMatcher",
+    "RetinaFocal",
+    "RetinaFocalHead",
+    "SigmoidFocalLoss",
+    "add_retina_focal_config",
+    "build_assigner",
+    "build_cls_loss",
+    "build_retina_focal_head",
+]

@@ -1,0 +1,43 @@
+"""Training and evaluation glue: a Detectron2 ``DefaultTrainer`` with COCO evaluation, and the
+config setup used by ``tools/train_net.py``."""
+import os
+
+from detectron2.config import get_cfg
+from detectron2.engine import DefaultTrainer, default_setup
+from detectron2.evaluation import COCOEvaluator
+
+from .compat import coco_evaluator_kwargs
+from .config import add_retina_focal_config
+from .data import ensure_datasets
+
+__all__ = ["Trainer", "setup_cfg"]
+
+
+class Trainer(DefaultTrainer):
+    """Detectron2's default trainer, evaluating every test set with :class:`COCOEvaluator`."""
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        ensure_datasets([dataset_name])  # COCOEvaluator reads the JSON when it is built
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return COCOEvaluator(
+            dataset_name,
+            tasks=("bbox",),
+            distributed=True,
+            output_dir=output_folder,
+            **coco_evaluator_kwargs(),
+        )
+
+
+def setup_cfg(args, *, default_setup_=True):
+    """Build a frozen config from ``args.config_file`` and the trailing ``args.opts``."""
+    cfg = get_cfg()
+    add_retina_focal_config(cfg)
+    if args.config_file:
+        cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    if default_setup_:
+        default_setup(cfg, args)
+    return cfg

@@ -1,0 +1,15 @@
+"""RetinaFocal's model components. Importing this module registers all of them."""
+from .assigners import IoUThresholdMatcher, build_assigner
+from .head import RetinaFocalHead, build_retina_focal_head
+from .losses import SigmoidFocalLoss, build_cls_loss
+from .meta_arch import RetinaFocal
+
+__all__ = [
+    "RetinaFocal",
+    "RetinaFocalHead",
+    "SigmoidFocalLoss",
+    "IoUThresholdMatcher",
+    "build_assigner",
+    "build_cls_loss",
+    "build_retina_focal_head",
+]

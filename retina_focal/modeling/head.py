@@ -1,0 +1,124 @@
+"""RetinaFocal's dense head: a class subnet and a box subnet shared across FPN levels."""
+import math
+from typing import List
+
+import torch
+from torch import nn
+
+from detectron2.config import configurable
+from detectron2.layers import CycleBatchNormList, ShapeSpec, get_norm
+from detectron2.modeling.anchor_generator import build_anchor_generator
+
+from ..registry import RETINA_FOCAL_HEAD_REGISTRY, get_component
+
+__all__ = ["RetinaFocalHead", "build_retina_focal_head"]
+
+
+def build_retina_focal_head(cfg, input_shape: List[ShapeSpec]) -> nn.Module:
+    """Build the head named by ``MODEL.RETINA_FOCAL.HEAD_NAME``."""
+    name = cfg.MODEL.RETINA_FOCAL.HEAD_NAME
+    head_cls = get_component(RETINA_FOCAL_HEAD_REGISTRY, name, "MODEL.RETINA_FOCAL.HEAD_NAME")
+    return head_cls(cfg, input_shape)
+
+
+@RETINA_FOCAL_HEAD_REGISTRY.register()
+class RetinaFocalHead(nn.Module):
+    """The paper's head (Fig. 3): two subnets of ``len(conv_dims)`` 3x3 conv + ReLU layers
+    with separate weights, each shared by every FPN level, ending in a 3x3 conv that
+    predicts A*K class logits (class subnet) or A*4 box deltas (box subnet) per location.
+
+    The class bias starts at ``-log((1 - pi) / pi)`` so that every anchor's initial
+    foreground probability is ``pi`` (``prior_prob``, 0.01): with ~100k background anchors,
+    a 0.5 start would make the first iterations' loss explode (paper Sec. 3.3).
+
+    Module names match Detectron2's ``RetinaNetHead`` (``cls_subnet``, ``bbox_subnet``,
+    ``cls_score``, ``bbox_pred``), so checkpoints load either way.
+
+    Normalisation: "" (the paper), "BN"/"SyncBN" (one set of statistics per level, as
+    Detectron2), or any other :func:`detectron2.layers.get_norm` name (e.g. "GN").
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        input_shape: List[ShapeSpec],
+        num_classes: int,
+        num_anchors: int,
+        conv_dims: List[int],
+        norm: str = "",
+        prior_prob: float = 0.01,
+    ):
+        super().__init__()
+        if not 0.0 < prior_prob < 1.0:
+            raise ValueError(f"prior_prob={prior_prob!r} is invalid: must be in (0, 1)")
+        if len({s.channels for s in input_shape}) != 1:
+            raise ValueError(
+                f"All head input features must have the same channels, got "
+                f"{[s.channels for s in input_shape]}"
+            )
+        self.num_classes = num_classes
+        self.num_anchors = num_anchors
+        self._num_levels = len(input_shape)
+        in_channels = input_shape[0].channels
+        self.cls_subnet = self._subnet(in_channels, conv_dims, norm)
+        self.bbox_subnet = self._subnet(in_channels, conv_dims, norm)
+        last = conv_dims[-1] if conv_dims else in_channels
+        self.cls_score = nn.Conv2d(last, num_anchors * num_classes, 3, padding=1)
+        self.bbox_pred = nn.Conv2d(last, num_anchors * 4, 3, padding=1)
+
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.normal_(module.weight, mean=0.0, std=0.01)
+                nn.init.constant_(module.bias, 0.0)
+        nn.init.constant_(self.cls_score.bias, -math.log((1 - prior_prob) / prior_prob))
+
+    def _norm(self, norm: str, channels: int):
+        if norm in ("BN", "SyncBN"):
+            # Statistics differ a lot between levels: keep one BN per level, shared weights.
+            bn = nn.BatchNorm2d if norm == "BN" else nn.SyncBatchNorm
+            return CycleBatchNormList(length=self._num_levels, bn_class=bn, num_features=channels)
+        return get_norm(norm, channels)
+
+    def _subnet(self, in_channels: int, conv_dims: List[int], norm: str) -> nn.Sequential:
+        layers: List[nn.Module] = []
+        for out_channels in conv_dims:
+            layers.append(nn.Conv2d(in_channels, out_channels, 3, padding=1))
+            if norm:
+                layers.append(self._norm(norm, out_channels))
+            layers.append(nn.ReLU())
+            in_channels = out_channels
+        return nn.Sequential(*layers)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: List[ShapeSpec]):
+        num_anchors = build_anchor_generator(cfg, input_shape).num_cell_anchors
+        if len(set(num_anchors)) != 1:
+            raise ValueError(
+                "MODEL.ANCHOR_GENERATOR gives a different number of anchors per level "
+                f"({num_anchors}); RetinaFocalHead shares its predictor across levels and needs "
+                "the same number everywhere"
+            )
+        return {
+            "input_shape": input_shape,
+            "num_classes": cfg.MODEL.RETINANET.NUM_CLASSES,
+            "num_anchors": num_anchors[0],
+            "conv_dims": [input_shape[0].channels] * cfg.MODEL.RETINANET.NUM_CONVS,
+            "norm": cfg.MODEL.RETINANET.NORM,
+            "prior_prob": cfg.MODEL.RETINANET.PRIOR_PROB,
+        }
+
+    def forward(self, features: List[torch.Tensor]):
+        """
+        Args:
+            features: L feature maps, (N, C, Hi, Wi), highest resolution first.
+
+        Returns:
+            logits: L tensors (N, A*K, Hi, Wi).
+            deltas: L tensors (N, A*4, Hi, Wi).
+        """
+        if len(features) != self._num_levels:
+            raise ValueError(f"Expected {self._num_levels} feature maps, got {len(features)}")
+        logits = [self.cls_score(self.cls_subnet(f)) for f in features]
+        deltas = [self.bbox_pred(self.bbox_subnet(f)) for f in features]
+        return logits, deltas

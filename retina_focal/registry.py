@@ -1,0 +1,34 @@
+"""Registries of retina_focal's swappable components, and lookup with a clear error."""
+from fvcore.common.registry import Registry
+
+__all__ = ["RETINA_FOCAL_HEAD_REGISTRY", "CLS_LOSS_REGISTRY", "ASSIGNER_REGISTRY", "get_component"]
+
+RETINA_FOCAL_HEAD_REGISTRY = Registry("RETINA_FOCAL_HEAD")
+RETINA_FOCAL_HEAD_REGISTRY.__doc__ = """
+Dense heads for RetinaFocal. A head is called as ``head(cfg, input_shape: List[ShapeSpec])``
+(``@configurable``) and maps a list of L feature maps to ``(logits, deltas)``: two lists of L
+tensors of shapes (N, A*K, Hi, Wi) and (N, A*4, Hi, Wi).
+"""
+
+CLS_LOSS_REGISTRY = Registry("CLS_LOSS")
+CLS_LOSS_REGISTRY.__doc__ = """
+Classification losses. A loss is built as ``loss(cfg)`` (``@configurable``) and called as
+``loss(logits (R, K), labels (R,) int64 in {-1 ignore, 0..K-1 foreground, K background})``,
+returning the *sum* over anchors and classes; RetinaFocal normalises it.
+"""
+
+ASSIGNER_REGISTRY = Registry("ASSIGNER")
+ASSIGNER_REGISTRY.__doc__ = """
+Anchor assigners. An assigner is built as ``assigner(cfg)`` (``@configurable``) and called as
+``assigner(anchors: List[Boxes] (one per level), gt: Instances, num_classes: int)``, returning
+``labels (R,) int64 in {-1, 0..K-1, K}`` and ``matched_boxes (R, 4)`` (meaningful where
+0 <= label < K), with R = the total number of anchors of the image.
+"""
+
+
+def get_component(registry: Registry, name: str, key: str):
+    """``registry.get(name)``, but an unknown name is a ValueError naming ``key`` and the choices."""
+    if name not in registry:
+        choices = ", ".join(sorted(k for k, _ in registry))
+        raise ValueError(f"{key}={name!r} is not registered in {registry._name}; choices: {choices}")
+    return registry.get(name)

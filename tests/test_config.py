@@ -1,0 +1,165 @@
+"""Configs: every file in configs/ builds a RetinaFocal; a stock Detectron2 RetinaNet config
+runs with only META_ARCHITECTURE changed; bad values fail at model build, naming the key."""
+import glob
+import os
+
+import pytest
+import torch
+from conftest import CONFIGS
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+
+from retina_focal import (
+    IoUThresholdMatcher,
+    RetinaFocal,
+    RetinaFocalHead,
+    SigmoidFocalLoss,
+    add_retina_focal_config,
+)
+
+CONFIG_FILES = sorted(glob.glob(os.path.join(CONFIGS, "**", "*.yaml"), recursive=True))
+
+
+def make_cfg(config_file=None, opts=()):
+    cfg = get_cfg()
+    add_retina_focal_config(cfg)
+    if config_file:
+        cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    cfg.MODEL.DEVICE = "cpu"
+    return cfg
+
+
+def test_config_files_exist():
+    names = {os.path.relpath(p, CONFIGS) for p in CONFIG_FILES}
+    for expected in ["Base-RetinaFocal.yaml", "COCO-Detection/retina_focal_R_50_FPN_1x.yaml",
+                     "COCO-Detection/retina_focal_R_50_FPN_3x.yaml",
+                     "COCO-Detection/retina_focal_R_101_FPN_3x.yaml",
+                     "Synthetic/retina_focal_R_18_FPN_synthetic.yaml"]:
+        assert expected in names
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: os.path.relpath(p, CONFIGS))
+def test_every_config_builds_a_model(path):
+    with open(path) as f:
+        assert "!!python" not in f.read(), "configs must be safe YAML"
+    cfg = make_cfg(path)
+    model = build_model(cfg)
+    assert isinstance(model, RetinaFocal)
+    assert isinstance(model.head, RetinaFocalHead)
+    assert isinstance(model.cls_loss, SigmoidFocalLoss)
+    assert isinstance(model.assigner, IoUThresholdMatcher)
+    assert model.anchor_generator.num_cell_anchors == [9] * 5  # 3 scales x 3 ratios, P3-P7
+
+
+def test_coco_schedules_match_detectron2():
+    one = make_cfg(os.path.join(CONFIGS, "COCO-Detection/retina_focal_R_50_FPN_1x.yaml"))
+    three = make_cfg(os.path.join(CONFIGS, "COCO-Detection/retina_focal_R_101_FPN_3x.yaml"))
+    assert (one.SOLVER.MAX_ITER, tuple(one.SOLVER.STEPS)) == (90000, (60000, 80000))
+    assert (three.SOLVER.MAX_ITER, tuple(three.SOLVER.STEPS)) == (270000, (210000, 250000))
+    assert one.SOLVER.IMS_PER_BATCH == 16 and one.SOLVER.BASE_LR == 0.01
+    assert three.MODEL.RESNETS.DEPTH == 101
+
+
+def test_only_new_keys_are_added():
+    plain = get_cfg()
+    extended = get_cfg()
+    add_retina_focal_config(extended)
+    add_retina_focal_config(extended)  # idempotent
+    assert set(extended.MODEL.keys()) - set(plain.MODEL.keys()) == {"RETINA_FOCAL"}
+    extended.MODEL.pop("RETINA_FOCAL")
+    assert extended == plain
+    with open(os.path.join(os.path.dirname(__file__), "..", "retina_focal", "config.py")) as f:
+        lines = f.read().splitlines()
+    for i, line in enumerate(lines):  # a one-line comment above each key
+        if line.strip().startswith("_C.MODEL.RETINA_FOCAL.") and "CN()" not in line:
+            assert lines[i - 1].strip().startswith("#"), line
+
+
+STOCK_RETINANET_YAML = """
+MODEL:
+  META_ARCHITECTURE: "{arch}"
+  BACKBONE:
+    NAME: "build_retinanet_resnet_fpn_backbone"
+  RESNETS:
+    DEPTH: 18
+    RES2_OUT_CHANNELS: 64
+    OUT_FEATURES: ["res3", "res4", "res5"]
+  ANCHOR_GENERATOR:
+    SIZES: !!python/object/apply:eval ["[[x, x * 2**(1.0/3), x * 2**(2.0/3) ] for x in [32, 64, 128, 256, 512 ]]"]
+  FPN:
+    IN_FEATURES: ["res3", "res4", "res5"]
+  RETINANET:
+    IOU_THRESHOLDS: [0.4, 0.5]
+    IOU_LABELS: [0, -1, 1]
+    SMOOTH_L1_LOSS_BETA: 0.0
+    FOCAL_LOSS_GAMMA: 1.5
+DATASETS:
+  TRAIN: ("coco_2017_train",)
+  TEST: ("coco_2017_val",)
+SOLVER:
+  IMS_PER_BATCH: 16
+  BASE_LR: 0.01
+VERSION: 2
+"""
+
+
+def test_stock_detectron2_retinanet_yaml_with_only_meta_architecture_changed(tmp_path):
+    """Detectron2's own RetinaNet YAML style (python tags included) needs only the name."""
+    models = {}
+    for arch in ("RetinaNet", "RetinaFocal"):
+        path = tmp_path / f"{arch}.yaml"
+        path.write_text(STOCK_RETINANET_YAML.format(arch=arch))
+        models[arch] = build_model(make_cfg(str(path)))
+    ours, ref = models["RetinaFocal"], models["RetinaNet"]
+    assert isinstance(ours, RetinaFocal)
+    assert ours.cls_loss.gamma == 1.5 and ours.cls_loss.alpha == 0.25
+    assert ours.assigner.thresholds == [0.4, 0.5]
+    assert ours.state_dict().keys() == ref.state_dict().keys()
+    for key, value in ref.state_dict().items():
+        assert ours.state_dict()[key].shape == value.shape, key
+
+
+BAD = [
+    (["MODEL.RETINA_FOCAL.HEAD_NAME", "NoSuchHead"], ["MODEL.RETINA_FOCAL.HEAD_NAME",
+                                                      "NoSuchHead", "RetinaFocalHead"]),
+    (["MODEL.RETINA_FOCAL.LOSS_NAME", "FocalLos"], ["MODEL.RETINA_FOCAL.LOSS_NAME", "FocalLos",
+                                                    "SigmoidFocalLoss"]),
+    (["MODEL.RETINA_FOCAL.ASSIGNER_NAME", "ATSS?"], ["MODEL.RETINA_FOCAL.ASSIGNER_NAME", "ATSS?",
+                                                     "IoUThresholdMatcher"]),
+    (["MODEL.RETINANET.FOCAL_LOSS_ALPHA", "1.5"], ["MODEL.RETINANET.FOCAL_LOSS_ALPHA", "1.5",
+                                                   "[0, 1]", "-1"]),
+    (["MODEL.RETINANET.FOCAL_LOSS_ALPHA", "-0.25"], ["FOCAL_LOSS_ALPHA", "-0.25"]),
+    (["MODEL.RETINANET.FOCAL_LOSS_GAMMA", "-1.0"], ["MODEL.RETINANET.FOCAL_LOSS_GAMMA", "-1.0",
+                                                    ">= 0"]),
+    (["MODEL.RETINANET.IOU_THRESHOLDS", "[0.5, 0.4]"], ["MODEL.RETINANET.IOU_THRESHOLDS",
+                                                        "[0.5, 0.4]", "increasing"]),
+    (["MODEL.RETINANET.IOU_LABELS", "[0, 1]"], ["MODEL.RETINANET.IOU_LABELS", "[0, 1]",
+                                                "3 labels"]),
+]
+
+
+@pytest.mark.parametrize("opts,fragments", BAD, ids=[" ".join(o) for o, _ in BAD])
+def test_bad_config_is_a_clear_value_error(tiny_cfg, opts, fragments):
+    tiny_cfg.merge_from_list(opts)
+    with pytest.raises(ValueError) as info:
+        build_model(tiny_cfg)
+    message = str(info.value)
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+
+
+def test_cfg_without_retina_focal_keys_is_explained():
+    cfg = get_cfg()
+    cfg.MODEL.META_ARCHITECTURE = "RetinaFocal"
+    cfg.MODEL.DEVICE = "cpu"
+    with pytest.raises(ValueError, match="add_retina_focal_config"):
+        build_model(cfg)
+
+
+def test_head_init_follows_the_paper(tiny_cfg):
+    model = build_model(tiny_cfg)
+    bias = model.head.cls_score.bias
+    assert torch.allclose(torch.sigmoid(bias), torch.full_like(bias, 0.01))
+    assert len([m for m in model.head.cls_subnet if isinstance(m, torch.nn.Conv2d)]) == 2
+    assert model.head.cls_subnet[0].weight is not model.head.bbox_subnet[0].weight

@@ -1,0 +1,88 @@
+"""The embedded synthetic dataset: deterministic, tight boxes, imbalanced, registered."""
+import filecmp
+import json
+import os
+from collections import Counter
+
+import numpy as np
+import pytest
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from retina_focal.data import CLASS_NAMES, SyntheticConfig, generate_image, write_split
+from retina_focal.data.synthetic import _background
+
+SMALL = SyntheticConfig(num_train=40, num_val=10, seed=3)
+
+
+def test_generating_twice_gives_identical_files(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for root in (a, b):
+        write_split(SMALL, "val", str(root), progress=False)
+    names = sorted(os.listdir(a / "val"))
+    assert len(names) == SMALL.num_val
+    match, mismatch, errors = filecmp.cmpfiles(a / "val", b / "val", names, shallow=False)
+    assert not mismatch and not errors
+    assert (a / "val.json").read_bytes() == (b / "val.json").read_bytes()
+    other = SyntheticConfig(num_train=40, num_val=10, seed=4)
+    assert not np.array_equal(generate_image(SMALL, "val", 0)[0], generate_image(other, "val", 0)[0])
+
+
+def test_statistics_make_it_a_fair_dense_detection_test():
+    cfg = SyntheticConfig(seed=1)
+    counts, sides, per_image = Counter(), [], []
+    for i in range(150):
+        img, objects = generate_image(cfg, "train", i)
+        assert img.shape == (256, 256, 3) and img.dtype == np.uint8
+        per_image.append(len(objects))
+        for o in objects:
+            counts[o["category_id"]] += 1
+            sides.append(max(o["bbox"][2], o["bbox"][3]))
+    assert len(CLASS_NAMES) >= 5 and set(counts) == set(range(len(CLASS_NAMES)))
+    assert max(counts.values()) >= 4 * min(counts.values())  # designed ratio 6 (sampling noise)
+    assert min(sides) <= 16 and max(sides) >= 100 and min(sides) >= 10 and max(sides) <= 130
+    assert max(per_image) >= 6
+
+
+def boxes_overlap(a, b):
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+
+def test_boxes_are_tight_and_objects_overlap():
+    """Each box edge row/column holds drawn pixels: compare with the background alone."""
+    cfg = SyntheticConfig(seed=2)
+    overlapping = 0
+    for i in range(30):
+        img, objects = generate_image(cfg, "train", i)
+        rng = np.random.default_rng([cfg.seed, 1, i])  # same stream: background comes first
+        bg = _background(rng, *cfg.image_size, cfg.num_clutter)
+        changed = np.any(img != bg, axis=2)
+        for o in objects:
+            x, y, w, h = o["bbox"]
+            assert w >= 1 and h >= 1 and x >= 0 and y >= 0
+            assert x + w <= img.shape[1] and y + h <= img.shape[0]
+            box = changed[y:y + h, x:x + w]
+            assert box[0].any() and box[-1].any() and box[:, 0].any() and box[:, -1].any()
+        overlapping += sum(boxes_overlap(a["bbox"], b["bbox"])
+                           for j, a in enumerate(objects) for b in objects[j + 1:])
+    assert overlapping > 0
+
+
+def test_registered_through_detectron2_coco_loader():
+    dicts = DatasetCatalog.get("synthetic_shapes_tiny_val")
+    meta = MetadataCatalog.get("synthetic_shapes_tiny_val")
+    assert len(dicts) == 8 and meta.thing_classes == list(CLASS_NAMES)
+    assert meta.evaluator_type == "coco" and os.path.exists(meta.json_file)
+    with open(meta.json_file) as f:
+        coco = json.load(f)
+    assert len(coco["images"]) == 8
+    for d in dicts:
+        assert os.path.exists(d["file_name"])
+        for a in d["annotations"]:
+            assert 0 <= a["category_id"] < len(CLASS_NAMES)
+
+
+@pytest.mark.parametrize("field,value", [("min_size", 1.0), ("max_size", 1000.0),
+                                         ("max_occlusion", 1.0), ("num_train", -1)])
+def test_bad_dataset_config_names_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        SyntheticConfig(**{field: value})
