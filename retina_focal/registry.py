@@ -1,7 +1,9 @@
 """Registries of retina_focal's swappable components, and lookup with a clear error."""
 from fvcore.common.registry import Registry
 
-__all__ = ["RETINA_FOCAL_HEAD_REGISTRY", "CLS_LOSS_REGISTRY", "ASSIGNER_REGISTRY", "get_component"]
+__all__ = [
+    "RETINA_FOCAL_HEAD_REGISTRY", "CLS_LOSS_REGISTRY", "ASSIGNER_REGISTRY", "get_component"
+]
 
 RETINA_FOCAL_HEAD_REGISTRY = Registry("RETINA_FOCAL_HEAD")
 RETINA_FOCAL_HEAD_REGISTRY.__doc__ = """
@@ -27,8 +29,10 @@ Anchor assigners. An assigner is built as ``assigner(cfg)`` (``@configurable``) 
 
 
 def get_component(registry: Registry, name: str, key: str):
-    """``registry.get(name)``, but an unknown name is a ValueError naming ``key`` and the choices."""
+    """``registry.get(name)``; an unknown name is a ValueError naming ``key`` and the choices."""
     if name not in registry:
         choices = ", ".join(sorted(k for k, _ in registry))
-        raise ValueError(f"{key}={name!r} is not registered in {registry._name}; choices: {choices}")
+        raise ValueError(
+            f"{key}={name!r} is not registered in {registry._name}; choices: {choices}"
+        )
     return registry.get(name)

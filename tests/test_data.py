@@ -24,7 +24,8 @@ def test_generating_twice_gives_identical_files(tmp_path):
     assert not mismatch and not errors
     assert (a / "val.json").read_bytes() == (b / "val.json").read_bytes()
     other = SyntheticConfig(num_train=40, num_val=10, seed=4)
-    assert not np.array_equal(generate_image(SMALL, "val", 0)[0], generate_image(other, "val", 0)[0])
+    image, other_image = generate_image(SMALL, "val", 0)[0], generate_image(other, "val", 0)[0]
+    assert not np.array_equal(image, other_image)
 
 
 def test_statistics_make_it_a_fair_dense_detection_test():

@@ -216,7 +216,7 @@ def generate_image(cfg: SyntheticConfig, split: str, index: int) -> Tuple[np.nda
 
 
 def write_split(cfg: SyntheticConfig, split: str, root: str, progress: bool = True) -> str:
-    """Generate one split into ``root`` (images under ``root/<split>/``) and return its JSON path."""
+    """Generate one split into ``root`` (images in ``root/<split>/``); return its JSON path."""
     count = cfg.num_train if split == "train" else cfg.num_val
     image_dir = os.path.join(root, split)
     os.makedirs(image_dir, exist_ok=True)

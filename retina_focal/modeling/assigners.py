@@ -7,7 +7,6 @@ Every assigner returns the same thing, so losses and samplers never know which o
 from typing import List, Sequence, Tuple
 
 import torch
-
 from detectron2.config import configurable
 from detectron2.structures import Boxes, Instances, pairwise_iou
 

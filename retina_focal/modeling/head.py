@@ -3,11 +3,10 @@ import math
 from typing import List
 
 import torch
-from torch import nn
-
 from detectron2.config import configurable
 from detectron2.layers import CycleBatchNormList, ShapeSpec, get_norm
 from detectron2.modeling.anchor_generator import build_anchor_generator
+from torch import nn
 
 from ..registry import RETINA_FOCAL_HEAD_REGISTRY, get_component
 

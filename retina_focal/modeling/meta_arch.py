@@ -3,8 +3,6 @@ import logging
 from typing import Dict, List
 
 import torch
-from torch import Tensor, nn
-
 from detectron2.config import configurable
 from detectron2.layers import cat
 from detectron2.modeling import META_ARCH_REGISTRY, RetinaNet, build_backbone
@@ -12,6 +10,7 @@ from detectron2.modeling.anchor_generator import build_anchor_generator
 from detectron2.modeling.box_regression import Box2BoxTransform, _dense_box_regression_loss
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import get_event_storage
+from torch import Tensor, nn
 
 from .assigners import build_assigner
 from .head import build_retina_focal_head

@@ -1,6 +1,5 @@
-from torch import nn
-
 from detectron2.config import configurable
+from torch import nn
 
 from ...config import check_focal_params
 from ...ops import sigmoid_focal_loss_labels
