@@ -1,0 +1,87 @@
+"""With default settings RetinaFocal is Detectron2's RetinaNet: same parameters, same losses
+and gradients on the same batch, same detections."""
+import pytest
+import torch
+from detectron2.modeling import build_model
+from detectron2.utils.events import EventStorage
+from test_training import batch
+
+
+def crowded(size=128):
+    """An image with many overlapping boxes."""
+    item = batch(True, size)
+    g = torch.Generator().manual_seed(1)
+    xy = torch.rand(12, 2, generator=g) * 80
+    wh = torch.rand(12, 2, generator=g) * 40 + 8
+    item["instances"].gt_boxes.tensor = torch.cat([xy, xy + wh], dim=1)
+    item["instances"].gt_classes = torch.randint(0, 6, (12,), generator=g)
+    return item
+
+
+def pair(cfg):
+    cfg.MODEL.RETINANET.NORM = ""  # Detectron2 0.6's RetinaNetHead cannot build a GN head
+    cfg.MODEL.META_ARCHITECTURE = "RetinaNet"
+    torch.manual_seed(0)
+    ref = build_model(cfg)
+    cfg.MODEL.META_ARCHITECTURE = "RetinaFocal"
+    ours = build_model(cfg)
+    missing, unexpected = ours.load_state_dict(ref.state_dict(), strict=True)
+    assert not missing and not unexpected
+    return ref, ours
+
+
+@pytest.mark.parametrize(
+    "opts",
+    [
+        [],
+        ["MODEL.RETINANET.BBOX_REG_LOSS_TYPE", "giou"],
+        ["MODEL.RETINANET.SMOOTH_L1_LOSS_BETA", "0.1"],
+        ["MODEL.RETINANET.IOU_THRESHOLDS", "[0.3, 0.6]"],
+        ["MODEL.RETINANET.FOCAL_LOSS_GAMMA", "0.0"],
+        ["MODEL.RETINANET.FOCAL_LOSS_GAMMA", "5.0"],
+        ["MODEL.RETINANET.FOCAL_LOSS_ALPHA", "-1.0"],
+    ],
+    ids=lambda o: " ".join(o) or "default",
+)
+def test_losses_and_gradients_equal_detectron2(tiny_cfg, opts):
+    tiny_cfg.merge_from_list(opts)
+    ref, ours = pair(tiny_cfg)
+    torch.manual_seed(0)
+    inputs = [batch(True), batch(False), crowded()]
+    results = []
+    for model in (ref, ours):
+        model.train()
+        with EventStorage():
+            losses = model(inputs)
+        sum(losses.values()).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((losses, grads))
+    (ref_losses, ref_grads), (our_losses, our_grads) = results
+    assert ref_losses.keys() == our_losses.keys() == {"loss_cls", "loss_box_reg"}
+    for key in ref_losses:
+        assert our_losses[key].item() > 0
+        torch.testing.assert_close(our_losses[key], ref_losses[key], rtol=1e-5, atol=0)
+    assert ref_grads.keys() == our_grads.keys()
+    for name in ref_grads:
+        torch.testing.assert_close(our_grads[name], ref_grads[name], rtol=1e-5, atol=1e-7,
+                                   msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_detections_equal_detectron2(tiny_cfg):
+    tiny_cfg.merge_from_list(["MODEL.RETINANET.SCORE_THRESH_TEST", "0.0",
+                              "TEST.DETECTIONS_PER_IMAGE", "50"])
+    ref, ours = pair(tiny_cfg)
+    with torch.no_grad():  # a trained-like head: some confident scores
+        for model in (ref, ours):
+            model.head.cls_score.bias.normal_(-2, 2, generator=torch.Generator().manual_seed(2))
+    ref.eval()
+    ours.eval()
+    inputs = [batch(True), crowded()]
+    with torch.no_grad():
+        a, b = ref(inputs), ours(inputs)
+    for x, y in zip(a, b):
+        x, y = x["instances"], y["instances"]
+        assert len(x) == len(y) == 50
+        torch.testing.assert_close(y.pred_boxes.tensor, x.pred_boxes.tensor, atol=1e-4, rtol=0)
+        torch.testing.assert_close(y.scores, x.scores, atol=1e-4, rtol=0)
+        assert torch.equal(y.pred_classes, x.pred_classes)
