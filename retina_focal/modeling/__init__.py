@@ -1,5 +1,6 @@
 """RetinaFocal's model components. Importing this module registers all of them."""
 from .assigners import IoUThresholdMatcher, build_assigner
+from .backbone import build_retina_focal_basic_resnet_fpn_backbone
 from .head import RetinaFocalHead, build_retina_focal_head
 from .losses import SigmoidFocalLoss, build_cls_loss
 from .meta_arch import RetinaFocal
@@ -10,6 +11,7 @@ __all__ = [
     "SigmoidFocalLoss",
     "IoUThresholdMatcher",
     "build_assigner",
+    "build_retina_focal_basic_resnet_fpn_backbone",
     "build_cls_loss",
     "build_retina_focal_head",
 ]
