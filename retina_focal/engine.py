@@ -30,14 +30,14 @@ class Trainer(DefaultTrainer):
         )
 
 
-def setup_cfg(args, *, default_setup_=True):
-    """Build a frozen config from ``args.config_file`` and the trailing ``args.opts``."""
+def setup_cfg(args):
+    """Build a frozen config from ``args.config_file`` and the trailing ``args.opts``, then run
+    Detectron2's ``default_setup`` (output dir, logging, seed, config dump)."""
     cfg = get_cfg()
     add_retina_focal_config(cfg)
     if args.config_file:
         cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     cfg.freeze()
-    if default_setup_:
-        default_setup(cfg, args)
+    default_setup(cfg, args)
     return cfg
