@@ -15,6 +15,9 @@ checked adjustments made to the unpacked sdist in a temporary directory:
    ``retina_focal.compat`` detects it and uses the pure-Python COCO evaluator.
 3. ``detectron2/data/transforms/transform.py``: the ``PIL.Image.LINEAR`` default argument,
    removed in Pillow 10, becomes ``PIL.Image.BILINEAR`` (the same value in older Pillow).
+4. ``detectron2/export/__init__.py``: the Caffe2 exporter is imported only if caffe2 exists,
+   so Detectron2's TorchScript deployment path (``TracingAdapter``) imports.
+5. ``setup.py``: development-only pins (black, caffe2 extras) leave ``install_requires``.
 
 Every adjustment asserts that the text it replaces is there exactly as expected, so a
 changed sdist stops the install with a message instead of producing a half-working package.
@@ -77,6 +80,19 @@ EDITS = [
         "detectron2/data/transforms/transform.py",
         "interp=Image.LINEAR,",
         "interp=Image.BILINEAR,",
+        1,
+    ),
+    # detectron2.export imports its Caffe2 exporter unconditionally; caffe2 is not on PyPI, so
+    # TracingAdapter and the TorchScript helpers could not be imported. Only a missing caffe2
+    # is tolerated; any other import error still propagates.
+    (
+        "detectron2/export/__init__.py",
+        "from .api import *\n",
+        "try:\n"
+        "    from .api import *  # Caffe2 export: needs the caffe2 package\n"
+        "except ModuleNotFoundError as _e:\n"
+        "    if not (_e.name or \"\").startswith(\"caffe2\"):\n"
+        "        raise\n",
         1,
     ),
 ]
