@@ -1,3 +1,4 @@
+import torch
 from detectron2.config import configurable
 from torch import nn
 
@@ -43,6 +44,7 @@ class SigmoidFocalLoss(nn.Module):
         )
         return {"alpha": alpha, "gamma": gamma}
 
+    @torch.jit.unused  # training only: scripted inference models never call a loss
     def forward(self, logits, labels, weights=None):
         """
         Args:
