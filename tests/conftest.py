@@ -26,6 +26,15 @@ def tiny_cfg():
     return cfg
 
 
+def copypaste_ap(log):
+    """The last ``copypaste: AP,AP50,...`` values Detectron2's evaluation printed in ``log``."""
+    import re
+
+    lines = re.findall(r"copypaste: ([\d.,nan]+)$", log, re.M)
+    assert lines, log[-3000:]
+    return [float(v) for v in lines[-1].split(",")]
+
+
 def run_tool(args, cwd, timeout=600):
     """Run a repository tool in a fresh Python process; return CompletedProcess (text)."""
     import subprocess

@@ -4,11 +4,10 @@ model exports through Detectron2's TracingAdapter."""
 import json
 import os
 import pickle
-import re
 
 import pytest
 import torch
-from conftest import REPO, TINY_CONFIG, run_tool
+from conftest import REPO, TINY_CONFIG, copypaste_ap, run_tool
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from test_parity import crowded, pair
@@ -72,12 +71,6 @@ def test_export_tool(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "equal to eager model: True" in proc.stderr + proc.stdout
     assert (tmp_path / "model.ts").exists()
-
-
-def copypaste_ap(log):
-    lines = re.findall(r"copypaste: ([\d.,nan]+)$", log, re.M)
-    assert lines, log[-3000:]
-    return [float(v) for v in lines[-1].split(",")]
 
 
 def test_same_training_run_and_eval_only_of_a_retinanet_checkpoint(tmp_path):

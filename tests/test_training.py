@@ -2,10 +2,9 @@
 import json
 import math
 import os
-import re
 
 import torch
-from conftest import REPO, TINY_CONFIG, run_tool
+from conftest import REPO, TINY_CONFIG, copypaste_ap, run_tool
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
@@ -74,9 +73,7 @@ def test_train_net_trains_two_iterations_then_eval_only_reports_ap(tmp_path):
                      "MODEL.WEIGHTS", final, "OUTPUT_DIR", out_dir], cwd=REPO)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]
-    lines = re.findall(r"copypaste: ([\d.,nan]+)$", log, re.M)
-    assert lines, log[-3000:]
-    values = [float(v) for v in lines[-1].split(",")]
+    values = copypaste_ap(log)
     assert len(values) == 6  # AP, AP50, AP75, APs, APm, APl
     assert "copypaste: AP,AP50,AP75,APs,APm,APl" in log
     assert os.path.exists(os.path.join(out_dir, "inference", "synthetic_shapes_tiny_val",
