@@ -1,0 +1,350 @@
+"""The focal-loss paper's ablations as data: named studies, named training schedules, and the
+files an ablation writes (``results.json``, ``results.md``, ``results.png``).
+
+A *study* is an ordered list of settings; a *setting* is a label plus the config overrides
+that define it (``KEY VALUE`` pairs, as on ``tools/train_net.py``'s command line) and, where
+the paper has one, the paper's COCO AP for it (Lin et al., *Focal Loss for Dense Object
+Detection*, ICCV 2017, Table 1 and Table 3; ResNet-50-FPN at 600 px except Table 1d, which
+uses ResNet-101-FPN). An override value may be a function of the base config (the anchor
+study derives its anchor sizes from the base config's smallest anchor per level).
+
+A *schedule* is the solver overrides that set how long each setting trains. ``tools/ablate.py``
+runs a study: one training run per setting, each in its own output directory.
+"""
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+__all__ = [
+    "METRICS",
+    "SCHEDULES",
+    "STUDIES",
+    "Schedule",
+    "Setting",
+    "Study",
+    "get_schedule",
+    "get_study",
+    "read_final_metrics",
+    "resolve_overrides",
+    "write_results",
+]
+
+# The COCO metrics Detectron2's COCOEvaluator reports for boxes, in percent.
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+OverrideValue = Union[Any, Callable[[Any], Any]]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of a study: ``overrides`` are ``(KEY, value)`` pairs applied to the base config
+    (after the schedule); a value may be a callable ``cfg -> value`` of the base config."""
+
+    label: str
+    overrides: Tuple[Tuple[str, OverrideValue], ...]
+    paper_ap: Optional[float] = None  # the paper's COCO AP for this setting, if it has one
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    title: str
+    settings: Tuple[Setting, ...]
+    # what the paper's numbers are (model, data), printed under the table
+    paper_note: str = ""
+
+    def labels(self) -> List[str]:
+        return [s.label for s in self.settings]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    name: str
+    description: str
+    overrides: Tuple[Tuple[str, Any], ...] = field(default_factory=tuple)
+
+
+def _focal(alpha: float, gamma: float) -> Tuple[Tuple[str, Any], ...]:
+    return (("MODEL.RETINANET.FOCAL_LOSS_ALPHA", alpha),
+            ("MODEL.RETINANET.FOCAL_LOSS_GAMMA", gamma))
+
+
+def _anchor_overrides(num_scales: int, num_ratios: int) -> Tuple[Tuple[str, OverrideValue], ...]:
+    """The paper's anchors: per level, ``num_scales`` octave scales 2^(i/num_scales) of the level's
+    base size (the base config's smallest anchor of that level), and aspect ratios {1} or
+    {1:2, 1:1, 2:1}."""
+
+    def sizes(cfg):
+        base = [float(level[0]) for level in cfg.MODEL.ANCHOR_GENERATOR.SIZES]
+        return [[b * 2 ** (i / num_scales) for i in range(num_scales)] for b in base]
+
+    ratios = [[1.0]] if num_ratios == 1 else [[0.5, 1.0, 2.0]]
+    return (("MODEL.ANCHOR_GENERATOR.SIZES", sizes),
+            ("MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", ratios))
+
+
+# OHEM and hard-negative mining train with plain cross entropy (gamma 0, no alpha-balancing),
+# as the paper's OHEM baselines.
+_CE = _focal(-1.0, 0.0)
+
+
+def _ohem(batch: int, nms: float, ratio: bool) -> Tuple[Tuple[str, Any], ...]:
+    return _CE + (
+        ("MODEL.RETINA_FOCAL.SAMPLER_NAME", "OHEMSampler"),
+        ("MODEL.RETINA_FOCAL.OHEM.BATCH_SIZE_PER_IMAGE", batch),
+        ("MODEL.RETINA_FOCAL.OHEM.NMS_THRESH", nms),
+        ("MODEL.RETINA_FOCAL.OHEM.POSITIVE_FRACTION", 0.25 if ratio else -1.0),
+    )
+
+
+_TABLE1_NOTE = ("Paper: Lin et al. 2017, Table 1, RetinaNet ResNet-50-FPN, 600 px, COCO "
+                "minival (trainval35k, 90k iterations).")
+
+STUDIES: Dict[str, Study] = {
+    s.name: s
+    for s in [
+        Study(
+            "1a", "Table 1a: alpha-balanced CE (gamma = 0), varying alpha",
+            tuple(Setting(f"alpha={a}", _focal(a, 0.0), ap) for a, ap in [
+                (0.10, 0.0), (0.25, 10.8), (0.50, 30.2), (0.75, 31.1), (0.90, 30.8),
+                (0.99, 28.7), (0.999, 25.1)]),
+            _TABLE1_NOTE,
+        ),
+        Study(
+            "1b", "Table 1b: focal loss, varying gamma (with its best alpha)",
+            tuple(Setting(f"gamma={g} alpha={a}", _focal(a, g), ap) for g, a, ap in [
+                (0.0, 0.75, 31.1), (0.1, 0.75, 31.4), (0.2, 0.75, 31.9), (0.5, 0.50, 32.9),
+                (1.0, 0.25, 33.7), (2.0, 0.25, 34.0), (5.0, 0.25, 32.2)]),
+            _TABLE1_NOTE,
+        ),
+        Study(
+            "1c", "Table 1c: anchor scales x aspect ratios per FPN level (FL, gamma 2, alpha .25)",
+            tuple(Setting(f"{sc} scale x {ar} ratio", _anchor_overrides(sc, ar), ap)
+                  for sc, ar, ap in [(1, 1, 30.3), (2, 1, 31.9), (3, 1, 31.8), (1, 3, 32.4),
+                                     (2, 3, 34.2), (3, 3, 34.0), (4, 3, 33.8)]),
+            _TABLE1_NOTE,
+        ),
+        Study(
+            "1d", "Table 1d: focal loss vs OHEM (CE) vs 1:3 hard-negative mining (CE)",
+            tuple(
+                [Setting(f"OHEM {b} nms {n}", _ohem(b, n, False), ap) for b, n, ap in [
+                    (128, 0.7, 31.1), (256, 0.7, 31.8), (512, 0.7, 30.6),
+                    (128, 0.5, 32.8), (256, 0.5, 31.0), (512, 0.5, 27.6)]]
+                + [Setting(f"OHEM 1:3 {b} nms 0.5", _ohem(b, 0.5, True), ap) for b, ap in [
+                    (128, 31.1), (256, 28.3), (512, 24.0)]]
+                + [Setting("HNM 1:3", _CE + (
+                    ("MODEL.RETINA_FOCAL.SAMPLER_NAME", "HardNegativeMiner"),
+                    ("MODEL.RETINA_FOCAL.HNM.NEG_POS_RATIO", 3.0))),
+                   Setting("FL gamma=2 alpha=.25", _focal(0.25, 2.0), 36.0)]
+            ),
+            "Paper: Lin et al. 2017, Table 1d, ResNet-101-FPN, COCO minival. The paper has no "
+            "SSD-style hard-negative-mining row (its 'OHEM 1:3' rows keep NMS).",
+        ),
+        Study(
+            "table3", "Table 3: CE vs FL vs FL* (appendix)",
+            (
+                Setting("CE alpha=.75", _focal(0.75, 0.0), 31.1),
+                Setting("FL gamma=2 alpha=.25", _focal(0.25, 2.0), 34.0),
+                Setting("FL* gamma*=2 beta=1", (
+                    ("MODEL.RETINA_FOCAL.LOSS_NAME", "SigmoidFocalLossStar"),
+                    ("MODEL.RETINA_FOCAL.FL_STAR.GAMMA", 2.0),
+                    ("MODEL.RETINA_FOCAL.FL_STAR.BETA", 1.0)), 33.8),
+                Setting("FL* gamma*=4 beta=0", (
+                    ("MODEL.RETINA_FOCAL.LOSS_NAME", "SigmoidFocalLossStar"),
+                    ("MODEL.RETINA_FOCAL.FL_STAR.GAMMA", 4.0),
+                    ("MODEL.RETINA_FOCAL.FL_STAR.BETA", 0.0)), 33.9),
+            ),
+            "Paper: Lin et al. 2017, Table 3 (appendix), ResNet-50-FPN, 600 px, COCO minival.",
+        ),
+        Study(
+            "extra_losses", "Losses beyond the paper: softmax FL, QFL (GFL), VFL",
+            (
+                Setting("sigmoid FL gamma=2 alpha=.25", _focal(0.25, 2.0)),
+                Setting("softmax FL gamma=2 alpha=.25", _focal(0.25, 2.0) + (
+                    ("MODEL.RETINA_FOCAL.LOSS_NAME", "SoftmaxFocalLoss"),)),
+                Setting("QFL beta=2", (("MODEL.RETINA_FOCAL.LOSS_NAME", "QualityFocalLoss"),)),
+                Setting("VFL gamma=2 alpha=.75", (
+                    ("MODEL.RETINA_FOCAL.LOSS_NAME", "VarifocalLoss"),)),
+            ),
+            "The paper has no numbers for these losses.",
+        ),
+    ]
+}
+
+SCHEDULES: Dict[str, Schedule] = {
+    s.name: s
+    for s in [
+        Schedule("tiny", "2 iterations, for tests and smoke runs", (
+            ("SOLVER.MAX_ITER", 2), ("SOLVER.WARMUP_ITERS", 1), ("SOLVER.STEPS", ()),
+            ("SOLVER.CHECKPOINT_PERIOD", 100000), ("TEST.EVAL_PERIOD", 0))),
+        Schedule("cpu_short", "300 iterations of 4 images (one epoch of the 1200-image "
+                 "synthetic train split; LR 0.01, warm-up 50, x0.1 at 240 and 285): ~1.5 min "
+                 "per setting on 2 idle CPU cores with the synthetic config", (
+                     ("SOLVER.IMS_PER_BATCH", 4), ("SOLVER.BASE_LR", 0.01),
+                     ("SOLVER.MAX_ITER", 300), ("SOLVER.WARMUP_ITERS", 50),
+                     ("SOLVER.STEPS", (240, 285)), ("SOLVER.CHECKPOINT_PERIOD", 100000),
+                     ("TEST.EVAL_PERIOD", 0))),
+        Schedule("cpu", "1700 iterations of 8 images (the synthetic config's own schedule): "
+                 "~10-14 min per setting on 2 idle CPU cores", (
+                     ("SOLVER.IMS_PER_BATCH", 8), ("SOLVER.BASE_LR", 0.02),
+                     ("SOLVER.MAX_ITER", 1700), ("SOLVER.WARMUP_ITERS", 200),
+                     ("SOLVER.STEPS", (1300, 1550)), ("SOLVER.CHECKPOINT_PERIOD", 100000),
+                     ("TEST.EVAL_PERIOD", 0))),
+        Schedule("coco_1x", "Detectron2's 1x: 90k iterations of 16 images, LR 0.01, x0.1 at "
+                 "60k and 80k (the paper's ablation schedule)", (
+                     ("SOLVER.IMS_PER_BATCH", 16), ("SOLVER.BASE_LR", 0.01),
+                     ("SOLVER.MAX_ITER", 90000), ("SOLVER.WARMUP_ITERS", 1000),
+                     ("SOLVER.STEPS", (60000, 80000)), ("SOLVER.CHECKPOINT_PERIOD", 5000),
+                     ("TEST.EVAL_PERIOD", 0))),
+    ]
+}
+
+
+def get_study(name: str) -> Study:
+    """The study called ``name``; an unknown name is a ValueError listing the studies."""
+    if name not in STUDIES:
+        raise ValueError(f"Unknown study {name!r}; choices: {', '.join(STUDIES)}")
+    return STUDIES[name]
+
+
+def get_schedule(name: str) -> Schedule:
+    """The schedule called ``name``; an unknown name is a ValueError listing the schedules."""
+    if name not in SCHEDULES:
+        raise ValueError(f"Unknown schedule {name!r}; choices: {', '.join(SCHEDULES)}")
+    return SCHEDULES[name]
+
+
+def resolve_overrides(overrides: Sequence[Tuple[str, OverrideValue]], cfg) -> List[str]:
+    """Flatten ``(KEY, value)`` pairs into a ``[KEY, VALUE, ...]`` list of strings for
+    ``cfg.merge_from_list`` / ``train_net.py``; callables are evaluated on ``cfg``."""
+    out: List[str] = []
+    for key, value in overrides:
+        if callable(value):
+            value = value(cfg)
+        out += [key, value if isinstance(value, str) else repr(_plain(value))]
+    return out
+
+
+def _plain(value):
+    """``value`` with floats rounded to 10 significant digits (nested lists / tuples too), so
+    command lines and resume signatures do not depend on float noise."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, float):
+        return float(f"{value:.10g}")
+    return value
+
+
+def read_final_metrics(output_dir: str) -> Optional[Dict[str, Optional[float]]]:
+    """The last ``bbox/AP*`` values in ``output_dir/metrics.json`` (Detectron2's JSONWriter;
+    the final evaluation is written there), or None if there is none. NaN becomes None."""
+    path = os.path.join(output_dir, "metrics.json")
+    if not os.path.exists(path):
+        return None
+    found = None
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if "bbox/AP" in row:
+                found = row
+    if found is None:
+        return None
+    return {m: _finite(found.get(f"bbox/{m}")) for m in METRICS}
+
+
+def _finite(v):
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def _fmt(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+def write_results(study: Study, rows: List[Dict], out_dir: str, header: Dict) -> Dict[str, str]:
+    """Write ``results.json``, ``results.md`` and ``results.png`` into ``out_dir``.
+
+    Args:
+        rows: one dict per setting, in study order: ``label``, ``paper_ap``, ``status``
+            ("done" / "failed" / "pending"), ``metrics`` (METRICS -> float or None, or None),
+            ``wall_s``, ``overrides`` (list of strings).
+        header: run information (config, schedule, command, ...), stored in the JSON and
+            printed above the Markdown table.
+
+    Returns:
+        {"json", "md", "png"}: the paths written.
+    """
+    paths = {k: os.path.join(out_dir, f"results.{k}") for k in ("json", "md", "png")}
+    _atomic_write_text(paths["json"], json.dumps(
+        {"study": study.name, "title": study.title, "paper_note": study.paper_note,
+         **header, "settings": rows}, indent=2))
+
+    lines = [f"## Study {study.name}: {study.title}", ""]
+    for key in ("command", "config_file", "schedule", "schedule_description"):
+        if header.get(key):
+            lines.append(f"- {key.replace('_', ' ')}: `{header[key]}`")
+    lines += ["", "| setting | " + " | ".join(METRICS) + " | paper AP | train+eval s |",
+              "|---|" + "---|" * (len(METRICS) + 2)]
+    for r in rows:
+        m = r.get("metrics") or {}
+        cells = [_fmt(m.get(k)) for k in METRICS] if r["status"] == "done" else (
+            [r["status"]] + [""] * (len(METRICS) - 1))
+        wall = "" if r.get("wall_s") is None else f"{r['wall_s']:.0f}"
+        lines.append(f"| {r['label']} | " + " | ".join(cells)
+                     + f" | {_fmt(r.get('paper_ap'))} | {wall} |")
+    if study.paper_note:
+        lines += ["", study.paper_note]
+    _atomic_write_text(paths["md"], "\n".join(lines) + "\n")
+
+    _plot(study, rows, paths["png"])
+    return paths
+
+
+def _plot(study: Study, rows: List[Dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    labels = [r["label"] for r in rows]
+    ours = [((r.get("metrics") or {}).get("AP") if r["status"] == "done" else None) for r in rows]
+    paper = [r.get("paper_ap") for r in rows]
+    x = np.arange(len(rows))
+    has_paper = any(p is not None for p in paper)
+    width = 0.4 if has_paper else 0.6
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(rows) + 2), 4.5))
+    ax.bar(x - (width / 2 if has_paper else 0), [np.nan if v is None else v for v in ours],
+           width, label="this run (AP)", color="tab:blue")
+    if has_paper:
+        ax.bar(x + width / 2, [np.nan if v is None else v for v in paper], width,
+               label="paper, COCO (AP)", color="tab:gray")
+    for xi, v in zip(x, ours):
+        if v is not None:
+            ax.annotate(f"{v:.1f}", (xi - (width / 2 if has_paper else 0), v), ha="center",
+                        va="bottom", fontsize=8)
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("box AP (%)")
+    ax.set_title(f"Study {study.name}: {study.title}", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    tmp = f"{path}.{os.getpid()}.tmp.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _atomic_write_text(path: str, text: str) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)

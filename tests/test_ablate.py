@@ -1,0 +1,148 @@
+"""tools/ablate.py: studies as data, a real 2-setting study (2 workers), resume, bad input."""
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+from conftest import REPO, TINY_CONFIG, copypaste_ap, run_tool
+from detectron2.config import get_cfg
+from PIL import Image
+
+from retina_focal import add_retina_focal_config
+from retina_focal.ablation import METRICS, STUDIES, get_schedule, get_study, resolve_overrides
+
+SYNTHETIC_CONFIG = os.path.join(REPO, "configs", "Synthetic",
+                                "retina_focal_R_18_FPN_synthetic.yaml")
+
+
+def _load_tool(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _overrides(setting):
+    return dict(setting.overrides)
+
+
+def test_paper_tables_as_data():
+    # Lin et al. 2017, Table 1a: gamma 0, alpha -> AP
+    a = get_study("1a")
+    assert [(_overrides(s)["MODEL.RETINANET.FOCAL_LOSS_ALPHA"], s.paper_ap) for s in a.settings] \
+        == [(0.1, 0.0), (0.25, 10.8), (0.5, 30.2), (0.75, 31.1), (0.9, 30.8), (0.99, 28.7),
+            (0.999, 25.1)]
+    assert all(_overrides(s)["MODEL.RETINANET.FOCAL_LOSS_GAMMA"] == 0 for s in a.settings)
+    # Table 1b: (gamma, alpha) -> AP
+    b = get_study("1b")
+    assert [(_overrides(s)["MODEL.RETINANET.FOCAL_LOSS_GAMMA"],
+             _overrides(s)["MODEL.RETINANET.FOCAL_LOSS_ALPHA"], s.paper_ap) for s in b.settings] \
+        == [(0, .75, 31.1), (.1, .75, 31.4), (.2, .75, 31.9), (.5, .5, 32.9), (1, .25, 33.7),
+            (2, .25, 34.0), (5, .25, 32.2)]
+    d = get_study("1d")
+    assert [s.paper_ap for s in d.settings] == [31.1, 31.8, 30.6, 32.8, 31.0, 27.6, 31.1, 28.3,
+                                                24.0, None, 36.0]
+    assert [s.paper_ap for s in get_study("table3").settings] == [31.1, 34.0, 33.8, 33.9]
+    assert set(STUDIES) >= {"1a", "1b", "1c", "1d", "table3", "extra_losses"}
+
+
+def test_anchor_study_derives_sizes_from_the_base_config():
+    cfg = get_cfg()
+    add_retina_focal_config(cfg)
+    cfg.merge_from_file(SYNTHETIC_CONFIG)
+    c = get_study("1c")
+    labels = c.labels()
+    assert labels == ["1 scale x 1 ratio", "2 scale x 1 ratio", "3 scale x 1 ratio",
+                      "1 scale x 3 ratio", "2 scale x 3 ratio", "3 scale x 3 ratio",
+                      "4 scale x 3 ratio"]
+    setting = c.settings[labels.index("2 scale x 3 ratio")]
+    opts = resolve_overrides(setting.overrides, cfg)
+    cfg.merge_from_list(opts)
+    # the synthetic config's smallest anchors per level are 16, 32, ..., 256; octave scales
+    # 2^(i/2): the paper's 2 scales
+    for level, base in enumerate([16, 32, 64, 128, 256]):
+        assert cfg.MODEL.ANCHOR_GENERATOR.SIZES[level] == pytest.approx([base, base * 2 ** 0.5])
+    assert cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS == [[0.5, 1.0, 2.0]]
+
+
+def test_bad_study_schedule_and_key_are_clear_errors(capsys):
+    ablate = _load_tool("ablate")
+    assert ablate.main(["--config-file", TINY_CONFIG, "--study", "2z", "--schedule", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown study '2z'" in err and "1a, 1b, 1c, 1d, table3, extra_losses" in err
+    assert ablate.main(["--config-file", TINY_CONFIG, "--study", "1a", "--schedule", "fast"]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown schedule 'fast'" in err and "cpu_short" in err
+    assert ablate.main(["--config-file", TINY_CONFIG, "--study", "1a", "--schedule", "tiny",
+                        "--settings", "alpha=0.33"]) == 2
+    assert "alpha=0.33" in capsys.readouterr().err
+    assert ablate.main(["--config-file", TINY_CONFIG, "--study", "1a", "--schedule", "tiny",
+                        "MODEL.RETINA_FOCAL.NO_SUCH_KEY", "1"]) == 2
+    assert "MODEL.RETINA_FOCAL.NO_SUCH_KEY" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="choices: tiny, cpu_short, cpu, coco_1x"):
+        get_schedule("nope")
+
+
+def _check_outputs(study_dir, labels, paper):
+    results = json.load(open(os.path.join(study_dir, "results.json")))
+    assert results["study"] == "1b" and results["schedule"] == "tiny"
+    rows = results["settings"]
+    assert [r["label"] for r in rows] == labels
+    assert [r["paper_ap"] for r in rows] == paper
+    for r in rows:
+        assert r["status"] == "done"
+        assert sorted(r["metrics"]) == sorted(METRICS)
+        # the metrics are the training run's own final evaluation (its copypaste line, in %)
+        log = open(os.path.join(r["output_dir"], "train_stdout.txt")).read()
+        expected = copypaste_ap(log)
+        got = [r["metrics"][m] for m in METRICS]
+        for e, g in zip(expected, got):
+            assert (g is None and np.isnan(e)) or g == pytest.approx(e, abs=1e-3)
+    md = open(os.path.join(study_dir, "results.md")).read().splitlines()
+    header = next(i for i, line in enumerate(md) if line.startswith("| setting |"))
+    assert md[header].split("|")[2:8] == [f" {m} " for m in METRICS]
+    table = md[header + 2: header + 2 + len(labels)]
+    for line, row in zip(table, rows):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[0] == row["label"]
+        assert cells[1] == ("-" if row["metrics"]["AP"] is None else f"{row['metrics']['AP']:.1f}")
+        assert cells[7] == f"{row['paper_ap']:.1f}"
+    img = np.asarray(Image.open(os.path.join(study_dir, "results.png")).convert("RGB"))
+    assert img.shape[0] > 200 and img.shape[1] > 300 and img.std() > 5  # a drawn plot
+    return rows
+
+
+def test_study_runs_two_workers_then_resumes_without_retraining(tmp_path):
+    study_dir = str(tmp_path / "study")
+    labels = ["gamma=0.0 alpha=0.75", "gamma=2.0 alpha=0.25"]
+    # score threshold 0 so that a 2-iteration model makes detections and gets a finite AP
+    args = ["tools/ablate.py", "--config-file", TINY_CONFIG, "--study", "1b", "--schedule",
+            "tiny", "--output", study_dir, "--settings", ",".join(labels)]
+    opts = ["MODEL.RETINANET.SCORE_THRESH_TEST", "0.0", "TEST.DETECTIONS_PER_IMAGE", "20"]
+    proc = run_tool(args + ["--workers", "2"] + opts, cwd=REPO)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert "2 of 2 settings to train, 2 worker(s)" in out
+    # both settings started before either finished: they ran at the same time
+    starts = [out.index(f"start '{label}'") for label in labels]
+    assert max(starts) < out.index("1/2 settings finished")
+    assert "iter: 1 " in out  # Detectron2's per-iteration line (with ETA) is passed through
+    rows = _check_outputs(study_dir, labels, [31.1, 34.0])
+    assert rows[1]["metrics"]["AP"] is not None
+    first, second = (r["output_dir"] for r in rows)
+    kept = {f: os.stat(os.path.join(first, f)).st_mtime_ns
+            for f in ("result.json", "metrics.json", "model_final.pth")}
+    # an interrupted study: the second setting has no result file
+    os.remove(os.path.join(second, "result.json"))
+    old_second = os.stat(os.path.join(second, "metrics.json")).st_mtime_ns
+
+    proc = run_tool(args + opts, cwd=REPO)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert "1 of 2 settings to train, 1 worker(s)" in out
+    assert f"'{labels[0]}': already done" in out and f"start '{labels[0]}'" not in out
+    assert f"start '{labels[1]}'" in out
+    assert kept == {f: os.stat(os.path.join(first, f)).st_mtime_ns for f in kept}
+    assert os.stat(os.path.join(second, "metrics.json")).st_mtime_ns != old_second
+    _check_outputs(study_dir, labels, [31.1, 34.0])
