@@ -93,9 +93,10 @@ _CE = _focal(-1.0, 0.0)
 def _ohem(batch: int, nms: float, ratio: bool) -> Tuple[Tuple[str, Any], ...]:
     return _CE + (
         ("MODEL.RETINA_FOCAL.SAMPLER_NAME", "OHEMSampler"),
-        ("MODEL.RETINA_FOCAL.OHEM.BATCH_SIZE_PER_IMAGE", batch),
-        ("MODEL.RETINA_FOCAL.OHEM.NMS_THRESH", nms),
-        ("MODEL.RETINA_FOCAL.OHEM.POSITIVE_FRACTION", 0.25 if ratio else -1.0),
+        ("MODEL.RETINA_FOCAL.OHEM_BATCH_SIZE", batch),
+        ("MODEL.RETINA_FOCAL.OHEM_NMS_THRESH", nms),
+        # 1:3 = a quarter of the batch for positives; -1 = no fixed ratio
+        ("MODEL.RETINA_FOCAL.OHEM_FG_RATIO", 0.25 if ratio else -1.0),
     )
 
 
@@ -136,7 +137,7 @@ STUDIES: Dict[str, Study] = {
                     (128, 31.1), (256, 28.3), (512, 24.0)]]
                 + [Setting("HNM 1:3", _CE + (
                     ("MODEL.RETINA_FOCAL.SAMPLER_NAME", "HardNegativeMiner"),
-                    ("MODEL.RETINA_FOCAL.HNM.NEG_POS_RATIO", 3.0))),
+                    ("MODEL.RETINA_FOCAL.HNM_NEG_POS_RATIO", 3.0))),
                    Setting("FL gamma=2 alpha=.25", _focal(0.25, 2.0), 36.0)]
             ),
             "Paper: Lin et al. 2017, Table 1d, ResNet-101-FPN, COCO minival. The paper has no "
@@ -149,12 +150,12 @@ STUDIES: Dict[str, Study] = {
                 Setting("FL gamma=2 alpha=.25", _focal(0.25, 2.0), 34.0),
                 Setting("FL* gamma*=2 beta=1", (
                     ("MODEL.RETINA_FOCAL.LOSS_NAME", "SigmoidFocalLossStar"),
-                    ("MODEL.RETINA_FOCAL.FL_STAR.GAMMA", 2.0),
-                    ("MODEL.RETINA_FOCAL.FL_STAR.BETA", 1.0)), 33.8),
+                    ("MODEL.RETINA_FOCAL.FL_STAR_GAMMA", 2.0),
+                    ("MODEL.RETINA_FOCAL.FL_STAR_BETA", 1.0)), 33.8),
                 Setting("FL* gamma*=4 beta=0", (
                     ("MODEL.RETINA_FOCAL.LOSS_NAME", "SigmoidFocalLossStar"),
-                    ("MODEL.RETINA_FOCAL.FL_STAR.GAMMA", 4.0),
-                    ("MODEL.RETINA_FOCAL.FL_STAR.BETA", 0.0)), 33.9),
+                    ("MODEL.RETINA_FOCAL.FL_STAR_GAMMA", 4.0),
+                    ("MODEL.RETINA_FOCAL.FL_STAR_BETA", 0.0)), 33.9),
             ),
             "Paper: Lin et al. 2017, Table 3 (appendix), ResNet-50-FPN, 600 px, COCO minival.",
         ),
@@ -164,9 +165,11 @@ STUDIES: Dict[str, Study] = {
                 Setting("sigmoid FL gamma=2 alpha=.25", _focal(0.25, 2.0)),
                 Setting("softmax FL gamma=2 alpha=.25", _focal(0.25, 2.0) + (
                     ("MODEL.RETINA_FOCAL.LOSS_NAME", "SoftmaxFocalLoss"),)),
-                Setting("QFL beta=2", (("MODEL.RETINA_FOCAL.LOSS_NAME", "QualityFocalLoss"),)),
+                Setting("QFL beta=2", (("MODEL.RETINA_FOCAL.LOSS_NAME", "QualityFocalLoss"),
+                                       ("MODEL.RETINA_FOCAL.QFL_BETA", 2.0))),
                 Setting("VFL gamma=2 alpha=.75", (
-                    ("MODEL.RETINA_FOCAL.LOSS_NAME", "VarifocalLoss"),)),
+                    ("MODEL.RETINA_FOCAL.LOSS_NAME", "VarifocalLoss"),
+                    ("MODEL.RETINA_FOCAL.VFL_ALPHA", 0.75), ("MODEL.RETINA_FOCAL.VFL_GAMMA", 2.0))),
             ),
             "The paper has no numbers for these losses.",
         ),
