@@ -5,7 +5,9 @@ Importing this package registers, in any order relative to Detectron2's own modu
 
 * ``RetinaFocal`` in Detectron2's ``META_ARCH_REGISTRY``;
 * ``RetinaFocalHead`` in ``RETINA_FOCAL_HEAD_REGISTRY``;
-* ``SigmoidFocalLoss`` in ``CLS_LOSS_REGISTRY``;
+* ``SigmoidFocalLoss``, ``SigmoidFocalLossStar``, ``SoftmaxFocalLoss``, ``QualityFocalLoss``,
+  ``VarifocalLoss`` in ``CLS_LOSS_REGISTRY``;
+* ``AllAnchors``, ``OHEMSampler``, ``HardNegativeMiner`` in ``SAMPLER_REGISTRY``;
 * ``IoUThresholdMatcher`` in ``ASSIGNER_REGISTRY``;
 * the synthetic datasets ``synthetic_shapes[_tiny]_{train,val}`` in Detectron2's catalogs.
 """
@@ -14,26 +16,48 @@ __version__ = "0.1.0"
 from . import data  # noqa: F401  (registers the synthetic datasets)
 from .config import add_retina_focal_config
 from .modeling import (
+    AllAnchors,
+    HardNegativeMiner,
     IoUThresholdMatcher,
+    OHEMSampler,
+    QualityFocalLoss,
     RetinaFocal,
     RetinaFocalHead,
     SigmoidFocalLoss,
+    SigmoidFocalLossStar,
+    SoftmaxFocalLoss,
+    VarifocalLoss,
     build_assigner,
     build_cls_loss,
     build_retina_focal_head,
+    build_sampler,
 )
-from .registry import ASSIGNER_REGISTRY, CLS_LOSS_REGISTRY, RETINA_FOCAL_HEAD_REGISTRY
+from .registry import (
+    ASSIGNER_REGISTRY,
+    CLS_LOSS_REGISTRY,
+    RETINA_FOCAL_HEAD_REGISTRY,
+    SAMPLER_REGISTRY,
+)
 
 __all__ = [
     "ASSIGNER_REGISTRY",
     "CLS_LOSS_REGISTRY",
     "RETINA_FOCAL_HEAD_REGISTRY",
+    "SAMPLER_REGISTRY",
+    "AllAnchors",
+    "HardNegativeMiner",
     "IoUThresholdMatcher",
+    "OHEMSampler",
+    "QualityFocalLoss",
     "RetinaFocal",
     "RetinaFocalHead",
     "SigmoidFocalLoss",
+    "SigmoidFocalLossStar",
+    "SoftmaxFocalLoss",
+    "VarifocalLoss",
     "add_retina_focal_config",
     "build_assigner",
     "build_cls_loss",
     "build_retina_focal_head",
+    "build_sampler",
 ]

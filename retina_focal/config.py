@@ -9,7 +9,13 @@ from typing import Sequence
 
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_retina_focal_config", "check_focal_params", "check_iou_thresholds"]
+__all__ = [
+    "add_retina_focal_config", "check_alpha_per_class", "check_focal_params", "check_gamma",
+    "check_iou_thresholds", "NORMALIZERS",
+]
+
+# Values of MODEL.RETINA_FOCAL.NORMALIZER.
+NORMALIZERS = ("ema", "batch")
 
 
 def add_retina_focal_config(cfg: CN) -> None:
@@ -27,6 +33,38 @@ def add_retina_focal_config(cfg: CN) -> None:
     # Make each ground truth's highest-IoU anchors positive even below the threshold.
     _C.MODEL.RETINA_FOCAL.ALLOW_LOW_QUALITY_MATCHES = True
 
+    # --- Classification losses (see README "Losses and samplers") ---
+    # Per-class alpha, K values in [0, 1] (SigmoidFocalLoss[Star]); [] = FOCAL_LOSS_ALPHA.
+    _C.MODEL.RETINA_FOCAL.ALPHA_PER_CLASS = []
+    # SigmoidFocalLossStar: gamma* (> 0), the scale of the logit.
+    _C.MODEL.RETINA_FOCAL.FL_STAR_GAMMA = 2.0
+    # SigmoidFocalLossStar: beta, the shift of the scaled logit.
+    _C.MODEL.RETINA_FOCAL.FL_STAR_BETA = 1.0
+    # QualityFocalLoss: beta (>= 0), exponent of |IoU target - sigmoid(x)|.
+    _C.MODEL.RETINA_FOCAL.QFL_BETA = 2.0
+    # VarifocalLoss: alpha (> 0), weight of the negatives' term.
+    _C.MODEL.RETINA_FOCAL.VFL_ALPHA = 0.75
+    # VarifocalLoss: gamma (>= 0), exponent of p in the negatives' term.
+    _C.MODEL.RETINA_FOCAL.VFL_GAMMA = 2.0
+
+    # --- Sample selection and loss normalisation ---
+    # Sampler, by name in SAMPLER_REGISTRY: AllAnchors | OHEMSampler | HardNegativeMiner.
+    _C.MODEL.RETINA_FOCAL.SAMPLER_NAME = "AllAnchors"
+    # OHEMSampler: anchors kept per image (the paper: 128, 256, 512).
+    _C.MODEL.RETINA_FOCAL.OHEM_BATCH_SIZE = 256
+    # OHEMSampler: IoU of the NMS among anchors ranked by loss (the paper: 0.7, 0.5); 1 = off.
+    _C.MODEL.RETINA_FOCAL.OHEM_NMS_THRESH = 0.7
+    # OHEMSampler: fraction of the batch for positives (0.25 = 1:3); < 0 = no fixed ratio.
+    _C.MODEL.RETINA_FOCAL.OHEM_FG_RATIO = -1.0
+    # OHEMSampler: boxes the NMS compares, "predicted" (decoded boxes) or "anchors".
+    _C.MODEL.RETINA_FOCAL.OHEM_NMS_BOXES = "predicted"
+    # HardNegativeMiner: negatives kept per positive, hardest first (SSD: 3).
+    _C.MODEL.RETINA_FOCAL.HNM_NEG_POS_RATIO = 3.0
+    # HardNegativeMiner: minimum negatives kept per image (images without positives too).
+    _C.MODEL.RETINA_FOCAL.HNM_MIN_NEGATIVES = 0
+    # Loss normaliser: "ema" (Detectron2: EMA of #positive anchors) or "batch" (the paper).
+    _C.MODEL.RETINA_FOCAL.NORMALIZER = "ema"
+
 
 def check_focal_params(alpha: float, gamma: float, *, alpha_key: str, gamma_key: str) -> None:
     """Raise ValueError unless alpha is in [0, 1] or exactly -1 (no balancing) and gamma >= 0."""
@@ -40,6 +78,25 @@ def check_focal_params(alpha: float, gamma: float, *, alpha_key: str, gamma_key:
             f"{gamma_key}={gamma!r} is invalid: use a finite value >= 0 (0 gives "
             "alpha-balanced cross entropy)"
         )
+
+
+def check_gamma(gamma: float, *, key: str) -> None:
+    """Raise ValueError unless gamma is finite and >= 0."""
+    if not gamma >= 0.0 or math.isinf(gamma):
+        raise ValueError(f"{key}={gamma!r} is invalid: use a finite value >= 0")
+
+
+def check_alpha_per_class(alpha: Sequence[float], num_classes: int, *, key: str) -> None:
+    """Raise ValueError unless ``alpha`` holds ``num_classes`` values, each in [0, 1]."""
+    alpha = list(alpha)
+    if len(alpha) != num_classes:
+        raise ValueError(
+            f"{key} has {len(alpha)} values but MODEL.RETINANET.NUM_CLASSES={num_classes}: "
+            "give one alpha per class, or [] to use MODEL.RETINANET.FOCAL_LOSS_ALPHA"
+        )
+    bad = [a for a in alpha if not (isinstance(a, (int, float)) and 0.0 <= a <= 1.0)]
+    if bad:
+        raise ValueError(f"{key}={alpha} is invalid: every value must be in [0, 1]; got {bad}")
 
 
 def check_iou_thresholds(

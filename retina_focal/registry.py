@@ -2,7 +2,8 @@
 from fvcore.common.registry import Registry
 
 __all__ = [
-    "RETINA_FOCAL_HEAD_REGISTRY", "CLS_LOSS_REGISTRY", "ASSIGNER_REGISTRY", "get_component"
+    "RETINA_FOCAL_HEAD_REGISTRY", "CLS_LOSS_REGISTRY", "ASSIGNER_REGISTRY", "SAMPLER_REGISTRY",
+    "get_component",
 ]
 
 RETINA_FOCAL_HEAD_REGISTRY = Registry("RETINA_FOCAL_HEAD")
@@ -15,8 +16,21 @@ tensors of shapes (N, A*K, Hi, Wi) and (N, A*4, Hi, Wi).
 CLS_LOSS_REGISTRY = Registry("CLS_LOSS")
 CLS_LOSS_REGISTRY.__doc__ = """
 Classification losses. A loss is built as ``loss(cfg)`` (``@configurable``) and called as
-``loss(logits (R, K), labels (R,) int64 in {-1 ignore, 0..K-1 foreground, K background})``,
-returning the *sum* over anchors and classes; RetinaFocal normalises it.
+``loss(logits (R, C), labels (R,) int64 in {-1 ignore, 0..K-1 foreground, K background},
+weights=None)``, returning the *sum* over anchors and classes; RetinaFocal normalises it.
+Losses derive from ``retina_focal.modeling.losses.base.DenseClsLoss``, whose docstring lists
+the hooks they provide (number of logits C, prior bias, score activation, per-anchor loss,
+IoU targets).
+"""
+
+SAMPLER_REGISTRY = Registry("SAMPLER")
+SAMPLER_REGISTRY.__doc__ = """
+Training-sample selection for the classification loss. A sampler is built as
+``sampler(cfg)`` (``@configurable``) and called as
+``sampler(labels (N, R), num_classes, anchor_losses=(N, R) or None, boxes=(N, R, 4) or None)``,
+returning ``None`` (every non-ignored anchor, weight 1) or (N, R) float per-anchor weights.
+Attributes: ``needs_anchor_losses`` (RetinaFocal then passes each anchor's loss, without
+gradient) and ``nms_boxes`` (None, "predicted" or "anchors": which boxes to pass).
 """
 
 ASSIGNER_REGISTRY = Registry("ASSIGNER")

@@ -1,6 +1,6 @@
 """RetinaFocal's dense head: a class subnet and a box subnet shared across FPN levels."""
 import math
-from typing import List
+from typing import List, Optional, Sequence
 
 import torch
 from detectron2.config import configurable
@@ -9,6 +9,7 @@ from detectron2.modeling.anchor_generator import build_anchor_generator
 from torch import nn
 
 from ..registry import RETINA_FOCAL_HEAD_REGISTRY, get_component
+from .losses import cls_loss_class
 
 __all__ = ["RetinaFocalHead", "build_retina_focal_head"]
 
@@ -35,6 +36,11 @@ class RetinaFocalHead(nn.Module):
 
     Normalisation: "" (the paper), "BN"/"SyncBN" (one set of statistics per level, as
     Detectron2), or any other :func:`detectron2.layers.get_norm` name (e.g. "GN").
+
+    ``num_classes`` is the number of class scores per anchor, C: K for the sigmoid losses,
+    K + 1 for a softmax loss (the classification loss says which, see ``num_logits``). Such a
+    loss also gives ``cls_prior_bias``, the C initial biases of one anchor (the softmax one
+    starts the background logit high instead of every class logit low).
     """
 
     @configurable
@@ -47,6 +53,7 @@ class RetinaFocalHead(nn.Module):
         conv_dims: List[int],
         norm: str = "",
         prior_prob: float = 0.01,
+        cls_prior_bias: Optional[Sequence[float]] = None,
     ):
         super().__init__()
         if not 0.0 < prior_prob < 1.0:
@@ -70,7 +77,17 @@ class RetinaFocalHead(nn.Module):
             if isinstance(module, nn.Conv2d):
                 nn.init.normal_(module.weight, mean=0.0, std=0.01)
                 nn.init.constant_(module.bias, 0.0)
-        nn.init.constant_(self.cls_score.bias, -math.log((1 - prior_prob) / prior_prob))
+        if cls_prior_bias is None:
+            nn.init.constant_(self.cls_score.bias, -math.log((1 - prior_prob) / prior_prob))
+        else:
+            if len(cls_prior_bias) != num_classes:
+                raise ValueError(
+                    f"cls_prior_bias has {len(cls_prior_bias)} values for {num_classes} class "
+                    "scores per anchor"
+                )
+            with torch.no_grad():  # output channel a * C + c is anchor a, class c
+                bias = torch.tensor([float(b) for b in cls_prior_bias]).repeat(num_anchors)
+                self.cls_score.bias.copy_(bias)
 
     def _norm(self, norm: str, channels: int):
         if norm in ("BN", "SyncBN"):
@@ -98,9 +115,18 @@ class RetinaFocalHead(nn.Module):
                 f"({num_anchors}); RetinaFocalHead shares its predictor across levels and needs "
                 "the same number everywhere"
             )
+        loss_class = cls_loss_class(cfg)
+        num_classes = cfg.MODEL.RETINANET.NUM_CLASSES
+        prior_prob = cfg.MODEL.RETINANET.PRIOR_PROB
+        num_logits = loss_class.num_logits(num_classes)
         return {
             "input_shape": input_shape,
-            "num_classes": cfg.MODEL.RETINANET.NUM_CLASSES,
+            "num_classes": num_logits,
+            # the loss's start (an invalid prior_prob is reported by __init__)
+            "cls_prior_bias": (
+                loss_class.prior_logit_bias(num_classes, prior_prob)
+                if 0.0 < prior_prob < 1.0 else None
+            ),
             "num_anchors": num_anchors[0],
             "conv_dims": [input_shape[0].channels] * cfg.MODEL.RETINANET.NUM_CONVS,
             "norm": cfg.MODEL.RETINANET.NORM,

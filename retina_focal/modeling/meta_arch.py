@@ -1,6 +1,6 @@
 """RetinaFocal: Detectron2's RetinaNet with its head, loss and anchor assigner made swappable."""
 import logging
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from detectron2.config import configurable
@@ -8,13 +8,15 @@ from detectron2.layers import cat
 from detectron2.modeling import META_ARCH_REGISTRY, RetinaNet, build_backbone
 from detectron2.modeling.anchor_generator import build_anchor_generator
 from detectron2.modeling.box_regression import Box2BoxTransform, _dense_box_regression_loss
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 
+from ..config import NORMALIZERS
 from .assigners import build_assigner
 from .head import build_retina_focal_head
 from .losses import build_cls_loss
+from .samplers import AllAnchors, build_sampler
 
 __all__ = ["RetinaFocal"]
 
@@ -23,30 +25,56 @@ logger = logging.getLogger(__name__)
 
 @META_ARCH_REGISTRY.register()
 class RetinaFocal(RetinaNet):
-    """RetinaNet (Lin et al., ICCV 2017) whose head, classification loss and anchor assigner
-    are registered components chosen by ``MODEL.RETINA_FOCAL.{HEAD,LOSS,ASSIGNER}_NAME``.
+    """RetinaNet (Lin et al., ICCV 2017) whose head, classification loss, anchor assigner and
+    training-sample selection are registered components chosen by
+    ``MODEL.RETINA_FOCAL.{HEAD,LOSS,ASSIGNER,SAMPLER}_NAME``.
 
     It subclasses Detectron2's :class:`RetinaNet`: parameters, inference, checkpoints and
     export are Detectron2's. With default settings it computes the same losses as RetinaNet.
 
     Training step: anchors -> ``assigner`` (labels (N, R) in {-1, 0..K-1, K}, matched boxes
-    (N, R, 4)) -> ``cls_loss(logits (N*R, K), labels (N*R,))`` and Detectron2's dense box
-    regression loss, both divided by an EMA of the number of positive anchors per batch.
+    (N, R, 4)) -> ``sampler`` (optional (N, R) anchor weights) ->
+    ``cls_loss(logits (N*R, C), labels (N*R,), weights)`` and Detectron2's dense box regression
+    loss, both divided by the normaliser: the number of positive anchors per batch, either
+    its EMA (``normalizer="ema"``, Detectron2) or the batch's own count (``"batch"``, the paper).
+
+    The head predicts C = ``cls_loss.num_logits(K)`` scores per anchor (K + 1 for a softmax
+    loss), and inference scores class k by ``sigmoid(x_k)`` or, for a softmax loss, by
+    ``softmax(x)_k`` over the K + 1 scores (background dropped).
     """
 
     @configurable
-    def __init__(self, *, cls_loss: nn.Module, assigner, **kwargs):
+    def __init__(
+        self,
+        *,
+        cls_loss: nn.Module,
+        assigner,
+        sampler=None,
+        normalizer: str = "ema",
+        **kwargs,
+    ):
         """
         Args:
             cls_loss: a classification loss (see ``CLS_LOSS_REGISTRY``).
             assigner: an anchor assigner (see ``ASSIGNER_REGISTRY``).
+            sampler: a training-sample selector (see ``SAMPLER_REGISTRY``); None = AllAnchors.
+            normalizer: "ema" (EMA of the number of positive anchors, Detectron2) or "batch"
+                (the number of positive anchors of the batch, the paper).
             kwargs: everything :class:`RetinaNet` takes, except ``anchor_matcher``.
         """
         if "anchor_matcher" in kwargs:
             raise ValueError("RetinaFocal takes `assigner` instead of `anchor_matcher`")
+        if normalizer not in NORMALIZERS:
+            raise ValueError(f"Invalid normalizer {normalizer!r}; choices: {NORMALIZERS}")
         super().__init__(anchor_matcher=None, **kwargs)
         self.cls_loss = cls_loss
         self.assigner = assigner
+        self.sampler = sampler if sampler is not None else AllAnchors()
+        self.normalizer = normalizer
+        # what the head predicts per anchor, and how inference turns it into K class scores
+        self.num_cls_logits: int = int(getattr(cls_loss, "num_logits", lambda k: k)(
+            self.num_classes))
+        self.softmax_scores: bool = getattr(cls_loss, "score_activation", "sigmoid") == "softmax"
 
     @classmethod
     def from_config(cls, cfg) -> Dict:
@@ -73,6 +101,8 @@ class RetinaFocal(RetinaNet):
             "box2box_transform": Box2BoxTransform(weights=rcfg.BBOX_REG_WEIGHTS),
             "cls_loss": build_cls_loss(cfg),
             "assigner": build_assigner(cfg),
+            "sampler": build_sampler(cfg),
+            "normalizer": cls._normalizer_from_config(cfg),
             "num_classes": rcfg.NUM_CLASSES,
             "focal_loss_alpha": rcfg.FOCAL_LOSS_ALPHA,
             "focal_loss_gamma": rcfg.FOCAL_LOSS_GAMMA,
@@ -87,6 +117,49 @@ class RetinaFocal(RetinaNet):
             "vis_period": cfg.VIS_PERIOD,
             "input_format": cfg.INPUT.FORMAT,
         }
+
+    @staticmethod
+    def _normalizer_from_config(cfg) -> str:
+        value = cfg.MODEL.RETINA_FOCAL.NORMALIZER
+        if value not in NORMALIZERS:
+            raise ValueError(
+                f"MODEL.RETINA_FOCAL.NORMALIZER={value!r} is invalid; choices: "
+                f"{', '.join(NORMALIZERS)} (ema: Detectron2's EMA of the number of positive "
+                "anchors; batch: the paper's per-batch count)"
+            )
+        return value
+
+    def forward_training(self, images, features, predictions, gt_instances):
+        pred_logits, pred_anchor_deltas = self._transpose_dense_predictions(
+            predictions, [self.num_cls_logits, 4]
+        )
+        anchors = self.anchor_generator(features)
+        gt_labels, gt_boxes = self.label_anchors(anchors, gt_instances)
+        return self.losses(anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes)
+
+    def _class_scores(self, logits: Tensor) -> Tensor:
+        """(R, C) logits of one image and level -> (R, K) class scores in [0, 1]."""
+        if self.softmax_scores:
+            return logits.softmax(dim=1)[:, : self.num_classes]
+        return logits.sigmoid()
+
+    def forward_inference(
+        self, images: ImageList, features: List[Tensor], predictions: List[List[Tensor]]
+    ):
+        pred_logits, pred_anchor_deltas = self._transpose_dense_predictions(
+            predictions, [self.num_cls_logits, 4]
+        )
+        anchors = self.anchor_generator(features)
+
+        results: List[Instances] = []
+        for img_idx, image_size in enumerate(images.image_sizes):
+            scores_per_image = [self._class_scores(x[img_idx]) for x in pred_logits]
+            deltas_per_image = [x[img_idx] for x in pred_anchor_deltas]
+            results.append(
+                self.inference_single_image(anchors, scores_per_image, deltas_per_image,
+                                            image_size)
+            )
+        return results
 
     @torch.no_grad()
     def label_anchors(self, anchors: List[Boxes], gt_instances: List[Instances]):
@@ -115,8 +188,9 @@ class RetinaFocal(RetinaNet):
             gt_boxes: N tensors (R, 4).
 
         Returns:
-            {"loss_cls", "loss_box_reg"}: scalars, each divided by the EMA of the number of
-            positive anchors (Detectron2's normaliser).
+            {"loss_cls", "loss_box_reg"}: scalars, each divided by the normaliser: the number
+            of positive anchors of the batch (all of them, whatever the sampler selected, as
+            the box loss is computed on all of them), or its EMA (Detectron2's default).
         """
         num_images = len(gt_labels)
         labels = torch.stack(gt_labels)  # (N, R)
@@ -125,10 +199,24 @@ class RetinaFocal(RetinaNet):
         storage = get_event_storage()
         storage.put_scalar("num_pos_anchors", num_pos / num_images)
         storage.put_scalar("num_ignored_anchors", (labels < 0).sum().item() / num_images)
-        normalizer = self._ema_update("loss_normalizer", max(num_pos, 1), 100)
+        if self.normalizer == "batch":
+            normalizer = max(num_pos, 1)
+        else:
+            normalizer = self._ema_update("loss_normalizer", max(num_pos, 1), 100)
 
-        logits = cat(pred_logits, dim=1)  # (N, R, K)
-        loss_cls = self.cls_loss(logits.flatten(0, 1), labels.flatten())
+        logits = cat(pred_logits, dim=1)  # (N, R, C)
+        targets = {}
+        if getattr(self.cls_loss, "needs_iou_targets", False):
+            targets["iou_targets"] = self._iou_targets(
+                anchors, pred_anchor_deltas, gt_boxes, pos_mask
+            ).flatten()
+        weights = self._sample(anchors, logits, labels, pred_anchor_deltas, targets)
+        if weights is None:
+            loss_cls = self.cls_loss(logits.flatten(0, 1), labels.flatten(), **targets)
+        else:
+            loss_cls = self.cls_loss(
+                logits.flatten(0, 1), labels.flatten(), weights=weights.flatten(), **targets
+            )
         loss_box_reg = _dense_box_regression_loss(
             anchors,
             self.box2box_transform,
@@ -139,3 +227,71 @@ class RetinaFocal(RetinaNet):
             smooth_l1_beta=self.smooth_l1_beta,
         )
         return {"loss_cls": loss_cls / normalizer, "loss_box_reg": loss_box_reg / normalizer}
+
+    @torch.no_grad()
+    def _decode_all(self, anchors: List[Boxes], pred_anchor_deltas: List[Tensor]) -> Tensor:
+        """(N, R, 4) boxes predicted by every anchor (no gradient)."""
+        deltas = cat(pred_anchor_deltas, dim=1).detach()  # (N, R, 4)
+        all_anchors = Boxes.cat(anchors).tensor  # (R, 4)
+        n = deltas.shape[0]
+        boxes = self.box2box_transform.apply_deltas(
+            deltas.reshape(-1, 4), all_anchors.repeat(n, 1)
+        )
+        return boxes.view(n, -1, 4)
+
+    @torch.no_grad()
+    def _iou_targets(
+        self,
+        anchors: List[Boxes],
+        pred_anchor_deltas: List[Tensor],
+        gt_boxes: List[Tensor],
+        pos_mask: Tensor,
+    ) -> Tensor:
+        """(N, R) IoU between each positive anchor's predicted box and its matched ground
+        truth (0 elsewhere), without gradient: the soft target of IoU-aware losses."""
+        pred = self._decode_all(anchors, pred_anchor_deltas)[pos_mask]
+        gt = torch.stack(gt_boxes)[pos_mask]
+        ious = torch.zeros(pos_mask.shape, dtype=pred.dtype, device=pred.device)
+        ious[pos_mask] = paired_iou(pred, gt)
+        return ious
+
+    def _sample(
+        self,
+        anchors: List[Boxes],
+        logits: Tensor,
+        labels: Tensor,
+        pred_anchor_deltas: List[Tensor],
+        targets: Dict[str, Tensor],
+    ) -> Optional[Tensor]:
+        """(N, R) anchor weights from the sampler, or None (every non-ignored anchor)."""
+        if not getattr(self.sampler, "needs_anchor_losses", False):
+            return self.sampler(labels, self.num_classes)
+        n, r = labels.shape
+        anchor_losses = self.cls_loss.per_anchor(
+            logits.detach().flatten(0, 1), labels.flatten(), **targets
+        ).view(n, r)
+        boxes = None
+        nms_boxes = getattr(self.sampler, "nms_boxes", None)
+        if nms_boxes == "predicted":
+            boxes = self._decode_all(anchors, pred_anchor_deltas)
+        elif nms_boxes == "anchors":
+            boxes = Boxes.cat(anchors).tensor[None].expand(n, r, 4)
+        weights = self.sampler(labels, self.num_classes, anchor_losses=anchor_losses, boxes=boxes)
+        if weights is not None:
+            storage = get_event_storage()
+            chosen = weights > 0
+            fg = chosen & (labels >= 0) & (labels < self.num_classes)
+            storage.put_scalar("sampler/num_fg", fg.sum().item() / n)
+            storage.put_scalar("sampler/num_bg", (chosen & ~fg).sum().item() / n)
+        return weights
+
+
+def paired_iou(a: Tensor, b: Tensor) -> Tensor:
+    """IoU of a[i] with b[i]: (M, 4), (M, 4) XYXY -> (M,); 0 where the union is empty."""
+    lt = torch.max(a[:, :2], b[:, :2])
+    rb = torch.min(a[:, 2:], b[:, 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=1)
+    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(dim=1)
+    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(dim=1)
+    union = area_a + area_b - inter
+    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(union))

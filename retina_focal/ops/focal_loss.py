@@ -1,31 +1,53 @@
 """Sigmoid focal loss (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017).
 
-With p = sigmoid(x) and target t in {0, 1} per (anchor, class):
+With p = sigmoid(x) and target t in {0, 1} per (anchor, class k):
 
     p_t     = p if t == 1 else 1 - p
-    alpha_t = alpha if t == 1 else 1 - alpha          (alpha = -1: alpha_t = 1)
+    alpha_t = alpha_k if t == 1 else 1 - alpha_k      (alpha = -1: alpha_t = 1)
     FL      = -alpha_t * (1 - p_t) ** gamma * log(p_t)
 
-``-log(p_t)`` is computed as ``softplus(-x)`` (t = 1) or ``softplus(x)`` (t = 0), which is
-finite for any finite logit. gamma = 0 gives alpha-balanced binary cross entropy.
+``alpha`` is one float shared by every class (the paper) or a (K,) tensor of per-class
+alphas. ``-log(p_t)`` is computed as ``softplus(-x)`` (t = 1) or ``softplus(x)`` (t = 0),
+which is finite for any finite logit. gamma = 0 gives alpha-balanced binary cross entropy.
 """
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["sigmoid_focal_loss", "sigmoid_focal_loss_labels"]
+__all__ = ["sigmoid_focal_loss", "sigmoid_focal_loss_labels", "Alpha"]
 
 _REDUCTIONS = ("none", "mean", "sum")
 
+Alpha = Union[float, Sequence[float], torch.Tensor]
 
-def _check(alpha: float, gamma: float, reduction: str) -> None:
+
+def _check(alpha: Alpha, gamma: float, reduction: str, num_classes: Optional[int] = None):
+    """Validate the arguments; return alpha as a float or a 1-D tensor."""
     if reduction not in _REDUCTIONS:
         raise ValueError(f"Invalid reduction {reduction!r}; choices: {_REDUCTIONS}")
-    if not (alpha == -1 or 0.0 <= alpha <= 1.0):
-        raise ValueError(f"Invalid alpha {alpha!r}: use a value in [0, 1] or -1")
     if not gamma >= 0:
         raise ValueError(f"Invalid gamma {gamma!r}: must be >= 0")
+    if isinstance(alpha, (list, tuple)):
+        alpha = torch.tensor(alpha, dtype=torch.float64)
+    if isinstance(alpha, torch.Tensor):
+        if alpha.dim() != 1 or not alpha.is_floating_point():
+            raise ValueError(
+                f"Invalid alpha: a per-class alpha must be a 1-D float tensor of K values; got "
+                f"shape {tuple(alpha.shape)}, dtype {alpha.dtype}"
+            )
+        if num_classes is not None and alpha.numel() != num_classes:
+            raise ValueError(
+                f"Invalid alpha: per-class alpha has {alpha.numel()} values but there are "
+                f"{num_classes} classes"
+            )
+        if not bool(((alpha >= 0) & (alpha <= 1)).all()):
+            raise ValueError(f"Invalid alpha {alpha.tolist()}: per-class values must be in [0, 1]")
+        return alpha
+    alpha = float(alpha)
+    if not (alpha == -1 or 0.0 <= alpha <= 1.0):
+        raise ValueError(f"Invalid alpha {alpha!r}: use a value in [0, 1] or -1")
+    return alpha
 
 
 def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -36,14 +58,17 @@ def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
     return loss
 
 
-def _modulated(x: torch.Tensor, positive: bool, alpha: float, gamma: float) -> torch.Tensor:
-    """Elementwise FL for logits ``x`` that all have the same target (1 if positive else 0)."""
+def _modulated(x: torch.Tensor, positive: bool, alpha, gamma: float) -> torch.Tensor:
+    """Elementwise FL for logits ``x`` that all have the same target (1 if positive else 0).
+
+    ``alpha`` is None (no balancing), a float, or a tensor broadcastable to ``x``.
+    """
     sign = -1.0 if positive else 1.0
     loss = F.softplus(sign * x)  # -log(p_t)
     if gamma != 0:
         p = torch.sigmoid(x)
         loss = loss * ((1 - p) if positive else p).pow(gamma)  # (1 - p_t) ** gamma
-    if alpha >= 0:
+    if alpha is not None:
         loss = loss * (alpha if positive else 1 - alpha)
     return loss
 
@@ -51,7 +76,7 @@ def _modulated(x: torch.Tensor, positive: bool, alpha: float, gamma: float) -> t
 def sigmoid_focal_loss(
     inputs: torch.Tensor,
     targets: torch.Tensor,
-    alpha: float = 0.25,
+    alpha: Alpha = 0.25,
     gamma: float = 2.0,
     reduction: str = "none",
 ) -> torch.Tensor:
@@ -59,27 +84,53 @@ def sigmoid_focal_loss(
     ``torchvision.ops.sigmoid_focal_loss``.
 
     Args:
-        inputs: logits of any shape.
+        inputs: logits of any shape (..., K).
         targets: same shape as ``inputs``; 1 for the positive class, 0 otherwise (soft
             values in [0, 1] are accepted and interpolate the two terms' cross entropy).
-        alpha: weight of positives in [0, 1]; -1 for no weighting.
+        alpha: weight of positives in [0, 1]; -1 for no weighting; or a (K,) tensor of
+            per-class weights, broadcast over the last dimension.
         gamma: focusing parameter >= 0.
         reduction: "none" | "mean" | "sum".
     """
-    _check(alpha, gamma, reduction)
+    alpha = _check(alpha, gamma, reduction)
     p = torch.sigmoid(inputs)
     ce = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
     p_t = p * targets + (1 - p) * (1 - targets)
     loss = ce * ((1 - p_t) ** gamma)
-    if alpha >= 0:
+    if isinstance(alpha, torch.Tensor):
+        alpha = alpha.to(device=inputs.device, dtype=loss.dtype)
+        loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
+    elif alpha >= 0:
         loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
     return _reduce(loss, reduction)
+
+
+def _check_labels_inputs(logits: torch.Tensor, labels: torch.Tensor, weights) -> None:
+    if logits.dim() != 2 or labels.shape != logits.shape[:1]:
+        raise ValueError(
+            f"Expected logits (R, K) and labels (R,); got {tuple(logits.shape)} and "
+            f"{tuple(labels.shape)}"
+        )
+    if not logits.is_floating_point():
+        raise ValueError(f"Expected floating-point logits; got {logits.dtype}")
+    if labels.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"Expected int64 labels in {{-1, 0..K}}; got {labels.dtype}")
+    if labels.numel() and (labels.min() < -1 or labels.max() > logits.shape[1]):
+        raise ValueError(
+            f"Invalid labels: values must be -1 (ignored), 0..K-1 (foreground) or K = "
+            f"{logits.shape[1]} (background); got min {labels.min().item()}, max "
+            f"{labels.max().item()}"
+        )
+    if weights is not None and weights.shape != labels.shape:
+        raise ValueError(
+            f"Expected weights of shape (R,) = {tuple(labels.shape)}; got {tuple(weights.shape)}"
+        )
 
 
 def sigmoid_focal_loss_labels(
     logits: torch.Tensor,
     labels: torch.Tensor,
-    alpha: float = 0.25,
+    alpha: Alpha = 0.25,
     gamma: float = 2.0,
     reduction: str = "sum",
     weights: Optional[torch.Tensor] = None,
@@ -89,34 +140,46 @@ def sigmoid_focal_loss_labels(
     Args:
         logits: (R, K) class logits of R anchors.
         labels: (R,) int64: -1 ignored (no loss), 0..K-1 foreground class, K background.
-        alpha, gamma: as in :func:`sigmoid_focal_loss`.
+        alpha: float in [0, 1] (weight of positives; negatives get 1 - alpha), -1 for no
+            weighting, or a (K,) tensor of per-class alphas (class k: alpha_k for its
+            positives, 1 - alpha_k for its negatives).
+        gamma: focusing parameter >= 0.
         reduction: "sum" (default, what RetinaNet normalises), "mean" over the (R, K)
             elements of non-ignored anchors, or "none" for the (R, K) loss (zero rows for
             ignored anchors).
         weights: optional (R,) per-anchor weights (e.g. from a sampler).
 
-    The loss is computed in float32 (or float64) whatever the input precision, and returned
-    in that precision.
+    Returns:
+        a scalar, or (R, K) for ``reduction="none"``. The loss is computed in float32 (or
+        float64) whatever the input precision, and returned in that precision.
     """
-    _check(alpha, gamma, reduction)
-    if logits.dim() != 2 or labels.shape != logits.shape[:1]:
-        raise ValueError(
-            f"Expected logits (R, K) and labels (R,); got {tuple(logits.shape)} and "
-            f"{tuple(labels.shape)}"
-        )
+    _check_labels_inputs(logits, labels, weights)
+    alpha = _check(alpha, gamma, reduction, logits.shape[1])
+    return _portable(logits, labels, alpha, float(gamma), reduction, weights)
+
+
+def _portable(logits, labels, alpha, gamma: float, reduction: str, weights):
+    """The exact reference: a handful of eager PyTorch ops (any device, autograd)."""
     num_classes = logits.shape[1]
     x = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+    if isinstance(alpha, torch.Tensor):
+        alpha = alpha.to(device=x.device, dtype=x.dtype)
+        alpha_neg, alpha_pos = alpha, alpha  # (K,): broadcast over rows / indexed by class
+    else:
+        alpha_neg = alpha_pos = None if alpha < 0 else alpha
     row_weight = (labels >= 0).to(x.dtype)
     if weights is not None:
         row_weight = row_weight * weights.to(x.dtype)
     # Every class of every anchor as if it were negative ...
-    loss = _modulated(x, False, alpha, gamma) * row_weight[:, None]
+    loss = _modulated(x, False, alpha_neg, gamma) * row_weight[:, None]
     # ... then the one positive entry of each foreground anchor corrected.
     fg = torch.nonzero((labels >= 0) & (labels < num_classes)).squeeze(1)
     cls = labels[fg]
     x_fg = x[fg, cls]
+    if isinstance(alpha_pos, torch.Tensor):
+        alpha_pos = alpha_pos[cls]
     correction = (
-        _modulated(x_fg, True, alpha, gamma) - _modulated(x_fg, False, alpha, gamma)
+        _modulated(x_fg, True, alpha_pos, gamma) - _modulated(x_fg, False, alpha_pos, gamma)
     ) * row_weight[fg]
     if reduction == "none":
         return loss.index_put((fg, cls), correction, accumulate=True)
