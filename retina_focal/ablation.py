@@ -242,7 +242,9 @@ def _plain(value):
 
 def read_final_metrics(output_dir: str) -> Optional[Dict[str, Optional[float]]]:
     """The last ``bbox/AP*`` values in ``output_dir/metrics.json`` (Detectron2's JSONWriter;
-    the final evaluation is written there), or None if there is none. NaN becomes None."""
+    the final evaluation is written there), or None if there is none. NaN becomes None, except
+    that a model without any detection (Detectron2 logs "No predictions from the model!") gets
+    0 for every metric."""
     path = os.path.join(output_dir, "metrics.json")
     if not os.path.exists(path):
         return None
@@ -260,7 +262,21 @@ def read_final_metrics(output_dir: str) -> Optional[Dict[str, Optional[float]]]:
                 found = row
     if found is None:
         return None
-    return {m: _finite(found.get(f"bbox/{m}")) for m in METRICS}
+    metrics = {m: _finite(found.get(f"bbox/{m}")) for m in METRICS}
+    if all(v is None for v in metrics.values()) and _no_predictions(output_dir):
+        # Detectron2 reports NaN when the model detects nothing at all (pycocotools cannot
+        # evaluate an empty result list); with ground truth present that is an AP of 0.
+        metrics = {m: 0.0 for m in METRICS}
+    return metrics
+
+
+def _no_predictions(output_dir: str) -> bool:
+    """Whether Detectron2's COCOEvaluator logged that the model made no detection."""
+    path = os.path.join(output_dir, "log.txt")
+    if not os.path.exists(path):
+        return False
+    with open(path, errors="replace") as f:
+        return any("No predictions from the model!" in line for line in f)
 
 
 def _finite(v):

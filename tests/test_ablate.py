@@ -146,3 +146,23 @@ def test_study_runs_two_workers_then_resumes_without_retraining(tmp_path):
     assert kept == {f: os.stat(os.path.join(first, f)).st_mtime_ns for f in kept}
     assert os.stat(os.path.join(second, "metrics.json")).st_mtime_ns != old_second
     _check_outputs(study_dir, labels, [31.1, 34.0])
+
+
+def test_final_metrics_are_the_last_evaluation_and_no_detection_is_zero(tmp_path):
+    from retina_focal.ablation import read_final_metrics
+
+    rows = [{"iteration": 9, "total_loss": 1.0},
+            {"iteration": 9, **{f"bbox/{m}": 10.0 + i for i, m in enumerate(METRICS)}},
+            {"iteration": 19, **{f"bbox/{m}": 20.0 + i for i, m in enumerate(METRICS)}},
+            {"iteration": 19, "total_loss": 0.5}]
+    (tmp_path / "metrics.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert read_final_metrics(str(tmp_path)) == {m: 20.0 + i for i, m in enumerate(METRICS)}
+    # Detectron2 writes NaN when the model detected nothing ...
+    (tmp_path / "metrics.json").write_text(json.dumps({f"bbox/{m}": float("nan")
+                                                      for m in METRICS}) + "\n")
+    assert read_final_metrics(str(tmp_path)) == {m: None for m in METRICS}
+    # ... and says so in its log: that is an AP of 0
+    (tmp_path / "log.txt").write_text("d2.evaluation.coco_evaluation WARNING: No predictions "
+                                      "from the model!\n")
+    assert read_final_metrics(str(tmp_path)) == {m: 0.0 for m in METRICS}
+    assert read_final_metrics(str(tmp_path / "missing")) is None

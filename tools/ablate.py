@@ -179,7 +179,9 @@ class StudyRunner:
         path = os.path.join(self.run_dir(run), RESULT_FILE)
         result = _read_json(path)
         if result is not None and result.get("signature") == self.signature(run):
-            return result
+            # the metrics are read again from the run's own files where they are there
+            metrics = read_final_metrics(self.run_dir(run))
+            return result if metrics is None else dict(result, metrics=metrics)
         if result is not None:
             log(f"{run['setting'].label!r}: {path} was made with other settings; retraining")
             return None
