@@ -349,6 +349,7 @@ def _plot(study: Study, rows: List[Dict], path: str) -> None:
         if v is not None:
             ax.annotate(f"{v:.1f}", (xi - (width / 2 if has_paper else 0), v), ha="center",
                         va="bottom", fontsize=8)
+    ax.set_xlim(-0.6, len(rows) - 0.4)
     ax.set_xticks(x)
     ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("box AP (%)")
