@@ -6,7 +6,7 @@ Importing this package registers, in any order relative to Detectron2's own modu
 * ``RetinaFocal`` in Detectron2's ``META_ARCH_REGISTRY``;
 * ``RetinaFocalHead`` in ``RETINA_FOCAL_HEAD_REGISTRY``;
 * ``SigmoidFocalLoss`` in ``CLS_LOSS_REGISTRY``;
-* ``IoUThresholdMatcher`` in ``ASSIGNER_REGISTRY``;
+* ``IoUThresholdMatcher`` and ``ATSSAssigner`` in ``ASSIGNER_REGISTRY``;
 * the synthetic datasets ``synthetic_shapes[_tiny]_{train,val}`` in Detectron2's catalogs.
 """
 __version__ = "0.1.0"
@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 from . import data  # noqa: F401  (registers the synthetic datasets)
 from .config import add_retina_focal_config
 from .modeling import (
+    ATSSAssigner,
     IoUThresholdMatcher,
     RetinaFocal,
     RetinaFocalHead,
@@ -28,6 +29,7 @@ __all__ = [
     "ASSIGNER_REGISTRY",
     "CLS_LOSS_REGISTRY",
     "RETINA_FOCAL_HEAD_REGISTRY",
+    "ATSSAssigner",
     "IoUThresholdMatcher",
     "RetinaFocal",
     "RetinaFocalHead",
