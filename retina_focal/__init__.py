@@ -8,7 +8,7 @@ Importing this package registers, in any order relative to Detectron2's own modu
 * ``SigmoidFocalLoss``, ``SigmoidFocalLossStar``, ``SoftmaxFocalLoss``, ``QualityFocalLoss``,
   ``VarifocalLoss`` in ``CLS_LOSS_REGISTRY``;
 * ``AllAnchors``, ``OHEMSampler``, ``HardNegativeMiner`` in ``SAMPLER_REGISTRY``;
-* ``IoUThresholdMatcher`` in ``ASSIGNER_REGISTRY``;
+* ``IoUThresholdMatcher`` and ``ATSSAssigner`` in ``ASSIGNER_REGISTRY``;
 * the synthetic datasets ``synthetic_shapes[_tiny]_{train,val}`` in Detectron2's catalogs.
 """
 __version__ = "0.1.0"
@@ -17,6 +17,7 @@ from . import data  # noqa: F401  (registers the synthetic datasets)
 from .config import add_retina_focal_config
 from .modeling import (
     AllAnchors,
+    ATSSAssigner,
     HardNegativeMiner,
     IoUThresholdMatcher,
     OHEMSampler,
@@ -45,6 +46,7 @@ __all__ = [
     "RETINA_FOCAL_HEAD_REGISTRY",
     "SAMPLER_REGISTRY",
     "AllAnchors",
+    "ATSSAssigner",
     "HardNegativeMiner",
     "IoUThresholdMatcher",
     "OHEMSampler",

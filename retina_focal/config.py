@@ -10,8 +10,8 @@ from typing import Sequence
 from detectron2.config import CfgNode as CN
 
 __all__ = [
-    "add_retina_focal_config", "check_alpha_per_class", "check_focal_params", "check_gamma",
-    "check_iou_thresholds", "NORMALIZERS",
+    "add_retina_focal_config", "check_alpha_per_class", "check_choice", "check_focal_params",
+    "check_gamma", "check_iou_thresholds", "check_range", "NORMALIZERS",
 ]
 
 # Values of MODEL.RETINA_FOCAL.NORMALIZER.
@@ -32,6 +32,13 @@ def add_retina_focal_config(cfg: CN) -> None:
     _C.MODEL.RETINA_FOCAL.ASSIGNER_NAME = "IoUThresholdMatcher"
     # Make each ground truth's highest-IoU anchors positive even below the threshold.
     _C.MODEL.RETINA_FOCAL.ALLOW_LOW_QUALITY_MATCHES = True
+    # Whose rule wins for a low-quality match that falls in a negative IoU band: "detectron2"
+    # (it becomes positive) or "detectron" (original Detectron: it stays negative).
+    _C.MODEL.RETINA_FOCAL.LOW_QUALITY_MATCH_ORDER = "detectron2"
+    # Low-quality matches only for ground truths whose best anchor IoU is >= this (0: all).
+    _C.MODEL.RETINA_FOCAL.LOW_QUALITY_MIN_IOU = 0.0
+    # ATSSAssigner: candidates per level = ATSS_TOPK x anchors per location, nearest centres.
+    _C.MODEL.RETINA_FOCAL.ATSS_TOPK = 9
 
     # --- Classification losses (see README "Losses and samplers") ---
     # Per-class alpha, K values in [0, 1] (SigmoidFocalLoss[Star]); [] = FOCAL_LOSS_ALPHA.
@@ -102,14 +109,15 @@ def check_alpha_per_class(alpha: Sequence[float], num_classes: int, *, key: str)
 def check_iou_thresholds(
     thresholds: Sequence[float], labels: Sequence[int], *, thresholds_key: str, labels_key: str
 ) -> None:
-    """Raise ValueError unless thresholds increase and there is one label (-1, 0 or 1) per band."""
+    """Raise ValueError unless thresholds never decrease and each band has a label in {-1, 0, 1}."""
     thresholds = list(thresholds)
     labels = list(labels)
     if any(not (0.0 <= t <= 1.0) for t in thresholds):
         raise ValueError(f"{thresholds_key}={thresholds} is invalid: each IoU must be in [0, 1]")
-    if any(b <= a for a, b in zip(thresholds, thresholds[1:])):
+    if any(b < a for a, b in zip(thresholds, thresholds[1:])):
         raise ValueError(
-            f"{thresholds_key}={thresholds} is invalid: thresholds must be strictly increasing"
+            f"{thresholds_key}={thresholds} is invalid: thresholds must be increasing (equal "
+            "neighbours are allowed and make an empty band, as in Detectron2)"
         )
     if len(labels) != len(thresholds) + 1:
         raise ValueError(
@@ -123,3 +131,19 @@ def check_iou_thresholds(
             f"{labels_key}={labels} is invalid: labels must be -1 (ignore), 0 (negative) or "
             f"1 (positive); got {bad}"
         )
+
+
+def check_choice(value, choices: Sequence, *, key: str) -> None:
+    """Raise ValueError unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        allowed = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{key}={value!r} is invalid: use one of {allowed}")
+
+
+def check_range(value, low, high, *, key: str, integer: bool = False) -> None:
+    """Raise ValueError unless ``low <= value <= high`` (and ``value`` is an int if asked)."""
+    kind = "an integer" if integer else "a value"
+    if (integer and (isinstance(value, bool) or not isinstance(value, int))) or not (
+        low <= value <= high
+    ):
+        raise ValueError(f"{key}={value!r} is invalid: use {kind} in [{low}, {high}]")

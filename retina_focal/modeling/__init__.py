@@ -1,5 +1,5 @@
 """RetinaFocal's model components. Importing this module registers all of them."""
-from .assigners import IoUThresholdMatcher, build_assigner
+from .assigners import ATSSAssigner, IoUThresholdMatcher, build_assigner
 from .backbone import build_retina_focal_basic_resnet_fpn_backbone
 from .head import RetinaFocalHead, build_retina_focal_head
 from .losses import (
@@ -26,6 +26,7 @@ __all__ = [
     "HardNegativeMiner",
     "build_sampler",
     "IoUThresholdMatcher",
+    "ATSSAssigner",
     "build_assigner",
     "build_retina_focal_basic_resnet_fpn_backbone",
     "build_cls_loss",

@@ -1,0 +1,107 @@
+"""Glue between a config / dataset and the pure statistics of :mod:`.assignment`.
+
+This is the one place in ``retina_focal.analysis`` that reads a config: it builds the anchor
+generator, the backbone's strides and padding, and the assigner exactly as ``RetinaFocal``
+does, so the analysis sees the anchors and labels the model would train with.
+"""
+import os
+from typing import Dict, List, Tuple
+
+import torch
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import register_coco_instances
+from detectron2.modeling import build_backbone
+from detectron2.modeling.anchor_generator import build_anchor_generator
+from detectron2.structures import Boxes
+
+from ..config import add_retina_focal_config
+from ..modeling.assigners import build_assigner
+from .assignment import feature_grid_sizes, gt_as_model_sees_it, resized_image_size
+
+__all__ = ["AssignmentSetting", "load_cfg", "register_dataset_arg", "image_size_of"]
+
+
+def load_cfg(config_file: str, opts: List[str]):
+    """A frozen config: Detectron2's defaults + retina_focal's keys + the file + ``opts``."""
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"config file {config_file!r} does not exist")
+    if len(opts) % 2:
+        raise ValueError(f"config overrides must be KEY VALUE pairs, got an odd list: {opts}")
+    cfg = get_cfg()
+    add_retina_focal_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    cfg.freeze()
+    return cfg
+
+
+def register_dataset_arg(spec: str) -> str:
+    """Register ``NAME=JSON:IMAGE_DIR`` as a COCO-format dataset (once); return NAME."""
+    name, sep, rest = spec.partition("=")
+    json_file, sep2, image_dir = rest.partition(":")
+    if not (sep and sep2 and name and json_file and image_dir):
+        raise ValueError(f"--dataset {spec!r} is invalid: use NAME=JSON_FILE:IMAGE_DIR")
+    if not os.path.isfile(json_file):
+        raise FileNotFoundError(f"--dataset {spec!r}: JSON file {json_file!r} does not exist")
+    if not os.path.isdir(image_dir):
+        raise FileNotFoundError(f"--dataset {spec!r}: image folder {image_dir!r} does not exist")
+    if name in DatasetCatalog.list():
+        if MetadataCatalog.get(name).get("json_file") != json_file:
+            raise ValueError(f"--dataset {spec!r}: a dataset named {name!r} already exists")
+        return name
+    register_coco_instances(name, {}, json_file, image_dir)
+    return name
+
+
+def image_size_of(d: Dict) -> Tuple[int, int]:
+    """(h, w) of a dataset dict, from its fields or, if absent, the image header."""
+    if "height" in d and "width" in d:
+        return int(d["height"]), int(d["width"])
+    from PIL import Image
+
+    with Image.open(d["file_name"]) as im:
+        return im.height, im.width
+
+
+class AssignmentSetting:
+    """The model's anchor generator and assigner for one config, applied image by image."""
+
+    def __init__(self, cfg):
+        rcfg = cfg.MODEL.RETINANET
+        backbone = build_backbone(cfg)
+        shapes = backbone.output_shape()
+        missing = [f for f in rcfg.IN_FEATURES if f not in shapes]
+        if missing:
+            raise ValueError(
+                f"MODEL.RETINANET.IN_FEATURES={rcfg.IN_FEATURES} names {missing}, which the "
+                f"backbone does not produce; it produces {sorted(shapes)}"
+            )
+        feature_shapes = [shapes[f] for f in rcfg.IN_FEATURES]
+        self.level_names = list(rcfg.IN_FEATURES)
+        self.strides = [s.stride for s in feature_shapes]
+        self.size_divisibility = backbone.size_divisibility
+        self.anchor_generator = build_anchor_generator(cfg, feature_shapes)
+        self.assigner = build_assigner(cfg)
+        self.min_size, self.max_size = cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST
+        self._anchor_cache: Dict[Tuple[int, int], List[Boxes]] = {}
+        del backbone
+
+    def anchors(self, image_size: Tuple[int, int]) -> List[Boxes]:
+        """The L Boxes of anchors for one (resized) image, as the model generates them."""
+        key = tuple(image_size)
+        if key not in self._anchor_cache:
+            grids = feature_grid_sizes(image_size, self.strides, self.size_divisibility)
+            with torch.no_grad():
+                feats = [torch.empty(1, 0, h, w) for h, w in grids]
+                self._anchor_cache[key] = self.anchor_generator(feats)
+            if len(self._anchor_cache) > 64:  # many sizes (COCO): keep memory bounded
+                self._anchor_cache.pop(next(iter(self._anchor_cache)))
+        return self._anchor_cache[key]
+
+    def prepare(self, d: Dict):
+        """(resized (h, w), gt boxes (M, 4), classes (M,), original areas (M,)) of a dict."""
+        orig = image_size_of(d)
+        size = resized_image_size(*orig, self.min_size, self.max_size)
+        boxes, classes, areas = gt_as_model_sees_it(d.get("annotations", []), orig, size)
+        return size, boxes, classes, areas

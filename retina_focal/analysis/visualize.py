@@ -1,0 +1,72 @@
+"""Draw what an assigner did on one image: ground truth, positive and ignored anchors."""
+from typing import List, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+__all__ = ["PALETTE", "IGNORED_COLOR", "draw_assignment"]
+
+# one colour per ground truth (cycled); its positive anchors are drawn in the same colour
+PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+           (70, 240, 240), (240, 50, 230), (210, 245, 60), (255, 225, 25), (0, 128, 128)]
+IGNORED_COLOR = (160, 160, 160)
+
+
+def draw_assignment(
+    image: np.ndarray,
+    gt_boxes: torch.Tensor,
+    gt_text: Sequence[str],
+    anchors: torch.Tensor,
+    labels: torch.Tensor,
+    scale: float = 1.0,
+    title: str = "",
+) -> Image.Image:
+    """
+    Args:
+        image: (H, W, 3) uint8 RGB, the image as the model sees it.
+        gt_boxes: (M, 4) XYXY in image pixels.
+        gt_text: M captions drawn above the boxes.
+        anchors: (R, 4) XYXY, all anchors of the image.
+        labels: (R,) int64: ground-truth index 0..M-1 for a positive anchor, -1 ignored,
+            M negative (an assigner called with ``gt_classes = arange(M)``).
+        scale: magnification of the drawing (nearest-neighbour), so small anchors stay visible.
+        title: a line of text drawn in the top margin.
+
+    Returns:
+        The drawing: ignored anchors in grey, each ground truth's positive anchors (thin) and
+        the ground truth itself (thick) in that ground truth's colour.
+    """
+    h, w = image.shape[:2]
+    canvas = Image.fromarray(image).resize((round(w * scale), round(h * scale)), Image.NEAREST)
+    # margin so that anchors reaching outside the image stay visible
+    pad = int(round(0.15 * max(canvas.size)))
+    out = Image.new("RGB", (canvas.width + 2 * pad, canvas.height + 2 * pad), (255, 255, 255))
+    out.paste(canvas, (pad, pad))
+    draw = ImageDraw.Draw(out)
+
+    def rect(box, color, width):
+        x0, y0, x1, y1 = [float(v) * scale + pad for v in box]
+        draw.rectangle([x0, y0, x1, y1], outline=color, width=width)
+
+    m = len(gt_boxes)
+    for box in anchors[labels == -1]:
+        rect(box, IGNORED_COLOR, 1)
+    for g in range(m):
+        color = PALETTE[g % len(PALETTE)]
+        for box in anchors[labels == g]:
+            rect(box, color, 1)
+    for g in range(m):
+        color = PALETTE[g % len(PALETTE)]
+        rect(gt_boxes[g], color, 3)
+        x0, y0 = float(gt_boxes[g][0]) * scale + pad, float(gt_boxes[g][1]) * scale + pad
+        draw.text((x0 + 2, max(y0 - 12, 0)), gt_text[g], fill=color)
+    if title:
+        draw.text((4, 4), title, fill=(0, 0, 0))
+    return out
+
+
+def legend_lines(gt_text: Sequence[str], labels: torch.Tensor, m: int) -> List[str]:
+    """One line per ground truth: its caption and number of positive anchors."""
+    counts = torch.bincount(labels[(labels >= 0) & (labels < m)], minlength=m).tolist()
+    return [f"{t}: {c} positive anchor(s)" for t, c in zip(gt_text, counts)]
