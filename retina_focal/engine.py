@@ -4,40 +4,40 @@ import os
 
 from detectron2.config import get_cfg
 from detectron2.engine import DefaultTrainer, default_setup
-from detectron2.evaluation import COCOEvaluator
 
-from .compat import coco_evaluator_kwargs
 from .config import add_retina_focal_config
-from .data import ensure_datasets
+from .data.cli import check_num_classes, register_datasets_from_args
+from .evaluation import COCOReportEvaluator
 
 __all__ = ["Trainer", "setup_cfg"]
 
 
 class Trainer(DefaultTrainer):
-    """Detectron2's default trainer, evaluating every test set with :class:`COCOEvaluator`."""
+    """Detectron2's default trainer, evaluating every test set with Detectron2's COCOEvaluator
+    (:class:`COCOReportEvaluator`: it also writes per-category AP, PR curves and a JSON)."""
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        ensure_datasets([dataset_name])  # COCOEvaluator reads the JSON when it is built
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return COCOEvaluator(
-            dataset_name,
-            tasks=("bbox",),
-            distributed=True,
-            output_dir=output_folder,
-            **coco_evaluator_kwargs(),
+        return COCOReportEvaluator(
+            dataset_name, tasks=("bbox",), distributed=True, output_dir=output_folder
         )
 
 
 def setup_cfg(args):
     """Build a frozen config from ``args.config_file`` and the trailing ``args.opts``, then run
-    Detectron2's ``default_setup`` (output dir, logging, seed, config dump)."""
+    Detectron2's ``default_setup`` (output dir, logging, seed, config dump).
+
+    ``args.dataset`` (``--dataset NAME=JSON:IMAGE_DIR``) datasets are registered first, and the
+    model's class count is checked against every dataset the config names."""
+    register_datasets_from_args(args)
     cfg = get_cfg()
     add_retina_focal_config(cfg)
     if args.config_file:
         cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
+    check_num_classes(cfg)
     cfg.freeze()
     default_setup(cfg, args)
     return cfg

@@ -5,7 +5,12 @@
     python tools/train_net.py --config-file CFG --eval-only MODEL.WEIGHTS model_final.pth
     python tools/train_net.py --config-file CFG --num-gpus 8 SOLVER.IMS_PER_BATCH 16
 
-Trailing ``KEY VALUE`` pairs override the config. Evaluation uses Detectron2's COCOEvaluator.
+Trailing ``KEY VALUE`` pairs override the config. Evaluation uses Detectron2's COCOEvaluator
+(plus per-category AP, PR curves and coco_report.json in OUTPUT_DIR/inference/<dataset>/).
+``--dataset NAME=JSON:IMAGE_DIR`` (repeatable) registers a COCO-format dataset for the config:
+
+    python tools/train_net.py --config-file CFG --dataset mine_train=train.json:train/ \
+        DATASETS.TRAIN '("mine_train",)' MODEL.RETINANET.NUM_CLASSES 3
 """
 import logging
 
@@ -14,6 +19,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, launch
 
 import retina_focal  # noqa: F401  (registers RetinaFocal, its components and datasets)
+from retina_focal.data.cli import add_dataset_argument
 from retina_focal.engine import Trainer, setup_cfg
 
 logger = logging.getLogger("retina_focal")
@@ -36,7 +42,7 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    args = add_dataset_argument(default_argument_parser()).parse_args()
     print("Command Line Args:", args)
     launch(
         main,

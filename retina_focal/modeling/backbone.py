@@ -12,9 +12,31 @@ from detectron2.modeling.backbone import FPN, ResNet
 from detectron2.modeling.backbone.fpn import LastLevelP6P7
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem
 
-__all__ = ["build_retina_focal_basic_resnet_fpn_backbone"]
+__all__ = ["build_retina_focal_basic_resnet_fpn_backbone", "make_basic_resnet_stages"]
 
 _BLOCKS_PER_STAGE = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3]}
+
+
+def make_basic_resnet_stages(depth: int, stem_out_channels: int, res2_out_channels: int,
+                             norm: str = "BN"):
+    """The 4 stages (res2..res5) of a BasicBlock ResNet of ``depth`` 18 or 34 whose widths are
+    w, 2w, 4w, 8w with w = ``res2_out_channels``; a cfg-free builder (for LazyConfig:
+    ``L(ResNet)(stem=..., stages=L(make_basic_resnet_stages)(...))``)."""
+    if depth not in _BLOCKS_PER_STAGE:
+        raise ValueError(
+            f"depth={depth} is invalid for a BasicBlock ResNet: choices "
+            f"{sorted(_BLOCKS_PER_STAGE)}"
+        )
+    stages, in_channels = [], stem_out_channels
+    for i, num_blocks in enumerate(_BLOCKS_PER_STAGE[depth]):
+        out_channels = res2_out_channels * 2**i
+        first_stride = 1 if i == 0 else 2
+        stages.append(ResNet.make_stage(
+            BasicBlock, num_blocks, in_channels=in_channels, out_channels=out_channels,
+            stride_per_block=[first_stride] + [1] * (num_blocks - 1), norm=norm,
+        ))
+        in_channels = out_channels
+    return stages
 
 
 @BACKBONE_REGISTRY.register()
@@ -29,15 +51,7 @@ def build_retina_focal_basic_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
         )
     stem = BasicStem(in_channels=input_shape.channels, out_channels=r.STEM_OUT_CHANNELS,
                      norm=r.NORM)
-    stages, in_channels = [], r.STEM_OUT_CHANNELS
-    for i, num_blocks in enumerate(_BLOCKS_PER_STAGE[r.DEPTH]):
-        out_channels = r.RES2_OUT_CHANNELS * 2**i
-        first_stride = 1 if i == 0 else 2
-        stages.append(ResNet.make_stage(
-            BasicBlock, num_blocks, in_channels=in_channels, out_channels=out_channels,
-            stride_per_block=[first_stride] + [1] * (num_blocks - 1), norm=r.NORM,
-        ))
-        in_channels = out_channels
+    stages = make_basic_resnet_stages(r.DEPTH, r.STEM_OUT_CHANNELS, r.RES2_OUT_CHANNELS, r.NORM)
     bottom_up = ResNet(stem, stages, out_features=r.OUT_FEATURES,
                        freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
     return FPN(

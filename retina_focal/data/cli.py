@@ -1,0 +1,144 @@
+"""COCO-format datasets from the command line: ``--dataset NAME=JSON:IMAGE_DIR`` (repeatable).
+
+Every tool calls :func:`add_dataset_argument` on its parser and :func:`register_datasets_from_args`
+in each process (before the config is used), so a config can name the datasets in
+``DATASETS.TRAIN`` / ``DATASETS.TEST``. Class names (and their count) come from the JSON's
+``categories``; :func:`check_num_classes` compares them with the model's before anything runs.
+"""
+import argparse
+import json
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import register_coco_instances
+
+__all__ = [
+    "DatasetSpec",
+    "add_dataset_argument",
+    "check_num_classes",
+    "parse_dataset_spec",
+    "register_coco_dataset",
+    "register_datasets_from_args",
+]
+
+DatasetSpec = Tuple[str, str, str]  # (name, json_file, image_root)
+_FORMAT = "NAME=JSON:IMAGE_DIR"
+
+
+def parse_dataset_spec(spec: str) -> DatasetSpec:
+    """``"mine_train=ann/train.json:images/train"`` -> ``("mine_train", "ann/train.json",
+    "images/train")``. The JSON path is split off at its first ``.json:`` if there is one (so
+    other colons may appear in paths), else at the first ``:``."""
+    name, eq, rest = spec.partition("=")
+    if not eq or not name.strip():
+        raise ValueError(f"--dataset {spec!r} is invalid: expected {_FORMAT}")
+    cut = rest.lower().find(".json:")
+    if cut >= 0:
+        json_file, image_root = rest[:cut + 5], rest[cut + 6:]
+    else:
+        json_file, _, image_root = rest.partition(":")
+    if not json_file or not image_root:
+        raise ValueError(f"--dataset {spec!r} is invalid: expected {_FORMAT} "
+                         "(both the JSON file and the image folder are needed)")
+    return name.strip(), json_file, image_root
+
+
+def _read_categories(json_file: str) -> List[Dict]:
+    with open(json_file) as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{json_file} is not valid JSON: {e}") from e
+    if not isinstance(data, dict) or not isinstance(data.get("categories"), list):
+        raise ValueError(f"{json_file} is not a COCO instances file: it has no 'categories' "
+                         "list")
+    if not data["categories"]:
+        raise ValueError(f"{json_file} defines no categories")
+    for key in ("images", "annotations"):
+        if key not in data:
+            raise ValueError(f"{json_file} is not a COCO instances file: it has no {key!r}")
+    return data["categories"]
+
+
+def register_coco_dataset(name: str, json_file: str, image_root: str) -> List[str]:
+    """Register a COCO-format dataset with Detectron2's :func:`register_coco_instances`, with
+    its class names (and the category-id mapping) in the metadata right away.
+
+    Registering the same name with the same files again is a no-op; with other files, an error.
+
+    Returns:
+        the class names, ordered by category id (Detectron2's contiguous ids 0..K-1).
+    """
+    json_file, image_root = os.path.abspath(json_file), os.path.abspath(image_root)
+    if not os.path.isfile(json_file):
+        raise FileNotFoundError(f"--dataset {name}: annotation file {json_file!r} does not exist")
+    if not os.path.isdir(image_root):
+        raise FileNotFoundError(f"--dataset {name}: image folder {image_root!r} does not exist")
+    if name in DatasetCatalog.list():
+        meta = MetadataCatalog.get(name)
+        if (meta.get("json_file"), meta.get("image_root")) == (json_file, image_root):
+            return list(meta.thing_classes)
+        raise ValueError(
+            f"--dataset {name}: the name is already registered (to "
+            f"{meta.get('json_file', 'a non-COCO loader')}); choose another name"
+        )
+    cats = sorted(_read_categories(json_file), key=lambda c: c["id"])
+    thing_classes = [c["name"] for c in cats]
+    register_coco_instances(name, {}, json_file, image_root)
+    # The same values Detectron2's load_coco_json sets when the dataset is loaded.
+    MetadataCatalog.get(name).set(
+        thing_classes=thing_classes,
+        thing_dataset_id_to_contiguous_id={c["id"]: i for i, c in enumerate(cats)},
+    )
+    return thing_classes
+
+
+def add_dataset_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the repeatable ``--dataset NAME=JSON:IMAGE_DIR`` option to ``parser``."""
+    parser.add_argument(
+        "--dataset", action="append", default=[], metavar=_FORMAT,
+        help="register a COCO-format dataset under NAME (repeatable); then use NAME in "
+             "DATASETS.TRAIN / DATASETS.TEST",
+    )
+    return parser
+
+
+def register_datasets_from_args(args) -> List[str]:
+    """Register every ``--dataset`` of ``args``; return their names."""
+    names = []
+    for spec in getattr(args, "dataset", None) or []:
+        name, json_file, image_root = parse_dataset_spec(spec)
+        register_coco_dataset(name, json_file, image_root)
+        names.append(name)
+    return names
+
+
+# Meta-architectures whose class count is MODEL.RETINANET.NUM_CLASSES.
+_NUM_CLASSES_KEY = {"RetinaFocal": "MODEL.RETINANET.NUM_CLASSES",
+                    "RetinaNet": "MODEL.RETINANET.NUM_CLASSES"}
+
+
+def check_num_classes(cfg, dataset_names: Optional[Sequence[str]] = None) -> None:
+    """Raise ValueError if the model's class count differs from a dataset's.
+
+    Args:
+        cfg: a Detectron2 CfgNode; checked for RetinaFocal / RetinaNet (NUM_CLASSES key
+            ``MODEL.RETINANET.NUM_CLASSES``), other meta-architectures are left alone.
+        dataset_names: default ``DATASETS.TRAIN + DATASETS.TEST``. Datasets whose metadata
+            has no ``thing_classes`` yet are skipped.
+    """
+    key = _NUM_CLASSES_KEY.get(cfg.MODEL.META_ARCHITECTURE)
+    if key is None:
+        return
+    num_classes = cfg.MODEL.RETINANET.NUM_CLASSES
+    if dataset_names is None:
+        dataset_names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
+    for name in dataset_names:
+        classes = MetadataCatalog.get(name).get("thing_classes")
+        if classes is not None and len(classes) != num_classes:
+            raise ValueError(
+                f"{key}={num_classes} but dataset '{name}' has {len(classes)} categories "
+                f"({', '.join(map(str, classes[:10]))}{', ...' if len(classes) > 10 else ''}); "
+                f"set {key} {len(classes)}"
+            )

@@ -1,0 +1,393 @@
+"""COCO box evaluation with a report a person can read: Detectron2's ``COCOEvaluator`` plus a
+per-category AP table (sorted), precision-recall curves (PNG) per IoU threshold and per object
+size, and one JSON file holding every number.
+
+Two entry points share the report code:
+
+* :class:`COCOReportEvaluator`: a drop-in ``COCOEvaluator`` (used by ``tools/train_net.py``,
+  ``tools/evaluate.py`` and the LazyConfigs). In multi-process evaluation Detectron2 gathers the
+  predictions on the main process; only that process writes the report.
+* :func:`evaluate_results_file`: a COCO results file (``[{"image_id", "category_id", "bbox",
+  "score"}, ...]``) against a ground-truth JSON, with pycocotools alone (no model).
+"""
+import contextlib
+import copy
+import io
+import json
+import logging
+import os
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from detectron2.evaluation import COCOEvaluator
+from detectron2.utils import comm
+from tabulate import tabulate
+
+from .compat import coco_evaluator_kwargs
+
+__all__ = [
+    "COCOReportEvaluator",
+    "check_results_against_gt",
+    "coco_eval_report",
+    "evaluate_results_file",
+    "run_cocoeval",
+    "write_report",
+    "REPORT_FILE",
+]
+
+logger = logging.getLogger(__name__)
+
+REPORT_FILE = "coco_report.json"
+# COCOeval.stats, in order (bbox): AP at IoU .50:.95 / .50 / .75, AP per size, AR at 1/10/100
+# detections, AR per size.
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
+              "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+# The IoU settings the PR curves are drawn for: a single threshold, or the mean over all of them.
+IOU_SETTINGS = (("iou50", 0.5), ("iou75", 0.75), ("iou50-95", None))
+
+
+class COCOReportEvaluator(COCOEvaluator):
+    """:class:`COCOEvaluator` (box AP, pure pycocotools where the compiled evaluator is absent)
+    that also writes :func:`write_report`'s files into ``output_dir``.
+
+    Its ``evaluate()`` returns exactly what ``COCOEvaluator`` returns; the report is an extra.
+    """
+
+    def __init__(self, dataset_name: str, tasks=("bbox",), distributed: bool = True,
+                 output_dir: Optional[str] = None, **kwargs):
+        from .data import ensure_datasets
+
+        ensure_datasets([dataset_name])  # COCOEvaluator reads the JSON when it is built
+        for key, value in coco_evaluator_kwargs().items():
+            kwargs.setdefault(key, value)
+        super().__init__(dataset_name, tasks=tasks, distributed=distributed,
+                         output_dir=output_dir, **kwargs)
+        self._dataset_name = dataset_name
+        self.report: Optional[Dict] = None
+
+    def _derive_coco_results(self, coco_eval, iou_type, class_names=None):
+        results = super()._derive_coco_results(coco_eval, iou_type, class_names=class_names)
+        # Detectron2 only reaches this on the process that gathered the predictions; the check
+        # keeps the report single-writer should that ever change.
+        if iou_type != "bbox" or not comm.is_main_process():
+            return results
+        if coco_eval is None:  # no detection at all: report it (every AP 0), not nothing
+            coco_eval, _ = run_cocoeval(self._coco_api, [])
+        self.report = coco_eval_report(coco_eval, class_names=class_names,
+                                       dataset=self._dataset_name)
+        table = self.report["tables"]["per_category"]
+        self._logger.info("Per-category bbox AP (sorted):\n" + table)
+        if self._output_dir:
+            files = write_report(self.report, self._output_dir)
+            self._logger.info(f"COCO report written: {', '.join(sorted(files.values()))}")
+        return results
+
+
+def _masked_mean(x: np.ndarray, axis) -> np.ndarray:
+    """Mean over ``axis`` ignoring COCOeval's -1 ("no ground truth") entries; NaN where none."""
+    valid = x > -1
+    count = valid.sum(axis=axis)
+    total = np.where(valid, x, 0.0).sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def _nan_to_none(values):
+    return [None if not np.isfinite(v) else round(float(v), 6) for v in values]
+
+
+def _scalar(v) -> Optional[float]:
+    return None if v is None or not np.isfinite(v) else float(v)
+
+
+def coco_eval_report(coco_eval, class_names: Optional[Sequence[str]] = None,
+                     dataset: str = "") -> Dict:
+    """Everything a box ``COCOeval`` (after ``evaluate/accumulate/summarize``) knows, as a
+    JSON-ready dict.
+
+    Args:
+        coco_eval: a pycocotools ``COCOeval`` with ``eval["precision"]`` of shape
+            (T IoUs, R recall points, K classes, A size ranges, M max-detection settings).
+        class_names: K names in the order of ``coco_eval.params.catIds``; by default the
+            ground truth's category names.
+
+    Returns:
+        dict with ``metrics`` (the 12 COCO numbers, in %), ``per_category`` (list sorted by AP,
+        descending; NaN AP, i.e. no ground truth, last), ``pr_curves`` (recall points and,
+        per IoU setting and size range, the class-mean precision and each class's precision),
+        ``counts`` and ``tables`` (the standard and per-category tables as text).
+    """
+    params = coco_eval.params
+    precision = np.asarray(coco_eval.eval["precision"], dtype=np.float64)  # (T, R, K, A, M)
+    cat_ids = list(params.catIds)
+    if class_names is None or len(class_names) != len(cat_ids):
+        class_names = [coco_eval.cocoGt.cats[c]["name"] for c in cat_ids]
+    areas = list(params.areaRngLbl)
+    m_last = len(params.maxDets) - 1  # the 100-detections setting, as COCO's AP
+
+    stats = [float(s) for s in coco_eval.stats]
+    metrics = {name: (s * 100 if s >= 0 else None) for name, s in zip(STAT_NAMES, stats)}
+
+    def iou_index(thr):
+        idx = np.flatnonzero(np.isclose(params.iouThrs, thr))
+        if not len(idx):
+            raise ValueError(f"IoU threshold {thr} is not among COCOeval's {params.iouThrs}")
+        return int(idx[0])
+
+    def slice_iou(p, thr):  # (T, ...) -> (...) for one threshold, or mean over all of them
+        return p[iou_index(thr)] if thr is not None else _masked_mean(p, axis=0)
+
+    num_gt = {c: 0 for c in cat_ids}
+    for ann in coco_eval.cocoGt.dataset.get("annotations", []):
+        if ann["category_id"] in num_gt and not ann.get("iscrowd", 0):
+            num_gt[ann["category_id"]] += 1
+
+    per_category = []
+    for k, (cid, name) in enumerate(zip(cat_ids, class_names)):
+        p = precision[:, :, k, :, m_last]  # (T, R, A)
+        row = {"id": int(cid), "name": name, "num_gt": num_gt[cid]}
+        for label, thr in (("AP", None), ("AP50", 0.5), ("AP75", 0.75)):
+            sel = p[:, :, 0] if thr is None else p[iou_index(thr), :, 0]
+            valid = sel[sel > -1]
+            row[label] = float(valid.mean() * 100) if valid.size else None
+        for a, suffix in zip(range(1, len(areas)), ("s", "m", "l")):
+            valid = p[:, :, a][p[:, :, a] > -1]
+            row["AP" + suffix] = float(valid.mean() * 100) if valid.size else None
+        per_category.append(row)
+    per_category.sort(key=lambda r: (r["AP"] is None, -(r["AP"] or 0.0), r["name"]))
+
+    pr_curves: Dict = {"recall": [float(r) for r in params.recThrs]}
+    for key, thr in IOU_SETTINGS:
+        p = slice_iou(precision[..., m_last], thr)  # (R, K, A)
+        pr_curves[key] = {}
+        for a, area in enumerate(areas):
+            pa = p[:, :, a]  # (R, K)
+            pr_curves[key][area] = {
+                "mean": _nan_to_none(_masked_mean(pa, axis=1)),
+                "per_category": {
+                    name: _nan_to_none(np.where(pa[:, k] > -1, pa[:, k], np.nan))
+                    for k, name in enumerate(class_names)
+                },
+            }
+
+    counts = {
+        "images": len(params.imgIds),
+        "categories": len(cat_ids),
+        "ground_truth": int(sum(num_gt.values())),
+        "detections": len(coco_eval.cocoDt.getAnnIds()),
+    }
+    return {
+        "dataset": dataset,
+        "metrics": metrics,
+        "per_category": per_category,
+        "pr_curves": pr_curves,
+        "counts": counts,
+        "params": {"iou_thresholds": [float(t) for t in params.iouThrs],
+                   "area_ranges": dict(zip(areas, [list(map(float, r)) for r in params.areaRng])),
+                   "max_dets": [int(m) for m in params.maxDets]},
+        "tables": {"metrics": format_metrics_table(metrics),
+                   "per_category": format_per_category_table(per_category)},
+    }
+
+
+def _fmt(v):
+    return "nan" if v is None else f"{v:.3f}"
+
+
+def format_metrics_table(metrics: Dict[str, Optional[float]]) -> str:
+    """The 12 COCO numbers as a two-row pipe table (AP row, AR row)."""
+    ap = [k for k in STAT_NAMES if k.startswith("AP")]
+    ar = [k for k in STAT_NAMES if k.startswith("AR")]
+    tables = [
+        tabulate([[_fmt(metrics[k]) for k in keys]], headers=keys, tablefmt="pipe",
+                 stralign="right", disable_numparse=True)
+        for keys in (ap, ar)
+    ]
+    return "\n".join(tables)
+
+
+def format_per_category_table(per_category: List[Dict]) -> str:
+    headers = ["category", "AP", "AP50", "AP75", "APs", "APm", "APl", "#gt"]
+    rows = [[r["name"]] + [_fmt(r[k]) for k in headers[1:-1]] + [r["num_gt"]]
+            for r in per_category]
+    return tabulate(rows, headers=headers, tablefmt="pipe", stralign="right",
+                    disable_numparse=True)
+
+
+def write_report(report: Dict, output_dir: str) -> Dict[str, str]:
+    """Write ``coco_report.json`` and the precision-recall PNGs into ``output_dir``.
+
+    PNGs: ``pr_<iou>.png`` for iou in iou50, iou75, iou50-95 (left: each class and their mean,
+    all sizes; right: the class mean per size range) and ``pr_area_<size>.png`` for each size
+    range (the class mean at each IoU setting).
+
+    Returns:
+        {name: path} of the files written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(output_dir, exist_ok=True)
+    files = {}
+    curves = report["pr_curves"]
+    recall = np.asarray(curves["recall"])
+    areas = list(report["params"]["area_ranges"])
+
+    def arr(values):
+        return np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
+
+    def ap_of(values):
+        a = arr(values)
+        return np.nan if np.isnan(a).all() else float(np.nanmean(a) * 100)
+
+    titles = {"iou50": "IoU=0.50", "iou75": "IoU=0.75", "iou50-95": "IoU=0.50:0.95"}
+    for key, _ in IOU_SETTINGS:
+        fig, (ax_cls, ax_area) = plt.subplots(1, 2, figsize=(12, 5))
+        by_area = curves[key]
+        for name, values in by_area["all"]["per_category"].items():
+            if not np.isnan(arr(values)).all():
+                ax_cls.plot(recall, arr(values), lw=1, label=f"{name} ({ap_of(values):.1f})")
+        ax_cls.plot(recall, arr(by_area["all"]["mean"]), "k", lw=2.5,
+                    label=f"mean ({ap_of(by_area['all']['mean']):.1f})")
+        ax_cls.set_title(f"{titles[key]}, all sizes, per class (AP)")
+        for area in areas:
+            values = by_area[area]["mean"]
+            if not np.isnan(arr(values)).all():
+                ax_area.plot(recall, arr(values), lw=2, label=f"{area} ({ap_of(values):.1f})")
+        ax_area.set_title(f"{titles[key]}, class mean per object size (AP)")
+        for ax in (ax_cls, ax_area):
+            _pr_axes(ax)
+        fig.suptitle(f"{report.get('dataset') or 'COCO'}: precision-recall, {titles[key]}")
+        files[f"pr_{key}"] = _save(fig, os.path.join(output_dir, f"pr_{key}.png"))
+        plt.close(fig)
+
+    for area in areas:
+        fig, ax = plt.subplots(figsize=(6, 5))
+        for key, _ in IOU_SETTINGS:
+            values = curves[key][area]["mean"]
+            if not np.isnan(arr(values)).all():
+                ax.plot(recall, arr(values), lw=2, label=f"{titles[key]} ({ap_of(values):.1f})")
+        _pr_axes(ax)
+        ax.set_title(f"{report.get('dataset') or 'COCO'}: {area} objects, class mean (AP)")
+        files[f"pr_area_{area}"] = _save(fig, os.path.join(output_dir, f"pr_area_{area}.png"))
+        plt.close(fig)
+
+    report = dict(report, files={k: os.path.basename(v) for k, v in files.items()})
+    path = os.path.join(output_dir, REPORT_FILE)
+    with open(path, "w") as f:
+        json.dump(report, f, indent=1, allow_nan=False)
+    files["report"] = path
+    return files
+
+
+def _pr_axes(ax):
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="upper right")
+
+
+def _save(fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def check_results_against_gt(results: List[Dict], coco_gt, results_name: str = "results",
+                             gt_name: str = "ground truth") -> None:
+    """Raise ValueError, naming the offending ids, unless every detection is a dict with
+    ``image_id``, ``category_id``, ``bbox`` ([x, y, w, h]) and ``score`` whose image and
+    category exist in ``coco_gt`` (a pycocotools ``COCO``)."""
+    if not isinstance(results, list):
+        raise ValueError(f"{results_name}: expected a JSON list of detections (COCO results "
+                         f"format), got {type(results).__name__}")
+    required = ("image_id", "category_id", "bbox", "score")
+    for i, det in enumerate(results):
+        missing = [k for k in required if not isinstance(det, dict) or k not in det]
+        if missing:
+            raise ValueError(f"{results_name}: detection #{i} lacks {missing}; each detection "
+                             f"needs {list(required)} (COCO results format): {det!r}"[:500])
+        if len(det["bbox"]) != 4:
+            raise ValueError(f"{results_name}: detection #{i} has bbox {det['bbox']!r}; "
+                             "expected [x, y, width, height]")
+
+    def _ids(values):
+        values = sorted(values)
+        shown = ", ".join(str(v) for v in values[:10])
+        return shown + (f", ... ({len(values)} in all)" if len(values) > 10 else "")
+
+    bad_images = {d["image_id"] for d in results} - set(coco_gt.getImgIds())
+    if bad_images:
+        raise ValueError(
+            f"{results_name}: image_id {_ids(bad_images)} not in {gt_name} (which has "
+            f"{len(coco_gt.getImgIds())} images, ids {_ids(coco_gt.getImgIds())})"
+        )
+    bad_cats = {d["category_id"] for d in results} - set(coco_gt.getCatIds())
+    if bad_cats:
+        raise ValueError(
+            f"{results_name}: category_id {_ids(bad_cats)} not in {gt_name}, whose "
+            f"category ids are {_ids(coco_gt.getCatIds())}"
+        )
+
+
+def run_cocoeval(coco_gt, results: List[Dict]):
+    """Box ``COCOeval`` of ``results`` (COCO results format, ids already checked) on
+    ``coco_gt``, evaluated, accumulated and summarized; returns (coco_eval, summary text).
+    No detections at all is a valid input (every AP is then 0)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    if results:
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_dt = coco_gt.loadRes(copy.deepcopy(results))
+    else:  # pycocotools' loadRes cannot take an empty list
+        coco_dt = COCO()
+        coco_dt.dataset = {"images": coco_gt.dataset["images"],
+                           "categories": coco_gt.dataset["categories"], "annotations": []}
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_dt.createIndex()
+    coco_eval = COCOeval(coco_gt, coco_dt, "bbox")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    return coco_eval, out.getvalue()
+
+
+def evaluate_results_file(results_file: str, gt_json: str,
+                          output_dir: Optional[str] = None) -> Dict:
+    """Evaluate a COCO results file against a COCO ground-truth JSON with pycocotools.
+
+    Returns the :func:`coco_eval_report` dict (also written to ``output_dir`` if given).
+    """
+    from pycocotools.coco import COCO
+
+    for path, what in ((results_file, "results file"), (gt_json, "ground-truth JSON")):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{what} {path!r} does not exist")
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO(gt_json)
+    if "annotations" not in coco_gt.dataset:
+        raise ValueError(f"{gt_json} has no 'annotations': it cannot be evaluated against")
+    with open(results_file) as f:
+        try:
+            results = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"results file {results_file!r} is not valid JSON: {e}") from e
+    check_results_against_gt(results, coco_gt, results_name=results_file, gt_name=gt_json)
+    coco_eval, summary = run_cocoeval(coco_gt, results)
+    logger.info("COCOeval summary:\n" + summary)
+    name = os.path.splitext(os.path.basename(gt_json))[0]
+    report = coco_eval_report(coco_eval, dataset=name)
+    report["results_file"] = os.path.abspath(results_file)
+    report["gt_json"] = os.path.abspath(gt_json)
+    if output_dir:
+        report["files"] = {k: os.path.basename(v)
+                           for k, v in write_report(report, output_dir).items()}
+    return report

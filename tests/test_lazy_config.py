@@ -1,0 +1,173 @@
+"""The LazyConfig files (configs/**/*.py) build what their YAML twins build: the same model
+(module tree, parameter shapes, initial weights, hyper-parameters), data pipeline, optimizer and
+learning-rate schedule; and tools/lazyconfig_train_net.py trains and evaluates with them."""
+import json
+import os
+
+import pytest
+import torch
+from conftest import CONFIGS, REPO, copypaste_ap, run_tool
+from detectron2.config import LazyConfig, get_cfg, instantiate
+from detectron2.data import DatasetMapper
+from detectron2.modeling import build_model
+from detectron2.solver import build_lr_scheduler, build_optimizer
+
+from retina_focal import add_retina_focal_config
+from retina_focal.evaluation import REPORT_FILE
+
+PAIRS = [
+    "Synthetic/retina_focal_R_18_FPN_tiny",
+    "Synthetic/retina_focal_R_18_FPN_synthetic",
+    "COCO-Detection/retina_focal_R_50_FPN_1x",
+    "COCO-Detection/retina_focal_R_101_FPN_3x",
+]
+
+
+def load_pair(name):
+    cfg = get_cfg()
+    add_retina_focal_config(cfg)
+    cfg.merge_from_file(os.path.join(CONFIGS, name + ".yaml"))
+    lazy = LazyConfig.load(os.path.join(CONFIGS, name + ".py"))
+    return cfg, lazy
+
+
+def on_cpu(cfg):
+    """The COCO configs say MODEL.DEVICE cuda; the comparisons run on the CPU."""
+    cfg = cfg.clone()
+    cfg.MODEL.DEVICE = "cpu"
+    return cfg
+
+
+def build_both(cfg, lazy):
+    torch.manual_seed(0)
+    from_yaml = build_model(on_cpu(cfg))
+    torch.manual_seed(0)
+    from_lazy = instantiate(lazy.model)
+    return from_yaml, from_lazy
+
+
+@pytest.mark.parametrize("name", PAIRS[:3])  # the R101 3x file changes depth and schedule only
+def test_lazy_config_builds_the_yaml_model(name):
+    cfg, lazy = load_pair(name)
+    a, b = build_both(cfg, lazy)
+    assert type(a) is type(b)
+    assert repr(a) == repr(b)  # module tree, layer shapes, norms, loss and assigner settings
+    sa, sb = a.state_dict(), b.state_dict()
+    assert list(sa) == list(sb)
+    for key in sa:  # same shapes, and the same initial values from the same seed
+        assert sa[key].shape == sb[key].shape, key
+        assert torch.equal(sa[key], sb[key]), key
+    frozen = [n for n, p in a.named_parameters() if not p.requires_grad]
+    assert frozen == [n for n, p in b.named_parameters() if not p.requires_grad]
+    assert bool(frozen) == (cfg.MODEL.BACKBONE.FREEZE_AT > 0)
+
+    for attr in ("num_classes", "head_in_features", "focal_loss_alpha", "focal_loss_gamma",
+                 "smooth_l1_beta", "box_reg_loss_type", "test_score_thresh",
+                 "test_topk_candidates", "test_nms_thresh", "max_detections_per_image",
+                 "input_format", "vis_period"):
+        assert getattr(a, attr) == getattr(b, attr), attr
+    assert a.num_classes == cfg.MODEL.RETINANET.NUM_CLASSES
+    for attr in ("pixel_mean", "pixel_std"):
+        assert torch.equal(getattr(a, attr), getattr(b, attr)), attr
+    assert tuple(a.box2box_transform.weights) == tuple(b.box2box_transform.weights)
+    assert vars(a.assigner) == vars(b.assigner)
+    assert (a.cls_loss.alpha, a.cls_loss.gamma) == (b.cls_loss.alpha, b.cls_loss.gamma)
+    assert a.anchor_generator.strides == b.anchor_generator.strides
+    assert a.anchor_generator.offset == b.anchor_generator.offset
+    for ca, cb in zip(a.anchor_generator.cell_anchors, b.anchor_generator.cell_anchors):
+        assert torch.allclose(ca, cb)
+
+
+def augmentations(mapper):
+    """[(class name, settings)] of a DatasetMapper's augmentations; sequences as lists (OmegaConf
+    turns tuples into lists)."""
+    def norm(v):
+        return list(v) if isinstance(v, (list, tuple)) else v
+
+    return [(type(a).__name__, {k: norm(v) for k, v in vars(a).items()})
+            for a in mapper.augmentations.augs]
+
+
+@pytest.mark.parametrize("name", PAIRS[:3])
+def test_lazy_config_trains_like_the_yaml(name):
+    """Data pipeline, optimizer parameter groups, LR schedule and run settings."""
+    cfg, lazy = load_pair(name)
+    # data: augmentations, image format, batch size, datasets, empty-image filtering
+    ref = DatasetMapper(cfg, is_train=True)
+    got = instantiate(lazy.dataloader.train.mapper)
+    assert augmentations(ref) == augmentations(got)
+    assert (ref.image_format, ref.use_instance_mask) == (got.image_format, got.use_instance_mask)
+    test_ref, test_got = DatasetMapper(cfg, is_train=False), instantiate(
+        lazy.dataloader.test.mapper)
+    assert augmentations(test_ref) == augmentations(test_got)
+    assert lazy.dataloader.train.total_batch_size == cfg.SOLVER.IMS_PER_BATCH
+    assert lazy.dataloader.train.num_workers == cfg.DATALOADER.NUM_WORKERS
+    assert (lazy.dataloader.train.dataset.names,) == tuple(cfg.DATASETS.TRAIN)
+    assert (lazy.dataloader.test.dataset.names,) == tuple(cfg.DATASETS.TEST)
+    assert lazy.dataloader.train.dataset.filter_empty == cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
+
+    # optimizer: same parameter groups (lr, weight decay) for the same parameters
+    model = build_model(on_cpu(cfg))
+    opt_ref = build_optimizer(cfg, model)
+    lazy.optimizer.params.model = model
+    opt_got = instantiate(lazy.optimizer)
+    assert type(opt_ref) is type(opt_got)  # SGD (no gradient clipping in these configs)
+
+    def groups(opt):
+        return sorted(
+            (tuple(sorted(id(p) for p in g["params"])), g["lr"], g["weight_decay"],
+             g["momentum"], g["nesterov"]) for g in opt.param_groups
+        )
+
+    assert groups(opt_ref) == groups(opt_got)
+
+    # learning-rate multiplier at every iteration (sampled): Detectron2's WarmupMultiStepLR
+    sched = build_lr_scheduler(cfg, opt_ref)
+    mult = instantiate(lazy.lr_multiplier)
+    max_iter = cfg.SOLVER.MAX_ITER
+    assert lazy.train.max_iter == max_iter
+    step = max(1, max_iter // 997)
+    for it in list(range(0, max_iter, step)) + [max_iter - 1]:
+        assert mult(it / max_iter) == pytest.approx(sched._multiplier(it / max_iter)), it
+
+    assert lazy.train.checkpointer.period == cfg.SOLVER.CHECKPOINT_PERIOD
+    assert lazy.train.init_checkpoint == cfg.MODEL.WEIGHTS
+    assert lazy.train.device == cfg.MODEL.DEVICE
+    assert lazy.train.eval_period == cfg.TEST.EVAL_PERIOD
+    assert lazy.train.amp.enabled == cfg.SOLVER.AMP.ENABLED
+    assert lazy.train.seed == cfg.SEED
+
+
+@pytest.mark.parametrize("name", PAIRS)
+def test_lazy_config_schedule_and_weights(name):
+    cfg, lazy = load_pair(name)
+    assert lazy.model.backbone.bottom_up.stages.depth == cfg.MODEL.RESNETS.DEPTH
+    assert lazy.train.init_checkpoint == cfg.MODEL.WEIGHTS
+    assert lazy.train.max_iter == cfg.SOLVER.MAX_ITER
+    assert list(lazy.lr_multiplier.scheduler.milestones) == list(cfg.SOLVER.STEPS)
+    assert lazy.lr_multiplier.warmup_length * cfg.SOLVER.MAX_ITER == pytest.approx(
+        cfg.SOLVER.WARMUP_ITERS)
+    assert lazy.optimizer.lr == cfg.SOLVER.BASE_LR
+    assert lazy.model.num_classes == cfg.MODEL.RETINANET.NUM_CLASSES
+
+
+def test_lazyconfig_train_net_trains_tiny_then_evaluates(tmp_path):
+    out = str(tmp_path / "lazy")
+    # a 2-iteration model scores nothing above 0.05: keep every candidate so AP is computed
+    proc = run_tool(["tools/lazyconfig_train_net.py", "--config-file",
+                     os.path.join(CONFIGS, "Synthetic", "retina_focal_R_18_FPN_tiny.py"),
+                     f"train.output_dir={out}", "model.test_score_thresh=0.0"], cwd=REPO)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert "eta:" in log  # Detectron2's metric printer
+    rows = [json.loads(line) for line in open(os.path.join(out, "metrics.json"))]
+    assert max(r["iteration"] for r in rows) == 1  # 2 iterations: 0 and 1
+    assert any("loss_cls" in r and "num_pos_anchors" in r for r in rows)
+    assert os.path.exists(os.path.join(out, "model_final.pth"))
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(out))
+    ap = copypaste_ap(log)
+    assert len(ap) == 6 and 0.0 <= ap[0] <= 100.0
+    report = json.load(open(os.path.join(out, "inference", "synthetic_shapes_tiny_val",
+                                         REPORT_FILE)))
+    assert report["metrics"]["AP"] == pytest.approx(ap[0], abs=1e-3)
+    assert report["counts"]["images"] == 8

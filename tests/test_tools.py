@@ -1,0 +1,241 @@
+"""The command-line tools on the tiny synthetic dataset: evaluate.py (checkpoint and results-file
+modes), train_net.py --eval-only with --dataset, demo.py, plot_training.py, and the evaluation
+report the Trainer writes. One short training run (module fixture) feeds them all."""
+import importlib.util
+import json
+import math
+import os
+import shutil
+
+import numpy as np
+import pytest
+from conftest import REPO, TINY_CONFIG, copypaste_ap, run_tool
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from PIL import Image
+from pycocotools.coco import COCO
+from test_evaluation import assert_png
+
+from retina_focal.data.cli import (
+    check_num_classes,
+    parse_dataset_spec,
+    register_coco_dataset,
+)
+from retina_focal.evaluation import REPORT_FILE
+
+VAL = "synthetic_shapes_tiny_val"
+PR_PNGS = ["pr_iou50.png", "pr_iou75.png", "pr_iou50-95.png", "pr_area_all.png",
+           "pr_area_small.png", "pr_area_medium.png", "pr_area_large.png"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Train the tiny config for 20 iterations (it then evaluates on the tiny val split)."""
+    DatasetCatalog.get(VAL)  # generate the split, so its files exist
+    meta = MetadataCatalog.get(VAL)
+    out = str(tmp_path_factory.mktemp("tools") / "run")
+    proc = run_tool(["tools/train_net.py", "--config-file", TINY_CONFIG, "OUTPUT_DIR", out,
+                     "SOLVER.MAX_ITER", "20", "SOLVER.BASE_LR", "0.01"], cwd=REPO)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    metrics = [json.loads(line) for line in open(os.path.join(out, "metrics.json"))]
+    evaluation = [m for m in metrics if "bbox/AP" in m][-1]
+    return {"out": out, "log": log, "weights": os.path.join(out, "model_final.pth"),
+            "metrics": metrics, "eval": evaluation, "gt_json": meta.json_file,
+            "image_dir": meta.image_root,
+            "results": os.path.join(out, "inference", VAL, "coco_instances_results.json")}
+
+
+def load_tool(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def same(ours, d2):
+    """Our report's value (None for 'no ground truth') against Detectron2's (NaN)."""
+    if d2 is None or (isinstance(d2, float) and math.isnan(d2)):
+        return ours is None
+    return ours == pytest.approx(d2, abs=1e-6)
+
+
+def check_report(path, images=8):
+    report = json.load(open(path))
+    assert {"metrics", "per_category", "pr_curves", "counts", "tables", "files"} <= set(report)
+    assert report["counts"]["images"] == images and report["counts"]["categories"] == 6
+    for v in report["metrics"].values():
+        assert v is None or 0.0 <= v <= 100.0
+    for name in PR_PNGS:
+        assert_png(os.path.join(os.path.dirname(path), name), min_size=(500, 400))
+    return report
+
+
+def test_training_logs_and_trainer_report(trained):
+    # Detectron2's metric printer (with ETA), metrics.json and TensorBoard events
+    assert "eta:" in trained["log"]
+    rows = [m for m in trained["metrics"] if "total_loss" in m]
+    assert rows and all(math.isfinite(m[k]) for m in rows for k in
+                        ("total_loss", "loss_cls", "loss_box_reg", "num_pos_anchors", "lr"))
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(trained["out"]))
+
+    report = check_report(os.path.join(trained["out"], "inference", VAL, REPORT_FILE))
+    ev = trained["eval"]
+    assert ev["bbox/AP"] > 0  # the 20-iteration model finds something
+    for key in ("AP", "AP50", "AP75", "APs", "APm", "APl"):
+        assert same(report["metrics"][key], ev[f"bbox/{key}"]), key
+    # per-category AP: Detectron2's own per-category numbers are the reference
+    for row in report["per_category"]:
+        assert same(row["AP"], ev[f"bbox/AP-{row['name']}"]), row["name"]
+    assert "Per-category bbox AP (sorted)" in trained["log"]
+
+
+def test_evaluate_results_file_cli(trained, tmp_path):
+    out = str(tmp_path / "report")
+    proc = run_tool(["tools/evaluate.py", "--results", trained["results"], "--gt-json",
+                     trained["gt_json"], "--output", out], cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "Per-category AP (%), sorted" in proc.stdout and "|   category |" in proc.stdout
+    report = check_report(os.path.join(out, REPORT_FILE))
+    assert same(report["metrics"]["AP"], trained["eval"]["bbox/AP"])
+    assert report["counts"]["detections"] == len(json.load(open(trained["results"])))
+
+    bad = json.load(open(trained["results"]))
+    bad[0]["image_id"] = 999
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    proc = run_tool(["tools/evaluate.py", "--results", str(tmp_path / "bad.json"), "--gt-json",
+                     trained["gt_json"]], cwd=REPO)
+    assert proc.returncode != 0
+    assert "error:" in proc.stderr and "image_id 999 not in" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_evaluate_checkpoint_on_a_json_and_image_folder(trained, tmp_path):
+    out = str(tmp_path / "eval")
+    proc = run_tool(["tools/evaluate.py", "--config-file", TINY_CONFIG, "--gt-json",
+                     trained["gt_json"], "--image-dir", trained["image_dir"], "--output", out,
+                     "MODEL.WEIGHTS", trained["weights"]], cwd=REPO)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert copypaste_ap(log)[0] == pytest.approx(trained["eval"]["bbox/AP"], abs=1e-3)
+    report = check_report(os.path.join(out, "inference", "eval_val", REPORT_FILE))
+    assert same(report["metrics"]["AP"], trained["eval"]["bbox/AP"])
+
+
+def test_num_classes_mismatch_stops_before_training(trained, tmp_path):
+    spec = f"mine_train={trained['gt_json']}:{trained['image_dir']}"
+    proc = run_tool(["tools/train_net.py", "--config-file", TINY_CONFIG, "--dataset", spec,
+                     "DATASETS.TRAIN", '("mine_train",)', "DATASETS.TEST", "()",
+                     "MODEL.RETINANET.NUM_CLASSES", "3", "OUTPUT_DIR", str(tmp_path)], cwd=REPO)
+    assert proc.returncode != 0
+    assert ("MODEL.RETINANET.NUM_CLASSES=3 but dataset 'mine_train' has 6 categories"
+            in proc.stderr), proc.stderr[-2000:]
+    assert "Starting training" not in proc.stdout + proc.stderr
+
+
+def test_dataset_spec_parsing_and_registration(trained, tiny_cfg):
+    assert parse_dataset_spec("a=x/y.json:imgs") == ("a", "x/y.json", "imgs")
+    assert parse_dataset_spec("b=C:/d/y.json:E:/imgs") == ("b", "C:/d/y.json", "E:/imgs")
+    for bad in ("noequals", "=a.json:dir", "n=a.json", "n=:dir"):
+        with pytest.raises(ValueError, match="NAME=JSON:IMAGE_DIR"):
+            parse_dataset_spec(bad)
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        register_coco_dataset("test_tools_missing", "missing.json", trained["image_dir"])
+
+    classes = register_coco_dataset("test_tools_reg", trained["gt_json"], trained["image_dir"])
+    assert classes == ["ellipse", "rectangle", "triangle", "cross", "star", "ring"]
+    # the same files again: fine; other files under the same name: an error naming it
+    register_coco_dataset("test_tools_reg", trained["gt_json"], trained["image_dir"])
+    with pytest.raises(ValueError, match="test_tools_reg.*already registered"):
+        register_coco_dataset("test_tools_reg", trained["gt_json"], REPO)
+    # Detectron2's loader agrees with the metadata we set at registration
+    dicts = DatasetCatalog.get("test_tools_reg")
+    assert len(dicts) == 8 and MetadataCatalog.get("test_tools_reg").thing_classes == classes
+
+    tiny_cfg.DATASETS.TRAIN = ("test_tools_reg",)
+    check_num_classes(tiny_cfg)  # 6 == 6
+    tiny_cfg.MODEL.RETINANET.NUM_CLASSES = 7
+    with pytest.raises(ValueError, match="NUM_CLASSES=7 but dataset 'test_tools_reg' has 6"):
+        check_num_classes(tiny_cfg)
+
+
+def test_demo_annotates_and_writes_coco_results(trained, tmp_path):
+    out = str(tmp_path / "demo")
+    val = trained["image_dir"]
+    first = os.path.join(val, "000000.png")
+    # a glob and a file that overlap: each image once
+    proc = run_tool(["tools/demo.py", "--config-file", TINY_CONFIG, "--input",
+                     os.path.join(val, "00000[0-2].png"), first, "--output", out,
+                     "--score-thresh", "0.05", "--device", "cpu", "--coco-json",
+                     trained["gt_json"], "MODEL.WEIGHTS", trained["weights"]], cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    names = ["000000.png", "000001.png", "000002.png"]
+    assert sorted(f for f in os.listdir(out) if f.endswith(".png")) == names
+    for name in names:
+        drawn = Image.open(os.path.join(out, name))
+        original = Image.open(os.path.join(val, name))
+        assert drawn.size == original.size == (128, 128)
+        diff = np.abs(np.asarray(drawn.convert("RGB"), dtype=np.int16)
+                      - np.asarray(original.convert("RGB"), dtype=np.int16))
+        assert diff.max() > 50  # boxes are drawn on it
+
+    results = json.load(open(os.path.join(out, "results.json")))
+    assert results and all(r["score"] >= 0.05 for r in results)
+    gt = COCO(trained["gt_json"])
+    dt = gt.loadRes(os.path.join(out, "results.json"))  # round trip through pycocotools
+    assert len(dt.getAnnIds()) == len(results)
+    own = COCO(os.path.join(out, "images.json"))  # the ids also resolve without the GT file
+    assert len(own.loadRes(os.path.join(out, "results.json")).getAnnIds()) == len(results)
+    ids = {im["id"] for im in gt.dataset["images"] if im["file_name"] in names}
+    assert {r["image_id"] for r in results} <= ids
+
+    # the demo's detections are the ones Detectron2's evaluator saw for those images
+    def key(r):
+        return (r["image_id"], r["category_id"], -r["score"])
+
+    ref = sorted((r for r in json.load(open(trained["results"])) if r["image_id"] in ids),
+                 key=key)
+    got = sorted(results, key=key)
+    assert len(got) == len(ref)
+    for a, b in zip(got, ref):
+        assert (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
+        assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+        assert np.allclose(a["bbox"], b["bbox"], atol=1e-2)
+
+
+def test_demo_input_errors(tmp_path):
+    demo = load_tool("demo")
+    with pytest.raises(SystemExit, match="matches no image file"):
+        demo.collect_images([str(tmp_path / "*.png")])
+    args = demo.parse_args(["--config-file", TINY_CONFIG, "--input", "a.png", "b/",
+                            "MODEL.WEIGHTS", "w.pth", "MODEL.DEVICE", "cpu"])
+    assert args.input == ["a.png", "b/"]
+    assert args.opts == ["MODEL.WEIGHTS", "w.pth", "MODEL.DEVICE", "cpu"]
+
+
+def test_plot_training_overlays_runs(trained, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    with open(other / "metrics.json", "w") as f:  # a second run with doubled losses
+        for m in trained["metrics"]:
+            m = dict(m)
+            for k in ("total_loss", "loss_cls", "loss_box_reg"):
+                if k in m:
+                    m[k] *= 2
+            f.write(json.dumps(m) + "\n")
+    out = str(tmp_path / "plots")
+    proc = run_tool(["tools/plot_training.py", trained["out"], str(other / "metrics.json"),
+                     "--labels", "base", "doubled", "--output", out, "--smooth", "2"], cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("losses", "num_pos_anchors", "lr", "ap", "training"):
+        assert_png(os.path.join(out, name + ".png"), min_size=(400, 300))
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    assert set(summary) == {"base", "doubled"}
+    last = [m for m in trained["metrics"] if "total_loss" in m][-1]
+    assert summary["base"]["total_loss"] == pytest.approx(last["total_loss"])
+    assert summary["doubled"]["loss_cls"] == pytest.approx(2 * last["loss_cls"])
+    assert summary["base"]["num_pos_anchors"] == pytest.approx(last["num_pos_anchors"])
+    assert summary["base"]["bbox/AP"] == pytest.approx(trained["eval"]["bbox/AP"])
+
+    shutil.rmtree(other)
+    proc = run_tool(["tools/plot_training.py", str(other)], cwd=REPO)
+    assert proc.returncode != 0 and "does not exist" in proc.stderr
