@@ -3,18 +3,20 @@ config setup used by ``tools/train_net.py``."""
 import os
 
 from detectron2.config import get_cfg
-from detectron2.engine import DefaultTrainer, default_setup
+from detectron2.engine import default_setup
 from detectron2.evaluation import COCOEvaluator
 
 from .compat import coco_evaluator_kwargs
 from .config import add_retina_focal_config
 from .data import ensure_datasets
+from .trainer import ReliableTrainer
 
 __all__ = ["Trainer", "setup_cfg"]
 
 
-class Trainer(DefaultTrainer):
-    """Detectron2's default trainer, evaluating every test set with :class:`COCOEvaluator`."""
+class Trainer(ReliableTrainer):
+    """Detectron2's default trainer made resumable and multi-process on CPU
+    (:class:`ReliableTrainer`), evaluating every test set with :class:`COCOEvaluator`."""
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

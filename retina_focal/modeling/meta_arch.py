@@ -13,6 +13,7 @@ from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 
 from .assigners import build_assigner
+from .distributed import sum_over_processes
 from .head import build_retina_focal_head
 from .losses import build_cls_loss
 
@@ -125,7 +126,11 @@ class RetinaFocal(RetinaNet):
         storage = get_event_storage()
         storage.put_scalar("num_pos_anchors", num_pos / num_images)
         storage.put_scalar("num_ignored_anchors", (labels < 0).sum().item() / num_images)
-        normalizer = self._ema_update("loss_normalizer", max(num_pos, 1), 100)
+        # Several processes: the EMA follows the positives of the whole (global) batch, and the
+        # loss is scaled by the process count that DistributedDataParallel's gradient
+        # averaging divides by, so training equals one process with the same total batch.
+        num_pos, num_procs = sum_over_processes(num_pos, labels.device)
+        normalizer = self._ema_update("loss_normalizer", max(num_pos, 1), 100) / num_procs
 
         logits = cat(pred_logits, dim=1)  # (N, R, K)
         loss_cls = self.cls_loss(logits.flatten(0, 1), labels.flatten())
