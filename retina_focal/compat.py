@@ -7,7 +7,7 @@ import functools
 import inspect
 from typing import Dict
 
-__all__ = ["has_compiled_ops", "coco_evaluator_kwargs"]
+__all__ = ["has_compiled_ops", "coco_evaluator_kwargs", "set_local_process_group"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -29,3 +29,21 @@ def coco_evaluator_kwargs() -> Dict:
     if "use_fast_impl" in inspect.signature(COCOEvaluator.__init__).parameters:
         kwargs["use_fast_impl"] = has_compiled_ops()
     return kwargs
+
+
+def set_local_process_group(num_per_machine: int, machine_rank: int, world_size: int) -> None:
+    """Create Detectron2's per-machine process group (``comm.get_local_rank`` needs it) after
+    ``init_process_group``: official detectron2 has ``comm.create_local_process_group``, 0.6
+    reads the module attribute ``comm._LOCAL_PROCESS_GROUP``. Every process must call it."""
+    import torch.distributed as dist
+    from detectron2.utils import comm
+
+    create = getattr(comm, "create_local_process_group", None)
+    if create is not None:
+        create(num_per_machine)
+        return
+    for machine in range(world_size // num_per_machine):
+        ranks = list(range(machine * num_per_machine, (machine + 1) * num_per_machine))
+        group = dist.new_group(ranks)  # collective: every process creates every group
+        if machine == machine_rank:
+            comm._LOCAL_PROCESS_GROUP = group

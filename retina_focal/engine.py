@@ -3,17 +3,19 @@ config setup used by ``tools/train_net.py``."""
 import os
 
 from detectron2.config import get_cfg
-from detectron2.engine import DefaultTrainer, default_setup
+from detectron2.engine import default_setup
 
 from .config import add_retina_focal_config
 from .data.cli import check_num_classes, register_datasets_from_args
 from .evaluation import COCOReportEvaluator
+from .trainer import ReliableTrainer
 
 __all__ = ["Trainer", "setup_cfg"]
 
 
-class Trainer(DefaultTrainer):
-    """Detectron2's default trainer, evaluating every test set with Detectron2's COCOEvaluator
+class Trainer(ReliableTrainer):
+    """Detectron2's default trainer made resumable and multi-process on CPU
+    (:class:`ReliableTrainer`), evaluating every test set with Detectron2's COCOEvaluator
     (:class:`COCOReportEvaluator`: it also writes per-category AP, PR curves and a JSON)."""
 
     @classmethod

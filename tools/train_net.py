@@ -15,12 +15,13 @@ Trailing ``KEY VALUE`` pairs override the config. Evaluation uses Detectron2's C
 import logging
 
 import detectron2.utils.comm as comm
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.engine import default_argument_parser, launch
+from detectron2.engine import default_argument_parser
 
 import retina_focal  # noqa: F401  (registers RetinaFocal, its components and datasets)
+from retina_focal.checkpoint import RetinaFocalCheckpointer
 from retina_focal.data.cli import add_dataset_argument
 from retina_focal.engine import Trainer, setup_cfg
+from retina_focal.launch import launch  # Detectron2's on GPUs; GLOO processes on CPU
 
 logger = logging.getLogger("retina_focal")
 
@@ -29,7 +30,7 @@ def main(args):
     cfg = setup_cfg(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        RetinaFocalCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         results = Trainer.test(cfg, model)

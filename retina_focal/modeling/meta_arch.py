@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from ..config import NORMALIZERS
 from .assigners import build_assigner
+from .distributed import sum_over_processes
 from .head import build_retina_focal_head
 from .losses import build_cls_loss
 from .samplers import AllAnchors, build_sampler
@@ -199,10 +200,14 @@ class RetinaFocal(RetinaNet):
         storage = get_event_storage()
         storage.put_scalar("num_pos_anchors", num_pos / num_images)
         storage.put_scalar("num_ignored_anchors", (labels < 0).sum().item() / num_images)
+        # Several processes: the normaliser counts the positives of the whole (global) batch,
+        # and the loss is scaled by the process count that DistributedDataParallel's gradient
+        # averaging divides by, so training equals one process with the same total batch.
+        num_pos, num_procs = sum_over_processes(num_pos, labels.device)
         if self.normalizer == "batch":
-            normalizer = max(num_pos, 1)
+            normalizer = max(num_pos, 1) / num_procs
         else:
-            normalizer = self._ema_update("loss_normalizer", max(num_pos, 1), 100)
+            normalizer = self._ema_update("loss_normalizer", max(num_pos, 1), 100) / num_procs
 
         logits = cat(pred_logits, dim=1)  # (N, R, C)
         targets = {}

@@ -1,0 +1,91 @@
+"""Start one process per device, on GPUs with Detectron2's launcher, on CPUs with GLOO.
+
+Detectron2 0.6's ``launch`` asserts CUDA and uses NCCL, so ``--num-gpus 2`` cannot run on a
+CPU-only machine. :func:`launch` keeps Detectron2's signature and behaviour on GPU machines;
+when CUDA is unavailable it spawns the processes itself, joins them into one GLOO process group
+(``tcp://`` or ``file://`` rendezvous, several machines allowed) and creates Detectron2's
+per-machine process group, so ``detectron2.utils.comm`` (``get_local_rank``, ``gather``,
+``synchronize``) works as under Detectron2's launcher.
+"""
+import logging
+import os
+import socket
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from detectron2.utils import comm
+
+from .compat import set_local_process_group
+
+__all__ = ["launch", "DEFAULT_TIMEOUT"]
+
+DEFAULT_TIMEOUT = timedelta(minutes=30)
+logger = logging.getLogger(__name__)
+
+
+def _free_local_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(main_func, num_gpus_per_machine: int, num_machines: int = 1, machine_rank: int = 0,
+           dist_url=None, args=(), timeout=DEFAULT_TIMEOUT):
+    """Run ``main_func(*args)`` in ``num_gpus_per_machine`` processes on each of
+    ``num_machines`` machines (call it on every machine with its ``machine_rank``).
+
+    On a machine without CUDA, ``num_gpus_per_machine`` is the number of CPU processes.
+    ``dist_url``: ``tcp://HOST:PORT`` of machine 0 (same on every machine), or ``"auto"`` for
+    a free local port (one machine only).
+    """
+    if torch.cuda.is_available():
+        from detectron2.engine import launch as d2_launch
+
+        return d2_launch(main_func, num_gpus_per_machine, num_machines=num_machines,
+                         machine_rank=machine_rank, dist_url=dist_url, args=args,
+                         timeout=timeout)
+    if num_gpus_per_machine < 1 or num_machines < 1 or not 0 <= machine_rank < num_machines:
+        raise ValueError(
+            f"Invalid launch: --num-gpus {num_gpus_per_machine}, --num-machines {num_machines}, "
+            f"--machine-rank {machine_rank} (need >= 1 processes, >= 1 machines, "
+            "0 <= machine rank < machines)"
+        )
+    world_size = num_gpus_per_machine * num_machines
+    if world_size == 1:
+        return main_func(*args)
+    if dist_url in (None, "auto"):
+        if num_machines > 1:
+            raise ValueError("--dist-url auto works on one machine only; give every machine "
+                             "the same tcp://HOST:PORT of machine 0")
+        dist_url = f"tcp://127.0.0.1:{_free_local_port()}"
+    logger.info(f"CUDA is not available: starting {num_gpus_per_machine} CPU process(es) "
+                f"(GLOO, {dist_url}, world size {world_size})")
+    mp.spawn(
+        _cpu_worker,
+        nprocs=num_gpus_per_machine,
+        args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args,
+              timeout),
+        daemon=False,
+    )
+
+
+def _cpu_worker(local_rank, main_func, world_size, num_per_machine, machine_rank, dist_url,
+                args, timeout):
+    global_rank = machine_rank * num_per_machine + local_rank
+    try:
+        dist.init_process_group(backend="gloo", init_method=dist_url, world_size=world_size,
+                                rank=global_rank, timeout=timeout)
+    except Exception as e:
+        raise RuntimeError(f"Process {global_rank} could not join the process group at "
+                           f"{dist_url}: {e}") from e
+    set_local_process_group(num_per_machine, machine_rank, world_size)
+    # share the machine's cores between its processes instead of oversubscribing them
+    threads = max(1, (os.cpu_count() or 1) // num_per_machine)
+    torch.set_num_threads(min(torch.get_num_threads(), threads))
+    comm.synchronize()
+    try:
+        main_func(*args)
+    finally:
+        dist.destroy_process_group()

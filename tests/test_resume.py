@@ -1,0 +1,222 @@
+"""Interruption and many processes, with real processes and real files.
+
+* SIGKILL a training run between checkpoints, ``--resume`` it: the final weights equal an
+  uninterrupted run's (CPU, fixed seed);
+* a kill while a checkpoint is written never leaves a partial file behind ``last_checkpoint``;
+* ``--num-gpus 2`` on this CPU-only machine trains with two GLOO processes of 2 images and
+  ends with the weights of one process of 4 images;
+* two "machines" (two launchers, machine ranks 0 and 1, tcp://127.0.0.1) evaluate together,
+  every image exactly once, with the detections of one process.
+
+All runs share one reference run (one process, 4 images per iteration). Its backbone uses
+FrozenBN and its FPN no norm (the head uses GroupNorm, per image): with BatchNorm each process
+would normalise with its own 2 images' statistics, which is not the same computation as one
+process normalising 4 images, so exact equality would not be expected.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+from conftest import REPO, TINY_CONFIG, run_tool
+
+# 4 iterations of 4 images, a checkpoint after every iteration, random resize scale and flip
+# (so both the data stream and the augmentation must resume), an LR step after the kill point.
+OPTS = [
+    "SEED", "7", "SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "1",
+    "SOLVER.IMS_PER_BATCH", "4", "SOLVER.STEPS", "(3,)", "SOLVER.WARMUP_ITERS", "2",
+    "INPUT.MIN_SIZE_TRAIN", "(96, 112, 128)",
+    "MODEL.RESNETS.NORM", "FrozenBN", "MODEL.FPN.NORM", "",
+    "MODEL.RETINANET.SCORE_THRESH_TEST", "0.001", "TEST.DETECTIONS_PER_IMAGE", "20",
+]
+NO_EVAL = ["DATASETS.TEST", "()"]
+VAL = "synthetic_shapes_tiny_val"
+
+
+def _env():
+    return dict(os.environ, PYTHONWARNINGS="ignore")
+
+
+def _tool(flags, opts, out_dir):
+    return ["tools/train_net.py", "--config-file", TINY_CONFIG] + flags + OPTS + opts + [
+        "OUTPUT_DIR", out_dir]
+
+
+def _load(path):
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One uninterrupted single-process run, evaluated at the end."""
+    out = str(tmp_path_factory.mktemp("reference"))
+    proc = run_tool(_tool([], [], out), cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def test_sigkill_between_checkpoints_then_resume_equals_uninterrupted_run(reference, tmp_path):
+    run_dir = str(tmp_path)
+    # the same run, killed with SIGKILL as soon as the checkpoint of iteration 1 is complete
+    p = subprocess.Popen([sys.executable] + _tool([], NO_EVAL, run_dir), cwd=REPO, env=_env(),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tag = os.path.join(run_dir, "last_checkpoint")
+    deadline = time.time() + 300
+    while time.time() < deadline and p.poll() is None:
+        if os.path.exists(tag) and open(tag).read().strip() == "model_0000001.pth":
+            p.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    assert p.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not os.path.exists(os.path.join(run_dir, "model_final.pth"))
+    resumed_from = open(tag).read().strip()
+
+    proc = run_tool(_tool(["--resume"], NO_EVAL, run_dir), cwd=REPO)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    start = int(resumed_from[len("model_"):-len(".pth")]) + 1
+    assert 2 <= start < 4 and f"Starting training from iteration {start}" in log
+
+    ref = _load(os.path.join(reference, "model_final.pth"))
+    run = _load(os.path.join(run_dir, "model_final.pth"))
+    assert ref["iteration"] == run["iteration"] == 3
+    assert ref["model"].keys() == run["model"].keys()
+    for k, v in ref["model"].items():
+        assert torch.equal(v, run["model"][k]), k
+    # the EMA normaliser, optimizer momentum and LR schedule continued, not restarted
+    ema = ref["model_training_state"]["loss_normalizer"]
+    assert ema == run["model_training_state"]["loss_normalizer"] and ema != 100
+    ref_opt = ref["trainer"]["_trainer"]["optimizer"]
+    run_opt = run["trainer"]["_trainer"]["optimizer"]
+    for k, st in ref_opt["state"].items():
+        assert torch.equal(st["momentum_buffer"], run_opt["state"][k]["momentum_buffer"])
+    assert ref["trainer"]["hooks"] == run["trainer"]["hooks"]  # LR scheduler
+
+
+def test_two_cpu_processes_train_like_one_process_with_the_same_total_batch(reference,
+                                                                          tmp_path):
+    proc = run_tool(_tool(["--num-gpus", "2", "--dist-url", "auto"], NO_EVAL, str(tmp_path)),
+                    cwd=REPO)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert "starting 2 CPU process(es) (GLOO" in log
+    one = _load(os.path.join(reference, "model_final.pth"))
+    two = _load(os.path.join(tmp_path, "model_final.pth"))
+    init = _load(os.path.join(reference, "model_0000000.pth"))  # after one step
+    max_diff = max((one["model"][k] - two["model"][k]).abs().max().item() for k in one["model"])
+    moved = max((one["model"][k] - init["model"][k]).abs().max().item() for k in one["model"])
+    # equal up to float32 summation order, far below how much the weights moved meanwhile
+    assert max_diff < 1e-5 and moved > 1000 * max_diff, (max_diff, moved)
+    ema1 = one["model_training_state"]["loss_normalizer"]
+    ema2 = two["model_training_state"]["loss_normalizer"]
+    assert ema1 == pytest.approx(ema2, rel=1e-9)
+    rows1 = [json.loads(x) for x in open(os.path.join(reference, "metrics.json"))]
+    rows2 = [json.loads(x) for x in open(os.path.join(tmp_path, "metrics.json"))]
+    for r1, r2 in zip(rows1, rows2):
+        for key in ("loss_cls", "loss_box_reg", "num_pos_anchors", "lr"):
+            assert r1[key] == pytest.approx(r2[key], rel=1e-5), key
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_machines_evaluate_every_image_once_with_one_process_results(reference, tmp_path):
+    url = f"tcp://127.0.0.1:{_free_port()}"
+    weights = os.path.join(reference, "model_final.pth")
+    procs = [
+        subprocess.Popen(
+            [sys.executable] + _tool(["--eval-only", "--num-gpus", "1", "--num-machines", "2",
+                                      "--machine-rank", str(rank), "--dist-url", url],
+                                     ["MODEL.WEIGHTS", weights], str(tmp_path)),
+            cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for rank in (0, 1)
+    ]
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    assert "world size 2" in logs[0]
+
+    from detectron2.data import DatasetCatalog
+
+    ids = sorted(d["image_id"] for d in DatasetCatalog.get(VAL))
+    preds = _load(os.path.join(tmp_path, "inference", VAL, "instances_predictions.pth"))
+    assert sorted(p["image_id"] for p in preds) == ids  # every image, exactly once
+    ref = json.load(open(os.path.join(reference, "inference", VAL, "coco_instances_results.json")))
+    two = json.load(open(os.path.join(tmp_path, "inference", VAL, "coco_instances_results.json")))
+    assert len(ref) > 0 and len(ref) == len(two)
+
+    def key(d):
+        return d["image_id"], -d["score"]
+
+    for a, b in zip(sorted(ref, key=key), sorted(two, key=key)):
+        assert (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
+        assert a["score"] == pytest.approx(b["score"], abs=1e-5)
+        assert a["bbox"] == pytest.approx(b["bbox"], abs=1e-3)
+
+
+# A process that saves a complete checkpoint "ckpt", then overwrites it with a 256 MB one;
+# the test kills it with SIGKILL while that second file is being written.
+_SAVE_TWICE = textwrap.dedent("""
+    import sys, torch
+    from retina_focal.checkpoint import RetinaFocalCheckpointer
+
+    class Extra:
+        def __init__(self): self.value = None
+        def state_dict(self): return {"payload": self.value}
+        def load_state_dict(self, s): self.value = s["payload"]
+
+    model, extra = torch.nn.Linear(64, 64), Extra()
+    ckpt = RetinaFocalCheckpointer(model, sys.argv[1], save_to_disk=True, extra=extra)
+    ckpt.save("ckpt", iteration=1)
+    print("FIRST SAVED", flush=True)
+    extra.value = torch.ones(64 << 20)
+    ckpt.save("ckpt", iteration=2)
+    print("SECOND SAVED", flush=True)
+""")
+
+
+def test_sigkill_while_writing_a_checkpoint_keeps_the_last_complete_one(tmp_path):
+    from retina_focal.checkpoint import RetinaFocalCheckpointer
+
+    p = subprocess.Popen([sys.executable, "-c", _SAVE_TWICE, str(tmp_path)], cwd=REPO,
+                         env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "FIRST SAVED", p.stderr.read()
+    partial, deadline = None, time.time() + 120
+    while partial is None and time.time() < deadline and p.poll() is None:
+        for f in os.listdir(tmp_path):
+            if f.endswith(".tmp") and os.path.getsize(tmp_path / f) > 8 << 20:
+                p.send_signal(signal.SIGKILL)
+                partial = f
+                break
+    assert p.wait(timeout=60) == -signal.SIGKILL, "the second save finished before the kill"
+    assert partial is not None and "SECOND SAVED" not in p.stdout.read()
+    # the partial write went only to the hidden temporary file
+    assert os.path.getsize(tmp_path / partial) < 256 << 20
+    assert open(tmp_path / "last_checkpoint").read() == "ckpt.pth"
+    checkpointer = RetinaFocalCheckpointer(torch.nn.Linear(64, 64), str(tmp_path))
+    extra = checkpointer.resume_or_load("", resume=True)
+    assert extra["iteration"] == 1  # the complete first checkpoint, intact
+
+
+def test_a_failing_save_leaves_no_file_and_keeps_last_checkpoint(tmp_path):
+    from retina_focal.checkpoint import RetinaFocalCheckpointer
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("disk full (simulated)")
+
+    model = torch.nn.Linear(4, 4)
+    ckpt = RetinaFocalCheckpointer(model, str(tmp_path), save_to_disk=True)
+    ckpt.save("model_0000001")
+    with pytest.raises(RuntimeError, match="disk full"):
+        ckpt.save("model_0000002", bad=Unpicklable())
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000001.pth"]
+    assert open(tmp_path / "last_checkpoint").read() == "model_0000001.pth"
