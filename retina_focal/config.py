@@ -32,8 +32,7 @@ def add_retina_focal_config(cfg: CN) -> None:
     _C.MODEL.RETINA_FOCAL.ASSIGNER_NAME = "IoUThresholdMatcher"
     # Make each ground truth's highest-IoU anchors positive even below the threshold.
     _C.MODEL.RETINA_FOCAL.ALLOW_LOW_QUALITY_MATCHES = True
-    # Whose rule wins for a low-quality match that falls in a negative IoU band: "detectron2"
-    # (it becomes positive) or "detectron" (original Detectron: it stays negative).
+    # A best anchor in a negative band: "detectron2" makes it positive, "detectron" keeps it 0.
     _C.MODEL.RETINA_FOCAL.LOW_QUALITY_MATCH_ORDER = "detectron2"
     # Low-quality matches only for ground truths whose best anchor IoU is >= this (0: all).
     _C.MODEL.RETINA_FOCAL.LOW_QUALITY_MIN_IOU = 0.0

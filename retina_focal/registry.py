@@ -38,7 +38,9 @@ ASSIGNER_REGISTRY.__doc__ = """
 Anchor assigners. An assigner is built as ``assigner(cfg)`` (``@configurable``) and called as
 ``assigner(anchors: List[Boxes] (one per level), gt: Instances, num_classes: int)``, returning
 ``labels (R,) int64 in {-1, 0..K-1, K}`` and ``matched_boxes (R, 4)`` (meaningful where
-0 <= label < K), with R = the total number of anchors of the image.
+0 <= label < K), with R = the total number of anchors of the image. A positive anchor's label
+must be ``gt.gt_classes`` of the ground truth it goes to, copied as an opaque value: the
+analysis tools pass ground-truth indices as classes to learn which ground truth that is.
 """
 
 

@@ -430,3 +430,24 @@ def test_bad_assigner_keys_are_clear_errors(tiny_cfg, opts, fragment):
     with pytest.raises(ValueError) as info:
         build_model(tiny_cfg)
     assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize("thresholds,labels", [("[0.5, 0.5]", "[0, -1, 1]"),
+                                               ("[0.3, 0.5, 0.7]", "[0, -1, 0, 1]"),
+                                               ("[0.3, 0.7]", "[0, -1, 1]")])
+def test_label_anchors_equal_detectron2_retinanet(tiny_cfg, thresholds, labels):
+    """Non-default bands through the model: RetinaFocal.label_anchors == RetinaNet's."""
+    from test_parity import crowded, pair
+
+    tiny_cfg.merge_from_list(["MODEL.RETINANET.IOU_THRESHOLDS", thresholds,
+                              "MODEL.RETINANET.IOU_LABELS", labels])
+    ref, ours = pair(tiny_cfg)
+    inst = crowded()["instances"]
+    empty = gt_instances([], [], size=128)
+    feats = [torch.zeros(1, 1, 128 // s, 128 // s) for s in (8, 16, 32, 64, 128)]
+    anchors = ours.anchor_generator(feats)
+    a_labels, a_boxes = ref.label_anchors(anchors, [inst, empty])
+    b_labels, b_boxes = ours.label_anchors(anchors, [inst, empty])
+    for x, y in zip(a_labels + a_boxes, b_labels + b_boxes):
+        assert torch.equal(x, y)
+    assert (a_labels[0] == -1).any() == (thresholds != "[0.5, 0.5]")
