@@ -199,7 +199,7 @@ def test_tool_pngs_are_real_plots(analysis):
 
 
 @pytest.mark.parametrize("spec,fragment", [
-    ("nojson", "use NAME=JSON_FILE:IMAGE_DIR"),
+    ("nojson", "expected NAME=JSON:IMAGE_DIR"),
     ("x={tmp}/missing.json:{tmp}", "missing.json' does not exist"),
     ("x={tmp}/a.json:{tmp}/nodir", "nodir' does not exist"),
 ])

@@ -9,13 +9,12 @@ from typing import Dict, List, Tuple
 
 import torch
 from detectron2.config import get_cfg
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import register_coco_instances
 from detectron2.modeling import build_backbone
 from detectron2.modeling.anchor_generator import build_anchor_generator
 from detectron2.structures import Boxes
 
 from ..config import add_retina_focal_config
+from ..data.cli import parse_dataset_spec, register_coco_dataset
 from ..modeling.assigners import build_assigner
 from .assignment import feature_grid_sizes, gt_as_model_sees_it, resized_image_size
 
@@ -37,20 +36,10 @@ def load_cfg(config_file: str, opts: List[str]):
 
 
 def register_dataset_arg(spec: str) -> str:
-    """Register ``NAME=JSON:IMAGE_DIR`` as a COCO-format dataset (once); return NAME."""
-    name, sep, rest = spec.partition("=")
-    json_file, sep2, image_dir = rest.partition(":")
-    if not (sep and sep2 and name and json_file and image_dir):
-        raise ValueError(f"--dataset {spec!r} is invalid: use NAME=JSON_FILE:IMAGE_DIR")
-    if not os.path.isfile(json_file):
-        raise FileNotFoundError(f"--dataset {spec!r}: JSON file {json_file!r} does not exist")
-    if not os.path.isdir(image_dir):
-        raise FileNotFoundError(f"--dataset {spec!r}: image folder {image_dir!r} does not exist")
-    if name in DatasetCatalog.list():
-        if MetadataCatalog.get(name).get("json_file") != json_file:
-            raise ValueError(f"--dataset {spec!r}: a dataset named {name!r} already exists")
-        return name
-    register_coco_instances(name, {}, json_file, image_dir)
+    """Register ``NAME=JSON:IMAGE_DIR`` as a COCO-format dataset (once); return NAME.
+    The same parsing and checks as every tool's ``--dataset`` (:mod:`retina_focal.data.cli`)."""
+    name, json_file, image_dir = parse_dataset_spec(spec)
+    register_coco_dataset(name, json_file, image_dir)
     return name
 
 
