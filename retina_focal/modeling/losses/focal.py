@@ -39,6 +39,15 @@ def _float_logits(logits: Tensor) -> Tensor:
     return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
 
 
+def _pow(base: Tensor, exponent: float) -> Tensor:
+    """``base ** exponent`` for base in [0, 1]; for exponent < 1 the base is kept >= the
+    smallest normal float, so that a saturated logit (base exactly 0) gets a zero gradient
+    instead of 0 * inf = NaN (the value changes by < 1e-19)."""
+    if exponent < 1:
+        base = base.clamp(min=torch.finfo(base.dtype).tiny)
+    return base.pow(exponent)
+
+
 def _alpha_from_cfg(cfg) -> Union[float, List[float]]:
     """``ALPHA_PER_CLASS`` if set (validated against NUM_CLASSES), else the scalar alpha."""
     per_class = list(cfg.MODEL.RETINA_FOCAL.ALPHA_PER_CLASS)
@@ -67,7 +76,7 @@ class _SigmoidAlphaMixin(nn.Module):
             check_alpha_per_class(values, len(values), key="alpha")
             self.alpha: Union[float, None] = None
             self.register_buffer(
-                "alpha_per_class", torch.tensor(values, dtype=torch.float32), persistent=False
+                "alpha_per_class", torch.tensor(values, dtype=torch.float64), persistent=False
             )
         else:
             self.alpha = float(alpha)
@@ -277,7 +286,7 @@ class SoftmaxFocalLoss(DenseClsLoss):
         ce = F.cross_entropy(x, labels.clamp(min=0), reduction="none")  # -log(p_t)
         loss = ce
         if self.gamma != 0:
-            loss = loss * (-torch.expm1(-ce)).pow(self.gamma)  # (1 - p_t)^gamma, accurate
+            loss = loss * _pow(-torch.expm1(-ce), self.gamma)  # (1 - p_t)^gamma, accurate
         if self.alpha >= 0:
             fg = labels < num_classes
             loss = loss * torch.where(fg, self.alpha, 1 - self.alpha).to(x.dtype)
