@@ -46,19 +46,23 @@ def sampling_problem(num_images=2, num_anchors=600, seed=0, no_positives_in_last
 
 
 def greedy_ohem_reference(labels, losses, boxes, batch_size, thresh, fg_quota=None):
-    """OHEM written out: visit valid anchors by decreasing loss, keep one unless it overlaps a
-    kept one by IoU > thresh; take the first batch_size (or fg_quota positives + negatives)."""
+    """OHEM written out: visit anchors by decreasing loss, keep one unless it overlaps a kept
+    one by IoU > thresh; take the first batch_size. With fg_quota: the same within the
+    positives (first fg_quota) and within the negatives (fill up to batch_size)."""
     labels, losses = labels.tolist(), losses.tolist()
-    order = sorted((i for i in range(len(labels)) if labels[i] >= 0), key=lambda i: -losses[i])
     iou = pairwise_iou(Boxes(boxes), Boxes(boxes)).tolist()
-    kept = []
-    for i in order:
-        if all(iou[i][j] <= thresh for j in kept):
-            kept.append(i)
+
+    def survivors(pool):
+        kept = []
+        for i in sorted(pool, key=lambda i: -losses[i]):
+            if all(iou[i][j] <= thresh for j in kept):
+                kept.append(i)
+        return kept
+
     if fg_quota is None:
-        return set(kept[:batch_size])
-    fg = [i for i in kept if labels[i] < K][:fg_quota]
-    bg = [i for i in kept if labels[i] == K][: batch_size - len(fg)]
+        return set(survivors([i for i, lab in enumerate(labels) if lab >= 0])[:batch_size])
+    fg = survivors([i for i, lab in enumerate(labels) if 0 <= lab < K])[:fg_quota]
+    bg = survivors([i for i, lab in enumerate(labels) if lab == K])[: batch_size - len(fg)]
     return set(fg + bg)
 
 
@@ -80,10 +84,12 @@ def test_ohem_equals_brute_force_greedy_nms(batch_size, thresh, fg_ratio):
         assert int(sel.sum()) == min(batch_size, len(expected)) == len(expected)
         if quota is not None:
             assert int((sel & (labels[i] < K)).sum()) <= quota
-        if thresh < 1:  # what NMS promises: no two selected boxes overlap more than thresh
-            iou = pairwise_iou(Boxes(boxes[i][sel]), Boxes(boxes[i][sel]))
-            iou.fill_diagonal_(0)
-            assert iou.max() <= thresh
+        if thresh < 1:  # what NMS promises: no two selected boxes (of a pool) overlap more
+            pools = [sel] if quota is None else [sel & (labels[i] < K), sel & (labels[i] == K)]
+            for pool in pools:
+                iou = pairwise_iou(Boxes(boxes[i][pool]), Boxes(boxes[i][pool]))
+                iou.fill_diagonal_(0)
+                assert iou.max() <= thresh
 
 
 def test_ohem_fixed_ratio_counts():
