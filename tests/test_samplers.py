@@ -258,6 +258,15 @@ def test_softmax_model_starts_at_prior_and_scores_foreground_softmax(tiny_cfg):
                                torch.exp(logits)[:, :K_] / torch.exp(logits).sum(1, keepdim=True))
 
 
+def test_head_and_loss_must_agree_on_the_number_of_scores(tiny_cfg):
+    from retina_focal import SoftmaxFocalLoss
+
+    kwargs = RetinaFocal.from_config(tiny_cfg)  # a head with K scores per anchor
+    kwargs["cls_loss"] = SoftmaxFocalLoss()
+    with pytest.raises(ValueError, match="predicts 6 class scores.*SoftmaxFocalLoss needs 7"):
+        RetinaFocal(**kwargs)
+
+
 def test_iou_targets_are_predicted_box_iou_with_matched_gt(tiny_cfg):
     """What RetinaFocal passes to an IoU-aware loss, recomputed here with Detectron2's
     pairwise_iou on the boxes decoded from the head's deltas."""
