@@ -26,6 +26,8 @@ def add_retina_focal_config(cfg: CN) -> None:
     _C.MODEL.RETINA_FOCAL.ASSIGNER_NAME = "IoUThresholdMatcher"
     # Make each ground truth's highest-IoU anchors positive even below the threshold.
     _C.MODEL.RETINA_FOCAL.ALLOW_LOW_QUALITY_MATCHES = True
+    # Focal loss implementation: "auto" (fused kernel if it runs here), "fused" or "portable".
+    _C.MODEL.RETINA_FOCAL.FOCAL_LOSS_IMPL = "auto"
 
 
 def check_focal_params(alpha: float, gamma: float, *, alpha_key: str, gamma_key: str) -> None:

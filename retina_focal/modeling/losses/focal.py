@@ -4,6 +4,7 @@ from torch import nn
 
 from ...config import check_focal_params
 from ...ops import sigmoid_focal_loss_labels
+from ...ops.focal_loss import IMPLS
 from ...registry import CLS_LOSS_REGISTRY, get_component
 
 __all__ = ["SigmoidFocalLoss", "build_cls_loss"]
@@ -23,15 +24,20 @@ class SigmoidFocalLoss(nn.Module):
     entropy; alpha = -1 switches alpha-balancing off. Background anchors (label K) are
     negative for every class; ignored anchors (label -1) contribute nothing.
 
-    Config: ``MODEL.RETINANET.FOCAL_LOSS_ALPHA`` and ``MODEL.RETINANET.FOCAL_LOSS_GAMMA``.
+    Config: ``MODEL.RETINANET.FOCAL_LOSS_ALPHA`` and ``MODEL.RETINANET.FOCAL_LOSS_GAMMA``;
+    ``MODEL.RETINA_FOCAL.FOCAL_LOSS_IMPL`` picks the implementation (the fused kernel by
+    default, see :func:`retina_focal.ops.sigmoid_focal_loss_labels`).
     """
 
     @configurable
-    def __init__(self, *, alpha: float = 0.25, gamma: float = 2.0):
+    def __init__(self, *, alpha: float = 0.25, gamma: float = 2.0, impl: str = "auto"):
         super().__init__()
         check_focal_params(alpha, gamma, alpha_key="alpha", gamma_key="gamma")
+        if impl not in IMPLS:
+            raise ValueError(f"Invalid focal loss implementation {impl!r}; choices: {IMPLS}")
         self.alpha = float(alpha)
         self.gamma = float(gamma)
+        self.impl = impl
 
     @classmethod
     def from_config(cls, cfg):
@@ -42,7 +48,12 @@ class SigmoidFocalLoss(nn.Module):
             alpha_key="MODEL.RETINANET.FOCAL_LOSS_ALPHA",
             gamma_key="MODEL.RETINANET.FOCAL_LOSS_GAMMA",
         )
-        return {"alpha": alpha, "gamma": gamma}
+        impl = cfg.MODEL.RETINA_FOCAL.FOCAL_LOSS_IMPL
+        if impl not in IMPLS:
+            raise ValueError(
+                f"MODEL.RETINA_FOCAL.FOCAL_LOSS_IMPL={impl!r} is invalid; choices: {IMPLS}"
+            )
+        return {"alpha": alpha, "gamma": gamma, "impl": impl}
 
     @torch.jit.unused  # training only: scripted inference models never call a loss
     def forward(self, logits, labels, weights=None):
@@ -56,8 +67,9 @@ class SigmoidFocalLoss(nn.Module):
             scalar: the loss summed over anchors and classes (not normalised).
         """
         return sigmoid_focal_loss_labels(
-            logits, labels, alpha=self.alpha, gamma=self.gamma, reduction="sum", weights=weights
+            logits, labels, alpha=self.alpha, gamma=self.gamma, reduction="sum", weights=weights,
+            impl=self.impl,
         )
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, gamma={self.gamma}"
+        return f"alpha={self.alpha}, gamma={self.gamma}, impl={self.impl}"
