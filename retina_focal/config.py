@@ -32,6 +32,8 @@ def add_retina_focal_config(cfg: CN) -> None:
     _C.MODEL.RETINA_FOCAL.ASSIGNER_NAME = "IoUThresholdMatcher"
     # Make each ground truth's highest-IoU anchors positive even below the threshold.
     _C.MODEL.RETINA_FOCAL.ALLOW_LOW_QUALITY_MATCHES = True
+    # Focal loss implementation: "auto" (fused kernel if it runs here), "fused" or "portable".
+    _C.MODEL.RETINA_FOCAL.FOCAL_LOSS_IMPL = "auto"
 
     # --- Classification losses (see README "Losses and samplers") ---
     # Per-class alpha, K values in [0, 1] (SigmoidFocalLoss[Star]); [] = FOCAL_LOSS_ALPHA.
