@@ -29,6 +29,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.9",
     packages=find_packages(include=("retina_focal", "retina_focal.*")),
+    # the fused focal-loss kernel's source: compiled on first use (retina_focal/ops/_cpu_kernel.py)
+    package_data={"retina_focal.ops": ["csrc/*.cpp"]},
     install_requires=[
         "torch>=1.10",
         "torchvision",

@@ -39,6 +39,9 @@ def add_retina_focal_config(cfg: CN) -> None:
     # ATSSAssigner: candidates per level = ATSS_TOPK x anchors per location, nearest centres.
     _C.MODEL.RETINA_FOCAL.ATSS_TOPK = 9
 
+    # Focal loss implementation: "auto" (fused kernel if it runs here), "fused" or "portable".
+    _C.MODEL.RETINA_FOCAL.FOCAL_LOSS_IMPL = "auto"
+
     # --- Classification losses (see README "Losses and samplers") ---
     # Per-class alpha, K values in [0, 1] (SigmoidFocalLoss[Star]); [] = FOCAL_LOSS_ALPHA.
     _C.MODEL.RETINA_FOCAL.ALPHA_PER_CLASS = []

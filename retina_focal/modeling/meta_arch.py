@@ -76,6 +76,13 @@ class RetinaFocal(RetinaNet):
         self.num_cls_logits: int = int(getattr(cls_loss, "num_logits", lambda k: k)(
             self.num_classes))
         self.softmax_scores: bool = getattr(cls_loss, "score_activation", "sigmoid") == "softmax"
+        head_scores = getattr(self.head, "num_classes", None)
+        if head_scores is not None and head_scores != self.num_cls_logits:
+            raise ValueError(
+                f"The head predicts {head_scores} class scores per anchor but "
+                f"{type(cls_loss).__name__} needs {self.num_cls_logits} for {self.num_classes} "
+                "classes (its num_logits(K)); build the head with num_classes=num_logits(K)"
+            )
 
     @classmethod
     def from_config(cls, cfg) -> Dict:

@@ -63,17 +63,20 @@ class OHEMSampler:
 
     Per image: every non-ignored anchor is scored by its classification loss (no gradient);
     anchors are visited from the highest loss down, and greedy NMS at IoU ``nms_thresh``
-    drops an anchor whose box overlaps a kept one (so one object's many near-duplicate anchors
-    do not fill the batch); the first ``batch_size`` survivors are kept. With ``fg_ratio``
-    (e.g. 0.25 for the paper's "OHEM 1:3") at most ``round(batch_size * fg_ratio)`` of them are
-    positive (the hardest ones) and the rest of the batch is filled with the hardest negatives.
+    drops an anchor whose box overlaps a kept one by more (so one object's many near-duplicate
+    anchors do not fill the batch); the first ``batch_size`` survivors are kept.
+
+    With ``fg_ratio`` (e.g. 0.25 for the paper's "OHEM 1:3") positives and negatives are two
+    pools, each ranked and suppressed on its own (a positive is never suppressed by a
+    negative): the batch takes up to ``round(batch_size * fg_ratio)`` surviving positives,
+    hardest first, and is filled up to ``batch_size`` with the hardest surviving negatives.
 
     Boxes for the NMS (``nms_boxes``): "predicted" (default) compares the boxes the anchors
     currently predict (decoded deltas), like OHEM's NMS over detections: anchors that predict
     the same object are duplicates even when the anchors themselves differ (another scale or
     aspect ratio). "anchors" compares the fixed anchor boxes instead.
 
-    Only the first anchors in loss order are run through NMS (the prefix is doubled until
+    Only the first anchors in loss order are run through NMS (2 x batch_size, doubled until
     enough survive): greedy NMS of a prefix keeps exactly the prefix's part of the full
     result, so this is exact and cheap with 100k+ anchors.
 
@@ -129,33 +132,19 @@ class OHEMSampler:
             "nms_boxes": rf.OHEM_NMS_BOXES,
         }
 
-    def _quotas(self):
-        if self.fg_ratio < 0:
-            return None
-        num_fg = int(round(self.batch_size * self.fg_ratio))
-        return num_fg, self.batch_size - num_fg
-
-    def _nms_in_loss_order(self, order: Tensor, boxes: Tensor, is_fg: Tensor) -> Tensor:
-        """Anchor indices (in loss order) kept by greedy NMS, enough of them for the batch."""
-        if self.nms_thresh >= 1.0:
-            return order
-        quotas = self._quotas()
+    def _first_survivors(self, order: Tensor, boxes: Optional[Tensor], k: int) -> Tensor:
+        """The first ``k`` anchors of ``order`` (loss order) that greedy NMS keeps."""
+        if self.nms_thresh >= 1.0 or order.numel() == 0 or k <= 0:
+            return order[: max(k, 0)]
         total = order.numel()
-        m = min(total, 4 * self.batch_size)
+        m = min(total, 2 * k)
         while True:
             prefix = order[:m]
             # scores = rank, so that NMS visits anchors exactly in our (loss) order, ties too
             rank = torch.arange(m, 0, -1, device=boxes.device, dtype=torch.float32)
             kept = prefix[nms(boxes[prefix].float(), rank, self.nms_thresh)]
-            if m == total:
-                return kept
-            if quotas is None:
-                if kept.numel() >= self.batch_size:
-                    return kept
-            else:
-                n_fg = int(is_fg[kept].sum())
-                if n_fg >= quotas[0] and kept.numel() - n_fg >= quotas[1]:
-                    return kept
+            if kept.numel() >= k or m == total:
+                return kept[:k]
             m = min(total, 2 * m)
 
     @torch.no_grad()
@@ -182,20 +171,23 @@ class OHEMSampler:
         if self.nms_thresh < 1.0 and (boxes is None or boxes.shape[:2] != labels.shape):
             raise ValueError("OHEMSampler needs boxes (N, R, 4) for its NMS")
         weights = torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)
-        quotas = self._quotas()
         for i in range(labels.shape[0]):
-            valid = torch.nonzero(labels[i] >= 0).squeeze(1)
-            order = valid[torch.argsort(anchor_losses[i][valid], descending=True, stable=True)]
-            is_fg = labels[i] < num_classes  # (R,); only read at valid anchors
-            kept = self._nms_in_loss_order(order, boxes[i] if boxes is not None else None, is_fg)
-            if quotas is None:
-                selected = kept[: self.batch_size]
+            boxes_i = boxes[i] if boxes is not None else None
+
+            def by_loss(mask: Tensor) -> Tensor:
+                idx = torch.nonzero(mask).squeeze(1)
+                return idx[torch.argsort(anchor_losses[i][idx], descending=True, stable=True)]
+
+            if self.fg_ratio < 0:
+                selected = self._first_survivors(by_loss(labels[i] >= 0), boxes_i,
+                                                 self.batch_size)
             else:
-                fg = kept[is_fg[kept]]
-                bg = kept[~is_fg[kept]]
-                n_fg = min(fg.numel(), quotas[0])
-                n_bg = min(bg.numel(), self.batch_size - n_fg)
-                selected = torch.cat([fg[:n_fg], bg[:n_bg]])
+                fg_mask = (labels[i] >= 0) & (labels[i] < num_classes)
+                quota = int(round(self.batch_size * self.fg_ratio))
+                fg = self._first_survivors(by_loss(fg_mask), boxes_i, quota)
+                bg = self._first_survivors(by_loss(labels[i] == num_classes), boxes_i,
+                                           self.batch_size - fg.numel())
+                selected = torch.cat([fg, bg])
             weights[i, selected] = 1.0
         return weights
 

@@ -52,7 +52,8 @@ class DenseClsLoss(nn.Module):
     def elementwise(
         self, logits: Tensor, labels: Tensor, iou_targets: Optional[Tensor] = None
     ) -> Tensor:
-        """(R, C) loss of each score of each anchor; rows of ignored anchors are 0."""
+        """(R, C) loss of each score of each anchor, or (R, 1) for a loss with one term per
+        anchor (softmax); rows of ignored anchors are 0. Computed in float32 or float64."""
         raise NotImplementedError
 
     @staticmethod

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from ...config import check_alpha_per_class, check_focal_params, check_gamma
 from ...ops import sigmoid_focal_loss_labels
+from ...ops.focal_loss import IMPLS
 from ...registry import CLS_LOSS_REGISTRY, get_component
 from .base import DenseClsLoss
 
@@ -37,6 +38,15 @@ def build_cls_loss(cfg) -> nn.Module:
 def _float_logits(logits: Tensor) -> Tensor:
     """Losses are computed in float32 (or float64) whatever the input precision."""
     return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+
+
+def _pow(base: Tensor, exponent: float) -> Tensor:
+    """``base ** exponent`` for base in [0, 1]; for exponent < 1 the base is kept >= the
+    smallest normal float, so that a saturated logit (base exactly 0) gets a zero gradient
+    instead of 0 * inf = NaN (the value changes by < 1e-19)."""
+    if exponent < 1:
+        base = base.clamp(min=torch.finfo(base.dtype).tiny)
+    return base.pow(exponent)
 
 
 def _alpha_from_cfg(cfg) -> Union[float, List[float]]:
@@ -67,7 +77,7 @@ class _SigmoidAlphaMixin(nn.Module):
             check_alpha_per_class(values, len(values), key="alpha")
             self.alpha: Union[float, None] = None
             self.register_buffer(
-                "alpha_per_class", torch.tensor(values, dtype=torch.float32), persistent=False
+                "alpha_per_class", torch.tensor(values, dtype=torch.float64), persistent=False
             )
         else:
             self.alpha = float(alpha)
@@ -105,31 +115,48 @@ class SigmoidFocalLoss(_SigmoidAlphaMixin, DenseClsLoss):
     contribute nothing.
 
     Config: ``MODEL.RETINANET.FOCAL_LOSS_ALPHA``, ``MODEL.RETINANET.FOCAL_LOSS_GAMMA``,
-    ``MODEL.RETINA_FOCAL.ALPHA_PER_CLASS`` (K values in [0, 1]; empty: the scalar alpha).
+    ``MODEL.RETINA_FOCAL.ALPHA_PER_CLASS`` (K values in [0, 1]; empty: the scalar alpha);
+    ``MODEL.RETINA_FOCAL.FOCAL_LOSS_IMPL`` picks the implementation (the fused kernel by
+    default, see :func:`retina_focal.ops.sigmoid_focal_loss_labels`).
     """
 
     @configurable
-    def __init__(self, *, alpha: Union[float, Sequence[float]] = 0.25, gamma: float = 2.0):
+    def __init__(
+        self,
+        *,
+        alpha: Union[float, Sequence[float]] = 0.25,
+        gamma: float = 2.0,
+        impl: str = "auto",
+    ):
         super().__init__()
         check_gamma(gamma, key="gamma")
         if not isinstance(alpha, (list, tuple, Tensor)):
             check_focal_params(alpha, gamma, alpha_key="alpha", gamma_key="gamma")
+        if impl not in IMPLS:
+            raise ValueError(f"Invalid focal loss implementation {impl!r}; choices: {IMPLS}")
         self._set_alpha(alpha)
         self.gamma = float(gamma)
+        self.impl = impl
 
     @classmethod
     def from_config(cls, cfg):
         gamma = cfg.MODEL.RETINANET.FOCAL_LOSS_GAMMA
         check_focal_params(cfg.MODEL.RETINANET.FOCAL_LOSS_ALPHA, gamma,
                            alpha_key=ALPHA_KEY, gamma_key=GAMMA_KEY)
-        return {"alpha": _alpha_from_cfg(cfg), "gamma": gamma}
+        impl = cfg.MODEL.RETINA_FOCAL.FOCAL_LOSS_IMPL
+        if impl not in IMPLS:
+            raise ValueError(
+                f"MODEL.RETINA_FOCAL.FOCAL_LOSS_IMPL={impl!r} is invalid; choices: {IMPLS}"
+            )
+        return {"alpha": _alpha_from_cfg(cfg), "gamma": gamma, "impl": impl}
 
     def _op_alpha(self):
         return self.alpha_per_class if self.alpha_per_class is not None else self.alpha
 
     def elementwise(self, logits: Tensor, labels: Tensor, iou_targets=None) -> Tensor:
         return sigmoid_focal_loss_labels(
-            logits, labels, alpha=self._op_alpha(), gamma=self.gamma, reduction="none"
+            logits, labels, alpha=self._op_alpha(), gamma=self.gamma, reduction="none",
+            impl=self.impl,
         )
 
     @torch.jit.unused
@@ -145,11 +172,11 @@ class SigmoidFocalLoss(_SigmoidAlphaMixin, DenseClsLoss):
         """
         return sigmoid_focal_loss_labels(
             logits, labels, alpha=self._op_alpha(), gamma=self.gamma, reduction="sum",
-            weights=weights,
+            weights=weights, impl=self.impl,
         )
 
     def extra_repr(self) -> str:
-        return f"{self._alpha_repr()}, gamma={self.gamma}"
+        return f"{self._alpha_repr()}, gamma={self.gamma}, impl={self.impl}"
 
 
 def _sigmoid_targets(labels: Tensor, num_classes: int, values: Optional[Tensor] = None):
@@ -277,7 +304,7 @@ class SoftmaxFocalLoss(DenseClsLoss):
         ce = F.cross_entropy(x, labels.clamp(min=0), reduction="none")  # -log(p_t)
         loss = ce
         if self.gamma != 0:
-            loss = loss * (-torch.expm1(-ce)).pow(self.gamma)  # (1 - p_t)^gamma, accurate
+            loss = loss * _pow(-torch.expm1(-ce), self.gamma)  # (1 - p_t)^gamma, accurate
         if self.alpha >= 0:
             fg = labels < num_classes
             loss = loss * torch.where(fg, self.alpha, 1 - self.alpha).to(x.dtype)

@@ -17,7 +17,7 @@ from torch import Tensor
 from ...config import check_gamma
 from ...registry import CLS_LOSS_REGISTRY
 from .base import DenseClsLoss
-from .focal import _float_logits, _reject_alpha_per_class, _sigmoid_targets
+from .focal import _float_logits, _pow, _reject_alpha_per_class, _sigmoid_targets
 
 __all__ = ["QualityFocalLoss", "VarifocalLoss"]
 
@@ -67,7 +67,7 @@ class QualityFocalLoss(DenseClsLoss):
         self._check_inputs(logits, labels, logits.shape[1])
         x, y, valid = _soft_targets(logits, labels, iou_targets, type(self).__name__)
         bce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
-        return bce * (y - torch.sigmoid(x)).abs().pow(self.beta) * valid
+        return bce * _pow((y - torch.sigmoid(x)).abs(), self.beta) * valid
 
     def extra_repr(self) -> str:
         return f"beta={self.beta}"
@@ -114,7 +114,7 @@ class VarifocalLoss(DenseClsLoss):
         self._check_inputs(logits, labels, logits.shape[1])
         x, q, valid = _soft_targets(logits, labels, iou_targets, type(self).__name__)
         bce = F.binary_cross_entropy_with_logits(x, q, reduction="none")
-        negative_weight = self.alpha * torch.sigmoid(x).pow(self.gamma)
+        negative_weight = self.alpha * _pow(torch.sigmoid(x), self.gamma)
         return bce * torch.where(q > 0, q, negative_weight) * valid
 
     def extra_repr(self) -> str:
