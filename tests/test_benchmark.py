@@ -20,6 +20,7 @@ def test_benchmark_quick_mode_writes_all_figures(tmp_path):
     }
     for r in loss["results"].values():
         assert r["median_s"] > 0 and r["time_vs_ours"] > 0
+        assert r["median_cpu_s"] > 0 and r["cpu_time_vs_ours"] > 0
         assert r["peak_extra_mb"] > 0 and r["memory_vs_ours"] > 0
     # every method keeps at least the (R, K) float32 gradient alive
     grad_mb = loss["problem"]["anchors"] * loss["problem"]["classes"] * 4 / 2**20
@@ -31,7 +32,7 @@ def test_benchmark_quick_mode_writes_all_figures(tmp_path):
         sec = report[key]
         assert set(sec["results"]) == {"RetinaFocal", "Detectron2 RetinaNet"}
         assert all(r["median_s"] > 0 for r in sec["results"].values())
-        assert sec["ratio_ours_over_d2"] > 0
+        assert sec["ratio_ours_over_d2"] > 0 and sec["cpu_ratio_ours_over_d2"] > 0
     # same weights, same batch: the two models start from the same losses (parity)
     first = report["train_iteration"]["setup"]["first_losses"]
     for k in ("loss_cls", "loss_box_reg"):

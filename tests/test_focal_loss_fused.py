@@ -75,8 +75,10 @@ def test_fused_gradcheck_float64(reduction):
     logits, labels, weights, alpha = problem(num_anchors=23, num_classes=4, seed=3, scale=2)
     for kw in ({}, {"alpha": alpha, "gamma": 1.5, "weights": weights}):
         x = logits.double().requires_grad_()
-        fn = lambda t: sigmoid_focal_loss_labels(t, labels, reduction=reduction, impl="fused", **kw)  # noqa
-        assert torch.autograd.gradcheck(fn, (x,))
+        assert torch.autograd.gradcheck(
+            lambda t: sigmoid_focal_loss_labels(t, labels, reduction=reduction, impl="fused", **kw),
+            (x,),
+        )
 
 
 @needs_kernel

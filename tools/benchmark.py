@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Measure RetinaFocal against Detectron2: focal loss, a training iteration, inference.
 
-    python tools/benchmark.py --output benchmark.json            # the full run (~10-20 min on 2 cores)
+    python tools/benchmark.py --output benchmark.json            # full run, ~10-20 min, 2 cores
     python tools/benchmark.py --repeats 3 --image-size 384 480   # a few minutes
     python tools/benchmark.py --quick --output /tmp/b.json       # seconds: a smoke test
 
@@ -76,18 +76,19 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn: Callable[[], None], device: str) -> float:
+def timed(fn: Callable[[], None], device: str):
+    """(wall seconds, CPU seconds of this process) of one call."""
     sync(device)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     fn()
     sync(device)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def alternate(fns: Dict[str, Callable[[], None]], repeats: int, warmup: int, device: str,
-              progress: Progress) -> Dict[str, List[float]]:
+              progress: Progress) -> Dict[str, List[tuple]]:
     """Run each function ``warmup`` times, then ``repeats`` rounds of all of them in turn
-    (the order rotates each round); return every timing per name."""
+    (the order rotates each round); return every (wall, CPU) timing per name."""
     for name, fn in fns.items():
         for _ in range(warmup):
             fn()
@@ -99,7 +100,7 @@ def alternate(fns: Dict[str, Callable[[], None]], repeats: int, warmup: int, dev
         for name in order:
             times[name].append(timed(fns[name], device))
         progress.step(f"round {r + 1}: " + ", ".join(
-            f"{n} {times[n][-1] * 1e3:.0f} ms" for n in names))
+            f"{n} {times[n][-1][0] * 1e3:.0f} ms" for n in names))
     return times
 
 
@@ -119,8 +120,20 @@ def peak_extra_bytes(fn: Callable[[], None]) -> int:
     return peak
 
 
-def summarize(times: List[float]) -> Dict[str, object]:
-    return {"median_s": statistics.median(times), "min_s": min(times), "all_s": times}
+def summarize(times: List[tuple]) -> Dict[str, object]:
+    """Wall-clock median/min/all, and the median CPU time of the process (all its threads):
+    on a machine shared with other jobs, CPU time tracks the work done far more steadily
+    than wall time, which also counts the time other processes held the cores."""
+    wall = [t[0] for t in times]
+    cpu = [t[1] for t in times]
+    return {"median_s": statistics.median(wall), "min_s": min(wall), "all_s": wall,
+            "median_cpu_s": statistics.median(cpu), "all_cpu_s": cpu}
+
+
+def ratios(results, ours: str, theirs: str) -> Dict[str, float]:
+    return {"ratio_ours_over_d2": results[ours]["median_s"] / results[theirs]["median_s"],
+            "cpu_ratio_ours_over_d2": results[ours]["median_cpu_s"]
+            / results[theirs]["median_cpu_s"]}
 
 
 # ----------------------------------------------------------------------------------------
@@ -193,6 +206,8 @@ def bench_focal(args, device):
         "torchvision": dense(tv_loss, "tv"),
         "Detectron2 loss path": detectron2_path,
     }
+    if args.with_compile:
+        fns["closed form, torch.compile"] = compiled_closed_form(logits, flat_labels, alpha, gamma)
     progress = Progress("focal loss", len(fns) * 2 + args.repeats)  # warm-up, rounds, memory
     times = alternate(fns, args.repeats, warmup=args.warmup, device=device, progress=progress)
     results = {}
@@ -204,16 +219,32 @@ def bench_focal(args, device):
     ours_s = results["ours (fused)"]["median_s"]
     for name, r in results.items():
         r["time_vs_ours"] = r["median_s"] / ours_s
+        r["cpu_time_vs_ours"] = r["median_cpu_s"] / results["ours (fused)"]["median_cpu_s"]
         if "peak_extra_mb" in r:
             r["memory_vs_ours"] = r["peak_extra_mb"] / results["ours (fused)"]["peak_extra_mb"]
-    return {
-        "problem": {"images": N, "anchors": R, "classes": K, "positive": int((flat_labels >= 0)
-                    .logical_and(flat_labels < K).sum()), "ignored": int((~valid).sum()),
-                    "alpha": alpha, "gamma": gamma, "dtype": str(logits.dtype).replace("torch.", ""),
-                    "device": device,
-                    "fused_impl": resolve_impl(None, logits)},
-        "results": results,
+    problem = {
+        "images": N, "anchors": R, "classes": K,
+        "positive": int(((flat_labels >= 0) & (flat_labels < K)).sum()),
+        "ignored": int((~valid).sum()), "alpha": alpha, "gamma": gamma,
+        "dtype": str(logits.dtype).replace("torch.", ""), "device": device,
+        "fused_impl": resolve_impl(None, logits),
     }
+    return {"problem": problem, "results": results}
+
+
+def compiled_closed_form(logits, flat_labels, alpha, gamma):
+    """The alternative to the C++ kernel that was measured against it: the same closed form
+    (loss pass, gradient pass) compiled by torch.compile/inductor into C++/OpenMP loops."""
+    from retina_focal.ops._fused import _closed_form_terms, alpha_vectors
+
+    terms = torch.compile(_closed_form_terms, dynamic=False)
+    x = logits.flatten(0, 1).contiguous()
+    ap, an = alpha_vectors(alpha, x.shape[1], x.dtype, x.device)
+
+    def run():
+        terms(x, flat_labels, ap, an, None, gamma, False).sum()
+        terms(x, flat_labels, ap, an, None, gamma, True)
+    return run
 
 
 # ----------------------------------------------------------------------------------------
@@ -297,14 +328,13 @@ def bench_train(args, device):
     with EventStorage(0):
         times = alternate(steps, args.repeats, warmup=1, device=device, progress=progress)
     results = {name: summarize(t) for name, t in times.items()}
-    ratio = results["RetinaFocal"]["median_s"] / results["Detectron2 RetinaNet"]["median_s"]
     return {
+        **ratios(results, "RetinaFocal", "Detectron2 RetinaNet"),
         "setup": {"config": os.path.relpath(args.config_file, REPO), "images": args.images,
                   "image_size": list(args.image_size), "classes": args.classes,
                   "head_norm": cfg.MODEL.RETINANET.NORM, "device": device,
                   "first_losses": first},
         "results": results,
-        "ratio_ours_over_d2": ratio,
     }
 
 
@@ -349,8 +379,8 @@ def bench_inference(args, device):
     results = {name: summarize(t) for name, t in times.items()}
     results["RetinaFocal"]["detections"] = len(outs["RetinaFocal"])
     results["Detectron2 RetinaNet"]["detections"] = len(outs["Detectron2 RetinaNet"])
-    ratio = results["RetinaFocal"]["median_s"] / results["Detectron2 RetinaNet"]["median_s"]
     return {
+        **ratios(results, "RetinaFocal", "Detectron2 RetinaNet"),
         "setup": {"image_size": list(args.image_size), "classes": args.classes,
                   "score_thresh": cfg.MODEL.RETINANET.SCORE_THRESH_TEST,
                   "fraction_above_thresh": float((scores > cfg.MODEL.RETINANET.SCORE_THRESH_TEST)
@@ -359,7 +389,6 @@ def bench_inference(args, device):
                                                       outs["Detectron2 RetinaNet"].pred_classes)),
                   "device": device},
         "results": results,
-        "ratio_ours_over_d2": ratio,
     }
 
 
@@ -372,11 +401,13 @@ def print_report(report) -> None:
         log(f"Focal loss forward+backward: {p['images']} images, {p['anchors']} anchors, "
             f"{p['classes']} classes ({p['positive']} positive, {p['ignored']} ignored), "
             f"{p['dtype']} on {p['device']}")
-        log(f"  {'method':<22} {'median ms':>10} {'x ours':>8} {'peak extra MB':>14} {'x ours':>8}")
+        log(f"  {'method':<26} {'median ms':>10} {'x ours':>7} {'CPU ms':>9} {'x ours':>7} "
+            f"{'peak extra MB':>14} {'x ours':>7}")
         for name, r in fl["results"].items():
             mem = r.get("peak_extra_mb")
-            mem_s = f"{mem:14.1f} {r['memory_vs_ours']:8.2f}" if mem is not None else ""
-            log(f"  {name:<22} {r['median_s'] * 1e3:10.1f} {r['time_vs_ours']:8.2f} {mem_s}")
+            mem_s = f"{mem:14.1f} {r['memory_vs_ours']:7.2f}" if mem is not None else ""
+            log(f"  {name:<26} {r['median_s'] * 1e3:10.1f} {r['time_vs_ours']:7.2f} "
+                f"{r['median_cpu_s'] * 1e3:9.1f} {r['cpu_time_vs_ours']:7.2f} {mem_s}")
     for key, title in (("train_iteration", "Training iteration (fwd+bwd+SGD)"),
                        ("inference", "Inference, one image")):
         if key not in report:
@@ -385,8 +416,10 @@ def print_report(report) -> None:
         s = sec["setup"]
         log(f"{title}: {s.get('config', '')} {s['image_size']} on {s['device']}")
         for name, r in sec["results"].items():
-            log(f"  {name:<22} {r['median_s'] * 1e3:10.1f} ms (min {r['min_s'] * 1e3:.1f})")
-        log(f"  ratio RetinaFocal / Detectron2: {sec['ratio_ours_over_d2']:.3f}")
+            log(f"  {name:<22} {r['median_s'] * 1e3:10.1f} ms (min {r['min_s'] * 1e3:.1f}), "
+                f"CPU {r['median_cpu_s'] * 1e3:.1f} ms")
+        log(f"  ratio RetinaFocal / Detectron2: {sec['ratio_ours_over_d2']:.3f} wall, "
+            f"{sec['cpu_ratio_ours_over_d2']:.3f} CPU time")
 
 
 def parse_args(argv=None):
@@ -405,7 +438,12 @@ def parse_args(argv=None):
                    help="keep the config's head norm instead of GroupNorm")
     p.add_argument("--only", choices=("loss", "train", "inference"), action="append",
                    help="run only these sections (repeatable)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch intra-op threads (default: torch's choice); 1 is steadier on a "
+                        "machine shared with other jobs, where OpenMP barriers stall")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--with-compile", action="store_true",
+                   help="also time the closed form compiled by torch.compile (compiles ~15 s)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = p.parse_args(argv)
     if args.quick:
@@ -420,6 +458,8 @@ def main(argv=None):
     args = parse_args(argv)
     import retina_focal  # noqa: F401  (registers RetinaFocal and its components)
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     sections = args.only or ["loss", "train", "inference"]
     report = {"environment": {
         "torch": torch.__version__, "threads": torch.get_num_threads(),

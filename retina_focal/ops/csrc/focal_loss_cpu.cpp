@@ -285,7 +285,12 @@ void parallel_rows(int64_t R, int64_t K, int num_threads, Fn fn) {
   const int64_t step = (R + chunks - 1) / chunks;
   for (int64_t c = 1; c < chunks; ++c) {
     const int64_t r0 = c * step, r1 = r0 + step < R ? r0 + step : R;
-    if (r0 < r1) pool.emplace_back(fn, c, r0, r1);
+    if (r0 >= r1) continue;
+    try {
+      pool.emplace_back(fn, c, r0, r1);
+    } catch (...) {  // no thread available: do this chunk here
+      fn(c, r0, r1);
+    }
   }
   fn(0, 0, step < R ? step : R);
   for (auto& th : pool) th.join();
