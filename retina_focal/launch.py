@@ -7,9 +7,9 @@ when CUDA is unavailable it spawns the processes itself, joins them into one GLO
 per-machine process group, so ``detectron2.utils.comm`` (``get_local_rank``, ``gather``,
 ``synchronize``) works as under Detectron2's launcher.
 """
-import logging
 import os
 import socket
+import sys
 from datetime import timedelta
 
 import torch
@@ -22,7 +22,6 @@ from .compat import set_local_process_group
 __all__ = ["launch", "DEFAULT_TIMEOUT"]
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
-logger = logging.getLogger(__name__)
 
 
 def _free_local_port() -> int:
@@ -60,8 +59,8 @@ def launch(main_func, num_gpus_per_machine: int, num_machines: int = 1, machine_
             raise ValueError("--dist-url auto works on one machine only; give every machine "
                              "the same tcp://HOST:PORT of machine 0")
         dist_url = f"tcp://127.0.0.1:{_free_local_port()}"
-    logger.info(f"CUDA is not available: starting {num_gpus_per_machine} CPU process(es) "
-                f"(GLOO, {dist_url}, world size {world_size})")
+    print(f"CUDA is not available: starting {num_gpus_per_machine} CPU process(es) "
+          f"(GLOO, {dist_url}, world size {world_size})", file=sys.stderr, flush=True)
     mp.spawn(
         _cpu_worker,
         nprocs=num_gpus_per_machine,
