@@ -26,6 +26,8 @@ def add_retina_focal_config(cfg: CN) -> None:
     _C.MODEL.RETINA_FOCAL.ASSIGNER_NAME = "IoUThresholdMatcher"
     # Make each ground truth's highest-IoU anchors positive even below the threshold.
     _C.MODEL.RETINA_FOCAL.ALLOW_LOW_QUALITY_MATCHES = True
+    # Training: skip (log and count) missing or corrupt image files instead of stopping.
+    _C.MODEL.RETINA_FOCAL.SKIP_UNREADABLE_IMAGES = False
 
 
 def check_focal_params(alpha: float, gamma: float, *, alpha_key: str, gamma_key: str) -> None:
