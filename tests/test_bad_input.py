@@ -129,6 +129,13 @@ def _write_tiny_coco(root, n=4, corrupt=(), missing=()):
     return json_path
 
 
+def test_skip_option_must_be_a_bool(tiny_cfg):
+    cfg = tiny_cfg.clone()
+    cfg.MODEL.RETINA_FOCAL.SKIP_UNREADABLE_IMAGES = "yes"
+    with pytest.raises(ValueError, match="SKIP_UNREADABLE_IMAGES='yes' is invalid"):
+        RobustDatasetMapper(cfg, True)
+
+
 def test_missing_or_corrupt_image_error_names_the_file(tiny_cfg, tmp_path):
     _write_tiny_coco(str(tmp_path), n=2, corrupt=(0,), missing=(1,))
     for is_train in (True, False):

@@ -56,3 +56,26 @@ def test_rejected_elements_are_replaced_deterministically():
     got = [ds[(p, 2)] for p in range(5)]
     assert all(g in (0, 1, 3) for g in got)
     assert got == [ds[(p, 2)] for p in range(5)]
+
+
+def test_loader_batches_do_not_depend_on_the_number_of_workers(tiny_cfg):
+    from retina_focal.trainer import build_resumable_train_loader
+
+    def batches(num_workers, start_iter):
+        cfg = tiny_cfg.clone()
+        cfg.merge_from_list(["SEED", 4, "SOLVER.IMS_PER_BATCH", 2,
+                             "INPUT.MIN_SIZE_TRAIN", (96, 112, 128),
+                             "DATALOADER.NUM_WORKERS", num_workers])
+        loader = build_resumable_train_loader(cfg)
+        loader.set_start_iter(start_iter)
+        it = iter(loader)
+        return [[(d["image_id"], d["image"]) for d in next(it)] for _ in range(3)]
+
+    ref = batches(0, 0)
+    got0, got1 = batches(2, 0), batches(2, 1)
+    for a, b in zip(ref, got0):
+        assert [i for i, _ in a] == [i for i, _ in b]
+        assert all(torch.equal(x, y) for (_, x), (_, y) in zip(a, b))  # same resize and flip
+    for a, b in zip(ref[1:], got1):  # resumed at iteration 1, with workers
+        assert [i for i, _ in a] == [i for i, _ in b]
+        assert all(torch.equal(x, y) for (_, x), (_, y) in zip(a, b))

@@ -132,7 +132,11 @@ class RobustDatasetMapper(DatasetMapper):
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
         ret = super().from_config(cfg, is_train)
-        ret["skip_unreadable"] = cfg.MODEL.RETINA_FOCAL.SKIP_UNREADABLE_IMAGES
+        skip = cfg.MODEL.RETINA_FOCAL.SKIP_UNREADABLE_IMAGES
+        if not isinstance(skip, bool):
+            raise ValueError(f"MODEL.RETINA_FOCAL.SKIP_UNREADABLE_IMAGES={skip!r} is invalid: "
+                             "use True or False")
+        ret["skip_unreadable"] = skip
         return ret
 
     def __call__(self, dataset_dict: Dict) -> Optional[Dict]:
