@@ -171,7 +171,8 @@ class RetinaFocalCheckpointer(DetectionCheckpointer):
                 f"{type(checkpoint.get('model')).__name__}); keys: {sorted(checkpoint)[:10]}"
             )
         incompatible = super()._load_model(checkpoint)
-        model_keys = set(self.model.state_dict())
+        # BatchNorm's counter is filled in silently when absent: it does not count as loaded
+        model_keys = {k for k in self.model.state_dict() if not k.endswith("num_batches_tracked")}
         missing = list(incompatible.missing_keys)
         unexpected = list(incompatible.unexpected_keys)
         shapes = list(incompatible.incorrect_shapes)

@@ -74,6 +74,9 @@ def add_retina_focal_config(cfg: CN) -> None:
     # Loss normaliser: "ema" (Detectron2: EMA of #positive anchors) or "batch" (the paper).
     _C.MODEL.RETINA_FOCAL.NORMALIZER = "ema"
 
+    # Training: skip (log and count) missing or corrupt image files instead of stopping.
+    _C.MODEL.RETINA_FOCAL.SKIP_UNREADABLE_IMAGES = False
+
 
 def check_focal_params(alpha: float, gamma: float, *, alpha_key: str, gamma_key: str) -> None:
     """Raise ValueError unless alpha is in [0, 1] or exactly -1 (no balancing) and gamma >= 0."""

@@ -7,9 +7,9 @@ when CUDA is unavailable it spawns the processes itself, joins them into one GLO
 per-machine process group, so ``detectron2.utils.comm`` (``get_local_rank``, ``gather``,
 ``synchronize``) works as under Detectron2's launcher.
 """
-import logging
 import os
 import socket
+import sys
 from datetime import timedelta
 
 import torch
@@ -22,7 +22,6 @@ from .compat import set_local_process_group
 __all__ = ["launch", "DEFAULT_TIMEOUT"]
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
-logger = logging.getLogger(__name__)
 
 
 def _free_local_port() -> int:
@@ -60,13 +59,16 @@ def launch(main_func, num_gpus_per_machine: int, num_machines: int = 1, machine_
             raise ValueError("--dist-url auto works on one machine only; give every machine "
                              "the same tcp://HOST:PORT of machine 0")
         dist_url = f"tcp://127.0.0.1:{_free_local_port()}"
-    logger.info(f"CUDA is not available: starting {num_gpus_per_machine} CPU process(es) "
-                f"(GLOO, {dist_url}, world size {world_size})")
+    print(f"CUDA is not available: starting {num_gpus_per_machine} CPU process(es) "
+          f"(GLOO, {dist_url}, world size {world_size})", file=sys.stderr, flush=True)
+    worker_args = (main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args,
+                   timeout)
+    if num_gpus_per_machine == 1:  # one process on this machine: this one
+        return _cpu_worker(0, *worker_args)
     mp.spawn(
         _cpu_worker,
         nprocs=num_gpus_per_machine,
-        args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args,
-              timeout),
+        args=worker_args,
         daemon=False,
     )
 
@@ -86,6 +88,6 @@ def _cpu_worker(local_rank, main_func, world_size, num_per_machine, machine_rank
     torch.set_num_threads(min(torch.get_num_threads(), threads))
     comm.synchronize()
     try:
-        main_func(*args)
+        return main_func(*args)
     finally:
         dist.destroy_process_group()

@@ -23,8 +23,8 @@ import weakref
 from typing import Dict, List
 
 import torch
-from detectron2.data import DatasetFromList, DatasetMapper, get_detection_dataset_dicts
-from detectron2.data import build_detection_train_loader
+from detectron2.data import (DatasetFromList, build_detection_test_loader,
+                             build_detection_train_loader, get_detection_dataset_dicts)
 from detectron2.data.build import build_batch_data_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
 from detectron2.utils import comm
@@ -32,6 +32,7 @@ from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
 from .checkpoint import ModelAttributeState, RetinaFocalCheckpointer
+from .data.robust import RobustDatasetMapper, sanitize_dataset_dicts
 from .data.sampler import ResumableTrainingSampler, SeededMapDataset
 
 __all__ = ["ReliableTrainer", "ResumableLoader", "build_resumable_train_loader"]
@@ -62,9 +63,9 @@ class ResumableLoader:
 
 
 def build_resumable_train_loader(cfg, mapper=None, dataset=None):
-    """Detectron2's training loader (same dataset dicts, mapper, batching, aspect-ratio
-    grouping, workers) with the resumable, seeded stream of
-    :mod:`retina_focal.data.sampler`.
+    """Detectron2's training loader (same dataset dicts, batching, aspect-ratio grouping,
+    workers) with the resumable, seeded stream of :mod:`retina_focal.data.sampler`, boxes
+    checked by :func:`sanitize_dataset_dicts` and images read by :class:`RobustDatasetMapper`.
 
     ``cfg.SEED >= 0`` fixes the stream; a negative seed draws one and stores it in
     checkpoints. A ``DATALOADER.SAMPLER_TRAIN`` other than ``TrainingSampler`` falls back to
@@ -74,8 +75,10 @@ def build_resumable_train_loader(cfg, mapper=None, dataset=None):
         dataset = get_detection_dataset_dicts(
             cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
         )
+        dataset = sanitize_dataset_dicts(dataset, ",".join(cfg.DATASETS.TRAIN),
+                                         cfg.MODEL.RETINANET.NUM_CLASSES)
     if mapper is None:
-        mapper = DatasetMapper(cfg, True)
+        mapper = RobustDatasetMapper(cfg, True)
     if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
         logger.warning(
             f"DATALOADER.SAMPLER_TRAIN={cfg.DATALOADER.SAMPLER_TRAIN}: using Detectron2's "
@@ -200,6 +203,13 @@ class ReliableTrainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg):
         return build_resumable_train_loader(cfg)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        """Detectron2's test loader with :class:`RobustDatasetMapper` (any image mode; an
+        unreadable file is an error naming it)."""
+        return build_detection_test_loader(cfg, dataset_name,
+                                           mapper=RobustDatasetMapper(cfg, False))
 
     # Detectron2 0.6's DefaultTrainer checkpoints only the iteration and the hooks: the
     # optimizer (momentum, and the LR it runs the next iteration with) is lost on resume.

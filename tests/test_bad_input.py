@@ -1,0 +1,271 @@
+"""Bad input: messy boxes, unknown categories, unreadable or unusual images, bad checkpoints,
+unknown config keys. Real files throughout; the corrupt-image and truncated-checkpoint runs
+are real processes."""
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, TINY_CONFIG, run_tool
+from detectron2.structures import BoxMode
+from PIL import Image
+
+from retina_focal.checkpoint import RetinaFocalCheckpointer
+from retina_focal.data.robust import (RobustDatasetMapper, UnreadableImageError,
+                                      sanitize_dataset_dicts)
+
+
+# ---- boxes and categories --------------------------------------------------------------------
+def test_boxes_are_clipped_or_dropped_and_counted_once(caplog):
+    def rec(i, annos):
+        return {"file_name": f"{i}.png", "width": 100, "height": 80, "image_id": i,
+                "annotations": [{"bbox": b, "bbox_mode": m, "category_id": 1} for b, m in annos]}
+
+    xyxy, xywh = BoxMode.XYXY_ABS, BoxMode.XYWH_ABS
+    dicts = [
+        rec(0, [([10, 10, 30, 40], xyxy),        # fine
+                ([-5, 70, 20, 20], xywh),        # x0 < 0, y1 = 90 > 80: clipped
+                ([50, 50, 50, 60], xyxy),        # zero width: dropped
+                ([60, 10, 40, 30], xyxy)]),      # negative size: dropped
+        rec(1, [([120, 10, 150, 30], xyxy),      # entirely right of the image: dropped
+                ([0, 0, float("nan"), 5], xyxy)]),  # non-finite: dropped
+        rec(2, []),                              # an image without objects stays
+    ]
+    with caplog.at_level(logging.WARNING, logger="retina_focal"):
+        out = sanitize_dataset_dicts(dicts, "messy", num_classes=3)
+    assert [len(r["annotations"]) for r in out] == [2, 0, 0]
+    assert out[0]["annotations"][0]["bbox"] == [10, 10, 30, 40]
+    assert out[0]["annotations"][1]["bbox"] == [0, 70, 15, 80]  # XYWH -> XYXY, clipped
+    assert all(a["bbox_mode"] == xyxy for a in out[0]["annotations"])
+    assert dicts[0]["annotations"][1]["bbox"] == [-5, 70, 20, 20]  # the input is not modified
+    msgs = [r.getMessage() for r in caplog.records if "messy" in r.getMessage()]
+    assert len(msgs) == 1, msgs  # once per dataset
+    assert "clipped 1 box(es)" in msgs[0] and "dropped 4 box(es)" in msgs[0]
+
+
+def test_category_id_outside_the_classes_is_a_clear_error():
+    dicts = [{"file_name": "a.png", "width": 10, "height": 10,
+              "annotations": [{"bbox": [0, 0, 5, 5], "bbox_mode": BoxMode.XYXY_ABS,
+                               "category_id": 6}]}]
+    with pytest.raises(ValueError, match=r"'a.png'.*category_id=6.*\[0, 6\)"):
+        sanitize_dataset_dicts(dicts, "d", num_classes=6)
+
+
+def test_coco_json_with_an_unknown_category_id_names_it(tmp_path):
+    from detectron2.data.datasets import load_coco_json
+
+    coco = {"images": [{"id": 1, "file_name": "a.png", "width": 8, "height": 8}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 9, "bbox": [0, 0, 4, 4],
+                             "area": 16, "iscrowd": 0}],
+            "categories": [{"id": 1, "name": "x"}, {"id": 2, "name": "y"}]}
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(coco))
+    with pytest.raises(KeyError, match="category_id=9"):
+        load_coco_json(str(path), str(tmp_path), "bad_categories_test")
+
+
+# ---- images ----------------------------------------------------------------------------------
+def _mapper(tiny_cfg, is_train, size=48, skip=False):
+    cfg = tiny_cfg.clone()
+    cfg.merge_from_list(["INPUT.MIN_SIZE_TEST", size, "INPUT.MAX_SIZE_TEST", size,
+                         "MODEL.RETINA_FOCAL.SKIP_UNREADABLE_IMAGES", skip])
+    return RobustDatasetMapper(cfg, is_train)
+
+
+def test_grayscale_rgba_palette_and_16bit_images_read_as_their_8bit_bgr(tiny_cfg, tmp_path):
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, (48, 48), dtype=np.uint8)
+    bgr = rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    files = {}
+    files["gray8"] = (gray, np.repeat(gray[:, :, None], 3, 2))
+    files["gray16"] = (gray.astype(np.uint16) * 257, np.repeat(gray[:, :, None], 3, 2))
+    files["bgra"] = (np.dstack([bgr, rng.integers(0, 256, (48, 48), dtype=np.uint8)]), bgr)
+    mapper = _mapper(tiny_cfg, is_train=False)
+    for name, (pixels, expected) in files.items():
+        path = str(tmp_path / f"{name}.png")
+        assert cv2.imwrite(path, pixels)
+        out = mapper({"file_name": path, "width": 48, "height": 48, "image_id": name})
+        got = out["image"].permute(1, 2, 0).numpy()
+        assert got.shape == (48, 48, 3) and np.array_equal(got, expected), name
+    # palette image: PIL's own RGB conversion is the reference
+    pal = Image.fromarray(bgr[:, :, ::-1].copy()).convert("P")
+    pal.save(tmp_path / "pal.png")
+    out = mapper({"file_name": str(tmp_path / "pal.png"), "width": 48, "height": 48})
+    ref = np.asarray(pal.convert("RGB"))[:, :, ::-1]
+    assert np.array_equal(out["image"].permute(1, 2, 0).numpy(), ref)
+    # the 16-bit file really is 16-bit, and Detectron2's reader would saturate it
+    from detectron2.data.detection_utils import read_image
+
+    assert Image.open(tmp_path / "gray16.png").mode.startswith("I")
+    assert (read_image(str(tmp_path / "gray16.png"), "BGR") == 255).mean() > 0.9
+
+
+def _write_tiny_coco(root, n=4, corrupt=(), missing=()):
+    """n 48x48 PNG images with one box each; images in ``corrupt`` are truncated files and
+    those in ``missing`` are absent."""
+    os.makedirs(root, exist_ok=True)
+    images, annos = [], []
+    for i in range(n):
+        name = f"{i}.png"
+        if i not in missing:
+            img = np.full((48, 48, 3), 40 * i, np.uint8)
+            cv2.imwrite(os.path.join(root, name), img)
+            if i in corrupt:
+                data = open(os.path.join(root, name), "rb").read()
+                open(os.path.join(root, name), "wb").write(data[: len(data) // 2])
+        images.append({"id": i + 1, "file_name": name, "width": 48, "height": 48})
+        annos.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [8, 8, 20, 20],
+                      "area": 400, "iscrowd": 0})
+    coco = {"images": images, "annotations": annos, "categories": [{"id": 1, "name": "a"}]}
+    json_path = os.path.join(root, "data.json")
+    with open(json_path, "w") as f:
+        json.dump(coco, f)
+    return json_path
+
+
+def test_skip_option_must_be_a_bool(tiny_cfg):
+    cfg = tiny_cfg.clone()
+    cfg.MODEL.RETINA_FOCAL.SKIP_UNREADABLE_IMAGES = "yes"
+    with pytest.raises(ValueError, match="SKIP_UNREADABLE_IMAGES='yes' is invalid"):
+        RobustDatasetMapper(cfg, True)
+
+
+def test_missing_or_corrupt_image_error_names_the_file(tiny_cfg, tmp_path):
+    _write_tiny_coco(str(tmp_path), n=2, corrupt=(0,), missing=(1,))
+    for is_train in (True, False):
+        mapper = _mapper(tiny_cfg, is_train)
+        for name in ("0.png", "1.png"):
+            path = str(tmp_path / name)
+            with pytest.raises(UnreadableImageError, match=path):
+                mapper({"file_name": path, "width": 48, "height": 48, "annotations": []})
+
+
+def test_skip_unreadable_images_in_training_with_a_logged_count(tiny_cfg, tmp_path, caplog):
+    from detectron2.data.datasets import load_coco_json
+
+    from retina_focal.trainer import build_resumable_train_loader
+
+    dicts = load_coco_json(_write_tiny_coco(str(tmp_path), n=4, corrupt=(1,), missing=(2,)),
+                           str(tmp_path), "skip_test")
+    cfg = tiny_cfg.clone()
+    cfg.merge_from_list(["MODEL.RETINA_FOCAL.SKIP_UNREADABLE_IMAGES", True, "SEED", 0,
+                         "SOLVER.IMS_PER_BATCH", 2, "INPUT.MIN_SIZE_TRAIN", (48,)])
+    loader = build_resumable_train_loader(cfg, dataset=dicts)
+    with caplog.at_level(logging.WARNING, logger="retina_focal"):
+        it = iter(loader)
+        seen = [d["file_name"] for _ in range(6) for d in next(it)]
+    assert len(seen) == 12 and {os.path.basename(f) for f in seen} == {"0.png", "3.png"}
+    skips = [r.getMessage() for r in caplog.records if "Skipping an unreadable" in r.getMessage()]
+    assert skips and "(1 so far" in skips[0] and f"({len(skips)} so far" in skips[-1]
+    assert any("1.png" in m for m in skips) and any("2.png" in m for m in skips)
+
+
+_TRAIN_ON_COCO = textwrap.dedent("""
+    import sys
+    from detectron2.data.datasets import register_coco_instances
+    import retina_focal
+    from retina_focal.engine import Trainer, setup_cfg
+    from detectron2.engine import default_argument_parser
+
+    register_coco_instances("corrupt_test", {}, sys.argv[1], sys.argv[2])
+    args = default_argument_parser().parse_args(sys.argv[3:])
+    trainer = Trainer(setup_cfg(args))
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+""")
+
+
+def test_training_on_a_corrupt_image_stops_naming_it_real_process(tmp_path):
+    root = str(tmp_path / "data")
+    json_path = _write_tiny_coco(root, n=2, corrupt=(0, 1))
+    proc = subprocess.run(
+        [sys.executable, "-c", _TRAIN_ON_COCO, json_path, root, "--config-file", TINY_CONFIG,
+         "DATASETS.TRAIN", "('corrupt_test',)", "DATASETS.TEST", "()", "SOLVER.MAX_ITER", "1",
+         "MODEL.RETINANET.NUM_CLASSES", "1", "OUTPUT_DIR", str(tmp_path / "out")],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "UnreadableImageError: Cannot read image" in last
+    assert os.path.join(root, "0.png") in last or os.path.join(root, "1.png") in last
+    assert "SKIP_UNREADABLE_IMAGES" in last
+
+
+# ---- checkpoints -----------------------------------------------------------------------------
+@pytest.fixture
+def tiny_model(tiny_cfg):
+    from detectron2.modeling import build_model
+
+    torch.manual_seed(0)
+    return build_model(tiny_cfg)
+
+
+def test_missing_checkpoint_file_is_named(tiny_model, tmp_path):
+    path = str(tmp_path / "nope.pth")
+    with pytest.raises(FileNotFoundError, match="nope.pth.*does not exist"):
+        RetinaFocalCheckpointer(tiny_model).load(path)
+
+
+def test_checkpoint_of_another_architecture_lists_what_did_not_match(tiny_model, tmp_path):
+    other = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8))
+    torch.save({"model": other.state_dict()}, tmp_path / "other.pth")
+    with pytest.raises(ValueError) as info:
+        RetinaFocalCheckpointer(tiny_model).load(str(tmp_path / "other.pth"))
+    msg = str(info.value)
+    assert "none of the model's" in msg
+    assert "in the checkpoint but not in the model (7)" in msg and "0.weight" in msg
+    assert "in the model but not in the checkpoint" in msg and "head.cls_score" in msg
+
+
+def test_partial_checkpoint_loads_what_fits_and_warns(tiny_cfg, tiny_model, tmp_path, caplog):
+    from detectron2.modeling import build_model
+
+    cfg = tiny_cfg.clone()
+    cfg.MODEL.RETINANET.NUM_CLASSES = 3  # another class count: only cls_score differs
+    other = build_model(cfg)
+    torch.save({"model": other.state_dict()}, tmp_path / "c3.pth")
+    with caplog.at_level(logging.WARNING):
+        RetinaFocalCheckpointer(tiny_model).load(str(tmp_path / "c3.pth"))
+    sd, ref = tiny_model.state_dict(), other.state_dict()
+    assert torch.equal(sd["head.bbox_pred.weight"], ref["head.bbox_pred.weight"])
+    assert sd["head.cls_score.weight"].shape != ref["head.cls_score.weight"].shape
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "different shapes (2): head.cls_score.weight" in text
+    # resuming demands an exact match
+    torch.save({"model": other.state_dict(), "iteration": 5}, tmp_path / "model_0000005.pth")
+    (tmp_path / "last_checkpoint").write_text("model_0000005.pth")
+    with pytest.raises(ValueError, match="Cannot resume"):
+        RetinaFocalCheckpointer(tiny_model, str(tmp_path)).resume_or_load("", resume=True)
+
+
+def test_truncated_checkpoint_gives_a_clear_error_real_process(tiny_model, tmp_path):
+    full = tmp_path / "full.pth"
+    torch.save({"model": tiny_model.state_dict()}, full)
+    data = full.read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 3])
+    proc = run_tool(["tools/train_net.py", "--config-file", TINY_CONFIG, "--eval-only",
+                     "MODEL.WEIGHTS", str(tmp_path / "cut.pth"), "OUTPUT_DIR",
+                     str(tmp_path / "out")], cwd=REPO)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "cut.pth" in last and "truncated or corrupt" in last, proc.stderr[-2000:]
+
+
+# ---- config ----------------------------------------------------------------------------------
+def test_yaml_with_an_unknown_key_fails_with_detectron2s_message(tmp_path):
+    from detectron2.config import get_cfg
+
+    from retina_focal import add_retina_focal_config
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(f'_BASE_: "{TINY_CONFIG}"\nMODEL:\n  RETINA_FOCAL:\n    LOSS_NAMEE: "x"\n')
+    cfg = get_cfg()
+    add_retina_focal_config(cfg)
+    with pytest.raises(KeyError, match="Non-existent config key: MODEL.RETINA_FOCAL.LOSS_NAMEE"):
+        cfg.merge_from_file(str(path))
