@@ -116,10 +116,14 @@ def _check_outputs(study_dir, labels, paper):
 def test_study_runs_two_workers_then_resumes_without_retraining(tmp_path):
     study_dir = str(tmp_path / "study")
     labels = ["gamma=0.0 alpha=0.75", "gamma=2.0 alpha=0.25"]
-    # score threshold 0 so that a 2-iteration model makes detections and gets a finite AP
     args = ["tools/ablate.py", "--config-file", TINY_CONFIG, "--study", "1b", "--schedule",
             "tiny", "--output", study_dir, "--settings", ",".join(labels)]
+    # score threshold 0 so that a 2-iteration model makes detections and gets a finite AP
     opts = ["MODEL.RETINANET.SCORE_THRESH_TEST", "0.0", "TEST.DETECTIONS_PER_IMAGE", "20"]
+    # the second setting was interrupted before: its directory has no result.json
+    stale = os.path.join(study_dir, "06_gamma=2.0_alpha=0.25")
+    os.makedirs(stale)
+    open(os.path.join(stale, "metrics.json"), "w").write('{"bbox/AP": 99.0}\n')
     proc = run_tool(args + ["--workers", "2"] + opts, cwd=REPO)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
@@ -129,22 +133,20 @@ def test_study_runs_two_workers_then_resumes_without_retraining(tmp_path):
     assert max(starts) < out.index("1/2 settings finished")
     assert "iter: 1 " in out  # Detectron2's per-iteration line (with ETA) is passed through
     rows = _check_outputs(study_dir, labels, [31.1, 34.0])
-    assert rows[1]["metrics"]["AP"] is not None
-    first, second = (r["output_dir"] for r in rows)
-    kept = {f: os.stat(os.path.join(first, f)).st_mtime_ns
+    assert rows[1]["output_dir"] == stale and rows[1]["metrics"]["AP"] != 99.0  # retrained
+    assert all(r["metrics"]["AP"] is not None for r in rows)
+    kept = {(d, f): os.stat(os.path.join(d, f)).st_mtime_ns for d in (r["output_dir"] for r in rows)
             for f in ("result.json", "metrics.json", "model_final.pth")}
-    # an interrupted study: the second setting has no result file
-    os.remove(os.path.join(second, "result.json"))
-    old_second = os.stat(os.path.join(second, "metrics.json")).st_mtime_ns
 
+    # the same command again: nothing is retrained, the results are written again
     proc = run_tool(args + opts, cwd=REPO)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
-    assert "1 of 2 settings to train, 1 worker(s)" in out
-    assert f"'{labels[0]}': already done" in out and f"start '{labels[0]}'" not in out
-    assert f"start '{labels[1]}'" in out
-    assert kept == {f: os.stat(os.path.join(first, f)).st_mtime_ns for f in kept}
-    assert os.stat(os.path.join(second, "metrics.json")).st_mtime_ns != old_second
+    assert "0 of 2 settings to train, 1 worker(s)" in out
+    for label in labels:
+        assert f"'{label}': already done" in out and f"start '{label}'" not in out
+    assert kept == {k: os.stat(os.path.join(*k)).st_mtime_ns for k in kept}
+    assert "iter: " not in out
     _check_outputs(study_dir, labels, [31.1, 34.0])
 
 
