@@ -5,7 +5,7 @@ a second (a ``torch.utils.cpp_extension`` build of the same code takes ~40 s, an
 compile ~15 s per shape/dtype variant), and it does not depend on the torch version. The
 shared library is cached under ``$RETINA_FOCAL_CACHE`` (default ``~/.cache/retina_focal``),
 keyed by a hash of the source, the compiler command and the CPU, so a changed source or a
-different machine rebuilds it. ``$CXX`` picks the compiler (default ``g++``).
+different machine rebuilds it. ``$CXX`` picks the compiler (default: g++, c++ or clang++).
 """
 import ctypes
 import hashlib
@@ -84,10 +84,20 @@ def _compile(command, output: str) -> Optional[str]:
             os.remove(tmp)
 
 
+def _find_compiler() -> str:
+    if os.environ.get("CXX"):
+        compiler = os.environ["CXX"]
+        if shutil.which(compiler) is None:
+            raise KernelUnavailable(f"no C++ compiler: $CXX={compiler!r} is not on PATH")
+        return compiler
+    for compiler in ("g++", "c++", "clang++"):
+        if shutil.which(compiler):
+            return compiler
+    raise KernelUnavailable("no C++ compiler: none of g++, c++, clang++ is on PATH (set $CXX)")
+
+
 def _build() -> ctypes.CDLL:
-    compiler = os.environ.get("CXX", "g++")
-    if shutil.which(compiler) is None:
-        raise KernelUnavailable(f"no C++ compiler: {compiler!r} is not on PATH (set $CXX)")
+    compiler = _find_compiler()
     with open(SOURCE, "rb") as f:
         source = f.read()
     os.makedirs(_cache_dir(), exist_ok=True)
