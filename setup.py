@@ -52,4 +52,6 @@ setup(
         "Pillow>=9",
     ],
     extras_require={"test": ["pytest>=7", "pytest-timeout"]},
+    # `retina-focal train|lazy-train|eval|demo|plot|export|make-dataset ...` runs tools/*.py
+    entry_points={"console_scripts": ["retina-focal=retina_focal.cli:main"]},
 )

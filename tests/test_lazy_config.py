@@ -3,6 +3,7 @@
 learning-rate schedule; and tools/lazyconfig_train_net.py trains and evaluates with them."""
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -151,6 +152,17 @@ def test_lazy_config_schedule_and_weights(name):
     assert lazy.model.num_classes == cfg.MODEL.RETINANET.NUM_CLASSES
 
 
+def test_lazy_num_classes_must_match_the_dataset():
+    from retina_focal.data.cli import check_lazy_num_classes
+
+    lazy = LazyConfig.load(os.path.join(CONFIGS, "Synthetic", "retina_focal_R_18_FPN_tiny.py"))
+    check_lazy_num_classes(lazy)  # 6 classes, 6 shapes
+    lazy.model.num_classes = 4
+    with pytest.raises(ValueError, match="model.num_classes=4 but dataset "
+                                         "'synthetic_shapes_tiny_train'.* has 6 categories"):
+        check_lazy_num_classes(lazy)
+
+
 def test_lazyconfig_train_net_trains_tiny_then_evaluates(tmp_path):
     out = str(tmp_path / "lazy")
     # a 2-iteration model scores nothing above 0.05: keep every candidate so AP is computed
@@ -159,10 +171,12 @@ def test_lazyconfig_train_net_trains_tiny_then_evaluates(tmp_path):
                      f"train.output_dir={out}", "model.test_score_thresh=0.0"], cwd=REPO)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]
-    assert "eta:" in log  # Detectron2's metric printer
+    assert re.search(r"iter: 1 .*total_loss", log)  # Detectron2's metric printer
     rows = [json.loads(line) for line in open(os.path.join(out, "metrics.json"))]
-    assert max(r["iteration"] for r in rows) == 1  # 2 iterations: 0 and 1
-    assert any("loss_cls" in r and "num_pos_anchors" in r for r in rows)
+    train_rows = [r for r in rows if "loss_cls" in r]
+    assert [r["iteration"] for r in train_rows] == [1]  # 2 iterations (0, 1): logged at the end
+    assert "num_pos_anchors" in train_rows[0] and "lr" in train_rows[0]
+    assert any("bbox/AP" in r for r in rows)  # the evaluation at the end is logged too
     assert os.path.exists(os.path.join(out, "model_final.pth"))
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(out))
     ap = copypaste_ap(log)

@@ -51,7 +51,8 @@ def build_parser():
 
 def evaluate_results(args):
     output = args.output or os.path.splitext(args.results)[0] + "_report"
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
     report = evaluate_results_file(args.results, args.gt_json, output_dir=output)
     print(f"Evaluated {report['counts']['detections']} detections on "
           f"{report['counts']['images']} images ({args.gt_json})\n")
@@ -93,22 +94,21 @@ def prepare_model_args(args):
     return args
 
 
-if __name__ == "__main__":
-    args = build_parser().parse_args()
+def cli(argv=None):
+    args = build_parser().parse_args(argv)
     if args.results:
         if not args.gt_json:
             raise SystemExit("error: --results needs --gt-json (the ground truth to compare with)")
         try:
-            evaluate_results(args)
+            return evaluate_results(args)
         except (ValueError, FileNotFoundError) as e:
             raise SystemExit(f"error: {e}")
-        sys.exit(0)
     if not args.config_file:
         raise SystemExit("error: give --config-file (and MODEL.WEIGHTS) to evaluate a checkpoint, "
                          "or --results with --gt-json to evaluate a detections file")
     args = prepare_model_args(args)
     print("Command Line Args:", args)
-    launch(
+    return launch(
         main,
         args.num_gpus,
         num_machines=args.num_machines,
@@ -116,3 +116,8 @@ if __name__ == "__main__":
         dist_url=args.dist_url,
         args=(args,),
     )
+
+
+if __name__ == "__main__":
+    cli()
+    sys.exit(0)

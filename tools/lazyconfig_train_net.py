@@ -36,7 +36,11 @@ from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 
-from retina_focal.data.cli import add_dataset_argument, register_datasets_from_args
+from retina_focal.data.cli import (
+    add_dataset_argument,
+    check_lazy_num_classes,
+    register_datasets_from_args,
+)
 
 logger = logging.getLogger("retina_focal")
 
@@ -93,6 +97,7 @@ def main(args):
     register_datasets_from_args(args)
     cfg = LazyConfig.load(args.config_file)
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    check_lazy_num_classes(cfg)
     default_setup(cfg, args)
     if args.eval_only:
         model = instantiate(cfg.model)

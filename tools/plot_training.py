@@ -100,7 +100,8 @@ def draw_panel(ax, panel, runs, smooth: int) -> bool:
             x, y = (np.asarray(v) for v in zip(*metrics[key]))
             name = label if len(keys) == 1 else f"{label} {key_label}"
             color = colors[r % len(colors)]
-            marker = "o" if key.startswith("bbox/") else None
+            # evaluations and short runs are a few points: show each one
+            marker = ("o", "s", "^")[s % 3] if key.startswith("bbox/") or len(x) < 30 else None
             if smooth > 1 and not key.startswith("bbox/") and key != "lr":
                 ax.plot(x, y, color=color, alpha=0.25, lw=0.8)
                 y = running_mean(y, smooth)

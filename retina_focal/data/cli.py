@@ -16,6 +16,7 @@ from detectron2.data.datasets import register_coco_instances
 __all__ = [
     "DatasetSpec",
     "add_dataset_argument",
+    "check_lazy_num_classes",
     "check_num_classes",
     "parse_dataset_spec",
     "register_coco_dataset",
@@ -142,3 +143,23 @@ def check_num_classes(cfg, dataset_names: Optional[Sequence[str]] = None) -> Non
                 f"({', '.join(map(str, classes[:10]))}{', ...' if len(classes) > 10 else ''}); "
                 f"set {key} {len(classes)}"
             )
+
+
+def check_lazy_num_classes(cfg) -> None:
+    """:func:`check_num_classes` for a LazyConfig: ``model.num_classes`` against the datasets
+    named by ``dataloader.train.dataset.names`` and ``dataloader.test.dataset.names``."""
+    num_classes = cfg.get("model", {}).get("num_classes")
+    if not isinstance(num_classes, int):
+        return
+    for split in ("train", "test"):
+        names = cfg.get("dataloader", {}).get(split, {}).get("dataset", {}).get("names")
+        if names is None:
+            continue
+        for name in [names] if isinstance(names, str) else list(names):
+            classes = MetadataCatalog.get(name).get("thing_classes")
+            if classes is not None and len(classes) != num_classes:
+                raise ValueError(
+                    f"model.num_classes={num_classes} but dataset '{name}' "
+                    f"(dataloader.{split}.dataset.names) has {len(classes)} categories; set "
+                    f"model.num_classes={len(classes)}"
+                )
