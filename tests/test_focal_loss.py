@@ -105,15 +105,39 @@ def test_all_background_and_all_ignored():
     assert sigmoid_focal_loss_labels(logits, torch.full((50,), -1)).item() == 0.0
 
 
-def test_extreme_logits_are_finite():
+@pytest.mark.parametrize("impl", ["portable", "auto"])
+def test_extreme_logits_are_finite(impl):
     logits = torch.tensor([[100.0, -100.0], [-100.0, 100.0]], requires_grad=True)
-    loss = sigmoid_focal_loss_labels(logits, torch.tensor([0, 0]))
+    loss = sigmoid_focal_loss_labels(logits, torch.tensor([0, 0]), impl=impl)
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
     # row 1 is confidently wrong twice: the positive (x=-100) costs alpha * 100 and the
     # negative (x=100) costs (1 - alpha) * 100; row 0 is confidently right and costs ~0
     assert loss.item() == pytest.approx(0.25 * 100 + 0.75 * 100, rel=1e-6)
     assert logits.grad[1].tolist() == pytest.approx([-0.25, 0.75], rel=1e-6)
+
+
+@pytest.mark.parametrize("impl", ["portable", "auto"])
+@pytest.mark.parametrize("gamma", [0.2, 0.5, 1.0, 2.0])
+def test_saturated_logits_give_finite_gradient_for_any_gamma(impl, gamma):
+    """(1 - p_t) ** gamma with gamma < 1 at 1 - p_t == 0 has an infinite derivative; the loss
+    must still give the exact (zero) gradient there, and the formula's value elsewhere."""
+    x = torch.tensor([[200.0, -200.0, 3.0], [-200.0, 200.0, -0.5]], dtype=torch.float64,
+                     requires_grad=True)
+    labels = torch.tensor([0, 1])
+    loss = sigmoid_focal_loss_labels(x, labels, gamma=gamma, impl=impl)
+    loss.backward()
+    assert torch.isfinite(x.grad).all()
+    # every saturated entry is confidently right: its loss and gradient are 0 to double precision
+    assert x.grad[:, :2].abs().max().item() < 1e-60
+    # the unsaturated entries (both negatives) follow the paper's formula and its derivative
+    for value in (3.0, -0.5):
+        v = torch.tensor(value, dtype=torch.float64, requires_grad=True)
+        p = torch.sigmoid(v)
+        ref = -(1 - 0.25) * p ** gamma * torch.log(1 - p)
+        (g,) = torch.autograd.grad(ref, v)
+        row, col = (0, 2) if value == 3.0 else (1, 2)
+        assert x.grad[row, col].item() == pytest.approx(g.item(), rel=1e-6)
 
 
 def test_half_precision_accumulates_in_float32():

@@ -3,7 +3,7 @@
 precision-recall curves (PNG) per IoU threshold and object size, and coco_report.json.
 
 A checkpoint, on the config's DATASETS.TEST (Detectron2's COCOEvaluator; --num-gpus N for N
-processes through Detectron2's launcher)::
+processes: Detectron2's launcher on GPUs, GLOO processes on CPU)::
 
     python tools/evaluate.py --config-file CFG MODEL.WEIGHTS model_final.pth
     # on any COCO JSON + image folder (registered on the fly):
@@ -24,12 +24,13 @@ import sys
 
 import detectron2.utils.comm as comm
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.engine import default_argument_parser, launch
+from detectron2.engine import default_argument_parser
 
 import retina_focal  # noqa: F401  (registers RetinaFocal, its components and datasets)
 from retina_focal.data.cli import add_dataset_argument
 from retina_focal.engine import Trainer, setup_cfg
 from retina_focal.evaluation import REPORT_FILE, evaluate_results_file
+from retina_focal.launch import launch  # Detectron2's on GPUs; GLOO processes on CPU
 
 logger = logging.getLogger("retina_focal")
 

@@ -21,6 +21,7 @@ COCO-format dataset, e.g. for ``dataloader.train.dataset.names=NAME``.
 """
 import logging
 
+import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import (
@@ -30,7 +31,6 @@ from detectron2.engine import (
     default_setup,
     default_writers,
     hooks,
-    launch,
 )
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
@@ -41,6 +41,8 @@ from retina_focal.data.cli import (
     check_lazy_num_classes,
     register_datasets_from_args,
 )
+from retina_focal.launch import launch  # Detectron2's on GPUs; GLOO processes on CPU
+from retina_focal.trainer import wrap_distributed
 
 logger = logging.getLogger("retina_focal")
 
@@ -74,6 +76,14 @@ def build_hooks(cfg, model, trainer, checkpointer):
     ]
 
 
+def ddp(model, options):
+    """Detectron2's DistributedDataParallel wrapper on GPUs; on CPU processes (GLOO), one
+    without ``device_ids`` (Detectron2's always names a GPU)."""
+    if torch.cuda.is_available():
+        return create_ddp_model(model, **options)
+    return wrap_distributed(model)
+
+
 def train(args, cfg):
     model = instantiate(cfg.model)
     logger.info(f"Model:\n{model}")
@@ -81,7 +91,7 @@ def train(args, cfg):
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
     data = instantiate(cfg.dataloader.train)
-    model = create_ddp_model(model, **cfg.train.ddp)
+    model = ddp(model, cfg.train.ddp)
     trainer_cls = AMPTrainer if cfg.train.amp.enabled else SimpleTrainer
     trainer = trainer_cls(model, data, optimizer)
     checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
@@ -102,7 +112,7 @@ def main(args):
     if args.eval_only:
         model = instantiate(cfg.model)
         model.to(cfg.train.device)
-        model = create_ddp_model(model)
+        model = ddp(model, {})
         DetectionCheckpointer(model).load(cfg.train.init_checkpoint)
         return run_evaluation(cfg, model)
     train(args, cfg)  # EvalHook also evaluates the final model

@@ -78,8 +78,10 @@ def _modulated(x: torch.Tensor, positive: bool, alpha, gamma: float) -> torch.Te
     sign = -1.0 if positive else 1.0
     loss = F.softplus(sign * x)  # -log(p_t)
     if gamma != 0:
-        p = torch.sigmoid(x)
-        loss = loss * ((1 - p) if positive else p).pow(gamma)  # (1 - p_t) ** gamma
+        # (1 - p_t) ** gamma as exp(gamma * log(1 - p_t)), log(1 - p_t) = -softplus(-sign * x):
+        # the same value, but a finite gradient where 1 - p_t underflows to 0 and gamma < 1
+        # (the gradient of t ** gamma at t = 0 is infinite, times d(1 - p_t)/dx = 0: NaN).
+        loss = loss * torch.exp(-gamma * F.softplus(-sign * x))
     if alpha is not None:
         loss = loss * (alpha if positive else 1 - alpha)
     return loss
