@@ -100,8 +100,9 @@ def test_sigkill_between_checkpoints_then_resume_equals_uninterrupted_run(refere
     assert ref["trainer"]["hooks"] == run["trainer"]["hooks"]  # LR scheduler
 
 
-def test_two_cpu_processes_train_like_one_process_with_the_same_total_batch(reference,
-                                                                          tmp_path):
+def test_two_cpu_processes_train_like_one_process_with_the_same_total_batch(
+    reference, tmp_path
+):
     proc = run_tool(_tool(["--num-gpus", "2", "--dist-url", "auto"], NO_EVAL, str(tmp_path)),
                     cwd=REPO)
     log = proc.stdout + proc.stderr
