@@ -88,6 +88,13 @@ def _cpu_worker(local_rank, main_func, world_size, num_per_machine, machine_rank
     torch.set_num_threads(min(torch.get_num_threads(), threads))
     comm.synchronize()
     try:
-        return main_func(*args)
-    finally:
+        result = main_func(*args)
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    # Every process finishes before any tears the group down: a GLOO peer whose connections
+    # close under it while it still talks (e.g. the last gather of an evaluation) aborts
+    # ("terminate called without an active exception").
+    comm.synchronize()
+    dist.destroy_process_group()
+    return result
