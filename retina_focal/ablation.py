@@ -100,6 +100,12 @@ def _ohem(batch: int, nms: float, ratio: bool) -> Tuple[Tuple[str, Any], ...]:
     )
 
 
+def _iou_bands(thresholds: List[float]) -> Tuple[Tuple[str, Any], ...]:
+    """Negative below the first threshold, ignored between, positive from the last."""
+    return (("MODEL.RETINANET.IOU_THRESHOLDS", thresholds),
+            ("MODEL.RETINANET.IOU_LABELS", [0, -1, 1]))
+
+
 _TABLE1_NOTE = ("Paper: Lin et al. 2017, Table 1, RetinaNet ResNet-50-FPN, 600 px, COCO "
                 "minival (trainval35k, 90k iterations).")
 
@@ -158,6 +164,24 @@ STUDIES: Dict[str, Study] = {
                     ("MODEL.RETINA_FOCAL.FL_STAR_BETA", 0.0)), 33.9),
             ),
             "Paper: Lin et al. 2017, Table 3 (appendix), ResNet-50-FPN, 600 px, COCO minival.",
+        ),
+        Study(
+            "assigners", "Anchor assignment (issue 5): IoU bands, low-quality matches, ATSS "
+            "(FL, gamma 2, alpha .25)",
+            (
+                Setting("IoU [0.4, 0.5]", _focal(0.25, 2.0)),
+                Setting("IoU [0.5, 0.5]", _focal(0.25, 2.0) + _iou_bands([0.5, 0.5])),
+                Setting("IoU [0.3, 0.7]", _focal(0.25, 2.0) + _iou_bands([0.3, 0.7])),
+                Setting("low-quality off", _focal(0.25, 2.0) + (
+                    ("MODEL.RETINA_FOCAL.ALLOW_LOW_QUALITY_MATCHES", False),)),
+                Setting("Detectron order", _focal(0.25, 2.0) + (
+                    ("MODEL.RETINA_FOCAL.LOW_QUALITY_MATCH_ORDER", "detectron"),)),
+                Setting("ATSS top-9", _focal(0.25, 2.0) + (
+                    ("MODEL.RETINA_FOCAL.ASSIGNER_NAME", "ATSSAssigner"),
+                    ("MODEL.RETINA_FOCAL.ATSS_TOPK", 9))),
+            ),
+            "The paper fixes IoU bands [0.4, 0.5] with low-quality matches; it has no numbers "
+            "for the others (ATSS: Zhang et al., CVPR 2020).",
         ),
         Study(
             "extra_losses", "Losses beyond the paper: softmax FL, QFL (GFL), VFL",

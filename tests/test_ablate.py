@@ -66,11 +66,30 @@ def test_anchor_study_derives_sizes_from_the_base_config():
     assert cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS == [[0.5, 1.0, 2.0]]
 
 
+def test_assigner_study_settings_build_the_assigner_they_name():
+    from detectron2.modeling import build_model
+
+    from retina_focal import ATSSAssigner, IoUThresholdMatcher
+
+    built = {}
+    for setting in get_study("assigners").settings:
+        cfg = get_cfg()
+        add_retina_focal_config(cfg)
+        cfg.merge_from_file(TINY_CONFIG)
+        cfg.merge_from_list(resolve_overrides(setting.overrides, cfg))
+        built[setting.label] = build_model(cfg).assigner
+    assert isinstance(built["ATSS top-9"], ATSSAssigner)
+    others = [a for label, a in built.items() if label != "ATSS top-9"]
+    assert all(isinstance(a, IoUThresholdMatcher) for a in others)
+    # the settings really differ: six distinct assigners (by their repr / attributes)
+    assert len({repr(vars(a)) for a in built.values()}) == len(built) == 6
+
+
 def test_bad_study_schedule_and_key_are_clear_errors(capsys):
     ablate = _load_tool("ablate")
     assert ablate.main(["--config-file", TINY_CONFIG, "--study", "2z", "--schedule", "tiny"]) == 2
     err = capsys.readouterr().err
-    assert "Unknown study '2z'" in err and "1a, 1b, 1c, 1d, table3, extra_losses" in err
+    assert "Unknown study '2z'" in err and "1a, 1b, 1c, 1d, table3, assigners, extra_losses" in err
     assert ablate.main(["--config-file", TINY_CONFIG, "--study", "1a", "--schedule", "fast"]) == 2
     err = capsys.readouterr().err
     assert "Unknown schedule 'fast'" in err and "cpu_short" in err
