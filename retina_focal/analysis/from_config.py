@@ -16,6 +16,7 @@ from detectron2.structures import Boxes
 from ..config import add_retina_focal_config
 from ..data.cli import parse_dataset_spec, register_coco_dataset
 from ..modeling.assigners import build_assigner
+from ..modeling.meta_arch import head_feature_shapes
 from .assignment import feature_grid_sizes, gt_as_model_sees_it, resized_image_size
 
 __all__ = ["AssignmentSetting", "load_cfg", "register_dataset_arg", "image_size_of"]
@@ -59,14 +60,7 @@ class AssignmentSetting:
     def __init__(self, cfg):
         rcfg = cfg.MODEL.RETINANET
         backbone = build_backbone(cfg)
-        shapes = backbone.output_shape()
-        missing = [f for f in rcfg.IN_FEATURES if f not in shapes]
-        if missing:
-            raise ValueError(
-                f"MODEL.RETINANET.IN_FEATURES={rcfg.IN_FEATURES} names {missing}, which the "
-                f"backbone does not produce; it produces {sorted(shapes)}"
-            )
-        feature_shapes = [shapes[f] for f in rcfg.IN_FEATURES]
+        feature_shapes = head_feature_shapes(backbone, rcfg.IN_FEATURES)
         self.level_names = list(rcfg.IN_FEATURES)
         self.strides = [s.stride for s in feature_shapes]
         self.size_divisibility = backbone.size_divisibility

@@ -136,13 +136,19 @@ def check_num_classes(cfg, dataset_names: Optional[Sequence[str]] = None) -> Non
     if dataset_names is None:
         dataset_names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
     for name in dataset_names:
-        classes = MetadataCatalog.get(name).get("thing_classes")
-        if classes is not None and len(classes) != num_classes:
-            raise ValueError(
-                f"{key}={num_classes} but dataset '{name}' has {len(classes)} categories "
-                f"({', '.join(map(str, classes[:10]))}{', ...' if len(classes) > 10 else ''}); "
-                f"set {key} {len(classes)}"
-            )
+        _check_dataset_classes(name, num_classes, key, f"set {key} {{}}")
+
+
+def _check_dataset_classes(name: str, num_classes: int, key: str, fix: str, where: str = ""):
+    """ValueError if registered dataset ``name`` has categories and not ``num_classes`` of
+    them; ``fix`` is the advice, formatted with the dataset's count."""
+    classes = MetadataCatalog.get(name).get("thing_classes")
+    if classes is not None and len(classes) != num_classes:
+        shown = ", ".join(map(str, classes[:10])) + (", ..." if len(classes) > 10 else "")
+        raise ValueError(
+            f"{key}={num_classes} but dataset '{name}'{where} has {len(classes)} categories "
+            f"({shown}); {fix.format(len(classes))}"
+        )
 
 
 def check_lazy_num_classes(cfg) -> None:
@@ -156,10 +162,6 @@ def check_lazy_num_classes(cfg) -> None:
         if names is None:
             continue
         for name in [names] if isinstance(names, str) else list(names):
-            classes = MetadataCatalog.get(name).get("thing_classes")
-            if classes is not None and len(classes) != num_classes:
-                raise ValueError(
-                    f"model.num_classes={num_classes} but dataset '{name}' "
-                    f"(dataloader.{split}.dataset.names) has {len(classes)} categories; set "
-                    f"model.num_classes={len(classes)}"
-                )
+            _check_dataset_classes(name, num_classes, "model.num_classes",
+                                   "set model.num_classes={}",
+                                   where=f" (dataloader.{split}.dataset.names)")

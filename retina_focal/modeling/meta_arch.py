@@ -19,7 +19,21 @@ from .head import build_retina_focal_head
 from .losses import build_cls_loss
 from .samplers import AllAnchors, build_sampler
 
-__all__ = ["RetinaFocal"]
+__all__ = ["RetinaFocal", "head_feature_shapes"]
+
+
+def head_feature_shapes(backbone, in_features: List[str]) -> List:
+    """The backbone's ShapeSpecs of ``MODEL.RETINANET.IN_FEATURES``, in that order; a name the
+    backbone does not produce is a ValueError listing what it does produce."""
+    shapes = backbone.output_shape()
+    missing = [f for f in in_features if f not in shapes]
+    if missing:
+        raise ValueError(
+            f"MODEL.RETINANET.IN_FEATURES={in_features} names {missing}, which the "
+            f"backbone does not produce; it produces {sorted(shapes)}"
+        )
+    return [shapes[f] for f in in_features]
+
 
 logger = logging.getLogger(__name__)
 
@@ -93,14 +107,7 @@ class RetinaFocal(RetinaNet):
             )
         rcfg = cfg.MODEL.RETINANET
         backbone = build_backbone(cfg)
-        backbone_shape = backbone.output_shape()
-        missing = [f for f in rcfg.IN_FEATURES if f not in backbone_shape]
-        if missing:
-            raise ValueError(
-                f"MODEL.RETINANET.IN_FEATURES={rcfg.IN_FEATURES} names {missing}, which the "
-                f"backbone does not produce; it produces {sorted(backbone_shape)}"
-            )
-        feature_shapes = [backbone_shape[f] for f in rcfg.IN_FEATURES]
+        feature_shapes = head_feature_shapes(backbone, rcfg.IN_FEATURES)
         return {
             "backbone": backbone,
             "head": build_retina_focal_head(cfg, feature_shapes),
