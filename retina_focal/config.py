@@ -11,11 +11,12 @@ from detectron2.config import CfgNode as CN
 
 __all__ = [
     "add_retina_focal_config", "check_alpha_per_class", "check_choice", "check_focal_params",
-    "check_gamma", "check_iou_thresholds", "check_range", "NORMALIZERS",
+    "check_gamma", "check_iou_thresholds", "check_range", "MEMORY_FORMATS", "NORMALIZERS",
 ]
 
 # Values of MODEL.RETINA_FOCAL.NORMALIZER.
 NORMALIZERS = ("ema", "batch")
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
 
 def add_retina_focal_config(cfg: CN) -> None:
@@ -41,6 +42,9 @@ def add_retina_focal_config(cfg: CN) -> None:
 
     # Focal loss implementation: "auto" (fused kernel if it runs here), "fused" or "portable".
     _C.MODEL.RETINA_FOCAL.FOCAL_LOSS_IMPL = "auto"
+    # Memory layout of conv weights and activations: "auto" (channels_last when MODEL.DEVICE is
+    # the CPU, where oneDNN convolutions run faster in it), "channels_last" or "contiguous".
+    _C.MODEL.RETINA_FOCAL.MEMORY_FORMAT = "auto"
 
     # --- Classification losses (see README "Losses and samplers") ---
     # Per-class alpha, K values in [0, 1] (SigmoidFocalLoss[Star]); [] = FOCAL_LOSS_ALPHA.

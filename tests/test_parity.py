@@ -18,8 +18,16 @@ def crowded(size=128):
     return item
 
 
-def pair(cfg):
+def pair(cfg, memory_format="contiguous"):
+    """Detectron2's RetinaNet and RetinaFocal with the same weights.
+
+    RetinaFocal's layout is NCHW here, as Detectron2's, so that both run the same float32
+    convolution algorithms and can be compared element by element; the default CPU layout
+    (channels-last) is compared in float64 below, where a different summation order cannot
+    move a value across a ReLU or L1 kink.
+    """
     cfg.MODEL.RETINANET.NORM = ""  # Detectron2 0.6's RetinaNetHead cannot build a GN head
+    cfg.MODEL.RETINA_FOCAL.MEMORY_FORMAT = memory_format
     cfg.MODEL.META_ARCHITECTURE = "RetinaNet"
     torch.manual_seed(0)
     ref = build_model(cfg)
@@ -46,25 +54,69 @@ def pair(cfg):
 def test_losses_and_gradients_equal_detectron2(tiny_cfg, opts):
     tiny_cfg.merge_from_list(opts)
     ref, ours = pair(tiny_cfg)
+    assert_same_losses_and_gradients(ref, ours, rtol=1e-5, atol=1e-7)
+
+
+def losses_and_gradients(model, inputs):
+    model.train()
+    with EventStorage():
+        losses = model(inputs)
+    sum(losses.values()).backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return losses, grads
+
+
+def assert_same_losses_and_gradients(ref, ours, rtol, atol):
     torch.manual_seed(0)
     inputs = [batch(True), batch(False), crowded()]
-    results = []
-    for model in (ref, ours):
-        model.train()
-        with EventStorage():
-            losses = model(inputs)
-        sum(losses.values()).backward()
-        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-        results.append((losses, grads))
-    (ref_losses, ref_grads), (our_losses, our_grads) = results
+    ref_losses, ref_grads = losses_and_gradients(ref, inputs)
+    our_losses, our_grads = losses_and_gradients(ours, inputs)
     assert ref_losses.keys() == our_losses.keys() == {"loss_cls", "loss_box_reg"}
     for key in ref_losses:
         assert our_losses[key].item() > 0
-        torch.testing.assert_close(our_losses[key], ref_losses[key], rtol=1e-5, atol=0)
+        torch.testing.assert_close(our_losses[key], ref_losses[key], rtol=rtol, atol=0)
     assert ref_grads.keys() == our_grads.keys()
     for name in ref_grads:
-        torch.testing.assert_close(our_grads[name], ref_grads[name], rtol=1e-5, atol=1e-7,
+        torch.testing.assert_close(our_grads[name], ref_grads[name], rtol=rtol, atol=atol,
                                    msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize(
+    "opts",
+    [[], ["MODEL.RETINANET.BBOX_REG_LOSS_TYPE", "giou"],
+     ["MODEL.RETINANET.SMOOTH_L1_LOSS_BETA", "0.1"]],
+    ids=lambda o: " ".join(o) or "default",
+)
+def test_default_cpu_layout_equals_nchw_in_float64(tiny_cfg, opts):
+    """The default CPU model (channels-last weights and activations, the loss computed one
+    FPN level at a time) computes what the NCHW model above does, which equals Detectron2's
+    RetinaNet: in float64 losses and gradients agree to 1e-9. (Detectron2 itself cannot be
+    the reference here: fvcore's focal loss casts to float32. In float32 the two layouts
+    differ by convolution rounding, ~1e-6, which a ReLU or the L1 box loss can turn into a
+    different subgradient for a value at its kink.)"""
+    tiny_cfg.merge_from_list(opts)
+    cfg_cl = tiny_cfg.clone()
+    _, nchw = pair(tiny_cfg)
+    _, cl = pair(cfg_cl, memory_format="auto")
+    assert nchw.memory_format == "contiguous" and cl.memory_format == "channels_last"
+    assert cl.head.cls_score.weight.is_contiguous(memory_format=torch.channels_last)
+    assert_same_losses_and_gradients(nchw.double(), cl.double(), rtol=1e-9, atol=1e-12)
+
+
+def test_channels_last_float32_losses_match_nchw(tiny_cfg):
+    """In float32, the channels-last model's losses equal the NCHW model's to 1e-5."""
+    cfg_cl = tiny_cfg.clone()
+    ref, nchw = pair(tiny_cfg)
+    _, cl = pair(cfg_cl, memory_format="channels_last")
+    torch.manual_seed(0)
+    inputs = [batch(True), batch(False), crowded()]
+    features = {}
+    cl.head.cls_subnet.register_forward_hook(lambda m, i, o: features.update(cls=o))
+    a, _ = losses_and_gradients(nchw, inputs)
+    b, _ = losses_and_gradients(cl, inputs)
+    assert features["cls"].is_contiguous(memory_format=torch.channels_last)
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=0)
 
 
 @pytest.mark.parametrize(

@@ -275,11 +275,11 @@ def test_iou_targets_are_predicted_box_iou_with_matched_gt(tiny_cfg):
     model = build_model(tiny_cfg).train()
     with torch.no_grad():
         model.head.bbox_pred.bias.normal_(0, 0.3)  # predicted boxes != anchors
-    seen = {}
+    calls = []
     original = model.cls_loss.forward
 
     def spy(logits, labels, weights=None, iou_targets=None):
-        seen.update(labels=labels, iou_targets=iou_targets)
+        calls.append((labels, iou_targets))
         return original(logits, labels, weights=weights, iou_targets=iou_targets)
 
     model.cls_loss.forward = spy
@@ -293,6 +293,10 @@ def test_iou_targets_are_predicted_box_iou_with_matched_gt(tiny_cfg):
         anchors = Boxes.cat(model.anchor_generator(features))
         labels, matched = model.label_anchors(model.anchor_generator(features),
                                               [inputs[0]["instances"]])
+    # one call per FPN level, in level order (one image: the concatenation is its R anchors)
+    assert len(calls) == len(features)
+    seen = {"labels": torch.cat([c[0] for c in calls]),
+            "iou_targets": torch.cat([c[1] for c in calls])}
     deltas = torch.cat([d.permute(0, 2, 3, 1).reshape(1, -1, 4) for d in deltas], 1)[0]
     pos = (labels[0] >= 0) & (labels[0] < tiny_cfg.MODEL.RETINANET.NUM_CLASSES)
     assert pos.sum() > 0 and torch.equal(seen["labels"], labels[0])

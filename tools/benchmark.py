@@ -253,7 +253,7 @@ def compiled_closed_form(logits, flat_labels, alpha, gamma):
 def build_models(args, device):
     """RetinaFocal from the config and Detectron2's RetinaNet with the same modules/weights."""
     from detectron2.config import get_cfg
-    from detectron2.modeling import RetinaNet
+    from detectron2.modeling import RetinaNet, build_backbone
     from detectron2.modeling.matcher import Matcher
 
     from retina_focal import add_retina_focal_config
@@ -270,19 +270,40 @@ def build_models(args, device):
     cfg.merge_from_list(args.opts)
     torch.manual_seed(0)
     ours = RetinaFocal(cfg).to(device)
+    # Detectron2's RetinaNet as Detectron2 builds it from the same config (its own backbone
+    # builder, RetinaNetHead and Matcher, NCHW), with our weights: the same parameters.
     kwargs = RetinaFocal.from_config(cfg)
-    for key in ("cls_loss", "assigner", "sampler", "normalizer"):  # RetinaFocal-only
+    for key in ("cls_loss", "assigner", "sampler", "normalizer", "memory_format", "head",
+                "backbone"):  # RetinaFocal-only or rebuilt below
         kwargs.pop(key, None)
     rcfg = cfg.MODEL.RETINANET
+    backbone = build_backbone(cfg)
+    shapes = [backbone.output_shape()[f] for f in rcfg.IN_FEATURES]
     kwargs.update(
-        backbone=copy.deepcopy(ours.backbone), head=copy.deepcopy(ours.head),
-        anchor_generator=copy.deepcopy(ours.anchor_generator),
+        backbone=backbone, head=detectron2_head(cfg, shapes, ours.head),
         anchor_matcher=Matcher(rcfg.IOU_THRESHOLDS, rcfg.IOU_LABELS,
                                allow_low_quality_matches=True),
     )
     theirs = RetinaNet(**kwargs).to(device)
     theirs.load_state_dict(ours.state_dict())
     return cfg, ours, theirs
+
+
+def detectron2_head(cfg, shapes, our_head):
+    """Detectron2's RetinaNetHead for ``cfg``. Detectron2 0.6 cannot build it with a norm
+    whose 1-channel instance is invalid (its ``get_norm(norm, 1)`` type check fails for "GN"),
+    so there it is the same layers in the same order (conv, norm, ReLU(inplace=False)), NCHW,
+    which is what RetinaNetHead builds in later Detectron2 versions."""
+    from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
+
+    try:
+        return RetinaNetHead(cfg, shapes)
+    except ValueError:
+        head = copy.deepcopy(our_head).to(memory_format=torch.contiguous_format)
+        for module in head.modules():
+            if isinstance(module, torch.nn.ReLU):
+                module.inplace = False
+        return head
 
 
 def make_batch(num_images, height, width, num_classes, device, boxes_per_image=7, seed=0):
@@ -324,16 +345,26 @@ def bench_train(args, device):
     with EventStorage(0), torch.no_grad():
         first = {n: {k: float(v) for k, v in m(batch).items()}
                  for n, m in (("RetinaFocal", ours), ("Detectron2 RetinaNet", theirs))}
+    diff = max(abs(first["RetinaFocal"][k] - first["Detectron2 RetinaNet"][k])
+               / max(abs(first["Detectron2 RetinaNet"][k]), 1e-12)
+               for k in first["RetinaFocal"])
+    if diff > 1e-4:
+        raise RuntimeError(f"The two models' first losses differ (max relative {diff:.2e}): "
+                           f"{first}; the comparison would not be of the same computation")
     progress = Progress("train iteration", len(steps) + args.repeats)
     with EventStorage(0):
-        times = alternate(steps, args.repeats, warmup=1, device=device, progress=progress)
+        # two warm-up steps each: Detectron2's TorchScript focal loss is re-optimised by the
+        # profiling executor after its first calls, and we time it at its best
+        times = alternate(steps, args.repeats, warmup=max(2, args.warmup), device=device,
+                          progress=progress)
     results = {name: summarize(t) for name, t in times.items()}
     return {
         **ratios(results, "RetinaFocal", "Detectron2 RetinaNet"),
         "setup": {"config": os.path.relpath(args.config_file, REPO), "images": args.images,
                   "image_size": list(args.image_size), "classes": args.classes,
                   "head_norm": cfg.MODEL.RETINANET.NORM, "device": device,
-                  "first_losses": first},
+                  "memory_format": ours.memory_format, "first_losses": first,
+                  "first_losses_max_relative_difference": diff},
         "results": results,
     }
 

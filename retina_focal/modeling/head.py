@@ -102,7 +102,8 @@ class RetinaFocalHead(nn.Module):
             layers.append(nn.Conv2d(in_channels, out_channels, 3, padding=1))
             if norm:
                 layers.append(self._norm(norm, out_channels))
-            layers.append(nn.ReLU())
+            # in place: neither GroupNorm's nor the convolution's backward needs this input
+            layers.append(nn.ReLU(inplace=True))
             in_channels = out_channels
         return nn.Sequential(*layers)
 

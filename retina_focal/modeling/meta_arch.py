@@ -12,7 +12,7 @@ from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 
-from ..config import NORMALIZERS
+from ..config import MEMORY_FORMATS, NORMALIZERS, check_choice
 from .assigners import build_assigner
 from .distributed import sum_over_processes
 from .head import build_retina_focal_head
@@ -66,6 +66,7 @@ class RetinaFocal(RetinaNet):
         assigner,
         sampler=None,
         normalizer: str = "ema",
+        memory_format: str = "contiguous",
         **kwargs,
     ):
         """
@@ -75,13 +76,23 @@ class RetinaFocal(RetinaNet):
             sampler: a training-sample selector (see ``SAMPLER_REGISTRY``); None = AllAnchors.
             normalizer: "ema" (EMA of the number of positive anchors, Detectron2) or "batch"
                 (the number of positive anchors of the batch, the paper).
+            memory_format: "contiguous" (NCHW, Detectron2's) or "channels_last": the 4D
+                weights are stored channels-last (NHWC), so every convolution, from the first
+                one on the (NCHW) input batch, outputs channels-last activations, which
+                oneDNN's CPU convolutions run faster. Parameter names, shapes and values are
+                unchanged, so checkpoints load either way.
             kwargs: everything :class:`RetinaNet` takes, except ``anchor_matcher``.
         """
         if "anchor_matcher" in kwargs:
             raise ValueError("RetinaFocal takes `assigner` instead of `anchor_matcher`")
         if normalizer not in NORMALIZERS:
             raise ValueError(f"Invalid normalizer {normalizer!r}; choices: {NORMALIZERS}")
+        check_choice(memory_format, ("contiguous", "channels_last"), key="memory_format")
         super().__init__(anchor_matcher=None, **kwargs)
+        self.memory_format = memory_format
+        if memory_format == "channels_last":
+            # before any optimizer or DistributedDataParallel sees the parameters
+            self.to(memory_format=torch.channels_last)
         self.cls_loss = cls_loss
         self.assigner = assigner
         self.sampler = sampler if sampler is not None else AllAnchors()
@@ -118,6 +129,7 @@ class RetinaFocal(RetinaNet):
             "assigner": build_assigner(cfg),
             "sampler": build_sampler(cfg),
             "normalizer": cls._normalizer_from_config(cfg),
+            "memory_format": cls._memory_format_from_config(cfg),
             "num_classes": rcfg.NUM_CLASSES,
             "focal_loss_alpha": rcfg.FOCAL_LOSS_ALPHA,
             "focal_loss_gamma": rcfg.FOCAL_LOSS_GAMMA,
@@ -142,6 +154,14 @@ class RetinaFocal(RetinaNet):
                 f"{', '.join(NORMALIZERS)} (ema: Detectron2's EMA of the number of positive "
                 "anchors; batch: the paper's per-batch count)"
             )
+        return value
+
+    @staticmethod
+    def _memory_format_from_config(cfg) -> str:
+        value = cfg.MODEL.RETINA_FOCAL.MEMORY_FORMAT
+        check_choice(value, MEMORY_FORMATS, key="MODEL.RETINA_FOCAL.MEMORY_FORMAT")
+        if value == "auto":
+            return "channels_last" if str(cfg.MODEL.DEVICE).startswith("cpu") else "contiguous"
         return value
 
     def forward_training(self, images, features, predictions, gt_instances):
@@ -223,19 +243,15 @@ class RetinaFocal(RetinaNet):
         else:
             normalizer = self._ema_update("loss_normalizer", max(num_pos, 1), 100) / num_procs
 
-        logits = cat(pred_logits, dim=1)  # (N, R, C)
         targets = {}
         if getattr(self.cls_loss, "needs_iou_targets", False):
             targets["iou_targets"] = self._iou_targets(
                 anchors, pred_anchor_deltas, gt_boxes, pos_mask
-            ).flatten()
-        weights = self._sample(anchors, logits, labels, pred_anchor_deltas, targets)
-        if weights is None:
-            loss_cls = self.cls_loss(logits.flatten(0, 1), labels.flatten(), **targets)
-        else:
-            loss_cls = self.cls_loss(
-                logits.flatten(0, 1), labels.flatten(), weights=weights.flatten(), **targets
             )
+        weights = self._sample(anchors, pred_logits, labels, pred_anchor_deltas, targets)
+        if weights is not None:
+            targets["weights"] = weights
+        loss_cls = self._cls_loss_per_level(pred_logits, labels, targets)
         loss_box_reg = _dense_box_regression_loss(
             anchors,
             self.box2box_transform,
@@ -246,6 +262,33 @@ class RetinaFocal(RetinaNet):
             smooth_l1_beta=self.smooth_l1_beta,
         )
         return {"loss_cls": loss_cls / normalizer, "loss_box_reg": loss_box_reg / normalizer}
+
+    def _cls_loss_per_level(
+        self, pred_logits: List[Tensor], labels: Tensor, targets: Dict[str, Tensor]
+    ) -> Tensor:
+        """The classification loss, summed over anchors, computed one FPN level at a time.
+
+        A loss is a sum over anchors (see ``losses/base.py``), so this equals one call on
+        the (N*R, C) concatenation of all levels, without building it: each level's
+        (N, Hi*Wi*A, C) logits are passed as (N*Hi*Wi*A, C), a view of the head's output
+        when it is channels-last, and each level's gradient reaches its convolution as one
+        dense tensor.
+
+        Args:
+            pred_logits: L tensors (N, Hi*Wi*A, C).
+            labels: (N, R) int64 in {-1, 0..K-1, K}.
+            targets: (N, R) tensors passed to the loss by name (``weights``, ``iou_targets``).
+        """
+        total = None
+        start = 0
+        for level_logits in pred_logits:
+            end = start + level_logits.shape[1]
+            rows = level_logits.reshape(-1, level_logits.shape[2])
+            level_targets = {k: v[:, start:end].reshape(-1) for k, v in targets.items()}
+            loss = self.cls_loss(rows, labels[:, start:end].reshape(-1), **level_targets)
+            total = loss if total is None else total + loss
+            start = end
+        return total
 
     @torch.no_grad()
     def _decode_all(self, anchors: List[Boxes], pred_anchor_deltas: List[Tensor]) -> Tensor:
@@ -277,17 +320,21 @@ class RetinaFocal(RetinaNet):
     def _sample(
         self,
         anchors: List[Boxes],
-        logits: Tensor,
+        pred_logits: List[Tensor],
         labels: Tensor,
         pred_anchor_deltas: List[Tensor],
         targets: Dict[str, Tensor],
     ) -> Optional[Tensor]:
-        """(N, R) anchor weights from the sampler, or None (every non-ignored anchor)."""
+        """(N, R) anchor weights from the sampler, or None (every non-ignored anchor).
+
+        ``pred_logits``: L tensors (N, Hi*Wi*A, C); ``targets``: (N, R) tensors."""
         if not getattr(self.sampler, "needs_anchor_losses", False):
             return self.sampler(labels, self.num_classes)
         n, r = labels.shape
+        with torch.no_grad():
+            logits = cat([x.detach() for x in pred_logits], dim=1)  # (N, R, C)
         anchor_losses = self.cls_loss.per_anchor(
-            logits.detach().flatten(0, 1), labels.flatten(), **targets
+            logits.flatten(0, 1), labels.flatten(), **{k: v.flatten() for k, v in targets.items()}
         ).view(n, r)
         boxes = None
         nms_boxes = getattr(self.sampler, "nms_boxes", None)
