@@ -45,6 +45,9 @@ def add_retina_focal_config(cfg: CN) -> None:
     # Memory layout of conv weights and activations: "auto" (channels_last when MODEL.DEVICE is
     # the CPU, where oneDNN convolutions run faster in it), "channels_last" or "contiguous".
     _C.MODEL.RETINA_FOCAL.MEMORY_FORMAT = "auto"
+    # Compute each backbone conv + FrozenBatchNorm as one conv with the folded weight and bias
+    # (same parameters and checkpoints; saves the norm's passes over the activations).
+    _C.MODEL.RETINA_FOCAL.FOLD_FROZEN_BN = True
 
     # --- Classification losses (see README "Losses and samplers") ---
     # Per-class alpha, K values in [0, 1] (SigmoidFocalLoss[Star]); [] = FOCAL_LOSS_ALPHA.

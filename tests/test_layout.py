@@ -90,3 +90,62 @@ def test_per_level_loss_equals_one_call_on_the_concatenation(tiny_cfg, loss_name
     torch.testing.assert_close(per_level, whole, rtol=1e-12, atol=0)
     for a, b in zip(grads, expected):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)
+
+
+def frozen_bn_cfg(tiny_cfg, fold):
+    cfg = tiny_cfg.clone()
+    cfg.MODEL.RESNETS.NORM = "FrozenBN"
+    cfg.MODEL.BACKBONE.FREEZE_AT = 2  # stem and res2 frozen, res3-res5 trained
+    cfg.MODEL.RETINA_FOCAL.FOLD_FROZEN_BN = fold
+    return cfg
+
+
+def test_folded_frozen_bn_equals_conv_then_norm(tiny_cfg):
+    """Folding changes the class of the backbone's conv+FrozenBN modules only: same state_dict
+    keys and values, and in float64 the same losses and gradients (trained and frozen stages,
+    non-trivial norm statistics)."""
+    from detectron2.layers import FrozenBatchNorm2d
+
+    from retina_focal.modeling.fold import FrozenBNConv2d
+    from test_parity import assert_same_losses_and_gradients
+
+    torch.manual_seed(0)
+    plain = build_model(frozen_bn_cfg(tiny_cfg, False))
+    with torch.no_grad():  # statistics and affine terms that are not the identity
+        g = torch.Generator().manual_seed(3)
+        for m in plain.modules():
+            if isinstance(m, FrozenBatchNorm2d):
+                for buf in (m.weight, m.bias, m.running_mean):
+                    buf.copy_(torch.randn(buf.shape, generator=g) * 0.3 + (buf == 1) * 1.0)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    folded = build_model(frozen_bn_cfg(tiny_cfg, True))
+    assert list(folded.state_dict()) == list(plain.state_dict())
+    folded.load_state_dict(plain.state_dict())
+    n_folded = sum(isinstance(m, FrozenBNConv2d) for m in folded.modules())
+    n_frozen = sum(isinstance(m, FrozenBatchNorm2d) for m in plain.modules())
+    assert n_folded == n_frozen > 0
+    assert not any(isinstance(m, FrozenBNConv2d) for m in plain.modules())
+    assert_same_losses_and_gradients(plain.double(), folded.double(), rtol=1e-9, atol=1e-12)
+
+
+def test_folded_model_scripts_and_gives_the_same_detections(tiny_cfg):
+    from detectron2.export import scripting_with_instances
+    from detectron2.structures import Boxes
+
+    from test_parity import crowded
+
+    cfg = frozen_bn_cfg(tiny_cfg, True)
+    cfg.merge_from_list(["MODEL.RETINANET.SCORE_THRESH_TEST", "0.0"])
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    fields = {"pred_boxes": Boxes, "scores": torch.Tensor, "pred_classes": torch.Tensor}
+    scripted = scripting_with_instances(model, fields)
+    image = crowded()["image"]
+    with torch.no_grad():
+        out = scripted([{"image": image}])[0]
+        images = model.preprocess_image([{"image": image}])
+        features = model.backbone(images.tensor)
+        features = [features[f] for f in model.head_in_features]
+        eager = model.forward_inference(images, features, model.head(features))[0]
+    assert len(eager) == len(out) > 0
+    torch.testing.assert_close(out.scores, eager.scores, atol=1e-4, rtol=0)

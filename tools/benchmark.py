@@ -273,8 +273,8 @@ def build_models(args, device):
     # Detectron2's RetinaNet as Detectron2 builds it from the same config (its own backbone
     # builder, RetinaNetHead and Matcher, NCHW), with our weights: the same parameters.
     kwargs = RetinaFocal.from_config(cfg)
-    for key in ("cls_loss", "assigner", "sampler", "normalizer", "memory_format", "head",
-                "backbone"):  # RetinaFocal-only or rebuilt below
+    for key in ("cls_loss", "assigner", "sampler", "normalizer", "memory_format",
+                "fold_frozen_bn", "head", "backbone"):  # RetinaFocal-only or rebuilt below
         kwargs.pop(key, None)
     rcfg = cfg.MODEL.RETINANET
     backbone = build_backbone(cfg)
@@ -353,9 +353,9 @@ def bench_train(args, device):
                            f"{first}; the comparison would not be of the same computation")
     progress = Progress("train iteration", len(steps) + args.repeats)
     with EventStorage(0):
-        # two warm-up steps each: Detectron2's TorchScript focal loss is re-optimised by the
-        # profiling executor after its first calls, and we time it at its best
-        times = alternate(steps, args.repeats, warmup=max(2, args.warmup), device=device,
+        # three warm-up steps each: Detectron2's TorchScript focal loss is re-optimised by
+        # the profiling executor over its first calls, and we time it at its best
+        times = alternate(steps, args.repeats, warmup=max(3, args.warmup), device=device,
                           progress=progress)
     results = {name: summarize(t) for name, t in times.items()}
     return {

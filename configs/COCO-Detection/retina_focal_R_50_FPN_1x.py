@@ -76,6 +76,9 @@ model = L(RetinaFocal)(
     pixel_std=[1.0, 1.0, 1.0],
     vis_period=0,
     input_format="BGR",
+    # conv + FrozenBN as one conv (same parameters); NCHW on GPU ("channels_last" on a CPU)
+    fold_frozen_bn=True,
+    memory_format="contiguous",
 )
 
 dataloader = dict(

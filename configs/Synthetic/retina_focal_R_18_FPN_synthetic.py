@@ -37,6 +37,7 @@ model.head.norm = "BN"
 # objects are 12-128 px: anchors start at 16 px on P3
 model.anchor_generator.sizes = [[2 * s * 2 ** (k / 3) for k in range(3)] for s in STRIDES]
 model.num_classes = 6
+model.memory_format = "channels_last"  # this config trains on the CPU (train.device)
 model.pixel_std = [57.375, 57.120, 58.395]
 
 dataloader.train.dataset.names = "synthetic_shapes_train"

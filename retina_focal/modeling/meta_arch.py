@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from ..config import MEMORY_FORMATS, NORMALIZERS, check_choice
 from .assigners import build_assigner
 from .distributed import sum_over_processes
+from .fold import fold_frozen_batchnorm
 from .head import build_retina_focal_head
 from .losses import build_cls_loss
 from .samplers import AllAnchors, build_sampler
@@ -67,6 +68,7 @@ class RetinaFocal(RetinaNet):
         sampler=None,
         normalizer: str = "ema",
         memory_format: str = "contiguous",
+        fold_frozen_bn: bool = False,
         **kwargs,
     ):
         """
@@ -81,6 +83,8 @@ class RetinaFocal(RetinaNet):
                 one on the (NCHW) input batch, outputs channels-last activations, which
                 oneDNN's CPU convolutions run faster. Parameter names, shapes and values are
                 unchanged, so checkpoints load either way.
+            fold_frozen_bn: compute each backbone ``Conv2d`` + ``FrozenBatchNorm2d`` as one
+                convolution with the folded weight and bias (:mod:`..fold`); same parameters.
             kwargs: everything :class:`RetinaNet` takes, except ``anchor_matcher``.
         """
         if "anchor_matcher" in kwargs:
@@ -90,6 +94,8 @@ class RetinaFocal(RetinaNet):
         check_choice(memory_format, ("contiguous", "channels_last"), key="memory_format")
         super().__init__(anchor_matcher=None, **kwargs)
         self.memory_format = memory_format
+        if fold_frozen_bn:
+            fold_frozen_batchnorm(self.backbone)
         if memory_format == "channels_last":
             # before any optimizer or DistributedDataParallel sees the parameters
             self.to(memory_format=torch.channels_last)
@@ -130,6 +136,7 @@ class RetinaFocal(RetinaNet):
             "sampler": build_sampler(cfg),
             "normalizer": cls._normalizer_from_config(cfg),
             "memory_format": cls._memory_format_from_config(cfg),
+            "fold_frozen_bn": bool(cfg.MODEL.RETINA_FOCAL.FOLD_FROZEN_BN),
             "num_classes": rcfg.NUM_CLASSES,
             "focal_loss_alpha": rcfg.FOCAL_LOSS_ALPHA,
             "focal_loss_gamma": rcfg.FOCAL_LOSS_GAMMA,
