@@ -33,6 +33,7 @@ def test_benchmark_quick_mode_writes_all_figures(tmp_path):
         assert set(sec["results"]) == {"RetinaFocal", "Detectron2 RetinaNet"}
         assert all(r["median_s"] > 0 for r in sec["results"].values())
         assert sec["ratio_ours_over_d2"] > 0 and sec["cpu_ratio_ours_over_d2"] > 0
+        assert sec["ratio_ours_median_over_d2_min"] >= sec["ratio_ours_over_d2"]
     # same weights, same batch: the two models start from the same losses (parity)
     first = report["train_iteration"]["setup"]["first_losses"]
     for k in ("loss_cls", "loss_box_reg"):
