@@ -214,7 +214,7 @@ SCHEDULES: Dict[str, Schedule] = {
                      ("SOLVER.STEPS", (240, 285)), ("SOLVER.CHECKPOINT_PERIOD", 100000),
                      ("TEST.EVAL_PERIOD", 0))),
         Schedule("cpu", "1700 iterations of 8 images (the synthetic config's own schedule): "
-                 "~10-14 min per setting on 2 idle CPU cores", (
+                 "~8 min per setting on 2 CPU cores", (
                      ("SOLVER.IMS_PER_BATCH", 8), ("SOLVER.BASE_LR", 0.02),
                      ("SOLVER.MAX_ITER", 1700), ("SOLVER.WARMUP_ITERS", 200),
                      ("SOLVER.STEPS", (1300, 1550)), ("SOLVER.CHECKPOINT_PERIOD", 100000),
