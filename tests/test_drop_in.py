@@ -108,23 +108,32 @@ def test_same_training_run_and_eval_only_of_a_retinanet_checkpoint(tmp_path):
     assert aps["RetinaNet"] == pytest.approx(ref_ap, abs=1e-6, nan_ok=True)
 
 
-def test_scripted_model_gives_eager_detections(tiny_cfg):
-    """Detectron2's scripting path (scripting_with_instances) works for RetinaFocal too."""
+def scripted_and_eager(cfg):
+    """Build ``cfg``'s model (seed 0, eval), script it with Detectron2's
+    ``scripting_with_instances`` and run both on the crowded image: (scripted Instances,
+    eager Instances). Scripted models skip post-processing (resizing to the input size), so
+    the eager side stops before it too."""
     from detectron2.export import scripting_with_instances
     from detectron2.structures import Boxes
 
-    tiny_cfg.merge_from_list(["MODEL.RETINANET.SCORE_THRESH_TEST", "0.0"])
     torch.manual_seed(0)
-    model = build_model(tiny_cfg).eval()
+    model = build_model(cfg).eval()
     fields = {"pred_boxes": Boxes, "scores": torch.Tensor, "pred_classes": torch.Tensor}
     scripted = scripting_with_instances(model, fields)
     image = crowded()["image"]
     with torch.no_grad():
-        out = scripted([{"image": image}])[0]  # scripted models skip post-processing ...
-        images = model.preprocess_image([{"image": image}])  # ... so compare before it too
+        out = scripted([{"image": image}])[0]
+        images = model.preprocess_image([{"image": image}])
         features = model.backbone(images.tensor)
         features = [features[f] for f in model.head_in_features]
         eager = model.forward_inference(images, features, model.head(features))[0]
+    return out, eager
+
+
+def test_scripted_model_gives_eager_detections(tiny_cfg):
+    """Detectron2's scripting path (scripting_with_instances) works for RetinaFocal too."""
+    tiny_cfg.merge_from_list(["MODEL.RETINANET.SCORE_THRESH_TEST", "0.0"])
+    out, eager = scripted_and_eager(tiny_cfg)
     assert len(eager) == len(out) > 0
     torch.testing.assert_close(out.pred_boxes.tensor, eager.pred_boxes.tensor, atol=1e-4, rtol=0)
     torch.testing.assert_close(out.scores, eager.scores, atol=1e-4, rtol=0)

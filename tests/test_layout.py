@@ -129,23 +129,10 @@ def test_folded_frozen_bn_equals_conv_then_norm(tiny_cfg):
 
 
 def test_folded_model_scripts_and_gives_the_same_detections(tiny_cfg):
-    from detectron2.export import scripting_with_instances
-    from detectron2.structures import Boxes
-
-    from test_parity import crowded
+    from test_drop_in import scripted_and_eager
 
     cfg = frozen_bn_cfg(tiny_cfg, True)
     cfg.merge_from_list(["MODEL.RETINANET.SCORE_THRESH_TEST", "0.0"])
-    torch.manual_seed(0)
-    model = build_model(cfg).eval()
-    fields = {"pred_boxes": Boxes, "scores": torch.Tensor, "pred_classes": torch.Tensor}
-    scripted = scripting_with_instances(model, fields)
-    image = crowded()["image"]
-    with torch.no_grad():
-        out = scripted([{"image": image}])[0]
-        images = model.preprocess_image([{"image": image}])
-        features = model.backbone(images.tensor)
-        features = [features[f] for f in model.head_in_features]
-        eager = model.forward_inference(images, features, model.head(features))[0]
+    out, eager = scripted_and_eager(cfg)
     assert len(eager) == len(out) > 0
     torch.testing.assert_close(out.scores, eager.scores, atol=1e-4, rtol=0)

@@ -360,21 +360,11 @@ def test_batch_normalizer_divides_by_this_batch_positives(tiny_cfg):
 def test_softmax_model_scripts_like_eager(tiny_cfg):
     """The overridden inference path (K + 1 logits, softmax scores) survives Detectron2's
     scripting export."""
-    from detectron2.export import scripting_with_instances
+    from test_drop_in import scripted_and_eager
 
     tiny_cfg.merge_from_list(["MODEL.RETINA_FOCAL.LOSS_NAME", "SoftmaxFocalLoss",
                               "MODEL.RETINANET.SCORE_THRESH_TEST", "0.0"])
-    torch.manual_seed(0)
-    model = build_model(tiny_cfg).eval()
-    fields = {"pred_boxes": Boxes, "scores": torch.Tensor, "pred_classes": torch.Tensor}
-    scripted = scripting_with_instances(model, fields)
-    image = crowded()["image"]
-    with torch.no_grad():
-        out = scripted([{"image": image}])[0]
-        images = model.preprocess_image([{"image": image}])
-        features = model.backbone(images.tensor)
-        features = [features[f] for f in model.head_in_features]
-        eager = model.forward_inference(images, features, model.head(features))[0]
+    out, eager = scripted_and_eager(tiny_cfg)
     assert len(eager) == len(out) > 0
     assert out.pred_classes.max() < tiny_cfg.MODEL.RETINANET.NUM_CLASSES
     torch.testing.assert_close(out.scores, eager.scores, atol=1e-5, rtol=0)

@@ -2,26 +2,7 @@
 
 Pure functions: they take tensors, numbers and callables, never a config.
 """
-from .assignment import (
-    COCO_SIZE_BUCKETS,
-    analyze_image,
-    feature_grid_sizes,
-    format_table,
-    gt_as_model_sees_it,
-    plot_summaries,
-    size_bucket,
-    summarize,
-    resized_image_size,
-)
+from . import assignment
+from .assignment import *  # noqa: F401,F403  (its __all__ is this package's)
 
-__all__ = [
-    "COCO_SIZE_BUCKETS",
-    "analyze_image",
-    "feature_grid_sizes",
-    "format_table",
-    "gt_as_model_sees_it",
-    "plot_summaries",
-    "size_bucket",
-    "summarize",
-    "resized_image_size",
-]
+__all__ = list(assignment.__all__)

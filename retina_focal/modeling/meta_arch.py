@@ -338,8 +338,7 @@ class RetinaFocal(RetinaNet):
         if not getattr(self.sampler, "needs_anchor_losses", False):
             return self.sampler(labels, self.num_classes)
         n, r = labels.shape
-        with torch.no_grad():
-            logits = cat([x.detach() for x in pred_logits], dim=1)  # (N, R, C)
+        logits = cat([x.detach() for x in pred_logits], dim=1)  # (N, R, C), no gradient
         anchor_losses = self.cls_loss.per_anchor(
             logits.flatten(0, 1), labels.flatten(), **{k: v.flatten() for k, v in targets.items()}
         ).view(n, r)
