@@ -51,7 +51,7 @@ setup(
         "opencv-python-headless",
         "Pillow>=9",
     ],
-    extras_require={"test": ["pytest>=7", "pytest-timeout"]},
+    extras_require={"test": ["pytest>=7", "pytest-timeout", "flake8>=6", "isort>=5.12"]},
     # `retina-focal train|lazy-train|eval|demo|plot|export|make-dataset ...` runs tools/*.py
     entry_points={"console_scripts": ["retina-focal=retina_focal.cli:main"]},
 )

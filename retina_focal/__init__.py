@@ -13,9 +13,9 @@ Importing this package registers, in any order relative to Detectron2's own modu
 """
 __version__ = "0.1.0"
 
-from . import data  # noqa: F401  (registers the synthetic datasets)
-from .config import add_retina_focal_config
-from .modeling import (
+from retina_focal import data  # noqa: F401  (registers the synthetic datasets)
+from retina_focal.config import add_retina_focal_config
+from retina_focal.modeling import (
     AllAnchors,
     ATSSAssigner,
     HardNegativeMiner,
@@ -33,7 +33,7 @@ from .modeling import (
     build_retina_focal_head,
     build_sampler,
 )
-from .registry import (
+from retina_focal.modeling.registry import (
     ASSIGNER_REGISTRY,
     CLS_LOSS_REGISTRY,
     RETINA_FOCAL_HEAD_REGISTRY,

@@ -12,7 +12,7 @@ checked adjustments made to the unpacked sdist in a temporary directory:
    modules import it at import time); *using* any of its functions raises an
    ``AttributeError`` naming the function and explaining why, so an op that needs the
    compiled code (deformable conv, rotated boxes, the fast COCO evaluator) fails loudly.
-   ``retina_focal.compat`` detects it and uses the pure-Python COCO evaluator.
+   ``retina_focal.utils.compat`` detects it and uses the pure-Python COCO evaluator.
 3. ``detectron2/data/transforms/transform.py``: the ``PIL.Image.LINEAR`` default argument,
    removed in Pillow 10, becomes ``PIL.Image.BILINEAR`` (the same value in older Pillow).
 4. ``detectron2/export/__init__.py``: the Caffe2 exporter is imported only if caffe2 exists,

@@ -16,9 +16,9 @@ from conftest import REPO, TINY_CONFIG, run_tool
 from detectron2.structures import BoxMode
 from PIL import Image
 
-from retina_focal.checkpoint import RetinaFocalCheckpointer
-from retina_focal.data.robust import (RobustDatasetMapper, UnreadableImageError,
-                                      sanitize_dataset_dicts)
+from retina_focal.data.checks import sanitize_dataset_dicts
+from retina_focal.data.mapper import RobustDatasetMapper, UnreadableImageError
+from retina_focal.engine.checkpoint import RetinaFocalCheckpointer
 
 
 # ---- boxes and categories --------------------------------------------------------------------
@@ -149,7 +149,7 @@ def test_missing_or_corrupt_image_error_names_the_file(tiny_cfg, tmp_path):
 def test_skip_unreadable_images_in_training_with_a_logged_count(tiny_cfg, tmp_path, caplog):
     from detectron2.data.datasets import load_coco_json
 
-    from retina_focal.trainer import build_resumable_train_loader
+    from retina_focal.data.build import build_resumable_train_loader
 
     dicts = load_coco_json(_write_tiny_coco(str(tmp_path), n=4, corrupt=(1,), missing=(2,)),
                            str(tmp_path), "skip_test")
@@ -170,7 +170,7 @@ _TRAIN_ON_COCO = textwrap.dedent("""
     import sys
     from detectron2.data.datasets import register_coco_instances
     import retina_focal
-    from retina_focal.engine import Trainer, setup_cfg
+    from retina_focal.engine.defaults import Trainer, setup_cfg
     from detectron2.engine import default_argument_parser
 
     register_coco_instances("corrupt_test", {}, sys.argv[1], sys.argv[2])

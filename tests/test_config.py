@@ -69,7 +69,7 @@ def test_only_new_keys_are_added():
     assert set(extended.MODEL.keys()) - set(plain.MODEL.keys()) == {"RETINA_FOCAL"}
     extended.MODEL.pop("RETINA_FOCAL")
     assert extended == plain
-    with open(os.path.join(os.path.dirname(__file__), "..", "retina_focal", "config.py")) as f:
+    with open(os.path.join(os.path.dirname(__file__), "..", "retina_focal", "config", "defaults.py")) as f:
         lines = f.read().splitlines()
     for i, line in enumerate(lines):  # a one-line comment above each key
         if line.strip().startswith("_C.MODEL.RETINA_FOCAL.") and "CN()" not in line:
@@ -86,7 +86,7 @@ MODEL:
     RES2_OUT_CHANNELS: 64
     OUT_FEATURES: ["res3", "res4", "res5"]
   ANCHOR_GENERATOR:
-    SIZES: !!python/object/apply:eval ["[[x, x * 2**(1.0/3), x * 2**(2.0/3) ] for x in [32, 64, 128, 256, 512 ]]"]
+    SIZES: !!python/object/apply:eval ["[[x, x * 2**(1.0/3), x * 2**(2.0/3) ] for x in [32, 64, 128, 256, 512 ]]"]  # noqa: E501
   FPN:
     IN_FEATURES: ["res3", "res4", "res5"]
   RETINANET:

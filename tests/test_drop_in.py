@@ -13,7 +13,7 @@ from detectron2.modeling import build_model
 from test_parity import crowded, pair
 from test_training import batch
 
-from retina_focal.export import run_traced, trace_model
+from retina_focal.export.torchscript import run_traced, trace_model
 
 
 def assert_same_state(a, b):

@@ -1,4 +1,5 @@
-"""The COCO report (retina_focal.evaluation) against pycocotools itself, on hand-made data."""
+"""The COCO report (retina_focal.evaluation.coco_report) against pycocotools itself, on
+hand-made data."""
 import contextlib
 import io
 import json
@@ -9,7 +10,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from retina_focal.evaluation import REPORT_FILE, evaluate_results_file
+from retina_focal.evaluation.coco_report import REPORT_FILE, evaluate_results_file
 
 CLASSES = ["cat", "dog", "bird"]
 

@@ -14,7 +14,7 @@ from detectron2.modeling import build_model
 from detectron2.solver import build_lr_scheduler, build_optimizer
 
 from retina_focal import add_retina_focal_config
-from retina_focal.evaluation import REPORT_FILE
+from retina_focal.evaluation.coco_report import REPORT_FILE
 
 PAIRS = [
     "Synthetic/retina_focal_R_18_FPN_tiny",
@@ -153,7 +153,7 @@ def test_lazy_config_schedule_and_weights(name):
 
 
 def test_lazy_num_classes_must_match_the_dataset():
-    from retina_focal.data.cli import check_lazy_num_classes
+    from retina_focal.data.checks import check_lazy_num_classes
 
     lazy = LazyConfig.load(os.path.join(CONFIGS, "Synthetic", "retina_focal_R_18_FPN_tiny.py"))
     check_lazy_num_classes(lazy)  # 6 classes, 6 shapes

@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 
 from retina_focal import SigmoidFocalLoss
-from retina_focal.trainer import CPUAutocastTrainer
+from retina_focal.engine.trainer import CPUAutocastTrainer
 
 
 def _trainer(cfg, tmp_path, **opts):
-    from retina_focal.engine import Trainer
+    from retina_focal.engine.defaults import Trainer
 
     cfg.merge_from_list(["OUTPUT_DIR", str(tmp_path), "DATASETS.TEST", "()",
                          "SOLVER.IMS_PER_BATCH", "2", "SEED", "3"]

@@ -34,7 +34,7 @@ def test_import_order(first):
 
 def test_compiled_only_op_fails_loudly():
     """On the registry's detectron2 the compiled extension is a stand-in that explains itself."""
-    from retina_focal.compat import coco_evaluator_kwargs, has_compiled_ops
+    from retina_focal.utils.compat import coco_evaluator_kwargs, has_compiled_ops
 
     if has_compiled_ops():
         pytest.skip("this detectron2 has its compiled extension: nothing to check")

@@ -170,7 +170,7 @@ def test_two_machines_evaluate_every_image_once_with_one_process_results(referen
 # the test kills it with SIGKILL while that second file is being written.
 _SAVE_TWICE = textwrap.dedent("""
     import sys, torch
-    from retina_focal.checkpoint import RetinaFocalCheckpointer
+    from retina_focal.engine.checkpoint import RetinaFocalCheckpointer
 
     class Extra:
         def __init__(self): self.value = None
@@ -188,7 +188,7 @@ _SAVE_TWICE = textwrap.dedent("""
 
 
 def test_sigkill_while_writing_a_checkpoint_keeps_the_last_complete_one(tmp_path):
-    from retina_focal.checkpoint import RetinaFocalCheckpointer
+    from retina_focal.engine.checkpoint import RetinaFocalCheckpointer
 
     p = subprocess.Popen([sys.executable, "-c", _SAVE_TWICE, str(tmp_path)], cwd=REPO,
                          env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -211,7 +211,7 @@ def test_sigkill_while_writing_a_checkpoint_keeps_the_last_complete_one(tmp_path
 
 
 def test_a_failing_save_leaves_no_file_and_keeps_last_checkpoint(tmp_path):
-    from retina_focal.checkpoint import RetinaFocalCheckpointer
+    from retina_focal.engine.checkpoint import RetinaFocalCheckpointer
 
     class Unpicklable:
         def __reduce__(self):

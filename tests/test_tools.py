@@ -15,12 +15,9 @@ from PIL import Image
 from pycocotools.coco import COCO
 from test_evaluation import assert_png
 
-from retina_focal.data.cli import (
-    check_num_classes,
-    parse_dataset_spec,
-    register_coco_dataset,
-)
-from retina_focal.evaluation import REPORT_FILE
+from retina_focal.data.checks import check_num_classes
+from retina_focal.data.datasets.coco import parse_dataset_spec, register_coco_dataset
+from retina_focal.evaluation.coco_report import REPORT_FILE
 
 VAL = "synthetic_shapes_tiny_val"
 PR_PNGS = ["pr_iou50.png", "pr_iou75.png", "pr_iou50-95.png", "pr_area_all.png",
@@ -125,8 +122,8 @@ def test_evaluate_checkpoint_on_a_json_and_image_folder(trained, tmp_path):
 def test_num_classes_mismatch_stops_before_training(trained, tmp_path):
     from detectron2.engine import default_argument_parser
 
-    from retina_focal.data.cli import add_dataset_argument
-    from retina_focal.engine import setup_cfg
+    from retina_focal.data.datasets.coco import add_dataset_argument
+    from retina_focal.engine.defaults import setup_cfg
 
     spec = f"mine_train={trained['gt_json']}:{trained['image_dir']}"
     args = add_dataset_argument(default_argument_parser()).parse_args(
@@ -264,7 +261,7 @@ def _evaluate_in_process(rank, world_size, init_file, weights, out_root):
     from detectron2.modeling import build_model
 
     from retina_focal import add_retina_focal_config
-    from retina_focal.evaluation import COCOReportEvaluator
+    from retina_focal.evaluation.coco_report import COCOReportEvaluator
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
                             world_size=world_size)

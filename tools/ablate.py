@@ -5,7 +5,7 @@
         --study 1a --schedule cpu_short [--workers N] [--output DIR] [--settings L1,L2] \\
         [KEY VALUE ...]
 
-Studies (``retina_focal/ablation.py``): 1a (alpha at gamma 0), 1b (gamma with its alpha), 1c
+Studies (``retina_focal/ablation/studies.py``): 1a (alpha at gamma 0), 1b (gamma with its alpha), 1c
 (anchor scales x ratios), 1d (FL vs OHEM vs hard-negative mining), table3 (CE vs FL vs FL*),
 extra_losses. Schedules: tiny, cpu_short, cpu, coco_1x. Trailing ``KEY VALUE`` pairs override
 the base config for every setting (after the schedule; each setting's own keys come last).
@@ -32,7 +32,7 @@ from typing import Dict, List
 from detectron2.config import get_cfg
 
 import retina_focal
-from retina_focal.ablation import (
+from retina_focal.ablation.studies import (
     SCHEDULES,
     STUDIES,
     get_schedule,

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 import retina_focal  # noqa: F401  (registers RetinaFocal's components and datasets)
 from retina_focal.analysis import analyze_image, format_table, plot_summaries, summarize
-from retina_focal.analysis.from_config import AssignmentSetting, load_cfg, register_dataset_arg
+from retina_focal.analysis.settings import AssignmentSetting, load_cfg, register_dataset_arg
 
 
 def build_parser():

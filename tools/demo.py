@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 import retina_focal  # noqa: F401  (registers RetinaFocal, its components and datasets)
 from retina_focal.config import add_retina_focal_config
-from retina_focal.data.cli import add_dataset_argument, register_datasets_from_args
+from retina_focal.data.datasets.coco import add_dataset_argument, register_datasets_from_args
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")

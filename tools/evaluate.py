@@ -27,10 +27,10 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser
 
 import retina_focal  # noqa: F401  (registers RetinaFocal, its components and datasets)
-from retina_focal.data.cli import add_dataset_argument
-from retina_focal.engine import Trainer, setup_cfg
-from retina_focal.evaluation import REPORT_FILE, evaluate_results_file
-from retina_focal.launch import launch  # Detectron2's on GPUs; GLOO processes on CPU
+from retina_focal.data.datasets.coco import add_dataset_argument
+from retina_focal.engine.defaults import Trainer, setup_cfg
+from retina_focal.engine.launch import launch  # Detectron2's on GPUs; GLOO processes on CPU
+from retina_focal.evaluation.coco_report import REPORT_FILE, evaluate_results_file
 
 logger = logging.getLogger("retina_focal")
 

@@ -20,7 +20,7 @@ from detectron2.utils.logger import setup_logger
 
 import retina_focal  # noqa: F401
 from retina_focal import add_retina_focal_config
-from retina_focal.export import run_traced, trace_model
+from retina_focal.export.torchscript import run_traced, trace_model
 
 
 def sample_image(cfg) -> torch.Tensor:
@@ -37,7 +37,7 @@ def main(argv=None):
     parser.add_argument("--sample-image", help="image file to trace with (default: synthetic)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
-    logger = setup_logger(name="retina_focal.export")
+    logger = setup_logger(name="retina_focal.export.torchscript")
 
     cfg = get_cfg()
     add_retina_focal_config(cfg)

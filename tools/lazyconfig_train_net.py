@@ -36,13 +36,10 @@ from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 
-from retina_focal.data.cli import (
-    add_dataset_argument,
-    check_lazy_num_classes,
-    register_datasets_from_args,
-)
-from retina_focal.launch import launch  # Detectron2's on GPUs; GLOO processes on CPU
-from retina_focal.trainer import wrap_distributed
+from retina_focal.data.checks import check_lazy_num_classes
+from retina_focal.data.datasets.coco import add_dataset_argument, register_datasets_from_args
+from retina_focal.engine.launch import launch  # Detectron2's on GPUs; GLOO processes on CPU
+from retina_focal.engine.trainer import wrap_distributed
 
 logger = logging.getLogger("retina_focal")
 

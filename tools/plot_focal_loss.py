@@ -18,7 +18,7 @@ import os
 import sys
 import time
 
-from retina_focal.loss_analysis import (
+from retina_focal.analysis.loss_curves import (
     anchor_probabilities,
     figure1_data,
     loss_cdf,

@@ -18,10 +18,10 @@ import detectron2.utils.comm as comm
 from detectron2.engine import default_argument_parser
 
 import retina_focal  # noqa: F401  (registers RetinaFocal, its components and datasets)
-from retina_focal.checkpoint import RetinaFocalCheckpointer
-from retina_focal.data.cli import add_dataset_argument
-from retina_focal.engine import Trainer, setup_cfg
-from retina_focal.launch import launch  # Detectron2's on GPUs; GLOO processes on CPU
+from retina_focal.data.datasets.coco import add_dataset_argument
+from retina_focal.engine.checkpoint import RetinaFocalCheckpointer
+from retina_focal.engine.defaults import Trainer, setup_cfg
+from retina_focal.engine.launch import launch  # Detectron2's on GPUs; GLOO processes on CPU
 
 logger = logging.getLogger("retina_focal")
 

@@ -19,7 +19,7 @@ from detectron2.data.transforms import ResizeTransform
 from detectron2.structures import Boxes, Instances
 
 import retina_focal  # noqa: F401  (registers RetinaFocal's components and datasets)
-from retina_focal.analysis.from_config import AssignmentSetting, load_cfg, register_dataset_arg
+from retina_focal.analysis.settings import AssignmentSetting, load_cfg, register_dataset_arg
 from retina_focal.analysis.visualize import draw_assignment, legend_lines
 
 

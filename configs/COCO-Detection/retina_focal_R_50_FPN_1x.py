@@ -21,7 +21,7 @@ from detectron2.solver import WarmupParamScheduler, get_default_optimizer_params
 from fvcore.common.param_scheduler import MultiStepParamScheduler
 
 from retina_focal import IoUThresholdMatcher, RetinaFocal, RetinaFocalHead, SigmoidFocalLoss
-from retina_focal.evaluation import COCOReportEvaluator
+from retina_focal.evaluation.coco_report import COCOReportEvaluator
 
 # The strides of P3..P7 and the FPN / head width.
 STRIDES = [8, 16, 32, 64, 128]

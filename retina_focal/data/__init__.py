@@ -5,8 +5,13 @@ Importing this module registers (lazily: nothing is generated until a split is l
 ``synthetic_shapes_tiny_{train,val}`` (16 / 8 images of 128x128, some without any object, for
 tests and smoke runs).
 """
-from .register import ensure_datasets, register_synthetic_dataset
-from .synthetic import CLASS_NAMES, SyntheticConfig, generate_image, write_split
+from retina_focal.data.datasets.builtin import ensure_datasets, register_synthetic_dataset
+from retina_focal.data.datasets.synthetic import (
+    CLASS_NAMES,
+    SyntheticConfig,
+    generate_image,
+    write_split,
+)
 
 __all__ = [
     "CLASS_NAMES",

@@ -1,8 +1,18 @@
 """RetinaFocal's model components. Importing this module registers all of them."""
-from .assigners import ATSSAssigner, IoUThresholdMatcher, build_assigner
-from .backbone import build_retina_focal_basic_resnet_fpn_backbone
-from .head import RetinaFocalHead, build_retina_focal_head
-from .losses import (
+from retina_focal.modeling.anchor_assignment import (
+    ATSSAssigner,
+    IoUThresholdMatcher,
+    build_assigner,
+)
+from retina_focal.modeling.anchor_sampling import (
+    AllAnchors,
+    HardNegativeMiner,
+    OHEMSampler,
+    build_sampler,
+)
+from retina_focal.modeling.backbone import build_retina_focal_basic_resnet_fpn_backbone
+from retina_focal.modeling.head import RetinaFocalHead, build_retina_focal_head
+from retina_focal.modeling.losses import (
     QualityFocalLoss,
     SigmoidFocalLoss,
     SigmoidFocalLossStar,
@@ -10,8 +20,7 @@ from .losses import (
     VarifocalLoss,
     build_cls_loss,
 )
-from .meta_arch import RetinaFocal
-from .samplers import AllAnchors, HardNegativeMiner, OHEMSampler, build_sampler
+from retina_focal.modeling.meta_arch import RetinaFocal
 
 __all__ = [
     "RetinaFocal",

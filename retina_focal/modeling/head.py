@@ -8,8 +8,8 @@ from detectron2.layers import CycleBatchNormList, ShapeSpec, get_norm
 from detectron2.modeling.anchor_generator import build_anchor_generator
 from torch import nn
 
-from ..registry import RETINA_FOCAL_HEAD_REGISTRY, get_component
-from .losses import cls_loss_class
+from retina_focal.modeling.losses import cls_loss_class
+from retina_focal.modeling.registry import RETINA_FOCAL_HEAD_REGISTRY, get_component
 
 __all__ = ["RetinaFocalHead", "build_retina_focal_head"]
 

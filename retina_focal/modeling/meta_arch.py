@@ -12,13 +12,13 @@ from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 
-from ..config import MEMORY_FORMATS, NORMALIZERS, check_choice
-from .assigners import build_assigner
-from .distributed import sum_over_processes
-from .fold import fold_frozen_batchnorm
-from .head import build_retina_focal_head
-from .losses import build_cls_loss
-from .samplers import AllAnchors, build_sampler
+from retina_focal.config import MEMORY_FORMATS, NORMALIZERS, check_choice
+from retina_focal.modeling.anchor_assignment import build_assigner
+from retina_focal.modeling.anchor_sampling import AllAnchors, build_sampler
+from retina_focal.modeling.head import build_retina_focal_head
+from retina_focal.modeling.losses import build_cls_loss
+from retina_focal.ops.fold_bn import fold_frozen_batchnorm
+from retina_focal.utils.comm import sum_over_processes
 
 __all__ = ["RetinaFocal", "head_feature_shapes"]
 

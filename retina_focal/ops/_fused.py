@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 from torch.autograd.function import once_differentiable
 
-from ._cpu_kernel import load_kernel
+from retina_focal.ops._cpu_kernel import load_kernel
 
 __all__ = ["FusedFocalLossCPU", "ClosedFormFocalLoss", "alpha_vectors"]
 

@@ -184,7 +184,7 @@ def sigmoid_focal_loss_labels(
     alpha = _check(alpha, gamma, reduction, logits.shape[1])
     if resolve_impl(impl, logits, alpha, weights) == "portable":
         return _portable(logits, labels, alpha, float(gamma), reduction, weights)
-    from ._fused import ClosedFormFocalLoss, FusedFocalLossCPU, alpha_vectors
+    from retina_focal.ops._fused import ClosedFormFocalLoss, FusedFocalLossCPU, alpha_vectors
 
     acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
     alpha_pos, alpha_neg = alpha_vectors(alpha, logits.shape[1], acc, logits.device)
@@ -220,7 +220,7 @@ def resolve_impl(impl: Optional[str], logits: torch.Tensor, alpha=None, weights=
     if needs_autograd:
         reason = "gradients w.r.t. weights or alpha need the portable path"
     elif logits.device.type == "cpu":
-        from ._cpu_kernel import KernelUnavailable, load_kernel
+        from retina_focal.ops._cpu_kernel import KernelUnavailable, load_kernel
 
         try:
             load_kernel()

@@ -8,11 +8,11 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from torch import Tensor, nn
 
-from ...config import check_alpha_per_class, check_focal_params, check_gamma
-from ...ops import sigmoid_focal_loss_labels
-from ...ops.focal_loss import IMPLS
-from ...registry import CLS_LOSS_REGISTRY, get_component
-from .base import DenseClsLoss
+from retina_focal.config import check_alpha_per_class, check_focal_params, check_gamma
+from retina_focal.modeling.losses.base import DenseClsLoss
+from retina_focal.modeling.registry import CLS_LOSS_REGISTRY, get_component
+from retina_focal.ops import sigmoid_focal_loss_labels
+from retina_focal.ops.focal_loss import IMPLS
 
 __all__ = [
     "SigmoidFocalLoss", "SigmoidFocalLossStar", "SoftmaxFocalLoss", "build_cls_loss",

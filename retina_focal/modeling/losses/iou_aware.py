@@ -14,10 +14,15 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from torch import Tensor
 
-from ...config import check_gamma
-from ...registry import CLS_LOSS_REGISTRY
-from .base import DenseClsLoss
-from .focal import _float_logits, _pow, _reject_alpha_per_class, _sigmoid_targets
+from retina_focal.config import check_gamma
+from retina_focal.modeling.losses.base import DenseClsLoss
+from retina_focal.modeling.losses.focal import (
+    _float_logits,
+    _pow,
+    _reject_alpha_per_class,
+    _sigmoid_targets,
+)
+from retina_focal.modeling.registry import CLS_LOSS_REGISTRY
 
 __all__ = ["QualityFocalLoss", "VarifocalLoss"]
 

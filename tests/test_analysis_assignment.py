@@ -204,7 +204,7 @@ def test_tool_pngs_are_real_plots(analysis):
     ("x={tmp}/a.json:{tmp}/nodir", "nodir' does not exist"),
 ])
 def test_bad_dataset_argument_is_explained(tmp_path, spec, fragment):
-    from retina_focal.analysis.from_config import register_dataset_arg
+    from retina_focal.analysis.settings import register_dataset_arg
 
     (tmp_path / "a.json").write_text("{}")
     with pytest.raises((ValueError, FileNotFoundError), match=fragment):

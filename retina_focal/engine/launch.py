@@ -17,7 +17,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from detectron2.utils import comm
 
-from .compat import set_local_process_group
+from retina_focal.utils.compat import set_local_process_group
 
 __all__ = ["launch", "DEFAULT_TIMEOUT"]
 

@@ -13,11 +13,15 @@ from detectron2.modeling import build_backbone
 from detectron2.modeling.anchor_generator import build_anchor_generator
 from detectron2.structures import Boxes
 
-from ..config import add_retina_focal_config
-from ..data.cli import parse_dataset_spec, register_coco_dataset
-from ..modeling.assigners import build_assigner
-from ..modeling.meta_arch import head_feature_shapes
-from .assignment import feature_grid_sizes, gt_as_model_sees_it, resized_image_size
+from retina_focal.analysis.assignment import (
+    feature_grid_sizes,
+    gt_as_model_sees_it,
+    resized_image_size,
+)
+from retina_focal.config import add_retina_focal_config
+from retina_focal.data.datasets.coco import parse_dataset_spec, register_coco_dataset
+from retina_focal.modeling.anchor_assignment import build_assigner
+from retina_focal.modeling.meta_arch import head_feature_shapes
 
 __all__ = ["AssignmentSetting", "load_cfg", "register_dataset_arg", "image_size_of"]
 
@@ -38,7 +42,8 @@ def load_cfg(config_file: str, opts: List[str]):
 
 def register_dataset_arg(spec: str) -> str:
     """Register ``NAME=JSON:IMAGE_DIR`` as a COCO-format dataset (once); return NAME.
-    The same parsing and checks as every tool's ``--dataset`` (:mod:`retina_focal.data.cli`)."""
+    The same parsing and checks as every tool's ``--dataset``
+    (:mod:`retina_focal.data.datasets.coco`)."""
     name, json_file, image_dir = parse_dataset_spec(spec)
     register_coco_dataset(name, json_file, image_dir)
     return name

@@ -15,7 +15,7 @@ from detectron2.config import configurable
 from torch import Tensor
 from torchvision.ops import nms
 
-from ..registry import SAMPLER_REGISTRY, get_component
+from retina_focal.modeling.registry import SAMPLER_REGISTRY, get_component
 
 __all__ = ["AllAnchors", "OHEMSampler", "HardNegativeMiner", "build_sampler"]
 

@@ -13,7 +13,7 @@ from detectron2.modeling.matcher import Matcher
 from detectron2.structures import Boxes, pairwise_iou
 from PIL import Image
 
-from retina_focal.loss_analysis import anchor_probabilities, loss_cdf
+from retina_focal.analysis.loss_curves import anchor_probabilities, loss_cdf
 
 
 def _tool():

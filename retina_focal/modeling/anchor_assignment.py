@@ -13,8 +13,8 @@ import torch
 from detectron2.config import configurable
 from detectron2.structures import Boxes, Instances, pairwise_iou
 
-from ..config import check_choice, check_iou_thresholds, check_range
-from ..registry import ASSIGNER_REGISTRY, get_component
+from retina_focal.config import check_choice, check_iou_thresholds, check_range
+from retina_focal.modeling.registry import ASSIGNER_REGISTRY, get_component
 
 __all__ = ["IoUThresholdMatcher", "ATSSAssigner", "build_assigner", "LOW_QUALITY_MATCH_ORDERS"]
 

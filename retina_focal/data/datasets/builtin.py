@@ -5,7 +5,12 @@ from typing import Iterable, Optional
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
-from .synthetic import CLASS_NAMES, SyntheticConfig, dataset_dir, ensure_generated
+from retina_focal.data.datasets.synthetic import (
+    CLASS_NAMES,
+    SyntheticConfig,
+    dataset_dir,
+    ensure_generated,
+)
 
 __all__ = ["register_synthetic_dataset", "ensure_datasets"]
 

@@ -9,7 +9,7 @@ import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from retina_focal.data import CLASS_NAMES, SyntheticConfig, generate_image, write_split
-from retina_focal.data.synthetic import _background
+from retina_focal.data.datasets.synthetic import _background
 
 SMALL = SyntheticConfig(num_train=40, num_val=10, seed=3)
 

@@ -1,10 +1,5 @@
-"""Messy datasets: checked dataset dicts and a dataset mapper that reads any image.
+"""A dataset mapper that reads any image, and says which file it could not read.
 
-* :func:`sanitize_dataset_dicts` (training): boxes are clipped to their image, boxes with no
-  area left (zero-area, negative size, entirely outside the image, non-finite) are dropped;
-  the counts are logged once per dataset. A category id outside ``[0, NUM_CLASSES)`` is an
-  error naming the image, the id and the allowed range. Images without annotations stay
-  (``DATALOADER.FILTER_EMPTY_ANNOTATIONS`` decides, as in Detectron2).
 * :class:`RobustDatasetMapper`: Detectron2's ``DatasetMapper`` whose image reader accepts
   grayscale, palette, RGBA (alpha dropped) and 16-bit images (scaled to 8 bits, where PIL's
   conversion would saturate everything above 255 to white). A missing or corrupt image file
@@ -15,9 +10,7 @@
 """
 import copy
 import logging
-import math
-from collections import Counter
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import numpy as np
 import torch
@@ -25,75 +18,16 @@ from detectron2.config import configurable
 from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
-from detectron2.structures import BoxMode
 from detectron2.utils.file_io import PathManager
 from PIL import Image
 
-__all__ = ["RobustDatasetMapper", "UnreadableImageError", "read_image_any",
-           "sanitize_dataset_dicts"]
+__all__ = ["RobustDatasetMapper", "UnreadableImageError", "read_image_any"]
 
 logger = logging.getLogger(__name__)
 
 
 class UnreadableImageError(OSError):
     """An image file that is missing, truncated or not an image."""
-
-
-def sanitize_dataset_dicts(dicts: List[Dict], dataset_name: str, num_classes: int) -> List[Dict]:
-    """Return ``dicts`` with every box clipped to its image and empty boxes dropped (a new
-    list; records whose boxes change are copied). Raises ``ValueError`` on a category id
-    outside ``[0, num_classes)``.
-
-    Boxes are returned as ``XYXY_ABS``; records without ``width``/``height`` are not clipped.
-    """
-    counts: Counter = Counter()
-    out = []
-    for record in dicts:
-        annos = record.get("annotations")
-        if not annos:
-            out.append(record)
-            continue
-        w, h = record.get("width"), record.get("height")
-        kept, changed = [], False
-        for anno in annos:
-            cid = anno.get("category_id")
-            if not isinstance(cid, (int, np.integer)) or not 0 <= cid < num_classes:
-                raise ValueError(
-                    f"Dataset '{dataset_name}', image {record.get('file_name')!r}: annotation "
-                    f"category_id={cid!r} is not a contiguous class index in [0, {num_classes}) "
-                    f"(MODEL.RETINANET.NUM_CLASSES={num_classes}); check the dataset's "
-                    "categories and NUM_CLASSES"
-                )
-            box = BoxMode.convert(list(anno["bbox"]), anno["bbox_mode"], BoxMode.XYXY_ABS)
-            x0, y0, x1, y1 = (float(v) for v in box)
-            if not all(math.isfinite(v) for v in (x0, y0, x1, y1)) or x1 <= x0 or y1 <= y0:
-                counts["dropped"] += 1
-                changed = True
-                continue
-            if w is not None and h is not None:
-                c = [min(max(x0, 0.0), w), min(max(y0, 0.0), h), min(max(x1, 0.0), w),
-                     min(max(y1, 0.0), h)]
-                if c[2] <= c[0] or c[3] <= c[1]:  # nothing of it inside the image
-                    counts["dropped"] += 1
-                    changed = True
-                    continue
-                if c != [x0, y0, x1, y1]:
-                    counts["clipped"] += 1
-                x0, y0, x1, y1 = c
-            new = dict(anno, bbox=[x0, y0, x1, y1], bbox_mode=BoxMode.XYXY_ABS)
-            changed = changed or new["bbox"] != list(anno["bbox"])
-            kept.append(new)
-        if changed:
-            counts["images"] += 1
-            record = dict(record, annotations=kept)
-        out.append(record)
-    if counts["clipped"] or counts["dropped"]:
-        logger.warning(
-            f"Dataset '{dataset_name}': clipped {counts['clipped']} box(es) to their image and "
-            f"dropped {counts['dropped']} box(es) with no area inside it (zero-area, negative "
-            f"size, outside the image or non-finite), in {counts['images']} image(s)"
-        )
-    return out
 
 
 def read_image_any(file_name: str, format: Optional[str] = "BGR") -> np.ndarray:

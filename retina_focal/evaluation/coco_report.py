@@ -23,7 +23,7 @@ from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 from tabulate import tabulate
 
-from .compat import coco_evaluator_kwargs
+from retina_focal.utils.compat import coco_evaluator_kwargs
 
 __all__ = [
     "COCOReportEvaluator",
@@ -55,7 +55,7 @@ class COCOReportEvaluator(COCOEvaluator):
 
     def __init__(self, dataset_name: str, tasks=("bbox",), distributed: bool = True,
                  output_dir: Optional[str] = None, **kwargs):
-        from .data import ensure_datasets
+        from retina_focal.data import ensure_datasets
 
         ensure_datasets([dataset_name])  # COCOEvaluator reads the JSON when it is built
         for key, value in coco_evaluator_kwargs().items():

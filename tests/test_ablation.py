@@ -10,7 +10,13 @@ from detectron2.config import get_cfg
 from PIL import Image
 
 from retina_focal import add_retina_focal_config
-from retina_focal.ablation import METRICS, STUDIES, get_schedule, get_study, resolve_overrides
+from retina_focal.ablation.studies import (
+    METRICS,
+    STUDIES,
+    get_schedule,
+    get_study,
+    resolve_overrides,
+)
 
 SYNTHETIC_CONFIG = os.path.join(REPO, "configs", "Synthetic",
                                 "retina_focal_R_18_FPN_synthetic.yaml")
@@ -170,7 +176,7 @@ def test_study_runs_two_workers_then_resumes_without_retraining(tmp_path):
 
 
 def test_final_metrics_are_the_last_evaluation_and_no_detection_is_zero(tmp_path):
-    from retina_focal.ablation import read_final_metrics
+    from retina_focal.ablation.studies import read_final_metrics
 
     rows = [{"iteration": 9, "total_loss": 1.0},
             {"iteration": 9, **{f"bbox/{m}": 10.0 + i for i, m in enumerate(METRICS)}},

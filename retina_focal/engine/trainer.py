@@ -3,12 +3,12 @@ processes, and stops clearly on a non-finite loss.
 
 What differs from ``DefaultTrainer`` (everything else, hooks, evaluation, logging, is its own):
 
-* the training data stream is :class:`~retina_focal.data.sampler.ResumableTrainingSampler`:
+* the training data stream is :class:`~retina_focal.data.samplers.ResumableTrainingSampler`:
   ``--resume`` continues it at the resumed iteration, with the same augmentation;
 * the checkpoint holds the model, iteration, LR scheduler, the optimizer (Detectron2 0.6 drops
   it, so momentum and the next iteration's LR were lost on resume), the model's EMA
   ``loss_normalizer`` and the data-stream seed, and is written atomically
-  (:class:`~retina_focal.checkpoint.RetinaFocalCheckpointer`);
+  (:class:`~retina_focal.engine.checkpoint.RetinaFocalCheckpointer`);
 * several processes on CPU: the model is wrapped in ``DistributedDataParallel`` without
   ``device_ids`` when it lives on the CPU (Detectron2 always passes a GPU index);
 * ``SOLVER.AMP.ENABLED`` on CPU trains under ``torch.autocast("cpu", dtype=torch.bfloat16)``
@@ -23,79 +23,22 @@ import weakref
 from typing import Dict, List
 
 import torch
-from detectron2.data import (DatasetFromList, build_detection_test_loader,
-                             build_detection_train_loader, get_detection_dataset_dicts)
-from detectron2.data.build import build_batch_data_loader
+from detectron2.data import build_detection_test_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
-from .checkpoint import ModelAttributeState, RetinaFocalCheckpointer
-from .data.robust import RobustDatasetMapper, sanitize_dataset_dicts
-from .data.sampler import ResumableTrainingSampler, SeededMapDataset
+from retina_focal.data.build import ResumableLoader, build_resumable_train_loader
+from retina_focal.data.mapper import RobustDatasetMapper
+from retina_focal.engine.checkpoint import ModelAttributeState, RetinaFocalCheckpointer
 
-__all__ = ["ReliableTrainer", "ResumableLoader", "build_resumable_train_loader"]
+__all__ = ["ReliableTrainer", "build_step_trainer", "wrap_distributed"]
 
 logger = logging.getLogger(__name__)
 
 # Plain attributes of a model that change during training and are not in its state_dict.
 _MODEL_TRAINING_STATE = ("loss_normalizer",)
-
-
-class ResumableLoader:
-    """A training data loader whose stream starts where :meth:`set_start_iter` says.
-
-    The underlying ``DataLoader`` is iterated only when the first batch is requested, after
-    ``resume_or_load`` has set the start: its worker processes (if any) copy the sampler at
-    that moment.
-    """
-
-    def __init__(self, loader, sampler: ResumableTrainingSampler):
-        self.loader = loader
-        self.sampler = sampler
-
-    def set_start_iter(self, start_iter: int) -> None:
-        self.sampler.set_start_iter(start_iter)
-
-    def __iter__(self):
-        yield from self.loader
-
-
-def build_resumable_train_loader(cfg, mapper=None, dataset=None):
-    """Detectron2's training loader (same dataset dicts, batching, aspect-ratio grouping,
-    workers) with the resumable, seeded stream of :mod:`retina_focal.data.sampler`, boxes
-    checked by :func:`sanitize_dataset_dicts` and images read by :class:`RobustDatasetMapper`.
-
-    ``cfg.SEED >= 0`` fixes the stream; a negative seed draws one and stores it in
-    checkpoints. A ``DATALOADER.SAMPLER_TRAIN`` other than ``TrainingSampler`` falls back to
-    Detectron2's loader (its order then restarts on resume, with a warning).
-    """
-    if dataset is None:
-        dataset = get_detection_dataset_dicts(
-            cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
-        )
-        dataset = sanitize_dataset_dicts(dataset, ",".join(cfg.DATASETS.TRAIN),
-                                         cfg.MODEL.RETINANET.NUM_CLASSES)
-    if mapper is None:
-        mapper = RobustDatasetMapper(cfg, True)
-    if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
-        logger.warning(
-            f"DATALOADER.SAMPLER_TRAIN={cfg.DATALOADER.SAMPLER_TRAIN}: using Detectron2's "
-            "loader; its data order restarts when training is resumed"
-        )
-        return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset)
-    sampler = ResumableTrainingSampler(
-        len(dataset), total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
-        seed=cfg.SEED if cfg.SEED >= 0 else None,
-    )
-    data = SeededMapDataset(DatasetFromList(dataset, copy=False), mapper, sampler)
-    loader = build_batch_data_loader(
-        data, sampler, cfg.SOLVER.IMS_PER_BATCH,
-        aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
-        num_workers=cfg.DATALOADER.NUM_WORKERS,
-    )
-    return ResumableLoader(loader, sampler)
 
 
 def wrap_distributed(model: torch.nn.Module) -> torch.nn.Module:

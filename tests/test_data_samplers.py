@@ -5,7 +5,7 @@ import random
 import numpy as np
 import torch
 
-from retina_focal.data.sampler import ResumableTrainingSampler, SeededMapDataset
+from retina_focal.data.samplers import ResumableTrainingSampler, SeededMapDataset
 
 
 def _take(sampler, n):
@@ -59,7 +59,7 @@ def test_rejected_elements_are_replaced_deterministically():
 
 
 def test_loader_batches_do_not_depend_on_the_number_of_workers(tiny_cfg):
-    from retina_focal.trainer import build_resumable_train_loader
+    from retina_focal.data.build import build_resumable_train_loader
 
     def batches(num_workers, start_iter):
         cfg = tiny_cfg.clone()

@@ -105,9 +105,9 @@ def test_folded_frozen_bn_equals_conv_then_norm(tiny_cfg):
     keys and values, and in float64 the same losses and gradients (trained and frozen stages,
     non-trivial norm statistics)."""
     from detectron2.layers import FrozenBatchNorm2d
-
-    from retina_focal.modeling.fold import FrozenBNConv2d
     from test_parity import assert_same_losses_and_gradients
+
+    from retina_focal.ops.fold_bn import FrozenBNConv2d
 
     torch.manual_seed(0)
     plain = build_model(frozen_bn_cfg(tiny_cfg, False))

@@ -3,12 +3,12 @@
 Every tool calls :func:`add_dataset_argument` on its parser and :func:`register_datasets_from_args`
 in each process (before the config is used), so a config can name the datasets in
 ``DATASETS.TRAIN`` / ``DATASETS.TEST``. Class names (and their count) come from the JSON's
-``categories``; :func:`check_num_classes` compares them with the model's before anything runs.
+``categories``; :func:`retina_focal.data.checks.check_num_classes` compares them with the model's before anything runs.
 """
 import argparse
 import json
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Tuple
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
@@ -16,8 +16,6 @@ from detectron2.data.datasets import register_coco_instances
 __all__ = [
     "DatasetSpec",
     "add_dataset_argument",
-    "check_lazy_num_classes",
-    "check_num_classes",
     "parse_dataset_spec",
     "register_coco_dataset",
     "register_datasets_from_args",
@@ -113,55 +111,3 @@ def register_datasets_from_args(args) -> List[str]:
         register_coco_dataset(name, json_file, image_root)
         names.append(name)
     return names
-
-
-# Meta-architectures whose class count is MODEL.RETINANET.NUM_CLASSES.
-_NUM_CLASSES_KEY = {"RetinaFocal": "MODEL.RETINANET.NUM_CLASSES",
-                    "RetinaNet": "MODEL.RETINANET.NUM_CLASSES"}
-
-
-def check_num_classes(cfg, dataset_names: Optional[Sequence[str]] = None) -> None:
-    """Raise ValueError if the model's class count differs from a dataset's.
-
-    Args:
-        cfg: a Detectron2 CfgNode; checked for RetinaFocal / RetinaNet (NUM_CLASSES key
-            ``MODEL.RETINANET.NUM_CLASSES``), other meta-architectures are left alone.
-        dataset_names: default ``DATASETS.TRAIN + DATASETS.TEST``. Datasets whose metadata
-            has no ``thing_classes`` yet are skipped.
-    """
-    key = _NUM_CLASSES_KEY.get(cfg.MODEL.META_ARCHITECTURE)
-    if key is None:
-        return
-    num_classes = cfg.MODEL.RETINANET.NUM_CLASSES
-    if dataset_names is None:
-        dataset_names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
-    for name in dataset_names:
-        _check_dataset_classes(name, num_classes, key, f"set {key} {{}}")
-
-
-def _check_dataset_classes(name: str, num_classes: int, key: str, fix: str, where: str = ""):
-    """ValueError if registered dataset ``name`` has categories and not ``num_classes`` of
-    them; ``fix`` is the advice, formatted with the dataset's count."""
-    classes = MetadataCatalog.get(name).get("thing_classes")
-    if classes is not None and len(classes) != num_classes:
-        shown = ", ".join(map(str, classes[:10])) + (", ..." if len(classes) > 10 else "")
-        raise ValueError(
-            f"{key}={num_classes} but dataset '{name}'{where} has {len(classes)} categories "
-            f"({shown}); {fix.format(len(classes))}"
-        )
-
-
-def check_lazy_num_classes(cfg) -> None:
-    """:func:`check_num_classes` for a LazyConfig: ``model.num_classes`` against the datasets
-    named by ``dataloader.train.dataset.names`` and ``dataloader.test.dataset.names``."""
-    num_classes = cfg.get("model", {}).get("num_classes")
-    if not isinstance(num_classes, int):
-        return
-    for split in ("train", "test"):
-        names = cfg.get("dataloader", {}).get(split, {}).get("dataset", {}).get("names")
-        if names is None:
-            continue
-        for name in [names] if isinstance(names, str) else list(names):
-            _check_dataset_classes(name, num_classes, "model.num_classes",
-                                   "set model.num_classes={}",
-                                   where=f" (dataloader.{split}.dataset.names)")

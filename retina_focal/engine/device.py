@@ -1,0 +1,46 @@
+"""Device-specific speed-ups, applied once where a model is built, before any optimizer or
+``DistributedDataParallel`` sees its parameters. None of them changes what the model computes
+beyond floating-point rounding, its parameter names, or its checkpoints.
+
+* ``memory_format``: "contiguous" (NCHW, Detectron2's) or "channels_last": the 4D weights
+  are stored channels-last (NHWC), so every convolution, from the first one on the (NCHW)
+  input batch, outputs channels-last activations, which oneDNN's CPU convolutions run faster.
+  "auto" picks channels-last on the CPU and NCHW elsewhere.
+* ``fold_frozen_bn``: each backbone ``Conv2d`` + ``FrozenBatchNorm2d`` runs as one convolution
+  with the folded weight and bias (:mod:`retina_focal.ops.fold_bn`).
+"""
+import torch
+from torch import nn
+
+from retina_focal.config import MEMORY_FORMATS, check_choice
+from retina_focal.ops.fold_bn import fold_frozen_batchnorm
+
+__all__ = ["apply_device_speedups", "resolve_memory_format"]
+
+
+def resolve_memory_format(memory_format: str, device: str) -> str:
+    """``memory_format`` in :data:`MEMORY_FORMATS` -> "channels_last" or "contiguous" for a
+    model on ``device`` ("auto": channels-last on the CPU)."""
+    check_choice(memory_format, MEMORY_FORMATS, key="memory_format")
+    if memory_format == "auto":
+        return "channels_last" if str(device).startswith("cpu") else "contiguous"
+    return memory_format
+
+
+def apply_device_speedups(
+    model: nn.Module, *, memory_format: str, fold_frozen_bn: bool, device: str
+) -> nn.Module:
+    """Apply the speed-ups to ``model`` in place and return it.
+
+    Args:
+        model: a built model (folding touches only its ``Conv2d`` + ``FrozenBatchNorm2d``
+            pairs: the backbone's, in Detectron2's models).
+        memory_format: "auto", "channels_last" or "contiguous".
+        fold_frozen_bn: fold each frozen BatchNorm into the convolution before it.
+        device: the device the model runs on (``MODEL.DEVICE`` / ``train.device``), for "auto".
+    """
+    if fold_frozen_bn:
+        fold_frozen_batchnorm(model)
+    if resolve_memory_format(memory_format, device) == "channels_last":
+        model.to(memory_format=torch.channels_last)
+    return model
