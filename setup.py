@@ -52,6 +52,7 @@ setup(
         "Pillow>=9",
     ],
     extras_require={"test": ["pytest>=7", "pytest-timeout", "flake8>=6", "isort>=5.12"]},
-    # `retina-focal train|lazy-train|eval|demo|plot|export|make-dataset ...` runs tools/*.py
+    # `retina-focal COMMAND ...` (train, eval, demo, ablate, benchmark, ...: `retina-focal --help`)
+    # runs in-process from the installed package (retina_focal/cli/); tools/*.py wrap the same
     entry_points={"console_scripts": ["retina-focal=retina_focal.cli:main"]},
 )

@@ -10,6 +10,9 @@ Importing this package registers, in any order relative to Detectron2's own modu
 * ``AllAnchors``, ``OHEMSampler``, ``HardNegativeMiner`` in ``SAMPLER_REGISTRY``;
 * ``IoUThresholdMatcher`` and ``ATSSAssigner`` in ``ASSIGNER_REGISTRY``;
 * the synthetic datasets ``synthetic_shapes[_tiny]_{train,val}`` in Detectron2's catalogs.
+
+Each kind of component derives from a base class whose docstring is the contract RetinaFocal
+calls: ``DenseClsLoss``, ``AnchorAssigner``, ``AnchorSampler``.
 """
 __version__ = "0.1.0"
 
@@ -17,7 +20,10 @@ from retina_focal import data  # noqa: F401  (registers the synthetic datasets)
 from retina_focal.config import add_retina_focal_config
 from retina_focal.modeling import (
     AllAnchors,
+    AnchorAssigner,
+    AnchorSampler,
     ATSSAssigner,
+    DenseClsLoss,
     HardNegativeMiner,
     IoUThresholdMatcher,
     OHEMSampler,
@@ -46,7 +52,10 @@ __all__ = [
     "RETINA_FOCAL_HEAD_REGISTRY",
     "SAMPLER_REGISTRY",
     "AllAnchors",
+    "AnchorAssigner",
+    "AnchorSampler",
     "ATSSAssigner",
+    "DenseClsLoss",
     "HardNegativeMiner",
     "IoUThresholdMatcher",
     "OHEMSampler",

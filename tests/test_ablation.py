@@ -1,5 +1,4 @@
 """tools/ablate.py: studies as data, a real 2-setting study (2 workers), resume, bad input."""
-import importlib.util
 import json
 import os
 
@@ -10,8 +9,8 @@ from detectron2.config import get_cfg
 from PIL import Image
 
 from retina_focal import add_retina_focal_config
+from retina_focal.ablation.results import METRICS
 from retina_focal.ablation.studies import (
-    METRICS,
     STUDIES,
     get_schedule,
     get_study,
@@ -20,13 +19,6 @@ from retina_focal.ablation.studies import (
 
 SYNTHETIC_CONFIG = os.path.join(REPO, "configs", "Synthetic",
                                 "retina_focal_R_18_FPN_synthetic.yaml")
-
-
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _overrides(setting):
@@ -92,18 +84,19 @@ def test_assigner_study_settings_build_the_assigner_they_name():
 
 
 def test_bad_study_schedule_and_key_are_clear_errors(capsys):
-    ablate = _load_tool("ablate")
-    assert ablate.main(["--config-file", TINY_CONFIG, "--study", "2z", "--schedule", "tiny"]) == 2
+    from retina_focal.cli import ablate
+
+    assert ablate.run(["--config-file", TINY_CONFIG, "--study", "2z", "--schedule", "tiny"]) == 2
     err = capsys.readouterr().err
     assert "Unknown study '2z'" in err and "1a, 1b, 1c, 1d, table3, assigners, extra_losses" in err
-    assert ablate.main(["--config-file", TINY_CONFIG, "--study", "1a", "--schedule", "fast"]) == 2
+    assert ablate.run(["--config-file", TINY_CONFIG, "--study", "1a", "--schedule", "fast"]) == 2
     err = capsys.readouterr().err
     assert "Unknown schedule 'fast'" in err and "cpu_short" in err
-    assert ablate.main(["--config-file", TINY_CONFIG, "--study", "1a", "--schedule", "tiny",
-                        "--settings", "alpha=0.33"]) == 2
+    assert ablate.run(["--config-file", TINY_CONFIG, "--study", "1a", "--schedule", "tiny",
+                       "--settings", "alpha=0.33"]) == 2
     assert "alpha=0.33" in capsys.readouterr().err
-    assert ablate.main(["--config-file", TINY_CONFIG, "--study", "1a", "--schedule", "tiny",
-                        "MODEL.RETINA_FOCAL.NO_SUCH_KEY", "1"]) == 2
+    assert ablate.run(["--config-file", TINY_CONFIG, "--study", "1a", "--schedule", "tiny",
+                       "MODEL.RETINA_FOCAL.NO_SUCH_KEY", "1"]) == 2
     assert "MODEL.RETINA_FOCAL.NO_SUCH_KEY" in capsys.readouterr().err
     with pytest.raises(ValueError, match="choices: tiny, cpu_short, cpu, coco_1x"):
         get_schedule("nope")
@@ -176,7 +169,7 @@ def test_study_runs_two_workers_then_resumes_without_retraining(tmp_path):
 
 
 def test_final_metrics_are_the_last_evaluation_and_no_detection_is_zero(tmp_path):
-    from retina_focal.ablation.studies import read_final_metrics
+    from retina_focal.ablation.results import read_final_metrics
 
     rows = [{"iteration": 9, "total_loss": 1.0},
             {"iteration": 9, **{f"bbox/{m}": 10.0 + i for i, m in enumerate(METRICS)}},

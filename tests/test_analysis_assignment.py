@@ -83,8 +83,9 @@ def test_summarize_counts_by_hand():
 
 
 def reference_count(cfg, model, d):
-    """One image through Detectron2's own data path, backbone, anchor generator, then a direct
-    call of the model's assigner; returns counts and per-gt positives and best IoU."""
+    """One image through Detectron2's own data path, backbone, anchor generator, then the
+    model's own labelling of its anchors (``label_anchors``: its assigner, class labels and
+    matched boxes); returns counts and per-gt positives and best IoU."""
     image = utils.read_image(d["file_name"], format="BGR")
     tfm = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST) \
         .get_transform(image)
@@ -98,7 +99,7 @@ def reference_count(cfg, model, d):
     with torch.no_grad():
         feats = model.backbone(images.tensor)
         anchors = model.anchor_generator([feats[f] for f in model.head_in_features])
-        labels, matched = model.assigner(anchors, inst, model.num_classes)
+        (labels,), (matched,) = model.label_anchors(anchors, [inst])
     k = model.num_classes
     pos = (labels >= 0) & (labels < k)
     gt = inst.gt_boxes.tensor

@@ -10,7 +10,14 @@ from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 from detectron2.modeling.matcher import Matcher
 from detectron2.structures import Boxes, Instances
 
-from retina_focal import ATSSAssigner, IoUThresholdMatcher
+from retina_focal import AnchorAssigner, ATSSAssigner, IoUThresholdMatcher
+from retina_focal.modeling.meta_arch import anchor_targets
+
+
+def targets(assigner, anchors, gt, num_classes):
+    """The assigner's matches as RetinaFocal trains with them: (R,) class labels in
+    {-1, 0..K-1, K} and (R, 4) matched boxes."""
+    return anchor_targets(*assigner(anchors, gt), gt, num_classes)
 
 
 def test_bands_without_low_quality():
@@ -65,7 +72,9 @@ def test_call_gives_class_labels_and_boxes():
     gt.gt_classes = torch.tensor([3, 1])
     m = IoUThresholdMatcher(thresholds=[0.4, 0.5], labels=[0, -1, 1],
                             allow_low_quality_matches=False)
-    labels, boxes = m(anchors, gt, num_classes=5)
+    matched, match_labels = m(anchors, gt)
+    assert matched.tolist()[:2] == [0, 1] and match_labels.tolist() == [1, 1, 0, 0]
+    labels, boxes = targets(m, anchors, gt, num_classes=5)
     # anchor 1 vs gt 1: IoU = 81 / 119 = 0.68 -> positive class 1; anchor 3: IoU 100/1600
     assert labels.tolist() == [3, 1, 5, 5]
     assert torch.equal(boxes[0], gt.gt_boxes.tensor[0])
@@ -77,7 +86,9 @@ def test_image_without_ground_truth_is_all_background():
     gt = Instances((64, 64))
     gt.gt_boxes = Boxes(torch.zeros(0, 4))
     gt.gt_classes = torch.zeros(0, dtype=torch.int64)
-    labels, boxes = IoUThresholdMatcher()(anchors, gt, num_classes=6)
+    matched, match_labels = IoUThresholdMatcher()(anchors, gt)
+    assert matched.tolist() == [0] * 7 and match_labels.tolist() == [0] * 7  # all negative
+    labels, boxes = targets(IoUThresholdMatcher(), anchors, gt, num_classes=6)
     assert labels.tolist() == [6] * 7 and boxes.shape == (7, 4)
 
 
@@ -218,7 +229,7 @@ ASSIGNERS = {
 @pytest.mark.parametrize("name", list(ASSIGNERS))
 def test_no_ground_truth(name):
     anchors, _ = grid_anchors()
-    labels, boxes = ASSIGNERS[name](anchors, gt_instances([], []), num_classes=3)
+    labels, boxes = targets(ASSIGNERS[name], anchors, gt_instances([], []), num_classes=3)
     assert labels.tolist() == [3] * sum(len(a) for a in anchors)
     assert boxes.shape == (len(labels), 4)
 
@@ -232,7 +243,7 @@ def test_no_ground_truth(name):
 def test_gt_smaller_than_every_anchor(name, expect_positive):
     anchors, _ = grid_anchors()
     gt = gt_instances([[30, 30, 34, 34]], [2])  # 4x4, every anchor is 16x16 or 32x32
-    labels, boxes = ASSIGNERS[name](anchors, gt, num_classes=3)
+    labels, boxes = targets(ASSIGNERS[name], anchors, gt, num_classes=3)
     positive = (labels >= 0) & (labels < 3)
     if expect_positive:
         # the only anchor of best IoU (16/256) is the 16-px one centred at (32, 32)
@@ -250,7 +261,7 @@ def test_two_gts_competing_for_one_anchor(name):
     anchors, _ = grid_anchors(sizes=((16,),), strides=(8,))
     # both boxes overlap the anchor centred at (32, 32) most: IoU 240/256 vs 224/256
     gt = gt_instances([[24, 24, 40, 39], [24, 24, 40, 38]], [0, 1])
-    labels, boxes = ASSIGNERS[name](anchors, gt, num_classes=3)
+    labels, boxes = targets(ASSIGNERS[name], anchors, gt, num_classes=3)
     centre = anchor_index(anchors, 32, 32, 16)
     positive = ((labels >= 0) & (labels < 3)).nonzero().flatten().tolist()
     assert positive == [centre]  # the only positive, and it goes to the higher IoU
@@ -263,7 +274,7 @@ def test_boxes_touching_the_image_border(name):
     anchors, _ = grid_anchors()
     # top-left and bottom-right corners of a 64x64 image
     gt = gt_instances([[0, 0, 12, 12], [52, 52, 64, 64]], [1, 2])
-    labels, boxes = ASSIGNERS[name](anchors, gt, num_classes=3)
+    labels, boxes = targets(ASSIGNERS[name], anchors, gt, num_classes=3)
     positive = ((labels >= 0) & (labels < 3)).nonzero().flatten().tolist()
     # IoU 144/256 = 0.5625 for these two; for ATSS the anchors centred on x = 0 or y = 0 (IoU
     # 96/304 = 0.316, above mean + std) are excluded because their centre lies on the border
@@ -274,6 +285,33 @@ def test_boxes_touching_the_image_border(name):
     if name.startswith("iou"):
         # IoU in [0.4, 0.5) is ignored: none here, and every other anchor is background
         assert set(labels.tolist()) == {1, 2, 3}
+
+
+@pytest.mark.parametrize("name", list(ASSIGNERS))
+@pytest.mark.parametrize("num_gt", [0, 1, 5])
+def test_every_assigner_keeps_the_contract(name, num_gt):
+    """AnchorAssigner's contract: (R,) int64 indices into gt, (R,) int8 labels in {-1, 0, 1},
+    whatever the classes (they are not read); no ground truth: every anchor negative."""
+    assigner = ASSIGNERS[name]
+    assert isinstance(assigner, AnchorAssigner)
+    anchors, _ = grid_anchors()
+    g = torch.Generator().manual_seed(num_gt)
+    xy = torch.rand(num_gt, 2, generator=g) * 40
+    boxes = torch.cat([xy, xy + 8 + torch.rand(num_gt, 2, generator=g) * 16], dim=1)
+    gt = gt_instances(boxes.tolist(), [7] * num_gt)
+    matched, match_labels = assigner(anchors, gt)
+    r = sum(len(a) for a in anchors)
+    assert matched.shape == match_labels.shape == (r,)
+    assert matched.dtype == torch.int64 and match_labels.dtype == torch.int8
+    assert set(match_labels.tolist()) <= {-1, 0, 1}
+    if num_gt == 0:
+        assert not match_labels.any() and not matched.any()
+    else:
+        assert 0 <= matched.min() and matched.max() < num_gt
+        assert (match_labels == 1).any()
+        gt.gt_classes = torch.tensor([3] * num_gt)  # classes never change the matches
+        again = assigner(anchors, gt)
+        assert torch.equal(again[0], matched) and torch.equal(again[1], match_labels)
 
 
 # ---------------------------------------------------------------- ATSS vs a loop re-implementation
@@ -335,7 +373,7 @@ def test_atss_equals_a_loop_reimplementation(sizes, ratios, topk):
         boxes = torch.cat([xy, xy + wh], dim=1).double()
         classes = torch.randint(0, 4, (m,), generator=g)
         gt = Instances((image, image), gt_boxes=Boxes(boxes), gt_classes=classes)
-        labels, matched = assigner(anchors, gt, num_classes=4)
+        labels, matched = targets(assigner, anchors, gt, num_classes=4)
         ref_labels, ref_boxes = atss_by_loops(levels, gen.num_cell_anchors, boxes.tolist(),
                                               classes.tolist(), 4, topk)
         assert labels.tolist() == ref_labels

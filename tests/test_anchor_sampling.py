@@ -188,8 +188,10 @@ def test_bad_sampler_values_name_the_key(opts, match):
 
 def test_bad_normalizer_names_the_key(tiny_cfg):
     tiny_cfg.MODEL.RETINA_FOCAL.NORMALIZER = "mean"
-    with pytest.raises(ValueError, match="NORMALIZER='mean'.*ema, batch"):
-        RetinaFocal.from_config(tiny_cfg)
+    with pytest.raises(ValueError, match="MODEL.RETINA_FOCAL.NORMALIZER='mean'.*'ema', 'batch'"):
+        RetinaFocal(tiny_cfg)
+    with pytest.raises(ValueError, match="^normalizer='mean'.*'ema', 'batch'"):
+        RetinaFocal(**dict(RetinaFocal.from_config(tiny_cfg), normalizer="mean"))
 
 
 # ---------------------------------------------------------------- in the model

@@ -69,7 +69,9 @@ def test_only_new_keys_are_added():
     assert set(extended.MODEL.keys()) - set(plain.MODEL.keys()) == {"RETINA_FOCAL"}
     extended.MODEL.pop("RETINA_FOCAL")
     assert extended == plain
-    with open(os.path.join(os.path.dirname(__file__), "..", "retina_focal", "config", "defaults.py")) as f:
+    defaults = os.path.join(os.path.dirname(__file__), "..", "retina_focal", "config",
+                            "defaults.py")
+    with open(defaults) as f:
         lines = f.read().splitlines()
     for i, line in enumerate(lines):  # a one-line comment above each key
         if line.strip().startswith("_C.MODEL.RETINA_FOCAL.") and "CN()" not in line:
@@ -163,3 +165,70 @@ def test_head_init_follows_the_paper(tiny_cfg):
     assert torch.allclose(torch.sigmoid(bias), torch.full_like(bias, 0.01))
     assert len([m for m in model.head.cls_subnet if isinstance(m, torch.nn.Conv2d)]) == 2
     assert model.head.cls_subnet[0].weight is not model.head.bbox_subnet[0].weight
+
+
+# ---------------------------------------------------------------- validated once, named twice
+
+# (cfg overrides, component class, constructor kwargs with the same bad value, argument, key)
+SAME_CHECK = [
+    (["MODEL.RETINANET.FOCAL_LOSS_GAMMA", "-1.0"], "SigmoidFocalLoss", {"gamma": -1.0},
+     "gamma", "MODEL.RETINANET.FOCAL_LOSS_GAMMA"),
+    (["MODEL.RETINA_FOCAL.FOCAL_LOSS_IMPL", "cuda"], "SigmoidFocalLoss", {"impl": "cuda"},
+     "impl", "MODEL.RETINA_FOCAL.FOCAL_LOSS_IMPL"),
+    (["MODEL.RETINA_FOCAL.ALPHA_PER_CLASS", "[0.1, 0.2, 0.3, 0.4, 0.5, 1.5]"], "SigmoidFocalLoss",
+     {"alpha": [0.1, 0.2, 0.3, 0.4, 0.5, 1.5]}, "alpha", "MODEL.RETINA_FOCAL.ALPHA_PER_CLASS"),
+    (["MODEL.RETINA_FOCAL.LOSS_NAME", "VarifocalLoss", "MODEL.RETINA_FOCAL.VFL_ALPHA", "0.0"],
+     "VarifocalLoss", {"alpha": 0.0}, "alpha", "MODEL.RETINA_FOCAL.VFL_ALPHA"),
+    (["MODEL.RETINA_FOCAL.LOW_QUALITY_MIN_IOU", "1.5"], "IoUThresholdMatcher",
+     {"low_quality_min_iou": 1.5}, "low_quality_min_iou", "MODEL.RETINA_FOCAL.LOW_QUALITY_MIN_IOU"),
+    (["MODEL.RETINA_FOCAL.ASSIGNER_NAME", "ATSSAssigner", "MODEL.RETINA_FOCAL.ATSS_TOPK", "0"],
+     "ATSSAssigner", {"topk": 0}, "topk", "MODEL.RETINA_FOCAL.ATSS_TOPK"),
+    (["MODEL.RETINA_FOCAL.SAMPLER_NAME", "OHEMSampler", "MODEL.RETINA_FOCAL.OHEM_NMS_THRESH",
+      "0.0"], "OHEMSampler", {"nms_thresh": 0.0}, "nms_thresh",
+     "MODEL.RETINA_FOCAL.OHEM_NMS_THRESH"),
+    (["MODEL.RETINA_FOCAL.SAMPLER_NAME", "HardNegativeMiner",
+      "MODEL.RETINA_FOCAL.HNM_MIN_NEGATIVES", "-1"], "HardNegativeMiner", {"min_negatives": -1},
+     "min_negatives", "MODEL.RETINA_FOCAL.HNM_MIN_NEGATIVES"),
+    (["MODEL.RETINA_FOCAL.NORMALIZER", "mean"], "RetinaFocal", None, "normalizer",
+     "MODEL.RETINA_FOCAL.NORMALIZER"),
+]
+
+
+@pytest.mark.parametrize("opts,name,kwargs,argument,key", SAME_CHECK,
+                         ids=[f"{c[1]}.{c[3]}" for c in SAME_CHECK])
+def test_one_check_names_the_argument_or_the_cfg_key(tiny_cfg, opts, name, kwargs, argument,
+                                                     key):
+    """The constructor is the only validator: called with arguments, its error names the
+    argument; built from a cfg (the class itself or build_model), the same message names the
+    cfg key instead."""
+    import retina_focal
+
+    cls = getattr(retina_focal, name)
+    if kwargs is None:  # the model: every other argument from the (valid) cfg
+        kwargs = dict(cls.from_config(tiny_cfg), **{argument: "mean"})
+    with pytest.raises(ValueError) as direct:
+        cls(**kwargs)
+    tiny_cfg.merge_from_list(opts)
+    with pytest.raises(ValueError) as from_cfg:
+        cls(tiny_cfg)
+    with pytest.raises(ValueError) as from_model:
+        build_model(tiny_cfg)
+    direct, from_cfg = str(direct.value), str(from_cfg.value)
+    assert direct.startswith(f"{argument}=") and from_cfg.startswith(f"{key}=")
+    assert direct[len(argument):] == from_cfg[len(key):]  # one message, two names
+    assert str(from_model.value) == from_cfg
+
+
+@pytest.mark.parametrize("component", ["cls_loss", "assigner", "sampler"])
+def test_components_must_derive_from_their_base_class(tiny_cfg, component):
+    """RetinaFocal calls interfaces, it does not probe objects: anything else is refused."""
+    from detectron2.modeling.matcher import Matcher
+
+    kwargs = RetinaFocal.from_config(tiny_cfg)
+    kwargs[component] = {"cls_loss": torch.nn.BCEWithLogitsLoss(),
+                         "assigner": Matcher([0.5], [0, 1]),
+                         "sampler": lambda labels, num_classes: None}[component]
+    base = {"cls_loss": "DenseClsLoss", "assigner": "AnchorAssigner",
+            "sampler": "AnchorSampler"}[component]
+    with pytest.raises(TypeError, match=f"{component} must be a retina_focal.*{base}"):
+        RetinaFocal(**kwargs)

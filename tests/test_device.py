@@ -1,24 +1,55 @@
 """The training step's layout choices: channels-last weights/activations on CPU
-(MODEL.RETINA_FOCAL.MEMORY_FORMAT) and the classification loss summed one FPN level at a
-time. Neither may change what is computed."""
+(MODEL.RETINA_FOCAL.MEMORY_FORMAT), frozen BatchNorm folded into convolutions
+(MODEL.RETINA_FOCAL.FOLD_FROZEN_BN), both applied by retina_focal.engine.device where every
+command builds its model (retina_focal.engine.defaults.build_model), and the classification
+loss summed one FPN level at a time. None of them may change what is computed."""
 import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.modeling import build_model
 
-from retina_focal.modeling.meta_arch import RetinaFocal
+from retina_focal.engine.defaults import build_model
+from retina_focal.engine.device import apply_device_speedups_from_config
+
+
+def _is_channels_last(cfg) -> bool:
+    """Whether the config's speed-ups store a convolution's weight channels-last."""
+    conv = apply_device_speedups_from_config(torch.nn.Conv2d(3, 8, 3), cfg)
+    return conv.weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_memory_format_from_config(tiny_cfg):
     assert tiny_cfg.MODEL.RETINA_FOCAL.MEMORY_FORMAT == "auto"
-    assert RetinaFocal._memory_format_from_config(tiny_cfg) == "channels_last"  # CPU
+    assert _is_channels_last(tiny_cfg)  # CPU
     tiny_cfg.MODEL.DEVICE = "cuda"
-    assert RetinaFocal._memory_format_from_config(tiny_cfg) == "contiguous"
+    assert not _is_channels_last(tiny_cfg)
     tiny_cfg.MODEL.RETINA_FOCAL.MEMORY_FORMAT = "channels_last"
-    assert RetinaFocal._memory_format_from_config(tiny_cfg) == "channels_last"
+    assert _is_channels_last(tiny_cfg)
+    tiny_cfg.MODEL.RETINA_FOCAL.MEMORY_FORMAT = "contiguous"
+    tiny_cfg.MODEL.DEVICE = "cpu"
+    assert not _is_channels_last(tiny_cfg)
     tiny_cfg.MODEL.RETINA_FOCAL.MEMORY_FORMAT = "nhwc"
     with pytest.raises(ValueError, match="MODEL.RETINA_FOCAL.MEMORY_FORMAT='nhwc'"):
-        RetinaFocal._memory_format_from_config(tiny_cfg)
+        build_model(tiny_cfg)
+
+
+def test_speedups_are_applied_where_models_are_built_not_by_the_model(tiny_cfg):
+    """RetinaFocal is about detection: built by Detectron2's own build_model it is NCHW and
+    unfolded whatever the config says; retina_focal's build_model applies the config's
+    speed-ups, to whatever meta-architecture the config names."""
+    from detectron2.modeling import build_model as d2_build_model
+
+    from retina_focal.ops.fold_bn import FrozenBNConv2d
+
+    cfg = frozen_bn_cfg(tiny_cfg, True)
+    plain = d2_build_model(cfg)
+    assert not plain.head.cls_score.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not any(isinstance(m, FrozenBNConv2d) for m in plain.modules())
+    for arch in ("RetinaFocal", "RetinaNet"):
+        cfg.MODEL.META_ARCHITECTURE = arch
+        cfg.MODEL.RETINANET.NORM = ""  # Detectron2 0.6's RetinaNetHead cannot build a GN head
+        fast = build_model(cfg)
+        assert fast.head.cls_score.weight.is_contiguous(memory_format=torch.channels_last)
+        assert any(isinstance(m, FrozenBNConv2d) for m in fast.modules()), arch
 
 
 def test_channels_last_model_weights_and_checkpoints(tiny_cfg, tmp_path):

@@ -9,10 +9,10 @@ import pytest
 import torch
 from conftest import REPO, TINY_CONFIG, copypaste_ap, run_tool
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.modeling import build_model
 from test_parity import crowded, pair
 from test_training import batch
 
+from retina_focal.engine.defaults import build_model
 from retina_focal.export.torchscript import run_traced, trace_model
 
 

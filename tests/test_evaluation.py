@@ -10,7 +10,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from retina_focal.evaluation.coco_report import REPORT_FILE, evaluate_results_file
+from retina_focal.evaluation import REPORT_FILE, evaluate_results_file
 
 CLASSES = ["cat", "dog", "bird"]
 

@@ -1,7 +1,10 @@
 """The LazyConfig files (configs/**/*.py) build what their YAML twins build: the same model
-(module tree, parameter shapes, initial weights, hyper-parameters), data pipeline, optimizer and
-learning-rate schedule; and tools/lazyconfig_train_net.py trains and evaluates with them."""
+(module tree, parameter shapes, initial weights, hyper-parameters, device speed-ups), data
+pipeline, optimizer and learning-rate schedule; tools/lazyconfig_train_net.py trains and
+evaluates with them; and LazyConfig training has the YAML trainer's guarantees (non-finite loss
+check, CPU mixed precision; resuming is tested in test_resume.py)."""
 import json
+import math
 import os
 import re
 
@@ -9,11 +12,14 @@ import pytest
 import torch
 from conftest import CONFIGS, REPO, copypaste_ap, run_tool
 from detectron2.config import LazyConfig, get_cfg, instantiate
-from detectron2.data import DatasetMapper
-from detectron2.modeling import build_model
 from detectron2.solver import build_lr_scheduler, build_optimizer
 
 from retina_focal import add_retina_focal_config
+from retina_focal.data.build import build_resumable_loader, get_training_dataset_dicts
+from retina_focal.data.mapper import RobustDatasetMapper
+from retina_focal.engine.defaults import build_model
+from retina_focal.engine.device import resolve_memory_format
+from retina_focal.engine.lazy import build_lazy_model
 from retina_focal.evaluation.coco_report import REPORT_FILE
 
 PAIRS = [
@@ -40,10 +46,12 @@ def on_cpu(cfg):
 
 
 def build_both(cfg, lazy):
+    """The model of each path, as its trainer builds it (device speed-ups applied)."""
     torch.manual_seed(0)
     from_yaml = build_model(on_cpu(cfg))
     torch.manual_seed(0)
-    from_lazy = instantiate(lazy.model)
+    lazy.train.device = "cpu"
+    from_lazy = build_lazy_model(lazy)
     return from_yaml, from_lazy
 
 
@@ -52,7 +60,8 @@ def test_lazy_config_builds_the_yaml_model(name):
     cfg, lazy = load_pair(name)
     a, b = build_both(cfg, lazy)
     assert type(a) is type(b)
-    assert repr(a) == repr(b)  # module tree, layer shapes, norms, loss and assigner settings
+    # module tree, layer shapes, norms, loss and assigner settings, frozen BN folded or not
+    assert repr(a) == repr(b)
     sa, sb = a.state_dict(), b.state_dict()
     assert list(sa) == list(sb)
     for key in sa:  # same shapes, and the same initial values from the same seed
@@ -93,14 +102,24 @@ def augmentations(mapper):
 def test_lazy_config_trains_like_the_yaml(name):
     """Data pipeline, optimizer parameter groups, LR schedule and run settings."""
     cfg, lazy = load_pair(name)
-    # data: augmentations, image format, batch size, datasets, empty-image filtering
-    ref = DatasetMapper(cfg, is_train=True)
+    # data: augmentations, image format, batch size, datasets, empty-image filtering, and the
+    # resumable seeded stream of the YAML trainer
+    ref = RobustDatasetMapper(cfg, is_train=True)
     got = instantiate(lazy.dataloader.train.mapper)
+    assert type(got) is RobustDatasetMapper
     assert augmentations(ref) == augmentations(got)
-    assert (ref.image_format, ref.use_instance_mask) == (got.image_format, got.use_instance_mask)
-    test_ref, test_got = DatasetMapper(cfg, is_train=False), instantiate(
+    assert (ref.image_format, ref.use_instance_mask, ref.skip_unreadable) == (
+        got.image_format, got.use_instance_mask, got.skip_unreadable)
+    test_ref, test_got = RobustDatasetMapper(cfg, is_train=False), instantiate(
         lazy.dataloader.test.mapper)
+    assert type(test_got) is RobustDatasetMapper
     assert augmentations(test_ref) == augmentations(test_got)
+    train_loader = lazy.dataloader.train
+    assert train_loader._target_ is build_resumable_loader
+    assert train_loader.dataset._target_ is get_training_dataset_dicts
+    assert train_loader.dataset.num_classes == cfg.MODEL.RETINANET.NUM_CLASSES
+    assert train_loader.seed == cfg.SEED
+    assert train_loader.aspect_ratio_grouping == cfg.DATALOADER.ASPECT_RATIO_GROUPING
     assert lazy.dataloader.train.total_batch_size == cfg.SOLVER.IMS_PER_BATCH
     assert lazy.dataloader.train.num_workers == cfg.DATALOADER.NUM_WORKERS
     assert (lazy.dataloader.train.dataset.names,) == tuple(cfg.DATASETS.TRAIN)
@@ -137,6 +156,10 @@ def test_lazy_config_trains_like_the_yaml(name):
     assert lazy.train.eval_period == cfg.TEST.EVAL_PERIOD
     assert lazy.train.amp.enabled == cfg.SOLVER.AMP.ENABLED
     assert lazy.train.seed == cfg.SEED
+    # device speed-ups: the same memory format on the config's device, the same folding
+    assert lazy.train.fold_frozen_bn == cfg.MODEL.RETINA_FOCAL.FOLD_FROZEN_BN
+    assert resolve_memory_format(lazy.train.memory_format, lazy.train.device) == \
+        resolve_memory_format(cfg.MODEL.RETINA_FOCAL.MEMORY_FORMAT, cfg.MODEL.DEVICE)
 
 
 @pytest.mark.parametrize("name", PAIRS)
@@ -185,3 +208,70 @@ def test_lazyconfig_train_net_trains_tiny_then_evaluates(tmp_path):
                                          REPORT_FILE)))
     assert report["metrics"]["AP"] == pytest.approx(ap[0], abs=1e-3)
     assert report["counts"]["images"] == 8
+
+
+# ---- the YAML trainer's guarantees hold for LazyConfig training (one shared trainer) ----
+
+def _trainer(path, tmp_path, tiny_cfg, **opts):
+    """A trainer of the tiny config on ``path`` ("yaml" or "lazy"), 2 images per iteration,
+    no evaluation; ``opts`` are YAML keys (the LazyConfig's equivalents are set alike)."""
+    from retina_focal.engine.defaults import Trainer
+    from retina_focal.engine.lazy import LazyReliableTrainer
+
+    lazy_keys = {"SOLVER.BASE_LR": "optimizer.lr", "SOLVER.MAX_ITER": "train.max_iter",
+                 "SOLVER.AMP.ENABLED": "train.amp.enabled"}
+    if path == "yaml":
+        tiny_cfg.merge_from_list(["OUTPUT_DIR", str(tmp_path), "DATASETS.TEST", "()",
+                                  "SOLVER.IMS_PER_BATCH", "2", "SEED", "3"]
+                                 + [x for kv in opts.items() for x in kv])
+        return Trainer(tiny_cfg)
+    lazy = LazyConfig.load(os.path.join(CONFIGS, "Synthetic", "retina_focal_R_18_FPN_tiny.py"))
+    LazyConfig.apply_overrides(lazy, [f"train.output_dir={tmp_path}", "dataloader.evaluator=null",
+                                      "dataloader.train.total_batch_size=2", "train.seed=3"]
+                               + [f"{lazy_keys[k]}={v}" for k, v in opts.items()])
+    return LazyReliableTrainer(lazy)
+
+
+@pytest.mark.parametrize("path", ["yaml", "lazy"])
+def test_non_finite_loss_stops_training_on_both_paths(path, tiny_cfg, tmp_path):
+    # a huge learning rate: the first update blows the weights up, iteration 1 overflows
+    trainer = _trainer(path, tmp_path, tiny_cfg, **{"SOLVER.BASE_LR": "1e30",
+                                                    "SOLVER.MAX_ITER": "4"})
+    trainer.resume_or_load(resume=False)
+    with pytest.raises(FloatingPointError, match="Non-finite loss at iteration 1: loss_"):
+        trainer.train()
+    assert trainer.iter == 1  # it stopped there
+
+
+@pytest.mark.parametrize("path", ["yaml", "lazy"])
+def test_cpu_amp_trains_under_bfloat16_autocast_on_both_paths(path, tiny_cfg, tmp_path):
+    from retina_focal.engine.trainer import CPUAutocastTrainer
+
+    trainer = _trainer(path, tmp_path, tiny_cfg, **{"SOLVER.AMP.ENABLED": "True",
+                                                    "SOLVER.MAX_ITER": "2"})
+    assert type(trainer._trainer) is CPUAutocastTrainer
+    dtypes = []
+    trainer.model.head.cls_score.register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    assert dtypes and set(dtypes) == {torch.bfloat16}  # the head ran in bfloat16
+    losses = trainer.storage.history("total_loss").values()
+    assert len(losses) == 2 and all(math.isfinite(v) for v, _ in losses)
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+
+
+def test_lazy_device_speedups_come_from_train_and_bad_values_name_the_key():
+    from retina_focal.ops.fold_bn import FrozenBNConv2d
+
+    lazy = LazyConfig.load(os.path.join(CONFIGS, "COCO-Detection", "retina_focal_R_50_FPN_1x.py"))
+    lazy.train.device = "cpu"
+    lazy.train.memory_format = "channels_last"
+    model = build_lazy_model(lazy)
+    assert isinstance(model.backbone.bottom_up.stem.conv1, FrozenBNConv2d)
+    assert model.head.cls_score.weight.is_contiguous(memory_format=torch.channels_last)
+    lazy.train.memory_format = "nhwc"
+    with pytest.raises(ValueError, match="train.memory_format='nhwc' is invalid"):
+        build_lazy_model(lazy)
+    del lazy.train.fold_frozen_bn
+    with pytest.raises(ValueError, match="no train.fold_frozen_bn"):
+        build_lazy_model(lazy)

@@ -1,14 +1,12 @@
-"""tools/plot_focal_loss.py: Figure 1 values against the paper's formula, Figure 4 against
-Detectron2's own anchor matcher, valid PNGs."""
-import importlib.util
+"""retina-focal plot-focal-loss (tools/plot_focal_loss.py): Figure 1 values against the
+paper's formula, Figure 4 against Detectron2's own anchor matcher, valid PNGs."""
 import json
 import math
-import os
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TINY_CONFIG
+from conftest import TINY_CONFIG
 from detectron2.modeling.matcher import Matcher
 from detectron2.structures import Boxes, pairwise_iou
 from PIL import Image
@@ -17,11 +15,9 @@ from retina_focal.analysis.loss_curves import anchor_probabilities, loss_cdf
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location(
-        "plot_focal_loss", os.path.join(REPO, "tools", "plot_focal_loss.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from retina_focal.cli import plot_focal_loss
+
+    return plot_focal_loss
 
 
 def _valid_png(path):
@@ -30,7 +26,7 @@ def _valid_png(path):
 
 
 def test_figure1_values_follow_the_formula(tmp_path):
-    assert _tool().main(["--output", str(tmp_path)]) == 0
+    assert _tool().run(["--output", str(tmp_path)]) == 0
     _valid_png(tmp_path / "figure1.png")
     data = json.load(open(tmp_path / "figure1.json"))
     assert sorted(float(g) for g in data["loss"]) == [0.0, 0.5, 1.0, 2.0, 5.0]
@@ -60,7 +56,7 @@ def test_figure4_from_a_model_and_dataset(tmp_path, tiny_cfg):
     tool = _tool()
     args = ["--output", str(tmp_path), "--config-file", TINY_CONFIG, "--num-images", "6",
             "--dataset", "synthetic_shapes_tiny_train"]
-    assert tool.main(args) == 0
+    assert tool.run(args) == 0
     _valid_png(tmp_path / "figure4.png")
     data = json.load(open(tmp_path / "figure4.json"))
     for kind in ("positive", "negative"):

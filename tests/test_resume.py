@@ -1,17 +1,21 @@
-"""Interruption and many processes, with real processes and real files.
+"""Interruption and many processes, with real processes and real files, on both training
+paths: a YAML config (tools/train_net.py) and its LazyConfig twin
+(tools/lazyconfig_train_net.py), which share one trainer and must keep the same promises.
 
 * SIGKILL a training run between checkpoints, ``--resume`` it: the final weights equal an
-  uninterrupted run's (CPU, fixed seed);
+  uninterrupted run's (CPU, fixed seed), and the checkpoint holds the optimizer state, the EMA
+  loss normaliser and the data-stream seed;
+* the LazyConfig run trains exactly the YAML run (same weights, bit for bit);
 * a kill while a checkpoint is written never leaves a partial file behind ``last_checkpoint``;
 * ``--num-gpus 2`` on this CPU-only machine trains with two GLOO processes of 2 images and
   ends with the weights of one process of 4 images;
 * two "machines" (two launchers, machine ranks 0 and 1, tcp://127.0.0.1) evaluate together,
   every image exactly once, with the detections of one process.
 
-All runs share one reference run (one process, 4 images per iteration). Its backbone uses
-FrozenBN and its FPN no norm (the head uses GroupNorm, per image): with BatchNorm each process
-would normalise with its own 2 images' statistics, which is not the same computation as one
-process normalising 4 images, so exact equality would not be expected.
+All runs of a path share one reference run (one process, 4 images per iteration). Its backbone
+uses FrozenBN and its FPN no norm (the head uses GroupNorm, per image): with BatchNorm each
+process would normalise with its own 2 images' statistics, which is not the same computation as
+one process normalising 4 images, so exact equality would not be expected.
 """
 import json
 import os
@@ -24,7 +28,7 @@ import time
 
 import pytest
 import torch
-from conftest import REPO, TINY_CONFIG, run_tool
+from conftest import CONFIGS, REPO, TINY_CONFIG, run_tool
 
 # 4 iterations of 4 images, a checkpoint after every iteration, random horizontal flips (so
 # both the data stream and the augmentation must resume), an LR step after the kill point.
@@ -36,7 +40,18 @@ OPTS = [
     "MODEL.RESNETS.NORM", "FrozenBN", "MODEL.FPN.NORM", "",
     "MODEL.RETINANET.SCORE_THRESH_TEST", "0.001", "TEST.DETECTIONS_PER_IMAGE", "20",
 ]
-NO_EVAL = ["DATASETS.TEST", "()"]
+# the same run as a LazyConfig
+TINY_LAZY_CONFIG = os.path.join(CONFIGS, "Synthetic", "retina_focal_R_18_FPN_tiny.py")
+LAZY_OPTS = [
+    "train.seed=7", "train.max_iter=4", "train.checkpointer.period=1",
+    "dataloader.train.total_batch_size=4", "lr_multiplier.scheduler.milestones=[3]",
+    "lr_multiplier.scheduler.values=[1.0,0.1]", "lr_multiplier.warmup_length=0.5",
+    "model.backbone.bottom_up.stem.norm=FrozenBN", "model.backbone.bottom_up.stages.norm=FrozenBN",
+    "model.backbone.norm=''", "model.test_score_thresh=0.001",
+    "model.max_detections_per_image=20",
+]
+PATHS = ("yaml", "lazy")
+NO_EVAL = {"yaml": ["DATASETS.TEST", "()"], "lazy": ["dataloader.evaluator=null"]}
 VAL = "synthetic_shapes_tiny_val"
 
 
@@ -44,28 +59,49 @@ def _env():
     return dict(os.environ, PYTHONWARNINGS="ignore")
 
 
-def _tool(flags, opts, out_dir):
-    return ["tools/train_net.py", "--config-file", TINY_CONFIG] + flags + OPTS + opts + [
-        "OUTPUT_DIR", out_dir]
+def _tool(path, flags, opts, out_dir):
+    """The command line of a run of ``path`` ("yaml" or "lazy")."""
+    if path == "yaml":
+        return ["tools/train_net.py", "--config-file", TINY_CONFIG] + flags + OPTS + opts + [
+            "OUTPUT_DIR", out_dir]
+    return ["tools/lazyconfig_train_net.py", "--config-file", TINY_LAZY_CONFIG] + flags + \
+        LAZY_OPTS + opts + [f"train.output_dir={out_dir}"]
+
+
+def _weights(path, file):
+    return ["MODEL.WEIGHTS", file] if path == "yaml" else [f"train.init_checkpoint={file}"]
 
 
 def _load(path):
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """One uninterrupted single-process run, evaluated at the end."""
-    out = str(tmp_path_factory.mktemp("reference"))
-    proc = run_tool(_tool([], [], out), cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
+_REFERENCES = {}
+
+
+def _reference_run(path, tmp_path_factory):
+    """One uninterrupted single-process run of ``path``, evaluated at the end (once per
+    module)."""
+    if path not in _REFERENCES:
+        out = str(tmp_path_factory.mktemp(f"reference_{path}"))
+        proc = run_tool(_tool(path, [], [], out), cwd=REPO)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        _REFERENCES[path] = out
+    return _REFERENCES[path]
+
+
+@pytest.fixture(scope="module", params=PATHS)
+def reference(request, tmp_path_factory):
+    """(path, output directory of its reference run)."""
+    return request.param, _reference_run(request.param, tmp_path_factory)
 
 
 def test_sigkill_between_checkpoints_then_resume_equals_uninterrupted_run(reference, tmp_path):
+    path, reference = reference
     run_dir = str(tmp_path)
     # the same run, killed with SIGKILL as soon as the checkpoint of iteration 1 is complete
-    p = subprocess.Popen([sys.executable] + _tool([], NO_EVAL, run_dir), cwd=REPO, env=_env(),
+    p = subprocess.Popen([sys.executable] + _tool(path, [], NO_EVAL[path], run_dir), cwd=REPO,
+                         env=_env(),
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     tag = os.path.join(run_dir, "last_checkpoint")
     deadline = time.time() + 300
@@ -78,7 +114,7 @@ def test_sigkill_between_checkpoints_then_resume_equals_uninterrupted_run(refere
     assert not os.path.exists(os.path.join(run_dir, "model_final.pth"))
     resumed_from = open(tag).read().strip()
 
-    proc = run_tool(_tool(["--resume"], NO_EVAL, run_dir), cwd=REPO)
+    proc = run_tool(_tool(path, ["--resume"], NO_EVAL[path], run_dir), cwd=REPO)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]
     start = int(resumed_from[len("model_"):-len(".pth")]) + 1
@@ -98,13 +134,30 @@ def test_sigkill_between_checkpoints_then_resume_equals_uninterrupted_run(refere
     for k, st in ref_opt["state"].items():
         assert torch.equal(st["momentum_buffer"], run_opt["state"][k]["momentum_buffer"])
     assert ref["trainer"]["hooks"] == run["trainer"]["hooks"]  # LR scheduler
+    # the data stream's seed is in every checkpoint, so a resumed stream is the same stream
+    assert ref["train_data_stream"] == run["train_data_stream"] == {"seed": 7}
+    killed = _load(os.path.join(run_dir, resumed_from))
+    assert killed["train_data_stream"] == {"seed": 7} and killed["iteration"] == start - 1
+    assert killed["trainer"]["_trainer"]["optimizer"]["state"]  # momentum buffers
+    assert killed["model_training_state"]["loss_normalizer"] != 100  # the EMA moved
+
+
+def test_lazy_config_run_trains_the_yaml_run(tmp_path_factory):
+    """Same model, data stream, augmentation, optimizer and schedule: the same weights."""
+    yaml_run, lazy_run = (_load(os.path.join(_reference_run(p, tmp_path_factory),
+                                             "model_final.pth")) for p in PATHS)
+    assert yaml_run["model"].keys() == lazy_run["model"].keys()
+    for k, v in yaml_run["model"].items():
+        assert torch.equal(v, lazy_run["model"][k]), k
+    assert yaml_run["model_training_state"] == lazy_run["model_training_state"]
 
 
 def test_two_cpu_processes_train_like_one_process_with_the_same_total_batch(
     reference, tmp_path
 ):
-    proc = run_tool(_tool(["--num-gpus", "2", "--dist-url", "auto"], NO_EVAL, str(tmp_path)),
-                    cwd=REPO)
+    path, reference = reference
+    proc = run_tool(_tool(path, ["--num-gpus", "2", "--dist-url", "auto"], NO_EVAL[path],
+                          str(tmp_path)), cwd=REPO)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]
     assert "starting 2 CPU process(es) (GLOO" in log
@@ -132,13 +185,14 @@ def _free_port():
 
 
 def test_two_machines_evaluate_every_image_once_with_one_process_results(reference, tmp_path):
+    path, reference = reference
     url = f"tcp://127.0.0.1:{_free_port()}"
     weights = os.path.join(reference, "model_final.pth")
     procs = [
         subprocess.Popen(
-            [sys.executable] + _tool(["--eval-only", "--num-gpus", "1", "--num-machines", "2",
-                                      "--machine-rank", str(rank), "--dist-url", url],
-                                     ["MODEL.WEIGHTS", weights], str(tmp_path)),
+            [sys.executable] + _tool(path, ["--eval-only", "--num-gpus", "1", "--num-machines",
+                                            "2", "--machine-rank", str(rank), "--dist-url", url],
+                                     _weights(path, weights), str(tmp_path)),
             cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for rank in (0, 1)
     ]

@@ -1,7 +1,6 @@
 """The command-line tools on the tiny synthetic dataset: evaluate.py (checkpoint and results-file
 modes), train_net.py --eval-only with --dataset, demo.py, plot_training.py, and the evaluation
 report the Trainer writes. One short training run (module fixture) feeds them all."""
-import importlib.util
 import json
 import math
 import os
@@ -44,13 +43,6 @@ def trained(tmp_path_factory):
             "results": os.path.join(out, "inference", VAL, "coco_instances_results.json")}
 
 
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def same(ours, d2):
     """Our report's value (None for 'no ground truth') against Detectron2's (NaN)."""
     if d2 is None or (isinstance(d2, float) and math.isnan(d2)):
@@ -89,9 +81,10 @@ def test_training_logs_and_trainer_report(trained):
 
 
 def test_evaluate_results_file_cli(trained, tmp_path, capsys):
-    evaluate = load_tool("evaluate")  # its command line, in this process
+    from retina_focal.cli import evaluate  # its command line, in this process
+
     out = str(tmp_path / "report")
-    evaluate.cli(["--results", trained["results"], "--gt-json", trained["gt_json"],
+    evaluate.run(["--results", trained["results"], "--gt-json", trained["gt_json"],
                   "--output", out])
     printed = capsys.readouterr().out
     assert "Per-category AP (%), sorted" in printed and "|   category |" in printed
@@ -103,7 +96,7 @@ def test_evaluate_results_file_cli(trained, tmp_path, capsys):
     bad[0]["image_id"] = 999
     (tmp_path / "bad.json").write_text(json.dumps(bad))
     with pytest.raises(SystemExit, match=r"^error: .*bad.json: image_id 999 not in .*val.json"):
-        evaluate.cli(["--results", str(tmp_path / "bad.json"), "--gt-json", trained["gt_json"]])
+        evaluate.run(["--results", str(tmp_path / "bad.json"), "--gt-json", trained["gt_json"]])
 
 
 def test_evaluate_checkpoint_on_a_json_and_image_folder(trained, tmp_path):
@@ -209,7 +202,8 @@ def test_demo_annotates_and_writes_coco_results(trained, tmp_path):
 
 
 def test_demo_input_errors(tmp_path):
-    demo = load_tool("demo")
+    from retina_focal.cli import demo
+
     with pytest.raises(SystemExit, match="matches no image file"):
         demo.collect_images([str(tmp_path / "*.png")])
     args = demo.parse_args(["--config-file", TINY_CONFIG, "--input", "a.png", "b/",
@@ -231,8 +225,8 @@ def test_plot_training_overlays_runs(trained, tmp_path, capfd):
                     m[k] *= 2
             f.write(json.dumps(m) + "\n")
     out = str(tmp_path / "plots")
-    load_tool("plot_training").main([trained["out"], str(other / "metrics.json"), "--labels",
-                                     "base", "doubled", "--output", out, "--smooth", "2"])
+    assert cli.main(["plot", trained["out"], str(other / "metrics.json"), "--labels", "base",
+                     "doubled", "--output", out, "--smooth", "2"]) == 0
     for name in ("losses", "num_pos_anchors", "lr", "ap", "training"):
         assert_png(os.path.join(out, name + ".png"), min_size=(400, 300))
     summary = json.load(open(os.path.join(out, "summary.json")))
@@ -245,7 +239,7 @@ def test_plot_training_overlays_runs(trained, tmp_path, capfd):
 
     # through the console entry point (retina-focal plot ...), with a run that is gone
     shutil.rmtree(other)
-    assert cli.main(["plot", str(other)]) != 0  # runs tools/plot_training.py
+    assert cli.main(["plot", str(other)]) != 0  # in this process, its message on stderr
     assert "does not exist" in capfd.readouterr().err
     assert cli.main(["nope"]) == 2 and "unknown command 'nope'" in capfd.readouterr().err
 

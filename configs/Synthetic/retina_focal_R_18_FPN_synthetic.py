@@ -3,19 +3,18 @@
 # BasicBlock ResNet-18 (res2..res5: 32, 64, 128, 256 channels), BatchNorm everywhere, and a
 # 64-channel FPN / head. Everything else is the COCO config's.
 from detectron2.config import LazyCall as L
-from detectron2.config import LazyConfig
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import ResNet
 from detectron2.modeling.backbone.resnet import BasicStem
 
-from retina_focal.modeling.backbone import make_basic_resnet_stages  # also registers datasets
+from retina_focal.modeling.backbone import make_basic_resnet_stages
 
-_coco = LazyConfig.load_rel("../COCO-Detection/retina_focal_R_50_FPN_1x.py")
-model, dataloader, optimizer, lr_multiplier, train = (
-    _coco.model, _coco.dataloader, _coco.optimizer, _coco.lr_multiplier, _coco.train
-)
+from ..common.data.synthetic import synthetic_dataloader
+from ..common.models.retina_focal import STRIDES, model
+from ..common.optim import SGD as optimizer
+from ..common.schedule import warmup_multi_step
+from ..common.train import train
 
-STRIDES = [8, 16, 32, 64, 128]
 WIDTH = 64  # FPN and head channels
 RES2 = 32  # ResNet width: res2..res5 have 32, 64, 128, 256 channels
 
@@ -37,27 +36,19 @@ model.head.norm = "BN"
 # objects are 12-128 px: anchors start at 16 px on P3
 model.anchor_generator.sizes = [[2 * s * 2 ** (k / 3) for k in range(3)] for s in STRIDES]
 model.num_classes = 6
-model.memory_format = "channels_last"  # this config trains on the CPU (train.device)
 model.pixel_std = [57.375, 57.120, 58.395]
 
-dataloader.train.dataset.names = "synthetic_shapes_train"
-dataloader.train.mapper.augmentations[0].short_edge_length = (256,)
-dataloader.train.mapper.augmentations[0].max_size = 256
-dataloader.train.total_batch_size = 8
-dataloader.train.num_workers = 2
-dataloader.test.dataset.names = "synthetic_shapes_val"
-dataloader.test.mapper.augmentations[0].short_edge_length = 256
-dataloader.test.mapper.augmentations[0].max_size = 256
-dataloader.test.num_workers = 2
+dataloader = synthetic_dataloader("synthetic_shapes", 256, total_batch_size=8, num_workers=2)
 
 optimizer.lr = 0.02
 
 train.output_dir = "./output/synthetic_R18_lazy"
-train.init_checkpoint = ""
 train.max_iter = 1700
 train.checkpointer.period = 1000
 train.device = "cpu"
+train.memory_format = "channels_last"
 train.seed = 0
 
-lr_multiplier.scheduler.milestones = [1300, 1550]
-lr_multiplier.warmup_length = 200 / train.max_iter
+lr_multiplier = warmup_multi_step(train.max_iter, steps=[1300, 1550], warmup_iters=200)
+
+__all__ = ["dataloader", "lr_multiplier", "model", "optimizer", "train"]

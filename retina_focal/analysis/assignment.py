@@ -120,37 +120,34 @@ def analyze_image(
 ) -> Dict:
     """Assign one image's anchors and count the outcome.
 
-    The assigner is called with ground-truth *indices* as classes (``gt_classes = arange(M)``
-    and ``num_classes = M``), so a positive anchor's label names the ground truth it went to,
-    whatever the assigner.
-
     Args:
         anchors: L Boxes, together R anchors.
         gt_boxes: (M, 4) XYXY boxes.
-        gt_classes: (M,) class ids (copied to the record; the assigner never sees them).
+        gt_classes: (M,) class ids (copied to the record).
         gt_areas: (M,) areas for the size buckets (copied to the record).
         image_size: (h, w) of the image the boxes live in.
-        assigner: called as ``assigner(anchors, gt: Instances, num_classes)``.
+        assigner: an :class:`~retina_focal.modeling.anchor_assignment.AnchorAssigner`, called
+            as ``assigner(anchors, gt: Instances)`` -> (matched_idxs (R,), match_labels (R,)).
 
     Returns:
         dict with ``num_positive``, ``num_negative``, ``num_ignored`` (ints), and per ground
         truth (lists of length M): ``gt_class``, ``gt_area``, ``gt_positives`` (number of
-        positive anchors), ``gt_best_iou`` (its highest IoU with any anchor) and
+        positive anchors matched to it), ``gt_best_iou`` (its highest IoU with any anchor) and
         ``gt_best_level`` (the feature level of that anchor).
     """
     m = len(gt_boxes)
     gt = Instances(tuple(image_size))
     gt.gt_boxes = Boxes(gt_boxes)
-    gt.gt_classes = torch.arange(m, dtype=torch.int64)
-    labels, _ = assigner(anchors, gt, m)
-    positive = (labels >= 0) & (labels < m)
+    gt.gt_classes = gt_classes
+    matched_idxs, match_labels = assigner(anchors, gt)
+    positive = match_labels == 1
     record = {
         "num_positive": int(positive.sum()),
-        "num_negative": int((labels == m).sum()),
-        "num_ignored": int((labels == -1).sum()),
+        "num_negative": int((match_labels == 0).sum()),
+        "num_ignored": int((match_labels == -1).sum()),
         "gt_class": [int(c) for c in gt_classes],
         "gt_area": [float(a) for a in gt_areas],
-        "gt_positives": torch.bincount(labels[positive], minlength=m).tolist(),
+        "gt_positives": torch.bincount(matched_idxs[positive], minlength=m).tolist(),
     }
     all_anchors = Boxes.cat(anchors)
     if m and len(all_anchors):
@@ -275,11 +272,9 @@ def plot_summaries(summaries: Dict[str, Dict], out_dir: str) -> List[str]:
     """
     import os
 
-    import matplotlib
+    from retina_focal.utils.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     os.makedirs(out_dir, exist_ok=True)
     names = list(summaries)
     paths = []

@@ -17,6 +17,8 @@ from typing import Dict, Iterable, List, Sequence, Tuple
 import numpy as np
 import torch
 
+from retina_focal.utils.plotting import pyplot
+
 __all__ = [
     "anchor_probabilities",
     "figure1_data",
@@ -43,7 +45,7 @@ def figure1_data(gammas: Sequence[float], num: int = 400) -> Dict:
 
 def plot_figure1(data: Dict, path: str) -> None:
     """Draw Figure 1 from :func:`figure1_data`'s output into the PNG ``path``."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for gamma, loss in data["loss"].items():
         ax.plot(data["p_t"], loss, label=f"gamma = {float(gamma):g}" + (
@@ -132,7 +134,7 @@ def loss_cdf(
 def plot_figure4(data: Dict, path: str) -> None:
     """Draw Figure 4 (positives left, negatives right) from ``data``:
     ``{"positive"|"negative": {"num_samples": n, "fraction": [...], "cdf": {gamma: [...]}}}``."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
     for ax, kind in zip(axes, ("positive", "negative")):
         d = data[kind]
@@ -150,12 +152,3 @@ def plot_figure4(data: Dict, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt

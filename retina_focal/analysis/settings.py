@@ -4,11 +4,9 @@ This is the one place in ``retina_focal.analysis`` that reads a config: it build
 generator, the backbone's strides and padding, and the assigner exactly as ``RetinaFocal``
 does, so the analysis sees the anchors and labels the model would train with.
 """
-import os
 from typing import Dict, List, Tuple
 
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import build_backbone
 from detectron2.modeling.anchor_generator import build_anchor_generator
 from detectron2.structures import Boxes
@@ -18,8 +16,8 @@ from retina_focal.analysis.assignment import (
     gt_as_model_sees_it,
     resized_image_size,
 )
-from retina_focal.config import add_retina_focal_config
 from retina_focal.data.datasets.coco import parse_dataset_spec, register_coco_dataset
+from retina_focal.engine.defaults import build_cfg
 from retina_focal.modeling.anchor_assignment import build_assigner
 from retina_focal.modeling.meta_arch import head_feature_shapes
 
@@ -27,17 +25,12 @@ __all__ = ["AssignmentSetting", "load_cfg", "register_dataset_arg", "image_size_
 
 
 def load_cfg(config_file: str, opts: List[str]):
-    """A frozen config: Detectron2's defaults + retina_focal's keys + the file + ``opts``."""
-    if not os.path.isfile(config_file):
-        raise FileNotFoundError(f"config file {config_file!r} does not exist")
-    if len(opts) % 2:
-        raise ValueError(f"config overrides must be KEY VALUE pairs, got an odd list: {opts}")
-    cfg = get_cfg()
-    add_retina_focal_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
-    cfg.freeze()
-    return cfg
+    """A frozen config: the shared YAML config path
+    (:func:`retina_focal.engine.defaults.build_cfg`: Detectron2's defaults + retina_focal's
+    keys + the file + ``opts``), whose file must exist."""
+    if not config_file:
+        raise FileNotFoundError("no config file given")
+    return build_cfg(config_file, opts)
 
 
 def register_dataset_arg(spec: str) -> str:

@@ -5,12 +5,23 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-__all__ = ["PALETTE", "IGNORED_COLOR", "draw_assignment"]
+__all__ = ["PALETTE", "IGNORED_COLOR", "draw_assignment", "gt_index_labels", "legend_lines"]
 
 # one colour per ground truth (cycled); its positive anchors are drawn in the same colour
 PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
            (70, 240, 240), (240, 50, 230), (210, 245, 60), (255, 225, 25), (0, 128, 128)]
 IGNORED_COLOR = (160, 160, 160)
+
+
+def gt_index_labels(matched_idxs: torch.Tensor, match_labels: torch.Tensor,
+                    num_gt: int) -> torch.Tensor:
+    """An assigner's output (see ``AnchorAssigner``) as one (R,) int64 tensor: the matched
+    ground truth's index 0..M-1 for a positive anchor, -1 for an ignored one, M = ``num_gt``
+    for a negative one."""
+    labels = matched_idxs.clone()
+    labels[match_labels == 0] = num_gt
+    labels[match_labels == -1] = -1
+    return labels
 
 
 def draw_assignment(
@@ -29,7 +40,7 @@ def draw_assignment(
         gt_text: M captions drawn above the boxes.
         anchors: (R, 4) XYXY, all anchors of the image.
         labels: (R,) int64: ground-truth index 0..M-1 for a positive anchor, -1 ignored,
-            M negative (an assigner called with ``gt_classes = arange(M)``).
+            M negative (:func:`gt_index_labels` of an assigner's output).
         scale: magnification of the drawing (nearest-neighbour), so small anchors stay visible.
         title: a line of text drawn in the top margin.
 

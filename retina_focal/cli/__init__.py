@@ -1,42 +1,62 @@
-"""``retina-focal COMMAND [ARGS...]``: the console entry point (installed by ``pip install -e .``).
+"""``retina-focal COMMAND [ARGS...]``: the console entry point (installed with the package).
 
-It runs the repository's ``tools/`` scripts, which stay the documented way in; every argument
-after the command goes to the script unchanged::
+Every command runs in this process, from the installed package (a wheel is enough: no source
+tree, no ``tools/``). Each lives in a module of this package holding its argument parser,
+``main(args)`` (the work, given parsed arguments; for the commands Detectron2's launcher runs
+in several processes, the function it launches) and ``run(argv)`` (parse, run, exit status).
+The repository's ``tools/*.py`` scripts are thin wrappers of the same modules, with the same
+command lines::
 
     retina-focal train --config-file configs/Synthetic/retina_focal_R_18_FPN_tiny.yaml
     retina-focal eval --results dets.json --gt-json val.json
     retina-focal demo --config-file CFG --input images/ MODEL.WEIGHTS model_final.pth
 """
-import os
-import subprocess
+import importlib
 import sys
 
 __all__ = ["COMMANDS", "main"]
 
-# command -> (script in tools/, what it does)
+# command -> (module of this package, tools/ script of the same command line, what it does)
 COMMANDS = {
-    "train": ("train_net.py", "train / evaluate with a YAML config (Detectron2 trainer)"),
-    "lazy-train": ("lazyconfig_train_net.py", "train / evaluate with a LazyConfig (.py) config"),
-    "eval": ("evaluate.py", "COCO evaluation report of a checkpoint or a results file"),
-    "demo": ("demo.py", "annotated images + COCO results of a model on images"),
-    "plot": ("plot_training.py", "training curves (PNG) from metrics.json, runs overlaid"),
-    "export": ("export_model.py", "TorchScript export"),
-    "make-dataset": ("write_synthetic_coco.py", "write the synthetic dataset as COCO files"),
+    "train": ("train", "train_net.py", "train / evaluate with a YAML config (Detectron2 trainer)"),
+    "lazy-train": ("lazy_train", "lazyconfig_train_net.py",
+                   "train / evaluate with a LazyConfig (.py) config"),
+    "eval": ("evaluate", "evaluate.py", "COCO evaluation report of a checkpoint or a results file"),
+    "demo": ("demo", "demo.py", "annotated images + COCO results of a model on images"),
+    "plot": ("plot", "plot_training.py", "training curves (PNG) from metrics.json, runs overlaid"),
+    "export": ("export", "export_model.py", "TorchScript export"),
+    "make-dataset": ("make_dataset", "write_synthetic_coco.py",
+                     "write the synthetic dataset as COCO files"),
+    "ablate": ("ablate", "ablate.py", "train and evaluate one of the paper's ablation studies"),
+    "analyze": ("analyze", "analyze_assignment.py",
+                "anchor-assignment statistics of one or several configs on a dataset"),
+    "visualize": ("visualize", "visualize_assignment.py",
+                  "draw the anchors the assigner labels on one image"),
+    "benchmark": ("benchmark", "benchmark.py",
+                  "time the focal loss, a training step and inference against Detectron2"),
+    "plot-focal-loss": ("plot_focal_loss", "plot_focal_loss.py",
+                        "the paper's Figure 1 (and Figure 4 of a trained model)"),
 }
-
-
-def tools_dir() -> str:
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
 
 
 def usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [f"  {name:<{width}}  {desc} (tools/{script})"
-             for name, (script, desc) in COMMANDS.items()]
-    return "usage: retina-focal COMMAND [ARGS...]\n\ncommands:\n" + "\n".join(lines)
+             for name, (_, script, desc) in COMMANDS.items()]
+    return ("usage: retina-focal COMMAND [ARGS...]   (retina-focal COMMAND --help: its options)"
+            "\n\ncommands:\n" + "\n".join(lines))
+
+
+def command_module(command: str):
+    """The module of ``command`` (imported on demand: a command pays only for its imports)."""
+    return importlib.import_module(f"{__name__}.{COMMANDS[command][0]}")
 
 
 def main(argv=None) -> int:
+    """Run ``retina-focal`` with ``argv`` (default ``sys.argv[1:]``); return the exit status.
+
+    A command that stops with ``SystemExit`` (argparse, or an ``error: ...`` message) returns
+    its status here, its message printed to stderr, as the process would have exited."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
@@ -46,16 +66,11 @@ def main(argv=None) -> int:
         print(f"error: unknown command {command!r}; choose from {', '.join(COMMANDS)}\n\n"
               + usage(), file=sys.stderr)
         return 2
-    script = os.path.join(tools_dir(), COMMANDS[command][0])
-    if not os.path.isfile(script):
-        print(f"error: {script} does not exist: retina-focal runs the repository's tools/ "
-              "scripts, so it needs the package installed from its source tree "
-              "(pip install -e .)", file=sys.stderr)
-        return 2
-    # A child process (not runpy): Detectron2's launcher spawns workers that re-import the
-    # script's __main__, which must be the script itself.
-    return subprocess.call([sys.executable, script] + rest)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        status = command_module(command).run(rest)
+    except SystemExit as e:
+        if e.code is None or isinstance(e.code, int):
+            return e.code or 0
+        print(e.code, file=sys.stderr)
+        return 1
+    return status if isinstance(status, int) else 0

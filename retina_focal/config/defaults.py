@@ -3,16 +3,11 @@
 Only new settings live under ``MODEL.RETINA_FOCAL``; keys Detectron2 already has
 (``MODEL.RETINANET.FOCAL_LOSS_ALPHA``, ``IOU_THRESHOLDS``, ...) stay where they are, so a stock
 Detectron2 RetinaNet config runs with ``MODEL.META_ARCHITECTURE: "RetinaFocal"`` alone.
+Values are checked where they are used, by the constructors (:mod:`.validation`).
 """
-import math
-from typing import Sequence
-
 from detectron2.config import CfgNode as CN
 
-__all__ = [
-    "add_retina_focal_config", "check_alpha_per_class", "check_choice", "check_focal_params",
-    "check_gamma", "check_iou_thresholds", "check_range", "MEMORY_FORMATS", "NORMALIZERS",
-]
+__all__ = ["add_retina_focal_config", "MEMORY_FORMATS", "NORMALIZERS"]
 
 # Values of MODEL.RETINA_FOCAL.NORMALIZER.
 NORMALIZERS = ("ema", "batch")
@@ -83,79 +78,3 @@ def add_retina_focal_config(cfg: CN) -> None:
 
     # Training: skip (log and count) missing or corrupt image files instead of stopping.
     _C.MODEL.RETINA_FOCAL.SKIP_UNREADABLE_IMAGES = False
-
-
-def check_focal_params(alpha: float, gamma: float, *, alpha_key: str, gamma_key: str) -> None:
-    """Raise ValueError unless alpha is in [0, 1] or exactly -1 (no balancing) and gamma >= 0."""
-    if not (alpha == -1 or 0.0 <= alpha <= 1.0) or math.isnan(alpha):
-        raise ValueError(
-            f"{alpha_key}={alpha!r} is invalid: use a value in [0, 1], or -1 to disable "
-            "alpha-balancing"
-        )
-    if not gamma >= 0.0 or math.isinf(gamma):
-        raise ValueError(
-            f"{gamma_key}={gamma!r} is invalid: use a finite value >= 0 (0 gives "
-            "alpha-balanced cross entropy)"
-        )
-
-
-def check_gamma(gamma: float, *, key: str) -> None:
-    """Raise ValueError unless gamma is finite and >= 0."""
-    if not gamma >= 0.0 or math.isinf(gamma):
-        raise ValueError(f"{key}={gamma!r} is invalid: use a finite value >= 0")
-
-
-def check_alpha_per_class(alpha: Sequence[float], num_classes: int, *, key: str) -> None:
-    """Raise ValueError unless ``alpha`` holds ``num_classes`` values, each in [0, 1]."""
-    alpha = list(alpha)
-    if len(alpha) != num_classes:
-        raise ValueError(
-            f"{key} has {len(alpha)} values but MODEL.RETINANET.NUM_CLASSES={num_classes}: "
-            "give one alpha per class, or [] to use MODEL.RETINANET.FOCAL_LOSS_ALPHA"
-        )
-    bad = [a for a in alpha if not (isinstance(a, (int, float)) and 0.0 <= a <= 1.0)]
-    if bad:
-        raise ValueError(f"{key}={alpha} is invalid: every value must be in [0, 1]; got {bad}")
-
-
-def check_iou_thresholds(
-    thresholds: Sequence[float], labels: Sequence[int], *, thresholds_key: str, labels_key: str
-) -> None:
-    """Raise ValueError unless thresholds never decrease and each band has a label in {-1, 0, 1}."""
-    thresholds = list(thresholds)
-    labels = list(labels)
-    if any(not (0.0 <= t <= 1.0) for t in thresholds):
-        raise ValueError(f"{thresholds_key}={thresholds} is invalid: each IoU must be in [0, 1]")
-    if any(b < a for a, b in zip(thresholds, thresholds[1:])):
-        raise ValueError(
-            f"{thresholds_key}={thresholds} is invalid: thresholds must be increasing (equal "
-            "neighbours are allowed and make an empty band, as in Detectron2)"
-        )
-    if len(labels) != len(thresholds) + 1:
-        raise ValueError(
-            f"{labels_key}={labels} does not match {thresholds_key}={thresholds}: "
-            f"{len(thresholds)} threshold(s) make {len(thresholds) + 1} IoU bands, so "
-            f"{len(thresholds) + 1} labels are needed"
-        )
-    bad = [lab for lab in labels if lab not in (-1, 0, 1)]
-    if bad:
-        raise ValueError(
-            f"{labels_key}={labels} is invalid: labels must be -1 (ignore), 0 (negative) or "
-            f"1 (positive); got {bad}"
-        )
-
-
-def check_choice(value, choices: Sequence, *, key: str) -> None:
-    """Raise ValueError unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        allowed = ", ".join(repr(c) for c in choices)
-        raise ValueError(f"{key}={value!r} is invalid: use one of {allowed}")
-
-
-def check_range(value, low, high, *, key: str, integer: bool = False) -> None:
-    """Raise ValueError unless ``low <= value <= high`` (and ``value`` is an int if asked)."""
-    kind = "an integer" if integer else "a value"
-    if (integer and (isinstance(value, bool) or not isinstance(value, int))) or not (
-        low <= value <= high
-    ):
-        raise ValueError(f"{key}={value!r} is invalid: use {kind} in [{low}, {high}]")

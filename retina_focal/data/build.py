@@ -1,5 +1,19 @@
-"""Detectron2's training data loader with a resumable, seeded data stream."""
+"""Detectron2's training data loader with a resumable, seeded data stream.
+
+Two entry points build the same loader:
+
+* :func:`build_resumable_train_loader` from a YAML config (``cfg``), as Detectron2's
+  ``build_detection_train_loader(cfg)``;
+* :func:`build_resumable_loader` from explicit arguments, for LazyConfig files::
+
+      L(build_resumable_loader)(
+          dataset=L(get_training_dataset_dicts)(names="coco_2017_train", num_classes=80),
+          mapper=L(RobustDatasetMapper)(is_train=True, augmentations=[...], image_format="BGR"),
+          total_batch_size=16, seed="${train.seed}", num_workers=4,
+      )
+"""
 import logging
+from typing import Dict, List, Sequence, Union
 
 from detectron2.data import (
     DatasetFromList,
@@ -12,7 +26,12 @@ from retina_focal.data.checks import sanitize_dataset_dicts
 from retina_focal.data.mapper import RobustDatasetMapper
 from retina_focal.data.samplers import ResumableTrainingSampler, SeededMapDataset
 
-__all__ = ["ResumableLoader", "build_resumable_train_loader"]
+__all__ = [
+    "ResumableLoader",
+    "build_resumable_loader",
+    "build_resumable_train_loader",
+    "get_training_dataset_dicts",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -36,21 +55,65 @@ class ResumableLoader:
         yield from self.loader
 
 
+def get_training_dataset_dicts(
+    names: Union[str, Sequence[str]], *, num_classes: int, filter_empty: bool = True
+) -> List[Dict]:
+    """Detectron2's ``get_detection_dataset_dicts(names, filter_empty)`` with the boxes checked
+    by :func:`sanitize_dataset_dicts` against ``num_classes`` (the model's class count)."""
+    dicts = get_detection_dataset_dicts(names, filter_empty=filter_empty)
+    label = names if isinstance(names, str) else ",".join(names)
+    return sanitize_dataset_dicts(dicts, label, num_classes)
+
+
+def build_resumable_loader(
+    dataset: List[Dict],
+    *,
+    mapper,
+    total_batch_size: int,
+    seed: int = -1,
+    aspect_ratio_grouping: bool = True,
+    num_workers: int = 0,
+) -> ResumableLoader:
+    """Detectron2's batching (aspect-ratio grouping, workers) over the resumable, seeded stream
+    of :mod:`retina_focal.data.samplers`.
+
+    Args:
+        dataset: dataset dicts (e.g. from :func:`get_training_dataset_dicts`).
+        mapper: maps a dataset dict to the model's input; ``None`` rejects the element (another
+            one is drawn deterministically), as :class:`RobustDatasetMapper` does with
+            ``skip_unreadable``.
+        total_batch_size: images per iteration over all processes.
+        seed: ``>= 0`` fixes the stream; negative draws one shared random seed (saved in
+            checkpoints, so ``--resume`` continues the same stream either way).
+        aspect_ratio_grouping, num_workers: as in Detectron2's ``build_detection_train_loader``.
+    """
+    sampler = ResumableTrainingSampler(
+        len(dataset), total_batch_size=total_batch_size, seed=seed if seed >= 0 else None
+    )
+    data = SeededMapDataset(DatasetFromList(dataset, copy=False), mapper, sampler)
+    loader = build_batch_data_loader(
+        data, sampler, total_batch_size,
+        aspect_ratio_grouping=aspect_ratio_grouping,
+        num_workers=num_workers,
+    )
+    return ResumableLoader(loader, sampler)
+
+
 def build_resumable_train_loader(cfg, mapper=None, dataset=None):
-    """Detectron2's training loader (same dataset dicts, batching, aspect-ratio grouping,
-    workers) with the resumable, seeded stream of :mod:`retina_focal.data.samplers`, boxes
-    checked by :func:`sanitize_dataset_dicts` and images read by :class:`RobustDatasetMapper`.
+    """:func:`build_resumable_loader` from a YAML config: Detectron2's training loader (same
+    dataset dicts, batching, aspect-ratio grouping, workers) with the resumable, seeded stream,
+    boxes checked by :func:`sanitize_dataset_dicts` and images read by
+    :class:`RobustDatasetMapper`.
 
     ``cfg.SEED >= 0`` fixes the stream; a negative seed draws one and stores it in
     checkpoints. A ``DATALOADER.SAMPLER_TRAIN`` other than ``TrainingSampler`` falls back to
     Detectron2's loader (its order then restarts on resume, with a warning).
     """
     if dataset is None:
-        dataset = get_detection_dataset_dicts(
-            cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
+        dataset = get_training_dataset_dicts(
+            cfg.DATASETS.TRAIN, num_classes=cfg.MODEL.RETINANET.NUM_CLASSES,
+            filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
         )
-        dataset = sanitize_dataset_dicts(dataset, ",".join(cfg.DATASETS.TRAIN),
-                                         cfg.MODEL.RETINANET.NUM_CLASSES)
     if mapper is None:
         mapper = RobustDatasetMapper(cfg, True)
     if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
@@ -59,14 +122,8 @@ def build_resumable_train_loader(cfg, mapper=None, dataset=None):
             "loader; its data order restarts when training is resumed"
         )
         return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset)
-    sampler = ResumableTrainingSampler(
-        len(dataset), total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
-        seed=cfg.SEED if cfg.SEED >= 0 else None,
-    )
-    data = SeededMapDataset(DatasetFromList(dataset, copy=False), mapper, sampler)
-    loader = build_batch_data_loader(
-        data, sampler, cfg.SOLVER.IMS_PER_BATCH,
+    return build_resumable_loader(
+        dataset, mapper=mapper, total_batch_size=cfg.SOLVER.IMS_PER_BATCH, seed=cfg.SEED,
         aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
         num_workers=cfg.DATALOADER.NUM_WORKERS,
     )
-    return ResumableLoader(loader, sampler)

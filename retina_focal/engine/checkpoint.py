@@ -30,36 +30,11 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from torch import nn
 
-__all__ = ["ModelAttributeState", "RetinaFocalCheckpointer", "atomic_write_bytes",
-           "describe_mismatch"]
+from retina_focal.utils.file_io import atomic_write_bytes
+
+__all__ = ["ModelAttributeState", "RetinaFocalCheckpointer", "describe_mismatch"]
 
 logger = logging.getLogger(__name__)
-
-
-def atomic_write_bytes(path: str, write_fn) -> None:
-    """Call ``write_fn(file)`` on a temporary file next to ``path``, fsync it and rename it to
-    ``path``. On any error (or a kill) ``path`` is untouched; the temporary file is removed
-    on errors."""
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    try:  # make the rename itself durable
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:  # pragma: no cover - some file systems refuse fsync on directories
-        pass
 
 
 def _group(keys: Iterable[str], limit: int = 12) -> str:
@@ -128,14 +103,14 @@ class RetinaFocalCheckpointer(DetectionCheckpointer):
         basename = f"{name}.pth"
         save_file = os.path.join(self.save_dir, basename)
         self.logger.info(f"Saving checkpoint to {save_file}")
-        atomic_write_bytes(save_file, lambda f: torch.save(data, f))
+        atomic_write_bytes(save_file, lambda f: torch.save(data, f), durable=True)
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         if not _is_local(self.save_dir):
             return super().tag_last_checkpoint(last_filename_basename)
         atomic_write_bytes(os.path.join(self.save_dir, "last_checkpoint"),
-                           lambda f: f.write(last_filename_basename.encode()))
+                           last_filename_basename.encode(), durable=True)
 
     # ---- loading ---------------------------------------------------------------------------
     def resume_or_load(self, path: str, *, resume: bool = True) -> Dict[str, Any]:

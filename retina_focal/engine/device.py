@@ -12,10 +12,20 @@ beyond floating-point rounding, its parameter names, or its checkpoints.
 import torch
 from torch import nn
 
-from retina_focal.config import MEMORY_FORMATS, check_choice
+from retina_focal.config import MEMORY_FORMATS, InvalidArgument, check, check_choice
 from retina_focal.ops.fold_bn import fold_frozen_batchnorm
 
-__all__ = ["apply_device_speedups", "resolve_memory_format"]
+__all__ = [
+    "CONFIG_KEYS", "apply_device_speedups", "apply_device_speedups_from_config",
+    "resolve_memory_format",
+]
+
+# The YAML config's keys for the arguments of apply_device_speedups.
+CONFIG_KEYS = {
+    "memory_format": "MODEL.RETINA_FOCAL.MEMORY_FORMAT",
+    "fold_frozen_bn": "MODEL.RETINA_FOCAL.FOLD_FROZEN_BN",
+    "device": "MODEL.DEVICE",
+}
 
 
 def resolve_memory_format(memory_format: str, device: str) -> str:
@@ -39,8 +49,22 @@ def apply_device_speedups(
         fold_frozen_bn: fold each frozen BatchNorm into the convolution before it.
         device: the device the model runs on (``MODEL.DEVICE`` / ``train.device``), for "auto".
     """
+    layout = resolve_memory_format(memory_format, device)
+    check(isinstance(fold_frozen_bn, bool), fold_frozen_bn, key="fold_frozen_bn",
+          requirement="use True or False")
     if fold_frozen_bn:
         fold_frozen_batchnorm(model)
-    if resolve_memory_format(memory_format, device) == "channels_last":
+    if layout == "channels_last":
         model.to(memory_format=torch.channels_last)
     return model
+
+
+def apply_device_speedups_from_config(model: nn.Module, cfg) -> nn.Module:
+    """:func:`apply_device_speedups` with a YAML config's :data:`CONFIG_KEYS`; a bad value is a
+    ValueError naming the key."""
+    rf = cfg.MODEL.RETINA_FOCAL
+    try:
+        return apply_device_speedups(model, memory_format=rf.MEMORY_FORMAT,
+                                     fold_frozen_bn=rf.FOLD_FROZEN_BN, device=cfg.MODEL.DEVICE)
+    except InvalidArgument as e:
+        raise e.naming(CONFIG_KEYS) from e

@@ -19,7 +19,7 @@ from detectron2.utils import comm
 
 from retina_focal.utils.compat import set_local_process_group
 
-__all__ = ["launch", "DEFAULT_TIMEOUT"]
+__all__ = ["launch", "launch_from_args", "DEFAULT_TIMEOUT"]
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 
@@ -70,6 +70,21 @@ def launch(main_func, num_gpus_per_machine: int, num_machines: int = 1, machine_
         nprocs=num_gpus_per_machine,
         args=worker_args,
         daemon=False,
+    )
+
+
+def launch_from_args(main_func, args):
+    """``main_func(args)`` in every process that ``args`` (Detectron2's
+    ``default_argument_parser``: ``--num-gpus``, ``--num-machines``, ``--machine-rank``,
+    ``--dist-url``) asks for, with :func:`launch`. ``main_func`` must be importable (a
+    module-level function of the package), so that spawned worker processes can unpickle it."""
+    return launch(
+        main_func,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
     )
 
 

@@ -1,7 +1,12 @@
-"""A Detectron2 ``DefaultTrainer`` that can be killed and resumed, runs on several CPU
-processes, and stops clearly on a non-finite loss.
+"""Training that can be killed and resumed, runs on several CPU processes, and stops clearly
+on a non-finite loss, for YAML and LazyConfig runs alike.
 
-What differs from ``DefaultTrainer`` (everything else, hooks, evaluation, logging, is its own):
+:class:`ReliableTrainerBase` is the loop both share, assembled from built parts (model,
+optimizer, data loader); :class:`ReliableTrainer` builds them from a YAML config and takes
+hooks and evaluation from Detectron2's ``DefaultTrainer``, and
+``retina_focal.engine.lazy.LazyReliableTrainer`` builds them from a LazyConfig.
+
+What differs from Detectron2's trainers (hooks, evaluation, logging are theirs):
 
 * the training data stream is :class:`~retina_focal.data.samplers.ResumableTrainingSampler`:
   ``--resume`` continues it at the resumed iteration, with the same augmentation;
@@ -11,8 +16,9 @@ What differs from ``DefaultTrainer`` (everything else, hooks, evaluation, loggin
   (:class:`~retina_focal.engine.checkpoint.RetinaFocalCheckpointer`);
 * several processes on CPU: the model is wrapped in ``DistributedDataParallel`` without
   ``device_ids`` when it lives on the CPU (Detectron2 always passes a GPU index);
-* ``SOLVER.AMP.ENABLED`` on CPU trains under ``torch.autocast("cpu", dtype=torch.bfloat16)``
-  (Detectron2's ``AMPTrainer`` requires CUDA); bfloat16 has float32's exponent range, so no
+* ``SOLVER.AMP.ENABLED`` (``train.amp.enabled``) on CPU trains under
+  ``torch.autocast("cpu", dtype=torch.bfloat16)`` (Detectron2's ``AMPTrainer`` requires
+  CUDA); bfloat16 has float32's exponent range, so no
   gradient scaling is needed;
 * a non-finite loss stops every process with a ``FloatingPointError`` that names the
   iteration and the loss terms (Detectron2's own check raises on the main process only).
@@ -20,36 +26,53 @@ What differs from ``DefaultTrainer`` (everything else, hooks, evaluation, loggin
 import logging
 import time
 import weakref
-from typing import Dict, List
+from typing import Any, Dict, List, Optional
 
 import torch
 from detectron2.data import build_detection_test_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
+from detectron2.engine.defaults import create_ddp_model
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from retina_focal.data.build import ResumableLoader, build_resumable_train_loader
 from retina_focal.data.mapper import RobustDatasetMapper
 from retina_focal.engine.checkpoint import ModelAttributeState, RetinaFocalCheckpointer
 
-__all__ = ["ReliableTrainer", "build_step_trainer", "wrap_distributed"]
+__all__ = [
+    "MODEL_TRAINING_STATE",
+    "ReliableTrainer",
+    "ReliableTrainerBase",
+    "build_step_trainer",
+    "wrap_distributed",
+]
 
 logger = logging.getLogger(__name__)
 
 # Plain attributes of a model that change during training and are not in its state_dict.
-_MODEL_TRAINING_STATE = ("loss_normalizer",)
+MODEL_TRAINING_STATE = ("loss_normalizer",)
 
 
-def wrap_distributed(model: torch.nn.Module) -> torch.nn.Module:
-    """``DistributedDataParallel`` when there are several processes; a CPU model gets no
-    ``device_ids`` (GLOO), a GPU model its local GPU."""
+def wrap_distributed(model: nn.Module, *, broadcast_buffers: bool = False,
+                     fp16_compression: bool = False, **kwargs) -> nn.Module:
+    """``DistributedDataParallel`` when there are several processes, else ``model``.
+
+    A GPU model goes through Detectron2's ``create_ddp_model`` (its local GPU, optional fp16
+    gradient compression); a CPU model (GLOO) gets no ``device_ids``, which Detectron2 always
+    passes. ``broadcast_buffers`` is off, as in Detectron2's trainers: every process computes
+    the same buffers. ``kwargs`` go to ``DistributedDataParallel`` (e.g.
+    ``find_unused_parameters``: a LazyConfig's ``train.ddp``).
+    """
     if comm.get_world_size() == 1:
         return model
-    kwargs = {"broadcast_buffers": False}
     if next(model.parameters()).device.type == "cuda":
-        kwargs["device_ids"] = [comm.get_local_rank()]
-    return DistributedDataParallel(model, **kwargs)
+        return create_ddp_model(model, broadcast_buffers=broadcast_buffers,
+                                fp16_compression=fp16_compression, **kwargs)
+    if fp16_compression:
+        logger.warning("fp16 gradient compression is for GPUs: CPU processes exchange float32")
+    return DistributedDataParallel(model, broadcast_buffers=broadcast_buffers, **kwargs)
 
 
 class _FiniteLossCheck:
@@ -103,43 +126,123 @@ class CPUAutocastTrainer(CheckedSimpleTrainer):
         self.optimizer.step()
 
 
-def build_step_trainer(cfg, model, data_loader, optimizer) -> SimpleTrainer:
-    """The per-iteration trainer: plain, CUDA AMP, or CPU bfloat16 autocast."""
-    if not cfg.SOLVER.AMP.ENABLED:
+def build_step_trainer(model, data_loader, optimizer, *, amp: bool) -> SimpleTrainer:
+    """The per-iteration trainer: plain, CUDA AMP, or CPU bfloat16 autocast (``amp`` on a CPU
+    model), each with the all-process non-finite loss check."""
+    if not amp:
         return CheckedSimpleTrainer(model, data_loader, optimizer)
     if next(model.parameters()).device.type == "cuda":
         return CheckedAMPTrainer(model, data_loader, optimizer)
-    logger.info("SOLVER.AMP.ENABLED on CPU: training under torch.autocast('cpu', bfloat16)")
+    logger.info("Mixed precision on CPU: training under torch.autocast('cpu', bfloat16)")
     return CPUAutocastTrainer(model, data_loader, optimizer)
 
 
-class ReliableTrainer(DefaultTrainer):
-    """``DefaultTrainer`` with resumable data, complete and atomic checkpoints, CPU
-    multi-process and CPU mixed precision (see the module docstring)."""
+def setup_logging() -> None:
+    """Detectron2's logger, when nothing has set it up (a trainer built outside the tools):
+    what ``DefaultTrainer`` does before it builds anything."""
+    if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+        setup_logger()
 
-    def __init__(self, cfg):
-        TrainerBase.__init__(self)
-        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
-            setup_logger()
-        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
 
-        model = self.build_model(cfg)
-        optimizer = self.build_optimizer(cfg, model)
-        data_loader = self.build_train_loader(cfg)
+class ReliableTrainerBase(TrainerBase):
+    """The training loop both config systems share, assembled from built parts: a model, its
+    optimizer and the training data loader. It wraps the model for several processes
+    (:func:`wrap_distributed`), picks the step trainer (:func:`build_step_trainer`) and
+    checkpoints the model, iteration, hooks, optimizer, the model's EMA ``loss_normalizer`` and
+    the data-stream seed atomically (:class:`RetinaFocalCheckpointer`); :meth:`resume_or_load`
+    continues the data stream at the resumed iteration.
+
+    Subclasses build the parts from their config, call ``__init__`` and register hooks:
+    :class:`ReliableTrainer` (YAML) and ``retina_focal.engine.lazy.LazyReliableTrainer``.
+    """
+
+    def __init__(self, model: nn.Module, data_loader, optimizer: torch.optim.Optimizer, *,
+                 amp: bool, output_dir: str, init_checkpoint: str, max_iter: int,
+                 ddp: Optional[Dict[str, Any]] = None):
+        """
+        Args:
+            model: the built model, on its device (not yet wrapped for several processes).
+            data_loader: the training loader; a :class:`ResumableLoader` resumes its stream.
+            optimizer: over ``model``'s parameters.
+            amp: mixed precision (CUDA AMP, or bfloat16 autocast on CPU).
+            output_dir: where checkpoints go.
+            init_checkpoint: weights loaded when not resuming ("" for none).
+            max_iter: iterations to train.
+            ddp: keyword arguments of :func:`wrap_distributed`.
+        """
+        TrainerBase.__init__(self)  # not super(): DefaultTrainer.__init__ builds from a cfg
+        if not isinstance(data_loader, ResumableLoader):
+            logger.warning(f"The training loader is a {type(data_loader).__name__}, not a "
+                           "ResumableLoader: its data order restarts when training is resumed")
         self._train_loader = data_loader
-        ddp_model = wrap_distributed(model)
-        self._trainer = build_step_trainer(cfg, ddp_model, data_loader, optimizer)
-        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-
+        ddp_model = wrap_distributed(model, **(ddp or {}))
+        self._trainer = build_step_trainer(ddp_model, data_loader, optimizer, amp=amp)
         checkpointables = {
             "trainer": weakref.proxy(self),
-            "model_training_state": ModelAttributeState(model, _MODEL_TRAINING_STATE),
+            "model_training_state": ModelAttributeState(model, MODEL_TRAINING_STATE),
         }
         if isinstance(data_loader, ResumableLoader):
             checkpointables["train_data_stream"] = data_loader.sampler
-        self.checkpointer = RetinaFocalCheckpointer(ddp_model, cfg.OUTPUT_DIR, **checkpointables)
+        self.checkpointer = RetinaFocalCheckpointer(ddp_model, output_dir, **checkpointables)
+        self.init_checkpoint = init_checkpoint
         self.start_iter = 0
-        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.max_iter = max_iter
+
+    # the step trainer's objects, as Detectron2's DefaultTrainer exposes them
+    model = property(lambda self: self._trainer.model,
+                     lambda self, value: setattr(self._trainer, "model", value))
+    data_loader = property(lambda self: self._trainer.data_loader,
+                           lambda self, value: setattr(self._trainer, "data_loader", value))
+    optimizer = property(lambda self: self._trainer.optimizer,
+                         lambda self, value: setattr(self._trainer, "optimizer", value))
+
+    def run_step(self):
+        self._trainer.iter = self.iter
+        self._trainer.run_step()
+
+    # Detectron2 0.6's DefaultTrainer checkpoints only the iteration and the hooks: the
+    # optimizer (momentum, and the LR it runs the next iteration with) is lost on resume.
+    # Official detectron2 saves it under the same "_trainer" key.
+    def state_dict(self):
+        ret = TrainerBase.state_dict(self)
+        ret["_trainer"] = self._trainer.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        TrainerBase.load_state_dict(self, state_dict)
+        if "_trainer" in state_dict:
+            self._trainer.load_state_dict(state_dict["_trainer"])
+        else:
+            logger.warning("The checkpoint has no optimizer state: momentum restarts from zero")
+
+    def resume_or_load(self, resume: bool = True):
+        """With ``resume`` and a ``last_checkpoint`` in the output directory, load everything
+        from it and continue after its iteration (the data stream too); otherwise load the
+        model weights of ``init_checkpoint`` (if any) and start at iteration 0."""
+        self.checkpointer.resume_or_load(self.init_checkpoint, resume=resume)
+        if resume and self.checkpointer.has_checkpoint():
+            self.start_iter = self.iter + 1  # a checkpoint stores the last finished iteration
+        if isinstance(self._train_loader, ResumableLoader):
+            self._train_loader.set_start_iter(self.start_iter)
+            if self.start_iter > 0:
+                logger.info(f"Training data stream resumes at iteration {self.start_iter}")
+
+
+class ReliableTrainer(ReliableTrainerBase, DefaultTrainer):
+    """``DefaultTrainer`` (hooks, evaluation, ``build_*`` methods) on
+    :class:`ReliableTrainerBase`: resumable data, complete and atomic checkpoints, CPU
+    multi-process and CPU mixed precision (see the module docstring)."""
+
+    def __init__(self, cfg):
+        setup_logging()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        super().__init__(model, data_loader, optimizer, amp=cfg.SOLVER.AMP.ENABLED,
+                         output_dir=cfg.OUTPUT_DIR, init_checkpoint=cfg.MODEL.WEIGHTS,
+                         max_iter=cfg.SOLVER.MAX_ITER)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
 
@@ -153,25 +256,3 @@ class ReliableTrainer(DefaultTrainer):
         unreadable file is an error naming it)."""
         return build_detection_test_loader(cfg, dataset_name,
                                            mapper=RobustDatasetMapper(cfg, False))
-
-    # Detectron2 0.6's DefaultTrainer checkpoints only the iteration and the hooks: the
-    # optimizer (momentum, and the LR it runs the next iteration with) is lost on resume.
-    # Official detectron2 saves it under the same "_trainer" key.
-    def state_dict(self):
-        ret = super().state_dict()
-        ret["_trainer"] = self._trainer.state_dict()
-        return ret
-
-    def load_state_dict(self, state_dict):
-        super().load_state_dict(state_dict)
-        if "_trainer" in state_dict:
-            self._trainer.load_state_dict(state_dict["_trainer"])
-        else:
-            logger.warning("The checkpoint has no optimizer state: momentum restarts from zero")
-
-    def resume_or_load(self, resume: bool = True):
-        super().resume_or_load(resume=resume)
-        if isinstance(self._train_loader, ResumableLoader):
-            self._train_loader.set_start_iter(self.start_iter)
-            if self.start_iter > 0:
-                logger.info(f"Training data stream resumes at iteration {self.start_iter}")

@@ -4,11 +4,11 @@ size, and one JSON file holding every number.
 
 Two entry points share the report code:
 
-* :class:`COCOReportEvaluator`: a drop-in ``COCOEvaluator`` (used by ``tools/train_net.py``,
-  ``tools/evaluate.py`` and the LazyConfigs). In multi-process evaluation Detectron2 gathers the
+* :class:`COCOReportEvaluator`: a drop-in ``COCOEvaluator`` (used by ``retina-focal train`` and
+  ``eval`` and the LazyConfigs). In multi-process evaluation Detectron2 gathers the
   predictions on the main process; only that process writes the report.
-* :func:`evaluate_results_file`: a COCO results file (``[{"image_id", "category_id", "bbox",
-  "score"}, ...]``) against a ground-truth JSON, with pycocotools alone (no model).
+* :func:`retina_focal.evaluation.results_file.evaluate_results_file`: a COCO results file
+  against a ground-truth JSON, with pycocotools alone (no model).
 """
 import contextlib
 import copy
@@ -24,12 +24,11 @@ from detectron2.utils import comm
 from tabulate import tabulate
 
 from retina_focal.utils.compat import coco_evaluator_kwargs
+from retina_focal.utils.plotting import pyplot
 
 __all__ = [
     "COCOReportEvaluator",
-    "check_results_against_gt",
     "coco_eval_report",
-    "evaluate_results_file",
     "run_cocoeval",
     "write_report",
     "REPORT_FILE",
@@ -224,11 +223,7 @@ def write_report(report: Dict, output_dir: str) -> Dict[str, str]:
     Returns:
         {name: path} of the files written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     os.makedirs(output_dir, exist_ok=True)
     files = {}
     curves = report["pr_curves"]
@@ -298,43 +293,6 @@ def _save(fig, path):
     return path
 
 
-def check_results_against_gt(results: List[Dict], coco_gt, results_name: str = "results",
-                             gt_name: str = "ground truth") -> None:
-    """Raise ValueError, naming the offending ids, unless every detection is a dict with
-    ``image_id``, ``category_id``, ``bbox`` ([x, y, w, h]) and ``score`` whose image and
-    category exist in ``coco_gt`` (a pycocotools ``COCO``)."""
-    if not isinstance(results, list):
-        raise ValueError(f"{results_name}: expected a JSON list of detections (COCO results "
-                         f"format), got {type(results).__name__}")
-    required = ("image_id", "category_id", "bbox", "score")
-    for i, det in enumerate(results):
-        missing = [k for k in required if not isinstance(det, dict) or k not in det]
-        if missing:
-            raise ValueError(f"{results_name}: detection #{i} lacks {missing}; each detection "
-                             f"needs {list(required)} (COCO results format): {det!r}"[:500])
-        if len(det["bbox"]) != 4:
-            raise ValueError(f"{results_name}: detection #{i} has bbox {det['bbox']!r}; "
-                             "expected [x, y, width, height]")
-
-    def _ids(values):
-        values = sorted(values)
-        shown = ", ".join(str(v) for v in values[:10])
-        return shown + (f", ... ({len(values)} in all)" if len(values) > 10 else "")
-
-    bad_images = {d["image_id"] for d in results} - set(coco_gt.getImgIds())
-    if bad_images:
-        raise ValueError(
-            f"{results_name}: image_id {_ids(bad_images)} not in {gt_name} (which has "
-            f"{len(coco_gt.getImgIds())} images, ids {_ids(coco_gt.getImgIds())})"
-        )
-    bad_cats = {d["category_id"] for d in results} - set(coco_gt.getCatIds())
-    if bad_cats:
-        raise ValueError(
-            f"{results_name}: category_id {_ids(bad_cats)} not in {gt_name}, whose "
-            f"category ids are {_ids(coco_gt.getCatIds())}"
-        )
-
-
 def run_cocoeval(coco_gt, results: List[Dict]):
     """Box ``COCOeval`` of ``results`` (COCO results format, ids already checked) on
     ``coco_gt``, evaluated, accumulated and summarized; returns (coco_eval, summary text).
@@ -358,36 +316,3 @@ def run_cocoeval(coco_gt, results: List[Dict]):
         coco_eval.accumulate()
         coco_eval.summarize()
     return coco_eval, out.getvalue()
-
-
-def evaluate_results_file(results_file: str, gt_json: str,
-                          output_dir: Optional[str] = None) -> Dict:
-    """Evaluate a COCO results file against a COCO ground-truth JSON with pycocotools.
-
-    Returns the :func:`coco_eval_report` dict (also written to ``output_dir`` if given).
-    """
-    from pycocotools.coco import COCO
-
-    for path, what in ((results_file, "results file"), (gt_json, "ground-truth JSON")):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{what} {path!r} does not exist")
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO(gt_json)
-    if "annotations" not in coco_gt.dataset:
-        raise ValueError(f"{gt_json} has no 'annotations': it cannot be evaluated against")
-    with open(results_file) as f:
-        try:
-            results = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"results file {results_file!r} is not valid JSON: {e}") from e
-    check_results_against_gt(results, coco_gt, results_name=results_file, gt_name=gt_json)
-    coco_eval, summary = run_cocoeval(coco_gt, results)
-    logger.info("COCOeval summary:\n" + summary)
-    name = os.path.splitext(os.path.basename(gt_json))[0]
-    report = coco_eval_report(coco_eval, dataset=name)
-    report["results_file"] = os.path.abspath(results_file)
-    report["gt_json"] = os.path.abspath(gt_json)
-    if output_dir:
-        report["files"] = {k: os.path.basename(v)
-                           for k, v in write_report(report, output_dir).items()}
-    return report

@@ -1,4 +1,9 @@
 """Export of trained models."""
-from retina_focal.export.torchscript import run_traced, trace_model
+from retina_focal.export.torchscript import (
+    export_torchscript,
+    run_traced,
+    sample_image,
+    trace_model,
+)
 
-__all__ = ["run_traced", "trace_model"]
+__all__ = ["export_torchscript", "run_traced", "sample_image", "trace_model"]

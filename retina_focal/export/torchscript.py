@@ -9,7 +9,7 @@ from typing import Dict, List
 import torch
 from torch import nn
 
-__all__ = ["trace_model", "run_traced"]
+__all__ = ["export_torchscript", "run_traced", "sample_image", "trace_model"]
 
 
 def trace_model(model: nn.Module, image: torch.Tensor):
@@ -37,3 +37,31 @@ def run_traced(traced, adapter, image: torch.Tensor) -> List[Dict]:
     """Run a traced model on one (C, H, W) image; returns ``[{"instances": Instances}]``."""
     with torch.no_grad():
         return adapter.outputs_schema(traced(image))
+
+
+def sample_image(cfg) -> torch.Tensor:
+    """A deterministic (3, S, S) float image of the config's test size S
+    (``INPUT.MIN_SIZE_TEST``), values 0-255, to trace with (the trace is shape-generic)."""
+    size = cfg.INPUT.MIN_SIZE_TEST
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (3, size, size), generator=g).float()
+
+
+def export_torchscript(model: nn.Module, image: torch.Tensor, path: str,
+                       atol: float = 1e-4) -> Dict:
+    """Trace ``model`` (eval mode) on ``image`` (C, H, W), save it to ``path``, load the saved
+    file back and compare its detections on ``image`` with the eager model's.
+
+    Returns:
+        ``{"path", "num_detections", "same"}``: ``same`` is whether the saved model gives as
+        many detections as the eager one, with boxes and scores equal within ``atol``.
+    """
+    traced, adapter = trace_model(model, image)
+    traced.save(path)
+    with torch.no_grad():
+        eager = model([{"image": image}])[0]["instances"]
+    exported = run_traced(torch.jit.load(path), adapter, image)[0]["instances"]
+    same = len(eager) == len(exported) and torch.allclose(
+        eager.pred_boxes.tensor, exported.pred_boxes.tensor, atol=atol
+    ) and torch.allclose(eager.scores, exported.scores, atol=atol)
+    return {"path": path, "num_detections": len(exported), "same": bool(same)}

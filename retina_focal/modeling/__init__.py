@@ -1,11 +1,13 @@
 """RetinaFocal's model components. Importing this module registers all of them."""
 from retina_focal.modeling.anchor_assignment import (
+    AnchorAssigner,
     ATSSAssigner,
     IoUThresholdMatcher,
     build_assigner,
 )
 from retina_focal.modeling.anchor_sampling import (
     AllAnchors,
+    AnchorSampler,
     HardNegativeMiner,
     OHEMSampler,
     build_sampler,
@@ -13,6 +15,7 @@ from retina_focal.modeling.anchor_sampling import (
 from retina_focal.modeling.backbone import build_retina_focal_basic_resnet_fpn_backbone
 from retina_focal.modeling.head import RetinaFocalHead, build_retina_focal_head
 from retina_focal.modeling.losses import (
+    DenseClsLoss,
     QualityFocalLoss,
     SigmoidFocalLoss,
     SigmoidFocalLossStar,
@@ -25,6 +28,9 @@ from retina_focal.modeling.meta_arch import RetinaFocal
 __all__ = [
     "RetinaFocal",
     "RetinaFocalHead",
+    "AnchorAssigner",
+    "AnchorSampler",
+    "DenseClsLoss",
     "SigmoidFocalLoss",
     "SigmoidFocalLossStar",
     "SoftmaxFocalLoss",

@@ -3,11 +3,11 @@ import math
 from typing import List, Optional, Sequence
 
 import torch
-from detectron2.config import configurable
 from detectron2.layers import CycleBatchNormList, ShapeSpec, get_norm
 from detectron2.modeling.anchor_generator import build_anchor_generator
 from torch import nn
 
+from retina_focal.config import check_range, configurable
 from retina_focal.modeling.losses import cls_loss_class
 from retina_focal.modeling.registry import RETINA_FOCAL_HEAD_REGISTRY, get_component
 
@@ -56,8 +56,7 @@ class RetinaFocalHead(nn.Module):
         cls_prior_bias: Optional[Sequence[float]] = None,
     ):
         super().__init__()
-        if not 0.0 < prior_prob < 1.0:
-            raise ValueError(f"prior_prob={prior_prob!r} is invalid: must be in (0, 1)")
+        check_range(prior_prob, 0.0, 1.0, key="prior_prob", open_low=True, open_high=True)
         if len({s.channels for s in input_shape}) != 1:
             raise ValueError(
                 f"All head input features must have the same channels, got "
@@ -106,6 +105,11 @@ class RetinaFocalHead(nn.Module):
             layers.append(nn.ReLU(inplace=True))
             in_channels = out_channels
         return nn.Sequential(*layers)
+
+    config_keys = {
+        "norm": "MODEL.RETINANET.NORM",
+        "prior_prob": "MODEL.RETINANET.PRIOR_PROB",
+    }
 
     @classmethod
     def from_config(cls, cfg, input_shape: List[ShapeSpec]):

@@ -1,26 +1,25 @@
 """RetinaFocal: Detectron2's RetinaNet with its head, loss and anchor assigner made swappable."""
 import logging
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
-from detectron2.config import configurable
 from detectron2.layers import cat
 from detectron2.modeling import META_ARCH_REGISTRY, RetinaNet, build_backbone
 from detectron2.modeling.anchor_generator import build_anchor_generator
 from detectron2.modeling.box_regression import Box2BoxTransform, _dense_box_regression_loss
 from detectron2.structures import Boxes, ImageList, Instances
+from detectron2.structures.boxes import matched_pairwise_iou
 from detectron2.utils.events import get_event_storage
-from torch import Tensor, nn
+from torch import Tensor
 
-from retina_focal.config import MEMORY_FORMATS, NORMALIZERS, check_choice
-from retina_focal.modeling.anchor_assignment import build_assigner
-from retina_focal.modeling.anchor_sampling import AllAnchors, build_sampler
-from retina_focal.modeling.head import build_retina_focal_head
-from retina_focal.modeling.losses import build_cls_loss
-from retina_focal.ops.fold_bn import fold_frozen_batchnorm
+from retina_focal.config import NORMALIZERS, check_choice, configurable
+from retina_focal.modeling.anchor_assignment import AnchorAssigner, build_assigner
+from retina_focal.modeling.anchor_sampling import AllAnchors, AnchorSampler, build_sampler
+from retina_focal.modeling.head import RetinaFocalHead, build_retina_focal_head
+from retina_focal.modeling.losses import DenseClsLoss, build_cls_loss
 from retina_focal.utils.comm import sum_over_processes
 
-__all__ = ["RetinaFocal", "head_feature_shapes"]
+__all__ = ["RetinaFocal", "anchor_targets", "head_feature_shapes"]
 
 
 def head_feature_shapes(backbone, in_features: List[str]) -> List:
@@ -37,6 +36,15 @@ def head_feature_shapes(backbone, in_features: List[str]) -> List:
 
 
 logger = logging.getLogger(__name__)
+
+
+def _require(component, base: type, name: str) -> None:
+    """TypeError unless ``component`` derives from ``base``, the interface RetinaFocal calls."""
+    if not isinstance(component, base):
+        raise TypeError(
+            f"RetinaFocal's {name} must be a {base.__module__}.{base.__qualname__} (the interface "
+            f"RetinaFocal calls); got {type(component).__module__}.{type(component).__qualname__}"
+        )
 
 
 @META_ARCH_REGISTRY.register()
@@ -63,12 +71,10 @@ class RetinaFocal(RetinaNet):
     def __init__(
         self,
         *,
-        cls_loss: nn.Module,
-        assigner,
-        sampler=None,
+        cls_loss: DenseClsLoss,
+        assigner: AnchorAssigner,
+        sampler: Optional[AnchorSampler] = None,
         normalizer: str = "ema",
-        memory_format: str = "contiguous",
-        fold_frozen_bn: bool = False,
         **kwargs,
     ):
         """
@@ -78,42 +84,39 @@ class RetinaFocal(RetinaNet):
             sampler: a training-sample selector (see ``SAMPLER_REGISTRY``); None = AllAnchors.
             normalizer: "ema" (EMA of the number of positive anchors, Detectron2) or "batch"
                 (the number of positive anchors of the batch, the paper).
-            memory_format: "contiguous" (NCHW, Detectron2's) or "channels_last": the 4D
-                weights are stored channels-last (NHWC), so every convolution, from the first
-                one on the (NCHW) input batch, outputs channels-last activations, which
-                oneDNN's CPU convolutions run faster. Parameter names, shapes and values are
-                unchanged, so checkpoints load either way.
-            fold_frozen_bn: compute each backbone ``Conv2d`` + ``FrozenBatchNorm2d`` as one
-                convolution with the folded weight and bias (:mod:`..fold`); same parameters.
             kwargs: everything :class:`RetinaNet` takes, except ``anchor_matcher``.
+
+        Device-specific speed-ups (channels-last layout, folded frozen BatchNorm) are not the
+        model's concern: :func:`retina_focal.engine.device.apply_device_speedups` applies them
+        to a built model.
         """
         if "anchor_matcher" in kwargs:
             raise ValueError("RetinaFocal takes `assigner` instead of `anchor_matcher`")
-        if normalizer not in NORMALIZERS:
-            raise ValueError(f"Invalid normalizer {normalizer!r}; choices: {NORMALIZERS}")
-        check_choice(memory_format, ("contiguous", "channels_last"), key="memory_format")
+        check_choice(normalizer, NORMALIZERS, key="normalizer",
+                     note="ema: Detectron2's EMA of the number of positive anchors; batch: the "
+                          "paper's per-batch count")
+        sampler = sampler if sampler is not None else AllAnchors()
+        _require(cls_loss, DenseClsLoss, "cls_loss")
+        _require(assigner, AnchorAssigner, "assigner")
+        _require(sampler, AnchorSampler, "sampler")
         super().__init__(anchor_matcher=None, **kwargs)
-        self.memory_format = memory_format
-        if fold_frozen_bn:
-            fold_frozen_batchnorm(self.backbone)
-        if memory_format == "channels_last":
-            # before any optimizer or DistributedDataParallel sees the parameters
-            self.to(memory_format=torch.channels_last)
         self.cls_loss = cls_loss
         self.assigner = assigner
-        self.sampler = sampler if sampler is not None else AllAnchors()
+        self.sampler = sampler
         self.normalizer = normalizer
         # what the head predicts per anchor, and how inference turns it into K class scores
-        self.num_cls_logits: int = int(getattr(cls_loss, "num_logits", lambda k: k)(
-            self.num_classes))
-        self.softmax_scores: bool = getattr(cls_loss, "score_activation", "sigmoid") == "softmax"
-        head_scores = getattr(self.head, "num_classes", None)
-        if head_scores is not None and head_scores != self.num_cls_logits:
+        self.num_cls_logits: int = cls_loss.num_logits(self.num_classes)
+        self.softmax_scores: bool = cls_loss.score_activation == "softmax"
+        # RetinaFocalHead declares its scores per anchor (``num_classes``); other heads are
+        # only held to the output shapes of the RETINA_FOCAL_HEAD_REGISTRY contract.
+        if isinstance(self.head, RetinaFocalHead) and self.head.num_classes != self.num_cls_logits:
             raise ValueError(
-                f"The head predicts {head_scores} class scores per anchor but "
+                f"The head predicts {self.head.num_classes} class scores per anchor but "
                 f"{type(cls_loss).__name__} needs {self.num_cls_logits} for {self.num_classes} "
                 "classes (its num_logits(K)); build the head with num_classes=num_logits(K)"
             )
+
+    config_keys = {"normalizer": "MODEL.RETINA_FOCAL.NORMALIZER"}
 
     @classmethod
     def from_config(cls, cfg) -> Dict:
@@ -134,12 +137,8 @@ class RetinaFocal(RetinaNet):
             "cls_loss": build_cls_loss(cfg),
             "assigner": build_assigner(cfg),
             "sampler": build_sampler(cfg),
-            "normalizer": cls._normalizer_from_config(cfg),
-            "memory_format": cls._memory_format_from_config(cfg),
-            "fold_frozen_bn": bool(cfg.MODEL.RETINA_FOCAL.FOLD_FROZEN_BN),
+            "normalizer": cfg.MODEL.RETINA_FOCAL.NORMALIZER,
             "num_classes": rcfg.NUM_CLASSES,
-            "focal_loss_alpha": rcfg.FOCAL_LOSS_ALPHA,
-            "focal_loss_gamma": rcfg.FOCAL_LOSS_GAMMA,
             "smooth_l1_beta": rcfg.SMOOTH_L1_LOSS_BETA,
             "box_reg_loss_type": rcfg.BBOX_REG_LOSS_TYPE,
             "test_score_thresh": rcfg.SCORE_THRESH_TEST,
@@ -151,25 +150,6 @@ class RetinaFocal(RetinaNet):
             "vis_period": cfg.VIS_PERIOD,
             "input_format": cfg.INPUT.FORMAT,
         }
-
-    @staticmethod
-    def _normalizer_from_config(cfg) -> str:
-        value = cfg.MODEL.RETINA_FOCAL.NORMALIZER
-        if value not in NORMALIZERS:
-            raise ValueError(
-                f"MODEL.RETINA_FOCAL.NORMALIZER={value!r} is invalid; choices: "
-                f"{', '.join(NORMALIZERS)} (ema: Detectron2's EMA of the number of positive "
-                "anchors; batch: the paper's per-batch count)"
-            )
-        return value
-
-    @staticmethod
-    def _memory_format_from_config(cfg) -> str:
-        value = cfg.MODEL.RETINA_FOCAL.MEMORY_FORMAT
-        check_choice(value, MEMORY_FORMATS, key="MODEL.RETINA_FOCAL.MEMORY_FORMAT")
-        if value == "auto":
-            return "channels_last" if str(cfg.MODEL.DEVICE).startswith("cpu") else "contiguous"
-        return value
 
     def forward_training(self, images, features, predictions, gt_instances):
         pred_logits, pred_anchor_deltas = self._transpose_dense_predictions(
@@ -205,13 +185,16 @@ class RetinaFocal(RetinaNet):
 
     @torch.no_grad()
     def label_anchors(self, anchors: List[Boxes], gt_instances: List[Instances]):
-        """
+        """Each image's anchors assigned (``self.assigner``), as class labels and boxes.
+
         Returns:
             list[Tensor]: per image, (R,) int64 labels in {-1, 0..K-1, K}.
             list[Tensor]: per image, (R, 4) matched ground-truth boxes.
+            (see :func:`anchor_targets`)
         """
-        results = [self.assigner(anchors, gt, self.num_classes) for gt in gt_instances]
-        return [r[0] for r in results], [r[1] for r in results]
+        targets = [anchor_targets(*self.assigner(anchors, gt), gt, self.num_classes)
+                   for gt in gt_instances]
+        return [t[0] for t in targets], [t[1] for t in targets]
 
     def losses(
         self,
@@ -251,7 +234,7 @@ class RetinaFocal(RetinaNet):
             normalizer = self._ema_update("loss_normalizer", max(num_pos, 1), 100) / num_procs
 
         targets = {}
-        if getattr(self.cls_loss, "needs_iou_targets", False):
+        if self.cls_loss.needs_iou_targets:
             targets["iou_targets"] = self._iou_targets(
                 anchors, pred_anchor_deltas, gt_boxes, pos_mask
             )
@@ -321,7 +304,8 @@ class RetinaFocal(RetinaNet):
         pred = self._decode_all(anchors, pred_anchor_deltas)[pos_mask]
         gt = torch.stack(gt_boxes)[pos_mask]
         ious = torch.zeros(pos_mask.shape, dtype=pred.dtype, device=pred.device)
-        ious[pos_mask] = paired_iou(pred, gt)
+        # Detectron2's IoU of box i with box i; 0/0 (both boxes empty) counts as no overlap
+        ious[pos_mask] = matched_pairwise_iou(Boxes(pred), Boxes(gt)).nan_to_num(nan=0.0)
         return ious
 
     def _sample(
@@ -335,7 +319,7 @@ class RetinaFocal(RetinaNet):
         """(N, R) anchor weights from the sampler, or None (every non-ignored anchor).
 
         ``pred_logits``: L tensors (N, Hi*Wi*A, C); ``targets``: (N, R) tensors."""
-        if not getattr(self.sampler, "needs_anchor_losses", False):
+        if not self.sampler.needs_anchor_losses:
             return self.sampler(labels, self.num_classes)
         n, r = labels.shape
         logits = cat([x.detach() for x in pred_logits], dim=1)  # (N, R, C), no gradient
@@ -343,7 +327,7 @@ class RetinaFocal(RetinaNet):
             logits.flatten(0, 1), labels.flatten(), **{k: v.flatten() for k, v in targets.items()}
         ).view(n, r)
         boxes = None
-        nms_boxes = getattr(self.sampler, "nms_boxes", None)
+        nms_boxes = self.sampler.nms_boxes
         if nms_boxes == "predicted":
             boxes = self._decode_all(anchors, pred_anchor_deltas)
         elif nms_boxes == "anchors":
@@ -358,12 +342,30 @@ class RetinaFocal(RetinaNet):
         return weights
 
 
-def paired_iou(a: Tensor, b: Tensor) -> Tensor:
-    """IoU of a[i] with b[i]: (M, 4), (M, 4) XYXY -> (M,); 0 where the union is empty."""
-    lt = torch.max(a[:, :2], b[:, :2])
-    rb = torch.min(a[:, 2:], b[:, 2:])
-    inter = (rb - lt).clamp(min=0).prod(dim=1)
-    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(dim=1)
-    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(dim=1)
-    union = area_a + area_b - inter
-    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(union))
+def anchor_targets(
+    matched_idxs: Tensor, match_labels: Tensor, gt: Instances, num_classes: int
+) -> Tuple[Tensor, Tensor]:
+    """An assigner's matches (see ``AnchorAssigner``) as training targets, as Detectron2's
+    RetinaNet turns its ``Matcher``'s.
+
+    Args:
+        matched_idxs: (R,) int64 index into ``gt``.
+        match_labels: (R,) in {-1 ignored, 0 negative, 1 positive}.
+        gt: the image's ground truth (``gt_boxes``, ``gt_classes``), M instances.
+        num_classes: K.
+
+    Returns:
+        labels: (R,) int64: the matched ground truth's class for a positive anchor, K for a
+            negative one, -1 for an ignored one; all K when M is 0.
+        boxes: (R, 4) the matched ground-truth box of every anchor (meaningful for
+            positives); zeros when M is 0.
+    """
+    num_anchors = len(matched_idxs)
+    if len(gt) == 0:
+        labels = torch.full((num_anchors,), num_classes, dtype=torch.int64,
+                            device=matched_idxs.device)
+        return labels, gt.gt_boxes.tensor.new_zeros((num_anchors, 4))
+    labels = gt.gt_classes[matched_idxs]
+    labels[match_labels == 0] = num_classes
+    labels[match_labels == -1] = -1
+    return labels, gt.gt_boxes.tensor[matched_idxs]

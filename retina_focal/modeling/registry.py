@@ -10,7 +10,9 @@ RETINA_FOCAL_HEAD_REGISTRY = Registry("RETINA_FOCAL_HEAD")
 RETINA_FOCAL_HEAD_REGISTRY.__doc__ = """
 Dense heads for RetinaFocal. A head is called as ``head(cfg, input_shape: List[ShapeSpec])``
 (``@configurable``) and maps a list of L feature maps to ``(logits, deltas)``: two lists of L
-tensors of shapes (N, A*K, Hi, Wi) and (N, A*4, Hi, Wi).
+tensors of shapes (N, A*C, Hi, Wi) and (N, A*4, Hi, Wi), with C = ``cls_loss.num_logits(K)``
+class scores per anchor. ``RetinaFocalHead`` (and its subclasses) declare C as ``num_classes``,
+which RetinaFocal checks against its loss when it is built.
 """
 
 CLS_LOSS_REGISTRY = Registry("CLS_LOSS")
@@ -20,27 +22,29 @@ Classification losses. A loss is built as ``loss(cfg)`` (``@configurable``) and 
 weights=None)``, returning the *sum* over anchors and classes; RetinaFocal normalises it.
 Losses derive from ``retina_focal.modeling.losses.base.DenseClsLoss``, whose docstring lists
 the hooks they provide (number of logits C, prior bias, score activation, per-anchor loss,
-IoU targets).
+IoU targets); RetinaFocal refuses any other object.
 """
 
 SAMPLER_REGISTRY = Registry("SAMPLER")
 SAMPLER_REGISTRY.__doc__ = """
 Training-sample selection for the classification loss. A sampler is built as
-``sampler(cfg)`` (``@configurable``) and called as
+``sampler(cfg)`` (``@configurable``), derives from
+``retina_focal.modeling.anchor_sampling.AnchorSampler`` (the contract, in its docstring) and
+is called as
 ``sampler(labels (N, R), num_classes, anchor_losses=(N, R) or None, boxes=(N, R, 4) or None)``,
 returning ``None`` (every non-ignored anchor, weight 1) or (N, R) float per-anchor weights.
-Attributes: ``needs_anchor_losses`` (RetinaFocal then passes each anchor's loss, without
+It declares ``needs_anchor_losses`` (RetinaFocal then passes each anchor's loss, without
 gradient) and ``nms_boxes`` (None, "predicted" or "anchors": which boxes to pass).
 """
 
 ASSIGNER_REGISTRY = Registry("ASSIGNER")
 ASSIGNER_REGISTRY.__doc__ = """
-Anchor assigners. An assigner is built as ``assigner(cfg)`` (``@configurable``) and called as
-``assigner(anchors: List[Boxes] (one per level), gt: Instances, num_classes: int)``, returning
-``labels (R,) int64 in {-1, 0..K-1, K}`` and ``matched_boxes (R, 4)`` (meaningful where
-0 <= label < K), with R = the total number of anchors of the image. A positive anchor's label
-must be ``gt.gt_classes`` of the ground truth it goes to, copied as an opaque value: the
-analysis tools pass ground-truth indices as classes to learn which ground truth that is.
+Anchor assigners. An assigner is built as ``assigner(cfg)`` (``@configurable``), derives from
+``retina_focal.modeling.anchor_assignment.AnchorAssigner`` (the contract, in its docstring)
+and is called as ``assigner(anchors: List[Boxes] (one per level), gt: Instances)``, returning
+``matched_idxs (R,) int64`` (index into ``gt``) and ``match_labels (R,) int8`` in
+{-1 ignored, 0 negative, 1 positive}, like Detectron2's ``Matcher``, with R = the total number
+of anchors of the image. RetinaFocal turns them into class labels and matched boxes.
 """
 
 

@@ -17,16 +17,13 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from retina_focal.ops._cpu_kernel import load_kernel
+from retina_focal.ops.numerics import compute_dtype, to_compute_dtype
 
 __all__ = ["FusedFocalLossCPU", "ClosedFormFocalLoss", "alpha_vectors"]
 
 logger = logging.getLogger(__name__)
 
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
-
-
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def alpha_vectors(alpha, num_classes: int, dtype: torch.dtype, device):
@@ -56,7 +53,7 @@ class FusedFocalLossCPU(torch.autograd.Function):
         x = logits.contiguous()
         if x.dtype == torch.float16 and not lib.rf_focal_has_float16():
             x = x.float()  # this compiler has no _Float16: one converted copy
-        acc = _acc_dtype(x.dtype)
+        acc = compute_dtype(x.dtype)
         labels = labels.contiguous().to(torch.int64)
         R, K = x.shape
         out = torch.empty((R, K), dtype=acc) if reduction == "none" else None
@@ -93,7 +90,7 @@ class FusedFocalLossCPU(torch.autograd.Function):
         R, K = x.shape
         grad_in = torch.empty_like(x)
         if ctx.reduction == "none":
-            grad_out, scale = grad.to(_acc_dtype(x.dtype)).contiguous(), 1.0
+            grad_out, scale = grad.to(compute_dtype(x.dtype)).contiguous(), 1.0
         else:
             grad_out, scale = None, float(grad) * ctx.scale
         rc = lib.rf_focal_backward(
@@ -148,7 +145,7 @@ class ClosedFormFocalLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, labels, alpha_pos, alpha_neg, gamma, reduction, weights):
-        x = logits.to(_acc_dtype(logits.dtype))
+        x = to_compute_dtype(logits)
         fn = _terms_fn(x.device)
         loss = fn(x, labels, alpha_pos, alpha_neg, weights, float(gamma), False)
         ctx.scale = 1.0
@@ -167,7 +164,7 @@ class ClosedFormFocalLoss(torch.autograd.Function):
         if not ctx.needs_input_grad[0]:
             return None, None, None, None, None, None, None
         logits, labels, alpha_pos, alpha_neg, weights = ctx.saved_tensors
-        x = logits.to(_acc_dtype(logits.dtype))
+        x = to_compute_dtype(logits)
         fn = _terms_fn(x.device)
         d = fn(x, labels, alpha_pos, alpha_neg, weights, ctx.gamma, True)
         d = d * (grad if ctx.reduction == "none" else grad * ctx.scale)

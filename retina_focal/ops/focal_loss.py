@@ -17,6 +17,8 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from retina_focal.ops.numerics import compute_dtype, to_compute_dtype, unit_pow
+
 __all__ = [
     "sigmoid_focal_loss", "sigmoid_focal_loss_labels", "Alpha", "IMPLS", "IMPL_ENV",
     "resolve_impl",
@@ -78,10 +80,7 @@ def _modulated(x: torch.Tensor, positive: bool, alpha, gamma: float) -> torch.Te
     sign = -1.0 if positive else 1.0
     loss = F.softplus(sign * x)  # -log(p_t)
     if gamma != 0:
-        # (1 - p_t) ** gamma as exp(gamma * log(1 - p_t)), log(1 - p_t) = -softplus(-sign * x):
-        # the same value, but a finite gradient where 1 - p_t underflows to 0 and gamma < 1
-        # (the gradient of t ** gamma at t = 0 is infinite, times d(1 - p_t)/dx = 0: NaN).
-        loss = loss * torch.exp(-gamma * F.softplus(-sign * x))
+        loss = loss * unit_pow(torch.sigmoid(sign * x), gamma)  # (1 - p_t) ** gamma
     if alpha is not None:
         loss = loss * (alpha if positive else 1 - alpha)
     return loss
@@ -186,7 +185,7 @@ def sigmoid_focal_loss_labels(
         return _portable(logits, labels, alpha, float(gamma), reduction, weights)
     from retina_focal.ops._fused import ClosedFormFocalLoss, FusedFocalLossCPU, alpha_vectors
 
-    acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    acc = compute_dtype(logits.dtype)
     alpha_pos, alpha_neg = alpha_vectors(alpha, logits.shape[1], acc, logits.device)
     if weights is not None:
         weights = weights.detach().to(acc).contiguous()
@@ -241,7 +240,7 @@ def resolve_impl(impl: Optional[str], logits: torch.Tensor, alpha=None, weights=
 def _portable(logits, labels, alpha, gamma: float, reduction: str, weights):
     """The exact reference: a handful of eager PyTorch ops (any device, autograd)."""
     num_classes = logits.shape[1]
-    x = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+    x = to_compute_dtype(logits)
     if isinstance(alpha, torch.Tensor):
         alpha = alpha.to(device=x.device, dtype=x.dtype)
         alpha_neg, alpha_pos = alpha, alpha  # (K,): broadcast over rows / indexed by class

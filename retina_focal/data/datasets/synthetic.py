@@ -28,6 +28,8 @@ from typing import Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
+from retina_focal.utils.file_io import atomic_write_bytes
+
 logger = logging.getLogger(__name__)
 
 CLASS_NAMES = ("ellipse", "rectangle", "triangle", "cross", "star", "ring")
@@ -230,7 +232,7 @@ def write_split(cfg: SyntheticConfig, split: str, root: str, progress: bool = Tr
     for i in iterator:
         img, objects = generate_image(cfg, split, i)
         file_name = f"{i:06d}.png"
-        _atomic_write(os.path.join(image_dir, file_name), _encode_png(img))
+        atomic_write_bytes(os.path.join(image_dir, file_name), _encode_png(img))
         images.append({"id": i + 1, "file_name": file_name, "height": img.shape[0],
                        "width": img.shape[1]})
         for obj in objects:
@@ -249,7 +251,7 @@ def write_split(cfg: SyntheticConfig, split: str, root: str, progress: bool = Tr
     }
     json_path = os.path.join(root, f"{split}.json")
     # The JSON appears only once every image is written, so its presence means "complete".
-    _atomic_write(json_path, json.dumps(coco).encode())
+    atomic_write_bytes(json_path, json.dumps(coco).encode())
     return json_path
 
 
@@ -258,15 +260,6 @@ def _encode_png(img: np.ndarray) -> bytes:
     if not ok:
         raise OSError("PNG encoding failed")
     return buf.tobytes()
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    """Write via a process-unique temporary file + rename: concurrent generators (one per
-    training process) never expose a partial file."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def default_cache_root() -> str:

@@ -28,6 +28,8 @@ from typing import List, Optional
 import torch
 from torch import Tensor, nn
 
+from retina_focal.config.validation import ConfigKeys
+
 __all__ = ["DenseClsLoss"]
 
 
@@ -39,6 +41,8 @@ class DenseClsLoss(nn.Module):
 
     score_activation: str = "sigmoid"
     needs_iou_targets: bool = False
+    # {constructor argument: cfg key}, for errors of losses built from a cfg
+    config_keys: ConfigKeys = {}
 
     @classmethod
     def num_logits(cls, num_classes: int) -> int:

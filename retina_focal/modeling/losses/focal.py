@@ -5,14 +5,23 @@ from typing import List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
-from detectron2.config import configurable
 from torch import Tensor, nn
 
-from retina_focal.config import check_alpha_per_class, check_focal_params, check_gamma
+from retina_focal.config import (
+    check_alpha,
+    check_alpha_per_class,
+    check_choice,
+    check_finite,
+    check_focal_params,
+    check_gamma,
+    check_positive,
+    configurable,
+)
 from retina_focal.modeling.losses.base import DenseClsLoss
 from retina_focal.modeling.registry import CLS_LOSS_REGISTRY, get_component
 from retina_focal.ops import sigmoid_focal_loss_labels
 from retina_focal.ops.focal_loss import IMPLS
+from retina_focal.ops.numerics import to_compute_dtype, unit_pow
 
 __all__ = [
     "SigmoidFocalLoss", "SigmoidFocalLossStar", "SoftmaxFocalLoss", "build_cls_loss",
@@ -35,27 +44,24 @@ def build_cls_loss(cfg) -> nn.Module:
     return cls_loss_class(cfg)(cfg)
 
 
-def _float_logits(logits: Tensor) -> Tensor:
-    """Losses are computed in float32 (or float64) whatever the input precision."""
-    return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
-
-
-def _pow(base: Tensor, exponent: float) -> Tensor:
-    """``base ** exponent`` for base in [0, 1]; for exponent < 1 the base is kept >= the
-    smallest normal float, so that a saturated logit (base exactly 0) gets a zero gradient
-    instead of 0 * inf = NaN (the value changes by < 1e-19)."""
-    if exponent < 1:
-        base = base.clamp(min=torch.finfo(base.dtype).tiny)
-    return base.pow(exponent)
-
-
 def _alpha_from_cfg(cfg) -> Union[float, List[float]]:
-    """``ALPHA_PER_CLASS`` if set (validated against NUM_CLASSES), else the scalar alpha."""
+    """``ALPHA_PER_CLASS`` if set, else the scalar alpha. The number of per-class values is
+    checked here: it must match ``NUM_CLASSES``, which the loss itself does not know."""
     per_class = list(cfg.MODEL.RETINA_FOCAL.ALPHA_PER_CLASS)
-    if per_class:
-        check_alpha_per_class(per_class, cfg.MODEL.RETINANET.NUM_CLASSES, key=ALPHA_PER_CLASS_KEY)
-        return [float(a) for a in per_class]
-    return cfg.MODEL.RETINANET.FOCAL_LOSS_ALPHA
+    if not per_class:
+        return cfg.MODEL.RETINANET.FOCAL_LOSS_ALPHA
+    num_classes = cfg.MODEL.RETINANET.NUM_CLASSES
+    if len(per_class) != num_classes:
+        raise ValueError(
+            f"{ALPHA_PER_CLASS_KEY} has {len(per_class)} values but MODEL.RETINANET.NUM_CLASSES="
+            f"{num_classes}: give one alpha per class, or [] to use {ALPHA_KEY}"
+        )
+    return per_class
+
+
+def _alpha_key(cfg) -> str:
+    """The cfg key an ``alpha`` argument came from (see :func:`_alpha_from_cfg`)."""
+    return ALPHA_PER_CLASS_KEY if len(cfg.MODEL.RETINA_FOCAL.ALPHA_PER_CLASS) else ALPHA_KEY
 
 
 def _reject_alpha_per_class(cfg, loss_name: str) -> None:
@@ -72,14 +78,17 @@ class _SigmoidAlphaMixin(nn.Module):
     follows the module's device and is not saved in checkpoints)."""
 
     def _set_alpha(self, alpha: Union[float, Sequence[float]]) -> None:
+        """Validate and store ``alpha``: in [0, 1] or -1, or K values in [0, 1]."""
         if isinstance(alpha, (list, tuple, Tensor)):
-            values = [float(a) for a in alpha]
-            check_alpha_per_class(values, len(values), key="alpha")
+            values = alpha.tolist() if isinstance(alpha, Tensor) else list(alpha)
+            check_alpha_per_class(values, key="alpha")
+            values = [float(a) for a in values]
             self.alpha: Union[float, None] = None
             self.register_buffer(
                 "alpha_per_class", torch.tensor(values, dtype=torch.float64), persistent=False
             )
         else:
+            check_alpha(alpha, key="alpha")
             self.alpha = float(alpha)
             self.alpha_per_class: Optional[Tensor] = None
 
@@ -129,26 +138,25 @@ class SigmoidFocalLoss(_SigmoidAlphaMixin, DenseClsLoss):
         impl: str = "auto",
     ):
         super().__init__()
-        check_gamma(gamma, key="gamma")
-        if not isinstance(alpha, (list, tuple, Tensor)):
-            check_focal_params(alpha, gamma, alpha_key="alpha", gamma_key="gamma")
-        if impl not in IMPLS:
-            raise ValueError(f"Invalid focal loss implementation {impl!r}; choices: {IMPLS}")
         self._set_alpha(alpha)
+        check_gamma(gamma, key="gamma", note="0 gives alpha-balanced cross entropy")
+        check_choice(impl, IMPLS, key="impl")
         self.gamma = float(gamma)
         self.impl = impl
 
+    config_keys = {
+        "alpha": _alpha_key,
+        "gamma": GAMMA_KEY,
+        "impl": "MODEL.RETINA_FOCAL.FOCAL_LOSS_IMPL",
+    }
+
     @classmethod
     def from_config(cls, cfg):
-        gamma = cfg.MODEL.RETINANET.FOCAL_LOSS_GAMMA
-        check_focal_params(cfg.MODEL.RETINANET.FOCAL_LOSS_ALPHA, gamma,
-                           alpha_key=ALPHA_KEY, gamma_key=GAMMA_KEY)
-        impl = cfg.MODEL.RETINA_FOCAL.FOCAL_LOSS_IMPL
-        if impl not in IMPLS:
-            raise ValueError(
-                f"MODEL.RETINA_FOCAL.FOCAL_LOSS_IMPL={impl!r} is invalid; choices: {IMPLS}"
-            )
-        return {"alpha": _alpha_from_cfg(cfg), "gamma": gamma, "impl": impl}
+        return {
+            "alpha": _alpha_from_cfg(cfg),
+            "gamma": cfg.MODEL.RETINANET.FOCAL_LOSS_GAMMA,
+            "impl": cfg.MODEL.RETINA_FOCAL.FOCAL_LOSS_IMPL,
+        }
 
     def _op_alpha(self):
         return self.alpha_per_class if self.alpha_per_class is not None else self.alpha
@@ -211,33 +219,26 @@ class SigmoidFocalLossStar(_SigmoidAlphaMixin, DenseClsLoss):
         self, *, alpha: Union[float, Sequence[float]] = 0.25, gamma: float = 2.0, beta: float = 1.0
     ):
         super().__init__()
-        if not isinstance(alpha, (list, tuple, Tensor)):
-            check_focal_params(alpha, 0.0, alpha_key="alpha", gamma_key="gamma")
-        if not (gamma > 0 and math.isfinite(gamma)):
-            raise ValueError(f"gamma={gamma!r} is invalid for FL*: use a finite value > 0")
-        if not math.isfinite(beta):
-            raise ValueError(f"beta={beta!r} is invalid for FL*: use a finite value")
         self._set_alpha(alpha)
+        check_positive(gamma, key="gamma", note="FL* divides by it")
+        check_finite(beta, key="beta")
         self.gamma = float(gamma)
         self.beta = float(beta)
+
+    config_keys = {
+        "alpha": _alpha_key,
+        "gamma": "MODEL.RETINA_FOCAL.FL_STAR_GAMMA",
+        "beta": "MODEL.RETINA_FOCAL.FL_STAR_BETA",
+    }
 
     @classmethod
     def from_config(cls, cfg):
         rf = cfg.MODEL.RETINA_FOCAL
-        check_focal_params(cfg.MODEL.RETINANET.FOCAL_LOSS_ALPHA, 0.0,
-                           alpha_key=ALPHA_KEY, gamma_key=GAMMA_KEY)
-        if not (rf.FL_STAR_GAMMA > 0 and math.isfinite(rf.FL_STAR_GAMMA)):
-            raise ValueError(
-                f"MODEL.RETINA_FOCAL.FL_STAR_GAMMA={rf.FL_STAR_GAMMA!r} is invalid: use a finite "
-                "value > 0 (the loss divides by it)"
-            )
-        if not math.isfinite(rf.FL_STAR_BETA):
-            raise ValueError(f"MODEL.RETINA_FOCAL.FL_STAR_BETA={rf.FL_STAR_BETA!r} must be finite")
         return {"alpha": _alpha_from_cfg(cfg), "gamma": rf.FL_STAR_GAMMA, "beta": rf.FL_STAR_BETA}
 
     def elementwise(self, logits: Tensor, labels: Tensor, iou_targets=None) -> Tensor:
         self._check_inputs(logits, labels, logits.shape[1])
-        x = _float_logits(logits)
+        x = to_compute_dtype(logits)
         target, valid = _sigmoid_targets(labels, x.shape[1])
         target = target.to(x.dtype)
         sign = 2 * target - 1  # y in {-1, +1}
@@ -278,13 +279,13 @@ class SoftmaxFocalLoss(DenseClsLoss):
         self.alpha = float(alpha)
         self.gamma = float(gamma)
 
+    config_keys = {"alpha": ALPHA_KEY, "gamma": GAMMA_KEY}
+
     @classmethod
     def from_config(cls, cfg):
-        alpha = cfg.MODEL.RETINANET.FOCAL_LOSS_ALPHA
-        gamma = cfg.MODEL.RETINANET.FOCAL_LOSS_GAMMA
-        check_focal_params(alpha, gamma, alpha_key=ALPHA_KEY, gamma_key=GAMMA_KEY)
         _reject_alpha_per_class(cfg, cls.__name__)
-        return {"alpha": alpha, "gamma": gamma}
+        return {"alpha": cfg.MODEL.RETINANET.FOCAL_LOSS_ALPHA,
+                "gamma": cfg.MODEL.RETINANET.FOCAL_LOSS_GAMMA}
 
     @classmethod
     def num_logits(cls, num_classes: int) -> int:
@@ -298,13 +299,13 @@ class SoftmaxFocalLoss(DenseClsLoss):
     def elementwise(self, logits: Tensor, labels: Tensor, iou_targets=None) -> Tensor:
         """(R, 1): one loss per anchor."""
         self._check_inputs(logits, labels, logits.shape[1])
-        x = _float_logits(logits)
+        x = to_compute_dtype(logits)
         num_classes = x.shape[1] - 1
         valid = labels >= 0
         ce = F.cross_entropy(x, labels.clamp(min=0), reduction="none")  # -log(p_t)
         loss = ce
         if self.gamma != 0:
-            loss = loss * _pow(-torch.expm1(-ce), self.gamma)  # (1 - p_t)^gamma, accurate
+            loss = loss * unit_pow(-torch.expm1(-ce), self.gamma)  # (1 - p_t)^gamma, accurate
         if self.alpha >= 0:
             fg = labels < num_classes
             loss = loss * torch.where(fg, self.alpha, 1 - self.alpha).to(x.dtype)

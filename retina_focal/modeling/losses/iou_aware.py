@@ -6,23 +6,17 @@ box and its matched ground-truth box, computed by RetinaFocal without gradient (
 a constant); for other anchors the value is not read. The soft target q of (anchor, class) is
 that IoU for the anchor's class of a positive anchor and 0 everywhere else.
 """
-import math
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from detectron2.config import configurable
 from torch import Tensor
 
-from retina_focal.config import check_gamma
+from retina_focal.config import check_gamma, check_positive, configurable
 from retina_focal.modeling.losses.base import DenseClsLoss
-from retina_focal.modeling.losses.focal import (
-    _float_logits,
-    _pow,
-    _reject_alpha_per_class,
-    _sigmoid_targets,
-)
+from retina_focal.modeling.losses.focal import _reject_alpha_per_class, _sigmoid_targets
 from retina_focal.modeling.registry import CLS_LOSS_REGISTRY
+from retina_focal.ops.numerics import to_compute_dtype, unit_pow
 
 __all__ = ["QualityFocalLoss", "VarifocalLoss"]
 
@@ -35,7 +29,7 @@ def _soft_targets(logits: Tensor, labels: Tensor, iou_targets: Optional[Tensor],
             f"{name}: iou_targets must have shape (R,) = {tuple(labels.shape)}, got "
             f"{tuple(iou_targets.shape)}"
         )
-    x = _float_logits(logits)
+    x = to_compute_dtype(logits)
     q, valid = _sigmoid_targets(labels, x.shape[1], iou_targets.detach().to(x.dtype).clamp(0, 1))
     return x, q, valid.to(x.dtype)[:, None]
 
@@ -62,9 +56,10 @@ class QualityFocalLoss(DenseClsLoss):
         check_gamma(beta, key="beta")
         self.beta = float(beta)
 
+    config_keys = {"beta": "MODEL.RETINA_FOCAL.QFL_BETA"}
+
     @classmethod
     def from_config(cls, cfg):
-        check_gamma(cfg.MODEL.RETINA_FOCAL.QFL_BETA, key="MODEL.RETINA_FOCAL.QFL_BETA")
         _reject_alpha_per_class(cfg, cls.__name__)
         return {"beta": cfg.MODEL.RETINA_FOCAL.QFL_BETA}
 
@@ -72,7 +67,7 @@ class QualityFocalLoss(DenseClsLoss):
         self._check_inputs(logits, labels, logits.shape[1])
         x, y, valid = _soft_targets(logits, labels, iou_targets, type(self).__name__)
         bce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
-        return bce * _pow((y - torch.sigmoid(x)).abs(), self.beta) * valid
+        return bce * unit_pow((y - torch.sigmoid(x)).abs(), self.beta) * valid
 
     def extra_repr(self) -> str:
         return f"beta={self.beta}"
@@ -98,28 +93,24 @@ class VarifocalLoss(DenseClsLoss):
     @configurable
     def __init__(self, *, alpha: float = 0.75, gamma: float = 2.0):
         super().__init__()
-        if not (alpha > 0 and math.isfinite(alpha)):
-            raise ValueError(f"alpha={alpha!r} is invalid: use a finite value > 0")
+        check_positive(alpha, key="alpha")
         check_gamma(gamma, key="gamma")
         self.alpha = float(alpha)
         self.gamma = float(gamma)
 
+    config_keys = {"alpha": "MODEL.RETINA_FOCAL.VFL_ALPHA", "gamma": "MODEL.RETINA_FOCAL.VFL_GAMMA"}
+
     @classmethod
     def from_config(cls, cfg):
-        rf = cfg.MODEL.RETINA_FOCAL
-        if not (rf.VFL_ALPHA > 0 and math.isfinite(rf.VFL_ALPHA)):
-            raise ValueError(
-                f"MODEL.RETINA_FOCAL.VFL_ALPHA={rf.VFL_ALPHA!r} is invalid: use a finite value > 0"
-            )
-        check_gamma(rf.VFL_GAMMA, key="MODEL.RETINA_FOCAL.VFL_GAMMA")
         _reject_alpha_per_class(cfg, cls.__name__)
+        rf = cfg.MODEL.RETINA_FOCAL
         return {"alpha": rf.VFL_ALPHA, "gamma": rf.VFL_GAMMA}
 
     def elementwise(self, logits: Tensor, labels: Tensor, iou_targets=None) -> Tensor:
         self._check_inputs(logits, labels, logits.shape[1])
         x, q, valid = _soft_targets(logits, labels, iou_targets, type(self).__name__)
         bce = F.binary_cross_entropy_with_logits(x, q, reduction="none")
-        negative_weight = self.alpha * _pow(torch.sigmoid(x), self.gamma)
+        negative_weight = self.alpha * unit_pow(torch.sigmoid(x), self.gamma)
         return bce * torch.where(q > 0, q, negative_weight) * valid
 
     def extra_repr(self) -> str:

@@ -1,0 +1,135 @@
+"""What an ablation study leaves behind: each run's final COCO metrics (read from its
+``metrics.json``) and the study's ``results.json``, ``results.md`` (a table beside the paper's
+numbers) and ``results.png`` (a bar chart), rewritten atomically after every setting so they
+can be read while the study runs."""
+import json
+import math
+import os
+from typing import Dict, List, Optional
+
+from retina_focal.ablation.studies import Study
+from retina_focal.utils.file_io import atomic_write_bytes, atomic_write_text
+from retina_focal.utils.plotting import pyplot
+
+__all__ = ["METRICS", "read_final_metrics", "write_results"]
+
+# The COCO metrics Detectron2's COCOEvaluator reports for boxes, in percent.
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def read_final_metrics(output_dir: str) -> Optional[Dict[str, Optional[float]]]:
+    """The last ``bbox/AP*`` values in ``output_dir/metrics.json`` (Detectron2's JSONWriter;
+    the final evaluation is written there), or None if there is none. NaN becomes None, except
+    that a model without any detection (Detectron2 logs "No predictions from the model!") gets
+    0 for every metric."""
+    path = os.path.join(output_dir, "metrics.json")
+    if not os.path.exists(path):
+        return None
+    found = None
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if "bbox/AP" in row:
+                found = row
+    if found is None:
+        return None
+    metrics = {m: _finite(found.get(f"bbox/{m}")) for m in METRICS}
+    if all(v is None for v in metrics.values()) and _no_predictions(output_dir):
+        # Detectron2 reports NaN when the model detects nothing at all (pycocotools cannot
+        # evaluate an empty result list); with ground truth present that is an AP of 0.
+        metrics = {m: 0.0 for m in METRICS}
+    return metrics
+
+
+def _no_predictions(output_dir: str) -> bool:
+    """Whether Detectron2's COCOEvaluator logged that the model made no detection."""
+    path = os.path.join(output_dir, "log.txt")
+    if not os.path.exists(path):
+        return False
+    with open(path, errors="replace") as f:
+        return any("No predictions from the model!" in line for line in f)
+
+
+def _finite(v):
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def _fmt(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+def write_results(study: Study, rows: List[Dict], out_dir: str, header: Dict) -> Dict[str, str]:
+    """Write ``results.json``, ``results.md`` and ``results.png`` into ``out_dir``.
+
+    Args:
+        rows: one dict per setting, in study order: ``label``, ``paper_ap``, ``status``
+            ("done" / "failed" / "pending"), ``metrics`` (METRICS -> float or None, or None),
+            ``wall_s``, ``overrides`` (list of strings).
+        header: run information (config, schedule, command, ...), stored in the JSON and
+            printed above the Markdown table.
+
+    Returns:
+        {"json", "md", "png"}: the paths written.
+    """
+    paths = {k: os.path.join(out_dir, f"results.{k}") for k in ("json", "md", "png")}
+    atomic_write_text(paths["json"], json.dumps(
+        {"study": study.name, "title": study.title, "paper_note": study.paper_note,
+         **header, "settings": rows}, indent=2))
+
+    lines = [f"## Study {study.name}: {study.title}", ""]
+    for key in ("command", "config_file", "schedule", "schedule_description"):
+        if header.get(key):
+            lines.append(f"- {key.replace('_', ' ')}: `{header[key]}`")
+    lines += ["", "| setting | " + " | ".join(METRICS) + " | paper AP | train+eval s |",
+              "|---|" + "---|" * (len(METRICS) + 2)]
+    for r in rows:
+        m = r.get("metrics") or {}
+        cells = [_fmt(m.get(k)) for k in METRICS] if r["status"] == "done" else (
+            [r["status"]] + [""] * (len(METRICS) - 1))
+        wall = "" if r.get("wall_s") is None else f"{r['wall_s']:.0f}"
+        lines.append(f"| {r['label']} | " + " | ".join(cells)
+                     + f" | {_fmt(r.get('paper_ap'))} | {wall} |")
+    if study.paper_note:
+        lines += ["", study.paper_note]
+    atomic_write_text(paths["md"], "\n".join(lines) + "\n")
+
+    _plot(study, rows, paths["png"])
+    return paths
+
+
+def _plot(study: Study, rows: List[Dict], path: str) -> None:
+    import numpy as np
+
+    plt = pyplot()
+    labels = [r["label"] for r in rows]
+    ours = [((r.get("metrics") or {}).get("AP") if r["status"] == "done" else None) for r in rows]
+    paper = [r.get("paper_ap") for r in rows]
+    x = np.arange(len(rows))
+    has_paper = any(p is not None for p in paper)
+    width = 0.4 if has_paper else 0.6
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(rows) + 2), 4.5))
+    ax.bar(x - (width / 2 if has_paper else 0), [np.nan if v is None else v for v in ours],
+           width, label="this run (AP)", color="tab:blue")
+    if has_paper:
+        ax.bar(x + width / 2, [np.nan if v is None else v for v in paper], width,
+               label="paper, COCO (AP)", color="tab:gray")
+    for xi, v in zip(x, ours):
+        if v is not None:
+            ax.annotate(f"{v:.1f}", (xi - (width / 2 if has_paper else 0), v), ha="center",
+                        va="bottom", fontsize=8)
+    ax.set_xlim(-0.6, len(rows) - 0.4)
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("box AP (%)")
+    ax.set_title(f"Study {study.name}: {study.title}", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    plt.close(fig)

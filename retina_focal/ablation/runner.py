@@ -1,0 +1,282 @@
+"""Runs an ablation study: one training run per setting, several at a time, resumable.
+
+Each setting trains with ``retina-focal train`` in a subprocess, in ``DIR/NN_<label>/``; its
+final COCO evaluation (read from that run's ``metrics.json``) is saved to ``result.json`` there
+(written last: its presence means the setting is complete). Running the same study again
+resumes: a setting with a ``result.json`` for the same command line is not trained again, and
+one made by another study beside this one with the same command line is reused.
+``DIR/results.{md,json,png}`` are rewritten after every setting.
+"""
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Dict, List
+
+import retina_focal
+from retina_focal.ablation.results import read_final_metrics, write_results
+from retina_focal.ablation.studies import get_schedule, get_study, resolve_overrides
+from retina_focal.engine.defaults import build_cfg
+from retina_focal.utils.file_io import atomic_write_json
+
+__all__ = ["RESULT_FILE", "StudyRunner", "build_plan", "setting_dirname"]
+
+RESULT_FILE = "result.json"
+# lines of a training run worth echoing: Detectron2's per-iteration metrics (with ETA), the
+# evaluation's progress and the final AP
+ECHO = re.compile(r" iter: \d|Inference done|copypaste: \d|Traceback|Error")
+
+_print_lock = threading.Lock()
+
+
+def log(msg: str) -> None:
+    with _print_lock:
+        print(f"[ablate {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _fmt_s(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def setting_dirname(index: int, label: str) -> str:
+    return f"{index:02d}_" + re.sub(r"[^A-Za-z0-9.=_-]+", "_", label).strip("_")
+
+
+def build_plan(args) -> Dict:
+    """Validate the study, schedule, config and overrides; return the list of runs to make.
+    Every setting's config is built here, so a bad key fails before anything trains."""
+    study = get_study(args.study)
+    schedule = get_schedule(args.schedule)
+    if args.workers < 1:
+        raise ValueError(f"--workers={args.workers} is invalid: use 1 or more")
+    if len(args.opts) % 2:
+        raise ValueError(f"Overrides must be KEY VALUE pairs, got an odd list: {args.opts}")
+    if not os.path.isfile(args.config_file):
+        raise FileNotFoundError(f"--config-file {args.config_file!r} does not exist")
+    settings = list(study.settings)
+    if args.settings:
+        wanted = [s.strip() for s in args.settings.split(",") if s.strip()]
+        unknown = [w for w in wanted if w not in study.labels()]
+        if unknown:
+            raise ValueError(f"--settings: {unknown} not in study {study.name}; its settings: "
+                             f"{study.labels()}")
+        settings = [s for s in settings if s.label in wanted]
+
+    base = build_cfg(args.config_file, freeze=False)
+    common = resolve_overrides(schedule.overrides, base) + list(args.opts)
+    try:
+        base.merge_from_list(common)
+    except (KeyError, AssertionError, ValueError) as e:
+        raise ValueError(f"Bad override in the schedule {schedule.name!r} or on the command "
+                         f"line ({list(args.opts)}) for {args.config_file}: {e}") from e
+    runs = []
+    for setting in settings:
+        index = study.settings.index(setting) + 1
+        opts = resolve_overrides(setting.overrides, base)
+        cfg = base.clone()
+        try:
+            cfg.merge_from_list(opts)
+        except (KeyError, AssertionError, ValueError) as e:
+            raise ValueError(
+                f"Study {study.name}, setting {setting.label!r}: the overrides {opts} do not "
+                f"apply to {args.config_file}: {e}. (Keys a study needs must exist in "
+                "retina_focal.add_retina_focal_config or the base config.)") from e
+        runs.append({"index": index, "setting": setting,
+                     "opts": [str(o) for o in common + opts]})
+    out_dir = args.output or os.path.join("output", "ablations", f"{study.name}_{schedule.name}")
+    return {"study": study, "schedule": schedule, "runs": runs, "out_dir": out_dir}
+
+
+def _read_json(path: str):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+class StudyRunner:
+    """Trains the settings of a :func:`build_plan` plan, ``args.workers`` at a time, each in
+    its own process (``retina-focal train``), skipping those already done (resume), and
+    rewrites the study's results after every setting with progress and an ETA.
+
+    Args:
+        args: the ablate command's arguments (``config_file``, ``workers``).
+        plan: :func:`build_plan`'s output.
+        command: the command line recorded in the results (how to run the study again).
+    """
+
+    def __init__(self, args, plan, command: str = ""):
+        self.args = args
+        self.command = command
+        self.study = plan["study"]
+        self.schedule = plan["schedule"]
+        self.runs = plan["runs"]
+        self.out_dir = plan["out_dir"]
+        self.rows = {}
+        self.started = time.time()
+        self.trained_walls: List[float] = []
+        self.finished = 0
+        self.lock = threading.Lock()
+        self.config_file = os.path.abspath(self.args.config_file)
+        self.env = dict(os.environ)
+        # children import the same retina_focal as this process
+        pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(retina_focal.__file__)))
+        self.env["PYTHONPATH"] = os.pathsep.join(
+            [pkg_root] + [p for p in self.env.get("PYTHONPATH", "").split(os.pathsep) if p])
+        if args.workers > 1 and "OMP_NUM_THREADS" not in self.env:
+            # share the cores between the workers instead of oversubscribing them
+            self.env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.workers))
+
+    def run_dir(self, run) -> str:
+        return os.path.join(self.out_dir, setting_dirname(run["index"], run["setting"].label))
+
+    def signature(self, run) -> Dict:
+        return {"config_file": self.config_file, "opts": run["opts"]}
+
+    def load_done(self, run):
+        """The saved result of ``run`` if it finished with the same command line; else the
+        result of an identical run of another study beside this one (same parent directory),
+        copied here; else None."""
+        path = os.path.join(self.run_dir(run), RESULT_FILE)
+        result = _read_json(path)
+        if result is not None and result.get("signature") == self.signature(run):
+            # the metrics are read again from the run's own files where they are there
+            metrics = read_final_metrics(self.run_dir(run))
+            return result if metrics is None else dict(result, metrics=metrics)
+        if result is not None:
+            log(f"{run['setting'].label!r}: {path} was made with other settings; retraining")
+            return None
+        parent = os.path.dirname(os.path.abspath(self.out_dir))
+        for other in sorted(glob.glob(os.path.join(parent, "*", "*", RESULT_FILE))):
+            if os.path.dirname(os.path.dirname(other)) == os.path.abspath(self.out_dir):
+                continue
+            found = _read_json(other)
+            if found is not None and found.get("signature") == self.signature(run):
+                found = dict(found, label=run["setting"].label,
+                             reused_from=os.path.dirname(other))
+                os.makedirs(self.run_dir(run), exist_ok=True)
+                atomic_write_json(path, found, indent=2)
+                log(f"{run['setting'].label!r}: the same run was already made in "
+                    f"{os.path.dirname(other)}; its result is reused")
+                return found
+        return None
+
+    def row(self, run, status, result=None) -> Dict:
+        return {"label": run["setting"].label, "paper_ap": run["setting"].paper_ap,
+                "status": status, "metrics": (result or {}).get("metrics"),
+                "wall_s": (result or {}).get("wall_s"), "overrides": run["opts"],
+                "output_dir": self.run_dir(run)}
+
+    def write(self) -> Dict[str, str]:
+        rows = [self.rows.get(r["index"]) or self.row(r, "pending") for r in self.runs]
+        header = {
+            "command": self.command,
+            "config_file": self.args.config_file,
+            "schedule": self.schedule.name,
+            "schedule_description": self.schedule.description,
+            "schedule_overrides": resolve_overrides(self.schedule.overrides, None),
+            "workers": self.args.workers,
+        }
+        with self.lock:
+            return write_results(self.study, rows, self.out_dir, header)
+
+    def progress(self, label: str, what: str) -> None:
+        with self.lock:
+            self.finished += 1
+            done, total = self.finished, len(self.runs)
+            remaining = total - done
+            if self.trained_walls and remaining:
+                mean = sum(self.trained_walls) / len(self.trained_walls)
+                eta = mean * -(-remaining // self.args.workers)
+                eta_text = f", study ETA {_fmt_s(eta)} ({_fmt_s(mean)} per setting)"
+            else:
+                eta_text = ""
+        log(f"{done}/{total} settings finished ({label!r} {what}); elapsed "
+            f"{_fmt_s(time.time() - self.started)}{eta_text}")
+
+    def train(self, run) -> None:
+        label = run["setting"].label
+        out = self.run_dir(run)
+        if os.path.exists(out):  # an interrupted or outdated run: start it again from scratch
+            shutil.rmtree(out)
+        os.makedirs(out)
+        # the package's own train command (no tools/ needed), in a process of its own
+        cmd = [sys.executable, "-m", "retina_focal.cli", "train", "--config-file",
+               self.config_file] + run["opts"] + ["OUTPUT_DIR", out]
+        log(f"start {label!r} (setting {run['index']} of study {self.study.name}) -> {out}")
+        t0 = time.time()
+        with open(os.path.join(out, "train_stdout.txt"), "w") as logf:
+            logf.write("$ " + " ".join(cmd) + "\n")
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True, env=self.env, bufsize=1)
+            tail: List[str] = []
+            for line in proc.stdout:
+                logf.write(line)
+                logf.flush()
+                tail = (tail + [line])[-40:]
+                if ECHO.search(line):
+                    with _print_lock:
+                        print(f"  [{label}] {line.rstrip()}", flush=True)
+            code = proc.wait()
+        wall = time.time() - t0
+        metrics = read_final_metrics(out) if code == 0 else None
+        if metrics is None:
+            log(f"{label!r} FAILED (exit code {code}; see {out}/train_stdout.txt). Last lines:\n"
+                + "".join(tail[-25:]))
+            self.rows[run["index"]] = self.row(run, "failed", {"wall_s": wall})
+            self.progress(label, "failed")
+            self.write()
+            return
+        result = {"label": label, "metrics": metrics, "wall_s": wall,
+                  "signature": self.signature(run), "command": cmd,
+                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        # its presence means "complete"
+        atomic_write_json(os.path.join(out, RESULT_FILE), result, indent=2)
+        with self.lock:
+            self.trained_walls.append(wall)
+        self.rows[run["index"]] = self.row(run, "done", result)
+        self.progress(label, f"AP {metrics['AP']:.1f} in {wall:.0f} s"
+                      if metrics["AP"] is not None else f"done in {wall:.0f} s")
+        self.write()
+
+    def run(self) -> int:
+        os.makedirs(self.out_dir, exist_ok=True)
+        todo = []
+        for run in self.runs:
+            result = self.load_done(run)
+            if result is not None:
+                self.rows[run["index"]] = self.row(run, "done", result)
+                log(f"{run['setting'].label!r}: already done ({self.run_dir(run)}/{RESULT_FILE}, "
+                    f"AP {result['metrics']['AP']}), skipped")
+                self.finished += 1
+            else:
+                todo.append(run)
+        log(f"study {self.study.name} ({self.study.title}), schedule {self.schedule.name}: "
+            f"{len(todo)} of {len(self.runs)} settings to train, {self.args.workers} worker(s), "
+            f"output {self.out_dir}")
+        self.write()
+        if self.args.workers == 1:
+            for run in todo:
+                self.train(run)
+        else:
+            with ThreadPoolExecutor(max_workers=self.args.workers) as pool:
+                for fut in [pool.submit(self.train, run) for run in todo]:
+                    fut.result()
+        paths = self.write()
+        with open(paths["md"]) as f:
+            print(f.read(), flush=True)
+        log(f"wrote {paths['md']}, {paths['json']}, {paths['png']} in "
+            f"{_fmt_s(time.time() - self.started)}")
+        failed = [r["label"] for r in self.rows.values() if r["status"] != "done"]
+        if failed:
+            log(f"{len(failed)} setting(s) failed: {failed}")
+            return 1
+        return 0

@@ -1,0 +1,117 @@
+"""Section 1: the focal loss forward + backward on one COCO-scale batch, ours (fused and
+portable) against fvcore (eager and TorchScript), torchvision and Detectron2's whole loss path.
+"""
+import torch
+import torch.nn.functional as F
+
+from retina_focal.benchmark.timing import Progress, alternate, peak_extra_bytes, summarize
+
+__all__ = ["bench_focal", "compiled_closed_form", "focal_problem"]
+
+
+def focal_problem(num_images, anchors, num_classes, device, seed=0):
+    """Logits like a detector's early in training (mostly confident negatives) and labels with
+    1% positive and 5% ignored anchors."""
+    g = torch.Generator().manual_seed(seed)
+    per_image = anchors // num_images
+    logits = torch.randn(num_images, per_image, num_classes, generator=g) * 1.5 - 4.0
+    u = torch.rand(num_images, per_image, generator=g)
+    labels = torch.full((num_images, per_image), num_classes, dtype=torch.long)
+    pos = u < 0.01
+    labels[pos] = torch.randint(0, num_classes, (int(pos.sum()),), generator=g)
+    labels[(u >= 0.01) & (u < 0.06)] = -1
+    return logits.to(device), labels.to(device)
+
+
+def bench_focal(args, device):
+    from fvcore.nn import sigmoid_focal_loss as fvcore_eager
+    from fvcore.nn import sigmoid_focal_loss_jit as fvcore_jit
+    from torchvision.ops import sigmoid_focal_loss as tv_loss
+
+    from retina_focal.ops import sigmoid_focal_loss_labels
+    from retina_focal.ops.focal_loss import resolve_impl
+
+    N, R, K = args.images, args.anchors, args.classes
+    alpha, gamma = 0.25, 2.0
+    logits, labels = focal_problem(N, R, K, device)
+    flat_labels = labels.flatten()
+    valid = flat_labels >= 0
+    valid_logits = logits.flatten(0, 1)[valid].contiguous()
+    valid_targets = F.one_hot(flat_labels[valid], K + 1)[:, :K].to(logits.dtype)
+    leaves = {}
+
+    def leaf(name, t):
+        x = leaves.get(name)
+        if x is None:
+            x = leaves[name] = t.detach().clone().requires_grad_()
+        x.grad = None
+        return x
+
+    def ours(impl):
+        def run():
+            x = leaf("ours", logits)
+            sigmoid_focal_loss_labels(x.flatten(0, 1), flat_labels, alpha, gamma, "sum",
+                                      impl=impl).backward()
+        return run
+
+    def dense(fn, name):
+        def run():
+            x = leaf(name, valid_logits)
+            fn(x, valid_targets, alpha, gamma, "sum").backward()
+        return run
+
+    def detectron2_path():
+        # what Detectron2's RetinaNet.losses does for the classification term
+        x = leaf("d2", logits)
+        valid_mask = labels >= 0
+        target = F.one_hot(labels[valid_mask], num_classes=K + 1)[:, :-1]
+        fvcore_jit(x[valid_mask], target.to(x.dtype), alpha=alpha, gamma=gamma,
+                   reduction="sum").backward()
+
+    fns = {
+        "ours (fused)": ours("fused" if resolve_impl(None, logits) == "fused" else "portable"),
+        "ours (portable)": ours("portable"),
+        "fvcore eager": dense(fvcore_eager, "fve"),
+        "fvcore TorchScript": dense(fvcore_jit, "fvj"),
+        "torchvision": dense(tv_loss, "tv"),
+        "Detectron2 loss path": detectron2_path,
+    }
+    if args.with_compile:
+        fns["closed form, torch.compile"] = compiled_closed_form(logits, flat_labels, alpha, gamma)
+    progress = Progress("focal loss", len(fns) * 2 + args.repeats)  # warm-up, rounds, memory
+    times = alternate(fns, args.repeats, warmup=args.warmup, device=device, progress=progress)
+    results = {}
+    for name, fn in fns.items():
+        results[name] = summarize(times[name])
+        if device == "cpu":
+            results[name]["peak_extra_mb"] = peak_extra_bytes(fn) / 2**20
+        progress.step(f"memory {name}")
+    ours_s = results["ours (fused)"]["median_s"]
+    for name, r in results.items():
+        r["time_vs_ours"] = r["median_s"] / ours_s
+        r["cpu_time_vs_ours"] = r["median_cpu_s"] / results["ours (fused)"]["median_cpu_s"]
+        if "peak_extra_mb" in r:
+            r["memory_vs_ours"] = r["peak_extra_mb"] / results["ours (fused)"]["peak_extra_mb"]
+    problem = {
+        "images": N, "anchors": R, "classes": K,
+        "positive": int(((flat_labels >= 0) & (flat_labels < K)).sum()),
+        "ignored": int((~valid).sum()), "alpha": alpha, "gamma": gamma,
+        "dtype": str(logits.dtype).replace("torch.", ""), "device": device,
+        "fused_impl": resolve_impl(None, logits),
+    }
+    return {"problem": problem, "results": results}
+
+
+def compiled_closed_form(logits, flat_labels, alpha, gamma):
+    """The alternative to the C++ kernel that was measured against it: the same closed form
+    (loss pass, gradient pass) compiled by torch.compile/inductor into C++/OpenMP loops."""
+    from retina_focal.ops._fused import _closed_form_terms, alpha_vectors
+
+    terms = torch.compile(_closed_form_terms, dynamic=False)
+    x = logits.flatten(0, 1).contiguous()
+    ap, an = alpha_vectors(alpha, x.shape[1], x.dtype, x.device)
+
+    def run():
+        terms(x, flat_labels, ap, an, None, gamma, False).sum()
+        terms(x, flat_labels, ap, an, None, gamma, True)
+    return run

@@ -1,0 +1,194 @@
+"""Sections 2 and 3: one training iteration and one image's inference of RetinaFocal against
+Detectron2's RetinaNet built from the same config with the same weights."""
+import copy
+import inspect
+import os
+
+import torch
+
+from retina_focal.benchmark.timing import Progress, alternate, ratios, summarize
+from retina_focal.engine.device import resolve_memory_format
+
+__all__ = ["DEFAULT_CONFIG", "QUICK_CONFIG", "bench_inference", "bench_train", "build_models",
+           "make_batch"]
+
+# the source checkout holding configs/ (the defaults exist there; elsewhere give --config-file)
+SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEFAULT_CONFIG = os.path.join(SOURCE_ROOT, "configs", "COCO-Detection",
+                              "retina_focal_R_50_FPN_1x.yaml")
+QUICK_CONFIG = os.path.join(SOURCE_ROOT, "configs", "Synthetic", "retina_focal_R_18_FPN_tiny.yaml")
+
+
+def build_models(args, device):
+    """RetinaFocal from the config and Detectron2's RetinaNet with the same modules/weights."""
+    from detectron2.modeling import RetinaNet, build_backbone
+    from detectron2.modeling.matcher import Matcher
+
+    from retina_focal.engine.defaults import build_cfg, build_model
+    from retina_focal.modeling.meta_arch import RetinaFocal
+
+    cfg = build_cfg(args.config_file, freeze=False)
+    cfg.MODEL.WEIGHTS = ""
+    cfg.MODEL.DEVICE = device
+    cfg.MODEL.RETINANET.NUM_CLASSES = args.classes
+    if args.gn_head:
+        cfg.MODEL.RETINANET.NORM = "GN"
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    torch.manual_seed(0)
+    ours = build_model(cfg)  # as every command builds it: with the device speed-ups
+    # Detectron2's RetinaNet as Detectron2 builds it from the same config (its own backbone
+    # builder, RetinaNetHead and Matcher, NCHW), with our weights: the same parameters. Of
+    # RetinaFocal's constructor arguments it takes those RetinaNet has (the RetinaFocal-only
+    # ones: loss, assigner, sampler, normaliser, ...); head and backbone are rebuilt below.
+    accepted = inspect.signature(RetinaNet.__init__).parameters
+    kwargs = {k: v for k, v in RetinaFocal.from_config(cfg).items()
+              if k in accepted and k not in ("head", "backbone")}
+    rcfg = cfg.MODEL.RETINANET
+    backbone = build_backbone(cfg)
+    shapes = [backbone.output_shape()[f] for f in rcfg.IN_FEATURES]
+    kwargs.update(
+        backbone=backbone, head=detectron2_head(cfg, shapes, ours.head),
+        anchor_matcher=Matcher(rcfg.IOU_THRESHOLDS, rcfg.IOU_LABELS,
+                               allow_low_quality_matches=True),
+    )
+    theirs = RetinaNet(**kwargs).to(device)
+    theirs.load_state_dict(ours.state_dict())
+    return cfg, ours, theirs
+
+
+def detectron2_head(cfg, shapes, our_head):
+    """Detectron2's RetinaNetHead for ``cfg``. Detectron2 0.6 cannot build it with a norm
+    whose 1-channel instance is invalid (its ``get_norm(norm, 1)`` type check fails for "GN"),
+    so there it is the same layers in the same order (conv, norm, ReLU(inplace=False)), NCHW,
+    which is what RetinaNetHead builds in later Detectron2 versions."""
+    from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
+
+    try:
+        return RetinaNetHead(cfg, shapes)
+    except ValueError:
+        head = copy.deepcopy(our_head).to(memory_format=torch.contiguous_format)
+        for module in head.modules():
+            if isinstance(module, torch.nn.ReLU):
+                module.inplace = False
+        return head
+
+
+def make_batch(num_images, height, width, num_classes, device, boxes_per_image=7, seed=0):
+    from detectron2.structures import Boxes, Instances
+
+    g = torch.Generator().manual_seed(seed)
+    batch = []
+    for _ in range(num_images):
+        xy = torch.rand(boxes_per_image, 2, generator=g) * torch.tensor([width * 0.7, height * 0.7])
+        wh = (torch.rand(boxes_per_image, 2, generator=g) * 0.3 + 0.05) * torch.tensor(
+            [width, height])
+        inst = Instances((height, width))
+        inst.gt_boxes = Boxes(torch.cat([xy, xy + wh], 1))
+        inst.gt_classes = torch.randint(0, num_classes, (boxes_per_image,), generator=g)
+        image = torch.randint(0, 256, (3, height, width), generator=g, dtype=torch.uint8)
+        batch.append({"image": image.to(device), "instances": inst.to(device),
+                      "height": height, "width": width})
+    return batch
+
+
+def bench_train(args, device):
+    from detectron2.utils.events import EventStorage
+
+    cfg, ours, theirs = build_models(args, device)
+    batch = make_batch(args.images, args.image_size[0], args.image_size[1], args.classes, device)
+    steps = {}
+    for name, model in (("RetinaFocal", ours), ("Detectron2 RetinaNet", theirs)):
+        model.train()
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
+
+        def step(model=model, opt=opt):
+            losses = model(batch)
+            total = sum(losses.values())
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            opt.step()
+        steps[name] = step
+    # same weights and batch: the first losses must agree (Detectron2 parity)
+    with EventStorage(0), torch.no_grad():
+        first = {n: {k: float(v) for k, v in m(batch).items()}
+                 for n, m in (("RetinaFocal", ours), ("Detectron2 RetinaNet", theirs))}
+    diff = max(abs(first["RetinaFocal"][k] - first["Detectron2 RetinaNet"][k])
+               / max(abs(first["Detectron2 RetinaNet"][k]), 1e-12)
+               for k in first["RetinaFocal"])
+    if diff > 1e-4:
+        raise RuntimeError(f"The two models' first losses differ (max relative {diff:.2e}): "
+                           f"{first}; the comparison would not be of the same computation")
+    progress = Progress("train iteration", len(steps) + args.repeats)
+    with EventStorage(0):
+        # three warm-up steps each: Detectron2's TorchScript focal loss is re-optimised by
+        # the profiling executor over its first calls, and we time it at its best
+        times = alternate(steps, args.repeats, warmup=max(3, args.warmup), device=device,
+                          progress=progress)
+    results = {name: summarize(t) for name, t in times.items()}
+    return {
+        **ratios(results, "RetinaFocal", "Detectron2 RetinaNet"),
+        "setup": {"config": os.path.relpath(args.config_file, SOURCE_ROOT),
+                  "images": args.images,
+                  "image_size": list(args.image_size), "classes": args.classes,
+                  "head_norm": cfg.MODEL.RETINANET.NORM, "device": device,
+                  "memory_format": resolve_memory_format(
+                      cfg.MODEL.RETINA_FOCAL.MEMORY_FORMAT, cfg.MODEL.DEVICE),
+                  "first_losses": first,
+                  "first_losses_max_relative_difference": diff},
+        "results": results,
+    }
+
+
+def trained_like_scores(model, prior_bias=-4.0, spread=1.0, seed=0):
+    """Set the class-score layer so that logits spread around ``prior_bias`` (std ~``spread``):
+    most anchors score low, a good share score above the test threshold."""
+    g = torch.Generator().manual_seed(seed)
+    conv = model.head.cls_score
+    with torch.no_grad():
+        w = torch.randn(conv.weight.shape, generator=g)
+        conv.weight.copy_(w / (w[0].numel() ** 0.5) * spread * 4)
+        conv.bias.copy_(torch.full(conv.bias.shape, prior_bias)
+                        + torch.randn(conv.bias.shape, generator=g) * 0.5)
+
+
+def bench_inference(args, device):
+    cfg, ours, theirs = build_models(args, device)
+    trained_like_scores(ours)
+    theirs.load_state_dict(ours.state_dict())
+    image = make_batch(1, args.image_size[0], args.image_size[1], args.classes, device, seed=1)
+    image = [{k: v for k, v in image[0].items() if k != "instances"}]
+    ours.eval()
+    theirs.eval()
+    outs = {}
+
+    def infer(model, name):
+        def run():
+            with torch.no_grad():
+                outs[name] = model(image)[0]["instances"]
+        return run
+
+    fns = {"RetinaFocal": infer(ours, "RetinaFocal"),
+           "Detectron2 RetinaNet": infer(theirs, "Detectron2 RetinaNet")}
+    progress = Progress("inference", len(fns) + args.repeats)
+    times = alternate(fns, args.repeats, warmup=1, device=device, progress=progress)
+    # candidates above the score threshold, as the post-processing sees them
+    with torch.no_grad():
+        images = ours.preprocess_image(image)
+        features = [ours.backbone(images.tensor)[f] for f in ours.head_in_features]
+        logits, _ = ours.head(features)
+        scores = torch.cat([x.sigmoid().flatten() for x in logits])
+    results = {name: summarize(t) for name, t in times.items()}
+    results["RetinaFocal"]["detections"] = len(outs["RetinaFocal"])
+    results["Detectron2 RetinaNet"]["detections"] = len(outs["Detectron2 RetinaNet"])
+    return {
+        **ratios(results, "RetinaFocal", "Detectron2 RetinaNet"),
+        "setup": {"image_size": list(args.image_size), "classes": args.classes,
+                  "score_thresh": cfg.MODEL.RETINANET.SCORE_THRESH_TEST,
+                  "fraction_above_thresh": float((scores > cfg.MODEL.RETINANET.SCORE_THRESH_TEST)
+                                                 .float().mean()),
+                  "same_detections": bool(torch.equal(outs["RetinaFocal"].pred_classes,
+                                                      outs["Detectron2 RetinaNet"].pred_classes)),
+                  "device": device},
+        "results": results,
+    }

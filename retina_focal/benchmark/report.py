@@ -1,0 +1,60 @@
+"""The benchmark's report: the environment it ran in, the printed tables and the JSON file."""
+import json
+import os
+import platform
+import time
+from typing import Dict
+
+import torch
+
+from retina_focal.benchmark.timing import log
+
+__all__ = ["environment", "print_report", "write_json"]
+
+
+def environment(command: str, repeats: int) -> Dict:
+    """Where and how the figures were measured."""
+    return {
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
+        "command": command,
+        "repeats": repeats, "time": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+
+
+def print_report(report) -> None:
+    log("")
+    if "focal_loss" in report:
+        fl = report["focal_loss"]
+        p = fl["problem"]
+        log(f"Focal loss forward+backward: {p['images']} images, {p['anchors']} anchors, "
+            f"{p['classes']} classes ({p['positive']} positive, {p['ignored']} ignored), "
+            f"{p['dtype']} on {p['device']}")
+        log(f"  {'method':<26} {'median ms':>10} {'x ours':>7} {'CPU ms':>9} {'x ours':>7} "
+            f"{'peak extra MB':>14} {'x ours':>7}")
+        for name, r in fl["results"].items():
+            mem = r.get("peak_extra_mb")
+            mem_s = f"{mem:14.1f} {r['memory_vs_ours']:7.2f}" if mem is not None else ""
+            log(f"  {name:<26} {r['median_s'] * 1e3:10.1f} {r['time_vs_ours']:7.2f} "
+                f"{r['median_cpu_s'] * 1e3:9.1f} {r['cpu_time_vs_ours']:7.2f} {mem_s}")
+    for key, title in (("train_iteration", "Training iteration (fwd+bwd+SGD)"),
+                       ("inference", "Inference, one image")):
+        if key not in report:
+            continue
+        sec = report[key]
+        s = sec["setup"]
+        log(f"{title}: {s.get('config', '')} {s['image_size']} on {s['device']}")
+        for name, r in sec["results"].items():
+            log(f"  {name:<22} {r['median_s'] * 1e3:10.1f} ms (min {r['min_s'] * 1e3:.1f}), "
+                f"CPU {r['median_cpu_s'] * 1e3:.1f} ms")
+        log(f"  ratio RetinaFocal / Detectron2: {sec['ratio_ours_over_d2']:.3f} wall, "
+            f"{sec['cpu_ratio_ours_over_d2']:.3f} CPU time; our median over their fastest "
+            f"round {sec['ratio_ours_median_over_d2_min']:.3f}")
+
+
+def write_json(report: Dict, path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(report, f, indent=2)
+    log(f"wrote {path}")

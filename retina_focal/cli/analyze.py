@@ -1,0 +1,146 @@
+"""``retina-focal analyze`` (``tools/analyze_assignment.py``): which anchors become positive /
+negative / ignored, and which objects get none: statistics of the anchor assigner over a
+dataset, without training.
+
+    retina-focal analyze --config-file CFG [KEY VALUE ...] \\
+        [--compare OTHER_CFG [KEY VALUE ...]] ...
+
+Everything after ``--compare OTHER_CFG`` (up to the next ``--compare``) overrides the compared
+config; the main config's overrides go before the first ``--compare``. ``--compare`` may be
+repeated. The dataset is ``--dataset-name`` (a registered name), else the only
+``--dataset NAME=JSON:IMAGE_DIR`` given, else the main config's first ``DATASETS.TEST``.
+
+Images are taken as the model sees them at test time (shortest-edge resize, padding); no
+pixel is read. Output: a text table on stdout, ``assignment.json`` and PNG plots in
+``--output``.
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from tqdm import tqdm
+
+from retina_focal.analysis import analyze_image, format_table, plot_summaries, summarize
+from retina_focal.analysis.settings import AssignmentSetting, load_cfg, register_dataset_arg
+from retina_focal.data.datasets.coco import add_dataset_argument
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config-file", required=True, metavar="FILE")
+    add_dataset_argument(p)
+    p.add_argument("--dataset-name", default=None, help="the registered dataset to analyse")
+    p.add_argument("--output", default="output/assignment_analysis", metavar="DIR")
+    p.add_argument("--max-images", type=int, default=0, help="analyse only the first N (0: all)")
+    p.add_argument("--iou-bins", type=int, default=20, help="bins of the best-IoU histogram")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides of the config")
+    return p
+
+
+def split_compare(argv):
+    """argv -> (main argv, [[config, opt, opt, ...], ...]) split at each --compare."""
+    chunks, current = [], None
+    main = []
+    for arg in argv:
+        if arg == "--compare":
+            current = []
+            chunks.append(current)
+        elif current is None:
+            main.append(arg)
+        else:
+            current.append(arg)
+    for c in chunks:
+        if not c:
+            raise SystemExit("--compare needs a config file: --compare CONFIG [KEY VALUE ...]")
+    return main, chunks
+
+
+def describe(config_file, opts):
+    name = os.path.splitext(os.path.basename(config_file))[0]
+    return " ".join([name] + list(opts))
+
+
+def run_setting(setting, dicts, desc):
+    records = []
+    for d in tqdm(dicts, desc=desc, unit="img", dynamic_ncols=True, file=sys.stderr):
+        size, boxes, classes, areas = setting.prepare(d)
+        rec = analyze_image(setting.anchors(size), boxes, classes, areas, size, setting.assigner)
+        rec.update(image_id=d.get("image_id"), file_name=os.path.basename(d["file_name"]),
+                   image_size=list(size))
+        records.append(rec)
+    return records
+
+
+def parse_args(argv=None):
+    """argv -> (the main config's arguments, [(compared config, its overrides), ...])."""
+    argv = sys.argv[1:] if argv is None else argv
+    main_argv, compares = split_compare(argv)
+    return build_parser().parse_args(main_argv), [(c[0], c[1:]) for c in compares]
+
+
+def main(args, compares=()):
+    """Analyse every setting on the dataset; print the table, write assignment.json and the
+    plots; return the settings' records."""
+    registered = [register_dataset_arg(spec) for spec in args.dataset]
+    specs = [(args.config_file, args.opts)] + list(compares)
+    cfgs = [load_cfg(f, o) for f, o in specs]
+    if args.dataset_name:
+        dataset = args.dataset_name
+    elif len(registered) == 1:
+        dataset = registered[0]
+    elif len(cfgs[0].DATASETS.TEST):
+        dataset = cfgs[0].DATASETS.TEST[0]
+    else:
+        raise SystemExit("no dataset: give --dataset-name, --dataset, or DATASETS.TEST")
+    if dataset not in DatasetCatalog.list():
+        raise SystemExit(f"dataset {dataset!r} is not registered; use --dataset "
+                         f"{dataset}=JSON:IMAGE_DIR or one of: {', '.join(DatasetCatalog.list())}")
+    dicts = DatasetCatalog.get(dataset)
+    if args.max_images > 0:
+        dicts = dicts[: args.max_images]
+    class_names = MetadataCatalog.get(dataset).get("thing_classes")
+    if class_names is None:
+        num = 1 + max((a["category_id"] for d in dicts for a in d.get("annotations", [])),
+                      default=-1)
+        class_names = [str(i) for i in range(num)]
+
+    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    settings_out, summaries = [], {}
+    for i, ((config_file, opts), cfg) in enumerate(zip(specs, cfgs)):
+        label = letters[i % 26] + (str(i // 26) if i >= 26 else "")
+        setting = AssignmentSetting(cfg)
+        records = run_setting(setting, dicts, f"{label}: {describe(config_file, opts)}")
+        summary = summarize(records, class_names, setting.level_names, args.iou_bins)
+        summaries[label] = summary
+        settings_out.append({
+            "name": label, "config_file": config_file, "opts": list(opts),
+            "description": describe(config_file, opts), "assigner": repr(setting.assigner),
+            "level_names": setting.level_names, "summary": summary, "images": records,
+        })
+
+    os.makedirs(args.output, exist_ok=True)
+    json_path = os.path.join(args.output, "assignment.json")
+    with open(json_path, "w") as f:
+        json.dump({"dataset": dataset, "class_names": list(class_names),
+                   "settings": settings_out}, f, indent=1)
+    pngs = plot_summaries(summaries, args.output)
+
+    print(f"\nAnchor assignment on {dataset} ({len(dicts)} images, test-time size)")
+    for s in settings_out:
+        print(f"  {s['name']}: {s['description']}\n     {s['assigner']}")
+    print()
+    print(format_table(summaries))
+    print(f"\nwrote {json_path}")
+    for p in pngs:
+        print(f"wrote {p}")
+    return settings_out
+
+
+def run(argv=None) -> int:
+    args, compares = parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    main(args, compares)
+    return 0

@@ -1,0 +1,118 @@
+"""``retina-focal eval`` (``tools/evaluate.py``): COCO box evaluation with a full report: the
+standard AP table, per-category AP (sorted), precision-recall curves (PNG) per IoU threshold and
+object size, and coco_report.json.
+
+A checkpoint, on the config's DATASETS.TEST (Detectron2's COCOEvaluator; --num-gpus N for N
+processes: Detectron2's launcher on GPUs, GLOO processes on CPU)::
+
+    retina-focal eval --config-file CFG MODEL.WEIGHTS model_final.pth
+    # on any COCO JSON + image folder (registered on the fly):
+    retina-focal eval --config-file CFG --gt-json val.json --image-dir val/ \\
+        MODEL.WEIGHTS model_final.pth
+    # or on datasets registered with --dataset NAME=JSON:IMAGE_DIR and named in DATASETS.TEST
+
+A detections file in COCO results format, with pycocotools and no model::
+
+    retina-focal eval --results coco_instances_results.json --gt-json val.json
+
+Reports go to OUTPUT_DIR/inference/<dataset>/ (checkpoint) or --output (default
+<results>_report/ for a results file).
+"""
+import logging
+import os
+
+import detectron2.utils.comm as comm
+
+from retina_focal.engine.defaults import (
+    Trainer,
+    build_model_and_load,
+    default_argument_parser,
+    setup_cfg,
+)
+from retina_focal.engine.launch import launch_from_args
+from retina_focal.evaluation import REPORT_FILE, evaluate_results_file
+
+__all__ = ["build_parser", "evaluate_results", "main", "prepare_model_args", "run"]
+
+logger = logging.getLogger("retina_focal")
+
+
+def build_parser():
+    parser = default_argument_parser(__doc__)
+    parser.add_argument("--results", metavar="JSON",
+                        help="a detections file in COCO results format: evaluate it against "
+                             "--gt-json, without a model")
+    parser.add_argument("--gt-json", metavar="JSON",
+                        help="ground truth in COCO format (with --results, or with --image-dir "
+                             "to evaluate a checkpoint on it)")
+    parser.add_argument("--image-dir", metavar="DIR",
+                        help="the images of --gt-json, when evaluating a checkpoint on it")
+    parser.add_argument("--output", metavar="DIR",
+                        help="where to write the report (checkpoint mode: sets OUTPUT_DIR)")
+    return parser
+
+
+def evaluate_results(args):
+    """Evaluate the detections file ``args.results`` against ``args.gt_json``; print the
+    tables; return the report."""
+    output = args.output or os.path.splitext(args.results)[0] + "_report"
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    report = evaluate_results_file(args.results, args.gt_json, output_dir=output)
+    print(f"Evaluated {report['counts']['detections']} detections on "
+          f"{report['counts']['images']} images ({args.gt_json})\n")
+    print("COCO box metrics (%):\n" + report["tables"]["metrics"] + "\n")
+    print("Per-category AP (%), sorted:\n" + report["tables"]["per_category"] + "\n")
+    print(f"Report: {os.path.join(output, REPORT_FILE)} and PR curves "
+          f"{', '.join(sorted(v for k, v in report['files'].items() if k != 'report'))}")
+    return report
+
+
+def main(args):
+    """One process of a checkpoint's evaluation on the config's DATASETS.TEST."""
+    cfg = setup_cfg(args)
+    if not cfg.MODEL.WEIGHTS:
+        raise ValueError("MODEL.WEIGHTS is empty: give the checkpoint to evaluate, e.g. "
+                         "`MODEL.WEIGHTS output/model_final.pth` at the end of the command")
+    model = build_model_and_load(cfg)
+    results = Trainer.test(cfg, model)
+    if comm.is_main_process():
+        for name in cfg.DATASETS.TEST:
+            path = os.path.join(cfg.OUTPUT_DIR, "inference", name, REPORT_FILE)
+            if os.path.exists(path):
+                logger.info(f"{name}: report {path} (PR curves pr_*.png next to it)")
+    return results
+
+
+def prepare_model_args(args):
+    """Turn --gt-json/--image-dir/--output into --dataset and config overrides (before launch:
+    every process must see them)."""
+    if args.gt_json or args.image_dir:
+        if not (args.gt_json and args.image_dir):
+            raise SystemExit("error: --gt-json and --image-dir go together when evaluating a "
+                             "checkpoint (or give --results to evaluate a detections file)")
+        name = "eval_" + os.path.splitext(os.path.basename(args.gt_json))[0]
+        args.dataset.append(f"{name}={args.gt_json}:{args.image_dir}")
+        args.opts = list(args.opts or []) + ["DATASETS.TEST", f"('{name}',)"]
+    if args.output:
+        args.opts = list(args.opts or []) + ["OUTPUT_DIR", args.output]
+    return args
+
+
+def run(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.results:
+        if not args.gt_json:
+            raise SystemExit("error: --results needs --gt-json (the ground truth to compare with)")
+        try:
+            evaluate_results(args)
+        except (ValueError, FileNotFoundError) as e:
+            raise SystemExit(f"error: {e}")
+        return 0
+    if not args.config_file:
+        raise SystemExit("error: give --config-file (and MODEL.WEIGHTS) to evaluate a checkpoint, "
+                         "or --results with --gt-json to evaluate a detections file")
+    args = prepare_model_args(args)
+    print("Command Line Args:", args)
+    launch_from_args(main, args)
+    return 0

@@ -1,0 +1,65 @@
+"""``retina-focal plot`` (``tools/plot_training.py``): training curves from Detectron2's
+``metrics.json``, one or several runs overlaid.
+
+    retina-focal plot output/run_a output/run_b/metrics.json \\
+        --labels baseline gamma0 --output plots/
+
+Each run is an output folder (holding ``metrics.json``) or the file itself. Writes into
+--output (default: the first run's folder, under ``plots/``):
+
+* ``losses.png``: total, classification (``loss_cls``) and box (``loss_box_reg``) loss;
+* ``num_pos_anchors.png``: positive anchors per image (logged by RetinaFocal);
+* ``lr.png``: learning rate;
+* ``ap.png``: box AP, AP50 and AP75 at every evaluation (``bbox/AP*``), if any;
+* ``training.png``: all of the above on one page;
+* ``summary.json``: per run, the last value of every plotted series and the best AP.
+
+``--smooth N`` draws a running mean over N logged points (the raw curve stays, faint).
+"""
+import argparse
+import os
+
+from retina_focal.analysis.training_curves import load_metrics, plot_runs
+
+__all__ = ["build_parser", "main", "run"]
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="run folders (OUTPUT_DIR) or metrics.json files")
+    parser.add_argument("--labels", nargs="+",
+                        help="one legend label per run (default: the run folder's name)")
+    parser.add_argument("--output", help="output folder (default: <first run>/plots)")
+    parser.add_argument("--smooth", type=int, default=1,
+                        help="running-mean window over logged points for losses/anchors")
+    return parser
+
+
+def main(args):
+    """Read every run, write the plots and summary.json; return {name: path}."""
+    runs = []
+    for i, run_path in enumerate(args.runs):
+        folder = run_path if os.path.isdir(run_path) else \
+            os.path.dirname(os.path.abspath(run_path))
+        label = args.labels[i] if args.labels else os.path.basename(os.path.normpath(folder))
+        try:
+            runs.append((label, load_metrics(run_path)))
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"error: {e}")
+    first = args.runs[0] if os.path.isdir(args.runs[0]) else os.path.dirname(args.runs[0])
+    output = args.output or os.path.join(first, "plots")
+    files = plot_runs(runs, output, smooth=args.smooth)
+    print(f"Wrote {', '.join(sorted(files.values()))}")
+    return files
+
+
+def run(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.labels and len(args.labels) != len(args.runs):
+        parser.error(f"--labels has {len(args.labels)} entries for {len(args.runs)} runs")
+    if args.smooth < 1:
+        parser.error(f"--smooth {args.smooth} is invalid: use an integer >= 1")
+    main(args)
+    return 0

@@ -1,0 +1,55 @@
+"""``retina-focal train`` (``tools/train_net.py``): train and/or evaluate RetinaFocal (or any
+Detectron2 model) with a YAML config and Detectron2's trainer.
+
+    retina-focal train --config-file configs/Synthetic/retina_focal_R_18_FPN_synthetic.yaml
+    retina-focal train --config-file CFG --eval-only MODEL.WEIGHTS model_final.pth
+    retina-focal train --config-file CFG --num-gpus 8 SOLVER.IMS_PER_BATCH 16
+
+Trailing ``KEY VALUE`` pairs override the config. Evaluation uses Detectron2's COCOEvaluator
+(plus per-category AP, PR curves and coco_report.json in OUTPUT_DIR/inference/<dataset>/).
+``--dataset NAME=JSON:IMAGE_DIR`` (repeatable) registers a COCO-format dataset for the config:
+
+    retina-focal train --config-file CFG --dataset mine_train=train.json:train/ \\
+        DATASETS.TRAIN '("mine_train",)' MODEL.RETINANET.NUM_CLASSES 3
+"""
+import logging
+
+import detectron2.utils.comm as comm
+
+from retina_focal.engine.defaults import (
+    Trainer,
+    build_model_and_load,
+    default_argument_parser,
+    setup_cfg,
+)
+from retina_focal.engine.launch import launch_from_args
+
+__all__ = ["build_parser", "main", "run"]
+
+logger = logging.getLogger("retina_focal")
+
+
+def build_parser():
+    return default_argument_parser(__doc__)
+
+
+def main(args):
+    """One process of the run: train (resuming with ``--resume``), or evaluate with
+    ``--eval-only``."""
+    cfg = setup_cfg(args)
+    if args.eval_only:
+        model = build_model_and_load(cfg, resume=args.resume)
+        results = Trainer.test(cfg, model)
+        if comm.is_main_process():
+            logger.info(f"Evaluation results: {dict(results)}")
+        return results
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+def run(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    print("Command Line Args:", args)
+    launch_from_args(main, args)
+    return 0

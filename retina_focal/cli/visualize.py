@@ -1,0 +1,93 @@
+"""``retina-focal visualize`` (``tools/visualize_assignment.py``): draw, on one dataset image as
+the model sees it at test time, the ground truth and the anchors the configured assigner makes
+positive (in the colour of their ground truth) or ignored (grey).
+
+    retina-focal visualize --config-file CFG --image 0 --output assign.png \\
+        [--dataset NAME=JSON:IMAGE_DIR] [--dataset-name NAME] [KEY VALUE ...]
+
+``--image`` is an index into the dataset or an image file name (its base name is enough).
+"""
+import argparse
+import os
+
+import numpy as np
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import detection_utils as utils
+from detectron2.data.transforms import ResizeTransform
+from detectron2.structures import Boxes, Instances
+
+from retina_focal.analysis.settings import AssignmentSetting, load_cfg, register_dataset_arg
+from retina_focal.analysis.visualize import draw_assignment, gt_index_labels, legend_lines
+from retina_focal.data.datasets.coco import add_dataset_argument
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config-file", required=True, metavar="FILE")
+    add_dataset_argument(p)
+    p.add_argument("--dataset-name", default=None,
+                   help="dataset to take the image from (default: the only --dataset, else "
+                        "the config's first DATASETS.TEST)")
+    p.add_argument("--image", default="0", help="index in the dataset, or image file name")
+    p.add_argument("--output", default="output/assignment.png", metavar="PNG")
+    p.add_argument("--scale", type=float, default=0.0,
+                   help="magnification of the drawing (default: longer side >= 640 px)")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides of the config")
+    return p
+
+
+def pick(dicts, image):
+    if image.isdigit():
+        i = int(image)
+        if not 0 <= i < len(dicts):
+            raise SystemExit(f"--image {image}: the dataset has {len(dicts)} images "
+                             f"(indices 0..{len(dicts) - 1})")
+        return dicts[i]
+    hits = [d for d in dicts if d["file_name"] == image
+            or os.path.basename(d["file_name"]) == os.path.basename(image)]
+    if not hits:
+        raise SystemExit(f"--image {image!r}: no image of that file name in the dataset")
+    return hits[0]
+
+
+def main(args):
+    """Draw the assignment of one image into ``args.output``; print its counts."""
+    registered = [register_dataset_arg(spec) for spec in args.dataset]
+    cfg = load_cfg(args.config_file, args.opts)
+    dataset = args.dataset_name or (registered[0] if len(registered) == 1 else None) or \
+        (cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else None)
+    if dataset is None or dataset not in DatasetCatalog.list():
+        raise SystemExit(f"dataset {dataset!r} is not registered: give --dataset-name or "
+                         "--dataset NAME=JSON:IMAGE_DIR")
+    d = pick(DatasetCatalog.get(dataset), args.image)
+    class_names = MetadataCatalog.get(dataset).get("thing_classes")
+    setting = AssignmentSetting(cfg)
+    size, boxes, classes, _ = setting.prepare(d)
+
+    image = utils.read_image(d["file_name"], format="RGB")
+    image = ResizeTransform(image.shape[0], image.shape[1], size[0], size[1]).apply_image(image)
+    anchors = setting.anchors(size)
+    m = len(boxes)
+    gt = Instances(size, gt_boxes=Boxes(boxes), gt_classes=classes)
+    with torch.no_grad():
+        labels = gt_index_labels(*setting.assigner(anchors, gt), m)
+    text = [f"{g}: {class_names[c] if class_names else c}" for g, c in enumerate(classes.tolist())]
+    scale = args.scale or max(1.0, 640.0 / max(size))
+    counts = (f"positive {int(((labels >= 0) & (labels < m)).sum())}, "
+              f"ignored {int((labels == -1).sum())}, negative {int((labels == m).sum())}")
+    drawing = draw_assignment(np.ascontiguousarray(image), boxes, text,
+                              Boxes.cat(anchors).tensor, labels, scale,
+                              title=f"{type(setting.assigner).__name__}: {counts}")
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    drawing.save(args.output)
+    print(f"{os.path.basename(d['file_name'])} at {size[1]}x{size[0]}, {setting.assigner}")
+    print(counts)
+    for line in legend_lines(text, labels, m):
+        print("  " + line)
+    print(f"wrote {args.output}")
+
+
+def run(argv=None) -> int:
+    main(build_parser().parse_args(argv))
+    return 0

@@ -1,0 +1,187 @@
+"""Training and evaluation from a LazyConfig (Python) config, with the guarantees of the YAML
+path: the same loop (:class:`~retina_focal.engine.trainer.ReliableTrainerBase`: atomic and
+complete checkpoints, resumable data stream, all-process non-finite loss check, CPU bfloat16
+autocast, CPU multi-process DDP) and the same weight loading
+(:class:`~retina_focal.engine.checkpoint.RetinaFocalCheckpointer`).
+
+A config has Detectron2's LazyConfig layout, so Detectron2's own
+``tools/lazyconfig_train_net.py`` runs it too (without these guarantees):
+
+* ``model``: instantiates to the model;
+* ``dataloader.train`` / ``dataloader.test``: instantiate to data loaders (for ``--resume`` to
+  continue the data stream, ``dataloader.train`` builds a
+  :class:`~retina_focal.data.build.ResumableLoader`, see ``configs/common/data/``);
+* ``dataloader.evaluator``: instantiates to the evaluator of the test loader (absent or
+  ``None``: no evaluation);
+* ``optimizer``: instantiates to an optimizer (its ``params.model`` is set here);
+* ``lr_multiplier``: instantiates to an fvcore ``ParamScheduler`` over training progress;
+* ``train``: ``output_dir``, ``init_checkpoint``, ``max_iter``, ``amp.enabled``, ``ddp``
+  (:func:`~retina_focal.engine.trainer.wrap_distributed` options), ``checkpointer``
+  (``period``, ``max_to_keep``), ``eval_period``, ``log_period``, ``device``, ``seed``, and
+  the device speed-ups ``memory_format`` and ``fold_frozen_bn``
+  (:func:`~retina_focal.engine.device.apply_device_speedups`).
+
+Use it from Python as the tool does::
+
+    cfg = setup_lazy_cfg(args)            # load, overrides, class-count check, default_setup
+    model = train_lazy(cfg, resume=False)  # or: run_evaluation(cfg, build_lazy_model_and_load(cfg))
+"""
+import logging
+from typing import Any, Dict
+
+from detectron2.config import LazyConfig, instantiate
+from detectron2.engine import default_setup, default_writers, hooks
+from detectron2.evaluation import inference_on_dataset, print_csv_format
+from detectron2.utils import comm
+from torch import nn
+
+from retina_focal.config import InvalidArgument
+from retina_focal.data.checks import check_lazy_num_classes
+from retina_focal.data.datasets.coco import register_datasets_from_args
+from retina_focal.engine.checkpoint import RetinaFocalCheckpointer
+from retina_focal.engine.device import apply_device_speedups
+from retina_focal.engine.trainer import ReliableTrainerBase, setup_logging, wrap_distributed
+
+__all__ = [
+    "DEVICE_SPEEDUP_KEYS",
+    "LazyReliableTrainer",
+    "build_lazy_model",
+    "build_lazy_model_and_load",
+    "main",
+    "run_evaluation",
+    "setup_lazy_cfg",
+    "train_lazy",
+]
+
+logger = logging.getLogger(__name__)
+
+# The LazyConfig's keys for the arguments of apply_device_speedups (memory_format and
+# fold_frozen_bn are ours, not in Detectron2's configs/common/train.py).
+DEVICE_SPEEDUP_KEYS = {
+    "memory_format": "train.memory_format",
+    "fold_frozen_bn": "train.fold_frozen_bn",
+    "device": "train.device",
+}
+
+
+def build_lazy_model(cfg) -> nn.Module:
+    """``cfg.model`` instantiated, moved to ``train.device`` and given the device speed-ups
+    ``train.memory_format`` / ``train.fold_frozen_bn``, before any optimizer or
+    ``DistributedDataParallel`` sees its parameters."""
+    missing = [v for v in DEVICE_SPEEDUP_KEYS.values() if v.split(".")[1] not in cfg.train]
+    if missing:
+        raise ValueError(
+            f"The LazyConfig has no {', '.join(missing)}: set train.memory_format ('auto', "
+            "'channels_last' or 'contiguous'), train.fold_frozen_bn (True or False) and "
+            "train.device, e.g. by starting from configs/common/train.py"
+        )
+    model = instantiate(cfg.model)
+    model.to(cfg.train.device)
+    try:
+        return apply_device_speedups(model, memory_format=cfg.train.memory_format,
+                                     fold_frozen_bn=cfg.train.fold_frozen_bn,
+                                     device=cfg.train.device)
+    except InvalidArgument as e:
+        raise e.naming(DEVICE_SPEEDUP_KEYS) from e
+
+
+def build_lazy_model_and_load(cfg) -> nn.Module:
+    """:func:`build_lazy_model` wrapped for several processes, with the weights of
+    ``train.init_checkpoint`` read by :class:`RetinaFocalCheckpointer` (a missing, truncated or
+    mismatched file is an error naming it): what ``--eval-only`` evaluates."""
+    model = wrap_distributed(build_lazy_model(cfg), **cfg.train.ddp)
+    RetinaFocalCheckpointer(model).load(cfg.train.init_checkpoint)
+    return model
+
+
+def run_evaluation(cfg, model) -> Dict[str, Any]:
+    """Evaluate ``model`` on ``dataloader.test`` with ``dataloader.evaluator``; return the
+    results (empty on processes other than the main one, and without an evaluator)."""
+    if cfg.dataloader.get("evaluator") is None:
+        logger.warning("The config has no dataloader.evaluator: nothing to evaluate")
+        return {}
+    loader = instantiate(cfg.dataloader.test)
+    evaluator = instantiate(cfg.dataloader.evaluator)
+    results = inference_on_dataset(model, loader, evaluator)
+    if comm.is_main_process():
+        print_csv_format(results)
+    return results
+
+
+class LazyReliableTrainer(ReliableTrainerBase):
+    """:class:`ReliableTrainerBase` built from a LazyConfig, with the hooks of Detectron2's
+    ``tools/lazyconfig_train_net.py``: iteration timer, ``lr_multiplier``, periodic
+    checkpoints (``train.checkpointer``), evaluation every ``train.eval_period`` iterations
+    and at the end, metrics (printer with ETA, ``metrics.json``, TensorBoard) every
+    ``train.log_period``.
+
+    ::
+
+        trainer = LazyReliableTrainer(cfg)
+        trainer.resume_or_load(resume=False)   # train.init_checkpoint, or the last checkpoint
+        trainer.train()
+    """
+
+    def __init__(self, cfg):
+        setup_logging()
+        model = build_lazy_model(cfg)
+        logger.info(f"Model:\n{model}")
+        cfg.optimizer.params.model = model
+        optimizer = instantiate(cfg.optimizer)
+        data_loader = instantiate(cfg.dataloader.train)
+        super().__init__(model, data_loader, optimizer, amp=cfg.train.amp.enabled,
+                         output_dir=cfg.train.output_dir,
+                         init_checkpoint=cfg.train.init_checkpoint,
+                         max_iter=cfg.train.max_iter, ddp=cfg.train.ddp)
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    def build_hooks(self):
+        cfg = self.cfg
+        main_process = comm.is_main_process()
+        return [
+            hooks.IterationTimer(),
+            hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+            hooks.PeriodicCheckpointer(self.checkpointer, **cfg.train.checkpointer)
+            if main_process else None,
+            hooks.EvalHook(cfg.train.eval_period, lambda: run_evaluation(cfg, self.model)),
+            hooks.PeriodicWriter(default_writers(cfg.train.output_dir, self.max_iter),
+                                 period=cfg.train.log_period)
+            if main_process else None,
+        ]
+
+    def train(self):
+        """Train from ``start_iter`` (see :meth:`resume_or_load`) to ``train.max_iter``."""
+        super().train(self.start_iter, self.max_iter)
+
+
+def train_lazy(cfg, resume: bool = False) -> nn.Module:
+    """Train with :class:`LazyReliableTrainer` (``resume``: continue from the last checkpoint
+    of ``train.output_dir``, if any); return the trained model (wrapped for several processes
+    when there are several)."""
+    trainer = LazyReliableTrainer(cfg)
+    trainer.resume_or_load(resume=resume)
+    trainer.train()
+    return trainer.model
+
+
+def setup_lazy_cfg(args):
+    """The LazyConfig of ``args.config_file`` with the ``key=value`` overrides ``args.opts``,
+    after registering the ``--dataset`` datasets; the model's class count checked against the
+    datasets it names; Detectron2's ``default_setup`` run (output dir, logging, seed, config
+    dump)."""
+    register_datasets_from_args(args)
+    cfg = LazyConfig.load(args.config_file)
+    cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    check_lazy_num_classes(cfg)
+    default_setup(cfg, args)
+    return cfg
+
+
+def main(args):
+    """One process of a run: ``--eval-only`` evaluates ``train.init_checkpoint``; otherwise
+    train (``--resume``: from the last checkpoint), evaluating at the end."""
+    cfg = setup_lazy_cfg(args)
+    if args.eval_only:
+        return run_evaluation(cfg, build_lazy_model_and_load(cfg))
+    train_lazy(cfg, resume=args.resume)  # the EvalHook evaluates the final model

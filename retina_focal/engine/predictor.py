@@ -1,0 +1,29 @@
+"""One image in, detections out: Detectron2's :class:`DefaultPredictor` on the package's own
+model path."""
+from detectron2.data import MetadataCatalog
+from detectron2.data import transforms as T
+from detectron2.engine import DefaultPredictor
+
+from retina_focal.engine.defaults import build_model_and_load
+
+__all__ = ["Predictor"]
+
+
+class Predictor(DefaultPredictor):
+    """:class:`DefaultPredictor` (BGR ``(H, W, 3)`` image in, ``{"instances": ...}`` out, at the
+    config's test size) whose model is built and loaded by :func:`build_model_and_load`, as
+    every command builds it (device speed-ups, clear checkpoint errors) rather than by
+    Detectron2's bare ``build_model``. Its ``__call__`` is Detectron2's."""
+
+    def __init__(self, cfg):  # DefaultPredictor.__init__ would build a second model
+        self.cfg = cfg.clone()
+        self.model = build_model_and_load(self.cfg)
+        if len(cfg.DATASETS.TEST):
+            self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
+        self.aug = T.ResizeShortestEdge(
+            [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
+        )
+        self.input_format = cfg.INPUT.FORMAT
+        if self.input_format not in ("RGB", "BGR"):
+            raise ValueError(f"INPUT.FORMAT={self.input_format!r} is invalid for the predictor: "
+                             "use one of RGB, BGR")

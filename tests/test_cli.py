@@ -1,0 +1,73 @@
+"""retina-focal (retina_focal.cli): every command runs in this process from the package alone,
+and each tools/ script is a thin wrapper of one of them."""
+import ast
+import json
+import os
+import subprocess
+
+import pytest
+from conftest import REPO
+
+from retina_focal import cli
+
+
+@pytest.fixture
+def no_subprocess(monkeypatch, tmp_path):
+    """Work in an empty folder (no tools/ reachable by a relative path) and fail on any child
+    process: a command must run in this process."""
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"a command started a process: {args}")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_make_dataset_and_eval_run_in_process(no_subprocess, capsys):
+    assert cli.main(["make-dataset", "--output", "data", "--num-train", "2", "--num-val", "3",
+                     "--size", "64"]) == 0
+    gt_path = os.path.join("data", "val.json")
+    gt = json.load(open(gt_path))
+    assert len(gt["images"]) == 3 and len(os.listdir(os.path.join("data", "val"))) == 3
+    # the ground truth as detections: a perfect score
+    dets = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"],
+             "score": 1.0} for a in gt["annotations"]]
+    with open("dets.json", "w") as f:
+        json.dump(dets, f)
+    assert cli.main(["eval", "--results", "dets.json", "--gt-json", gt_path, "--output",
+                     "report"]) == 0
+    report = json.load(open(os.path.join("report", "coco_report.json")))
+    assert report["metrics"]["AP50"] == pytest.approx(100.0)
+    assert "Per-category AP (%), sorted" in capsys.readouterr().out
+
+
+def test_errors_become_exit_status_and_message(no_subprocess, capsys):
+    # a SystemExit("error: ...") of the command: status 1, the message on stderr
+    assert cli.main(["eval", "--results", "missing.json"]) == 1
+    assert "--results needs --gt-json" in capsys.readouterr().err
+    # argparse's own errors keep their status 2
+    assert cli.main(["make-dataset"]) == 2
+    assert "--output" in capsys.readouterr().err
+    assert cli.main(["nope"]) == 2 and "unknown command 'nope'" in capsys.readouterr().err
+    assert cli.main([]) == 0 and "plot-focal-loss" in capsys.readouterr().out
+
+
+def test_every_command_has_a_parser_main_and_run():
+    for command in cli.COMMANDS:
+        module = cli.command_module(command)
+        assert callable(module.build_parser) and callable(module.run), command
+        assert callable(module.main), command
+        # the function the launcher runs in worker processes is importable by name
+        assert module.main.__module__.startswith("retina_focal."), command
+
+
+def test_each_tool_is_a_thin_wrapper_of_its_command():
+    tools = os.path.join(REPO, "tools")
+    scripts = {script: module for module, script, _ in cli.COMMANDS.values()}
+    assert set(scripts) == {f for f in os.listdir(tools) if f.endswith(".py")}
+    for script, module in scripts.items():
+        tree = ast.parse(open(os.path.join(tools, script)).read())
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        functions = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+        assert not functions, f"tools/{script} defines {[f.name for f in functions]}"
+        assert any(m.startswith("retina_focal.") for m in imported), script

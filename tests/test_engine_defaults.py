@@ -1,0 +1,53 @@
+"""retina_focal.engine.defaults: the shared config, parser and model-loading path."""
+import pytest
+import torch
+from conftest import TINY_CONFIG
+
+from retina_focal.engine.checkpoint import RetinaFocalCheckpointer
+from retina_focal.engine.defaults import (
+    build_cfg,
+    build_model,
+    build_model_and_load,
+    default_argument_parser,
+)
+
+
+def test_build_cfg_and_its_errors(tmp_path):
+    cfg = build_cfg(TINY_CONFIG, ["MODEL.RETINANET.NUM_CLASSES", "3"])
+    assert cfg.is_frozen() and cfg.MODEL.RETINANET.NUM_CLASSES == 3
+    assert cfg.MODEL.RETINA_FOCAL.LOSS_NAME  # retina_focal's keys are there
+    assert not build_cfg(TINY_CONFIG, freeze=False).is_frozen()
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        build_cfg(str(tmp_path / "nope.yaml"))
+    with pytest.raises(ValueError, match="KEY VALUE pairs"):
+        build_cfg(TINY_CONFIG, ["MODEL.DEVICE"])
+    with pytest.raises(AssertionError, match="Non-existent key: MODEL.NO_SUCH_KEY"):  # yacs'
+        build_cfg(TINY_CONFIG, ["MODEL.NO_SUCH_KEY", "1"])
+
+
+def test_parser_has_detectron2s_options_and_dataset():
+    args = default_argument_parser().parse_args(
+        ["--config-file", "c.yaml", "--eval-only", "--dataset", "a=x.json:imgs",
+         "--dataset", "b=y.json:imgs", "MODEL.DEVICE", "cpu"])
+    assert args.eval_only and args.num_gpus == 1
+    assert args.dataset == ["a=x.json:imgs", "b=y.json:imgs"]
+    assert args.opts == ["MODEL.DEVICE", "cpu"]
+
+
+def test_build_model_and_load(tmp_path):
+    cfg = build_cfg(TINY_CONFIG, ["OUTPUT_DIR", str(tmp_path)])
+    torch.manual_seed(1)
+    trained = build_model(cfg)
+    RetinaFocalCheckpointer(trained, save_dir=str(tmp_path)).save("w")
+    weights = str(tmp_path / "w.pth")
+
+    torch.manual_seed(2)
+    model = build_model_and_load(cfg, weights)
+    assert not model.training
+    for (k, a), b in zip(trained.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(a, b), k
+    # resume: the last checkpoint of OUTPUT_DIR, whatever the weights say
+    resumed = build_model_and_load(cfg, "", resume=True)
+    assert torch.equal(resumed.head.cls_score.bias, trained.head.cls_score.bias)
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        build_model_and_load(cfg, str(tmp_path / "missing.pth"))
