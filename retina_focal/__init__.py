@@ -16,6 +16,8 @@ calls: ``DenseClsLoss``, ``AnchorAssigner``, ``AnchorSampler``.
 """
 __version__ = "0.1.0"
 
+# first: Detectron2 and fvcore without the FutureWarning of their imports (see the module)
+from retina_focal.utils import quiet_imports  # noqa: F401  isort: skip
 from retina_focal import data  # noqa: F401  (registers the synthetic datasets)
 from retina_focal.config import add_retina_focal_config
 from retina_focal.modeling import (

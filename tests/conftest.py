@@ -26,6 +26,40 @@ def tiny_cfg():
     return cfg
 
 
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """One tiny training run for every test that needs a trained checkpoint (once per test
+    run): ``tools/train_net.py`` on the tiny config for 8 iterations, then its evaluation on
+    the tiny val split keeping every candidate (score threshold 0: a model this young scores
+    few boxes above 0.05). Read-only for the tests: copy what you modify.
+
+    Returns a dict: ``out`` (its OUTPUT_DIR), ``log``, ``weights`` (model_final.pth),
+    ``metrics`` (metrics.json rows), ``eval`` (the evaluation's row), ``gt_json`` and
+    ``image_dir`` (the val split), ``results`` (its coco_instances_results.json).
+    """
+    import json
+
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    import retina_focal  # noqa: F401  (registers the synthetic datasets)
+
+    val = "synthetic_shapes_tiny_val"
+    DatasetCatalog.get(val)  # generate the split, so its files exist
+    meta = MetadataCatalog.get(val)
+    out = str(tmp_path_factory.mktemp("trained") / "run")
+    proc = run_tool(["tools/train_net.py", "--config-file", TINY_CONFIG, "OUTPUT_DIR", out,
+                     "SOLVER.MAX_ITER", "8", "SOLVER.BASE_LR", "0.02",
+                     "MODEL.RETINANET.SCORE_THRESH_TEST", "0.0"], cwd=REPO)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    metrics = [json.loads(line) for line in open(os.path.join(out, "metrics.json"))]
+    evaluation = [m for m in metrics if "bbox/AP" in m][-1]
+    return {"out": out, "log": log, "weights": os.path.join(out, "model_final.pth"),
+            "metrics": metrics, "eval": evaluation, "gt_json": meta.json_file,
+            "image_dir": meta.image_root,
+            "results": os.path.join(out, "inference", val, "coco_instances_results.json")}
+
+
 def copypaste_ap(log):
     """The last ``copypaste: AP,AP50,...`` values Detectron2's evaluation printed in ``log``."""
     import re

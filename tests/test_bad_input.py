@@ -33,8 +33,7 @@ def test_boxes_are_clipped_or_dropped_and_counted_once(caplog):
                 ([-5, 70, 20, 20], xywh),        # x0 < 0, y1 = 90 > 80: clipped
                 ([50, 50, 50, 60], xyxy),        # zero width: dropped
                 ([60, 10, 40, 30], xyxy)]),      # negative size: dropped
-        rec(1, [([120, 10, 150, 30], xyxy),      # entirely right of the image: dropped
-                ([0, 0, float("nan"), 5], xyxy)]),  # non-finite: dropped
+        rec(1, [([120, 10, 150, 30], xyxy)]),    # entirely right of the image: dropped
         rec(2, []),                              # an image without objects stays
     ]
     with caplog.at_level(logging.WARNING, logger="retina_focal"):
@@ -46,7 +45,88 @@ def test_boxes_are_clipped_or_dropped_and_counted_once(caplog):
     assert dicts[0]["annotations"][1]["bbox"] == [-5, 70, 20, 20]  # the input is not modified
     msgs = [r.getMessage() for r in caplog.records if "messy" in r.getMessage()]
     assert len(msgs) == 1, msgs  # once per dataset
-    assert "clipped 1 box(es)" in msgs[0] and "dropped 4 box(es)" in msgs[0]
+    assert "clipped 1 box(es)" in msgs[0] and "dropped 3 box(es)" in msgs[0]
+
+
+# A non-finite box used to be dropped and counted; like any malformed box it is now an error.
+MALFORMED_BOXES = [
+    ([1.0, 2.0, 3.0], "has 3 values, not 4"),
+    (["10", "10", "20", "20"], "has the value '10' of type str, not a number"),
+    (None, "is a NoneType, not a list of 4 numbers"),
+    ([0, 0, float("nan"), 5], "has the non-finite value nan"),
+    ([0, 0, float("inf"), 5], "has the non-finite value inf"),
+    ([True, 0, 5, 5], "has the value True of type bool, not a number"),
+]
+
+
+@pytest.mark.parametrize("bbox,problem", MALFORMED_BOXES, ids=lambda v: repr(v)[:20])
+def test_a_malformed_box_is_an_error_naming_dataset_json_image_annotation_and_value(
+        bbox, problem, tmp_path):
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    name = "malformed_box_test"
+    if name not in DatasetCatalog.list():
+        DatasetCatalog.register(name, lambda: [])
+        MetadataCatalog.get(name).set(json_file="/data/ann.json", image_root="/data/img")
+    good = {"id": 5, "bbox": [1, 1, 4, 4], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0}
+    dicts = [{"file_name": "/data/img/a.png", "width": 10, "height": 10, "image_id": 31,
+              "annotations": [good, dict(good, id=6, bbox=bbox), dict(good, id=7, bbox=bbox)]}]
+    expected = (f"Dataset '{name}' (/data/ann.json), image '/data/img/a.png' (image_id 31), "
+                f"annotation id 6: bbox {bbox!r} (XYWH_ABS) {problem}; fix or remove the "
+                "annotation; 1 more annotation(s) of this dataset have a malformed box")
+    with pytest.raises(ValueError) as err:
+        sanitize_dataset_dicts(dicts, name, num_classes=1)
+    assert str(err.value) == expected
+
+
+def test_a_box_without_bbox_mode_is_named():
+    dicts = [{"file_name": "b.png", "image_id": 2,
+              "annotations": [{"id": 9, "bbox": [0, 0, 1, 1], "category_id": 0}]}]
+    with pytest.raises(ValueError, match=r"Dataset 'd', image 'b.png' \(image_id 2\), "
+                                         r"annotation id 9: bbox \[0, 0, 1, 1\] has no "
+                                         r"'bbox_mode'"):
+        sanitize_dataset_dicts(dicts, "d", num_classes=1)
+
+
+@pytest.mark.parametrize("bbox,problem", MALFORMED_BOXES, ids=lambda v: repr(v)[:20])
+def test_a_malformed_box_in_a_coco_json_is_named_at_registration(bbox, problem, tmp_path):
+    from retina_focal.data.datasets.coco import register_coco_dataset
+
+    root = str(tmp_path)
+    json_path = _write_tiny_coco(root, n=3)
+    with open(json_path) as f:
+        coco = json.load(f)
+    coco["annotations"][1]["bbox"] = bbox
+    coco["annotations"][2]["bbox"] = bbox
+    with open(json_path, "w") as f:
+        json.dump(coco, f)
+    name = f"malformed_json_{abs(hash(repr(bbox)))}"
+    with pytest.raises(ValueError) as err:
+        register_coco_dataset(name, json_path, root)
+    assert str(err.value) == (
+        f"Dataset '{name}' ({json_path}), image '1.png' (image_id 2), annotation id 2: bbox "
+        f"{bbox!r} {problem} ([x, y, width, height]); fix or remove the annotation; 1 more "
+        "annotation(s) in this file have a malformed bbox")
+
+
+def test_training_with_a_malformed_box_in_its_json_stops_naming_it(tmp_path):
+    from retina_focal.cli import command_module
+
+    root = str(tmp_path / "data")
+    json_path = _write_tiny_coco(root, n=2)
+    with open(json_path) as f:
+        coco = json.load(f)
+    del coco["annotations"][0]["bbox"][3]
+    with open(json_path, "w") as f:
+        json.dump(coco, f)
+    with pytest.raises(ValueError, match=r"Dataset 'malformed_train' \(.*data\.json\), image "
+                                         r"'0\.png' \(image_id 1\), annotation id 1: bbox "
+                                         r"\[8, 8, 20\] has 3 values, not 4"):
+        command_module("train").run([
+            "--config-file", TINY_CONFIG, "--dataset", f"malformed_train={json_path}:{root}",
+            "DATASETS.TRAIN", "('malformed_train',)", "DATASETS.TEST", "()",
+            "MODEL.RETINANET.NUM_CLASSES", "1", "OUTPUT_DIR", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
 
 
 def test_category_id_outside_the_classes_is_a_clear_error():

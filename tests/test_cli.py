@@ -4,6 +4,7 @@ import ast
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 from conftest import REPO
@@ -71,3 +72,34 @@ def test_each_tool_is_a_thin_wrapper_of_its_command():
         functions = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
         assert not functions, f"tools/{script} defines {[f.name for f in functions]}"
         assert any(m.startswith("retina_focal.") for m in imported), script
+
+
+# Every tools/ script, then every `retina-focal COMMAND`, with --help, in one fresh process: a
+# warning raised while importing any module they need shows there (once: the first import).
+_ALL_HELPS = """
+import runpy, sys
+from retina_focal import cli
+
+for module, script, _ in cli.COMMANDS.values():
+    sys.argv = [f"tools/{script}", "--help"]
+    try:
+        runpy.run_path(f"tools/{script}", run_name="__main__")
+    except SystemExit as e:
+        assert e.code == 0, script
+    print(f"\\nEND tools/{script}", flush=True)
+for command in cli.COMMANDS:
+    assert cli.main([command, "--help"]) == 0, command
+"""
+
+
+def test_help_prints_only_the_help():
+    """No warning before the help (Detectron2 and fvcore's import-time torch.jit.script
+    FutureWarning was printed twice by every command), for every tools/ script and every
+    ``retina-focal COMMAND --help``."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    proc = subprocess.run([sys.executable, "-c", _ALL_HELPS], cwd=REPO, env=env, text=True,
+                          capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("usage:") == 2 * len(cli.COMMANDS)
+    assert proc.stdout.count("END tools/") == len(cli.COMMANDS)
+    assert "Warning" not in proc.stderr, proc.stderr[-3000:]

@@ -1,5 +1,6 @@
 """Configs: every file in configs/ builds a RetinaFocal; a stock Detectron2 RetinaNet config
-runs with only META_ARCHITECTURE changed; bad values fail at model build, naming the key."""
+runs with only META_ARCHITECTURE changed (its eval tag needs --allow-unsafe-config); bad values
+fail at model build, naming the key."""
 import glob
 import os
 
@@ -16,16 +17,15 @@ from retina_focal import (
     SigmoidFocalLoss,
     add_retina_focal_config,
 )
+from retina_focal.config.loading import UnsafeConfigError
+from retina_focal.engine.defaults import build_cfg
 
 CONFIG_FILES = sorted(glob.glob(os.path.join(CONFIGS, "**", "*.yaml"), recursive=True))
 
 
-def make_cfg(config_file=None, opts=()):
-    cfg = get_cfg()
-    add_retina_focal_config(cfg)
-    if config_file:
-        cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
+def make_cfg(config_file=None, opts=(), allow_unsafe=False):
+    """The tools' config path (safe YAML unless ``allow_unsafe``), on CPU, not frozen."""
+    cfg = build_cfg(config_file, opts, freeze=False, allow_unsafe=allow_unsafe)
     cfg.MODEL.DEVICE = "cpu"
     return cfg
 
@@ -107,12 +107,18 @@ VERSION: 2
 
 
 def test_stock_detectron2_retinanet_yaml_with_only_meta_architecture_changed(tmp_path):
-    """Detectron2's own RetinaNet YAML style (python tags included) needs only the name."""
+    """Detectron2's own RetinaNet YAML style needs only the name. Its anchor sizes are a
+    ``!!python/object/apply:eval`` tag, which runs code: refused by the safe loader, naming the
+    file, the line and the flag; loaded with ``--allow-unsafe-config`` (``allow_unsafe``)."""
     models = {}
     for arch in ("RetinaNet", "RetinaFocal"):
         path = tmp_path / f"{arch}.yaml"
         path.write_text(STOCK_RETINANET_YAML.format(arch=arch))
-        models[arch] = build_model(make_cfg(str(path)))
+        with pytest.raises(UnsafeConfigError,
+                           match=rf"{arch}\.yaml, line 11: '!!python/object/apply:eval' is a "
+                                 r"Python tag.*pass --allow-unsafe-config to load it anyway"):
+            make_cfg(str(path))
+        models[arch] = build_model(make_cfg(str(path), allow_unsafe=True))
     ours, ref = models["RetinaFocal"], models["RetinaNet"]
     assert isinstance(ours, RetinaFocal)
     assert ours.cls_loss.gamma == 1.5 and ours.cls_loss.alpha == 0.25

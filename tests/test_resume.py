@@ -30,6 +30,8 @@ import pytest
 import torch
 from conftest import CONFIGS, REPO, TINY_CONFIG, run_tool
 
+from retina_focal.engine.output_dir import LOCK_FILE
+
 # 4 iterations of 4 images, a checkpoint after every iteration, random horizontal flips (so
 # both the data stream and the augmentation must resume), an LR step after the kill point.
 # One image size: images of different sizes are padded to the largest of their batch, so 2
@@ -99,24 +101,32 @@ def reference(request, tmp_path_factory):
 def test_sigkill_between_checkpoints_then_resume_equals_uninterrupted_run(reference, tmp_path):
     path, reference = reference
     run_dir = str(tmp_path)
-    # the same run, killed with SIGKILL as soon as the checkpoint of iteration 1 is complete
+    # the same run, killed with SIGKILL as soon as the checkpoint of iteration 1 (or, if the
+    # polling process was not scheduled in time on a busy machine, of iteration 2) is complete
     p = subprocess.Popen([sys.executable] + _tool(path, [], NO_EVAL[path], run_dir), cwd=REPO,
                          env=_env(),
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     tag = os.path.join(run_dir, "last_checkpoint")
     deadline = time.time() + 300
     while time.time() < deadline and p.poll() is None:
-        if os.path.exists(tag) and open(tag).read().strip() == "model_0000001.pth":
+        if os.path.exists(tag) and open(tag).read().strip() in (
+                "model_0000001.pth", "model_0000002.pth"):
             p.send_signal(signal.SIGKILL)
             break
         time.sleep(0.005)
     assert p.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
     assert not os.path.exists(os.path.join(run_dir, "model_final.pth"))
     resumed_from = open(tag).read().strip()
+    # the killed run could not release its output directory: --resume takes it over by itself
+    lock = os.path.join(run_dir, LOCK_FILE)
+    assert json.load(open(lock))["pid"] == p.pid
 
     proc = run_tool(_tool(path, ["--resume"], NO_EVAL[path], run_dir), cwd=REPO)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]
+    assert f"taking over the lock of a run that ended without releasing it (killed?): " \
+           f"host {socket.gethostname()}, pid {p.pid}" in log
+    assert not os.path.exists(lock)  # released at the end
     start = int(resumed_from[len("model_"):-len(".pth")]) + 1
     assert 2 <= start < 4 and f"Starting training from iteration {start}" in log
 
@@ -179,25 +189,51 @@ def test_two_cpu_processes_train_like_one_process_with_the_same_total_batch(
 
 
 def _free_port():
+    """A port that was free a moment ago (another program may take it before machine 0 binds
+    it: :func:`_two_machines` then retries)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
+def _two_machines(path, weights, tmp_path):
+    """Two launchers (machine ranks 0 and 1) on ``tcp://127.0.0.1:PORT``; returns their return
+    codes, logs and output directory. The logs go to files: a pipe that nobody reads while the
+    other process is awaited can fill up and block its writer forever. When machine 0 finds the
+    port taken (EADDRINUSE) the pair runs again on another port."""
+    for attempt in range(3):
+        url = f"tcp://127.0.0.1:{_free_port()}"
+        out = str(tmp_path / f"attempt{attempt}")
+        files = [str(tmp_path / f"attempt{attempt}_rank{rank}.log") for rank in (0, 1)]
+        procs = []
+        for rank, file in zip((0, 1), files):
+            with open(file, "w") as log:
+                procs.append(subprocess.Popen(
+                    [sys.executable] + _tool(path, ["--eval-only", "--num-gpus", "1",
+                                                    "--num-machines", "2", "--machine-rank",
+                                                    str(rank), "--dist-url", url],
+                                             _weights(path, weights), out),
+                    cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT))
+        # until both end, or one fails (its peer would wait for it until the GLOO timeout)
+        deadline = time.time() + 600
+        while time.time() < deadline and any(p.poll() is None for p in procs) and all(
+                p.poll() in (None, 0) for p in procs):
+            time.sleep(0.1)
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+        logs = [open(file).read() for file in files]
+        if procs[0].returncode == 0 or "EADDRINUSE" not in logs[0]:
+            return [p.returncode for p in procs], logs, out
+    pytest.fail(f"the port was taken 3 times in a row:\n{logs[0][-3000:]}")
+
+
 def test_two_machines_evaluate_every_image_once_with_one_process_results(reference, tmp_path):
     path, reference = reference
-    url = f"tcp://127.0.0.1:{_free_port()}"
     weights = os.path.join(reference, "model_final.pth")
-    procs = [
-        subprocess.Popen(
-            [sys.executable] + _tool(path, ["--eval-only", "--num-gpus", "1", "--num-machines",
-                                            "2", "--machine-rank", str(rank), "--dist-url", url],
-                                     _weights(path, weights), str(tmp_path)),
-            cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for rank in (0, 1)
-    ]
-    logs = [p.communicate(timeout=600)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    returncodes, logs, out = _two_machines(path, weights, tmp_path)
+    assert returncodes == [0, 0], logs[0][-3000:] + logs[1][-3000:]
     assert "world size 2" in logs[0]
 
     from detectron2.data import DatasetCatalog
@@ -205,10 +241,10 @@ def test_two_machines_evaluate_every_image_once_with_one_process_results(referen
     import retina_focal  # noqa: F401  (registers the synthetic datasets)
 
     ids = sorted(d["image_id"] for d in DatasetCatalog.get(VAL))
-    preds = _load(os.path.join(tmp_path, "inference", VAL, "instances_predictions.pth"))
+    preds = _load(os.path.join(out, "inference", VAL, "instances_predictions.pth"))
     assert sorted(p["image_id"] for p in preds) == ids  # every image, exactly once
     ref = json.load(open(os.path.join(reference, "inference", VAL, "coco_instances_results.json")))
-    two = json.load(open(os.path.join(tmp_path, "inference", VAL, "coco_instances_results.json")))
+    two = json.load(open(os.path.join(out, "inference", VAL, "coco_instances_results.json")))
     assert len(ref) > 0 and len(ref) == len(two)
 
     def key(d):
@@ -244,9 +280,12 @@ _SAVE_TWICE = textwrap.dedent("""
 def test_sigkill_while_writing_a_checkpoint_keeps_the_last_complete_one(tmp_path):
     from retina_focal.engine.checkpoint import RetinaFocalCheckpointer
 
-    p = subprocess.Popen([sys.executable, "-c", _SAVE_TWICE, str(tmp_path)], cwd=REPO,
-                         env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert p.stdout.readline().strip() == "FIRST SAVED", p.stderr.read()
+    # stderr to a file: a pipe not read until the end could fill up and block the writer
+    errors = tmp_path.parent / f"{tmp_path.name}.stderr"
+    with open(errors, "w") as err:
+        p = subprocess.Popen([sys.executable, "-c", _SAVE_TWICE, str(tmp_path)], cwd=REPO,
+                             env=_env(), stdout=subprocess.PIPE, stderr=err, text=True)
+    assert p.stdout.readline().strip() == "FIRST SAVED", errors.read_text()
     partial, deadline = None, time.time() + 120
     while partial is None and time.time() < deadline and p.poll() is None:
         for f in os.listdir(tmp_path):

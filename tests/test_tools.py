@@ -1,6 +1,7 @@
 """The command-line tools on the tiny synthetic dataset: evaluate.py (checkpoint and results-file
 modes), train_net.py --eval-only with --dataset, demo.py, plot_training.py, and the evaluation
-report the Trainer writes. One short training run (module fixture) feeds them all."""
+report the Trainer writes. One short training run (``trained``, shared by the whole test run:
+see conftest.py) feeds them all."""
 import json
 import math
 import os
@@ -21,26 +22,6 @@ from retina_focal.evaluation.coco_report import REPORT_FILE
 VAL = "synthetic_shapes_tiny_val"
 PR_PNGS = ["pr_iou50.png", "pr_iou75.png", "pr_iou50-95.png", "pr_area_all.png",
            "pr_area_small.png", "pr_area_medium.png", "pr_area_large.png"]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """Train the tiny config for 8 iterations; it then evaluates on the tiny val split, keeping
-    every candidate (score threshold 0): a model this young scores few boxes above 0.05."""
-    DatasetCatalog.get(VAL)  # generate the split, so its files exist
-    meta = MetadataCatalog.get(VAL)
-    out = str(tmp_path_factory.mktemp("tools") / "run")
-    proc = run_tool(["tools/train_net.py", "--config-file", TINY_CONFIG, "OUTPUT_DIR", out,
-                     "SOLVER.MAX_ITER", "8", "SOLVER.BASE_LR", "0.02",
-                     "MODEL.RETINANET.SCORE_THRESH_TEST", "0.0"], cwd=REPO)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-3000:]
-    metrics = [json.loads(line) for line in open(os.path.join(out, "metrics.json"))]
-    evaluation = [m for m in metrics if "bbox/AP" in m][-1]
-    return {"out": out, "log": log, "weights": os.path.join(out, "model_final.pth"),
-            "metrics": metrics, "eval": evaluation, "gt_json": meta.json_file,
-            "image_dir": meta.image_root,
-            "results": os.path.join(out, "inference", VAL, "coco_instances_results.json")}
 
 
 def same(ours, d2):
@@ -288,3 +269,117 @@ def test_multi_process_evaluation_writes_the_report_once(trained, tmp_path):
     report = check_report(os.path.join(out, "rank0", REPORT_FILE))
     assert same(report["metrics"]["AP"], trained["eval"]["bbox/AP"])
     assert main["results"]["bbox"]["AP"] == pytest.approx(trained["eval"]["bbox/AP"], abs=1e-6)
+
+
+def _permuted_gt(gt_json, path):
+    """``gt_json`` with the same classes under other ids (reversed), every annotation keeping
+    its class: the validation JSON of the report."""
+    gt = json.load(open(gt_json))
+    ids = sorted(c["id"] for c in gt["categories"])
+    new_id = dict(zip(ids, reversed(ids)))
+    gt["categories"] = [dict(c, id=new_id[c["id"]]) for c in gt["categories"]]
+    gt["annotations"] = [dict(a, category_id=new_id[a["category_id"]])
+                         for a in gt["annotations"]]
+    with open(path, "w") as f:
+        json.dump(gt, f)
+    return new_id
+
+
+def test_eval_of_a_json_with_the_classes_under_other_ids_gives_the_same_ap(trained, tmp_path):
+    """The report: a validation JSON with the same classes in another id order gave AP 12.3
+    instead of 16.1, per-class APs under the wrong names. The checkpoint's class map (written
+    by the trainer) is matched by name and results carry the JSON's own ids. The config's
+    DATASETS.TRAIN (here 80-class COCO) is not consulted by an evaluation any more."""
+    import torch
+
+    from retina_focal.cli import evaluate
+
+    ckpt = torch.load(trained["weights"])
+    assert [c["name"] for c in ckpt["class_map"]] == list(MetadataCatalog.get(VAL).thing_classes)
+    perm_json = str(tmp_path / "val_perm.json")
+    new_id = _permuted_gt(trained["gt_json"], perm_json)
+    assert any(a != b for a, b in new_id.items())
+    out = str(tmp_path / "eval")
+    evaluate.run(["--config-file", TINY_CONFIG, "--gt-json", perm_json, "--image-dir",
+                  trained["image_dir"], "--output", out, "MODEL.WEIGHTS", trained["weights"],
+                  "MODEL.RETINANET.SCORE_THRESH_TEST", "0.0", "MODEL.DEVICE", "cpu",
+                  "DATASETS.TRAIN", "('coco_2017_train',)"])
+    report = check_report(os.path.join(out, "inference", "eval_val_perm", REPORT_FILE))
+    assert same(report["metrics"]["AP"], trained["eval"]["bbox/AP"])
+    for row in report["per_category"]:  # each class's AP under its own name and new id
+        assert same(row["AP"], trained["eval"][f"bbox/AP-{row['name']}"]), row["name"]
+    names = {c["id"]: c["name"] for c in json.load(open(trained["gt_json"]))["categories"]}
+    assert {row["id"]: row["name"] for row in report["per_category"]} == \
+        {new_id[i]: n for i, n in names.items()}
+    results = json.load(open(os.path.join(out, "inference", "eval_val_perm",
+                                          "coco_instances_results.json")))
+    assert {r["category_id"] for r in results} <= set(new_id.values())
+
+
+def test_eval_of_a_json_with_other_class_names_is_an_error_showing_both(trained, tmp_path):
+    from retina_focal.cli import evaluate
+
+    gt = json.load(open(trained["gt_json"]))
+    gt["categories"][0]["name"] = "blob"
+    (tmp_path / "val_other.json").write_text(json.dumps(gt))
+    with pytest.raises(ValueError) as info:
+        evaluate.run(["--config-file", TINY_CONFIG, "--gt-json", str(tmp_path / "val_other.json"),
+                      "--image-dir", trained["image_dir"], "--output", str(tmp_path / "e"),
+                      "MODEL.WEIGHTS", trained["weights"], "MODEL.DEVICE", "cpu"])
+    msg = str(info.value)
+    assert "The classes of checkpoint 'model_final.pth' and dataset 'eval_val_other' differ " \
+           "(only in checkpoint 'model_final.pth': ['ellipse']; only in dataset " \
+           "'eval_val_other': ['blob'])" in msg
+    assert "checkpoint 'model_final.pth' (6): [1: ellipse, 2: rectangle," in msg
+    assert "dataset 'eval_val_other' (6): [1: blob, 2: rectangle," in msg
+
+
+def test_demo_skips_unreadable_images_and_writes_the_others(trained, tmp_path, capsys):
+    from retina_focal.cli import demo
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("000000.png", "000001.png"):
+        shutil.copy(os.path.join(trained["image_dir"], name), inputs / name)
+    (inputs / "000000b.png").write_bytes(b"not an image")  # sorted between the two
+    out = tmp_path / "demo"
+    status = demo.run(["--config-file", TINY_CONFIG, "--input", str(inputs), "--output",
+                       str(out), "--score-thresh", "0.05", "--device", "cpu", "MODEL.WEIGHTS",
+                       trained["weights"]])
+    assert status == 1
+    printed = capsys.readouterr().out
+    bad = str(inputs / "000000b.png")
+    assert f"skipped 1 unreadable image(s) (listed in images.json 'skipped_images'): {bad}" \
+        in printed
+    assert sorted(f for f in os.listdir(out) if f.endswith(".png")) == ["000000.png",
+                                                                        "000001.png"]
+    images = json.load(open(out / "images.json"))
+    assert [os.path.basename(i["file_name"]) for i in images["images"]] == ["000000.png",
+                                                                            "000001.png"]
+    assert [s["file_name"] for s in images["skipped_images"]] == [bad]
+    assert images["skipped_images"][0]["error"]  # what the reader said
+    results = json.load(open(out / "results.json"))
+    assert results and {r["image_id"] for r in results} <= {i["id"] for i in images["images"]}
+    # names and ids are the checkpoint's (the training JSON's)
+    assert images["categories"] == json.load(open(trained["gt_json"]))["categories"]
+
+
+def test_demo_with_a_json_of_the_classes_under_other_ids_writes_its_ids(trained, tmp_path):
+    from retina_focal.cli import demo
+
+    perm_json = str(tmp_path / "val_perm.json")
+    new_id = _permuted_gt(trained["gt_json"], perm_json)
+    out = tmp_path / "demo"
+    first = os.path.join(trained["image_dir"], "000000.png")
+    image_id = [im["id"] for im in json.load(open(perm_json))["images"]
+                if os.path.basename(im["file_name"]) == "000000.png"][0]
+    assert demo.run(["--config-file", TINY_CONFIG, "--input", first, "--output", str(out),
+                     "--score-thresh", "0.05", "--device", "cpu", "--coco-json", perm_json,
+                     "MODEL.WEIGHTS", trained["weights"]]) == 0
+    ref = sorted((r for r in json.load(open(trained["results"]))
+                  if r["image_id"] == image_id and r["score"] >= 0.05 + 1e-4),
+                 key=lambda r: -r["score"])
+    got = sorted((r for r in json.load(open(out / "results.json"))
+                  if r["score"] >= 0.05 + 1e-4), key=lambda r: -r["score"])
+    assert ref and len(got) == len(ref)
+    assert [r["category_id"] for r in got] == [new_id[r["category_id"]] for r in ref]

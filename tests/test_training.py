@@ -1,14 +1,24 @@
-"""A real (tiny) training run and a real --eval-only run, on CPU."""
+"""A real (tiny) training run and a real --eval-only run, on CPU; the values a trainer uses
+checked before it builds anything."""
 import json
 import math
 import os
+import re
 
+import pytest
 import torch
-from conftest import REPO, TINY_CONFIG, copypaste_ap, run_tool
+from conftest import CONFIGS, REPO, TINY_CONFIG, copypaste_ap, run_tool
+from detectron2.config import LazyConfig
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
+
+from retina_focal.config import InvalidArgument
+from retina_focal.engine.defaults import Trainer
+from retina_focal.engine.lazy import LazyReliableTrainer
+from retina_focal.engine.output_dir import LOCK_FILE
+from retina_focal.engine.trainer import ReliableTrainer, check_training_values
 
 
 def batch(with_objects: bool, size=128):
@@ -68,6 +78,7 @@ def test_train_net_trains_two_iterations_then_eval_only_reports_ap(tmp_path):
     assert train_rows and all(math.isfinite(m["total_loss"]) for m in train_rows)
     final = os.path.join(out_dir, "model_final.pth")
     assert os.path.exists(final)
+    assert LOCK_FILE not in os.listdir(out_dir)  # the run released its output directory
 
     proc = run_tool(["tools/train_net.py", "--config-file", TINY_CONFIG, "--eval-only",
                      "MODEL.WEIGHTS", final, "OUTPUT_DIR", out_dir], cwd=REPO)
@@ -78,3 +89,51 @@ def test_train_net_trains_two_iterations_then_eval_only_reports_ap(tmp_path):
     assert "copypaste: AP,AP50,AP75,APs,APm,APl" in log
     assert os.path.exists(os.path.join(out_dir, "inference", "synthetic_shapes_tiny_val",
                                        "coco_instances_results.json"))
+
+
+BAD_SOLVER_VALUES = [
+    ("SOLVER.IMS_PER_BATCH", 0, "use an integer > 0 divisible by the number of processes (1)"),
+    ("SOLVER.IMS_PER_BATCH", -2, "use an integer > 0 divisible by the number of processes (1)"),
+    ("SOLVER.MAX_ITER", -1, "use an integer >= 0"),
+    ("SOLVER.BASE_LR", float("nan"), "use a finite value >= 0"),
+    ("SOLVER.BASE_LR", float("inf"), "use a finite value >= 0"),
+    ("SOLVER.BASE_LR", -0.01, "use a finite value >= 0"),
+    ("DATALOADER.NUM_WORKERS", -1, "use an integer >= 0"),
+]
+
+
+@pytest.mark.parametrize("key,value,requirement", BAD_SOLVER_VALUES)
+def test_bad_solver_values_stop_the_trainer_naming_the_key(tiny_cfg, tmp_path, key, value,
+                                                           requirement):
+    tiny_cfg.merge_from_list([key, value, "OUTPUT_DIR", str(tmp_path)])
+    with pytest.raises(ValueError, match="^" + re.escape(f"{key}={value!r} is invalid: "
+                                                         f"{requirement}")):
+        Trainer(tiny_cfg)
+    assert os.listdir(tmp_path) == []  # stopped before building anything
+
+
+def test_the_batch_must_divide_among_the_processes(tiny_cfg):
+    tiny_cfg.merge_from_list(["SOLVER.IMS_PER_BATCH", 3])
+    with pytest.raises(ValueError, match=r"^SOLVER.IMS_PER_BATCH=3 is invalid: use an integer > 0 "
+                                         r"divisible by the number of processes \(2\)"):
+        ReliableTrainer.check_training_config(tiny_cfg, 2)
+    ReliableTrainer.check_training_config(tiny_cfg, 3)
+    check_training_values(batch_size=4, max_iter=0, base_lr=0.0, num_workers=0, num_processes=2)
+    with pytest.raises(InvalidArgument, match="^batch_size=True is invalid"):
+        check_training_values(batch_size=True, max_iter=0, base_lr=0.0, num_workers=0,
+                              num_processes=1)
+
+
+@pytest.mark.parametrize("key,value,requirement", [
+    ("dataloader.train.total_batch_size", 0, "use an integer > 0 divisible by the number of "
+                                             "processes (1)"),
+    ("train.max_iter", -5, "use an integer >= 0"),
+    ("optimizer.lr", float("nan"), "use a finite value >= 0"),
+    ("dataloader.train.num_workers", -1, "use an integer >= 0"),
+])
+def test_bad_lazy_values_stop_the_trainer_naming_the_key(key, value, requirement):
+    cfg = LazyConfig.load(os.path.join(CONFIGS, "Synthetic", "retina_focal_R_18_FPN_tiny.py"))
+    cfg = LazyConfig.apply_overrides(cfg, [f"{key}={value}"])
+    with pytest.raises(ValueError, match="^" + re.escape(f"{key}={value!r} is invalid: "
+                                                         f"{requirement}")):
+        LazyReliableTrainer(cfg)

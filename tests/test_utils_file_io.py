@@ -1,11 +1,21 @@
 """retina_focal.utils.file_io: the one atomic write, and retina_focal.utils.plotting."""
+import errno
+import io
 import json
 import os
 import stat
 
 import pytest
+import torch
 
-from retina_focal.utils.file_io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from retina_focal.utils import file_io
+from retina_focal.utils.file_io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    is_temporary_file,
+    temporary_path,
+)
 from retina_focal.utils.plotting import pyplot
 
 
@@ -31,6 +41,72 @@ def test_writes_replace_the_file_with_ordinary_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~umask  # not a private temp file's
+
+
+def test_temporary_files_are_named_so_a_later_run_finds_exactly_them(tmp_path):
+    seen = []
+    atomic_write_bytes(str(tmp_path / "model.pth"), lambda f: seen.append(f.name))
+    assert seen == [temporary_path(str(tmp_path / "model.pth"))]
+    name = os.path.basename(seen[0])
+    assert is_temporary_file(name) and name.startswith(".model.pth.")
+    for other in ("model.pth", ".model.pth", "model.pth.tmp", ".model.pth.1.tmp",
+                  ".model.pth.a.2.tmp", name + ".bak"):
+        assert not is_temporary_file(other), other
+
+
+class _FullDisk(io.RawIOBase):
+    """A file on a file system that has room for ``room`` more bytes."""
+
+    def __init__(self, path, room):
+        self._file, self._room = open(path, "wb"), room
+        self.name = path
+
+    def writable(self):
+        return True
+
+    def write(self, data):
+        if len(data) > self._room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self._room -= len(data)
+        return self._file.write(data)
+
+    def close(self):
+        self._file.close()
+        super().close()
+
+
+def test_a_full_disk_while_saving_a_checkpoint_says_so_and_keeps_the_old_one(tmp_path,
+                                                                             monkeypatch):
+    from retina_focal.engine.checkpoint import RetinaFocalCheckpointer
+
+    model = torch.nn.Linear(64, 64)
+    ckpt = RetinaFocalCheckpointer(model, str(tmp_path), save_to_disk=True)
+    ckpt.save("model_0000001", iteration=1)
+    before = sorted(os.listdir(tmp_path))
+    # the disk fills up during the next save: torch.save's writer ends with its own error
+    # (inline_container.cc) unless atomic_write reports the cause
+    monkeypatch.setattr(file_io, "open", lambda path, mode, **kw: io.BufferedWriter(
+        _FullDisk(path, room=1000)), raising=False)
+    path = os.path.join(str(tmp_path), "model_0000002.pth")
+    with pytest.raises(OSError) as info:
+        ckpt.save("model_0000002", iteration=2)
+    assert info.value.errno == errno.ENOSPC
+    assert str(info.value) == (
+        f"[Errno {errno.ENOSPC}] No space left on device: could not write {path} (its previous "
+        "content, if any, is intact); free space on that file system or write elsewhere")
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == before  # no partial file, no temporary
+    assert open(tmp_path / "last_checkpoint").read() == "model_0000001.pth"
+    loaded = RetinaFocalCheckpointer(torch.nn.Linear(64, 64), str(tmp_path))
+    assert loaded.resume_or_load("", resume=True)["iteration"] == 1
+
+
+def test_other_write_errors_stay_as_they_are(tmp_path):
+    def fail(f):
+        raise OSError(errno.EACCES, "denied")
+
+    with pytest.raises(PermissionError, match="denied"):
+        atomic_write_bytes(str(tmp_path / "x"), fail)
 
 
 def test_pyplot_draws_without_a_display(tmp_path):

@@ -24,13 +24,14 @@ from retina_focal.modeling.meta_arch import head_feature_shapes
 __all__ = ["AssignmentSetting", "load_cfg", "register_dataset_arg", "image_size_of"]
 
 
-def load_cfg(config_file: str, opts: List[str]):
+def load_cfg(config_file: str, opts: List[str], *, allow_unsafe: bool = False):
     """A frozen config: the shared YAML config path
     (:func:`retina_focal.engine.defaults.build_cfg`: Detectron2's defaults + retina_focal's
-    keys + the file + ``opts``), whose file must exist."""
+    keys + the file + ``opts``), whose file must exist. The file is read with a safe YAML
+    loader: a Python tag is an error unless ``allow_unsafe`` (``--allow-unsafe-config``)."""
     if not config_file:
         raise FileNotFoundError("no config file given")
-    return build_cfg(config_file, opts)
+    return build_cfg(config_file, opts, allow_unsafe=allow_unsafe)
 
 
 def register_dataset_arg(spec: str) -> str:

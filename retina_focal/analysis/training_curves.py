@@ -7,6 +7,7 @@ AP, AP50 and AP75 at every evaluation, if any) and ``training`` (all of them on 
 ``summary.json``: per run, the last value of every plotted series and the best AP.
 """
 import json
+import logging
 import math
 import os
 from typing import Dict, List, Tuple
@@ -16,6 +17,8 @@ import numpy as np
 from retina_focal.utils.plotting import pyplot
 
 __all__ = ["FIGURES", "PANELS", "load_metrics", "plot_runs", "running_mean"]
+
+logger = logging.getLogger(__name__)
 
 # (file stem, title, [(metrics.json key, label)])
 PANELS = [
@@ -39,7 +42,9 @@ FIGURES = {
 def load_metrics(path: str) -> Dict[str, List[Tuple[int, float]]]:
     """``metrics.json`` (one JSON object per line) -> {key: [(iteration, value), ...]}.
 
-    A resumed run logs some iterations twice: the later line wins."""
+    A resumed run logs some iterations twice: the later line wins. A last line cut short (no
+    line end: the run was killed while writing it) is skipped with a warning; any other line
+    that is not JSON is a ``ValueError`` naming the file and the line number."""
     if os.path.isdir(path):
         path = os.path.join(path, "metrics.json")
     if not os.path.isfile(path):
@@ -47,21 +52,27 @@ def load_metrics(path: str) -> Dict[str, List[Tuple[int, float]]]:
                                 "metrics.json)")
     series: Dict[str, Dict[int, float]] = {}
     with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
+        lines = f.readlines()
+    for lineno, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line:
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            if lineno == len(lines) and not raw.endswith("\n"):
+                logger.warning(f"{path}:{lineno}: the last line is cut short (the run was "
+                               "killed while writing it?): skipped it, read the "
+                               f"{lineno - 1} lines before it")
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno} is not a JSON line: {e}") from e
-            it = row.get("iteration")
-            if it is None:
-                continue
-            for key, value in row.items():
-                if key != "iteration" and isinstance(value, (int, float)) \
-                        and math.isfinite(value):
-                    series.setdefault(key, {})[int(it)] = float(value)
+            raise ValueError(f"{path}:{lineno} is not a JSON line: {e}") from e
+        it = row.get("iteration")
+        if it is None:
+            continue
+        for key, value in row.items():
+            if key != "iteration" and isinstance(value, (int, float)) \
+                    and math.isfinite(value):
+                series.setdefault(key, {})[int(it)] = float(value)
     if not series:
         raise ValueError(f"{path} holds no metrics")
     return {k: sorted(v.items()) for k, v in series.items()}

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from retina_focal.analysis import analyze_image, format_table, plot_summaries, summarize
 from retina_focal.analysis.settings import AssignmentSetting, load_cfg, register_dataset_arg
+from retina_focal.config.loading import add_allow_unsafe_config_argument
 from retina_focal.data.datasets.coco import add_dataset_argument
 
 
@@ -36,6 +37,7 @@ def build_parser():
     p.add_argument("--output", default="output/assignment_analysis", metavar="DIR")
     p.add_argument("--max-images", type=int, default=0, help="analyse only the first N (0: all)")
     p.add_argument("--iou-bins", type=int, default=20, help="bins of the best-IoU histogram")
+    add_allow_unsafe_config_argument(p)
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides of the config")
     return p
 
@@ -86,7 +88,7 @@ def main(args, compares=()):
     plots; return the settings' records."""
     registered = [register_dataset_arg(spec) for spec in args.dataset]
     specs = [(args.config_file, args.opts)] + list(compares)
-    cfgs = [load_cfg(f, o) for f, o in specs]
+    cfgs = [load_cfg(f, o, allow_unsafe=args.allow_unsafe_config) for f, o in specs]
     if args.dataset_name:
         dataset = args.dataset_name
     elif len(registered) == 1:

@@ -12,6 +12,13 @@ file listing the images and categories those ids refer to, so
 taken from that ground truth instead (matched by file name), so
 ``retina-focal eval --results results.json --gt-json GT`` evaluates them.
 
+Classes come from the checkpoint's class map (the training set's categories, see
+:mod:`retina_focal.data.class_map`) and are matched by name with --coco-json's (else the
+config's first DATASETS.TEST's): the same classes under other ids get that file's ids; other
+names are an error showing both lists. An image that cannot be read is skipped and named in
+the log; everything else is written, images.json lists the skipped images under
+``skipped_images``, and the command exits with status 1.
+
 Trailing ``KEY VALUE`` pairs override the config (``MODEL.WEIGHTS`` is the checkpoint).
 """
 import argparse
@@ -20,20 +27,40 @@ import json
 import logging
 import os
 import re
+from typing import Dict, List, Optional, Tuple
 
 import cv2
 from detectron2.data import MetadataCatalog
+from detectron2.data.catalog import Metadata
 from detectron2.data.detection_utils import read_image
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import Visualizer
 from tqdm import tqdm
 
+from retina_focal.config.loading import add_allow_unsafe_config_argument
+from retina_focal.data.class_map import (
+    ClassMap,
+    class_map_from_categories,
+    class_map_from_metadata,
+    format_class_map,
+    match_class_maps,
+)
 from retina_focal.data.datasets.coco import add_dataset_argument, register_datasets_from_args
+from retina_focal.engine.checkpoint import CheckpointReadError
 from retina_focal.engine.defaults import build_cfg
 from retina_focal.engine.predictor import Predictor
 
-__all__ = ["build_parser", "collect_images", "main", "parse_args", "run"]
+__all__ = [
+    "build_parser",
+    "collect_images",
+    "data_classes",
+    "main",
+    "model_classes",
+    "output_category_ids",
+    "parse_args",
+    "run",
+]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
@@ -56,6 +83,7 @@ def build_parser():
                         help="take image ids and categories from this COCO file (matched by "
                              "file name), so results.json can be evaluated against it")
     add_dataset_argument(parser)
+    add_allow_unsafe_config_argument(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[],
                         help="config overrides: KEY VALUE pairs (e.g. MODEL.WEIGHTS ckpt.pth)")
     return parser
@@ -96,7 +124,8 @@ def collect_images(inputs):
 
 def setup(args):
     register_datasets_from_args(args)
-    cfg = build_cfg(args.config_file, args.opts, freeze=False)
+    cfg = build_cfg(args.config_file, args.opts, freeze=False,
+                    allow_unsafe=args.allow_unsafe_config)
     if args.device:
         cfg.MODEL.DEVICE = args.device
     cfg.MODEL.RETINANET.SCORE_THRESH_TEST = args.score_thresh
@@ -106,31 +135,85 @@ def setup(args):
     return cfg
 
 
-def category_ids(metadata, num_classes):
-    """contiguous id -> dataset category id (1..K when the metadata has no mapping)."""
-    mapping = metadata.get("thing_dataset_id_to_contiguous_id")
-    if mapping:
-        return {v: k for k, v in mapping.items()}
-    return {k: k + 1 for k in range(num_classes)}
+def model_classes(cfg, checkpoint_map: Optional[ClassMap],
+                  data_map: Optional[ClassMap]) -> ClassMap:
+    """The classes of the model's outputs: its checkpoint's class map; for a checkpoint
+    without one (Detectron2's, or older), those of the config's first DATASETS.TEST (else
+    DATASETS.TRAIN), else of --coco-json, else numbers, with a warning: only the count
+    (MODEL.RETINANET.NUM_CLASSES) can be checked then."""
+    if checkpoint_map is not None:
+        return checkpoint_map
+    num_classes = cfg.MODEL.RETINANET.NUM_CLASSES
+    names = list(cfg.DATASETS.TEST) or list(cfg.DATASETS.TRAIN)
+    where, cmap = "", None
+    if names:
+        meta = MetadataCatalog.get(names[0])
+        cmap = class_map_from_metadata(meta.get("thing_classes"),
+                                       meta.get("thing_dataset_id_to_contiguous_id"))
+        where = f"dataset '{names[0]}'"
+    if cmap is None and data_map is not None:
+        cmap, where = data_map, "--coco-json"
+    if cmap is None:
+        return [{"id": k + 1, "name": str(k)} for k in range(num_classes)]
+    if len(cmap) != num_classes:
+        raise SystemExit(f"error: MODEL.RETINANET.NUM_CLASSES={num_classes} but {where} has "
+                         f"{len(cmap)} classes")
+    logger.warning(f"The checkpoint {cfg.MODEL.WEIGHTS!r} records no class map (a Detectron2 or "
+                   f"older checkpoint): its outputs are taken to be the classes of {where} in "
+                   f"their order {format_class_map(cmap)}")
+    return cmap
+
+
+def data_classes(cfg, gt: Optional[Dict]) -> Tuple[Optional[ClassMap], str]:
+    """The classes results are written for: --coco-json's categories, else those of the
+    config's first DATASETS.TEST (when it has any); ``(None, "")`` when there are none."""
+    if gt is not None:
+        return class_map_from_categories(gt["categories"]), "--coco-json"
+    if len(cfg.DATASETS.TEST):
+        meta = MetadataCatalog.get(cfg.DATASETS.TEST[0])
+        cmap = class_map_from_metadata(meta.get("thing_classes"),
+                                       meta.get("thing_dataset_id_to_contiguous_id"))
+        if cmap is not None:
+            return cmap, f"DATASETS.TEST '{cfg.DATASETS.TEST[0]}'"
+    return None, ""
+
+
+def output_category_ids(model_map: ClassMap, data_map: Optional[ClassMap],
+                        data_desc: str, model_desc: str) -> Tuple[List[int], ClassMap]:
+    """For each model output k, the category id results.json gives it, and the categories
+    of images.json. The model's classes are matched by name with ``data_map`` (same names
+    under other ids: the data's ids; other names: ``SystemExit`` showing both lists); without
+    ``data_map``, the model's own ids (k + 1 where it has none)."""
+    if data_map is None:
+        ids = [c["id"] if c["id"] is not None else k + 1 for k, c in enumerate(model_map)]
+        return ids, [{"id": i, "name": c["name"]} for i, c in zip(ids, model_map)]
+    try:
+        perm = match_class_maps(model_map, data_map, model_desc=model_desc,
+                                data_desc=data_desc)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
+    data_ids = [c["id"] if c["id"] is not None else j + 1 for j, c in enumerate(data_map)]
+    ids = [data_ids[perm[k] if perm else k] for k in range(len(model_map))]
+    return ids, [{"id": i, "name": c["name"]} for i, c in zip(data_ids, data_map)]
 
 
 def main(args):
     """Run the model on every input image; write the annotated images, results.json and
-    images.json; return the detections (COCO results format)."""
+    images.json.
+
+    An image that cannot be read is skipped (named in the log) and the others are still
+    processed and written; images.json lists the skipped ones under ``skipped_images``
+    (file name and error), and :func:`run` then exits with status 1.
+
+    Returns:
+        ``{"results": detections (COCO results format), "skipped": [{"file_name", "error"}]}``
+    """
     setup_logger(name="retina_focal")
     cfg = setup(args)
     images = collect_images(args.input)
     os.makedirs(args.output, exist_ok=True)
 
-    names = list(cfg.DATASETS.TEST) or list(cfg.DATASETS.TRAIN)
-    metadata = MetadataCatalog.get(names[0] if names else "__retina_focal_demo")
-    num_classes = cfg.MODEL.RETINANET.NUM_CLASSES
-    classes = list(metadata.get("thing_classes", None) or [str(k) for k in range(num_classes)])
-    if len(classes) != num_classes:
-        raise SystemExit(f"error: MODEL.RETINANET.NUM_CLASSES={num_classes} but dataset "
-                         f"'{names[0]}' has {len(classes)} classes")
-    to_dataset_id = category_ids(metadata, num_classes)
-    image_ids = None
+    image_ids, gt = None, None
     if args.coco_json:
         with open(args.coco_json) as f:
             gt = json.load(f)
@@ -140,15 +223,27 @@ def main(args):
             raise SystemExit(f"error: {len(missing)} input image(s) are not in {args.coco_json} "
                              f"(by file name), e.g. {missing[:3]}")
         image_ids = [by_name[os.path.basename(p)] for p in images]
-        gt_cats = {c["id"] for c in gt["categories"]}
-        if not set(to_dataset_id.values()) <= gt_cats:
-            raise SystemExit(f"error: the model's category ids {sorted(to_dataset_id.values())} "
-                             f"are not all in {args.coco_json} ({sorted(gt_cats)})")
 
-    predictor = Predictor(cfg)
-    results, image_entries, used_names = [], [], set()
+    try:
+        predictor = Predictor(cfg)  # the checkpoint must fit the model exactly
+    except (ValueError, FileNotFoundError, CheckpointReadError) as e:
+        raise SystemExit(f"error: {e}")
+    data_map, data_desc = data_classes(cfg, gt)
+    model_map = model_classes(cfg, predictor.class_map, data_map)
+    to_dataset_id, categories = output_category_ids(
+        model_map, data_map, data_desc,
+        f"checkpoint {os.path.basename(cfg.MODEL.WEIGHTS)!r}")
+    metadata = Metadata(name="retina_focal_demo", thing_classes=[c["name"] for c in model_map])
+
+    results, image_entries, used_names, skipped = [], [], set(), []
     for i, path in enumerate(tqdm(images, desc="demo", unit="img", disable=None)):
-        img = read_image(path, format="BGR")
+        try:
+            img = read_image(path, format="BGR")
+        except Exception as e:  # any reader error: the image is skipped, the others go on
+            skipped.append({"file_name": os.path.abspath(path),
+                            "error": f"{type(e).__name__}: {e}"})
+            logger.error(f"{path}: cannot read the image, skipped ({type(e).__name__}: {e})")
+            continue
         instances = predictor(img)["instances"].to("cpu")
         instances = instances[instances.scores >= args.score_thresh]
         image_id = image_ids[i] if image_ids else i + 1
@@ -169,13 +264,19 @@ def main(args):
 
     with open(os.path.join(args.output, "results.json"), "w") as f:
         json.dump(results, f)
-    categories = [{"id": to_dataset_id[k], "name": classes[k]} for k in range(num_classes)]
     with open(os.path.join(args.output, "images.json"), "w") as f:
-        json.dump({"images": image_entries, "categories": categories, "annotations": []}, f)
-    print(f"{len(images)} images, {len(results)} detections with score >= {args.score_thresh}: "
-          f"annotated images and results.json / images.json in {args.output}")
-    return results
+        json.dump({"images": image_entries, "categories": categories, "annotations": [],
+                   "skipped_images": skipped}, f)
+    print(f"{len(image_entries)} images, {len(results)} detections with score >= "
+          f"{args.score_thresh}: annotated images and results.json / images.json in "
+          f"{args.output}")
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable image(s) (listed in images.json "
+              f"'skipped_images'): " + ", ".join(s["file_name"] for s in skipped))
+    return {"results": results, "skipped": skipped}
 
 
 def run(argv=None) -> int:
-    return 0 if main(parse_args(argv)) is not None else 1
+    """0 when every image was processed; 1 when an unreadable image was skipped (the others'
+    results are written all the same)."""
+    return 1 if main(parse_args(argv))["skipped"] else 0

@@ -23,13 +23,9 @@ import os
 
 import detectron2.utils.comm as comm
 
-from retina_focal.engine.defaults import (
-    Trainer,
-    build_model_and_load,
-    default_argument_parser,
-    setup_cfg,
-)
+from retina_focal.engine.defaults import default_argument_parser, evaluate_checkpoint, setup_cfg
 from retina_focal.engine.launch import launch_from_args
+from retina_focal.engine.output_dir import release_output_dir
 from retina_focal.evaluation import REPORT_FILE, evaluate_results_file
 
 __all__ = ["build_parser", "evaluate_results", "main", "prepare_model_args", "run"]
@@ -70,18 +66,21 @@ def evaluate_results(args):
 
 def main(args):
     """One process of a checkpoint's evaluation on the config's DATASETS.TEST."""
+    args.eval_only = True  # the checkpoint is the model's side: DATASETS.TRAIN is not read
     cfg = setup_cfg(args)
-    if not cfg.MODEL.WEIGHTS:
-        raise ValueError("MODEL.WEIGHTS is empty: give the checkpoint to evaluate, e.g. "
-                         "`MODEL.WEIGHTS output/model_final.pth` at the end of the command")
-    model = build_model_and_load(cfg)
-    results = Trainer.test(cfg, model)
-    if comm.is_main_process():
-        for name in cfg.DATASETS.TEST:
-            path = os.path.join(cfg.OUTPUT_DIR, "inference", name, REPORT_FILE)
-            if os.path.exists(path):
-                logger.info(f"{name}: report {path} (PR curves pr_*.png next to it)")
-    return results
+    try:
+        if not cfg.MODEL.WEIGHTS:
+            raise ValueError("MODEL.WEIGHTS is empty: give the checkpoint to evaluate, e.g. "
+                             "`MODEL.WEIGHTS output/model_final.pth` at the end of the command")
+        results = evaluate_checkpoint(cfg)
+        if comm.is_main_process():
+            for name in cfg.DATASETS.TEST:
+                path = os.path.join(cfg.OUTPUT_DIR, "inference", name, REPORT_FILE)
+                if os.path.exists(path):
+                    logger.info(f"{name}: report {path} (PR curves pr_*.png next to it)")
+        return results
+    finally:
+        release_output_dir(cfg.OUTPUT_DIR)
 
 
 def prepare_model_args(args):

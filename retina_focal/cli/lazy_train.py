@@ -13,6 +13,7 @@ COCO-format dataset, e.g. for ``dataloader.train.dataset.names=NAME``.
 from retina_focal.engine.defaults import default_argument_parser
 from retina_focal.engine.launch import launch_from_args
 from retina_focal.engine.lazy import main
+from retina_focal.engine.output_dir import OutputDirInUse
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -22,5 +23,8 @@ def build_parser():
 
 
 def run(argv=None) -> int:
-    launch_from_args(main, build_parser().parse_args(argv))
+    try:
+        launch_from_args(main, build_parser().parse_args(argv))
+    except OutputDirInUse as e:  # one process: the message is all there is to say
+        raise SystemExit(f"error: {e}")
     return 0

@@ -25,6 +25,7 @@ from retina_focal.analysis.loss_curves import (
     plot_figure1,
     plot_figure4,
 )
+from retina_focal.config.loading import add_allow_unsafe_config_argument
 
 __all__ = ["build_parser", "figure4", "main", "parse_args", "run"]
 
@@ -55,6 +56,7 @@ def build_parser():
     p.add_argument("--num-images", type=int, default=100, help="images used for Figure 4")
     p.add_argument("--fig4-gammas", type=_gammas, default=[0.0, 0.5, 1.0, 2.0],
                    help="gammas for Figure 4 (default 0,0.5,1,2 as the paper)")
+    add_allow_unsafe_config_argument(p)
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[],
                    help="KEY VALUE config overrides, e.g. MODEL.WEIGHTS model_final.pth")
     return p
@@ -68,9 +70,10 @@ def figure4(args) -> str:
     from detectron2.data import DatasetCatalog, DatasetMapper
     from detectron2.data import transforms as T
 
+    from retina_focal.engine.checkpoint import CheckpointReadError
     from retina_focal.engine.defaults import build_cfg, build_model_and_load
 
-    cfg = build_cfg(args.config_file, args.opts)
+    cfg = build_cfg(args.config_file, args.opts, allow_unsafe=args.allow_unsafe_config)
     dataset = args.dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)
     if dataset is None:
         raise ValueError("No dataset: pass --dataset NAME or set DATASETS.TEST in the config")
@@ -82,7 +85,10 @@ def figure4(args) -> str:
 
     if not cfg.MODEL.WEIGHTS:
         logger.warning("MODEL.WEIGHTS is empty: Figure 4 of a randomly initialised model")
-    model = build_model_and_load(cfg)
+    try:  # every tensor from the checkpoint: a model of another class count is an error
+        model = build_model_and_load(cfg)
+    except CheckpointReadError as e:  # truncated / corrupt: an error message like the others
+        raise ValueError(str(e)) from e
     # test-time resizing, but keep the annotations (is_train=True) to label the anchors
     mapper = DatasetMapper(
         is_train=True,

@@ -18,11 +18,12 @@ import detectron2.utils.comm as comm
 
 from retina_focal.engine.defaults import (
     Trainer,
-    build_model_and_load,
     default_argument_parser,
+    evaluate_checkpoint,
     setup_cfg,
 )
 from retina_focal.engine.launch import launch_from_args
+from retina_focal.engine.output_dir import OutputDirInUse, release_output_dir
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -35,21 +36,27 @@ def build_parser():
 
 def main(args):
     """One process of the run: train (resuming with ``--resume``), or evaluate with
-    ``--eval-only``."""
+    ``--eval-only``. The run holds OUTPUT_DIR (a second run there stops at once) until it ends,
+    whatever happens."""
     cfg = setup_cfg(args)
-    if args.eval_only:
-        model = build_model_and_load(cfg, resume=args.resume)
-        results = Trainer.test(cfg, model)
-        if comm.is_main_process():
-            logger.info(f"Evaluation results: {dict(results)}")
-        return results
-    trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+    try:
+        if args.eval_only:
+            results = evaluate_checkpoint(cfg, resume=args.resume)
+            if comm.is_main_process():
+                logger.info(f"Evaluation results: {dict(results)}")
+            return results
+        trainer = Trainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        return trainer.train()
+    finally:
+        release_output_dir(cfg.OUTPUT_DIR)
 
 
 def run(argv=None) -> int:
     args = build_parser().parse_args(argv)
     print("Command Line Args:", args)
-    launch_from_args(main, args)
+    try:
+        launch_from_args(main, args)
+    except OutputDirInUse as e:  # one process: the message is all there is to say
+        raise SystemExit(f"error: {e}")
     return 0

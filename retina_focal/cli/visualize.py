@@ -19,6 +19,7 @@ from detectron2.structures import Boxes, Instances
 
 from retina_focal.analysis.settings import AssignmentSetting, load_cfg, register_dataset_arg
 from retina_focal.analysis.visualize import draw_assignment, gt_index_labels, legend_lines
+from retina_focal.config.loading import add_allow_unsafe_config_argument
 from retina_focal.data.datasets.coco import add_dataset_argument
 
 
@@ -33,6 +34,7 @@ def build_parser():
     p.add_argument("--output", default="output/assignment.png", metavar="PNG")
     p.add_argument("--scale", type=float, default=0.0,
                    help="magnification of the drawing (default: longer side >= 640 px)")
+    add_allow_unsafe_config_argument(p)
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides of the config")
     return p
 
@@ -54,7 +56,7 @@ def pick(dicts, image):
 def main(args):
     """Draw the assignment of one image into ``args.output``; print its counts."""
     registered = [register_dataset_arg(spec) for spec in args.dataset]
-    cfg = load_cfg(args.config_file, args.opts)
+    cfg = load_cfg(args.config_file, args.opts, allow_unsafe=args.allow_unsafe_config)
     dataset = args.dataset_name or (registered[0] if len(registered) == 1 else None) or \
         (cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else None)
     if dataset is None or dataset not in DatasetCatalog.list():

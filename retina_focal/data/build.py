@@ -12,15 +12,20 @@ Two entry points build the same loader:
           total_batch_size=16, seed="${train.seed}", num_workers=4,
       )
 """
+import itertools
 import logging
+import operator
 from typing import Dict, List, Sequence, Union
 
+import torch.utils.data as torchdata
 from detectron2.data import (
     DatasetFromList,
     build_detection_train_loader,
     get_detection_dataset_dicts,
 )
-from detectron2.data.build import build_batch_data_loader
+from detectron2.data.build import worker_init_reset_seed
+from detectron2.data.common import AspectRatioGroupedDataset
+from detectron2.utils import comm
 
 from retina_focal.data.checks import sanitize_dataset_dicts
 from retina_focal.data.mapper import RobustDatasetMapper
@@ -55,6 +60,48 @@ class ResumableLoader:
         yield from self.loader
 
 
+class _InterleavedStream(torchdata.IterableDataset):
+    """The mapped stream of ``sampler``, split between ``DataLoader`` workers one element at a
+    time: worker ``k`` of ``n`` maps elements ``k, k + n, k + 2n, ...``.
+
+    PyTorch's ``DataLoader`` (batch size 1, in order) takes one element from each worker in
+    turn, so it yields the elements in stream order for any ``n``. Detectron2's
+    ``build_batch_data_loader`` shards differently by version (0.6: one element at a time
+    but batches formed inside the workers without aspect-ratio grouping; main: chunks of a
+    batch per worker), which made the batches depend on ``DATALOADER.NUM_WORKERS``; here the
+    order never does, and batches are formed after it, in the main process.
+    """
+
+    def __init__(self, dataset: SeededMapDataset, sampler: ResumableTrainingSampler):
+        self.dataset = dataset
+        self.sampler = sampler
+
+    def __iter__(self):
+        keys = iter(self.sampler)
+        worker = torchdata.get_worker_info()
+        if worker is not None and worker.num_workers > 1:
+            keys = itertools.islice(keys, worker.id, None, worker.num_workers)
+        for key in keys:
+            yield self.dataset[key]
+
+
+class _ConsecutiveBatches:
+    """Lists of ``batch_size`` consecutive elements of ``stream`` (no aspect-ratio
+    grouping)."""
+
+    def __init__(self, stream, batch_size: int):
+        self.stream = stream
+        self.batch_size = batch_size
+
+    def __iter__(self):
+        it = iter(self.stream)
+        while True:
+            batch = list(itertools.islice(it, self.batch_size))
+            if len(batch) < self.batch_size:  # the stream is infinite; only for safety
+                return
+            yield batch
+
+
 def get_training_dataset_dicts(
     names: Union[str, Sequence[str]], *, num_classes: int, filter_empty: bool = True
 ) -> List[Dict]:
@@ -75,7 +122,8 @@ def build_resumable_loader(
     num_workers: int = 0,
 ) -> ResumableLoader:
     """Detectron2's batching (aspect-ratio grouping, workers) over the resumable, seeded stream
-    of :mod:`retina_focal.data.samplers`.
+    of :mod:`retina_focal.data.samplers`. The batches do not depend on ``num_workers`` (see
+    :class:`_InterleavedStream`): a run resumed with other workers continues the same stream.
 
     Args:
         dataset: dataset dicts (e.g. from :func:`get_training_dataset_dicts`).
@@ -87,16 +135,28 @@ def build_resumable_loader(
             checkpoints, so ``--resume`` continues the same stream either way).
         aspect_ratio_grouping, num_workers: as in Detectron2's ``build_detection_train_loader``.
     """
+    world_size = comm.get_world_size()
+    if total_batch_size % world_size != 0:
+        raise ValueError(f"The total batch size (SOLVER.IMS_PER_BATCH, or total_batch_size) "
+                         f"{total_batch_size} must be divisible by the number of processes "
+                         f"({world_size})")
+    batch_size = total_batch_size // world_size
     sampler = ResumableTrainingSampler(
         len(dataset), total_batch_size=total_batch_size, seed=seed if seed >= 0 else None
     )
     data = SeededMapDataset(DatasetFromList(dataset, copy=False), mapper, sampler)
-    loader = build_batch_data_loader(
-        data, sampler, total_batch_size,
-        aspect_ratio_grouping=aspect_ratio_grouping,
+    logger.info(f"Making the resumable training loader with batch_size={batch_size}")
+    elements = torchdata.DataLoader(
+        _InterleavedStream(data, sampler),
         num_workers=num_workers,
+        collate_fn=operator.itemgetter(0),  # batch size 1: yield the element itself
+        worker_init_fn=worker_init_reset_seed,
     )
-    return ResumableLoader(loader, sampler)
+    if aspect_ratio_grouping:
+        batches = AspectRatioGroupedDataset(elements, batch_size)
+    else:
+        batches = _ConsecutiveBatches(elements, batch_size)
+    return ResumableLoader(batches, sampler)
 
 
 def build_resumable_train_loader(cfg, mapper=None, dataset=None):

@@ -12,7 +12,10 @@ uninterrupted one. Here both are pure functions of ``(seed, position)``:
   torch RNGs seeded from ``(seed, p)`` and restored afterwards;
 * rank ``r`` of ``W`` processes takes positions ``r, r + W, r + 2W, ...``, so iteration ``i``
   (total batch ``B``) uses exactly positions ``[i*B, (i+1)*B)`` whatever ``W`` is: two
-  processes of 2 images see the same images, identically augmented, as one process of 4.
+  processes of 2 images see the same images, identically augmented, as one process of 4;
+* the ``DataLoader`` workers of a process map its positions in turn and their results are
+  read back in that order (:mod:`retina_focal.data.build`), so ``NUM_WORKERS`` changes
+  nothing either.
 
 Resuming at iteration ``i`` starts the stream at position ``i * B``.
 """

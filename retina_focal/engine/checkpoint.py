@@ -9,13 +9,24 @@
 * **clear load errors** (``MODEL.WEIGHTS`` or ``--resume``):
 
   - a missing file: ``FileNotFoundError`` naming it;
-  - a truncated or corrupt file: ``RuntimeError`` naming it and what the reader said;
+  - a truncated or corrupt file: :class:`CheckpointReadError` (a ``RuntimeError``) naming it
+    and what the reader said;
   - a checkpoint of another architecture: if not a single tensor of the model can be loaded
     from it, ``ValueError`` listing what is missing, unexpected and of the wrong shape. A
     partial match stays a warning (with the same listing), because initialising from a
     backbone-only or another detector's checkpoint is normal;
-  - resuming (``--resume`` with a ``last_checkpoint``): the file must match the model
-    exactly, else ``ValueError`` with the listing.
+  - resuming (``--resume`` with a ``last_checkpoint``), and loading for inference
+    (``for_inference=True``: evaluation, the demo, export, analysis): the file must match the
+    model exactly (every parameter and persistent buffer loaded from it, nothing left over),
+    else ``ValueError`` naming the file, with the listing and the likely cause (e.g. another
+    class count: ``MODEL.RETINANET.NUM_CLASSES``). A tensor left at its random
+    initialisation would give wrong detections without any error. Only
+    ``pixel_mean``/``pixel_std`` (set from the config) and BatchNorm's
+    ``num_batches_tracked`` (unused in eval mode) may be absent;
+* **the class map travels with the model**: ``class_map`` (see
+  :mod:`retina_focal.data.class_map`), when set, is written into every checkpoint as the
+  ``class_map`` entry; :meth:`RetinaFocalCheckpointer.load` returns it with the file's other
+  extra entries (checked to be a class map).
 
 :class:`ModelAttributeState` checkpoints plain Python attributes of a model that are not in
 its ``state_dict``, such as RetinaNet's EMA ``loss_normalizer``; keeping them out of the
@@ -24,21 +35,40 @@ state_dict keeps the parameters identical to Detectron2's ``RetinaNet``.
 import logging
 import os
 from collections import OrderedDict
-from typing import Any, Dict, Iterable, List
+from typing import Any, Dict, Iterable, List, Optional
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from torch import nn
 
+from retina_focal.data.class_map import ClassMap, validate_class_map
 from retina_focal.utils.file_io import atomic_write_bytes
 
-__all__ = ["ModelAttributeState", "RetinaFocalCheckpointer", "describe_mismatch"]
+__all__ = [
+    "CLASS_MAP_KEY",
+    "CheckpointReadError",
+    "ModelAttributeState",
+    "RetinaFocalCheckpointer",
+    "describe_mismatch",
+    "likely_mismatch_cause",
+]
+
+# the checkpoint entry holding the class map of the data the model was trained on
+CLASS_MAP_KEY = "class_map"
 
 logger = logging.getLogger(__name__)
 
 
+class CheckpointReadError(RuntimeError):
+    """A checkpoint file that cannot be read (truncated, corrupt, not a checkpoint)."""
+
+
 def _group(keys: Iterable[str], limit: int = 12) -> str:
-    """A short, readable listing of state_dict keys, grouped by their first two components."""
+    """A short, readable listing of state_dict keys: each of them when there are few, else
+    grouped by their first two components."""
+    keys = list(keys)
+    if len(keys) <= 8:
+        return ", ".join(keys)
     groups: "OrderedDict[str, int]" = OrderedDict()
     for k in keys:
         prefix = ".".join(k.split(".")[:2])
@@ -64,6 +94,55 @@ def describe_mismatch(missing: List[str], unexpected: List[str], shapes: List) -
     return "\n".join(lines)
 
 
+def _out_channels(shape) -> int:
+    return int(tuple(shape)[0]) if len(tuple(shape)) else 0
+
+
+def likely_mismatch_cause(missing: List[str], unexpected: List[str], shapes: List,
+                          model_state: Dict[str, Any],
+                          num_classes_key: str = "MODEL.RETINANET.NUM_CLASSES") -> str:
+    """The probable reason of a state_dict mismatch, in words ("" when none is recognised).
+
+    A RetinaNet classifier ``*.cls_score`` has ``A x K`` output channels (A anchors per
+    location, K classes) and its box regressor ``*.bbox_pred`` ``A x 4``; from the two the
+    checkpoint's class count is told apart from the config's.
+    """
+    causes = []
+    shape_of = {k: (tuple(a), tuple(b)) for k, a, b in shapes}
+    cls_keys = [k for k in shape_of if k.endswith("cls_score.weight")]
+    for key in cls_keys:
+        ckpt, model = (_out_channels(s) for s in shape_of[key])
+        box = model_state.get(key.replace("cls_score", "bbox_pred"))
+        anchors = _out_channels(box.shape) // 4 if box is not None else 0
+        name = key[: -len(".weight")]
+        if anchors and ckpt % anchors == 0 and model % anchors == 0:
+            k_ckpt, k_model = ckpt // anchors, model // anchors
+            causes.append(
+                f"{name}: the checkpoint has {k_ckpt} classes ({ckpt} = {anchors} anchors x "
+                f"{k_ckpt}), the config {k_model} ({model} = {anchors} x {k_model}): set "
+                f"{num_classes_key} {k_ckpt} to use this checkpoint (it was trained on "
+                f"{k_ckpt} classes), or give the checkpoint of a model trained on the "
+                f"config's {k_model} classes"
+            )
+        else:
+            causes.append(f"{name}: {ckpt} output channels in the checkpoint, {model} in the "
+                          f"model: another class count ({num_classes_key}) or anchor count")
+    if any(k.endswith("bbox_pred.weight") for k in shape_of):
+        causes.append("bbox_pred: another number of anchors per location "
+                      "(MODEL.ANCHOR_GENERATOR.SIZES / ASPECT_RATIOS) than the checkpoint's")
+    if missing and all(not k.startswith("backbone.") for k in unexpected) and \
+            any(k.startswith("head.") for k in missing) and \
+            not any(k.startswith("head.") for k in model_state if k not in missing):
+        causes.append("the checkpoint has no detection head (head.*): it looks like backbone "
+                      "(pre-training) weights, not a trained detector such as "
+                      "OUTPUT_DIR/model_final.pth")
+    if not causes and (missing or unexpected or shapes):
+        causes.append("the checkpoint was written for another config (backbone depth, "
+                      "MODEL.RETINANET.NUM_CONVS / NORM, ...): use the config it was trained "
+                      "with")
+    return "; ".join(causes)
+
+
 class ModelAttributeState:
     """Checkpointable holding plain (non-tensor) attributes of a model, e.g.
     ``loss_normalizer``; an attribute not set yet is saved as ``None`` and left alone on load."""
@@ -86,19 +165,42 @@ def _is_local(path: str) -> bool:
 
 
 class RetinaFocalCheckpointer(DetectionCheckpointer):
-    """:class:`DetectionCheckpointer` with atomic saves and clear load errors (module doc)."""
+    """:class:`DetectionCheckpointer` with atomic saves, clear load errors and the class map
+    (module doc).
 
-    _strict = False  # set while resuming: the file must then match the model exactly
+    Args:
+        model, save_dir, save_to_disk, checkpointables: as :class:`DetectionCheckpointer`.
+        for_inference: every load must fit the model exactly (evaluation, demo, export);
+            ``False`` (training initialisation) loads what fits and warns about the rest.
+        class_map: the classes the model is trained on (:mod:`retina_focal.data.class_map`),
+            written into every checkpoint saved; settable later as ``.class_map``.
+        num_classes_key: the config key of the class count, named in the advice of a
+            mismatch (``model.num_classes`` for a LazyConfig).
+    """
+
+    def __init__(self, model: nn.Module, save_dir: str = "", *, save_to_disk=None,
+                 for_inference: bool = False, class_map: Optional[ClassMap] = None,
+                 num_classes_key: str = "MODEL.RETINANET.NUM_CLASSES", **checkpointables):
+        super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
+        self.for_inference = for_inference
+        self.class_map = class_map
+        self.num_classes_key = num_classes_key
+        self._resuming = False  # set while resuming: the file must match the model exactly
+        self._path = ""
 
     # ---- saving ----------------------------------------------------------------------------
     def save(self, name: str, **kwargs: Any) -> None:
         if not self.save_dir or not self.save_to_disk:
             return
         if not _is_local(self.save_dir):
+            if self.class_map is not None:
+                kwargs.setdefault(CLASS_MAP_KEY, [dict(c) for c in self.class_map])
             return super().save(name, **kwargs)
         data = {"model": self.model.state_dict()}
         for key, obj in self.checkpointables.items():
             data[key] = obj.state_dict()
+        if self.class_map is not None:
+            data[CLASS_MAP_KEY] = [dict(c) for c in self.class_map]
         data.update(kwargs)
         basename = f"{name}.pth"
         save_file = os.path.join(self.save_dir, basename)
@@ -114,18 +216,24 @@ class RetinaFocalCheckpointer(DetectionCheckpointer):
 
     # ---- loading ---------------------------------------------------------------------------
     def resume_or_load(self, path: str, *, resume: bool = True) -> Dict[str, Any]:
-        self._strict = bool(resume and self.has_checkpoint())
+        self._resuming = bool(resume and self.has_checkpoint())
         try:
             return super().resume_or_load(path, resume=resume)
         finally:
-            self._strict = False
+            self._resuming = False
 
     def load(self, path: str, *args, **kwargs) -> Dict[str, Any]:
+        """Detectron2's ``load`` (weights, then the checkpointables asked for); returns the
+        file's other entries, ``class_map`` (checked) among them when it has one."""
         if path and _is_local(path) and not os.path.isfile(path):
-            what = "the last checkpoint named in last_checkpoint" if self._strict else \
+            what = "the last checkpoint named in last_checkpoint" if self._resuming else \
                 "the checkpoint (MODEL.WEIGHTS)"
             raise FileNotFoundError(f"Cannot load {what}: file {path!r} does not exist")
-        return super().load(path, *args, **kwargs)
+        self._path = path
+        extra = super().load(path, *args, **kwargs)
+        if extra.get(CLASS_MAP_KEY) is not None:
+            extra[CLASS_MAP_KEY] = validate_class_map(extra[CLASS_MAP_KEY], f"checkpoint {path!r}")
+        return extra
 
     def _load_file(self, filename: str) -> Dict[str, Any]:
         try:
@@ -134,7 +242,7 @@ class RetinaFocalCheckpointer(DetectionCheckpointer):
             raise
         except Exception as e:
             size = os.path.getsize(filename) if os.path.isfile(filename) else "?"
-            raise RuntimeError(
+            raise CheckpointReadError(
                 f"Cannot read checkpoint {filename!r} ({size} bytes): the file is truncated or "
                 f"corrupt, or not a checkpoint. The reader said: {type(e).__name__}: {e}"
             ) from e
@@ -148,9 +256,12 @@ class RetinaFocalCheckpointer(DetectionCheckpointer):
         incompatible = super()._load_model(checkpoint)
         # BatchNorm's counter is filled in silently when absent: it does not count as loaded
         model_keys = {k for k in self.model.state_dict() if not k.endswith("num_batches_tracked")}
-        missing = list(incompatible.missing_keys)
-        unexpected = list(incompatible.unexpected_keys)
+        # (BatchNorm's counter is unused in eval mode: not a tensor that matters either)
         shapes = list(incompatible.incorrect_shapes)
+        reshaped = {k for k, _, _ in shapes}  # listed once, as a shape mismatch
+        missing = [k for k in incompatible.missing_keys
+                   if not k.endswith("num_batches_tracked") and k not in reshaped]
+        unexpected = list(incompatible.unexpected_keys)
         not_loaded = set(missing) | {k for k, _, _ in shapes} | {"pixel_mean", "pixel_std"}
         num_loaded = len(model_keys - not_loaded)
         if not (missing or unexpected or shapes):
@@ -158,14 +269,19 @@ class RetinaFocalCheckpointer(DetectionCheckpointer):
         listing = describe_mismatch(missing, unexpected, shapes)
         if num_loaded == 0:
             raise ValueError(
-                "The checkpoint does not fit this model: none of the model's "
+                f"The checkpoint {self._path!r} does not fit this model: none of the model's "
                 f"{len(model_keys)} tensors could be loaded from it (is it a checkpoint of "
                 f"another architecture?)\n{listing}"
             )
-        if self._strict:
+        if self._resuming or self.for_inference:
+            cause = likely_mismatch_cause(missing, unexpected, shapes, self.model.state_dict(),
+                                          self.num_classes_key)
+            what = ("Cannot resume: the last checkpoint" if self._resuming else
+                    "Cannot run inference with the checkpoint")
             raise ValueError(
-                "Cannot resume: the last checkpoint does not match the model exactly (was it "
-                f"written with another config?)\n{listing}"
+                f"{what} {self._path!r} does not match the model exactly ({num_loaded} of its "
+                f"{len(model_keys)} tensors fit; the others would keep their random "
+                f"initialisation and give wrong detections).\nLikely cause: {cause}\n{listing}"
             )
         self.logger.warning(
             f"Loaded {num_loaded} of the model's {len(model_keys)} tensors from the "

@@ -5,26 +5,34 @@ training and evaluation runs), one way to build a model (:func:`build_model`) an
 load its weights (:func:`build_model_and_load`), and the trainer (:class:`Trainer`)."""
 import logging
 import os
+from typing import NamedTuple, Optional
 
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser as d2_default_argument_parser
 from detectron2.engine import default_setup
 from detectron2.modeling import build_model as d2_build_model
+from torch import nn
 
 from retina_focal.config import add_retina_focal_config
+from retina_focal.config.loading import add_allow_unsafe_config_argument, merge_yaml_config
 from retina_focal.data.checks import check_num_classes
+from retina_focal.data.class_map import ClassMap, class_map_of_datasets
 from retina_focal.data.datasets.coco import add_dataset_argument, register_datasets_from_args
-from retina_focal.engine.checkpoint import RetinaFocalCheckpointer
+from retina_focal.engine.checkpoint import CLASS_MAP_KEY, RetinaFocalCheckpointer
 from retina_focal.engine.device import apply_device_speedups_from_config
+from retina_focal.engine.output_dir import claim_output_dir, log_to_output_dir
 from retina_focal.engine.trainer import ReliableTrainer
 from retina_focal.evaluation.coco_report import COCOReportEvaluator
 
 __all__ = [
+    "LoadedModel",
     "Trainer",
     "build_cfg",
     "build_model",
     "build_model_and_load",
     "default_argument_parser",
+    "evaluate_checkpoint",
+    "load_model_for_inference",
     "setup_cfg",
 ]
 
@@ -55,24 +63,39 @@ class Trainer(ReliableTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        """The evaluator of the model being trained: its classes are those of
+        ``DATASETS.TRAIN``, matched by name with ``dataset_name``'s (another id order is
+        renumbered; other names are an error). Evaluating a checkpoint:
+        :func:`evaluate_checkpoint`."""
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        names = ", ".join(cfg.DATASETS.TRAIN)
         return COCOReportEvaluator(
-            dataset_name, tasks=("bbox",), distributed=True, output_dir=output_folder
+            dataset_name, tasks=("bbox",), distributed=True, output_dir=output_folder,
+            class_map=class_map_of_datasets(cfg.DATASETS.TRAIN),
+            model_desc=f"the model (trained on {names})",
         )
 
 
 def default_argument_parser(epilog=None):
     """Detectron2's ``default_argument_parser`` (``--config-file``, ``--resume``,
     ``--eval-only``, ``--num-gpus``, ..., trailing ``KEY VALUE`` overrides) plus the repeatable
-    ``--dataset NAME=JSON:IMAGE_DIR`` (:func:`register_datasets_from_args` registers them)."""
-    return add_dataset_argument(d2_default_argument_parser(epilog))
+    ``--dataset NAME=JSON:IMAGE_DIR`` (:func:`register_datasets_from_args` registers them) and
+    ``--allow-unsafe-config`` (a YAML config with Python tags runs code: refused without it,
+    see :mod:`retina_focal.config.loading`)."""
+    parser = add_dataset_argument(d2_default_argument_parser(epilog))
+    return add_allow_unsafe_config_argument(parser)
 
 
-def build_cfg(config_file=None, opts=(), *, freeze=True):
+def build_cfg(config_file=None, opts=(), *, freeze=True, allow_unsafe=False):
     """The one way a YAML config is built: Detectron2's defaults, retina_focal's keys
     (:func:`add_retina_focal_config`), ``config_file`` (if given), then the ``KEY VALUE``
     overrides ``opts``.
+
+    The file and its ``_BASE_`` files are read with a safe YAML loader
+    (:func:`merge_yaml_config`): a Python tag (which would run code) is an
+    ``UnsafeConfigError`` naming the file and line, unless ``allow_unsafe``
+    (``--allow-unsafe-config``).
 
     A missing file is a ``FileNotFoundError`` and an odd ``opts`` list a ``ValueError`` (yacs
     would say less); an unknown key stays Detectron2's error (``KeyError`` in a file,
@@ -86,7 +109,7 @@ def build_cfg(config_file=None, opts=(), *, freeze=True):
     cfg = get_cfg()
     add_retina_focal_config(cfg)
     if config_file:
-        cfg.merge_from_file(config_file)
+        merge_yaml_config(cfg, config_file, allow_unsafe=allow_unsafe)
     cfg.merge_from_list(opts)
     if freeze:
         cfg.freeze()
@@ -99,29 +122,83 @@ def setup_cfg(args):
     config dump).
 
     ``args.dataset`` (``--dataset NAME=JSON:IMAGE_DIR``) datasets are registered first, and the
-    model's class count is checked against every dataset the config names."""
+    model's class count is checked against every dataset the config names (with
+    ``--eval-only``: ``DATASETS.TEST`` only, see :func:`check_num_classes`). Then the run
+    takes ``OUTPUT_DIR`` (:func:`~retina_focal.engine.output_dir.claim_output_dir`: a second
+    run there stops before writing anything; release it with ``release_output_dir``)."""
     register_datasets_from_args(args)
-    cfg = build_cfg(args.config_file, args.opts, freeze=False)
-    check_num_classes(cfg)
+    # args from Detectron2's own parser have no --allow-unsafe-config: they load safely
+    cfg = build_cfg(args.config_file, args.opts, freeze=False,
+                    allow_unsafe=getattr(args, "allow_unsafe_config", False))
+    check_num_classes(cfg, evaluation_only=args.eval_only)
     cfg.freeze()
+    claim_output_dir(cfg.OUTPUT_DIR)
     default_setup(cfg, args)
+    log_to_output_dir(cfg.OUTPUT_DIR)
     return cfg
 
 
-def build_model_and_load(cfg, weights=None, *, resume=False):
-    """:func:`build_model` with its weights loaded, in eval mode: what evaluation, the demo,
-    export and the analysis tools run.
+class LoadedModel(NamedTuple):
+    """A model loaded for inference (:func:`load_model_for_inference`)."""
+
+    model: nn.Module  # in eval mode
+    class_map: Optional[ClassMap]  # the checkpoint's classes; None: it records none
+    weights: str  # the file read ("" when none)
+
+
+def load_model_for_inference(cfg, weights=None, *, resume=False) -> LoadedModel:
+    """:func:`build_model` with every tensor loaded from its checkpoint, in eval mode, and the
+    checkpoint's class map: what evaluation, the demo, export and the analysis tools run.
 
     Args:
         weights: the checkpoint; ``None`` means ``cfg.MODEL.WEIGHTS``; empty: none (the
-            model keeps its initialisation).
+            model keeps its initialisation; the caller says so).
         resume: load the last checkpoint of ``cfg.OUTPUT_DIR`` instead, if there is one
             (``--resume --eval-only``), as training resumes.
 
-    Weights are read by :class:`RetinaFocalCheckpointer`, so a missing, truncated or
-    mismatched file is a clear error naming it.
+    Weights are read by :class:`RetinaFocalCheckpointer` with ``for_inference=True``: a
+    missing, truncated or corrupt file, and a file that does not fit the model exactly (a
+    tensor missing, left over or of another shape, e.g. another class count), are errors
+    naming the file; nothing runs on weights that are partly random.
     """
     model = build_model(cfg)
     weights = cfg.MODEL.WEIGHTS if weights is None else weights
-    RetinaFocalCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(weights, resume=resume)
-    return model.eval()
+    checkpointer = RetinaFocalCheckpointer(model, save_dir=cfg.OUTPUT_DIR, for_inference=True)
+    if resume and checkpointer.has_checkpoint():
+        weights = checkpointer.get_checkpoint_file()
+    extra = checkpointer.resume_or_load(weights, resume=resume)
+    return LoadedModel(model.eval(), extra.get(CLASS_MAP_KEY), weights)
+
+
+def build_model_and_load(cfg, weights=None, *, resume=False):
+    """The model of :func:`load_model_for_inference` (strict loading, eval mode)."""
+    return load_model_for_inference(cfg, weights, resume=resume).model
+
+
+def evaluate_checkpoint(cfg, weights=None, *, resume=False):
+    """Evaluate a checkpoint on every ``DATASETS.TEST`` (``retina-focal eval``,
+    ``--eval-only``); return Detectron2's results.
+
+    The model is loaded by :func:`load_model_for_inference` (it must fit exactly). The
+    checkpoint's class map is matched by name with each test set's categories
+    (:func:`~retina_focal.data.class_map.match_class_maps`): the same classes under other ids
+    are renumbered, so results carry the test JSON's own ids; other names are a
+    ``ValueError`` showing both lists. A checkpoint without a class map (Detectron2's, or an
+    older one) is taken to have the test set's classes in its order (the class count was
+    checked by :func:`setup_cfg`), and a warning says so. ``DATASETS.TRAIN`` is not read: the
+    model's side is its checkpoint."""
+    loaded = load_model_for_inference(cfg, weights, resume=resume)
+    if loaded.class_map is None and cfg.DATASETS.TEST:
+        logging.getLogger(__name__).warning(
+            f"The checkpoint {loaded.weights!r} records no class map (a Detectron2 or older "
+            "checkpoint): only the class count was checked; its "
+            f"{cfg.MODEL.RETINANET.NUM_CLASSES} outputs are taken to be the classes of "
+            f"{', '.join(cfg.DATASETS.TEST)} in their order")
+    evaluators = [
+        COCOReportEvaluator(name, tasks=("bbox",), distributed=True,
+                            output_dir=os.path.join(cfg.OUTPUT_DIR, "inference", name),
+                            class_map=loaded.class_map,
+                            model_desc=f"checkpoint {os.path.basename(loaded.weights)!r}")
+        for name in cfg.DATASETS.TEST
+    ]
+    return Trainer.test(cfg, loaded.model, evaluators)

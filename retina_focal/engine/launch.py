@@ -8,8 +8,9 @@ per-machine process group, so ``detectron2.utils.comm`` (``get_local_rank``, ``g
 ``synchronize``) works as under Detectron2's launcher.
 """
 import os
-import socket
+import shutil
 import sys
+import tempfile
 from datetime import timedelta
 
 import torch
@@ -24,20 +25,18 @@ __all__ = ["launch", "launch_from_args", "DEFAULT_TIMEOUT"]
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 
 
-def _free_local_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def launch(main_func, num_gpus_per_machine: int, num_machines: int = 1, machine_rank: int = 0,
            dist_url=None, args=(), timeout=DEFAULT_TIMEOUT):
     """Run ``main_func(*args)`` in ``num_gpus_per_machine`` processes on each of
     ``num_machines`` machines (call it on every machine with its ``machine_rank``).
 
     On a machine without CUDA, ``num_gpus_per_machine`` is the number of CPU processes.
-    ``dist_url``: ``tcp://HOST:PORT`` of machine 0 (same on every machine), or ``"auto"`` for
-    a free local port (one machine only).
+    ``dist_url``: ``tcp://HOST:PORT`` of machine 0 (same on every machine), a ``file://``
+    path on a file system all machines share, or ``"auto"`` (one machine only).
+
+    On CPUs ``"auto"`` meets in a new file of a private temporary directory rather than on a
+    "free" TCP port: a port found free here could be taken by another program before the
+    first process binds it, a file cannot.
     """
     if torch.cuda.is_available():
         from detectron2.engine import launch as d2_launch
@@ -54,23 +53,29 @@ def launch(main_func, num_gpus_per_machine: int, num_machines: int = 1, machine_
     world_size = num_gpus_per_machine * num_machines
     if world_size == 1:
         return main_func(*args)
+    rendezvous_dir = None
     if dist_url in (None, "auto"):
         if num_machines > 1:
             raise ValueError("--dist-url auto works on one machine only; give every machine "
                              "the same tcp://HOST:PORT of machine 0")
-        dist_url = f"tcp://127.0.0.1:{_free_local_port()}"
+        rendezvous_dir = tempfile.mkdtemp(prefix="retina_focal_rendezvous_")
+        dist_url = "file://" + os.path.join(rendezvous_dir, "store")
     print(f"CUDA is not available: starting {num_gpus_per_machine} CPU process(es) "
           f"(GLOO, {dist_url}, world size {world_size})", file=sys.stderr, flush=True)
     worker_args = (main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args,
                    timeout)
-    if num_gpus_per_machine == 1:  # one process on this machine: this one
-        return _cpu_worker(0, *worker_args)
-    mp.spawn(
-        _cpu_worker,
-        nprocs=num_gpus_per_machine,
-        args=worker_args,
-        daemon=False,
-    )
+    try:
+        if num_gpus_per_machine == 1:  # one process on this machine: this one
+            return _cpu_worker(0, *worker_args)
+        mp.spawn(
+            _cpu_worker,
+            nprocs=num_gpus_per_machine,
+            args=worker_args,
+            daemon=False,
+        )
+    finally:
+        if rendezvous_dir is not None:
+            shutil.rmtree(rendezvous_dir, ignore_errors=True)
 
 
 def launch_from_args(main_func, args):

@@ -33,18 +33,34 @@ from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import default_setup, default_writers, hooks
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
+from omegaconf import OmegaConf
 from torch import nn
 
 from retina_focal.config import InvalidArgument
-from retina_focal.data.checks import check_lazy_num_classes
+from retina_focal.config.loading import check_lazy_config
+from retina_focal.data.checks import check_lazy_num_classes, lazy_dataset_names
+from retina_focal.data.class_map import class_map_of_datasets
 from retina_focal.data.datasets.coco import register_datasets_from_args
-from retina_focal.engine.checkpoint import RetinaFocalCheckpointer
+from retina_focal.engine.checkpoint import CLASS_MAP_KEY, RetinaFocalCheckpointer
 from retina_focal.engine.device import apply_device_speedups
-from retina_focal.engine.trainer import ReliableTrainerBase, setup_logging, wrap_distributed
+from retina_focal.engine.output_dir import (
+    claim_output_dir,
+    log_to_output_dir,
+    release_output_dir,
+)
+from retina_focal.engine.trainer import (
+    ReliableTrainerBase,
+    check_training_values,
+    setup_logging,
+    wrap_distributed,
+)
+from retina_focal.evaluation.coco_report import set_lazy_evaluator_class_map
 
 __all__ = [
     "DEVICE_SPEEDUP_KEYS",
+    "LAZY_TRAINING_KEYS",
     "LazyReliableTrainer",
+    "check_lazy_training_config",
     "build_lazy_model",
     "build_lazy_model_and_load",
     "main",
@@ -62,6 +78,27 @@ DEVICE_SPEEDUP_KEYS = {
     "fold_frozen_bn": "train.fold_frozen_bn",
     "device": "train.device",
 }
+
+# The LazyConfig's keys for the arguments of check_training_values.
+LAZY_TRAINING_KEYS = {
+    "batch_size": "dataloader.train.total_batch_size",
+    "max_iter": "train.max_iter",
+    "base_lr": "optimizer.lr",
+    "num_workers": "dataloader.train.num_workers",
+}
+
+
+def check_lazy_training_config(cfg, num_processes: int) -> None:
+    """:func:`~retina_focal.engine.trainer.check_training_values` on the LazyConfig's
+    ``dataloader.train.total_batch_size``, ``train.max_iter``, ``optimizer.lr`` and
+    ``dataloader.train.num_workers``, the error naming the key; a key the config does not have
+    (e.g. a data loader built otherwise) is not checked."""
+    values = {arg: OmegaConf.select(cfg, key, default=None)
+              for arg, key in LAZY_TRAINING_KEYS.items()}
+    try:
+        check_training_values(**values, num_processes=num_processes)
+    except InvalidArgument as e:
+        raise e.naming(LAZY_TRAINING_KEYS) from e
 
 
 def build_lazy_model(cfg) -> nn.Module:
@@ -90,7 +127,11 @@ def build_lazy_model_and_load(cfg) -> nn.Module:
     ``train.init_checkpoint`` read by :class:`RetinaFocalCheckpointer` (a missing, truncated or
     mismatched file is an error naming it): what ``--eval-only`` evaluates."""
     model = wrap_distributed(build_lazy_model(cfg), **cfg.train.ddp)
-    RetinaFocalCheckpointer(model).load(cfg.train.init_checkpoint)
+    extra = RetinaFocalCheckpointer(model, for_inference=True,  # every tensor must fit
+                                    num_classes_key="model.num_classes",
+                                    ).load(cfg.train.init_checkpoint)
+    # the evaluator matches the checkpoint's classes with the test set's by name
+    set_lazy_evaluator_class_map(cfg, extra.get(CLASS_MAP_KEY), "train.init_checkpoint")
     return model
 
 
@@ -124,6 +165,7 @@ class LazyReliableTrainer(ReliableTrainerBase):
 
     def __init__(self, cfg):
         setup_logging()
+        check_lazy_training_config(cfg, comm.get_world_size())
         model = build_lazy_model(cfg)
         logger.info(f"Model:\n{model}")
         cfg.optimizer.params.model = model
@@ -133,6 +175,9 @@ class LazyReliableTrainer(ReliableTrainerBase):
                          output_dir=cfg.train.output_dir,
                          init_checkpoint=cfg.train.init_checkpoint,
                          max_iter=cfg.train.max_iter, ddp=cfg.train.ddp)
+        # the training set's class map: into every checkpoint, and to the evaluator
+        self.checkpointer.class_map = class_map_of_datasets(lazy_dataset_names(cfg, "train"))
+        set_lazy_evaluator_class_map(cfg, self.checkpointer.class_map, "dataloader.train")
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
 
@@ -168,20 +213,30 @@ def train_lazy(cfg, resume: bool = False) -> nn.Module:
 def setup_lazy_cfg(args):
     """The LazyConfig of ``args.config_file`` with the ``key=value`` overrides ``args.opts``,
     after registering the ``--dataset`` datasets; the model's class count checked against the
-    datasets it names; Detectron2's ``default_setup`` run (output dir, logging, seed, config
+    datasets it names; the run takes ``train.output_dir``
+    (:func:`~retina_focal.engine.output_dir.claim_output_dir`: a second run there stops before
+    writing anything); Detectron2's ``default_setup`` run (output dir, logging, seed, config
     dump)."""
     register_datasets_from_args(args)
+    # a .yaml LazyConfig is read safely (LazyConfig.load would use yaml.unsafe_load)
+    check_lazy_config(args.config_file, allow_unsafe=getattr(args, "allow_unsafe_config", False))
     cfg = LazyConfig.load(args.config_file)
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
-    check_lazy_num_classes(cfg)
+    check_lazy_num_classes(cfg, evaluation_only=args.eval_only)
+    claim_output_dir(OmegaConf.select(cfg, "train.output_dir", default=""))
     default_setup(cfg, args)
+    log_to_output_dir(OmegaConf.select(cfg, "train.output_dir", default=""))
     return cfg
 
 
 def main(args):
     """One process of a run: ``--eval-only`` evaluates ``train.init_checkpoint``; otherwise
-    train (``--resume``: from the last checkpoint), evaluating at the end."""
+    train (``--resume``: from the last checkpoint), evaluating at the end. The output
+    directory is released at the end, whatever happens."""
     cfg = setup_lazy_cfg(args)
-    if args.eval_only:
-        return run_evaluation(cfg, build_lazy_model_and_load(cfg))
-    train_lazy(cfg, resume=args.resume)  # the EvalHook evaluates the final model
+    try:
+        if args.eval_only:
+            return run_evaluation(cfg, build_lazy_model_and_load(cfg))
+        train_lazy(cfg, resume=args.resume)  # the EvalHook evaluates the final model
+    finally:
+        release_output_dir(OmegaConf.select(cfg, "train.output_dir", default=""))

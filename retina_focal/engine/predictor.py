@@ -4,20 +4,23 @@ from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.engine import DefaultPredictor
 
-from retina_focal.engine.defaults import build_model_and_load
+from retina_focal.engine.defaults import load_model_for_inference
 
 __all__ = ["Predictor"]
 
 
 class Predictor(DefaultPredictor):
     """:class:`DefaultPredictor` (BGR ``(H, W, 3)`` image in, ``{"instances": ...}`` out, at the
-    config's test size) whose model is built and loaded by :func:`build_model_and_load`, as
+    config's test size) whose model is built and loaded by :func:`load_model_for_inference`, as
     every command builds it (device speed-ups, clear checkpoint errors) rather than by
     Detectron2's bare ``build_model``. Its ``__call__`` is Detectron2's."""
 
     def __init__(self, cfg):  # DefaultPredictor.__init__ would build a second model
         self.cfg = cfg.clone()
-        self.model = build_model_and_load(self.cfg)
+        loaded = load_model_for_inference(self.cfg)  # every tensor from the checkpoint
+        self.model = loaded.model
+        # the checkpoint's classes (retina_focal.data.class_map); None: it records none
+        self.class_map = loaded.class_map
         if len(cfg.DATASETS.TEST):
             self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
         self.aug = T.ResizeShortestEdge(

@@ -21,9 +21,13 @@ What differs from Detectron2's trainers (hooks, evaluation, logging are theirs):
   CUDA); bfloat16 has float32's exponent range, so no
   gradient scaling is needed;
 * a non-finite loss stops every process with a ``FloatingPointError`` that names the
-  iteration and the loss terms (Detectron2's own check raises on the main process only).
+  iteration and the loss terms (Detectron2's own check raises on the main process only);
+* the batch size, iteration count, learning rate and worker count are checked once, before
+  anything is built (:func:`check_training_values`), the error naming the config key
+  (Detectron2 would stop later, or not at all, with a message that names none).
 """
 import logging
+import math
 import time
 import weakref
 from typing import Any, Dict, List, Optional
@@ -37,7 +41,9 @@ from detectron2.utils.logger import setup_logger
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from retina_focal.config import InvalidArgument, check, check_integer
 from retina_focal.data.build import ResumableLoader, build_resumable_train_loader
+from retina_focal.data.class_map import class_map_of_datasets
 from retina_focal.data.mapper import RobustDatasetMapper
 from retina_focal.engine.checkpoint import ModelAttributeState, RetinaFocalCheckpointer
 
@@ -45,7 +51,9 @@ __all__ = [
     "MODEL_TRAINING_STATE",
     "ReliableTrainer",
     "ReliableTrainerBase",
+    "TRAINING_KEYS",
     "build_step_trainer",
+    "check_training_values",
     "wrap_distributed",
 ]
 
@@ -53,6 +61,44 @@ logger = logging.getLogger(__name__)
 
 # Plain attributes of a model that change during training and are not in its state_dict.
 MODEL_TRAINING_STATE = ("loss_normalizer",)
+
+# The YAML config's keys for the arguments of check_training_values.
+TRAINING_KEYS = {
+    "batch_size": "SOLVER.IMS_PER_BATCH",
+    "max_iter": "SOLVER.MAX_ITER",
+    "base_lr": "SOLVER.BASE_LR",
+    "num_workers": "DATALOADER.NUM_WORKERS",
+}
+
+
+def check_training_values(*, batch_size, max_iter, base_lr, num_workers,
+                          num_processes: int) -> None:
+    """Raise :class:`~retina_focal.config.InvalidArgument` (naming the argument, which the
+    callers rename to their config key) unless the values a training run uses make sense:
+
+    * ``batch_size`` (images per iteration, all processes together) an integer > 0 divisible
+      by ``num_processes``: each process loads ``batch_size / num_processes`` images;
+    * ``max_iter`` an integer >= 0;
+    * ``base_lr`` a finite number >= 0;
+    * ``num_workers`` (data-loading processes) an integer >= 0.
+
+    ``None`` (a key the config does not have) is not checked.
+    """
+    if batch_size is not None:
+        check(isinstance(batch_size, int) and not isinstance(batch_size, bool)
+              and batch_size > 0 and batch_size % num_processes == 0, batch_size,
+              key="batch_size",
+              requirement=f"use an integer > 0 divisible by the number of processes "
+                          f"({num_processes}): each process loads an equal share of the "
+                          "images of an iteration")
+    if max_iter is not None:
+        check_integer(max_iter, key="max_iter", low=0)
+    if base_lr is not None:
+        check(isinstance(base_lr, (int, float)) and not isinstance(base_lr, bool)
+              and math.isfinite(base_lr) and base_lr >= 0, base_lr, key="base_lr",
+              requirement="use a finite value >= 0")
+    if num_workers is not None:
+        check_integer(num_workers, key="num_workers", low=0)
 
 
 def wrap_distributed(model: nn.Module, *, broadcast_buffers: bool = False,
@@ -235,16 +281,36 @@ class ReliableTrainer(ReliableTrainerBase, DefaultTrainer):
 
     def __init__(self, cfg):
         setup_logging()
-        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        world_size = comm.get_world_size()
+        # divisibility is checked on the scaled batch when REFERENCE_WORLD_SIZE rescales it
+        scaled = cfg.SOLVER.REFERENCE_WORLD_SIZE not in (0, world_size)
+        self.check_training_config(cfg, 1 if scaled else world_size)
+        cfg = DefaultTrainer.auto_scale_workers(cfg, world_size)
+        if scaled:
+            self.check_training_config(cfg, world_size)
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         super().__init__(model, data_loader, optimizer, amp=cfg.SOLVER.AMP.ENABLED,
                          output_dir=cfg.OUTPUT_DIR, init_checkpoint=cfg.MODEL.WEIGHTS,
                          max_iter=cfg.SOLVER.MAX_ITER)
+        # the training set's class map goes into every checkpoint (retina_focal.data.class_map)
+        self.checkpointer.class_map = class_map_of_datasets(cfg.DATASETS.TRAIN)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    @staticmethod
+    def check_training_config(cfg, num_processes: int) -> None:
+        """:func:`check_training_values` on ``SOLVER.IMS_PER_BATCH``, ``SOLVER.MAX_ITER``,
+        ``SOLVER.BASE_LR`` and ``DATALOADER.NUM_WORKERS``, the error naming the key."""
+        try:
+            check_training_values(
+                batch_size=cfg.SOLVER.IMS_PER_BATCH, max_iter=cfg.SOLVER.MAX_ITER,
+                base_lr=cfg.SOLVER.BASE_LR, num_workers=cfg.DATALOADER.NUM_WORKERS,
+                num_processes=num_processes)
+        except InvalidArgument as e:
+            raise e.naming(TRAINING_KEYS) from e
 
     @classmethod
     def build_train_loader(cls, cfg):

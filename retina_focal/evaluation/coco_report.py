@@ -19,10 +19,18 @@ import os
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+import torch
 from detectron2.evaluation import COCOEvaluator
+from detectron2.structures import Instances
 from detectron2.utils import comm
 from tabulate import tabulate
 
+from retina_focal.data.class_map import (
+    ClassMap,
+    class_map_from_categories,
+    class_map_from_metadata,
+    match_class_maps,
+)
 from retina_focal.utils.compat import coco_evaluator_kwargs
 from retina_focal.utils.plotting import pyplot
 
@@ -30,6 +38,7 @@ __all__ = [
     "COCOReportEvaluator",
     "coco_eval_report",
     "run_cocoeval",
+    "set_lazy_evaluator_class_map",
     "write_report",
     "REPORT_FILE",
 ]
@@ -53,7 +62,19 @@ class COCOReportEvaluator(COCOEvaluator):
     """
 
     def __init__(self, dataset_name: str, tasks=("bbox",), distributed: bool = True,
-                 output_dir: Optional[str] = None, **kwargs):
+                 output_dir: Optional[str] = None, *, class_map: Optional[ClassMap] = None,
+                 model_desc: str = "the model", **kwargs):
+        """
+        Args:
+            dataset_name, tasks, distributed, output_dir, kwargs: as ``COCOEvaluator``.
+            class_map: the model's classes (:mod:`retina_focal.data.class_map`: its
+                checkpoint's ``class_map``, or its training set's), matched by name with the
+                dataset's categories when the evaluator is built: the same classes under
+                other ids are renumbered (results carry the dataset's own ids, AP is that of
+                the right classes); other names are a ``ValueError`` showing both lists.
+                ``None``: the model's outputs are taken to be the dataset's classes in order.
+            model_desc: how the model is named in those messages.
+        """
         from retina_focal.data import ensure_datasets
 
         ensure_datasets([dataset_name])  # COCOEvaluator reads the JSON when it is built
@@ -63,6 +84,39 @@ class COCOReportEvaluator(COCOEvaluator):
                          output_dir=output_dir, **kwargs)
         self._dataset_name = dataset_name
         self.report: Optional[Dict] = None
+        # model class k -> the dataset's contiguous class self._class_perm[k]; None: identity
+        self._class_perm: Optional[torch.Tensor] = None
+        if class_map is not None:
+            perm = match_class_maps(class_map, self._dataset_class_map(), model_desc=model_desc,
+                                    data_desc=f"dataset '{dataset_name}'")
+            if perm is not None:
+                self._class_perm = torch.as_tensor(perm, dtype=torch.long)
+
+    def _dataset_class_map(self) -> ClassMap:
+        """The dataset's classes in Detectron2's contiguous order: from its metadata when it
+        maps ids (what ``COCOEvaluator`` writes results with), else its JSON's categories."""
+        meta = self._metadata
+        if meta.get("thing_classes") is not None and \
+                meta.get("thing_dataset_id_to_contiguous_id"):
+            return class_map_from_metadata(meta.thing_classes,
+                                           meta.thing_dataset_id_to_contiguous_id)
+        return class_map_from_categories(self._coco_api.dataset["categories"])
+
+    def process(self, inputs, outputs):
+        """``COCOEvaluator.process`` of the outputs with their classes renumbered into the
+        dataset's (when the class maps differ in order; the outputs are not modified)."""
+        if self._class_perm is not None:
+            outputs = [self._renumbered(o) for o in outputs]
+        super().process(inputs, outputs)
+
+    def _renumbered(self, output: Dict) -> Dict:
+        if "instances" not in output:
+            return output
+        instances = output["instances"]
+        fields = dict(instances.get_fields())
+        classes = fields["pred_classes"]
+        fields["pred_classes"] = self._class_perm.to(classes.device)[classes]
+        return dict(output, instances=Instances(instances.image_size, **fields))
 
     def _derive_coco_results(self, coco_eval, iou_type, class_names=None):
         results = super()._derive_coco_results(coco_eval, iou_type, class_names=class_names)
@@ -316,3 +370,21 @@ def run_cocoeval(coco_gt, results: List[Dict]):
         coco_eval.accumulate()
         coco_eval.summarize()
     return coco_eval, out.getvalue()
+
+
+def set_lazy_evaluator_class_map(cfg, class_map: Optional[ClassMap], model_desc: str) -> None:
+    """Give a LazyConfig's ``dataloader.evaluator`` the model's class map (the ``class_map``
+    and ``model_desc`` arguments of :class:`COCOReportEvaluator`), so that it matches the
+    model's classes with the test set's by name, as the YAML path does. An evaluator of
+    another type is left alone (with a warning when there is a class map to check)."""
+    evaluator = cfg.get("dataloader", {}).get("evaluator")
+    if evaluator is None:
+        return
+    target = evaluator.get("_target_")
+    if not (isinstance(target, type) and issubclass(target, COCOReportEvaluator)):
+        if class_map is not None:
+            logger.warning(f"dataloader.evaluator is {target}, not a COCOReportEvaluator: the "
+                           "model's classes are not matched by name with the test set's")
+        return
+    evaluator.class_map = None if class_map is None else [dict(c) for c in class_map]
+    evaluator.model_desc = model_desc

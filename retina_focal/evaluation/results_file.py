@@ -5,9 +5,14 @@ import contextlib
 import io
 import json
 import logging
+import math
 import os
 from typing import Dict, List, Optional
 
+import numpy as np
+
+from retina_focal.data.checks import bbox_problem
+from retina_focal.data.datasets.coco import check_coco_boxes
 from retina_focal.evaluation.coco_report import coco_eval_report, run_cocoeval, write_report
 
 __all__ = ["check_results_against_gt", "evaluate_results_file"]
@@ -15,23 +20,63 @@ __all__ = ["check_results_against_gt", "evaluate_results_file"]
 logger = logging.getLogger(__name__)
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_finite_number(v) -> bool:
+    return (isinstance(v, (int, float, np.number)) and not isinstance(v, (bool, np.bool_))
+            and math.isfinite(v))
+
+
+def _detection_problem(det: Dict) -> Optional[str]:
+    """The first field of one detection that is not what COCOeval needs ("score 'high' (str)
+    is not a finite number"), or ``None``."""
+    for key in ("image_id", "category_id"):
+        if not _is_int(det[key]):
+            return (f"{key} {det[key]!r} ({type(det[key]).__name__}) is not an integer id "
+                    "(a JSON number such as 42, not a string or a boolean)")
+    bbox = det["bbox"]
+    problem = bbox_problem(bbox)
+    if problem:
+        return (f"bbox {bbox!r} ({type(bbox).__name__}) {problem}; expected "
+                "[x, y, width, height]")
+    if bbox[2] < 0 or bbox[3] < 0:
+        return f"bbox {bbox!r} (list) has a negative width or height"
+    if not _is_finite_number(det["score"]):
+        return (f"score {det['score']!r} ({type(det['score']).__name__}) is not a finite "
+                "number")
+    return None
+
+
 def check_results_against_gt(results: List[Dict], coco_gt, results_name: str = "results",
                              gt_name: str = "ground truth") -> None:
-    """Raise ValueError, naming the offending ids, unless every detection is a dict with
-    ``image_id``, ``category_id``, ``bbox`` ([x, y, w, h]) and ``score`` whose image and
-    category exist in ``coco_gt`` (a pycocotools ``COCO``)."""
+    """Raise ValueError unless every detection is a dict with ``image_id`` and
+    ``category_id`` (integers, not booleans or strings, that exist in ``coco_gt``, a
+    pycocotools ``COCO``), ``bbox`` (4 finite numbers [x, y, w, h] with w, h >= 0) and ``score``
+    (a finite number).
+
+    pycocotools checks none of this: a string score fails deep inside it, and a NaN score is
+    ranked like any other and changes AP. The message names the first bad detection's index,
+    the field, its value and type, and how many more detections are bad."""
     if not isinstance(results, list):
         raise ValueError(f"{results_name}: expected a JSON list of detections (COCO results "
                          f"format), got {type(results).__name__}")
     required = ("image_id", "category_id", "bbox", "score")
+    bad = []  # (index, problem)
     for i, det in enumerate(results):
         missing = [k for k in required if not isinstance(det, dict) or k not in det]
         if missing:
             raise ValueError(f"{results_name}: detection #{i} lacks {missing}; each detection "
                              f"needs {list(required)} (COCO results format): {det!r}"[:500])
-        if len(det["bbox"]) != 4:
-            raise ValueError(f"{results_name}: detection #{i} has bbox {det['bbox']!r}; "
-                             "expected [x, y, width, height]")
+        problem = _detection_problem(det)
+        if problem:
+            bad.append((i, problem))
+    if bad:
+        i, problem = bad[0]
+        more = (f"; {len(bad) - 1} more of the {len(results)} detections are malformed"
+                if len(bad) > 1 else "")
+        raise ValueError(f"{results_name}: detection #{i}: {problem}{more}")
 
     def _ids(values):
         values = sorted(values)
@@ -67,6 +112,7 @@ def evaluate_results_file(results_file: str, gt_json: str,
         coco_gt = COCO(gt_json)
     if "annotations" not in coco_gt.dataset:
         raise ValueError(f"{gt_json} has no 'annotations': it cannot be evaluated against")
+    check_coco_boxes(coco_gt.dataset, gt_json, os.path.splitext(os.path.basename(gt_json))[0])
     with open(results_file) as f:
         try:
             results = json.load(f)

@@ -4,7 +4,7 @@ The traced module takes one (C, H, W) image tensor (the model's ``INPUT.FORMAT``
 returns flat tensors; ``TracingAdapter.outputs_schema`` rebuilds Detectron2's
 ``[{"instances": Instances}]`` from them.
 """
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from torch import nn
@@ -48,16 +48,19 @@ def sample_image(cfg) -> torch.Tensor:
 
 
 def export_torchscript(model: nn.Module, image: torch.Tensor, path: str,
-                       atol: float = 1e-4) -> Dict:
+                       atol: float = 1e-4, extra_files: Optional[Dict[str, str]] = None) -> Dict:
     """Trace ``model`` (eval mode) on ``image`` (C, H, W), save it to ``path``, load the saved
     file back and compare its detections on ``image`` with the eager model's.
+
+    ``extra_files`` ({name: text}) are stored inside the TorchScript file (``torch.jit.load(path,
+    _extra_files={name: ""})`` reads them back), e.g. the class map ``class_map.json``.
 
     Returns:
         ``{"path", "num_detections", "same"}``: ``same`` is whether the saved model gives as
         many detections as the eager one, with boxes and scores equal within ``atol``.
     """
     traced, adapter = trace_model(model, image)
-    traced.save(path)
+    traced.save(path, _extra_files=dict(extra_files or {}))
     with torch.no_grad():
         eager = model([{"image": image}])[0]["instances"]
     exported = run_traced(torch.jit.load(path), adapter, image)[0]["instances"]

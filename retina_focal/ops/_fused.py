@@ -19,7 +19,12 @@ from torch.autograd.function import once_differentiable
 from retina_focal.ops._cpu_kernel import load_kernel
 from retina_focal.ops.numerics import compute_dtype, to_compute_dtype
 
-__all__ = ["FusedFocalLossCPU", "ClosedFormFocalLoss", "alpha_vectors"]
+__all__ = [
+    "FusedFocalLossCPU",
+    "ClosedFormFocalLoss",
+    "alpha_vectors",
+    "compiled_closed_form_terms",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +129,17 @@ def _closed_form_terms(x, labels, alpha_pos, alpha_neg, weights, gamma: float, g
 _compiled = {}
 
 
+def compiled_closed_form_terms():
+    """``_closed_form_terms`` compiled by ``torch.compile(dynamic=True)``, created once: what
+    the fused path runs on CUDA (one generated kernel per pass, for any number of anchors and
+    classes without recompiling). The compiled function takes tensors of any device; on the
+    CPU inductor generates C++ instead of Triton, which is how the tests check, without a GPU,
+    that it still compiles and computes the closed form."""
+    if "compiled" not in _compiled:
+        _compiled["compiled"] = torch.compile(_closed_form_terms, dynamic=True)
+    return _compiled["compiled"]
+
+
 def _terms_fn(device: torch.device):
     """The elementwise function for ``device``: compiled on CUDA when possible."""
     if device.type != "cuda":
@@ -133,7 +149,7 @@ def _terms_fn(device: torch.device):
         try:
             import triton  # noqa: F401
 
-            fn = torch.compile(_closed_form_terms, dynamic=True)
+            fn = compiled_closed_form_terms()
         except Exception as e:  # no Triton / no compiler: eager ops, same results
             logger.warning("focal loss: torch.compile unavailable on CUDA (%s); eager ops", e)
         _compiled["cuda"] = fn

@@ -5,14 +5,59 @@ dataset's images and JSON, an ablation's result files and plots.
 A file is written to a uniquely named temporary file in the same directory and renamed over
 the final name (``os.replace``, atomic on POSIX and Windows within one file system), so a
 reader sees the old file or the new one, never a partial one, and a process killed mid-write
-leaves the final name untouched.
+leaves the final name untouched. A kill leaves the temporary file behind: its name
+(:func:`temporary_path`, recognised by :func:`is_temporary_file`) lets the next run that takes
+the directory remove exactly those files (:mod:`retina_focal.engine.output_dir`).
+
+A full disk (``ENOSPC``, or a disk quota: ``EDQUOT``) is reported as an ``OSError`` with that
+errno naming the file, whatever the writer made of it (``torch.save`` turns it into a
+``RuntimeError`` about ``inline_container.cc``).
 """
+import errno
 import json
 import os
+import re
 import threading
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Optional
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+__all__ = [
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "is_temporary_file",
+    "temporary_path",
+]
+
+# .<final name>.<pid>.<thread id>.tmp, as temporary_path makes them
+_TEMPORARY_NAME = re.compile(r"\..+\.[0-9]+\.[0-9]+\.tmp")
+
+# errors meaning "the file system is full for this writer"
+_NO_SPACE_ERRNOS = tuple(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if e)
+
+
+def temporary_path(path: str) -> str:
+    """The temporary file :func:`atomic_write` writes ``path`` to: hidden, next to it, unique
+    per process and thread (so concurrent writers of one path never collide)."""
+    directory, name = os.path.split(os.path.abspath(path))
+    return os.path.join(directory, f".{name}.{os.getpid()}.{threading.get_ident()}.tmp")
+
+
+def is_temporary_file(name: str) -> bool:
+    """Whether the file name ``name`` (no directory) is one :func:`temporary_path` makes."""
+    return _TEMPORARY_NAME.fullmatch(name) is not None
+
+
+def _no_space_error(error: BaseException) -> Optional[OSError]:
+    """The out-of-space ``OSError`` that caused ``error`` (itself, or one in its chain of
+    causes and contexts), if any."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in _NO_SPACE_ERRNOS:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def atomic_write(path: str, write_fn: Callable[[IO], Any], *, binary: bool = True,
@@ -27,12 +72,12 @@ def atomic_write(path: str, write_fn: Callable[[IO], Any], *, binary: bool = Tru
             for other processes but cheaper (many small dataset files).
 
     On any error (or a kill) ``path`` is untouched; on errors the temporary file is removed.
+    An error caused by a full disk is re-raised as ``OSError(ENOSPC or EDQUOT)`` naming
+    ``path``.
     """
     directory = os.path.dirname(os.path.abspath(path))
-    # unique per process and thread, so concurrent writers of one path never collide (not
-    # mkstemp: its files are private (0600), the final file keeps the usual permissions)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}."
-                                  f"{threading.get_ident()}.tmp")
+    # not mkstemp: its files are private (0600), the final file keeps the usual permissions
+    tmp = temporary_path(path)
     try:
         with open(tmp, "wb") if binary else open(tmp, "w", encoding="utf-8") as f:
             write_fn(f)
@@ -40,10 +85,15 @@ def atomic_write(path: str, write_fn: Callable[[IO], Any], *, binary: bool = Tru
                 f.flush()
                 os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
-        raise
+        no_space = _no_space_error(e)
+        if no_space is None:
+            raise
+        raise OSError(no_space.errno, f"{os.strerror(no_space.errno)}: could not write {path} "
+                      "(its previous content, if any, is intact); free space on that file "
+                      "system or write elsewhere") from e
     if durable:
         _fsync_directory(directory)
 

@@ -3,7 +3,10 @@
 Every tool calls :func:`add_dataset_argument` on its parser and :func:`register_datasets_from_args`
 in each process (before the config is used), so a config can name the datasets in
 ``DATASETS.TRAIN`` / ``DATASETS.TEST``. Class names (and their count) come from the JSON's
-``categories``; :func:`retina_focal.data.checks.check_num_classes` compares them with the model's before anything runs.
+``categories``; :func:`retina_focal.data.checks.check_num_classes` compares them with the
+model's before anything runs. Every annotation's ``bbox`` is checked when the dataset is
+registered (:func:`check_coco_boxes`): one that is not 4 finite numbers is an error naming the
+file, the image and the annotation.
 """
 import argparse
 import json
@@ -13,9 +16,12 @@ from typing import Dict, List, Tuple
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 
+from retina_focal.data.checks import bbox_problem, describe_annotation
+
 __all__ = [
     "DatasetSpec",
     "add_dataset_argument",
+    "check_coco_boxes",
     "parse_dataset_spec",
     "register_coco_dataset",
     "register_datasets_from_args",
@@ -43,7 +49,42 @@ def parse_dataset_spec(spec: str) -> DatasetSpec:
     return name.strip(), json_file, image_root
 
 
-def _read_categories(json_file: str) -> List[Dict]:
+def check_coco_boxes(data: Dict, json_file: str, dataset: str) -> None:
+    """Raise ``ValueError`` unless every annotation of the COCO dict ``data`` has a ``bbox`` of
+    4 finite numbers ``[x, y, width, height]``.
+
+    Detectron2's ``load_coco_json`` checks only that a bbox is not empty, so ``None`` or NaN
+    there fails with a bare ``TypeError``, and 3 numbers or strings fail later in training with
+    no file or image named. The message names the dataset, ``json_file``, the image file and
+    id, the annotation id and the value, and counts the other malformed boxes."""
+    bad = []
+    for ann in data.get("annotations") or []:
+        if not isinstance(ann, dict):
+            bad.append((None, f"annotation {ann!r} is not a JSON object"))
+            continue
+        if "bbox" not in ann:
+            bad.append((ann, "it has no 'bbox'"))
+            continue
+        problem = bbox_problem(ann["bbox"])
+        if problem:
+            bad.append((ann, f"bbox {ann['bbox']!r} {problem} ([x, y, width, height])"))
+    if not bad:
+        return
+    ann, problem = bad[0]
+    if ann is None:
+        where = f"Dataset '{dataset}' ({json_file})"
+    else:
+        files = {im.get("id"): im.get("file_name") for im in data.get("images") or []
+                 if isinstance(im, dict)}
+        where = describe_annotation(dataset, json_file, files.get(ann.get("image_id")),
+                                    ann.get("image_id"), ann.get("id"))
+    more = (f"; {len(bad) - 1} more annotation(s) in this file have a malformed bbox"
+            if len(bad) > 1 else "")
+    raise ValueError(f"{where}: {problem}; fix or remove the annotation{more}")
+
+
+def _read_coco_json(name: str, json_file: str) -> List[Dict]:
+    """The categories of a COCO instances file, after checking its layout and boxes."""
     with open(json_file) as f:
         try:
             data = json.load(f)
@@ -57,6 +98,7 @@ def _read_categories(json_file: str) -> List[Dict]:
     for key in ("images", "annotations"):
         if key not in data:
             raise ValueError(f"{json_file} is not a COCO instances file: it has no {key!r}")
+    check_coco_boxes(data, json_file, name)
     return data["categories"]
 
 
@@ -82,7 +124,7 @@ def register_coco_dataset(name: str, json_file: str, image_root: str) -> List[st
             f"--dataset {name}: the name is already registered (to "
             f"{meta.get('json_file', 'a non-COCO loader')}); choose another name"
         )
-    cats = sorted(_read_categories(json_file), key=lambda c: c["id"])
+    cats = sorted(_read_coco_json(name, json_file), key=lambda c: c["id"])
     thing_classes = [c["name"] for c in cats]
     register_coco_instances(name, {}, json_file, image_root)
     # The same values Detectron2's load_coco_json sets when the dataset is loaded.

@@ -1,0 +1,145 @@
+"""Config files loaded without running code.
+
+A YAML file read with PyYAML's full loader can run any Python function: a value tagged
+``!!python/object/apply:os.system ["..."]`` calls it while the file is parsed. Detectron2's
+``CfgNode.merge_from_file`` tries ``yaml.safe_load`` first and, when it fails, falls back to
+``yaml.unsafe_load`` with only a warning, so by default a config someone sends you runs their
+code. retina_focal reads every YAML config (and each ``_BASE_`` file it names, recursively)
+with ``yaml.safe_load`` before Detectron2 merges it, and merges with ``allow_unsafe=False``;
+a Python tag is a :class:`UnsafeConfigError` naming the file, the line and the tag.
+
+Loading such a file anyway needs an explicit opt-in (``--allow-unsafe-config`` on the command
+line, ``allow_unsafe=True`` in :func:`merge_yaml_config`), because it runs the code. Detectron2's
+own model-zoo YAML (``Base-RetinaNet.yaml``) writes ``ANCHOR_GENERATOR.SIZES`` with
+``!!python/object/apply:eval``: such a config needs the flag, or the list written out in plain
+YAML as ``configs/Base-RetinaFocal.yaml`` does. No tag is allowed by pattern, because allowing
+one means evaluating it.
+
+A LazyConfig ``.py`` file is a Python program by design (it is imported to be read), so it
+runs code like any script you run; a LazyConfig ``.yaml`` file (what ``LazyConfig.save``
+writes) gets the same safe check as a YAML config (:func:`check_lazy_config`).
+"""
+import argparse
+import logging
+import os
+import re
+from typing import List, Optional
+
+import yaml
+from detectron2.utils.file_io import PathManager
+
+__all__ = [
+    "ALLOW_UNSAFE_FLAG",
+    "UnsafeConfigError",
+    "add_allow_unsafe_config_argument",
+    "check_lazy_config",
+    "check_yaml_config",
+    "merge_yaml_config",
+]
+
+logger = logging.getLogger(__name__)
+
+# The command-line option every tool that reads a YAML config spells the opt-in with.
+ALLOW_UNSAFE_FLAG = "--allow-unsafe-config"
+
+_YAML_TAG_PREFIX = "tag:yaml.org,2002:"
+_REMOTE_PREFIXES = ("/", "https://", "http://")  # _BASE_ paths fvcore does not join
+
+
+class UnsafeConfigError(ValueError):
+    """A config file that only a code-running YAML loader can read (a Python tag)."""
+
+
+def add_allow_unsafe_config_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add ``--allow-unsafe-config`` (store_true, ``args.allow_unsafe_config``) to ``parser``."""
+    parser.add_argument(
+        ALLOW_UNSAFE_FLAG, action="store_true",
+        help="load a YAML config (or a _BASE_ it names) that has Python tags such as "
+             "!!python/object/apply:eval, with PyYAML's unsafe loader. This RUNS CODE written "
+             "in the file: use it only for files you trust (e.g. Detectron2's own "
+             "Base-RetinaNet.yaml)",
+    )
+    return parser
+
+
+def _short_tag(tag: str) -> str:
+    return "!!" + tag[len(_YAML_TAG_PREFIX):] if tag.startswith(_YAML_TAG_PREFIX) else tag
+
+
+def _unsafe_error(path: str, err: yaml.constructor.ConstructorError) -> UnsafeConfigError:
+    mark = err.problem_mark or err.context_mark
+    where = f"{path}, line {mark.line + 1}" if mark is not None else path
+    found = re.search(r"tag '([^']*)'", err.problem or "")
+    tag = _short_tag(found.group(1)) if found else None
+    if tag is None:  # a construction error of another kind: yaml's own words
+        return UnsafeConfigError(f"{where}: {err.problem}; retina_focal loads configs with a "
+                                 "safe YAML loader")
+    if tag.startswith("!!python/"):
+        return UnsafeConfigError(
+            f"{where}: '{tag}' is a Python tag; retina_focal loads configs with a safe YAML "
+            f"loader (write the value in plain YAML, or pass {ALLOW_UNSAFE_FLAG} to load it "
+            "anyway: it runs code)"
+        )
+    return UnsafeConfigError(f"{where}: '{tag}' is not a tag the safe YAML loader knows; "
+                             "write the value in plain YAML")
+
+
+def _base_path(config_file: str, base: str) -> str:
+    """Where a ``_BASE_`` entry points, resolved as fvcore's ``load_yaml_with_base`` does."""
+    if base.startswith("~"):
+        base = os.path.expanduser(base)
+    if not base.startswith(_REMOTE_PREFIXES):
+        base = os.path.join(os.path.dirname(config_file), base)
+    return base
+
+
+def check_yaml_config(config_file: str, _chain: Optional[List[str]] = None) -> None:
+    """Parse ``config_file`` and every ``_BASE_`` it names (recursively) with
+    ``yaml.safe_load``, which constructs only plain data.
+
+    Raises:
+        UnsafeConfigError: a file has a Python tag (or another tag the safe loader does not
+            construct); the message names the file, the line and the tag.
+        ValueError: ``_BASE_`` is not a string, or the files name each other in a loop.
+        FileNotFoundError: a ``_BASE_`` file does not exist (naming the file that names it).
+    """
+    chain = (_chain or []) + [config_file]
+    with PathManager.open(config_file, "r") as f:
+        try:
+            data = yaml.safe_load(f)
+        except yaml.constructor.ConstructorError as e:
+            raise _unsafe_error(config_file, e) from None
+    base = data.get("_BASE_") if isinstance(data, dict) else None
+    if base is None:
+        return
+    if not isinstance(base, str):
+        raise ValueError(f"{config_file}: _BASE_ must be a file name, got {base!r}")
+    base_file = _base_path(config_file, base)
+    if os.path.abspath(base_file) in [os.path.abspath(p) for p in chain]:
+        raise ValueError(f"{config_file}: _BASE_ files name each other in a loop: "
+                         + " -> ".join(chain + [base_file]))
+    if not PathManager.exists(base_file):
+        raise FileNotFoundError(f"{config_file}: its _BASE_ {base!r} ({base_file}) does not "
+                                "exist")
+    check_yaml_config(base_file, chain)
+
+
+def merge_yaml_config(cfg, config_file: str, *, allow_unsafe: bool = False) -> None:
+    """``cfg.merge_from_file(config_file)`` without running code unless ``allow_unsafe``.
+
+    The file tree is first checked by :func:`check_yaml_config`, then merged by Detectron2 with
+    ``allow_unsafe=False`` (so its own safe load also refuses a Python tag). With
+    ``allow_unsafe=True`` Detectron2 falls back to ``yaml.unsafe_load`` for the files that need
+    it, logging a warning for each.
+    """
+    if not allow_unsafe:
+        check_yaml_config(config_file)
+    cfg.merge_from_file(config_file, allow_unsafe=allow_unsafe)
+
+
+def check_lazy_config(config_file: str, *, allow_unsafe: bool = False) -> None:
+    """Before ``LazyConfig.load(config_file)``: a ``.yaml``/``.yml`` file (which
+    ``LazyConfig.load`` reads with ``yaml.unsafe_load``) must pass :func:`check_yaml_config`
+    unless ``allow_unsafe``. A ``.py`` file is Python code and is not checked."""
+    if not allow_unsafe and config_file.endswith((".yaml", ".yml")):
+        check_yaml_config(config_file)

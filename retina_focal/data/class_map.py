@@ -1,0 +1,182 @@
+"""Class maps: which class each of a model's outputs is, so that a model and a dataset can be
+checked against each other by name and id, not only by count.
+
+A *class map* is a list, in the model's contiguous class order (output ``k`` of the
+classifier is entry ``k``), of ``{"id": json_id, "name": name}``: the category id of the
+dataset the model was trained on (its COCO JSON's ``categories[*].id``; ``None`` when the
+dataset has no ids) and the class name. It is plain JSON, so it goes into checkpoints
+(``class_map`` entry, written by :class:`~retina_focal.engine.checkpoint.RetinaFocalCheckpointer`)
+and next to exported models.
+
+Why names and ids: Detectron2 numbers classes 0..K-1 in the order of the dataset's category
+ids. Two JSON files with the same classes under other ids (``{3: cat, 7: dog}`` and
+``{3: dog, 7: cat}``) give the same count, so a count check passes, while class 0 means "cat"
+in one and "dog" in the other: every AP would be computed under the wrong name.
+:func:`match_class_maps` compares by name and returns how to renumber the model's outputs
+into the dataset's classes; different names are an error showing both lists.
+
+Every function here is pure (no catalog access) except :func:`class_map_of_datasets`, which
+reads Detectron2's ``MetadataCatalog``.
+"""
+import logging
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+__all__ = [
+    "ClassMap",
+    "class_map_from_categories",
+    "class_map_from_metadata",
+    "class_map_of_datasets",
+    "format_class_map",
+    "match_class_maps",
+    "validate_class_map",
+]
+
+logger = logging.getLogger(__name__)
+
+# [{"id": int | None, "name": str}, ...] in contiguous class order
+ClassMap = List[Dict[str, Any]]
+
+
+def class_map_from_metadata(thing_classes: Optional[Sequence[str]],
+                            dataset_id_to_contiguous_id: Optional[Mapping[int, int]] = None
+                            ) -> Optional[ClassMap]:
+    """The class map of one dataset from its Detectron2 metadata values.
+
+    Args:
+        thing_classes: ``metadata.thing_classes`` (K names in contiguous order); ``None``
+            (no metadata yet) gives ``None``.
+        dataset_id_to_contiguous_id: ``metadata.thing_dataset_id_to_contiguous_id``; when
+            absent (a dataset without JSON ids, or not loaded yet), every id is ``None``.
+
+    Raises:
+        ValueError: if the mapping does not cover exactly the contiguous ids 0..K-1.
+    """
+    if thing_classes is None:
+        return None
+    names = [str(n) for n in thing_classes]
+    ids: List[Optional[int]] = [None] * len(names)
+    if dataset_id_to_contiguous_id:
+        contiguous = sorted(dataset_id_to_contiguous_id.values())
+        if contiguous != list(range(len(names))):
+            raise ValueError(
+                f"thing_dataset_id_to_contiguous_id maps to {contiguous} but there are "
+                f"{len(names)} thing_classes: the metadata is inconsistent"
+            )
+        for json_id, k in dataset_id_to_contiguous_id.items():
+            ids[k] = int(json_id)
+    return [{"id": i, "name": n} for i, n in zip(ids, names)]
+
+
+def class_map_from_categories(categories: Sequence[Mapping[str, Any]]) -> ClassMap:
+    """The class map of a COCO JSON's ``categories``, in Detectron2's contiguous order (sorted
+    by id, as ``load_coco_json`` numbers them)."""
+    cats = sorted(categories, key=lambda c: c["id"])
+    return [{"id": int(c["id"]), "name": str(c["name"])} for c in cats]
+
+
+def class_map_of_datasets(names: Sequence[str]) -> Optional[ClassMap]:
+    """The class map of the registered datasets ``names`` (e.g. ``DATASETS.TRAIN``), read from
+    ``MetadataCatalog``: their common ``thing_classes``, and each class's id where every
+    dataset that has ids agrees on it (``None`` where they differ). ``None`` when no dataset
+    has ``thing_classes``.
+
+    Raises:
+        ValueError: if two of the datasets have different ``thing_classes``.
+    """
+    from detectron2.data import MetadataCatalog
+
+    result: Optional[ClassMap] = None
+    first = None
+    for name in names:
+        meta = MetadataCatalog.get(name)
+        cmap = class_map_from_metadata(meta.get("thing_classes"),
+                                       meta.get("thing_dataset_id_to_contiguous_id"))
+        if cmap is None:
+            continue
+        if result is None:
+            result, first = [dict(c) for c in cmap], name
+            continue
+        if [c["name"] for c in cmap] != [c["name"] for c in result]:
+            raise ValueError(
+                f"Datasets '{first}' and '{name}' have different classes:\n"
+                f"  {first}: {format_class_map(result)}\n  {name}: {format_class_map(cmap)}"
+            )
+        for entry, other in zip(result, cmap):
+            if entry["id"] is None:
+                entry["id"] = other["id"]
+            elif other["id"] is not None and other["id"] != entry["id"]:
+                entry["id"] = None
+    return result
+
+
+def validate_class_map(value: Any, where: str) -> ClassMap:
+    """``value`` (e.g. read from a checkpoint) as a class map; ``ValueError`` naming ``where``
+    if it is not a list of ``{"id": int or None, "name": str}``."""
+    ok = isinstance(value, (list, tuple)) and all(
+        isinstance(c, Mapping) and isinstance(c.get("name"), str)
+        and (c.get("id") is None or isinstance(c.get("id"), int)) for c in value
+    )
+    if not ok:
+        raise ValueError(f"{where}: 'class_map' is not a list of {{'id': int, 'name': str}} "
+                         f"(found {str(value)[:200]})")
+    return [{"id": c.get("id"), "name": c["name"]} for c in value]
+
+
+def format_class_map(cmap: ClassMap, limit: int = 20) -> str:
+    """``[3: cat, 7: dog, ...]``: the entries in contiguous order, as ``id: name``."""
+    items = [f"{c['id']}: {c['name']}" if c["id"] is not None else c["name"]
+             for c in cmap[:limit]]
+    more = f", ... ({len(cmap)} in all)" if len(cmap) > limit else ""
+    return "[" + ", ".join(items) + more + "]"
+
+
+def match_class_maps(model: ClassMap, data: ClassMap, *, model_desc: str = "the model",
+                     data_desc: str = "the dataset") -> Optional[List[int]]:
+    """Match a model's classes to a dataset's by name.
+
+    Args:
+        model: the model's class map (output ``k`` is ``model[k]``).
+        data: the dataset's class map, in its contiguous order (Detectron2's numbering of its
+            categories).
+        model_desc, data_desc: how the two are named in messages.
+
+    Returns:
+        ``None`` when output ``k`` already is the dataset's class ``k`` (same names in the same
+        order; the ids may differ: Detectron2 writes results with the dataset's own ids), else
+        ``perm`` with ``perm[k]`` the dataset's contiguous class of output ``k`` (same names,
+        listed under other ids): renumber predictions with it before evaluating.
+
+    Raises:
+        ValueError: different class names (or names that do not identify a class: repeated),
+        showing both lists.
+    """
+    model_names = [c["name"] for c in model]
+    data_names = [c["name"] for c in data]
+    if model_names == data_names:
+        moved = [(m, d) for m, d in zip(model, data)
+                 if None not in (m["id"], d["id"]) and m["id"] != d["id"]]
+        if moved:
+            logger.info(f"{data_desc} lists the classes of {model_desc} in the same order under "
+                        f"other ids ({format_class_map(data)}); results use {data_desc}'s ids")
+        return None
+    unique = len(set(model_names)) == len(model_names) and \
+        len(set(data_names)) == len(data_names)
+    if not unique or set(model_names) != set(data_names):
+        only_model = [n for n in model_names if n not in data_names]
+        only_data = [n for n in data_names if n not in model_names]
+        detail = (f"only in {model_desc}: {only_model}; only in {data_desc}: {only_data}"
+                  if unique else "a class name appears twice, classes cannot be matched by name")
+        raise ValueError(
+            f"The classes of {model_desc} and {data_desc} differ ({detail}):\n"
+            f"  {model_desc} ({len(model)}): {format_class_map(model)}\n"
+            f"  {data_desc} ({len(data)}): {format_class_map(data)}\n"
+            "Evaluate on data with the model's classes, or use a model trained on these"
+        )
+    index = {n: j for j, n in enumerate(data_names)}
+    perm = [index[n] for n in model_names]
+    logger.warning(
+        f"{data_desc} lists the classes of {model_desc} in another order: matched by name, "
+        f"results use {data_desc}'s ids.\n  {model_desc}: {format_class_map(model)}\n"
+        f"  {data_desc}: {format_class_map(data)}"
+    )
+    return perm

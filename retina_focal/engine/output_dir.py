@@ -1,0 +1,276 @@
+"""One run per output directory: a training or evaluation run owns its ``OUTPUT_DIR``
+(``train.output_dir``) while it runs.
+
+Two runs writing into one directory (two shells, or a re-run while the first is alive) would
+overwrite each other's checkpoints and evaluation results and interleave ``metrics.json`` and
+``log.txt``, and both would exit 0. So :func:`claim_output_dir`, called by ``setup_cfg`` /
+``setup_lazy_cfg`` before anything is written there, takes a lock file
+(``OUTPUT_DIR/.retina_focal.lock``: host, pid, start time and command of the run), created
+atomically (``O_CREAT | O_EXCL``, which also holds on NFS). A second run stops with
+:class:`OutputDirInUse` naming the first one.
+
+* The lock is released (the file removed) when the run ends: by the commands when they return
+  or raise, and in any case when the process exits.
+* A run killed before it could release it (SIGKILL, power loss) leaves a stale lock: a lock of
+  this host whose process is gone is reported and taken over, so ``--resume`` after a crash
+  needs no clean-up. A lock of another host cannot be checked from here: it is obeyed, and
+  the message says which file to delete if that run is gone.
+* Only the main process (rank 0) of a multi-process run takes the lock; the others write
+  nothing there that would conflict (their ``log.txt.rankN`` are theirs).
+* Taking the directory also removes the temporary files of interrupted atomic writes (a run
+  killed while saving a checkpoint, see :mod:`retina_focal.utils.file_io`): only files named
+  as those are, at the top of the directory, where checkpoints go.
+
+Within one process the lock is re-entrant (a command run twice in one Python session, e.g.
+train then ``--eval-only`` into the same directory, does not lock itself out).
+"""
+import atexit
+import datetime
+import json
+import logging
+import os
+import shlex
+import socket
+import sys
+from typing import Dict, Optional
+
+from detectron2.utils import comm
+
+from retina_focal.utils.file_io import is_temporary_file
+
+__all__ = [
+    "LOCK_FILE",
+    "OutputDirInUse",
+    "OutputDirLock",
+    "claim_output_dir",
+    "log_to_output_dir",
+    "release_output_dir",
+    "remove_leftover_temporaries",
+]
+
+logger = logging.getLogger(__name__)
+
+LOCK_FILE = ".retina_focal.lock"
+
+# a stale lock can be taken over by another starting run at the same moment: retry a little
+_ACQUIRE_ATTEMPTS = 3
+
+
+class OutputDirInUse(RuntimeError):
+    """The output directory belongs to another run that is (or may be) alive."""
+
+
+def _this_host() -> str:
+    return socket.gethostname()
+
+
+def _process_gone(pid: int) -> bool:
+    """Whether no process ``pid`` runs on this host (a zombie counts as gone). Where that
+    cannot be known (Windows: ``os.kill(pid, 0)`` would signal it), it is assumed alive."""
+    if os.name == "nt" or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # e.g. PermissionError: another user's process, alive
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _describe(owner: Optional[dict]) -> str:
+    if not owner:
+        return "an unknown run (its lock file is empty or unreadable)"
+    return (f"host {owner.get('host')!s}, pid {owner.get('pid')!s}, started "
+            f"{owner.get('started')!s}, command: {owner.get('command')!s}")
+
+
+class OutputDirLock:
+    """The lock file of one output directory, as held by this process."""
+
+    def __init__(self, output_dir: str):
+        self.output_dir = output_dir
+        self.path = os.path.join(output_dir, LOCK_FILE)
+        self.owner = {
+            "host": _this_host(),
+            "pid": os.getpid(),
+            "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "command": shlex.join([sys.executable] + sys.argv),
+        }
+        self._text = json.dumps(self.owner)
+
+    def _read(self) -> Optional[str]:
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    @staticmethod
+    def _parse(text: str) -> Optional[dict]:
+        try:
+            owner = json.loads(text)
+        except ValueError:
+            return None
+        return owner if isinstance(owner, dict) else None
+
+    def _stale(self, owner: Optional[dict]) -> bool:
+        """A lock of this host whose process is gone, or one with this process's pid that this
+        process does not hold (a previous process of the same pid: pids are reused)."""
+        if not owner or owner.get("host") != self.owner["host"]:
+            return False
+        pid = owner.get("pid")
+        if not isinstance(pid, int):
+            return False
+        if pid == os.getpid():
+            return True  # held by this process would have been found in _HELD
+        return _process_gone(pid)
+
+    def acquire(self) -> None:
+        """Create the lock file, taking over a stale one; raise :class:`OutputDirInUse` if a
+        live (or unverifiable) run holds it."""
+        for _ in range(_ACQUIRE_ATTEMPTS):
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                text = self._read()
+                if text is None:
+                    continue  # released meanwhile
+                owner = self._parse(text)
+                if not self._stale(owner):
+                    raise OutputDirInUse(self._in_use_message(owner)) from None
+                # remove it only if no other starting run replaced it since we read it
+                if self._read() == text:
+                    try:
+                        os.remove(self.path)
+                    except FileNotFoundError:
+                        pass
+                    logger.warning(
+                        f"{self.output_dir}: taking over the lock of a run that ended without "
+                        f"releasing it (killed?): {_describe(owner)}; that process no longer "
+                        "exists"
+                    )
+                continue
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(self._text)
+            return
+        raise OutputDirInUse(f"Could not lock the output directory {self.output_dir}: other "
+                             f"runs keep taking its lock file {self.path}")
+
+    def _in_use_message(self, owner: Optional[dict]) -> str:
+        return (
+            f"The output directory {self.output_dir} is in use by another run: "
+            f"{_describe(owner)} (lock file {self.path}). Two runs in one directory overwrite "
+            "each other's checkpoints and results: wait for it to end, or give this run "
+            "another output directory (OUTPUT_DIR / train.output_dir); if that run no longer "
+            f"exists (another host's, or its pid now belongs to another program), delete "
+            f"{self.path}."
+        )
+
+    def release(self) -> None:
+        """Remove the lock file, if it is still this process's."""
+        if os.getpid() != self.owner["pid"]:
+            return  # a forked child (e.g. a data-loader worker) does not own it
+        if self._read() == self._text:
+            try:
+                os.remove(self.path)
+            except FileNotFoundError:
+                pass
+
+
+# output directory (real path) -> the lock this process holds there
+_HELD: Dict[str, OutputDirLock] = {}
+
+
+def _key(output_dir: str) -> str:
+    return os.path.realpath(os.path.abspath(output_dir))
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path
+
+
+def remove_leftover_temporaries(output_dir: str) -> int:
+    """Remove the temporary files interrupted atomic writes left at the top of ``output_dir``
+    (names as :func:`retina_focal.utils.file_io.temporary_path` makes them, nothing else);
+    return how many. Call it only while holding the directory: a live writer's temporary file
+    has the same kind of name."""
+    removed = []
+    for entry in os.scandir(output_dir):
+        if entry.is_file(follow_symlinks=False) and is_temporary_file(entry.name):
+            try:
+                os.remove(entry.path)
+            except FileNotFoundError:
+                continue
+            removed.append(entry.name)
+    if removed:
+        logger.warning(f"{output_dir}: removed {len(removed)} temporary file(s) left by an "
+                       f"interrupted write (a run killed while saving): {', '.join(removed)}")
+    return len(removed)
+
+
+def _claim(output_dir: str) -> OutputDirLock:
+    key = _key(output_dir)
+    if key in _HELD:
+        return _HELD[key]
+    os.makedirs(output_dir, exist_ok=True)
+    lock = OutputDirLock(output_dir)
+    lock.acquire()
+    _HELD[key] = lock
+    remove_leftover_temporaries(output_dir)
+    return lock
+
+
+def claim_output_dir(output_dir: str) -> Optional[OutputDirLock]:
+    """Make ``output_dir`` this run's: create it, lock it (see the module doc) and remove the
+    temporary files of interrupted writes. Return the lock, or ``None`` where nothing is
+    locked: processes other than the main one, an empty ``output_dir``, a remote one
+    (``scheme://``).
+
+    Every process of a run calls it (it is collective when there are several): if the main
+    process cannot take the directory, all of them stop, before any writes its own log there.
+
+    Raises:
+        OutputDirInUse: another run holds the directory (the message names it).
+    """
+    lock, refused = None, None
+    if output_dir and _is_local(output_dir) and comm.is_main_process():
+        try:
+            lock = _claim(output_dir)
+        except OutputDirInUse as e:
+            refused = str(e)
+    if comm.get_world_size() > 1:
+        refused = comm.all_gather(refused)[0]
+    if refused is not None:
+        raise OutputDirInUse(refused)
+    return lock
+
+
+def release_output_dir(output_dir: str) -> None:
+    """Release the lock this process holds on ``output_dir`` (nothing if it holds none)."""
+    if output_dir and _is_local(output_dir):
+        lock = _HELD.pop(_key(output_dir), None)
+        if lock is not None:
+            lock.release()
+
+
+@atexit.register
+def _release_all() -> None:
+    for key in list(_HELD):
+        _HELD.pop(key).release()
+
+
+def log_to_output_dir(output_dir: str) -> None:
+    """Send the ``retina_focal`` loggers to the run's ``log.txt`` (and the console), as
+    Detectron2's ``default_setup`` does for its own: a run's warnings (a lock taken over,
+    temporaries removed, skipped images) then stay with its log."""
+    from detectron2.utils import comm
+    from detectron2.utils.logger import setup_logger
+
+    logger = setup_logger(output_dir or None, distributed_rank=comm.get_rank(),
+                          name="retina_focal")
+    logger.propagate = True  # as before: handlers the user (or pytest) put on the root see it

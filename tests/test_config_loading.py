@@ -1,0 +1,164 @@
+"""A config cannot run code (retina_focal.config.loading): every YAML config, and each _BASE_ it
+names, is read with a safe loader; a Python tag is an error naming the file, the line and the
+tag, unless --allow-unsafe-config; the shipped configs are all plain YAML."""
+import glob
+import os
+import textwrap
+
+import pytest
+from conftest import CONFIGS, TINY_CONFIG
+
+from retina_focal.analysis.settings import load_cfg
+from retina_focal.config.loading import (
+    UnsafeConfigError,
+    check_lazy_config,
+    check_yaml_config,
+)
+from retina_focal.engine.defaults import build_cfg, default_argument_parser, setup_cfg
+
+YAML_CONFIGS = sorted(glob.glob(os.path.join(CONFIGS, "**", "*.yaml"), recursive=True))
+
+
+def evil_yaml(marker):
+    """A config whose line 4 runs ``touch marker`` when loaded unsafely."""
+    return textwrap.dedent(f"""\
+        MODEL:
+          RETINANET:
+            NUM_CLASSES: 3
+        VERSION: !!python/object/apply:os.system ["touch {marker}"]
+        """)
+
+
+@pytest.mark.parametrize("path", YAML_CONFIGS, ids=lambda p: os.path.relpath(p, CONFIGS))
+def test_every_shipped_config_loads_safely(path):
+    check_yaml_config(path)
+    assert build_cfg(path).MODEL.META_ARCHITECTURE == "RetinaFocal"
+
+
+def test_a_python_tag_is_refused_naming_file_line_and_tag_and_runs_nothing(tmp_path):
+    marker = tmp_path / "ran"
+    path = tmp_path / "evil.yaml"
+    path.write_text(evil_yaml(marker))
+    expected = (f"{path}, line 4: '!!python/object/apply:os.system' is a Python tag; "
+                "retina_focal loads configs with a safe YAML loader (write the value in plain "
+                "YAML, or pass --allow-unsafe-config to load it anyway: it runs code)")
+    for load in (lambda: build_cfg(str(path)), lambda: load_cfg(str(path), [])):
+        with pytest.raises(UnsafeConfigError) as err:
+            load()
+        assert str(err.value) == expected
+        assert not marker.exists(), "the config's code ran"
+
+
+def test_a_python_tag_in_a_base_file_names_that_file(tmp_path):
+    marker = tmp_path / "ran"
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "evil.yaml").write_text(evil_yaml(marker))
+    (tmp_path / "middle.yaml").write_text('_BASE_: "base/evil.yaml"\nSEED: 1\n')
+    top = tmp_path / "top.yaml"
+    top.write_text('_BASE_: "middle.yaml"\nSEED: 2\n')
+    with pytest.raises(UnsafeConfigError, match=r"base/evil\.yaml, line 4: "
+                                                r"'!!python/object/apply:os\.system'"):
+        build_cfg(str(top))
+    assert not marker.exists()
+
+
+def test_base_files_in_a_loop_and_a_missing_base_are_named(tmp_path):
+    (tmp_path / "a.yaml").write_text('_BASE_: "b.yaml"\n')
+    (tmp_path / "b.yaml").write_text('_BASE_: "a.yaml"\n')
+    with pytest.raises(ValueError, match=r"b\.yaml: _BASE_ files name each other in a loop"):
+        build_cfg(str(tmp_path / "a.yaml"))
+    (tmp_path / "c.yaml").write_text('_BASE_: "nope.yaml"\n')
+    with pytest.raises(FileNotFoundError, match=r"c\.yaml: its _BASE_ 'nope\.yaml'"):
+        build_cfg(str(tmp_path / "c.yaml"))
+
+
+def test_another_unknown_tag_is_named(tmp_path):
+    path = tmp_path / "tagged.yaml"
+    path.write_text("SEED: 1\nOUTPUT_DIR: !custom out\n")
+    with pytest.raises(UnsafeConfigError, match=r"line 2: '!custom' is not a tag the safe YAML "
+                                                r"loader knows"):
+        build_cfg(str(path))
+
+
+DETECTRON2_SIZES = ('SIZES: !!python/object/apply:eval ["[[x, x * 2**(1.0/3), x * 2**(2.0/3) ] '
+                    'for x in [32, 64, 128, 256, 512 ]]"]')
+
+
+def test_detectron2_style_eval_tag_needs_the_opt_in(tmp_path):
+    """Detectron2's Base-RetinaNet.yaml writes the anchor sizes with an eval tag: refused by
+    default, loaded (the same sizes as our plain-YAML base) with allow_unsafe."""
+    path = tmp_path / "d2.yaml"
+    path.write_text(f"MODEL:\n  ANCHOR_GENERATOR:\n    {DETECTRON2_SIZES}\n")
+    with pytest.raises(UnsafeConfigError, match=r"d2\.yaml, line 3: "
+                                                r"'!!python/object/apply:eval' is a Python tag"):
+        build_cfg(str(path))
+    cfg = build_cfg(str(path), allow_unsafe=True)
+    ours = build_cfg(os.path.join(CONFIGS, "Base-RetinaFocal.yaml"))
+    for got, want in zip(cfg.MODEL.ANCHOR_GENERATOR.SIZES, ours.MODEL.ANCHOR_GENERATOR.SIZES):
+        assert got == pytest.approx(want)
+
+
+def test_the_shared_parser_has_the_opt_in_and_setup_cfg_passes_it(tmp_path):
+    parser = default_argument_parser()
+    assert "runs code" in " ".join(parser.format_help().split()).lower()
+    path = tmp_path / "d2.yaml"
+    path.write_text(f'_BASE_: "{TINY_CONFIG}"\nMODEL:\n  ANCHOR_GENERATOR:\n'
+                    f'    {DETECTRON2_SIZES}\n')
+    argv = ["--config-file", str(path), "OUTPUT_DIR", str(tmp_path / "out")]
+    args = parser.parse_args(argv)
+    assert args.allow_unsafe_config is False
+    with pytest.raises(UnsafeConfigError, match="--allow-unsafe-config"):
+        setup_cfg(args)
+    assert not (tmp_path / "out").exists()  # refused before anything was set up
+    cfg = setup_cfg(parser.parse_args(["--allow-unsafe-config"] + argv))
+    assert len(cfg.MODEL.ANCHOR_GENERATOR.SIZES) == 5
+
+
+TOOL_ARGS = {"train": [], "eval": [], "analyze": [], "visualize": [], "demo": ["--input", "x.png"],
+             "export": ["--output", "exported"], "plot-focal-loss": ["--output", "plots"]}
+
+
+@pytest.mark.parametrize("command", sorted(TOOL_ARGS))
+def test_every_yaml_tool_refuses_a_python_tag_and_has_the_opt_in(command, tmp_path, capsys,
+                                                                 monkeypatch):
+    from retina_focal.cli import command_module, main
+
+    marker = tmp_path / "ran"
+    path = tmp_path / "evil.yaml"
+    path.write_text(evil_yaml(marker))
+    assert "--allow-unsafe-config" in command_module(command).build_parser().format_help()
+    argv = [command, "--config-file", str(path)] + TOOL_ARGS[command]
+    if command != "plot-focal-loss":
+        argv += ["OUTPUT_DIR", str(tmp_path / "out")]
+    monkeypatch.chdir(tmp_path)
+    try:
+        status = main(argv)
+    except UnsafeConfigError as e:
+        message = str(e)
+    else:  # a tool that reports errors as "error: ..." and a non-zero status
+        assert status != 0
+        message = capsys.readouterr().err
+    assert f"{path}, line 4: '!!python/object/apply:os.system' is a Python tag" in message
+    assert not marker.exists()
+
+
+def test_a_yaml_lazy_config_is_checked_and_a_python_one_is_code(tmp_path):
+    marker = tmp_path / "ran"
+    path = tmp_path / "lazy.yaml"
+    path.write_text(evil_yaml(marker))
+    with pytest.raises(UnsafeConfigError, match=r"lazy\.yaml, line 4"):
+        check_lazy_config(str(path))
+    check_lazy_config(str(path), allow_unsafe=True)
+    check_lazy_config(os.path.join(CONFIGS, "Synthetic", "retina_focal_R_18_FPN_tiny.py"))
+    assert not marker.exists()
+
+
+def test_lazy_train_refuses_a_yaml_lazy_config_with_a_python_tag(tmp_path):
+    from retina_focal.cli import command_module
+
+    marker = tmp_path / "ran"
+    path = tmp_path / "lazy.yaml"
+    path.write_text(evil_yaml(marker))
+    with pytest.raises(UnsafeConfigError, match=r"lazy\.yaml, line 4"):
+        command_module("lazy-train").run(["--config-file", str(path)])
+    assert not marker.exists()

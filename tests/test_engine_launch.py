@@ -1,0 +1,32 @@
+"""The CPU launcher: with ``--dist-url auto`` the processes meet in a private file, not on a
+TCP port found free beforehand (which another program could take before they bind it)."""
+import os
+import re
+
+import pytest
+import torch
+
+from retina_focal.engine.launch import launch
+
+
+def _all_reduce_ranks(out_dir):
+    """Run in every launched process: the sum of the ranks, as this process sees it."""
+    import torch.distributed as dist
+    from detectron2.utils import comm
+
+    total = torch.tensor([comm.get_rank()])
+    dist.all_reduce(total)
+    with open(os.path.join(out_dir, f"rank{comm.get_rank()}"), "w") as f:
+        f.write(f"{int(total)} {comm.get_world_size()} {comm.get_local_rank()}")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(),
+                    reason="with CUDA, Detectron2's own launcher runs (NCCL on a TCP port)")
+def test_auto_dist_url_meets_in_a_private_file_and_removes_it(tmp_path, capfd):
+    launch(_all_reduce_ranks, 2, dist_url="auto", args=(str(tmp_path),))
+    err = capfd.readouterr().err
+    url = re.search(r"starting 2 CPU process\(es\) \(GLOO, (\S+), world size 2\)", err)
+    assert url and url.group(1).startswith("file://"), err
+    for rank in (0, 1):
+        assert open(tmp_path / f"rank{rank}").read() == f"1 2 {rank}"
+    assert not os.path.exists(os.path.dirname(url.group(1)[len("file://"):]))
