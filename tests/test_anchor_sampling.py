@@ -371,3 +371,58 @@ def test_softmax_model_scripts_like_eager(tiny_cfg):
     assert out.pred_classes.max() < tiny_cfg.MODEL.RETINANET.NUM_CLASSES
     torch.testing.assert_close(out.scores, eager.scores, atol=1e-5, rtol=0)
     torch.testing.assert_close(out.pred_boxes.tensor, eager.pred_boxes.tensor, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "opts",
+    [
+        ["MODEL.RETINA_FOCAL.SAMPLER_NAME", "OHEMSampler", "MODEL.RETINA_FOCAL.OHEM_BATCH_SIZE",
+         "64", "MODEL.RETINA_FOCAL.OHEM_NMS_THRESH", "0.7"],
+        ["MODEL.RETINA_FOCAL.SAMPLER_NAME", "OHEMSampler", "MODEL.RETINA_FOCAL.OHEM_BATCH_SIZE",
+         "64", "MODEL.RETINA_FOCAL.OHEM_FG_RATIO", "0.25",
+         "MODEL.RETINA_FOCAL.OHEM_NMS_BOXES", "anchors"],
+        ["MODEL.RETINA_FOCAL.SAMPLER_NAME", "HardNegativeMiner",
+         "MODEL.RETINA_FOCAL.HNM_MIN_NEGATIVES", "10"],
+    ],
+    ids=["ohem", "ohem-1:3-anchors", "hnm"],
+)
+def test_sampler_weights_are_what_the_cls_loss_sums(tiny_cfg, opts):
+    """loss_cls is exactly sum(weight * per-anchor loss) / #positives with the weights the
+    sampler returned (recomputed here from what the sampler saw), and differs from the
+    unsampled loss; loss_box_reg is the one of the same model without a sampler (the box loss
+    is on every positive, whatever the sampler chose)."""
+    tiny_cfg.MODEL.RETINA_FOCAL.NORMALIZER = "batch"
+    tiny_cfg.MODEL.RETINANET.FOCAL_LOSS_GAMMA = 0.0  # CE: the dropped easy negatives count
+    inputs = [batch(True), crowded()]
+    results = {}
+    for sampled in (True, False):
+        cfg = tiny_cfg.clone()
+        if sampled:
+            cfg.merge_from_list(opts)
+        torch.manual_seed(0)
+        model = build_model(cfg).train()
+        seen = []
+        original = model.sampler.sample
+
+        def spy(labels, num_classes, anchor_losses, boxes):
+            weights = original(labels, num_classes, anchor_losses, boxes)
+            seen.append((labels, anchor_losses, weights))
+            return weights
+
+        model.sampler.sample = spy
+        with EventStorage() as storage:
+            losses = model(inputs)
+            num_pos = storage.history("num_pos_anchors").latest() * len(inputs)
+        results[sampled] = ({k: v.item() for k, v in losses.items()}, seen, num_pos)
+    (sampled, seen, num_pos), (plain, _, plain_pos) = results[True], results[False]
+    assert len(seen) == 1 and num_pos == plain_pos > 0
+    labels, anchor_losses, weights = seen[0]
+    assert weights is not None and weights.shape == labels.shape
+    chosen = weights > 0
+    assert 0 < int(chosen.sum()) < int((labels >= 0).sum())  # a real selection
+    by_hand = float((anchor_losses.double() * weights.double()).sum()) / num_pos
+    assert sampled["loss_cls"] == pytest.approx(by_hand, rel=1e-5)
+    everything = float(anchor_losses.double()[labels >= 0].sum()) / num_pos
+    assert plain["loss_cls"] == pytest.approx(everything, rel=1e-5)
+    assert sampled["loss_cls"] != pytest.approx(plain["loss_cls"], rel=1e-3)
+    assert sampled["loss_box_reg"] == pytest.approx(plain["loss_box_reg"], rel=1e-6)

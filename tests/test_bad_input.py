@@ -17,7 +17,7 @@ from detectron2.structures import BoxMode
 from PIL import Image
 
 from retina_focal.data.checks import sanitize_dataset_dicts
-from retina_focal.data.mapper import RobustDatasetMapper, UnreadableImageError
+from retina_focal.data.mapper import RobustDatasetMapper, UnreadableImageError, read_image_any
 from retina_focal.engine.checkpoint import RetinaFocalCheckpointer
 
 
@@ -186,6 +186,26 @@ def test_grayscale_rgba_palette_and_16bit_images_read_as_their_8bit_bgr(tiny_cfg
     assert (read_image(str(tmp_path / "gray16.png"), "BGR") == 255).mean() > 0.9
 
 
+def test_16bit_images_scale_by_1_over_257_rounded(tiny_cfg, tmp_path):
+    """Values that are not multiples of 257, so that truncation, saturation or a /256 scale
+    would each give another byte somewhere."""
+    values = [0, 1, 128, 129, 300, 385, 386, 32767, 32768, 65278, 65534, 65535]
+    pixels = np.tile(np.array(values, dtype=np.uint16), (12, 1))  # (12, 12)
+    path = str(tmp_path / "ramp16.png")
+    assert cv2.imwrite(path, pixels)
+    assert Image.open(path).mode.startswith("I")
+    got = read_image_any(path, "BGR")
+    expected = np.array([int(v / 257 + 0.5) for v in values], dtype=np.uint8)  # no ties: 257 odd
+    assert got.shape == (12, len(values), 3) and got.dtype == np.uint8
+    for c in range(3):
+        assert got[:, :, c].tolist() == [expected.tolist()] * 12
+    assert expected.tolist() == [0, 0, 0, 1, 1, 1, 2, 127, 128, 254, 255, 255]
+    out = _mapper(tiny_cfg, is_train=False, size=12)(
+        {"file_name": path, "width": len(values), "height": 12, "image_id": "ramp16"})
+    assert out["image"].shape == (3, 12, len(values))
+    assert out["image"][0].tolist() == [expected.tolist()] * 12
+
+
 def _write_tiny_coco(root, n=4, corrupt=(), missing=()):
     """n 48x48 PNG images with one box each; images in ``corrupt`` are truncated files and
     those in ``missing`` are absent."""
@@ -244,6 +264,35 @@ def test_skip_unreadable_images_in_training_with_a_logged_count(tiny_cfg, tmp_pa
     skips = [r.getMessage() for r in caplog.records if "Skipping an unreadable" in r.getMessage()]
     assert skips and "(1 so far" in skips[0] and f"({len(skips)} so far" in skips[-1]
     assert any("1.png" in m for m in skips) and any("2.png" in m for m in skips)
+
+
+def test_evaluation_never_skips_an_unreadable_image_even_with_the_skip_option(tiny_cfg,
+                                                                              tmp_path):
+    """The test loader (what evaluation iterates) raises naming the file, with
+    SKIP_UNREADABLE_IMAGES True, at the first unreadable image, which it does not pass over."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.data.datasets import register_coco_instances
+
+    from retina_focal.engine.defaults import Trainer
+
+    root = str(tmp_path / "data")
+    json_path = _write_tiny_coco(root, n=3, corrupt=(1,))
+    name = "never_skip_in_evaluation_test"
+    register_coco_instances(name, {}, json_path, root)
+    try:
+        cfg = tiny_cfg.clone()
+        cfg.merge_from_list(["MODEL.RETINA_FOCAL.SKIP_UNREADABLE_IMAGES", True,
+                             "DATALOADER.NUM_WORKERS", 0, "INPUT.MIN_SIZE_TEST", 48])
+        loader = Trainer.build_test_loader(cfg, name)
+        seen = []
+        with pytest.raises(UnreadableImageError, match=os.path.join(root, "1.png")) as info:
+            for inputs in loader:
+                seen.extend(os.path.basename(d["file_name"]) for d in inputs)
+        assert seen == ["0.png"]  # stopped at 1.png: nothing after it was evaluated
+        assert "SKIP_UNREADABLE_IMAGES" not in str(info.value)  # no hint: it cannot be skipped
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
 
 
 _TRAIN_ON_COCO = textwrap.dedent("""

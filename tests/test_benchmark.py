@@ -1,14 +1,24 @@
 """tools/benchmark.py runs end to end in its quick mode and writes every figure (no timing
-assertions: the tool measures, tests do not)."""
+assertions: the tool measures, tests do not); its Detectron2 side is Detectron2's own
+RetinaNet and RetinaNetHead, and "same detections" means same classes, boxes and scores."""
+import argparse
 import json
 import os
 
+import pytest
+import torch
 from conftest import REPO, run_tool
+from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
+from detectron2.structures import Boxes, Instances
+
+from retina_focal.benchmark.models import QUICK_CONFIG, build_models, compare_detections
 
 
 def test_benchmark_quick_mode_writes_all_figures(tmp_path):
     out = tmp_path / "bench.json"
-    proc = run_tool(["tools/benchmark.py", "--quick", "--output", str(out)], cwd=REPO)
+    # a BatchNorm head (the quick-start's), which Detectron2's RetinaNetHead builds on 0.6
+    proc = run_tool(["tools/benchmark.py", "--quick", "--output", str(out), "--no-gn-head",
+                     "MODEL.RETINANET.NORM", "BN"], cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "ratio RetinaFocal / Detectron2" in proc.stdout and "ETA" in proc.stdout
     report = json.loads(out.read_text())
@@ -40,5 +50,67 @@ def test_benchmark_quick_mode_writes_all_figures(tmp_path):
         a, b = first["RetinaFocal"][k], first["Detectron2 RetinaNet"][k]
         assert abs(a - b) <= 1e-5 * abs(b)
     assert report["inference"]["setup"]["same_detections"]
+    diff = report["inference"]["setup"]["detection_differences"]
+    assert diff["same_classes"] and diff["detections"][0] == diff["detections"][1] > 0
+    assert diff["max_box_difference"] <= 1e-3 and diff["max_score_difference"] <= 1e-4
+    for key in ("train_iteration", "inference"):
+        assert report[key]["setup"]["detectron2_head"] == "RetinaNetHead"
+    assert report["train_iteration"]["setup"]["head_norm"] == "BN"
     assert report["inference"]["setup"]["fraction_above_thresh"] > 0.01
     assert os.path.basename(report["environment"]["command"].split()[0]) == "benchmark.py"
+
+
+def _args(*opts, gn_head=False):
+    return argparse.Namespace(config_file=QUICK_CONFIG, classes=6, gn_head=gn_head,
+                              opts=list(opts))
+
+
+@pytest.mark.parametrize("norm", ["", "BN"])
+def test_detectron2_side_is_detectron2s_own_retinanet_head(norm):
+    """Where Detectron2 can build it, the benchmark's Detectron2 model has Detectron2's own
+    RetinaNetHead (not a copy of ours), NCHW, with our weights."""
+    from detectron2.modeling import RetinaNet
+
+    from retina_focal.modeling.meta_arch import RetinaFocal
+
+    _, ours, theirs = build_models(_args("MODEL.RETINANET.NORM", norm), "cpu")
+    assert type(theirs) is RetinaNet and isinstance(ours, RetinaFocal)
+    assert type(theirs.head) is RetinaNetHead
+    assert theirs.head.cls_score.weight.is_contiguous()
+    for (n, a), (m, b) in zip(ours.state_dict().items(), theirs.state_dict().items()):
+        assert n == m and torch.equal(a, b)
+
+
+def test_gn_head_falls_back_only_where_detectron2_cannot_build_it():
+    from retina_focal.benchmark.models import detectron2_head_kind
+
+    cfg, _, theirs = build_models(_args(gn_head=True), "cpu")
+    try:
+        RetinaNetHead(cfg, [theirs.backbone.output_shape()[f]
+                            for f in cfg.MODEL.RETINANET.IN_FEATURES])
+        buildable = True
+    except ValueError:  # Detectron2 0.6
+        buildable = False
+    assert (type(theirs.head) is RetinaNetHead) == buildable
+    kind = detectron2_head_kind(cfg, theirs)
+    assert (kind == "RetinaNetHead") if buildable else ("NORM='GN'" in kind)
+
+
+def _instances(boxes, scores, classes):
+    inst = Instances((100, 100))
+    inst.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))
+    inst.scores = torch.tensor(scores)
+    inst.pred_classes = torch.tensor(classes)
+    return inst
+
+
+def test_same_detections_compares_boxes_and_scores_not_only_classes():
+    a = _instances([[0, 0, 10, 10], [5, 5, 20, 30]], [0.9, 0.5], [1, 2])
+    assert compare_detections(a, _instances([[0, 0, 10, 10.0005], [5, 5, 20, 30]],
+                                            [0.90005, 0.5], [1, 2]))[0]
+    for other in (_instances([[0, 0, 10, 12], [5, 5, 20, 30]], [0.9, 0.5], [1, 2]),
+                  _instances([[0, 0, 10, 10], [5, 5, 20, 30]], [0.9, 0.4], [1, 2]),
+                  _instances([[0, 0, 10, 10], [5, 5, 20, 30]], [0.9, 0.5], [1, 3]),
+                  _instances([[0, 0, 10, 10]], [0.9], [1])):
+        same, details = compare_detections(a, other)
+        assert not same, details

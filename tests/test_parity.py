@@ -20,7 +20,7 @@ def crowded(size=128):
     return item
 
 
-def pair(cfg, memory_format="contiguous"):
+def pair(cfg, memory_format="contiguous", norm=""):
     """Detectron2's RetinaNet (as Detectron2 builds it) and RetinaFocal (as retina_focal's
     commands build it: :func:`retina_focal.engine.defaults.build_model`, with the device
     speed-ups of the config) with the same weights.
@@ -30,7 +30,9 @@ def pair(cfg, memory_format="contiguous"):
     (channels-last) is compared in float64 below, where a different summation order cannot
     move a value across a ReLU or L1 kink.
     """
-    cfg.MODEL.RETINANET.NORM = ""  # Detectron2 0.6's RetinaNetHead cannot build a GN head
+    # Detectron2 0.6's RetinaNetHead cannot build a GN head; "" (the paper's) and "BN" (the
+    # quick-start config's) it can.
+    cfg.MODEL.RETINANET.NORM = norm
     cfg.MODEL.RETINA_FOCAL.MEMORY_FORMAT = memory_format
     cfg.MODEL.META_ARCHITECTURE = "RetinaNet"
     torch.manual_seed(0)
@@ -151,3 +153,86 @@ def test_detections_equal_detectron2(tiny_cfg, opts):
         torch.testing.assert_close(y.pred_boxes.tensor, x.pred_boxes.tensor, atol=1e-4, rtol=0)
         torch.testing.assert_close(y.scores, x.scores, atol=1e-4, rtol=0)
         assert torch.equal(y.pred_classes, x.pred_classes)
+
+
+def randomize_norm_statistics(ref, ours, seed=3):
+    """Give every BatchNorm / FrozenBatchNorm of ``ref`` non-trivial statistics and affine
+    parameters (as after training: a fresh BN is the identity, which would hide a skipped or
+    misapplied norm), then copy ``ref``'s state into ``ours``."""
+    from detectron2.layers import CycleBatchNormList, FrozenBatchNorm2d
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in ref.modules():
+            if isinstance(m, (torch.nn.BatchNorm2d, FrozenBatchNorm2d)):
+                c = m.running_mean.numel()
+                m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+            # (the per-level BNs of a CycleBatchNormList share the list's affine parameters)
+            if isinstance(m, (torch.nn.BatchNorm2d, FrozenBatchNorm2d, CycleBatchNormList)) \
+                    and m.weight is not None:
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+
+
+def assert_same_detections(ref, ours, inputs, box_atol, score_atol):
+    with torch.no_grad():  # a trained-like classifier: some confident scores
+        for model in (ref, ours):
+            model.head.cls_score.bias.normal_(-2, 2, generator=torch.Generator().manual_seed(2))
+    ref.eval()
+    ours.eval()
+    with torch.no_grad():
+        a, b = ref(inputs), ours(inputs)
+    for x, y in zip(a, b):
+        x, y = x["instances"], y["instances"]
+        assert len(x) == len(y) > 0
+        assert torch.equal(y.pred_classes, x.pred_classes)
+        torch.testing.assert_close(y.pred_boxes.tensor, x.pred_boxes.tensor, atol=box_atol,
+                                   rtol=0)
+        torch.testing.assert_close(y.scores, x.scores, atol=score_atol, rtol=0)
+
+
+def test_quick_start_bn_head_equals_detectron2s_retinanet_head():
+    """The quick-start config's head (BatchNorm, one set of statistics per FPN level, shared
+    weights) is Detectron2's RetinaNetHead with NORM "BN": the same parameter names, losses
+    and gradients in training (batch statistics), and detections in evaluation (running
+    statistics)."""
+    from conftest import CONFIGS
+
+    from retina_focal.engine.defaults import build_cfg
+
+    cfg = build_cfg(f"{CONFIGS}/Synthetic/retina_focal_R_18_FPN_synthetic.yaml", freeze=False)
+    assert cfg.MODEL.RETINANET.NORM == "BN"
+    cfg.MODEL.RETINANET.SCORE_THRESH_TEST = 0.05
+    ref, ours = pair(cfg, norm="BN")
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in ours.head.modules())
+    randomize_norm_statistics(ref, ours)
+    # atol 1e-6: the loss summed by level (here) or at once (Detectron2) differs by float32
+    # rounding, which training-mode BatchNorm carries back through every layer
+    assert_same_losses_and_gradients(ref, ours, rtol=1e-5, atol=1e-6)
+    torch.manual_seed(0)
+    assert_same_detections(ref, ours, [batch(True), crowded()], box_atol=1e-4, score_atol=1e-5)
+
+
+def test_default_cpu_layout_detections_equal_detectron2(tiny_cfg):
+    """What retina_focal's commands build on CPU by default (channels-last weights and
+    activations, backbone FrozenBatchNorm folded into its convolutions) detects what
+    Detectron2's RetinaNet with the same weights detects: the same classes in the same order,
+    boxes and scores equal up to float32 rounding of the other summation order (1e-3 px,
+    1e-5)."""
+    from retina_focal.ops.fold_bn import FrozenBNConv2d
+
+    tiny_cfg.merge_from_list(["MODEL.BACKBONE.FREEZE_AT", 2, "MODEL.RESNETS.NORM", "FrozenBN",
+                              "MODEL.RETINANET.SCORE_THRESH_TEST", "0.05",
+                              "TEST.DETECTIONS_PER_IMAGE", "100"])
+    assert tiny_cfg.MODEL.RETINA_FOCAL.MEMORY_FORMAT == "auto"
+    assert tiny_cfg.MODEL.RETINA_FOCAL.FOLD_FROZEN_BN
+    ref, ours = pair(tiny_cfg, memory_format="auto")
+    randomize_norm_statistics(ref, ours)
+    assert sum(isinstance(m, FrozenBNConv2d) for m in ours.modules()) > 0
+    assert not any(isinstance(m, FrozenBNConv2d) for m in ref.modules())
+    assert ours.head.cls_score.weight.is_contiguous(memory_format=torch.channels_last)
+    torch.manual_seed(0)
+    inputs = [batch(True), crowded(), batch(False)]
+    assert_same_detections(ref, ours, inputs, box_atol=1e-3, score_atol=1e-5)

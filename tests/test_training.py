@@ -137,3 +137,65 @@ def test_bad_lazy_values_stop_the_trainer_naming_the_key(key, value, requirement
     with pytest.raises(ValueError, match="^" + re.escape(f"{key}={value!r} is invalid: "
                                                          f"{requirement}")):
         LazyReliableTrainer(cfg)
+
+
+# ---- non-finite losses -----------------------------------------------------------------------
+class _LossModel(torch.nn.Module):
+    """A 2-parameter "model": loss_a = w . x (times ``scale``), loss_b = b^2."""
+
+    def __init__(self, scale=1.0):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+        self.b = torch.nn.Parameter(torch.tensor(0.5))
+        self.scale = scale
+
+    def forward(self, data):
+        return {"loss_a": (self.w * data).sum() * self.scale, "loss_b": self.b ** 2}
+
+
+def _one_failing_step(amp: bool, scale: float):
+    """Run one step of the step trainer; return (the error, parameters before, after)."""
+    from retina_focal.engine.trainer import build_step_trainer
+
+    model = _LossModel(scale).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = build_step_trainer(model, iter(lambda: torch.tensor([1.0, 1.0]), None), optimizer,
+                                 amp=amp)
+    trainer.iter = 3
+    before = [p.detach().clone() for p in model.parameters()]
+    with EventStorage(start_iter=3), pytest.raises(FloatingPointError) as info:
+        trainer.run_step()
+    return str(info.value), before, [p.detach().clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "cpu-bf16-autocast"])
+def test_a_non_finite_loss_on_another_process_stops_this_one_unstepped(monkeypatch, amp):
+    """The main process's losses are finite; process 1 (a stand-in for all_gather) reports a
+    non-finite loss_a: this process stops too, naming the iteration, the term and the rank,
+    and its parameters are those from before the step."""
+    from types import SimpleNamespace
+
+    import retina_focal.engine.trainer as trainer_module
+
+    gathered = []
+
+    def all_gather(bad):
+        gathered.append(bad)
+        return [bad, ["loss_a"]]
+
+    monkeypatch.setattr(trainer_module, "comm", SimpleNamespace(get_world_size=lambda: 2,
+                                                                all_gather=all_gather))
+    message, before, after = _one_failing_step(amp, scale=1.0)
+    assert gathered == [[]]  # this process's own terms were finite, and were shared
+    assert "Non-finite loss at iteration 3: loss_a on process 1" in message
+    assert "process 0" not in message
+    for b, a in zip(before, after):
+        assert torch.equal(b, a)  # the failing step was not applied
+
+
+@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "cpu-bf16-autocast"])
+def test_a_non_finite_loss_on_the_main_process_stops_before_the_step(amp):
+    message, before, after = _one_failing_step(amp, scale=float("inf"))
+    assert "loss_a on process 0" in message and "iteration 3" in message
+    for b, a in zip(before, after):
+        assert torch.equal(b, a)  # not stepped with the non-finite gradient

@@ -10,7 +10,7 @@ from retina_focal.benchmark.timing import Progress, alternate, ratios, summarize
 from retina_focal.engine.device import resolve_memory_format
 
 __all__ = ["DEFAULT_CONFIG", "QUICK_CONFIG", "bench_inference", "bench_train", "build_models",
-           "make_batch"]
+           "compare_detections", "detectron2_head", "make_batch"]
 
 # the source checkout holding configs/ (the defaults exist there; elsewhere give --config-file)
 SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -57,21 +57,57 @@ def build_models(args, device):
     return cfg, ours, theirs
 
 
+# the head norms every Detectron2 version's RetinaNetHead builds
+_D2_HEAD_NORMS = ("", "BN", "SyncBN")
+
+
 def detectron2_head(cfg, shapes, our_head):
     """Detectron2's RetinaNetHead for ``cfg``. Detectron2 0.6 cannot build it with a norm
     whose 1-channel instance is invalid (its ``get_norm(norm, 1)`` type check fails for "GN"),
-    so there it is the same layers in the same order (conv, norm, ReLU(inplace=False)), NCHW,
-    which is what RetinaNetHead builds in later Detectron2 versions."""
+    so there, and only there, it is the same layers in the same order (conv, norm,
+    ReLU(inplace=False)), NCHW, which is what RetinaNetHead builds in later Detectron2
+    versions (:func:`detectron2_head_kind` says which one a report measured)."""
     from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 
     try:
         return RetinaNetHead(cfg, shapes)
     except ValueError:
+        if cfg.MODEL.RETINANET.NORM in _D2_HEAD_NORMS:
+            raise  # a head Detectron2 can build: its error is a real one
         head = copy.deepcopy(our_head).to(memory_format=torch.contiguous_format)
         for module in head.modules():
             if isinstance(module, torch.nn.ReLU):
                 module.inplace = False
         return head
+
+
+def detectron2_head_kind(cfg, theirs) -> str:
+    """What the Detectron2 side's head is, for the report."""
+    from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
+
+    if isinstance(theirs.head, RetinaNetHead):
+        return "RetinaNetHead"
+    return (f"RetinaFocalHead's layers in NCHW (this Detectron2's RetinaNetHead cannot be "
+            f"built with MODEL.RETINANET.NORM={cfg.MODEL.RETINANET.NORM!r})")
+
+
+def compare_detections(a, b, box_atol=1e-3, score_atol=1e-4):
+    """Whether Instances ``a`` and ``b`` are the same detections: the same classes in the same
+    order, boxes within ``box_atol`` pixels and scores within ``score_atol`` (float32 rounding
+    of another memory layout). Returns ``(same, details)``."""
+    details = {"detections": [len(a), len(b)], "same_classes": False,
+               "max_box_difference": None, "max_score_difference": None}
+    if len(a) != len(b):
+        return False, details
+    details["same_classes"] = bool(torch.equal(a.pred_classes, b.pred_classes))
+    if len(a):
+        details["max_box_difference"] = float(
+            (a.pred_boxes.tensor - b.pred_boxes.tensor).abs().max())
+        details["max_score_difference"] = float((a.scores - b.scores).abs().max())
+    same = details["same_classes"] and (not len(a) or (
+        details["max_box_difference"] <= box_atol
+        and details["max_score_difference"] <= score_atol))
+    return same, details
 
 
 def make_batch(num_images, height, width, num_classes, device, boxes_per_image=7, seed=0):
@@ -132,6 +168,8 @@ def bench_train(args, device):
                   "images": args.images,
                   "image_size": list(args.image_size), "classes": args.classes,
                   "head_norm": cfg.MODEL.RETINANET.NORM, "device": device,
+                  "detectron2_head": detectron2_head_kind(cfg, theirs),
+                  "backbone": cfg.MODEL.BACKBONE.NAME,
                   "memory_format": resolve_memory_format(
                       cfg.MODEL.RETINA_FOCAL.MEMORY_FORMAT, cfg.MODEL.DEVICE),
                   "first_losses": first,
@@ -178,6 +216,7 @@ def bench_inference(args, device):
         features = [ours.backbone(images.tensor)[f] for f in ours.head_in_features]
         logits, _ = ours.head(features)
         scores = torch.cat([x.sigmoid().flatten() for x in logits])
+    same, differences = compare_detections(outs["RetinaFocal"], outs["Detectron2 RetinaNet"])
     results = {name: summarize(t) for name, t in times.items()}
     results["RetinaFocal"]["detections"] = len(outs["RetinaFocal"])
     results["Detectron2 RetinaNet"]["detections"] = len(outs["Detectron2 RetinaNet"])
@@ -187,8 +226,10 @@ def bench_inference(args, device):
                   "score_thresh": cfg.MODEL.RETINANET.SCORE_THRESH_TEST,
                   "fraction_above_thresh": float((scores > cfg.MODEL.RETINANET.SCORE_THRESH_TEST)
                                                  .float().mean()),
-                  "same_detections": bool(torch.equal(outs["RetinaFocal"].pred_classes,
-                                                      outs["Detectron2 RetinaNet"].pred_classes)),
+                  "same_detections": same,
+                  "detection_differences": differences,
+                  "detectron2_head": detectron2_head_kind(cfg, theirs),
+                  "backbone": cfg.MODEL.BACKBONE.NAME,
                   "device": device},
         "results": results,
     }

@@ -17,7 +17,9 @@ def trace_model(model: nn.Module, image: torch.Tensor):
 
     Args:
         model: a Detectron2 meta-architecture such as RetinaFocal.
-        image: (C, H, W) sample input; the traced graph works for other sizes as well.
+        image: (C, H, W) sample input. The trace runs on other sizes, but each FPN level's
+            cap of ``TOPK_CANDIDATES_TEST`` candidates is fixed at tracing: trace with an image
+            at least as large as those it will see to get eager's detections exactly.
 
     Returns:
         (traced ScriptModule, TracingAdapter): the adapter's ``outputs_schema`` turns the
@@ -41,7 +43,7 @@ def run_traced(traced, adapter, image: torch.Tensor) -> List[Dict]:
 
 def sample_image(cfg) -> torch.Tensor:
     """A deterministic (3, S, S) float image of the config's test size S
-    (``INPUT.MIN_SIZE_TEST``), values 0-255, to trace with (the trace is shape-generic)."""
+    (``INPUT.MIN_SIZE_TEST``), values 0-255, to trace with (see :func:`trace_model` on other sizes)."""
     size = cfg.INPUT.MIN_SIZE_TEST
     g = torch.Generator().manual_seed(0)
     return torch.randint(0, 256, (3, size, size), generator=g).float()
