@@ -43,7 +43,8 @@ def run_traced(traced, adapter, image: torch.Tensor) -> List[Dict]:
 
 def sample_image(cfg) -> torch.Tensor:
     """A deterministic (3, S, S) float image of the config's test size S
-    (``INPUT.MIN_SIZE_TEST``), values 0-255, to trace with (see :func:`trace_model` on other sizes)."""
+    (``INPUT.MIN_SIZE_TEST``), values 0-255, to trace with (see :func:`trace_model` on other
+    sizes)."""
     size = cfg.INPUT.MIN_SIZE_TEST
     g = torch.Generator().manual_seed(0)
     return torch.randint(0, 256, (3, size, size), generator=g).float()
