@@ -186,3 +186,32 @@ def test_final_metrics_are_the_last_evaluation_and_no_detection_is_zero(tmp_path
                                       "from the model!\n")
     assert read_final_metrics(str(tmp_path)) == {m: 0.0 for m in METRICS}
     assert read_final_metrics(str(tmp_path / "missing")) is None
+
+
+def test_workers_settings_and_config_file_errors_are_refused_before_anything_runs(
+        tmp_path, monkeypatch, capsys):
+    from retina_focal.ablation.runner import build_plan
+    from retina_focal.cli import ablate
+
+    monkeypatch.chdir(tmp_path)
+    base = ["--study", "1a", "--schedule", "tiny", "--output", str(tmp_path / "out")]
+    labels = get_study("1a").labels()
+
+    def refused(argv, error, message):
+        with pytest.raises(error) as e:
+            build_plan(ablate.build_parser().parse_args(argv))
+        assert str(e.value) == message
+        assert ablate.run(argv) == 2
+        assert f"error: {message}" in capsys.readouterr().err
+
+    refused(["--config-file", TINY_CONFIG, "--workers", "0"] + base, ValueError,
+            "--workers=0 is invalid: use 1 or more")
+    refused(["--config-file", TINY_CONFIG, "--settings", f"{labels[0]},alpha=0.33"] + base,
+            ValueError, f"--settings: ['alpha=0.33'] not in study 1a; its settings: {labels}")
+    refused(["--config-file", "x.yaml"] + base, FileNotFoundError,
+            "--config-file 'x.yaml' does not exist")
+    with pytest.raises(SystemExit) as e:  # no --config-file at all: argparse's usage error
+        ablate.run(base)
+    assert e.value.code == 2
+    assert "the following arguments are required: --config-file" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []  # nothing written

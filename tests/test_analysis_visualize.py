@@ -47,3 +47,16 @@ def test_tool_writes_the_drawing(tmp_path):
     n_gt = len(d["annotations"])
     assert n_gt > 0 and all(PALETTE[g] in colours for g in range(min(n_gt, len(PALETTE))))
     assert f"{n_gt - 1}: " in proc.stdout  # one legend line per ground truth
+
+
+def test_an_image_index_outside_the_dataset_is_refused(tmp_path, capsys):
+    from retina_focal import cli
+
+    n = len(DatasetCatalog.get("synthetic_shapes_tiny_val"))
+    out = tmp_path / "assign.png"
+    for index in (str(n), "999"):
+        assert cli.main(["visualize", "--config-file", TINY_CONFIG, "--image", index,
+                         "--output", str(out)]) == 1
+        assert capsys.readouterr().err.strip() == \
+            f"--image {index}: the dataset has {n} images (indices 0..{n - 1})"
+    assert not out.exists()

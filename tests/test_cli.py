@@ -2,12 +2,14 @@
 and each tools/ script is a thin wrapper of one of them."""
 import ast
 import json
+import logging
 import os
 import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from conftest import REPO, TINY_CONFIG
+from detectron2.data import DatasetCatalog
 
 from retina_focal import cli
 
@@ -103,3 +105,38 @@ def test_help_prints_only_the_help():
     assert proc.stdout.count("usage:") == 2 * len(cli.COMMANDS)
     assert proc.stdout.count("END tools/") == len(cli.COMMANDS)
     assert "Warning" not in proc.stderr, proc.stderr[-3000:]
+
+
+def _warnings_of(caplog, name, text):
+    """The distinct messages containing ``text`` that logger ``name`` gave ``caplog``."""
+    return {r.getMessage() for r in caplog.records if r.name == name and text in r.getMessage()}
+
+
+def test_empty_model_weights_demo_refuses_export_and_figure4_warn(no_subprocess, capsys, caplog):
+    image = DatasetCatalog.get("synthetic_shapes_tiny_val")[0]["file_name"]
+    assert cli.main(["demo", "--config-file", TINY_CONFIG, "--input", image, "--output", "demo",
+                     "MODEL.WEIGHTS", ""]) == 1
+    assert "error: MODEL.WEIGHTS is empty: add `MODEL.WEIGHTS path/to/model.pth`" in \
+        capsys.readouterr().err
+    assert not os.path.exists("demo")  # refused before writing anything
+
+    loggers = [logging.getLogger(n) for n in ("retina_focal.export.torchscript",
+                                              "retina_focal.plot_focal_loss")]
+    for logger in loggers:  # setup_logger turns propagation off: listen on the logger itself
+        logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING):
+            assert cli.main(["export", "--config-file", TINY_CONFIG, "--output", "exported",
+                             "MODEL.WEIGHTS", ""]) == 0
+            assert cli.main(["plot-focal-loss", "--output", "fig", "--gammas", "2",
+                             "--config-file", TINY_CONFIG, "--num-images", "1",
+                             "--fig4-gammas", "2", "MODEL.WEIGHTS", ""]) == 0
+    finally:
+        for logger in loggers:
+            logger.removeHandler(caplog.handler)
+    assert _warnings_of(caplog, "retina_focal.export.torchscript", "MODEL.WEIGHTS is empty") == \
+        {"MODEL.WEIGHTS is empty: exporting a randomly initialised model"}
+    assert os.path.isfile(os.path.join("exported", "model.ts"))
+    assert _warnings_of(caplog, "retina_focal.plot_focal_loss", "MODEL.WEIGHTS is empty") == \
+        {"MODEL.WEIGHTS is empty: Figure 4 of a randomly initialised model"}
+    assert any(f.startswith("figure4") for f in os.listdir("fig")), os.listdir("fig")

@@ -1,5 +1,6 @@
 """The resumable training stream: order and augmentation are functions of (seed, position)."""
 import itertools
+import logging
 import random
 
 import numpy as np
@@ -84,3 +85,23 @@ def test_loader_batches_do_not_depend_on_the_number_of_workers(tiny_cfg, groupin
     for a, b in zip(ref[1:], got1):  # resumed at iteration 1, with other workers
         assert [i for i, _ in a] == [i for i, _ in b]
         assert all(torch.equal(x, y) for (_, x), (_, y) in zip(a, b))
+
+
+def test_another_training_sampler_warns_that_its_order_restarts_on_resume(tiny_cfg, caplog):
+    from retina_focal.data.build import build_resumable_train_loader
+
+    name = "retina_focal.data.build"
+    logger = logging.getLogger(name)
+    logger.addHandler(caplog.handler)  # whatever a setup_logger did to propagation
+    try:
+        with caplog.at_level(logging.WARNING, logger=name):
+            build_resumable_train_loader(tiny_cfg)  # the default: resumable, no warning
+            assert not [r for r in caplog.records if r.name == name], caplog.text
+            cfg = tiny_cfg.clone()
+            cfg.DATALOADER.SAMPLER_TRAIN = "RepeatFactorTrainingSampler"
+            build_resumable_train_loader(cfg)
+    finally:
+        logger.removeHandler(caplog.handler)
+    messages = {r.getMessage() for r in caplog.records if r.name == name}
+    assert messages == {"DATALOADER.SAMPLER_TRAIN=RepeatFactorTrainingSampler: using "
+                        "Detectron2's loader; its data order restarts when training is resumed"}

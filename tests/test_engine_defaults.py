@@ -1,4 +1,6 @@
 """retina_focal.engine.defaults: the shared config, parser and model-loading path."""
+import logging
+
 import pytest
 import torch
 from conftest import TINY_CONFIG
@@ -9,6 +11,7 @@ from retina_focal.engine.defaults import (
     build_model,
     build_model_and_load,
     default_argument_parser,
+    evaluate_checkpoint,
 )
 
 
@@ -51,3 +54,25 @@ def test_build_model_and_load(tmp_path):
     assert torch.equal(resumed.head.cls_score.bias, trained.head.cls_score.bias)
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         build_model_and_load(cfg, str(tmp_path / "missing.pth"))
+
+
+def test_a_checkpoint_without_a_class_map_is_evaluated_with_a_warning(tmp_path, caplog):
+    # a bare state dict, as Detectron2's model-zoo checkpoints: no "class_map" entry
+    cfg = build_cfg(TINY_CONFIG, ["OUTPUT_DIR", str(tmp_path), "TEST.DETECTIONS_PER_IMAGE", "5",
+                                  "MODEL.RETINANET.SCORE_THRESH_TEST", "0.0"])
+    weights = str(tmp_path / "no_class_map.pth")
+    torch.save({"model": build_model(cfg).state_dict()}, weights)
+    logger = logging.getLogger("retina_focal.engine.defaults")
+    logger.addHandler(caplog.handler)  # whatever a setup_logger did to propagation
+    try:
+        with caplog.at_level(logging.WARNING, logger="retina_focal.engine.defaults"):
+            results = evaluate_checkpoint(cfg, weights)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert "AP" in results["bbox"]  # used for evaluation, not refused
+    warnings = {r.getMessage() for r in caplog.records if "records no class map" in r.getMessage()}
+    assert len(warnings) == 1, caplog.text
+    (warning,) = warnings
+    assert repr(weights) in warning and "only the class count was checked" in warning
+    n = cfg.MODEL.RETINANET.NUM_CLASSES
+    assert f"{n} outputs are taken to be the classes of synthetic_shapes_tiny_val" in warning
