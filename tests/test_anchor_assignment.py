@@ -256,6 +256,16 @@ def test_gt_smaller_than_every_anchor(name, expect_positive):
         assert not (labels == -1).any()
 
 
+def test_atss_candidate_with_iou_equal_to_the_threshold_is_positive():
+    # docs/assignment.md: positive if IoU >= t_g. One level and topk = 1: t_g is the single
+    # candidate's own IoU, so only ">=" (not ">") makes the best anchor positive.
+    anchors, _ = grid_anchors(sizes=((16,),), strides=(16,))
+    gt = gt_instances([[26, 26, 38, 38]], [1])
+    labels, _ = targets(ATSSAssigner(topk=1), anchors, gt, num_classes=3)
+    assert ((labels >= 0) & (labels < 3)).nonzero().flatten().tolist() == [
+        anchor_index(anchors, 32, 32, 16)]
+
+
 @pytest.mark.parametrize("name", list(ASSIGNERS))
 def test_two_gts_competing_for_one_anchor(name):
     anchors, _ = grid_anchors(sizes=((16,),), strides=(8,))

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 from detectron2.config import get_cfg
+from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, pairwise_iou
 from detectron2.utils.events import EventStorage
@@ -18,6 +19,7 @@ from retina_focal import (
     HardNegativeMiner,
     OHEMSampler,
     RetinaFocal,
+    RetinaFocalHead,
     add_retina_focal_config,
     build_sampler,
 )
@@ -245,6 +247,19 @@ def test_training_smoke_every_loss(tiny_cfg, opts):
         inst = model([batch(True)])[0]["instances"]
     assert len(inst) > 0 and inst.pred_classes.max() < num_classes
     assert 0 <= inst.scores.min() and inst.scores.max() <= 1
+
+
+def test_sigmoid_model_starts_at_prior_probability(tiny_cfg):
+    # README / focal loss paper: every class starts at foreground probability pi (PRIOR_PROB)
+    tiny_cfg.MODEL.RETINANET.PRIOR_PROB = 0.02
+    model = build_model(tiny_cfg)
+    p = torch.sigmoid(model.head.cls_score.bias.double())
+    torch.testing.assert_close(p, torch.full_like(p, 0.02))
+    # the head built directly, without the loss's cls_prior_bias
+    head = RetinaFocalHead(input_shape=[ShapeSpec(channels=8)], num_classes=3, num_anchors=2,
+                           conv_dims=[8], prior_prob=0.02)
+    p = torch.sigmoid(head.cls_score.bias.double())
+    torch.testing.assert_close(p, torch.full_like(p, 0.02))
 
 
 def test_softmax_model_starts_at_prior_and_scores_foreground_softmax(tiny_cfg):

@@ -180,7 +180,8 @@ def test_traced_export_at_other_image_sizes(tiny_cfg):
     fewer candidates then keeps all of them in the trace, however many it has later). So on
     an image larger than the traced one a level can keep more candidates than eager (here P5:
     864 at 128x128, 1296 at 192x128, where eager keeps 1000), and the detections differ
-    beyond the top ones; traced on an image at least as large, the module is eager's."""
+    beyond the top ones (measured with Detectron2 0.6; official main matches eager here);
+    traced on an image at least as large, the module is eager's."""
     model = _trained_like(tiny_cfg, 5000)
 
     def eager(image):
@@ -198,7 +199,8 @@ def test_traced_export_at_other_image_sizes(tiny_cfg):
     image = _image(192, 128, 1)
     expected = eager(image)
     exported = run_traced(traced, adapter, image)[0]["instances"]
-    assert len(exported) != len(expected)
+    # the top detections agree either way (Detectron2 0.6 keeps more low-score candidates here;
+    # main's inference caps per level with an operation the trace keeps, and matches eager)
     torch.testing.assert_close(exported.scores[:100], expected.scores[:100], atol=1e-4, rtol=0)
     large = run_traced(*trace_model(model, _image(192, 192, 0)), image)[0]["instances"]
     assert_same_detection_set(large, expected)
