@@ -67,14 +67,23 @@ class Trainer(ReliableTrainer):
         ``DATASETS.TRAIN``, matched by name with ``dataset_name``'s (another id order is
         renumbered; other names are an error). Evaluating a checkpoint:
         :func:`evaluate_checkpoint`."""
-        if output_folder is None:
-            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         names = ", ".join(cfg.DATASETS.TRAIN)
-        return COCOReportEvaluator(
-            dataset_name, tasks=("bbox",), distributed=True, output_dir=output_folder,
-            class_map=class_map_of_datasets(cfg.DATASETS.TRAIN),
-            model_desc=f"the model (trained on {names})",
+        return coco_report_evaluator(
+            cfg, dataset_name, class_map_of_datasets(cfg.DATASETS.TRAIN),
+            f"the model (trained on {names})", output_folder=output_folder,
         )
+
+
+def coco_report_evaluator(cfg, dataset_name: str, class_map: Optional[ClassMap],
+                          model_desc: str, output_folder: Optional[str] = None):
+    """The :class:`COCOReportEvaluator` of ``dataset_name`` (box AP, report in
+    ``OUTPUT_DIR/inference/<dataset>`` unless ``output_folder``), matching ``class_map`` (the
+    model's classes, described in messages as ``model_desc``) with the dataset's by name."""
+    if output_folder is None:
+        output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+    return COCOReportEvaluator(dataset_name, tasks=("bbox",), distributed=True,
+                               output_dir=output_folder, class_map=class_map,
+                               model_desc=model_desc)
 
 
 def default_argument_parser(epilog=None):
@@ -194,11 +203,7 @@ def evaluate_checkpoint(cfg, weights=None, *, resume=False):
             "checkpoint): only the class count was checked; its "
             f"{cfg.MODEL.RETINANET.NUM_CLASSES} outputs are taken to be the classes of "
             f"{', '.join(cfg.DATASETS.TEST)} in their order")
-    evaluators = [
-        COCOReportEvaluator(name, tasks=("bbox",), distributed=True,
-                            output_dir=os.path.join(cfg.OUTPUT_DIR, "inference", name),
-                            class_map=loaded.class_map,
-                            model_desc=f"checkpoint {os.path.basename(loaded.weights)!r}")
-        for name in cfg.DATASETS.TEST
-    ]
+    desc = f"checkpoint {os.path.basename(loaded.weights)!r}"
+    evaluators = [coco_report_evaluator(cfg, name, loaded.class_map, desc)
+                  for name in cfg.DATASETS.TEST]
     return Trainer.test(cfg, loaded.model, evaluators)

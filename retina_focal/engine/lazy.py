@@ -223,10 +223,16 @@ def setup_lazy_cfg(args):
     cfg = LazyConfig.load(args.config_file)
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
     check_lazy_num_classes(cfg, evaluation_only=args.eval_only)
-    claim_output_dir(OmegaConf.select(cfg, "train.output_dir", default=""))
+    output_dir = lazy_output_dir(cfg)
+    claim_output_dir(output_dir)
     default_setup(cfg, args)
-    log_to_output_dir(OmegaConf.select(cfg, "train.output_dir", default=""))
+    log_to_output_dir(output_dir)
     return cfg
+
+
+def lazy_output_dir(cfg) -> str:
+    """The LazyConfig's ``train.output_dir`` ("" when it has none)."""
+    return OmegaConf.select(cfg, "train.output_dir", default="")
 
 
 def main(args):
@@ -239,4 +245,4 @@ def main(args):
             return run_evaluation(cfg, build_lazy_model_and_load(cfg))
         train_lazy(cfg, resume=args.resume)  # the EvalHook evaluates the final model
     finally:
-        release_output_dir(OmegaConf.select(cfg, "train.output_dir", default=""))
+        release_output_dir(lazy_output_dir(cfg))
