@@ -51,7 +51,12 @@ setup(
         "opencv-python-headless",
         "Pillow>=9",
     ],
-    extras_require={"test": ["pytest>=7", "pytest-timeout", "flake8>=6", "isort>=5.12"]},
+    extras_require={
+        "test": ["pytest>=7", "pytest-timeout", "flake8>=6", "isort>=5.12"],
+        # `retina-focal export --format onnx` and its onnxruntime runtime (retina_focal/export/);
+        # no onnxscript: the TorchScript-based exporter is used (retina_focal/export/onnx.py)
+        "deploy": ["onnx>=1.15", "onnxruntime>=1.17"],
+    },
     # `retina-focal COMMAND ...` (train, eval, demo, ablate, benchmark, ...: `retina-focal --help`)
     # runs in-process from the installed package (retina_focal/cli/); tools/*.py wrap the same
     entry_points={"console_scripts": ["retina-focal=retina_focal.cli:main"]},

@@ -8,7 +8,8 @@
 #   2. detectron2: an already importable one is used untouched; otherwise the registry's
 #      pb1-detectron2 0.6 sdist is installed without its C++ extension (see
 #      scripts/install_detectron2.py for the exact, checked adjustments);
-#   3. this package in editable mode, with its runtime and test dependencies.
+#   3. this package in editable mode, with its runtime, test and deploy (onnx, onnxruntime)
+#      dependencies.
 # Re-running is safe: every step checks first and skips what is already in place.
 set -euo pipefail
 
@@ -44,7 +45,7 @@ else
 fi
 
 step "retina_focal (editable) and its dependencies"
-"$PY" -m pip install --quiet -e "$ROOT[test]"
+"$PY" -m pip install --quiet -e "$ROOT[test,deploy]"
 
 step "checking the installation"
 "$PY" -c 'import retina_focal, detectron2, torch, torchvision; print("[setup] ok: retina_focal", retina_focal.__version__, "| detectron2", detectron2.__version__, "| torch", torch.__version__, "| torchvision", torchvision.__version__)'

@@ -6,7 +6,7 @@ import os
 
 import torch
 
-from retina_focal.benchmark.timing import Progress, alternate, ratios, summarize
+from retina_focal.benchmark.timing import Progress, alternate, ratios, summarize, sync
 from retina_focal.engine.device import resolve_memory_format
 
 __all__ = ["DEFAULT_CONFIG", "QUICK_CONFIG", "bench_inference", "bench_train", "build_models",
@@ -128,27 +128,61 @@ def make_batch(num_images, height, width, num_classes, device, boxes_per_image=7
     return batch
 
 
+# The aten operators of a convolution's forward and backward passes on CPU and CUDA.
+CONV_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_slow_conv2d",
+            "aten::cudnn_convolution", "aten::thnn_conv2d", "aten::_convolution_depthwise2d")
+
+
+def profile_step(step, device: str, runs: int = 2) -> dict:
+    """Where one training step's time goes: the self time of the convolutions (forward and
+    backward, :data:`CONV_OPS`) against the step's wall time, averaged over ``runs`` steps
+    under ``torch.profiler``. A model whose step is mostly convolutions cannot get faster by
+    more than its non-convolution share without faster convolutions."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(runs):
+            step()
+            sync(device)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events) / 1e6 / runs
+    conv = sum(e.self_cpu_time_total for e in events if e.key in CONV_OPS) / 1e6 / runs
+    top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:8]
+    return {"self_time_s": total, "conv_s": conv, "conv_share": conv / total if total else 0.0,
+            "top_ops": {e.key: e.self_cpu_time_total / 1e6 / runs for e in top}}
+
+
 def bench_train(args, device):
+    """One SGD iteration (forward, backward, step) of RetinaFocal and of Detectron2's
+    RetinaNet, same weights and batch, in float32; with ``args.train_bfloat16`` also both under
+    CPU bfloat16 autocast (what ``SOLVER.AMP.ENABLED`` trains in on a CPU with bfloat16
+    instructions); with ``args.profile`` the convolutions' share of each float32 step."""
     from detectron2.utils.events import EventStorage
 
     cfg, ours, theirs = build_models(args, device)
     batch = make_batch(args.images, args.image_size[0], args.image_size[1], args.classes, device)
+    models = {"RetinaFocal": ours, "Detectron2 RetinaNet": theirs}
+    precisions = ["float32"] + (["bfloat16"] if args.train_bfloat16 else [])
+    if "bfloat16" in precisions and device != "cpu":
+        raise ValueError("--train-bfloat16 measures CPU bfloat16 autocast: use --device cpu")
     steps = {}
-    for name, model in (("RetinaFocal", ours), ("Detectron2 RetinaNet", theirs)):
-        model.train()
-        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
+    for precision in precisions:
+        for name, model in models.items():
+            model.train()
+            opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
 
-        def step(model=model, opt=opt):
-            losses = model(batch)
-            total = sum(losses.values())
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            opt.step()
-        steps[name] = step
+            def step(model=model, opt=opt, bf16=precision == "bfloat16"):
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    losses = model(batch)
+                total = sum(v.float() for v in losses.values())
+                opt.zero_grad(set_to_none=True)
+                total.backward()
+                opt.step()
+            steps[name if precision == "float32" else f"{name} bf16"] = step
     # same weights and batch: the first losses must agree (Detectron2 parity)
     with EventStorage(0), torch.no_grad():
-        first = {n: {k: float(v) for k, v in m(batch).items()}
-                 for n, m in (("RetinaFocal", ours), ("Detectron2 RetinaNet", theirs))}
+        first = {n: {k: float(v) for k, v in m(batch).items()} for n, m in models.items()}
     diff = max(abs(first["RetinaFocal"][k] - first["Detectron2 RetinaNet"][k])
                / max(abs(first["Detectron2 RetinaNet"][k]), 1e-12)
                for k in first["RetinaFocal"])
@@ -161,8 +195,10 @@ def bench_train(args, device):
         # the profiling executor over its first calls, and we time it at its best
         times = alternate(steps, args.repeats, warmup=max(3, args.warmup), device=device,
                           progress=progress)
+        profiles = ({name: profile_step(steps[name], device) for name in models}
+                    if args.profile else None)
     results = {name: summarize(t) for name, t in times.items()}
-    return {
+    out = {
         **ratios(results, "RetinaFocal", "Detectron2 RetinaNet"),
         "setup": {"config": os.path.relpath(args.config_file, SOURCE_ROOT),
                   "images": args.images,
@@ -172,10 +208,29 @@ def bench_train(args, device):
                   "backbone": cfg.MODEL.BACKBONE.NAME,
                   "memory_format": resolve_memory_format(
                       cfg.MODEL.RETINA_FOCAL.MEMORY_FORMAT, cfg.MODEL.DEVICE),
+                  "precisions": precisions,
                   "first_losses": first,
                   "first_losses_max_relative_difference": diff},
         "results": results,
     }
+    if "bfloat16" in precisions:
+        out["bfloat16"] = {
+            # both under the same autocast: what the rest of RetinaFocal saves in bfloat16
+            "both_bf16": ratios(results, "RetinaFocal bf16", "Detectron2 RetinaNet bf16"),
+            # what a user gets: SOLVER.AMP.ENABLED with RetinaFocal on a bfloat16 CPU against
+            # Detectron2's RetinaNet in float32 (its AMPTrainer needs CUDA)
+            "ours_bf16_vs_d2_float32": ratios(results, "RetinaFocal bf16",
+                                              "Detectron2 RetinaNet"),
+        }
+    if profiles is not None:
+        d2_step = results["Detectron2 RetinaNet"]["median_s"]
+        out["profile"] = {
+            **profiles,
+            # the ratio RetinaFocal would reach if everything but its convolutions took no
+            # time: the floor of the float32 step ratio without faster convolutions
+            "conv_floor_ratio": profiles["RetinaFocal"]["conv_s"] / d2_step,
+        }
+    return out
 
 
 def trained_like_scores(model, prior_bias=-4.0, spread=1.0, seed=0):

@@ -46,11 +46,35 @@ def print_report(report) -> None:
         s = sec["setup"]
         log(f"{title}: {s.get('config', '')} {s['image_size']} on {s['device']}")
         for name, r in sec["results"].items():
-            log(f"  {name:<22} {r['median_s'] * 1e3:10.1f} ms (min {r['min_s'] * 1e3:.1f}), "
+            log(f"  {name:<26} {r['median_s'] * 1e3:10.1f} ms (min {r['min_s'] * 1e3:.1f}), "
                 f"CPU {r['median_cpu_s'] * 1e3:.1f} ms")
         log(f"  ratio RetinaFocal / Detectron2: {sec['ratio_ours_over_d2']:.3f} wall, "
             f"{sec['cpu_ratio_ours_over_d2']:.3f} CPU time; our median over their fastest "
             f"round {sec['ratio_ours_median_over_d2_min']:.3f}")
+        for what, r in sec.get("bfloat16", {}).items():
+            log(f"  bfloat16 ratio ({what}): {r['ratio_ours_over_d2']:.3f} wall, "
+                f"{r['cpu_ratio_ours_over_d2']:.3f} CPU time")
+        if "profile" in sec:
+            prof = sec["profile"]
+            for name in ("RetinaFocal", "Detectron2 RetinaNet"):
+                log(f"  profile {name}: convolutions {prof[name]['conv_s'] * 1e3:.1f} ms of "
+                    f"{prof[name]['self_time_s'] * 1e3:.1f} ms "
+                    f"({100 * prof[name]['conv_share']:.0f}%)")
+            log(f"  floor of the ratio with these convolutions: "
+                f"{prof['conv_floor_ratio']:.3f}")
+    if "export" in report:
+        sec = report["export"]
+        s = sec["setup"]
+        log(f"Inference, one image, exported (ONNX, onnxruntime {s['providers']}, "
+            f"{s['ort_threads'] or 'default'} threads, optimisation {s['ort_opt_level']}): "
+            f"{s['image_size']} on {s['device']}")
+        for name, r in sec["results"].items():
+            log(f"  {name:<22} {r['median_s'] * 1e3:10.1f} ms (min {r['min_s'] * 1e3:.1f}), "
+                f"CPU {r['median_cpu_s'] * 1e3:.1f} ms")
+        log(f"  ratio ONNX Runtime / Detectron2: {sec['ratio_ort_over_d2']:.3f} wall, "
+            f"{sec['cpu_ratio_ort_over_d2']:.3f} CPU time; our median over their fastest round "
+            f"{sec['ratio_ort_median_over_d2_min']:.3f}; ONNX Runtime / RetinaFocal eager "
+            f"{sec['ratio_ort_over_ours']:.3f}")
 
 
 def write_json(report: Dict, path: str) -> None:

@@ -36,6 +36,8 @@ COMMANDS = {
                   "time the focal loss, a training step and inference against Detectron2"),
     "plot-focal-loss": ("plot_focal_loss", "plot_focal_loss.py",
                         "the paper's Figure 1 (and Figure 4 of a trained model)"),
+    "gpu-checks": ("gpu_checks", "gpu_checks.py",
+                   "CUDA tests, GPU benchmark and recompilation counts into one JSON"),
 }
 
 

@@ -31,6 +31,12 @@ so a shared or noisy machine moves both sides alike. Nothing here is a pass/fail
    anchors low, many above the 0.05 test threshold, every level filling its top-1000
    candidates). Both run Detectron2's post-processing (RetinaFocal inherits it).
 
+4. ``--only export``: the same inference, with our model exported to ONNX and run by
+   onnxruntime (the graph to the head, then the eager post-processing), against both eager
+   models; ratios ONNX Runtime / Detectron2 and ONNX Runtime / RetinaFocal. ``--ort-threads``
+   and ``--ort-opt-level`` set onnxruntime's intra-op threads and graph optimisation. Not in
+   the default run (it needs the ``deploy`` extra).
+
 Results are printed as a table and written as JSON with ``--output``.
 """
 import argparse
@@ -66,11 +72,22 @@ def build_parser():
     p.add_argument("--config-file", default=DEFAULT_CONFIG, help="model config (default R50-FPN)")
     p.add_argument("--no-gn-head", dest="gn_head", action="store_false",
                    help="keep the config's head norm instead of GroupNorm")
-    p.add_argument("--only", choices=("loss", "train", "inference"), action="append",
-                   help="run only these sections (repeatable)")
+    p.add_argument("--only", choices=("loss", "train", "inference", "export"), action="append",
+                   help="run only these sections (repeatable; export runs only when named)")
+    p.add_argument("--ort-threads", type=int, default=0,
+                   help="export section: onnxruntime intra-op threads (0: one per core)")
+    p.add_argument("--ort-opt-level", default="all",
+                   choices=("disable", "basic", "extended", "all"),
+                   help="export section: onnxruntime graph optimisation level")
     p.add_argument("--threads", type=int, default=0,
                    help="torch intra-op threads (default: torch's choice); 1 is steadier on a "
                         "machine shared with other jobs, where OpenMP barriers stall")
+    p.add_argument("--train-bfloat16", action="store_true",
+                   help="train section: also time both models under CPU bfloat16 autocast "
+                        "(SOLVER.AMP.ENABLED on a CPU with bfloat16 instructions)")
+    p.add_argument("--profile", action="store_true",
+                   help="train section: profile one float32 step of each model and print the "
+                        "convolutions' share (the floor of the step ratio)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--with-compile", action="store_true",
                    help="also time the closed form compiled by torch.compile (compiles ~15 s)")
@@ -104,6 +121,10 @@ def main(args, command: str = ""):
         report["train_iteration"] = bench_train(args, args.device)
     if "inference" in sections:
         report["inference"] = bench_inference(args, args.device)
+    if "export" in sections:
+        from retina_focal.benchmark.export import bench_export
+
+        report["export"] = bench_export(args, args.device)
     print_report(report)
     if args.output:
         write_json(report, args.output)

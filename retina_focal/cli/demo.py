@@ -19,7 +19,9 @@ names are an error showing both lists. An image that cannot be read is skipped a
 the log; everything else is written, images.json lists the skipped images under
 ``skipped_images``, and the command exits with status 1.
 
-Trailing ``KEY VALUE`` pairs override the config (``MODEL.WEIGHTS`` is the checkpoint).
+Trailing ``KEY VALUE`` pairs override the config (``MODEL.WEIGHTS`` is the checkpoint, or an
+exported ``.onnx`` / ``.pt2`` model of ``retina-focal export``, run with onnxruntime /
+torch.export and the eager post-processing).
 """
 import argparse
 import glob
@@ -50,6 +52,7 @@ from retina_focal.data.datasets.coco import add_dataset_argument, register_datas
 from retina_focal.engine.checkpoint import CheckpointReadError
 from retina_focal.engine.defaults import build_cfg
 from retina_focal.engine.predictor import Predictor
+from retina_focal.export.runtime import is_exported_model
 
 __all__ = [
     "build_parser",
@@ -232,7 +235,8 @@ def main(args):
     model_map = model_classes(cfg, predictor.class_map, data_map)
     to_dataset_id, categories = output_category_ids(
         model_map, data_map, data_desc,
-        f"checkpoint {os.path.basename(cfg.MODEL.WEIGHTS)!r}")
+        f"{'exported model' if is_exported_model(cfg.MODEL.WEIGHTS) else 'checkpoint'} "
+        f"{os.path.basename(cfg.MODEL.WEIGHTS)!r}")
     metadata = Metadata(name="retina_focal_demo", thing_classes=[c["name"] for c in model_map])
 
     results, image_entries, used_names, skipped = [], [], set(), []

@@ -11,6 +11,12 @@ processes: Detectron2's launcher on GPUs, GLOO processes on CPU)::
         MODEL.WEIGHTS model_final.pth
     # or on datasets registered with --dataset NAME=JSON:IMAGE_DIR and named in DATASETS.TEST
 
+An exported model (``retina-focal export --format onnx`` / ``exported-program``) is evaluated
+the same way, named by MODEL.WEIGHTS (the config it was exported from: its keys are checked)::
+
+    retina-focal eval --config-file CFG MODEL.WEIGHTS exported/model.onnx   # onnxruntime
+    retina-focal eval --config-file CFG MODEL.WEIGHTS exported/model.pt2    # torch.export
+
 A detections file in COCO results format, with pycocotools and no model::
 
     retina-focal eval --results coco_instances_results.json --gt-json val.json
@@ -27,6 +33,7 @@ from retina_focal.engine.defaults import default_argument_parser, evaluate_check
 from retina_focal.engine.launch import launch_from_args
 from retina_focal.engine.output_dir import release_output_dir
 from retina_focal.evaluation import REPORT_FILE, evaluate_results_file
+from retina_focal.export.runtime import evaluate_exported, is_exported_model
 
 __all__ = ["build_parser", "evaluate_results", "main", "prepare_model_args", "run"]
 
@@ -72,7 +79,10 @@ def main(args):
         if not cfg.MODEL.WEIGHTS:
             raise ValueError("MODEL.WEIGHTS is empty: give the checkpoint to evaluate, e.g. "
                              "`MODEL.WEIGHTS output/model_final.pth` at the end of the command")
-        results = evaluate_checkpoint(cfg)
+        if is_exported_model(cfg.MODEL.WEIGHTS):
+            results = evaluate_exported(cfg)
+        else:
+            results = evaluate_checkpoint(cfg)
         if comm.is_main_process():
             for name in cfg.DATASETS.TEST:
                 path = os.path.join(cfg.OUTPUT_DIR, "inference", name, REPORT_FILE)

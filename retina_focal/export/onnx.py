@@ -1,0 +1,77 @@
+"""ONNX export of a RetinaNet-style model, cut at its head (:mod:`retina_focal.export.graph`).
+
+Exporter: ``torch.onnx.export(..., dynamo=False)``, the TorchScript-based exporter, at opset
+:data:`OPSET`. Why not the dynamo exporter (``dynamo=True``, torch.onnx's default from torch
+2.9)? Measured with torch 2.9 and onnxscript 0.7 on RetinaFocal R18-FPN: it fails in its first
+step (``torch.export``) with H and W dynamic. The padding to the size divisibility
+(``(H + 31) // 32 * 32``) makes torch.export ask for inputs that are multiples of 32, and the
+FPN's P7 convolution on a 1-pixel-wide map adds a guard that W > 128 ("Constraints violated
+(height, width)"). The TorchScript-based exporter records the padding as ONNX shape arithmetic:
+the graph takes any H and W (checked at three sizes in ``tests/test_export_onnx.py``).
+
+The graph: input ``image``, one (3, H, W) float32 image in ``INPUT.FORMAT``, 0-255, any H, W
+(resized to the test size beforehand, as eager's data loader / predictor does); normalisation
+and padding inside the graph; outputs ``logits_<level>`` (1, A*C, Hi, Wi) and
+``deltas_<level>`` (1, A*4, Hi, Wi), the head's raw outputs. Post-processing runs outside
+(:mod:`retina_focal.export.runtime`).
+
+Metadata (``metadata_props``): ``class_map`` (JSON: the checkpoint's class map, or null) and
+``retina_focal`` (JSON: the export info, among it the config keys the post-processing
+depends on, checked when the file is loaded).
+"""
+import json
+import warnings
+from typing import Dict, Optional
+
+import torch
+from torch import nn
+
+from retina_focal.export.graph import DenseHeadGraph
+
+__all__ = ["CLASS_MAP_PROP", "EXPORTER", "INFO_PROP", "OPSET", "export_onnx", "read_metadata"]
+
+OPSET = 17
+EXPORTER = "torch.onnx.export(dynamo=False) (TorchScript-based)"
+CLASS_MAP_PROP = "class_map"
+INFO_PROP = "retina_focal"
+
+
+def export_onnx(model: nn.Module, image: torch.Tensor, path: str, info: Dict,
+                class_map: Optional[list]) -> str:
+    """Export ``model`` (eval mode) cut at its head to ``path``, with H and W dynamic.
+
+    Args:
+        image: a (3, H, W) sample image (``INPUT.FORMAT``, 0-255) to trace with; the graph
+            runs on every size.
+        info: the export info stored as the ``retina_focal`` metadata (JSON-serialisable).
+        class_map: stored as the ``class_map`` metadata (JSON).
+    """
+    import onnx
+
+    graph = DenseHeadGraph(model, preprocess=True).eval()
+    num_levels = len(model.head_in_features)
+    names = ([f"logits_{f}" for f in model.head_in_features]
+             + [f"deltas_{f}" for f in model.head_in_features])
+    dynamic_axes = {"image": {1: "height", 2: "width"}}
+    for i, name in enumerate(names):
+        level = i % num_levels
+        dynamic_axes[name] = {2: f"height_{level}", 3: f"width_{level}"}
+    with torch.no_grad(), warnings.catch_warnings():
+        # the TorchScript-based exporter is chosen on purpose (module docstring)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        torch.onnx.export(graph, (image,), path, dynamo=False, opset_version=OPSET,
+                          input_names=["image"], output_names=names,
+                          dynamic_axes=dynamic_axes)
+    proto = onnx.load(path)
+    for key, value in ((CLASS_MAP_PROP, class_map),
+                       (INFO_PROP, dict(info, opset=OPSET, exporter=EXPORTER))):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, json.dumps(value)
+    onnx.save(proto, path)
+    return path
+
+
+def read_metadata(proto_or_meta) -> Dict[str, str]:
+    """``{key: value}`` of an ONNX model's ``metadata_props`` (an ``onnx.ModelProto``)."""
+    return {p.key: p.value for p in proto_or_meta.metadata_props}

@@ -1,0 +1,287 @@
+"""Running an exported model: ONNX with onnxruntime, or a torch.export program, behind the
+eager model's interface (``model([{"image", "height", "width"}]) -> [{"instances"}]``), so
+evaluation (``retina-focal eval``), the demo and the :class:`~retina_focal.engine.predictor.
+Predictor` take ``MODEL.WEIGHTS model.onnx`` / ``model.pt2`` as they take a checkpoint.
+
+Who does what (the same split for both formats; ``docs/export.md``):
+
+* resizing to the test size (``INPUT.MIN_SIZE_TEST``/``MAX_SIZE_TEST``): the caller, as for the
+  eager model (Detectron2's test data loader, or the predictor's ``ResizeShortestEdge``);
+* normalisation (``PIXEL_MEAN``/``PIXEL_STD``) and padding to the size divisibility: inside the
+  ONNX graph; for the exported program, the runtime, with the eager ``preprocess_image``
+  (:mod:`retina_focal.export.exported_program` says why);
+* backbone and head: the exported graph;
+* scoring, per-level top-k, box decoding, NMS, the detection cap and the resize to the
+  original image: the eager model's own ``forward_inference`` and Detectron2's
+  ``detector_postprocess``, run here on the graph's outputs, so the detections are the eager
+  model's. The eager model is built from the config for this (:func:`load_exported`); its
+  weights are not read. The config keys the post-processing depends on are stored in the
+  file at export and checked against the config at load (:func:`check_export_config`).
+
+Images run one at a time (batch 1), as evaluation and the predictor run the eager model.
+"""
+import json
+import os
+from typing import Callable, Dict, List, Optional
+
+import torch
+from detectron2.modeling.postprocessing import detector_postprocess
+from detectron2.structures import ImageList
+from torch import Tensor, nn
+
+from retina_focal.export.graph import split_outputs
+
+__all__ = [
+    "EXPORTED_FORMATS",
+    "ExportedModel",
+    "ExportedModelError",
+    "ORT_OPT_LEVELS",
+    "check_export_config",
+    "evaluate_exported",
+    "export_config",
+    "is_exported_model",
+    "load_exported",
+    "onnx_backend",
+    "program_backend",
+]
+
+# file extension -> format name
+EXPORTED_FORMATS = {".onnx": "onnx", ".pt2": "exported-program"}
+# onnxruntime's graph optimisation levels by name
+ORT_OPT_LEVELS = ("disable", "basic", "extended", "all")
+# the config keys the post-processing (outside the graph) and the preprocessing depend on:
+# the file's values must equal the config's (the test-time thresholds may differ: they are
+# applied here, not frozen in the file)
+EXPORT_CONFIG_KEYS = (
+    "MODEL.META_ARCHITECTURE",
+    "MODEL.RETINANET.NUM_CLASSES",
+    "MODEL.RETINANET.IN_FEATURES",
+    "MODEL.RETINANET.BBOX_REG_WEIGHTS",
+    "MODEL.ANCHOR_GENERATOR.SIZES",
+    "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS",
+    "MODEL.ANCHOR_GENERATOR.OFFSET",
+    "MODEL.PIXEL_MEAN",
+    "MODEL.PIXEL_STD",
+    "MODEL.RETINA_FOCAL.LOSS_NAME",
+    "INPUT.FORMAT",
+)
+
+
+class ExportedModelError(ValueError):
+    """An exported model file that cannot be used: unreadable, not written by
+    ``retina-focal export``, or exported from another configuration. Names the file."""
+
+
+def is_exported_model(path: str) -> bool:
+    """Whether ``path`` names an exported model (``.onnx`` or ``.pt2``) rather than a
+    checkpoint."""
+    return os.path.splitext(str(path))[1].lower() in EXPORTED_FORMATS
+
+
+def _cfg_value(cfg, key: str):
+    node = cfg
+    for part in key.split("."):
+        if part not in node:
+            return None  # e.g. MODEL.RETINA_FOCAL in a Detectron2 RetinaNet's config
+        node = node[part]
+    return json.loads(json.dumps(node))  # tuples as lists, as stored
+
+
+def export_config(cfg) -> Dict:
+    """``{key: value}`` of :data:`EXPORT_CONFIG_KEYS` in ``cfg`` (JSON types), stored in the
+    exported file."""
+    return {key: _cfg_value(cfg, key) for key in EXPORT_CONFIG_KEYS}
+
+
+def check_export_config(stored: Dict, cfg, path: str) -> None:
+    """ExportedModelError naming the file, the key and both values where ``cfg`` differs
+    from the configuration the file was exported with."""
+    for key, value in stored.items():
+        now = _cfg_value(cfg, key)
+        if now != value:
+            raise ExportedModelError(
+                f"The exported model {path!r} was exported with {key}={value!r} but the config "
+                f"has {key}={now!r}: evaluate it with the config it was exported from")
+
+
+def _read_info(text: Optional[str], path: str) -> Dict:
+    if not text:
+        raise ExportedModelError(
+            f"{path!r} has no retina_focal export info: it was not written by `retina-focal "
+            f"export` (export the checkpoint with `retina-focal export --format onnx` or "
+            f"`--format exported-program`)")
+    return json.loads(text)
+
+
+class _Backend:
+    """A loaded exported graph: ``__call__(image) -> list of 2L tensors``; ``raw_input``:
+    whether it takes the raw (3, H, W) image (ONNX) or the preprocessed (1, 3, H, W) batch
+    (exported program)."""
+
+    def __init__(self, fn: Callable[[Tensor], List[Tensor]], raw_input: bool, info: Dict,
+                 class_map: Optional[list], path: str, min_side: int = 0,
+                 providers: Optional[List[str]] = None):
+        self.fn, self.raw_input, self.info = fn, raw_input, info
+        self.class_map, self.path, self.min_side = class_map, path, min_side
+        self.providers = providers or []  # onnxruntime's execution providers
+
+    def __call__(self, image: Tensor) -> List[Tensor]:
+        return self.fn(image)
+
+
+def onnx_backend(path: str, threads: int = 0, opt_level: str = "all",
+                 providers: Optional[List[str]] = None) -> _Backend:
+    """An onnxruntime session of ``path`` (CUDAExecutionProvider where onnxruntime has it,
+    then CPUExecutionProvider, unless ``providers``).
+
+    Args:
+        threads: onnxruntime's intra-op threads (0: its default, one per core).
+        opt_level: graph optimisation level, one of :data:`ORT_OPT_LEVELS`.
+    """
+    import onnxruntime as ort
+
+    if opt_level not in ORT_OPT_LEVELS:
+        raise ValueError(f"opt_level={opt_level!r} is invalid: use one of {ORT_OPT_LEVELS}")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[opt_level]
+    options.intra_op_num_threads = threads
+    available = ort.get_available_providers()
+    if providers is None:
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                     if p in available]
+    try:
+        session = ort.InferenceSession(path, options, providers=providers)
+    except Exception as e:  # onnxruntime raises its own exception types
+        raise ExportedModelError(f"cannot read the ONNX model {path!r}: "
+                                 f"{type(e).__name__}: {e}") from e
+    meta = session.get_modelmeta().custom_metadata_map
+    info = _read_info(meta.get("retina_focal"), path)
+    input_name = session.get_inputs()[0].name
+
+    def run(image: Tensor) -> List[Tensor]:
+        outs = session.run(None, {input_name: image.detach().cpu().float().numpy()})
+        return [torch.from_numpy(o) for o in outs]
+
+    return _Backend(run, True, info, json.loads(meta.get("class_map", "null")), path,
+                    providers=session.get_providers())
+
+
+def program_backend(path: str) -> _Backend:
+    """The module of a ``torch.export.save`` file (``torch.export.load(path).module()``)."""
+    from retina_focal.export.exported_program import CLASS_MAP_FILE, INFO_FILE
+
+    extra = {CLASS_MAP_FILE: "", INFO_FILE: ""}
+    try:
+        module = torch.export.load(path, extra_files=extra).module()
+    except Exception as e:  # a zip / pickle / version error of torch.export's own kind
+        raise ExportedModelError(f"cannot read the exported program {path!r}: "
+                                 f"{type(e).__name__}: {e}") from e
+    info = _read_info(extra[INFO_FILE], path)
+
+    def run(image: Tensor) -> List[Tensor]:
+        with torch.no_grad():
+            return list(module(image))
+
+    return _Backend(run, False, info, json.loads(extra[CLASS_MAP_FILE] or "null"), path,
+                    min_side=info["min_side"])
+
+
+class ExportedModel(nn.Module):
+    """An exported graph (``backend``) with the eager model's pre- and post-processing around
+    it: called like the eager model in eval mode (``[{"image": (3, H, W), "height",
+    "width"}] -> [{"instances": Instances}]``).
+
+    Args:
+        model: the eager model (Detectron2 ``RetinaNet`` or ``RetinaFocal``) of the config the
+            graph was exported from, for ``preprocess_image``, ``forward_inference`` (anchors,
+            scoring, top-k, decoding, NMS) and its test-time thresholds; its weights are not
+            used.
+        backend: :func:`onnx_backend` or :func:`program_backend`.
+    """
+
+    def __init__(self, model: nn.Module, backend: _Backend):
+        super().__init__()
+        self.model = model
+        self.backend = backend
+        self.eval()
+
+    def forward(self, batched_inputs: List[Dict]) -> List[Dict]:
+        if self.training:
+            raise RuntimeError("an exported model runs inference only: call .eval()")
+        return [self._one(x) for x in batched_inputs]
+
+    def _one(self, x: Dict) -> Dict:
+        image = x["image"].to(torch.float32)
+        if self.backend.raw_input:
+            images = ImageList(image[None], [tuple(image.shape[-2:])])
+            outputs = self.backend(image)
+        else:
+            images = self.model.preprocess_image([x])
+            size = tuple(images.tensor.shape[-2:])
+            if min(size) < self.backend.min_side:
+                raise ValueError(
+                    f"The exported program {self.backend.path!r} takes padded images of at "
+                    f"least {self.backend.min_side} pixels a side (every FPN level 2 pixels "
+                    f"or more); this one is {size[0]}x{size[1]}: use the ONNX model, or a "
+                    f"larger INPUT.MIN_SIZE_TEST")
+            outputs = self.backend(images.tensor)
+        logits, deltas = split_outputs(outputs)
+        with torch.no_grad():
+            result = self.model.forward_inference(images, logits, [logits, deltas])[0]
+        height = x.get("height", images.image_sizes[0][0])
+        width = x.get("width", images.image_sizes[0][1])
+        return {"instances": detector_postprocess(result, height, width)}
+
+
+def load_exported(cfg, path: Optional[str] = None, *, threads: int = 0,
+                  opt_level: str = "all"):
+    """The exported model ``path`` (default ``cfg.MODEL.WEIGHTS``) behind the eager model's
+    interface, as a :class:`~retina_focal.engine.defaults.LoadedModel` (model, class map,
+    file).
+
+    ``threads`` and ``opt_level``: onnxruntime's (see :func:`onnx_backend`). A missing file is
+    a FileNotFoundError, an unreadable or foreign one, or one exported with another
+    configuration, an :class:`ExportedModelError`; each names the file.
+    """
+    from retina_focal.engine.defaults import LoadedModel, build_model
+
+    path = cfg.MODEL.WEIGHTS if path is None else path
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in EXPORTED_FORMATS:
+        raise ExportedModelError(f"{path!r} is not an exported model: its extension must be one "
+                                 f"of {sorted(EXPORTED_FORMATS)}")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"exported model {path!r} does not exist")
+    if EXPORTED_FORMATS[ext] == "onnx":
+        backend = onnx_backend(path, threads=threads, opt_level=opt_level)
+    else:
+        backend = program_backend(path)
+    check_export_config(backend.info["config"], cfg, path)
+    with torch.random.fork_rng():  # the unused initial weights: leave the global RNG alone
+        model = build_model(cfg)
+    return LoadedModel(ExportedModel(model.to("cpu"), backend), backend.class_map, path)
+
+
+def evaluate_exported(cfg):
+    """Evaluate the exported model ``cfg.MODEL.WEIGHTS`` on every ``DATASETS.TEST``, as
+    :func:`~retina_focal.engine.defaults.evaluate_checkpoint` evaluates a checkpoint (same
+    evaluator, report and class-map matching); return Detectron2's results."""
+    import logging
+
+    from retina_focal.engine.defaults import Trainer, coco_report_evaluator
+
+    loaded = load_exported(cfg)
+    if loaded.class_map is None and cfg.DATASETS.TEST:
+        logging.getLogger(__name__).warning(
+            f"The exported model {loaded.weights!r} records no class map: its "
+            f"{cfg.MODEL.RETINANET.NUM_CLASSES} outputs are taken to be the classes of "
+            f"{', '.join(cfg.DATASETS.TEST)} in their order")
+    desc = f"exported model {os.path.basename(loaded.weights)!r}"
+    evaluators = [coco_report_evaluator(cfg, name, loaded.class_map, desc)
+                  for name in cfg.DATASETS.TEST]
+    return Trainer.test(cfg, loaded.model, evaluators)

@@ -1,0 +1,146 @@
+"""ONNX export (retina_focal.export.onnx) and its onnxruntime runtime
+(retina_focal.export.runtime): dynamic image sizes, the eager model's detections and AP, the
+class map in the file, the tools taking ``MODEL.WEIGHTS model.onnx``, and clear errors for a
+wrong file."""
+import json
+import os
+
+import pytest
+import torch
+from conftest import TINY_CONFIG
+
+pytest.importorskip("onnxruntime", reason="the ONNX runtime is the `deploy` extra: "
+                                          "pip install -e .[deploy]")
+onnx = pytest.importorskip("onnx", reason="the `deploy` extra: pip install -e .[deploy]")
+
+from retina_focal.cli.export import export_file  # noqa: E402
+from retina_focal.engine.defaults import (  # noqa: E402,E501
+    build_cfg,
+    build_model,
+    load_model_for_inference,
+)
+from retina_focal.export.onnx import OPSET  # noqa: E402
+from retina_focal.export.parity import compare_instances, parity_on_dataset  # noqa: E402
+from retina_focal.export.runtime import (  # noqa: E402
+    ExportedModelError,
+    load_exported,
+)
+
+VAL = "synthetic_shapes_tiny_val"
+SIZES = [(128, 128), (100, 150), (224, 96)]  # the traced size and two others, not /32
+CLASS_MAP = [{"id": k + 1, "name": n} for k, n in enumerate("abcdef")]
+
+
+def _image(h, w, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)
+
+
+@pytest.fixture(scope="module")
+def random_export(tmp_path_factory):
+    """A randomly initialised tiny model, its cfg and its ONNX file (score threshold 0: every
+    candidate survives, so top-k and NMS are exercised)."""
+    cfg = build_cfg(TINY_CONFIG, ["MODEL.RETINANET.SCORE_THRESH_TEST", "0.0"])
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    out = str(tmp_path_factory.mktemp("onnx"))
+    path = export_file(cfg, model, _image(128, 128, 0).float(), "onnx", out, CLASS_MAP)
+    return cfg, model, path
+
+
+def test_onnx_file_opset_metadata_and_dynamic_axes(random_export):
+    cfg, model, path = random_export
+    proto = onnx.load(path)
+    assert proto.opset_import[0].version == OPSET
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(meta["class_map"]) == CLASS_MAP
+    info = json.loads(meta["retina_focal"])
+    assert info["config"]["MODEL.RETINANET.NUM_CLASSES"] == 6 and "TorchScript" in info["exporter"]
+    dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [3, "height", "width"]
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_onnx_runtime_gives_eager_detections_at_three_sizes(random_export, size):
+    cfg, model, path = random_export
+    exported = load_exported(cfg, path).model
+    inputs = [{"image": _image(*size, seed=sum(size)), "height": 2 * size[0],
+               "width": 2 * size[1]}]
+    with torch.no_grad():
+        eager = model(inputs)[0]["instances"]
+        ours = exported(inputs)[0]["instances"]
+    diff = compare_instances(eager, ours)
+    assert diff["same"] and len(eager) > 50, diff
+    assert tuple(ours.image_size) == (2 * size[0], 2 * size[1])
+
+
+def test_onnx_parity_on_the_val_split_and_tools(trained, tmp_path):
+    """The trained tiny model: every val image's detections and the COCO AP equal eager's;
+    `retina-focal eval` and `demo` take MODEL.WEIGHTS model.onnx as they take the .pth."""
+    from retina_focal.cli import demo, evaluate
+
+    opts = ["MODEL.WEIGHTS", trained["weights"], "MODEL.RETINANET.SCORE_THRESH_TEST", "0.0"]
+    cfg = build_cfg(TINY_CONFIG, opts)
+    loaded = load_model_for_inference(cfg)
+    path = export_file(cfg, loaded.model, _image(128, 128, 0).float(), "onnx", str(tmp_path),
+                       loaded.class_map)
+    exported = load_exported(cfg, path)
+    assert exported.class_map == loaded.class_map is not None
+    report = parity_on_dataset(cfg, loaded.model, exported.model, VAL, loaded.class_map,
+                               str(tmp_path / "verify"))
+    assert report["num_images"] >= 4 and report["all_same"], report["images"]
+    assert report["max_score_difference"] <= 1e-4
+    assert abs(report["ap"]["eager"] - report["ap"]["exported"]) <= 0.1
+    assert report["ap"]["eager"] == pytest.approx(trained["eval"]["bbox/AP"], abs=1e-6)
+
+    assert evaluate.run(["--config-file", TINY_CONFIG, "--output", str(tmp_path / "eval"),
+                         "MODEL.WEIGHTS", path, "MODEL.RETINANET.SCORE_THRESH_TEST", "0.0"]) == 0
+    assert os.path.isfile(tmp_path / "eval" / "inference" / VAL / "coco_report.json")
+    image_dir = trained["image_dir"]  # the val split's images
+    runs = {}
+    for name, weights in (("pth", trained["weights"]), ("onnx", path)):
+        out = tmp_path / f"demo_{name}"
+        assert demo.run(["--config-file", TINY_CONFIG, "--input", image_dir, "--output",
+                         str(out), "--score-thresh", "0.05", "MODEL.WEIGHTS", weights]) == 0
+        runs[name] = json.loads((out / "results.json").read_text())
+    assert len(runs["pth"]) == len(runs["onnx"]) > 0
+    for a, b in zip(runs["pth"], runs["onnx"]):
+        assert a["category_id"] == b["category_id"] and a["image_id"] == b["image_id"]
+        assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+        assert a["bbox"] == pytest.approx(b["bbox"], abs=2e-3)
+
+
+def test_detectron2_retinanet_exports(tmp_path):
+    """Detectron2's own RetinaNet (no RetinaFocal keys) exports and runs the same way."""
+    cfg = build_cfg(TINY_CONFIG, ["MODEL.META_ARCHITECTURE", "RetinaNet",
+                                  "MODEL.RETINANET.NORM", "", "MODEL.RETINANET.SCORE_THRESH_TEST",
+                                  "0.0"])
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    path = export_file(cfg, model, _image(128, 128, 0).float(), "onnx", str(tmp_path), None)
+    exported = load_exported(cfg, path).model
+    for size in SIZES[1:]:
+        inputs = [{"image": _image(*size, seed=1)}]
+        with torch.no_grad():
+            diff = compare_instances(model(inputs)[0]["instances"],
+                                     exported(inputs)[0]["instances"])
+        assert diff["same"] and diff["detections"][0] > 50, diff
+
+
+def test_wrong_files_give_clear_errors(random_export, tmp_path):
+    cfg, model, path = random_export
+    bad = tmp_path / "model.onnx"
+    bad.write_text("not an onnx model")
+    with pytest.raises(ExportedModelError, match="cannot read the ONNX model .*model.onnx"):
+        load_exported(cfg, str(bad))
+    with pytest.raises(FileNotFoundError, match="exported model .*missing.onnx.* does not exist"):
+        load_exported(cfg, str(tmp_path / "missing.onnx"))
+    foreign = tmp_path / "foreign.onnx"
+    torch.onnx.export(torch.nn.Conv2d(3, 3, 1), (torch.zeros(1, 3, 8, 8),), str(foreign),
+                      dynamo=False)
+    with pytest.raises(ExportedModelError, match="foreign.onnx.* was not written by"):
+        load_exported(cfg, str(foreign))
+    other = build_cfg(TINY_CONFIG, ["MODEL.RETINANET.NUM_CLASSES", "3"])
+    with pytest.raises(ExportedModelError, match=r"exported with MODEL.RETINANET.NUM_CLASSES=6 "
+                       r"but the config has MODEL.RETINANET.NUM_CLASSES=3"):
+        load_exported(other, path)

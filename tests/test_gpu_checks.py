@@ -1,0 +1,162 @@
+"""The GPU checks (scripts/gpu_checks.sh, retina-focal gpu-checks) on a machine without CUDA:
+a dry run that skips every section with its reason and exits 0; and the parts that do not
+need a GPU: reading pytest's results, counting torch.compile's compilations, the harness on
+the CPU."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from conftest import REPO
+
+from retina_focal import cli
+from retina_focal.benchmark import gpu
+
+SECTIONS = ["tests", "focal_loss", "train_step", "inference", "recompiles"]
+
+
+@pytest.fixture
+def no_cuda(monkeypatch):
+    """As on a machine without a GPU, wherever the test runs."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def check_dry_run_report(report):
+    assert report["dry_run"] is True
+    env = report["environment"]
+    for key in ("torch", "torch_cuda", "cuda_available", "gpu", "triton", "detectron2",
+                "compilers", "python", "command"):
+        assert key in env, key
+    assert env["cuda_available"] is False and env["gpu"] is None
+    # the dry run builds nothing: no C++ kernel is needed to import and run it
+    assert env["cpu_kernel_built_in_this_process"] is False
+    assert list(report["sections"]) == SECTIONS
+    for name, section in report["sections"].items():
+        assert section["status"] == "skipped", name
+        assert section["reason"].startswith("no CUDA device: torch.cuda.is_available() is False")
+    assert report["summary"] == {"statuses": {s: "skipped" for s in SECTIONS}, "ok": True}
+
+
+def test_dry_run_skips_every_section_with_its_reason(no_cuda, tmp_path, capsys):
+    out = tmp_path / "out" / "gpu.json"
+    assert cli.main(["gpu-checks", "--output", str(out)]) == 0
+    report = json.loads(out.read_text())
+    check_dry_run_report(report)
+    assert report["environment"]["command"] == f"retina-focal gpu-checks --output {out}"
+    assert "dry run: no CUDA" in capsys.readouterr().out
+
+
+def test_the_one_command_dry_run(tmp_path):
+    """``bash scripts/gpu_checks.sh --output X`` (the device call's command) with no GPU
+    visible: exit 0 and the dry run's JSON; the project found through PYTHONPATH."""
+    out = tmp_path / "gpu.json"
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHON=sys.executable,
+               PYTHONWARNINGS="ignore")
+    proc = subprocess.run(["bash", "scripts/gpu_checks.sh", "--output", str(out)], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    check_dry_run_report(json.loads(out.read_text()))
+    assert "gpu-checks summary" in proc.stdout
+
+
+def test_script_without_output_is_a_usage_error():
+    proc = subprocess.run(["bash", "scripts/gpu_checks.sh"], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and "--output" in proc.stderr
+
+
+def test_a_run_that_cannot_start_still_writes_a_json(tmp_path):
+    out = tmp_path / "gpu.json"
+    env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH="")
+    proc = subprocess.run(["bash", "scripts/gpu_checks.sh", "--output", str(out), "--nope"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    report = json.loads(out.read_text())
+    assert report["exit_status"] == 2 and "--nope" in report["output_tail"]
+
+
+def test_run_tests_reads_each_outcome(tmp_path):
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "test_x.py").write_text(textwrap.dedent("""
+        import pytest
+
+        def test_on_cuda_passes():
+            pass
+
+        def test_on_cuda_fails():
+            assert 1 == 2, "one is not two"
+
+        @pytest.mark.skip(reason="needs a CUDA GPU")
+        def test_on_cuda_skipped():
+            pass
+
+        def test_not_selected():
+            pass
+    """))
+    junit = str(tmp_path / "junit.xml")
+    result = gpu.run_tests(str(tmp_path), ["t", "-k", "cuda"], junit, timeout_s=120)
+    assert result["status"] == "failed" and result["returncode"] == 1
+    assert result["counts"] == {"passed": 1, "failed": 1, "error": 0, "skipped": 1}
+    tests = result["tests"]
+    assert tests["t/test_x.py::test_on_cuda_passes"] == {"outcome": "passed"}
+    assert "one is not two" in tests["t/test_x.py::test_on_cuda_fails"]["message"]
+    assert "needs a CUDA GPU" in tests["t/test_x.py::test_on_cuda_skipped"]["message"]
+    # every selected test skipped (no GPU): pytest exits 0, but nothing was checked
+    result = gpu.run_tests(str(tmp_path), ["t", "-k", "skipped"], junit, timeout_s=120)
+    assert result["returncode"] == 0 and result["status"] == "failed"
+    result = gpu.run_tests(str(tmp_path), ["t", "-k", "passes"], junit, timeout_s=120)
+    assert result["status"] == "passed" and result["counts"]["passed"] == 1
+
+
+def test_count_compiles_counts_first_compiles_and_recompiles():
+    """With the eager backend (no code generation, so fast on the CPU): new sizes of a
+    dynamic dimension compile nothing; another value of a Python flag compiles again, with its
+    reason logged."""
+    def terms(x, grad: bool):
+        y = torch.sigmoid(x) * 2.0
+        return -y if grad else y
+
+    fn = torch.compile(terms, dynamic=True, backend="eager")
+    calls = [(f"{n} {grad}", lambda n=n, grad=grad: fn(torch.randn(n, 3), grad))
+             for grad in (False, True) for n in (50, 70, 90)]
+    result = gpu.count_compiles(calls, "cpu")
+    assert [c["frames"] for c in result["calls"]] == [1, 0, 0, 1, 0, 0]
+    assert result["frames_compiled"] == 2 and result["frames_compiled_after_first_call"] == 1
+    assert result["calls_that_compiled"] == 2 and result["graphs"] == 2
+    assert result["recompile_limit"] >= 1
+    assert len(result["recompile_reasons"]) == 1 and "grad" in result["recompile_reasons"][0]
+
+
+def test_anchor_counts_and_image_sizes():
+    # P3-P7 of 800x1344 (padded 800x1333): 100x168 + 50x84 + 25x42 + 13x21 + 7x11 locations
+    assert gpu.anchor_count(800, 1344) == 9 * (16800 + 4200 + 1050 + 273 + 77)
+    assert gpu.anchor_count(800, 1344, images=2) == 2 * gpu.anchor_count(800, 1344)
+    sizes = gpu.image_sizes(10, (800, 1333))
+    assert len(set(sizes)) == 10
+    assert all(h % 32 == 0 and w % 32 == 0 and 480 <= h <= 800 and h <= w <= 1344
+               for h, w in sizes)
+    assert len({gpu.anchor_count(h, w) for h, w in sizes}) == 10
+
+
+def test_harness_on_the_cpu(tmp_path):
+    """``--device cpu --quick``: the loss benchmark and the recompilation counts run end to end
+    on the CPU (where the fused loss is the C++ kernel or the portable ops: nothing compiles)."""
+    out = tmp_path / "g.json"
+    args = ["gpu-checks", "--output", str(out), "--device", "cpu", "--quick",
+            "--only", "focal_loss", "--only", "recompiles", "--compile-batches", "2"]
+    assert cli.main(args) == 0
+    report = json.loads(out.read_text())
+    s = report["sections"]
+    assert s["tests"]["status"] == s["train_step"]["status"] == "skipped"
+    assert s["focal_loss"]["status"] == "measured"
+    results = s["focal_loss"]["results"]
+    assert {"ours (fused)", "ours (portable)", "fvcore TorchScript", "torchvision",
+            "Detectron2 loss path"} <= set(results)
+    assert all(r["median_s"] > 0 and "peak_mb" not in r for r in results.values())
+    rc = s["recompiles"]
+    assert rc["status"] == "measured"
+    assert len(rc["loss"]["calls"]) == 3 * 2 and len(rc["training_step"]["calls"]) == 2
+    assert rc["loss"]["frames_compiled"] == 0
