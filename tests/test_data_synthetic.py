@@ -28,6 +28,20 @@ def test_generating_twice_gives_identical_files(tmp_path):
     assert not np.array_equal(image, other_image)
 
 
+def test_parallel_generation_writes_the_same_bytes(tmp_path):
+    # 3 worker processes over 40 images (chunks arrive out of order): the files and the JSON
+    # (image and annotation ids) equal those drawn in this process
+    one, many = tmp_path / "one", tmp_path / "many"
+    write_split(SMALL, "train", str(one), progress=False, workers=1)
+    write_split(SMALL, "train", str(many), progress=False, workers=3)
+    names = sorted(os.listdir(one / "train"))
+    assert len(names) == SMALL.num_train
+    match, mismatch, errors = filecmp.cmpfiles(one / "train", many / "train", names,
+                                               shallow=False)
+    assert not mismatch and not errors
+    assert (one / "train.json").read_bytes() == (many / "train.json").read_bytes()
+
+
 def test_statistics_make_it_a_fair_dense_detection_test():
     cfg = SyntheticConfig(seed=1)
     counts, sides, per_image = Counter(), [], []

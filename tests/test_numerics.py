@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from retina_focal import SigmoidFocalLoss
-from retina_focal.engine.trainer import CPUAutocastTrainer
+from retina_focal.engine import device
+from retina_focal.engine.trainer import CheckedSimpleTrainer, CPUAutocastTrainer
 
 
 def _trainer(cfg, tmp_path, **opts):
@@ -34,8 +35,54 @@ def test_non_finite_loss_stops_training_naming_iteration_and_loss(tiny_cfg, tmp_
     assert trainer.iter == 1
 
 
-def test_amp_on_cpu_trains_in_bfloat16_with_finite_float32_losses(tiny_cfg, tmp_path):
+@pytest.mark.parametrize("text, native", [
+    ("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 avx512_vnni\n", True),
+    ("processor\t: 0\nflags\t\t: fpu sse2 avx512f amx_tile amx_bf16\n", True),
+    ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n", False),
+    ("processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n", True),
+    ("processor\t: 0\nFeatures\t: fp asimd crc32\n", False),
+    ("model name\t: avx512_bf16 in a name is not a flag\nflags\t: fpu\n", False),
+], ids=["avx512_bf16", "amx_bf16", "avx512-without-bf16", "arm-bf16", "arm", "name-only"])
+def test_native_bfloat16_is_read_from_the_cpu_flags(tmp_path, text, native):
+    info = tmp_path / "cpuinfo"
+    info.write_text(text)
+    assert device.cpu_has_native_bfloat16(str(info)) is native
+
+
+def test_no_cpuinfo_means_no_native_bfloat16(tmp_path):
+    assert device.cpu_has_native_bfloat16(str(tmp_path / "absent")) is False
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["bf16-cpu", "no-bf16-cpu"])
+@pytest.mark.parametrize("mode", ["native", "always"])
+def test_amp_on_cpu_uses_bfloat16_only_where_the_cpu_has_it(
+        tiny_cfg, tmp_path, monkeypatch, caplog, native, mode):
+    monkeypatch.setattr(device, "cpu_has_native_bfloat16", lambda: native)
     trainer = _trainer(tiny_cfg, tmp_path, **{"SOLVER.AMP.ENABLED": "True",
+                                              "SOLVER.AMP.CPU_BFLOAT16": mode})
+    expect_bf16 = native or mode == "always"
+    assert isinstance(trainer._trainer, CPUAutocastTrainer) is expect_bf16
+    if not expect_bf16:
+        assert type(trainer._trainer) is CheckedSimpleTrainer
+        assert "no bfloat16 instructions: training in float32" in caplog.text
+
+
+def test_amp_off_is_float32_on_any_cpu(tiny_cfg, tmp_path, monkeypatch):
+    monkeypatch.setattr(device, "cpu_has_native_bfloat16", lambda: True)
+    trainer = _trainer(tiny_cfg, tmp_path)
+    assert type(trainer._trainer) is CheckedSimpleTrainer
+
+
+def test_a_bad_cpu_bfloat16_value_names_the_key(tiny_cfg, tmp_path):
+    with pytest.raises(ValueError, match=r"SOLVER\.AMP\.CPU_BFLOAT16='yes'.*'native', 'always'"):
+        _trainer(tiny_cfg, tmp_path, **{"SOLVER.AMP.ENABLED": "True",
+                                        "SOLVER.AMP.CPU_BFLOAT16": "yes"})
+
+
+def test_amp_on_cpu_trains_in_bfloat16_with_finite_float32_losses(tiny_cfg, tmp_path):
+    # "always": bfloat16 whether or not this CPU has bfloat16 instructions
+    trainer = _trainer(tiny_cfg, tmp_path, **{"SOLVER.AMP.ENABLED": "True",
+                                              "SOLVER.AMP.CPU_BFLOAT16": "always",
                                               "SOLVER.MAX_ITER": "2"})
     assert isinstance(trainer._trainer, CPUAutocastTrainer)
     model = trainer.model

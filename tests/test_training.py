@@ -160,7 +160,7 @@ def _one_failing_step(amp: bool, scale: float):
     model = _LossModel(scale).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     trainer = build_step_trainer(model, iter(lambda: torch.tensor([1.0, 1.0]), None), optimizer,
-                                 amp=amp)
+                                 amp=amp, cpu_bfloat16="always")
     trainer.iter = 3
     before = [p.detach().clone() for p in model.parameters()]
     with EventStorage(start_iter=3), pytest.raises(FloatingPointError) as info:

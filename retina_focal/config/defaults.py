@@ -1,8 +1,9 @@
 """Config keys added by retina_focal, and their validation.
 
-Only new settings live under ``MODEL.RETINA_FOCAL``; keys Detectron2 already has
-(``MODEL.RETINANET.FOCAL_LOSS_ALPHA``, ``IOU_THRESHOLDS``, ...) stay where they are, so a stock
-Detectron2 RetinaNet config runs with ``MODEL.META_ARCHITECTURE: "RetinaFocal"`` alone.
+Only new settings live under ``MODEL.RETINA_FOCAL`` (FocalRPN's in ``MODEL.RETINA_FOCAL.RPN``);
+keys Detectron2 already has (``MODEL.RETINANET.FOCAL_LOSS_ALPHA``, ``IOU_THRESHOLDS``, ...) stay
+where they are, so a stock Detectron2 RetinaNet config runs with
+``MODEL.META_ARCHITECTURE: "RetinaFocal"`` alone.
 Values are checked where they are used, by the constructors (:mod:`.validation`).
 """
 from detectron2.config import CfgNode as CN
@@ -43,6 +44,10 @@ def add_retina_focal_config(cfg: CN) -> None:
     # Compute each backbone conv + FrozenBatchNorm as one conv with the folded weight and bias
     # (same parameters and checkpoints; saves the norm's passes over the activations).
     _C.MODEL.RETINA_FOCAL.FOLD_FROZEN_BN = True
+    # SOLVER.AMP.ENABLED on a CPU: "native" trains in bfloat16 only where the CPU has bfloat16
+    # instructions (avx512_bf16, amx_bf16, Arm bf16) and in float32 elsewhere, where emulated
+    # bfloat16 is slower; "always" trains in bfloat16 on any CPU. No effect on CUDA.
+    _C.SOLVER.AMP.CPU_BFLOAT16 = "native"
 
     # --- Classification losses (see README "Losses and samplers") ---
     # Per-class alpha, K values in [0, 1] (SigmoidFocalLoss[Star]); [] = FOCAL_LOSS_ALPHA.
@@ -78,3 +83,26 @@ def add_retina_focal_config(cfg: CN) -> None:
 
     # Training: skip (log and count) missing or corrupt image files instead of stopping.
     _C.MODEL.RETINA_FOCAL.SKIP_UNREADABLE_IMAGES = False
+
+    # --- FocalRPN (MODEL.PROPOSAL_GENERATOR.NAME "FocalRPN"): defaults = Detectron2's RPN ---
+    # (the RPN's own keys, MODEL.RPN.*: IoU bands, batch size per image, NMS, ..., stay there)
+    _C.MODEL.RETINA_FOCAL.RPN = CN()
+    # Objectness loss, by name in CLS_LOSS_REGISTRY (one sigmoid logit per anchor):
+    # SigmoidFocalLoss with alpha -1 and gamma 0 is Detectron2's binary cross entropy.
+    _C.MODEL.RETINA_FOCAL.RPN.LOSS_NAME = "SigmoidFocalLoss"
+    # Its alpha, in [0, 1] (weight of object anchors) or -1 (no balancing).
+    _C.MODEL.RETINA_FOCAL.RPN.FOCAL_LOSS_ALPHA = -1.0
+    # Its gamma, >= 0 (0: cross entropy).
+    _C.MODEL.RETINA_FOCAL.RPN.FOCAL_LOSS_GAMMA = 0.0
+    # Anchor assigner, by name in ASSIGNER_REGISTRY; the IoU matcher takes MODEL.RPN.IOU_*.
+    _C.MODEL.RETINA_FOCAL.RPN.ASSIGNER_NAME = "IoUThresholdMatcher"
+    # "detectron2": MODEL.RPN.BATCH_SIZE_PER_IMAGE anchors per image, 1:1; "all": every one.
+    _C.MODEL.RETINA_FOCAL.RPN.SAMPLING = "detectron2"
+    # Loss divisor: "detectron2" (BATCH_SIZE_PER_IMAGE x images), "ema" or "batch" positives.
+    _C.MODEL.RETINA_FOCAL.RPN.NORMALIZER = "detectron2"
+    # "ema" normaliser: momentum, in [0, 1).
+    _C.MODEL.RETINA_FOCAL.RPN.NORMALIZER_MOMENTUM = 0.9
+    # "ema" normaliser: starting value, > 0.
+    _C.MODEL.RETINA_FOCAL.RPN.NORMALIZER_INIT = 100.0
+    # Initial objectness pi of every anchor, in (0, 1): 0.5 = bias 0 (Detectron2's).
+    _C.MODEL.RETINA_FOCAL.RPN.PRIOR_PROB = 0.5

@@ -8,7 +8,13 @@ beyond floating-point rounding, its parameter names, or its checkpoints.
   "auto" picks channels-last on the CPU and NCHW elsewhere.
 * ``fold_frozen_bn``: each backbone ``Conv2d`` + ``FrozenBatchNorm2d`` runs as one convolution
   with the folded weight and bias (:mod:`retina_focal.ops.fold_bn`).
+
+It also says whether mixed precision on a CPU should run in bfloat16
+(:func:`use_cpu_bfloat16`): only where the CPU computes bfloat16 natively, unless asked.
 """
+import functools
+import platform
+
 import torch
 from torch import nn
 
@@ -16,9 +22,19 @@ from retina_focal.config import MEMORY_FORMATS, InvalidArgument, check, check_ch
 from retina_focal.ops.fold_bn import fold_frozen_batchnorm
 
 __all__ = [
-    "CONFIG_KEYS", "apply_device_speedups", "apply_device_speedups_from_config",
-    "resolve_memory_format",
+    "CONFIG_KEYS", "CPU_BFLOAT16_MODES", "apply_device_speedups",
+    "apply_device_speedups_from_config", "cpu_has_native_bfloat16", "resolve_memory_format",
+    "use_cpu_bfloat16",
 ]
+
+# Values of SOLVER.AMP.CPU_BFLOAT16 (train.amp.cpu_bfloat16): when SOLVER.AMP.ENABLED on a CPU
+# trains in bfloat16: "native" only on a CPU with bfloat16 instructions (float32 elsewhere,
+# where emulated bfloat16 is slower than float32), "always" everywhere.
+CPU_BFLOAT16_MODES = ("native", "always")
+
+# CPU feature flags (Linux /proc/cpuinfo) of bfloat16 arithmetic: x86 AVX512-BF16 and AMX-BF16,
+# Arm's BF16 extension.
+_BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 
 # The YAML config's keys for the arguments of apply_device_speedups.
 CONFIG_KEYS = {
@@ -68,3 +84,30 @@ def apply_device_speedups_from_config(model: nn.Module, cfg) -> nn.Module:
                                      fold_frozen_bn=rf.FOLD_FROZEN_BN, device=cfg.MODEL.DEVICE)
     except InvalidArgument as e:
         raise e.naming(CONFIG_KEYS) from e
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_has_native_bfloat16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU has bfloat16 instructions (x86 ``avx512_bf16`` / ``amx_bf16``, Arm
+    ``bf16``), read from the feature flags of ``cpuinfo_path``. False where the file does not
+    exist (not Linux): there bfloat16 autocast is not assumed to be faster than float32."""
+    try:
+        with open(cpuinfo_path) as f:
+            text = f.read()
+    except OSError:
+        return False
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip().lower() in ("flags", "features"):
+            if set(value.split()) & set(_BFLOAT16_FLAGS):
+                return True
+    return False
+
+
+def use_cpu_bfloat16(mode: str) -> bool:
+    """Whether mixed precision on this CPU runs in bfloat16 for ``mode`` in
+    :data:`CPU_BFLOAT16_MODES` ("native": only with :func:`cpu_has_native_bfloat16`)."""
+    check_choice(mode, CPU_BFLOAT16_MODES, key="cpu_bfloat16",
+                 note=f"'native' uses bfloat16 only on a CPU with bfloat16 instructions "
+                      f"({', '.join(_BFLOAT16_FLAGS)}; this one is {platform.machine()})")
+    return mode == "always" or cpu_has_native_bfloat16()

@@ -85,6 +85,7 @@ LAZY_TRAINING_KEYS = {
     "max_iter": "train.max_iter",
     "base_lr": "optimizer.lr",
     "num_workers": "dataloader.train.num_workers",
+    "cpu_bfloat16": "train.amp.cpu_bfloat16",
 }
 
 
@@ -174,7 +175,10 @@ class LazyReliableTrainer(ReliableTrainerBase):
         super().__init__(model, data_loader, optimizer, amp=cfg.train.amp.enabled,
                          output_dir=cfg.train.output_dir,
                          init_checkpoint=cfg.train.init_checkpoint,
-                         max_iter=cfg.train.max_iter, ddp=cfg.train.ddp)
+                         max_iter=cfg.train.max_iter, ddp=cfg.train.ddp,
+                         # "native" where a LazyConfig predates the key, as in YAML configs
+                         cpu_bfloat16=OmegaConf.select(cfg, "train.amp.cpu_bfloat16",
+                                                       default="native"))
         # the training set's class map: into every checkpoint, and to the evaluator
         self.checkpointer.class_map = class_map_of_datasets(lazy_dataset_names(cfg, "train"))
         set_lazy_evaluator_class_map(cfg, self.checkpointer.class_map, "dataloader.train")

@@ -18,8 +18,9 @@ What differs from Detectron2's trainers (hooks, evaluation, logging are theirs):
   ``device_ids`` when it lives on the CPU (Detectron2 always passes a GPU index);
 * ``SOLVER.AMP.ENABLED`` (``train.amp.enabled``) on CPU trains under
   ``torch.autocast("cpu", dtype=torch.bfloat16)`` (Detectron2's ``AMPTrainer`` requires
-  CUDA); bfloat16 has float32's exponent range, so no
-  gradient scaling is needed;
+  CUDA); bfloat16 has float32's exponent range, so no gradient scaling is needed. With
+  ``SOLVER.AMP.CPU_BFLOAT16`` "native" (the default) only on a CPU with bfloat16
+  instructions; elsewhere, where emulated bfloat16 is slower, it trains in float32 and says so;
 * a non-finite loss stops every process with a ``FloatingPointError`` that names the
   iteration and the loss terms (Detectron2's own check raises on the main process only);
 * the batch size, iteration count, learning rate and worker count are checked once, before
@@ -41,11 +42,12 @@ from detectron2.utils.logger import setup_logger
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from retina_focal.config import InvalidArgument, check, check_integer
+from retina_focal.config import InvalidArgument, check, check_choice, check_integer
 from retina_focal.data.build import ResumableLoader, build_resumable_train_loader
 from retina_focal.data.class_map import class_map_of_datasets
 from retina_focal.data.mapper import RobustDatasetMapper
 from retina_focal.engine.checkpoint import ModelAttributeState, RetinaFocalCheckpointer
+from retina_focal.engine.device import CPU_BFLOAT16_MODES, use_cpu_bfloat16
 
 __all__ = [
     "MODEL_TRAINING_STATE",
@@ -68,11 +70,12 @@ TRAINING_KEYS = {
     "max_iter": "SOLVER.MAX_ITER",
     "base_lr": "SOLVER.BASE_LR",
     "num_workers": "DATALOADER.NUM_WORKERS",
+    "cpu_bfloat16": "SOLVER.AMP.CPU_BFLOAT16",
 }
 
 
 def check_training_values(*, batch_size, max_iter, base_lr, num_workers,
-                          num_processes: int) -> None:
+                          num_processes: int, cpu_bfloat16=None) -> None:
     """Raise :class:`~retina_focal.config.InvalidArgument` (naming the argument, which the
     callers rename to their config key) unless the values a training run uses make sense:
 
@@ -80,7 +83,8 @@ def check_training_values(*, batch_size, max_iter, base_lr, num_workers,
       by ``num_processes``: each process loads ``batch_size / num_processes`` images;
     * ``max_iter`` an integer >= 0;
     * ``base_lr`` a finite number >= 0;
-    * ``num_workers`` (data-loading processes) an integer >= 0.
+    * ``num_workers`` (data-loading processes) an integer >= 0;
+    * ``cpu_bfloat16`` one of :data:`~retina_focal.engine.device.CPU_BFLOAT16_MODES`.
 
     ``None`` (a key the config does not have) is not checked.
     """
@@ -99,6 +103,10 @@ def check_training_values(*, batch_size, max_iter, base_lr, num_workers,
               requirement="use a finite value >= 0")
     if num_workers is not None:
         check_integer(num_workers, key="num_workers", low=0)
+    if cpu_bfloat16 is not None:
+        check_choice(cpu_bfloat16, CPU_BFLOAT16_MODES, key="cpu_bfloat16",
+                     note="with mixed precision on a CPU, 'native' trains in bfloat16 only "
+                          "where the CPU has bfloat16 instructions, 'always' everywhere")
 
 
 def wrap_distributed(model: nn.Module, *, broadcast_buffers: bool = False,
@@ -172,13 +180,20 @@ class CPUAutocastTrainer(CheckedSimpleTrainer):
         self.optimizer.step()
 
 
-def build_step_trainer(model, data_loader, optimizer, *, amp: bool) -> SimpleTrainer:
+def build_step_trainer(model, data_loader, optimizer, *, amp: bool,
+                       cpu_bfloat16: str = "native") -> SimpleTrainer:
     """The per-iteration trainer: plain, CUDA AMP, or CPU bfloat16 autocast (``amp`` on a CPU
-    model), each with the all-process non-finite loss check."""
+    model, where :func:`~retina_focal.engine.device.use_cpu_bfloat16` of ``cpu_bfloat16``
+    says so), each with the all-process non-finite loss check."""
     if not amp:
         return CheckedSimpleTrainer(model, data_loader, optimizer)
     if next(model.parameters()).device.type == "cuda":
         return CheckedAMPTrainer(model, data_loader, optimizer)
+    if not use_cpu_bfloat16(cpu_bfloat16):
+        logger.warning("Mixed precision is enabled, but this CPU has no bfloat16 instructions: "
+                       "training in float32 (cpu_bfloat16='always' trains in emulated "
+                       "bfloat16, which is slower here)")
+        return CheckedSimpleTrainer(model, data_loader, optimizer)
     logger.info("Mixed precision on CPU: training under torch.autocast('cpu', bfloat16)")
     return CPUAutocastTrainer(model, data_loader, optimizer)
 
@@ -204,7 +219,7 @@ class ReliableTrainerBase(TrainerBase):
 
     def __init__(self, model: nn.Module, data_loader, optimizer: torch.optim.Optimizer, *,
                  amp: bool, output_dir: str, init_checkpoint: str, max_iter: int,
-                 ddp: Optional[Dict[str, Any]] = None):
+                 ddp: Optional[Dict[str, Any]] = None, cpu_bfloat16: str = "native"):
         """
         Args:
             model: the built model, on its device (not yet wrapped for several processes).
@@ -215,6 +230,8 @@ class ReliableTrainerBase(TrainerBase):
             init_checkpoint: weights loaded when not resuming ("" for none).
             max_iter: iterations to train.
             ddp: keyword arguments of :func:`wrap_distributed`.
+            cpu_bfloat16: with ``amp`` on a CPU, "native" (bfloat16 only where the CPU has
+                bfloat16 instructions, float32 elsewhere) or "always".
         """
         TrainerBase.__init__(self)  # not super(): DefaultTrainer.__init__ builds from a cfg
         if not isinstance(data_loader, ResumableLoader):
@@ -222,7 +239,8 @@ class ReliableTrainerBase(TrainerBase):
                            "ResumableLoader: its data order restarts when training is resumed")
         self._train_loader = data_loader
         ddp_model = wrap_distributed(model, **(ddp or {}))
-        self._trainer = build_step_trainer(ddp_model, data_loader, optimizer, amp=amp)
+        self._trainer = build_step_trainer(ddp_model, data_loader, optimizer, amp=amp,
+                                           cpu_bfloat16=cpu_bfloat16)
         checkpointables = {
             "trainer": weakref.proxy(self),
             "model_training_state": ModelAttributeState(model, MODEL_TRAINING_STATE),
@@ -293,7 +311,8 @@ class ReliableTrainer(ReliableTrainerBase, DefaultTrainer):
         data_loader = self.build_train_loader(cfg)
         super().__init__(model, data_loader, optimizer, amp=cfg.SOLVER.AMP.ENABLED,
                          output_dir=cfg.OUTPUT_DIR, init_checkpoint=cfg.MODEL.WEIGHTS,
-                         max_iter=cfg.SOLVER.MAX_ITER)
+                         max_iter=cfg.SOLVER.MAX_ITER,
+                         cpu_bfloat16=cfg.SOLVER.AMP.CPU_BFLOAT16)
         # the training set's class map goes into every checkpoint (retina_focal.data.class_map)
         self.checkpointer.class_map = class_map_of_datasets(cfg.DATASETS.TRAIN)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
@@ -303,12 +322,13 @@ class ReliableTrainer(ReliableTrainerBase, DefaultTrainer):
     @staticmethod
     def check_training_config(cfg, num_processes: int) -> None:
         """:func:`check_training_values` on ``SOLVER.IMS_PER_BATCH``, ``SOLVER.MAX_ITER``,
-        ``SOLVER.BASE_LR`` and ``DATALOADER.NUM_WORKERS``, the error naming the key."""
+        ``SOLVER.BASE_LR``, ``DATALOADER.NUM_WORKERS`` and ``SOLVER.AMP.CPU_BFLOAT16``, the
+        error naming the key."""
         try:
             check_training_values(
                 batch_size=cfg.SOLVER.IMS_PER_BATCH, max_iter=cfg.SOLVER.MAX_ITER,
                 base_lr=cfg.SOLVER.BASE_LR, num_workers=cfg.DATALOADER.NUM_WORKERS,
-                num_processes=num_processes)
+                num_processes=num_processes, cpu_bfloat16=cfg.SOLVER.AMP.CPU_BFLOAT16)
         except InvalidArgument as e:
             raise e.naming(TRAINING_KEYS) from e
 

@@ -17,10 +17,12 @@ built to exercise what a dense detector must handle, not to be trivial:
 Each image is a pure function of ``(seed, split, index)`` through its own
 ``numpy.random.Generator``, so generating twice gives identical files.
 """
+import functools
 import hashlib
 import json
 import logging
 import math
+import multiprocessing
 import os
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Tuple
@@ -217,31 +219,64 @@ def generate_image(cfg: SyntheticConfig, split: str, index: int) -> Tuple[np.nda
     return img, objects
 
 
-def write_split(cfg: SyntheticConfig, split: str, root: str, progress: bool = True) -> str:
-    """Generate one split into ``root`` (images in ``root/<split>/``); return its JSON path."""
+def _render(cfg: SyntheticConfig, split: str,
+            index: int) -> Tuple[bytes, Tuple[int, int], List[Dict]]:
+    """One image of ``split`` as (PNG bytes, (H, W), objects): the unit of parallel work."""
+    img, objects = generate_image(cfg, split, index)
+    return _encode_png(img), img.shape[:2], objects
+
+
+# Below this many images a split is drawn in this process: starting workers costs more.
+_MIN_IMAGES_PER_WORKER = 64
+
+
+def _default_workers(count: int) -> int:
+    """Processes to draw ``count`` images with: one per CPU, where ``fork`` exists (a forked
+    worker starts at once; a spawned one would import torch and detectron2 first)."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    return max(1, min(os.cpu_count() or 1, count // _MIN_IMAGES_PER_WORKER))
+
+
+def write_split(cfg: SyntheticConfig, split: str, root: str, progress: bool = True,
+                workers: Optional[int] = None) -> str:
+    """Generate one split into ``root`` (images in ``root/<split>/``); return its JSON path.
+
+    ``workers`` processes draw the images (default: one per CPU for large splits, see
+    :func:`_default_workers`). Every image is a pure function of its index and the files are
+    written in index order by this process, so the result is byte-identical for any
+    ``workers``.
+    """
     count = cfg.num_train if split == "train" else cfg.num_val
     image_dir = os.path.join(root, split)
     os.makedirs(image_dir, exist_ok=True)
     images, annotations = [], []
-    iterator = range(count)
-    if progress:
-        from tqdm import tqdm
+    workers = _default_workers(count) if workers is None else workers
+    pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
+    try:
+        render = functools.partial(_render, cfg, split)
+        rendered = (pool.imap(render, range(count), chunksize=8) if pool is not None
+                    else map(render, range(count)))
+        if progress:
+            from tqdm import tqdm
 
-        iterator = tqdm(iterator, desc=f"generating synthetic {split}", unit="img",
-                        disable=None, mininterval=2.0)
-    for i in iterator:
-        img, objects = generate_image(cfg, split, i)
-        file_name = f"{i:06d}.png"
-        atomic_write_bytes(os.path.join(image_dir, file_name), _encode_png(img))
-        images.append({"id": i + 1, "file_name": file_name, "height": img.shape[0],
-                       "width": img.shape[1]})
-        for obj in objects:
-            x, y, w, h = obj["bbox"]
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": i + 1,
-                "category_id": obj["category_id"] + 1, "bbox": [x, y, w, h],
-                "area": w * h, "iscrowd": 0,
-            })
+            rendered = tqdm(rendered, total=count, desc=f"generating synthetic {split}",
+                            unit="img", disable=None, mininterval=2.0)
+        for i, (png, (height, width), objects) in enumerate(rendered):
+            file_name = f"{i:06d}.png"
+            atomic_write_bytes(os.path.join(image_dir, file_name), png)
+            images.append({"id": i + 1, "file_name": file_name, "height": height,
+                           "width": width})
+            for obj in objects:
+                x, y, w, h = obj["bbox"]
+                annotations.append({
+                    "id": len(annotations) + 1, "image_id": i + 1,
+                    "category_id": obj["category_id"] + 1, "bbox": [x, y, w, h],
+                    "area": w * h, "iscrowd": 0,
+                })
+    finally:
+        if pool is not None:
+            pool.terminate()
     coco = {
         "info": {"description": "retina_focal synthetic shapes", "config": asdict(cfg),
                  "format_version": FORMAT_VERSION},
