@@ -24,7 +24,7 @@ COMMANDS = {
     "eval": ("evaluate", "evaluate.py", "COCO evaluation report of a checkpoint or a results file"),
     "demo": ("demo", "demo.py", "annotated images + COCO results of a model on images"),
     "plot": ("plot", "plot_training.py", "training curves (PNG) from metrics.json, runs overlaid"),
-    "export": ("export", "export_model.py", "TorchScript export"),
+    "export": ("export", "export_model.py", "export to ONNX, torch.export or TorchScript"),
     "make-dataset": ("make_dataset", "write_synthetic_coco.py",
                      "write the synthetic dataset as COCO files"),
     "ablate": ("ablate", "ablate.py", "train and evaluate one of the paper's ablation studies"),

@@ -1,26 +1,36 @@
 """Fused focal loss from integer labels: loss in one pass, closed-form gradient in one pass.
 
-Two backends share one formulation (see ``csrc/focal_loss_cpu.cpp`` for the derivation):
+The fused path is one PyTorch operator, ``torch.ops.retina_focal.sigmoid_focal_loss``
+(registered with ``torch.library`` when this module is imported), with its gradient another
+(``torch.ops.retina_focal.sigmoid_focal_loss_backward``) tied to it by
+``register_autograd``. Being an operator, not a Python ``autograd.Function``, it is one node
+that ``torch.compile`` keeps in its graph (no graph break) and ``torch.export`` records; its
+fake kernels give the output shapes and dtypes without computing anything. Two kernels share
+one formulation (see ``csrc/focal_loss_cpu.cpp`` for the derivation):
 
-* ``FusedFocalLossCPU``: the C++ kernel of ``_cpu_kernel`` (vectorised, multi-threaded);
-  nothing of size (R, K) is allocated in forward ("sum"/"mean") and only the gradient in
-  backward. float16 / bfloat16 logits are read as they are and accumulated in float32.
-* ``ClosedFormFocalLoss``: the same closed form written with PyTorch ops, for devices other
-  than the CPU (on CUDA it is compiled by ``torch.compile`` into one elementwise kernel per
-  pass when Triton is available, and runs eagerly otherwise).
+* CPU: the C++ kernel of ``_cpu_kernel`` (vectorised, multi-threaded); nothing of size (R, K)
+  is allocated in forward ("sum"/"mean") and only the gradient in backward. float16 /
+  bfloat16 logits are read as they are and accumulated in float32.
+* any other device: the same closed form written with PyTorch ops (on CUDA compiled by
+  ``torch.compile`` into one elementwise kernel per pass when Triton is available, eager
+  otherwise). :class:`ClosedFormFocalLoss` is the same computation as an
+  ``autograd.Function``, which the tests run on the CPU.
 """
 import ctypes
 import logging
 from typing import Optional
 
 import torch
+from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from retina_focal.ops._cpu_kernel import load_kernel
 from retina_focal.ops.numerics import compute_dtype, to_compute_dtype
 
 __all__ = [
-    "FusedFocalLossCPU",
+    "OP_NAMESPACE",
+    "focal_loss_op",
+    "focal_loss_backward_op",
     "ClosedFormFocalLoss",
     "alpha_vectors",
     "compiled_closed_form_terms",
@@ -28,6 +38,15 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+OP_NAMESPACE = "retina_focal"
+_FORWARD_SCHEMA = (
+    "(Tensor logits, Tensor labels, Tensor alpha_pos, Tensor alpha_neg, float gamma, "
+    "str reduction, Tensor? weights) -> Tensor"
+)
+_BACKWARD_SCHEMA = (
+    "(Tensor grad, Tensor logits, Tensor labels, Tensor alpha_pos, Tensor alpha_neg, "
+    "float gamma, str reduction, Tensor? weights) -> Tensor"
+)
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
 
 
@@ -44,69 +63,77 @@ def alpha_vectors(alpha, num_classes: int, dtype: torch.dtype, device):
     return pos, torch.full((num_classes,), 1.0 - float(alpha), dtype=dtype, device=device)
 
 
-def _ptr(t: Optional[torch.Tensor]):
+def _mean_scale(labels: Tensor, num_classes: int) -> float:
+    """1 / (number of (R, K) elements of non-ignored anchors), as "mean" divides."""
+    return 1.0 / max(int((labels >= 0).sum()) * num_classes, 1)
+
+
+# ---------------------------------------------------------------- CPU: the C++ kernel
+
+def _ptr(t: Optional[Tensor]):
     return None if t is None else ctypes.c_void_p(t.data_ptr())
 
 
-class FusedFocalLossCPU(torch.autograd.Function):
-    """``(logits (R, K), labels (R,), alpha_pos (K,), alpha_neg (K,), gamma, reduction,
-    weights (R,) or None) -> loss``; CPU tensors only."""
+def _kernel_inputs(lib, logits: Tensor, labels: Tensor, weights: Optional[Tensor]):
+    """Contiguous logits in a dtype the kernel reads, int64 labels, weights in the compute
+    dtype."""
+    x = logits.contiguous()
+    if x.dtype == torch.float16 and not lib.rf_focal_has_float16():
+        x = x.float()  # this compiler has no _Float16: one converted copy
+    labels = labels.contiguous().to(torch.int64)
+    if weights is not None:
+        weights = weights.to(compute_dtype(x.dtype)).contiguous()
+    return x, labels, weights
 
-    @staticmethod
-    def forward(ctx, logits, labels, alpha_pos, alpha_neg, gamma, reduction, weights):
-        lib = load_kernel()
-        x = logits.contiguous()
-        if x.dtype == torch.float16 and not lib.rf_focal_has_float16():
-            x = x.float()  # this compiler has no _Float16: one converted copy
-        acc = compute_dtype(x.dtype)
-        labels = labels.contiguous().to(torch.int64)
-        R, K = x.shape
-        out = torch.empty((R, K), dtype=acc) if reduction == "none" else None
-        total, valid = ctypes.c_double(), ctypes.c_int64()
-        threads = torch.get_num_threads()
-        rc = lib.rf_focal_forward(
-            _ptr(x), _DTYPE_CODES[x.dtype], _ptr(labels), R, K, _ptr(alpha_pos),
-            _ptr(alpha_neg), float(gamma), _ptr(weights), _ptr(out), ctypes.byref(total),
-            ctypes.byref(valid), threads,
-        )
-        if rc != 0:
-            raise RuntimeError(f"fused focal loss kernel failed (code {rc}) for {x.dtype}")
-        ctx.gamma, ctx.reduction, ctx.threads = float(gamma), reduction, threads
-        ctx.logits_dtype = logits.dtype
-        ctx.scale = 1.0
-        if reduction == "none":
-            result = out
-        else:
-            value = total.value
-            if reduction == "mean":
-                ctx.scale = 1.0 / max(valid.value * K, 1)
-                value *= ctx.scale
-            result = torch.tensor(value, dtype=acc)
-        ctx.save_for_backward(x, labels, alpha_pos, alpha_neg, weights)
-        return result
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        if not ctx.needs_input_grad[0]:
-            return None, None, None, None, None, None, None
-        lib = load_kernel()
-        x, labels, alpha_pos, alpha_neg, weights = ctx.saved_tensors
-        R, K = x.shape
-        grad_in = torch.empty_like(x)
-        if ctx.reduction == "none":
-            grad_out, scale = grad.to(compute_dtype(x.dtype)).contiguous(), 1.0
-        else:
-            grad_out, scale = None, float(grad) * ctx.scale
-        rc = lib.rf_focal_backward(
-            _ptr(x), _DTYPE_CODES[x.dtype], _ptr(labels), R, K, _ptr(alpha_pos),
-            _ptr(alpha_neg), ctx.gamma, _ptr(weights), _ptr(grad_out), scale, _ptr(grad_in),
-            ctx.threads,
-        )
-        if rc != 0:
-            raise RuntimeError(f"fused focal loss kernel failed (code {rc}) for {x.dtype}")
-        return grad_in.to(ctx.logits_dtype), None, None, None, None, None, None
+def _cpu_forward(logits, labels, alpha_pos, alpha_neg, gamma: float, reduction: str, weights):
+    lib = load_kernel()
+    x, labels, weights = _kernel_inputs(lib, logits, labels, weights)
+    acc = compute_dtype(x.dtype)
+    alpha_pos, alpha_neg = alpha_pos.to(acc).contiguous(), alpha_neg.to(acc).contiguous()
+    R, K = x.shape
+    out = torch.empty((R, K), dtype=acc) if reduction == "none" else None
+    total, valid = ctypes.c_double(), ctypes.c_int64()
+    rc = lib.rf_focal_forward(
+        _ptr(x), _DTYPE_CODES[x.dtype], _ptr(labels), R, K, _ptr(alpha_pos), _ptr(alpha_neg),
+        float(gamma), _ptr(weights), _ptr(out), ctypes.byref(total), ctypes.byref(valid),
+        torch.get_num_threads(),
+    )
+    if rc != 0:
+        raise RuntimeError(f"fused focal loss kernel failed (code {rc}) for {x.dtype}")
+    if reduction == "none":
+        return out
+    value = total.value
+    if reduction == "mean":
+        value /= max(valid.value * K, 1)
+    return torch.tensor(value, dtype=acc)
 
+
+def _cpu_backward(grad, logits, labels, alpha_pos, alpha_neg, gamma: float, reduction: str,
+                  weights):
+    lib = load_kernel()
+    x, labels, weights = _kernel_inputs(lib, logits, labels, weights)
+    acc = compute_dtype(x.dtype)
+    alpha_pos, alpha_neg = alpha_pos.to(acc).contiguous(), alpha_neg.to(acc).contiguous()
+    R, K = x.shape
+    grad_in = torch.empty_like(x)
+    if reduction == "none":
+        grad_out, scale = grad.to(acc).contiguous(), 1.0
+    else:
+        grad_out, scale = None, float(grad)
+        if reduction == "mean":
+            scale *= _mean_scale(labels, K)
+    rc = lib.rf_focal_backward(
+        _ptr(x), _DTYPE_CODES[x.dtype], _ptr(labels), R, K, _ptr(alpha_pos), _ptr(alpha_neg),
+        float(gamma), _ptr(weights), _ptr(grad_out), scale, _ptr(grad_in),
+        torch.get_num_threads(),
+    )
+    if rc != 0:
+        raise RuntimeError(f"fused focal loss kernel failed (code {rc}) for {x.dtype}")
+    return grad_in.to(logits.dtype)
+
+
+# ------------------------------------------------- any device: the closed form as torch ops
 
 def _closed_form_terms(x, labels, alpha_pos, alpha_neg, weights, gamma: float, grad: bool):
     """Elementwise loss (grad=False) or d loss / d x (grad=True), (R, K), in x's dtype."""
@@ -156,23 +183,44 @@ def _terms_fn(device: torch.device):
     return _compiled["cuda"]
 
 
+def closed_form_forward(logits, labels, alpha_pos, alpha_neg, gamma: float, reduction: str,
+                        weights):
+    """The operator's kernel on devices other than the CPU: the loss, in the compute dtype."""
+    x = to_compute_dtype(logits)
+    fn = _terms_fn(x.device)
+    loss = fn(x, labels, alpha_pos.to(x.dtype), alpha_neg.to(x.dtype),
+              None if weights is None else weights.to(x.dtype), float(gamma), False)
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "mean":
+        return loss.sum() * _mean_scale(labels, x.shape[1])
+    return loss.contiguous()  # the layout the fake kernel promises, whatever the logits' strides
+
+
+def closed_form_backward(grad, logits, labels, alpha_pos, alpha_neg, gamma: float,
+                         reduction: str, weights):
+    """The gradient operator's kernel on devices other than the CPU, in the logits' dtype."""
+    x = to_compute_dtype(logits)
+    fn = _terms_fn(x.device)
+    d = fn(x, labels, alpha_pos.to(x.dtype), alpha_neg.to(x.dtype),
+           None if weights is None else weights.to(x.dtype), float(gamma), True)
+    if reduction == "mean":
+        grad = grad * _mean_scale(labels, x.shape[1])
+    return (d * grad).to(logits.dtype).contiguous()
+
+
 class ClosedFormFocalLoss(torch.autograd.Function):
-    """Same contract as :class:`FusedFocalLossCPU`, with PyTorch ops (any device)."""
+    """``(logits (R, K), labels (R,), alpha_pos (K,), alpha_neg (K,), gamma, reduction,
+    weights (R,) or None) -> loss``: the closed form of the operator's non-CPU kernels as an
+    ``autograd.Function`` (any device, eager), so that the tests check those kernels' values
+    on the CPU."""
 
     @staticmethod
     def forward(ctx, logits, labels, alpha_pos, alpha_neg, gamma, reduction, weights):
-        x = to_compute_dtype(logits)
-        fn = _terms_fn(x.device)
-        loss = fn(x, labels, alpha_pos, alpha_neg, weights, float(gamma), False)
-        ctx.scale = 1.0
-        if reduction == "sum":
-            loss = loss.sum()
-        elif reduction == "mean":
-            ctx.scale = 1.0 / max(int((labels >= 0).sum()) * x.shape[1], 1)
-            loss = loss.sum() * ctx.scale
-        ctx.gamma, ctx.reduction, ctx.logits_dtype = float(gamma), reduction, logits.dtype
+        ctx.gamma, ctx.reduction = float(gamma), reduction
         ctx.save_for_backward(logits, labels, alpha_pos, alpha_neg, weights)
-        return loss
+        return closed_form_forward(logits, labels, alpha_pos, alpha_neg, gamma, reduction,
+                                   weights)
 
     @staticmethod
     @once_differentiable
@@ -180,8 +228,73 @@ class ClosedFormFocalLoss(torch.autograd.Function):
         if not ctx.needs_input_grad[0]:
             return None, None, None, None, None, None, None
         logits, labels, alpha_pos, alpha_neg, weights = ctx.saved_tensors
-        x = to_compute_dtype(logits)
-        fn = _terms_fn(x.device)
-        d = fn(x, labels, alpha_pos, alpha_neg, weights, ctx.gamma, True)
-        d = d * (grad if ctx.reduction == "none" else grad * ctx.scale)
-        return d.to(ctx.logits_dtype), None, None, None, None, None, None
+        d = closed_form_backward(grad, logits, labels, alpha_pos, alpha_neg, ctx.gamma,
+                                 ctx.reduction, weights)
+        return d, None, None, None, None, None, None
+
+
+# ----------------------------------------------------------------- the torch.library operators
+
+def _fake_forward(logits, labels, alpha_pos, alpha_neg, gamma, reduction, weights):
+    """Shape and dtype only: (R, K) for "none", a scalar otherwise, in the compute dtype."""
+    shape = logits.shape if reduction == "none" else ()
+    return logits.new_empty(shape, dtype=compute_dtype(logits.dtype))
+
+
+def _fake_backward(grad, logits, labels, alpha_pos, alpha_neg, gamma, reduction, weights):
+    return torch.empty_like(logits, memory_format=torch.contiguous_format)
+
+
+def _setup_context(ctx, inputs, output):
+    logits, labels, alpha_pos, alpha_neg, gamma, reduction, weights = inputs
+    ctx.gamma, ctx.reduction = gamma, reduction
+    ctx.save_for_backward(logits, labels, alpha_pos, alpha_neg, weights)
+
+
+def _backward(ctx, grad):
+    """Only the logits get a gradient: labels are integers, and alpha or weights that need one
+    are sent to the portable path by ``resolve_impl``."""
+    grad_logits = None
+    if ctx.needs_input_grad[0]:
+        logits, labels, alpha_pos, alpha_neg, weights = ctx.saved_tensors
+        grad_logits = focal_loss_backward_op(
+            grad, logits, labels, alpha_pos, alpha_neg, ctx.gamma, ctx.reduction, weights
+        )
+    return grad_logits, None, None, None, None, None, None
+
+
+def _lookup(name: str):
+    """``torch.ops.retina_focal.<name>``, or None if it is not registered yet."""
+    try:
+        return getattr(getattr(torch.ops, OP_NAMESPACE), name).default
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def _register():
+    """Define both operators once per process. A second import of this module (a reload, a
+    test that clears ``sys.modules``) finds them registered and uses them as they are: the
+    dispatcher refuses a second definition of the same name."""
+    forward, backward = _lookup("sigmoid_focal_loss"), _lookup("sigmoid_focal_loss_backward")
+    if forward is not None and backward is not None:
+        return forward, backward
+    bwd = torch.library.custom_op(
+        f"{OP_NAMESPACE}::sigmoid_focal_loss_backward", closed_form_backward, mutates_args=(),
+        schema=_BACKWARD_SCHEMA,
+    )
+    bwd.register_kernel("cpu")(_cpu_backward)
+    bwd.register_fake(_fake_backward)
+    fwd = torch.library.custom_op(
+        f"{OP_NAMESPACE}::sigmoid_focal_loss", closed_form_forward, mutates_args=(),
+        schema=_FORWARD_SCHEMA,
+    )
+    fwd.register_kernel("cpu")(_cpu_forward)
+    fwd.register_fake(_fake_forward)
+    fwd.register_autograd(_backward, setup_context=_setup_context)
+    return _lookup("sigmoid_focal_loss"), _lookup("sigmoid_focal_loss_backward")
+
+
+# ``(logits (R, K), labels (R,), alpha_pos (K,), alpha_neg (K,), gamma, reduction,
+# weights (R,) or None) -> loss`` (R, K) or scalar, in ``compute_dtype(logits.dtype)``; and
+# ``(grad, <the same inputs>) -> d loss / d logits`` (R, K) in the logits' dtype.
+focal_loss_op, focal_loss_backward_op = _register()

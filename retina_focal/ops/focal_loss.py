@@ -17,6 +17,8 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from retina_focal.ops._cpu_kernel import KernelUnavailable, load_kernel
+from retina_focal.ops._fused import alpha_vectors, focal_loss_op
 from retina_focal.ops.numerics import compute_dtype, to_compute_dtype, unit_pow
 
 __all__ = [
@@ -55,7 +57,9 @@ def _check(alpha: Alpha, gamma: float, reduction: str, num_classes: Optional[int
                 f"Invalid alpha: per-class alpha has {alpha.numel()} values but there are "
                 f"{num_classes} classes"
             )
-        if not bool(((alpha >= 0) & (alpha <= 1)).all()):
+        # a check of values, skipped where a graph is traced: see _check_labels_inputs
+        tracing = torch.compiler.is_compiling()
+        if not tracing and not bool(((alpha >= 0) & (alpha <= 1)).all()):
             raise ValueError(f"Invalid alpha {alpha.tolist()}: per-class values must be in [0, 1]")
         return alpha
     alpha = float(alpha)
@@ -128,7 +132,10 @@ def _check_labels_inputs(logits: torch.Tensor, labels: torch.Tensor, weights) ->
         raise ValueError(f"Expected floating-point logits; got {logits.dtype}")
     if labels.dtype not in (torch.int64, torch.int32):
         raise ValueError(f"Expected int64 labels in {{-1, 0..K}}; got {labels.dtype}")
-    if labels.numel() and (labels.min() < -1 or labels.max() > logits.shape[1]):
+    # A check of values: data-dependent, so skipped where a graph is traced (torch.compile,
+    # torch.export), whose graph it would break.
+    tracing = torch.compiler.is_compiling()
+    if not tracing and labels.numel() and (labels.min() < -1 or labels.max() > logits.shape[1]):
         raise ValueError(
             f"Invalid labels: values must be -1 (ignored), 0..K-1 (foreground) or K = "
             f"{logits.shape[1]} (background); got min {labels.min().item()}, max "
@@ -167,7 +174,10 @@ def sigmoid_focal_loss_labels(
             gradient in closed form in one more (a C++ kernel on CPU, built once with the
             system's g++; compiled PyTorch ops elsewhere); the portable path is a few eager
             PyTorch ops. They agree to 1e-6 relative. "auto" falls back to the portable path,
-            with one logged warning, when the fused one cannot run here.
+            with one logged warning, when the fused one cannot run here. The fused path is
+            the operator ``torch.ops.retina_focal.sigmoid_focal_loss``: ``torch.compile``
+            keeps it in its graph and ``torch.export`` records it (the checks of label and
+            alpha values, which read data, are skipped while a graph is traced).
 
     Returns:
         a scalar, or (R, K) for ``reduction="none"``. The loss is computed in float32 (or
@@ -183,17 +193,26 @@ def sigmoid_focal_loss_labels(
     alpha = _check(alpha, gamma, reduction, logits.shape[1])
     if resolve_impl(impl, logits, alpha, weights) == "portable":
         return _portable(logits, labels, alpha, float(gamma), reduction, weights)
-    from retina_focal.ops._fused import ClosedFormFocalLoss, FusedFocalLossCPU, alpha_vectors
-
     acc = compute_dtype(logits.dtype)
     alpha_pos, alpha_neg = alpha_vectors(alpha, logits.shape[1], acc, logits.device)
     if weights is not None:
         weights = weights.detach().to(acc).contiguous()
-    fn = FusedFocalLossCPU if logits.device.type == "cpu" else ClosedFormFocalLoss
-    return fn.apply(logits, labels, alpha_pos, alpha_neg, float(gamma), reduction, weights)
+    return focal_loss_op(logits, labels, alpha_pos, alpha_neg, float(gamma), reduction, weights)
 
 
 _warned = set()
+
+
+@torch.compiler.assume_constant_result
+def _cpu_kernel_error() -> str:
+    """Why the C++ kernel cannot be loaded ("" when it can). A constant to a graph traced by
+    torch.compile or torch.export, which reads it once instead of tracing the loader (whose
+    lock would break the graph); a failure is remembered for the process anyway."""
+    try:
+        load_kernel()
+    except KernelUnavailable as e:
+        return str(e)
+    return ""
 
 
 def resolve_impl(impl: Optional[str], logits: torch.Tensor, alpha=None, weights=None) -> str:
@@ -219,12 +238,7 @@ def resolve_impl(impl: Optional[str], logits: torch.Tensor, alpha=None, weights=
     if needs_autograd:
         reason = "gradients w.r.t. weights or alpha need the portable path"
     elif logits.device.type == "cpu":
-        from retina_focal.ops._cpu_kernel import KernelUnavailable, load_kernel
-
-        try:
-            load_kernel()
-        except KernelUnavailable as e:
-            reason = str(e)
+        reason = _cpu_kernel_error() or None
     elif logits.device.type != "cuda":
         reason = f"no fused path for device {logits.device.type!r}"
     if reason is None:
