@@ -4,6 +4,7 @@ measurable parts of Detectron2.
 Importing this package registers, in any order relative to Detectron2's own modules:
 
 * ``RetinaFocal`` in Detectron2's ``META_ARCH_REGISTRY``;
+* ``FocalRPN`` in Detectron2's ``PROPOSAL_GENERATOR_REGISTRY`` (``retina_focal.modeling``);
 * ``RetinaFocalHead`` in ``RETINA_FOCAL_HEAD_REGISTRY``;
 * ``SigmoidFocalLoss``, ``SigmoidFocalLossStar``, ``SoftmaxFocalLoss``, ``QualityFocalLoss``,
   ``VarifocalLoss`` in ``CLS_LOSS_REGISTRY``;

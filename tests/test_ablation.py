@@ -215,3 +215,82 @@ def test_workers_settings_and_config_file_errors_are_refused_before_anything_run
     assert e.value.code == 2
     assert "the following arguments are required: --config-file" in capsys.readouterr().err
     assert os.listdir(tmp_path) == []  # nothing written
+
+
+def test_focal_rpn_studies_build_the_rpn_they_name():
+    """Issue 17: the same settings for the RPN alone (proposal recall) and the whole Faster
+    R-CNN (box AP); each setting's config builds the FocalRPN its label names."""
+    from retina_focal.engine.defaults import build_cfg, build_model
+    from retina_focal.modeling import FocalRPN
+
+    config = os.path.join(REPO, "configs", "Synthetic",
+                          "faster_rcnn_focal_rpn_R_18_FPN_synthetic.yaml")
+    proposals, detector = get_study("focal_rpn_proposals"), get_study("focal_rpn_detector")
+    assert proposals.task == "box_proposals" and detector.task == "bbox"
+    assert proposals.labels() == detector.labels()
+    assert proposals.labels()[:4] == ["BCE + sampler (Detectron2)", "FL all anchors prior .01",
+                                      "FL + sampler", "alpha-CE all anchors"]
+    expected = {  # label -> (alpha, gamma, sampling, normalizer, prior)
+        "BCE + sampler (Detectron2)": (-1.0, 0.0, "detectron2", "detectron2", 0.5),
+        "FL all anchors prior .01": (0.25, 2.0, "all", "ema", 0.01),
+        "FL + sampler": (0.25, 2.0, "detectron2", "detectron2", 0.5),
+        "alpha-CE all anchors": (0.75, 0.0, "all", "ema", 0.01),
+        "FL gamma=0.5 alpha=.5 all anchors": (0.5, 0.5, "all", "ema", 0.01),
+        "FL gamma=1 alpha=.25 all anchors": (0.25, 1.0, "all", "ema", 0.01),
+    }
+    for study, arch in ((proposals, "ProposalNetwork"), (detector, "GeneralizedRCNN")):
+        for setting in study.settings:
+            cfg = build_cfg(config, resolve_overrides(setting.overrides, None))
+            assert cfg.MODEL.META_ARCHITECTURE == arch
+            rpn = build_model(cfg).proposal_generator
+            assert isinstance(rpn, FocalRPN)
+            loss = rpn.objectness_loss
+            got = (loss.alpha, loss.gamma, rpn.sampling, rpn.normalizer, rpn.prior_prob)
+            assert got == expected[setting.label], setting.label
+            if study is proposals:  # AR@1000 needs 1000 proposals per image
+                assert cfg.MODEL.RPN.POST_NMS_TOPK_TEST == 1000
+    assert get_schedule("config").overrides == ()
+
+
+def test_proposal_recall_is_read_and_seeds_repeat_each_setting(tmp_path):
+    """A ProposalNetwork's final box_proposals/AR* metrics are read like box AP; --seeds makes
+    one run per seed (SEED last), and results.md tables the spread over seeds."""
+    from retina_focal.ablation.results import PROPOSAL_METRICS, read_final_metrics, write_results
+    from retina_focal.ablation.runner import parse_seeds
+    from retina_focal.cli import ablate
+
+    rows = [{"iteration": 9, **{f"box_proposals/{m}": 1.0 for m in PROPOSAL_METRICS}},
+            {"iteration": 19, **{f"box_proposals/{m}": 50.0 + i
+                                 for i, m in enumerate(PROPOSAL_METRICS)}}]
+    (tmp_path / "metrics.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert read_final_metrics(str(tmp_path), "box_proposals") == {
+        m: 50.0 + i for i, m in enumerate(PROPOSAL_METRICS)}
+    assert read_final_metrics(str(tmp_path)) is None  # no box AP in a proposal run
+
+    assert parse_seeds("0, 1,2") == [0, 1, 2] and parse_seeds(None) == []
+    for bad in ("a", "-1", "1,1"):
+        with pytest.raises(ValueError, match="--seeds"):
+            parse_seeds(bad)
+    config = os.path.join(REPO, "configs", "Synthetic",
+                          "faster_rcnn_focal_rpn_R_18_FPN_synthetic.yaml")
+    from retina_focal.ablation.runner import build_plan
+
+    plan = build_plan(ablate.build_parser().parse_args(
+        ["--config-file", config, "--study", "focal_rpn_proposals", "--schedule", "tiny",
+         "--settings", "FL + sampler,FL all anchors prior .01", "--seeds", "3,4"]))
+    runs = plan["runs"]
+    assert [r["label"] for r in runs] == [
+        "FL all anchors prior .01 seed=3", "FL all anchors prior .01 seed=4",
+        "FL + sampler seed=3", "FL + sampler seed=4"]
+    assert [r["opts"][-2:] for r in runs] == [["SEED", "3"], ["SEED", "4"]] * 2
+
+    study = get_study("focal_rpn_proposals")
+    table = [{"label": r["label"], "setting": r["setting"].label, "seed": r["seed"],
+              "paper_ap": None, "status": "done", "wall_s": 1.0, "overrides": r["opts"],
+              "metrics": {m: 40.0 + 2 * k for m in PROPOSAL_METRICS}}
+             for k, r in enumerate(runs)]
+    paths = write_results(study, table, str(tmp_path), {})
+    md = open(paths["md"]).read()
+    assert "| setting | AR@100 | ARs@100 |" in md
+    assert "| FL all anchors prior .01 | 2 | 41.0 | 40.0 | 42.0 |" in md
+    assert "| FL + sampler | 2 | 45.0 | 44.0 | 46.0 |" in md

@@ -19,6 +19,7 @@ from retina_focal import (
 )
 from retina_focal.config.loading import UnsafeConfigError
 from retina_focal.engine.defaults import build_cfg
+from retina_focal.modeling import FocalRPN
 
 CONFIG_FILES = sorted(glob.glob(os.path.join(CONFIGS, "**", "*.yaml"), recursive=True))
 
@@ -45,6 +46,11 @@ def test_every_config_builds_a_model(path):
         assert "!!python" not in f.read(), "configs must be safe YAML"
     cfg = make_cfg(path)
     model = build_model(cfg)
+    if cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN":  # Faster R-CNN with FocalRPN (issue 17)
+        assert isinstance(model.proposal_generator, FocalRPN)
+        assert isinstance(model.proposal_generator.objectness_loss, SigmoidFocalLoss)
+        assert isinstance(model.proposal_generator.assigner, IoUThresholdMatcher)
+        return
     assert isinstance(model, RetinaFocal)
     assert isinstance(model.head, RetinaFocalHead)
     assert isinstance(model.cls_loss, SigmoidFocalLoss)

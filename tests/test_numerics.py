@@ -59,7 +59,7 @@ def test_amp_on_cpu_uses_bfloat16_only_where_the_cpu_has_it(
         tiny_cfg, tmp_path, monkeypatch, caplog, native, mode):
     monkeypatch.setattr(device, "cpu_has_native_bfloat16", lambda: native)
     trainer = _trainer(tiny_cfg, tmp_path, **{"SOLVER.AMP.ENABLED": "True",
-                                              "SOLVER.AMP.CPU_BFLOAT16": mode})
+                                              "MODEL.RETINA_FOCAL.CPU_BFLOAT16": mode})
     expect_bf16 = native or mode == "always"
     assert isinstance(trainer._trainer, CPUAutocastTrainer) is expect_bf16
     if not expect_bf16:
@@ -74,15 +74,16 @@ def test_amp_off_is_float32_on_any_cpu(tiny_cfg, tmp_path, monkeypatch):
 
 
 def test_a_bad_cpu_bfloat16_value_names_the_key(tiny_cfg, tmp_path):
-    with pytest.raises(ValueError, match=r"SOLVER\.AMP\.CPU_BFLOAT16='yes'.*'native', 'always'"):
+    with pytest.raises(ValueError,
+                       match=r"MODEL\.RETINA_FOCAL\.CPU_BFLOAT16='yes'.*'native', 'always'"):
         _trainer(tiny_cfg, tmp_path, **{"SOLVER.AMP.ENABLED": "True",
-                                        "SOLVER.AMP.CPU_BFLOAT16": "yes"})
+                                        "MODEL.RETINA_FOCAL.CPU_BFLOAT16": "yes"})
 
 
 def test_amp_on_cpu_trains_in_bfloat16_with_finite_float32_losses(tiny_cfg, tmp_path):
     # "always": bfloat16 whether or not this CPU has bfloat16 instructions
     trainer = _trainer(tiny_cfg, tmp_path, **{"SOLVER.AMP.ENABLED": "True",
-                                              "SOLVER.AMP.CPU_BFLOAT16": "always",
+                                              "MODEL.RETINA_FOCAL.CPU_BFLOAT16": "always",
                                               "SOLVER.MAX_ITER": "2"})
     assert isinstance(trainer._trainer, CPUAutocastTrainer)
     model = trainer.model

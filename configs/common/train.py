@@ -5,8 +5,8 @@ train = dict(
     output_dir="./output",
     init_checkpoint="",  # MODEL.WEIGHTS
     max_iter=90000,  # SOLVER.MAX_ITER
-    # SOLVER.AMP.ENABLED (bfloat16 autocast on a CPU) and SOLVER.AMP.CPU_BFLOAT16 ("native":
-    # bfloat16 only on a CPU with bfloat16 instructions, float32 elsewhere; or "always")
+    # SOLVER.AMP.ENABLED (bfloat16 autocast on a CPU) and MODEL.RETINA_FOCAL.CPU_BFLOAT16
+    # ("native": bfloat16 only on a CPU with bfloat16 instructions, float32 elsewhere; "always")
     amp=dict(enabled=False, cpu_bfloat16="native"),
     ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=False),
     checkpointer=dict(period=5000, max_to_keep=100),  # SOLVER.CHECKPOINT_PERIOD

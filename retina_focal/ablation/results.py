@@ -11,17 +11,26 @@ from retina_focal.ablation.studies import Study
 from retina_focal.utils.file_io import atomic_write_bytes, atomic_write_text
 from retina_focal.utils.plotting import pyplot
 
-__all__ = ["METRICS", "read_final_metrics", "write_results"]
+__all__ = ["METRICS", "PROPOSAL_METRICS", "TASK_METRICS", "read_final_metrics",
+           "write_results"]
 
 # The COCO metrics Detectron2's COCOEvaluator reports for boxes, in percent.
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+# Its proposal recall (a ProposalNetwork's "box_proposals" task), in percent: average recall
+# with 100 and 1000 proposals per image, all objects and by size.
+PROPOSAL_METRICS = ("AR@100", "ARs@100", "ARm@100", "ARl@100", "AR@1000", "ARs@1000",
+                    "ARm@1000", "ARl@1000")
+# {evaluation task (the prefix in metrics.json): its metrics, the first one the headline}
+TASK_METRICS = {"bbox": METRICS, "box_proposals": PROPOSAL_METRICS}
 
 
-def read_final_metrics(output_dir: str) -> Optional[Dict[str, Optional[float]]]:
-    """The last ``bbox/AP*`` values in ``output_dir/metrics.json`` (Detectron2's JSONWriter;
-    the final evaluation is written there), or None if there is none. NaN becomes None, except
-    that a model without any detection (Detectron2 logs "No predictions from the model!") gets
-    0 for every metric."""
+def read_final_metrics(output_dir: str, task: str = "bbox") -> Optional[Dict[str, Optional[float]]]:
+    """The last ``<task>/<metric>`` values (``TASK_METRICS[task]``; ``bbox/AP*`` by default)
+    in ``output_dir/metrics.json`` (Detectron2's JSONWriter; the final evaluation is written
+    there), or None if there is none. NaN becomes None, except that a model without any
+    detection (Detectron2 logs "No predictions from the model!") gets 0 for every box
+    metric."""
+    names = TASK_METRICS[task]
     path = os.path.join(output_dir, "metrics.json")
     if not os.path.exists(path):
         return None
@@ -35,15 +44,16 @@ def read_final_metrics(output_dir: str) -> Optional[Dict[str, Optional[float]]]:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if "bbox/AP" in row:
+            if f"{task}/{names[0]}" in row:
                 found = row
     if found is None:
         return None
-    metrics = {m: _finite(found.get(f"bbox/{m}")) for m in METRICS}
-    if all(v is None for v in metrics.values()) and _no_predictions(output_dir):
+    metrics = {m: _finite(found.get(f"{task}/{m}")) for m in names}
+    if task == "bbox" and all(v is None for v in metrics.values()) and \
+            _no_predictions(output_dir):
         # Detectron2 reports NaN when the model detects nothing at all (pycocotools cannot
         # evaluate an empty result list); with ground truth present that is an AP of 0.
-        metrics = {m: 0.0 for m in METRICS}
+        metrics = {m: 0.0 for m in names}
     return metrics
 
 
@@ -68,9 +78,10 @@ def write_results(study: Study, rows: List[Dict], out_dir: str, header: Dict) ->
     """Write ``results.json``, ``results.md`` and ``results.png`` into ``out_dir``.
 
     Args:
-        rows: one dict per setting, in study order: ``label``, ``paper_ap``, ``status``
-            ("done" / "failed" / "pending"), ``metrics`` (METRICS -> float or None, or None),
-            ``wall_s``, ``overrides`` (list of strings).
+        rows: one dict per run, in study order: ``label``, ``paper_ap``, ``status``
+            ("done" / "failed" / "pending"), ``metrics`` (``TASK_METRICS[study.task]`` ->
+            float or None, or None), ``wall_s``, ``overrides`` (list of strings); with
+            ``--seeds``, also ``setting`` (the study's label) and ``seed``.
         header: run information (config, schedule, command, ...), stored in the JSON and
             printed above the Markdown table.
 
@@ -82,19 +93,21 @@ def write_results(study: Study, rows: List[Dict], out_dir: str, header: Dict) ->
         {"study": study.name, "title": study.title, "paper_note": study.paper_note,
          **header, "settings": rows}, indent=2))
 
+    names = TASK_METRICS[study.task]
     lines = [f"## Study {study.name}: {study.title}", ""]
     for key in ("command", "config_file", "schedule", "schedule_description"):
         if header.get(key):
             lines.append(f"- {key.replace('_', ' ')}: `{header[key]}`")
-    lines += ["", "| setting | " + " | ".join(METRICS) + " | paper AP | train+eval s |",
-              "|---|" + "---|" * (len(METRICS) + 2)]
+    lines += ["", "| setting | " + " | ".join(names) + " | paper AP | train+eval s |",
+              "|---|" + "---|" * (len(names) + 2)]
     for r in rows:
         m = r.get("metrics") or {}
-        cells = [_fmt(m.get(k)) for k in METRICS] if r["status"] == "done" else (
-            [r["status"]] + [""] * (len(METRICS) - 1))
+        cells = [_fmt(m.get(k)) for k in names] if r["status"] == "done" else (
+            [r["status"]] + [""] * (len(names) - 1))
         wall = "" if r.get("wall_s") is None else f"{r['wall_s']:.0f}"
         lines.append(f"| {r['label']} | " + " | ".join(cells)
                      + f" | {_fmt(r.get('paper_ap'))} | {wall} |")
+    lines += _spread_lines(rows, names[0])
     if study.paper_note:
         lines += ["", study.paper_note]
     atomic_write_text(paths["md"], "\n".join(lines) + "\n")
@@ -103,19 +116,45 @@ def write_results(study: Study, rows: List[Dict], out_dir: str, header: Dict) ->
     return paths
 
 
+def _spread_lines(rows: List[Dict], metric: str) -> List[str]:
+    """Where settings were repeated with several seeds (rows with a ``seed`` and a
+    ``setting``), a table of each setting's mean, min and max of ``metric`` over its
+    finished seeds: the run-to-run spread. Nothing otherwise."""
+    by_setting: Dict[str, List[float]] = {}
+    for r in rows:
+        if r.get("seed") is None:
+            continue
+        values = by_setting.setdefault(r["setting"], [])
+        value = (r.get("metrics") or {}).get(metric)
+        if r["status"] == "done" and value is not None:
+            values.append(value)
+    if not by_setting:
+        return []
+    lines = ["", f"Run-to-run spread of {metric} over seeds:", "",
+             f"| setting | seeds done | mean {metric} | min | max |", "|---|---|---|---|---|"]
+    for label, values in by_setting.items():
+        mean = sum(values) / len(values) if values else None
+        lines.append(f"| {label} | {len(values)} | {_fmt(mean)} | "
+                     f"{_fmt(min(values) if values else None)} | "
+                     f"{_fmt(max(values) if values else None)} |")
+    return lines
+
+
 def _plot(study: Study, rows: List[Dict], path: str) -> None:
     import numpy as np
 
     plt = pyplot()
     labels = [r["label"] for r in rows]
-    ours = [((r.get("metrics") or {}).get("AP") if r["status"] == "done" else None) for r in rows]
+    metric = TASK_METRICS[study.task][0]
+    ours = [((r.get("metrics") or {}).get(metric) if r["status"] == "done" else None)
+            for r in rows]
     paper = [r.get("paper_ap") for r in rows]
     x = np.arange(len(rows))
     has_paper = any(p is not None for p in paper)
     width = 0.4 if has_paper else 0.6
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(rows) + 2), 4.5))
     ax.bar(x - (width / 2 if has_paper else 0), [np.nan if v is None else v for v in ours],
-           width, label="this run (AP)", color="tab:blue")
+           width, label=f"this run ({metric})", color="tab:blue")
     if has_paper:
         ax.bar(x + width / 2, [np.nan if v is None else v for v in paper], width,
                label="paper, COCO (AP)", color="tab:gray")
@@ -126,7 +165,7 @@ def _plot(study: Study, rows: List[Dict], path: str) -> None:
     ax.set_xlim(-0.6, len(rows) - 0.4)
     ax.set_xticks(x)
     ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("box AP (%)")
+    ax.set_ylabel("box AP (%)" if metric == "AP" else f"proposal {metric} (%)")
     ax.set_title(f"Study {study.name}: {study.title}", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)

@@ -17,15 +17,15 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import retina_focal
-from retina_focal.ablation.results import read_final_metrics, write_results
+from retina_focal.ablation.results import TASK_METRICS, read_final_metrics, write_results
 from retina_focal.ablation.studies import get_schedule, get_study, resolve_overrides
 from retina_focal.engine.defaults import build_cfg
 from retina_focal.utils.file_io import atomic_write_json
 
-__all__ = ["RESULT_FILE", "StudyRunner", "build_plan", "setting_dirname"]
+__all__ = ["RESULT_FILE", "StudyRunner", "build_plan", "parse_seeds", "setting_dirname"]
 
 RESULT_FILE = "result.json"
 # lines of a training run worth echoing: Detectron2's per-iteration metrics (with ETA), the
@@ -76,6 +76,7 @@ def build_plan(args) -> Dict:
     except (KeyError, AssertionError, ValueError) as e:
         raise ValueError(f"Bad override in the schedule {schedule.name!r} or on the command "
                          f"line ({list(args.opts)}) for {args.config_file}: {e}") from e
+    seeds = parse_seeds(args.seeds)
     runs = []
     for setting in settings:
         index = study.settings.index(setting) + 1
@@ -88,10 +89,31 @@ def build_plan(args) -> Dict:
                 f"Study {study.name}, setting {setting.label!r}: the overrides {opts} do not "
                 f"apply to {args.config_file}: {e}. (Keys a study needs must exist in "
                 "retina_focal.add_retina_focal_config or the base config.)") from e
-        runs.append({"index": index, "setting": setting,
-                     "opts": [str(o) for o in common + opts]})
+        for seed in seeds or [None]:
+            # with --seeds, one run per seed (SEED last: it wins), labelled by both
+            seed_opts = [] if seed is None else ["SEED", str(seed)]
+            label = setting.label if seed is None else f"{setting.label} seed={seed}"
+            runs.append({"index": index, "setting": setting, "label": label, "seed": seed,
+                         "opts": [str(o) for o in common + opts + seed_opts]})
     out_dir = args.output or os.path.join("output", "ablations", f"{study.name}_{schedule.name}")
     return {"study": study, "schedule": schedule, "runs": runs, "out_dir": out_dir}
+
+
+def parse_seeds(text: Optional[str]) -> List[int]:
+    """``--seeds`` "0,1,2" as [0, 1, 2] (None or "": no repetition); a value that is not a
+    non-negative integer, or a repeated one, is a ValueError."""
+    if not text:
+        return []
+    seeds = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit():
+            raise ValueError(f"--seeds={text!r} is invalid: use comma-separated integers >= 0, "
+                             "e.g. 0,1,2")
+        seeds.append(int(part))
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds={text!r} repeats a seed: each seed is one run per setting")
+    return seeds
 
 
 def _read_json(path: str):
@@ -119,6 +141,8 @@ class StudyRunner:
         self.study = plan["study"]
         self.schedule = plan["schedule"]
         self.runs = plan["runs"]
+        # the metric named in progress lines: box AP, or proposal AR@100
+        self.headline = TASK_METRICS[self.study.task][0]
         self.out_dir = plan["out_dir"]
         self.rows = {}
         self.started = time.time()
@@ -136,7 +160,7 @@ class StudyRunner:
             self.env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.workers))
 
     def run_dir(self, run) -> str:
-        return os.path.join(self.out_dir, setting_dirname(run["index"], run["setting"].label))
+        return os.path.join(self.out_dir, setting_dirname(run["index"], run["label"]))
 
     def signature(self, run) -> Dict:
         return {"config_file": self.config_file, "opts": run["opts"]}
@@ -149,10 +173,10 @@ class StudyRunner:
         result = _read_json(path)
         if result is not None and result.get("signature") == self.signature(run):
             # the metrics are read again from the run's own files where they are there
-            metrics = read_final_metrics(self.run_dir(run))
+            metrics = read_final_metrics(self.run_dir(run), self.study.task)
             return result if metrics is None else dict(result, metrics=metrics)
         if result is not None:
-            log(f"{run['setting'].label!r}: {path} was made with other settings; retraining")
+            log(f"{run['label']!r}: {path} was made with other settings; retraining")
             return None
         parent = os.path.dirname(os.path.abspath(self.out_dir))
         for other in sorted(glob.glob(os.path.join(parent, "*", "*", RESULT_FILE))):
@@ -160,23 +184,25 @@ class StudyRunner:
                 continue
             found = _read_json(other)
             if found is not None and found.get("signature") == self.signature(run):
-                found = dict(found, label=run["setting"].label,
+                found = dict(found, label=run["label"],
                              reused_from=os.path.dirname(other))
                 os.makedirs(self.run_dir(run), exist_ok=True)
                 atomic_write_json(path, found, indent=2)
-                log(f"{run['setting'].label!r}: the same run was already made in "
+                log(f"{run['label']!r}: the same run was already made in "
                     f"{os.path.dirname(other)}; its result is reused")
                 return found
         return None
 
     def row(self, run, status, result=None) -> Dict:
-        return {"label": run["setting"].label, "paper_ap": run["setting"].paper_ap,
+        seed = {} if run["seed"] is None else {"setting": run["setting"].label,
+                                               "seed": run["seed"]}
+        return {"label": run["label"], **seed, "paper_ap": run["setting"].paper_ap,
                 "status": status, "metrics": (result or {}).get("metrics"),
                 "wall_s": (result or {}).get("wall_s"), "overrides": run["opts"],
                 "output_dir": self.run_dir(run)}
 
     def write(self) -> Dict[str, str]:
-        rows = [self.rows.get(r["index"]) or self.row(r, "pending") for r in self.runs]
+        rows = [self.rows.get(r["label"]) or self.row(r, "pending") for r in self.runs]
         header = {
             "command": self.command,
             "config_file": self.args.config_file,
@@ -203,7 +229,7 @@ class StudyRunner:
             f"{_fmt_s(time.time() - self.started)}{eta_text}")
 
     def train(self, run) -> None:
-        label = run["setting"].label
+        label = run["label"]
         out = self.run_dir(run)
         if os.path.exists(out):  # an interrupted or outdated run: start it again from scratch
             shutil.rmtree(out)
@@ -227,11 +253,11 @@ class StudyRunner:
                         print(f"  [{label}] {line.rstrip()}", flush=True)
             code = proc.wait()
         wall = time.time() - t0
-        metrics = read_final_metrics(out) if code == 0 else None
+        metrics = read_final_metrics(out, self.study.task) if code == 0 else None
         if metrics is None:
             log(f"{label!r} FAILED (exit code {code}; see {out}/train_stdout.txt). Last lines:\n"
                 + "".join(tail[-25:]))
-            self.rows[run["index"]] = self.row(run, "failed", {"wall_s": wall})
+            self.rows[run["label"]] = self.row(run, "failed", {"wall_s": wall})
             self.progress(label, "failed")
             self.write()
             return
@@ -242,9 +268,10 @@ class StudyRunner:
         atomic_write_json(os.path.join(out, RESULT_FILE), result, indent=2)
         with self.lock:
             self.trained_walls.append(wall)
-        self.rows[run["index"]] = self.row(run, "done", result)
-        self.progress(label, f"AP {metrics['AP']:.1f} in {wall:.0f} s"
-                      if metrics["AP"] is not None else f"done in {wall:.0f} s")
+        self.rows[run["label"]] = self.row(run, "done", result)
+        headline = metrics[self.headline]
+        self.progress(label, f"{self.headline} {headline:.1f} in {wall:.0f} s"
+                      if headline is not None else f"done in {wall:.0f} s")
         self.write()
 
     def run(self) -> int:
@@ -253,9 +280,9 @@ class StudyRunner:
         for run in self.runs:
             result = self.load_done(run)
             if result is not None:
-                self.rows[run["index"]] = self.row(run, "done", result)
-                log(f"{run['setting'].label!r}: already done ({self.run_dir(run)}/{RESULT_FILE}, "
-                    f"AP {result['metrics']['AP']}), skipped")
+                self.rows[run["label"]] = self.row(run, "done", result)
+                log(f"{run['label']!r}: already done ({self.run_dir(run)}/{RESULT_FILE}, "
+                    f"{self.headline} {result['metrics'][self.headline]}), skipped")
                 self.finished += 1
             else:
                 todo.append(run)

@@ -46,6 +46,9 @@ class Study:
     settings: Tuple[Setting, ...]
     # what the paper's numbers are (model, data), printed under the table
     paper_note: str = ""
+    # the evaluation read from each run (results.TASK_METRICS): "bbox" (box AP) or
+    # "box_proposals" (a ProposalNetwork's proposal recall, AR@100 / AR@1000 by size)
+    task: str = "bbox"
 
     def labels(self) -> List[str]:
         return [s.label for s in self.settings]
@@ -97,6 +100,35 @@ def _iou_bands(thresholds: List[float]) -> Tuple[Tuple[str, Any], ...]:
     return (("MODEL.RETINANET.IOU_THRESHOLDS", thresholds),
             ("MODEL.RETINANET.IOU_LABELS", [0, -1, 1]))
 
+
+def _focal_rpn(loss: Tuple[float, float], sampling: str, normalizer: str,
+               prior: float) -> Tuple[Tuple[str, Any], ...]:
+    """FocalRPN's objectness loss ``(alpha, gamma)``, sampling, normaliser and prior, all
+    set (the base config's values are not assumed)."""
+    alpha, gamma = loss
+    return (("MODEL.RETINA_FOCAL.RPN.FOCAL_LOSS_ALPHA", alpha),
+            ("MODEL.RETINA_FOCAL.RPN.FOCAL_LOSS_GAMMA", gamma),
+            ("MODEL.RETINA_FOCAL.RPN.SAMPLING", sampling),
+            ("MODEL.RETINA_FOCAL.RPN.NORMALIZER", normalizer),
+            ("MODEL.RETINA_FOCAL.RPN.PRIOR_PROB", prior))
+
+
+# Issue 17: Detectron2's RPN (BCE on 256 sampled anchors) against the focal loss replacing the
+# sampling (all anchors, prior 0.01, the EMA of the positives as normaliser) or bolted onto it;
+# alpha-balanced CE on all anchors (alpha .75, Table 1a's best); gamma with Table 1b's alpha.
+_FOCAL_RPN_SETTINGS = (
+    Setting("BCE + sampler (Detectron2)",
+            _focal_rpn((-1.0, 0.0), "detectron2", "detectron2", 0.5)),
+    Setting("FL all anchors prior .01", _focal_rpn((0.25, 2.0), "all", "ema", 0.01)),
+    Setting("FL + sampler", _focal_rpn((0.25, 2.0), "detectron2", "detectron2", 0.5)),
+    Setting("alpha-CE all anchors", _focal_rpn((0.75, 0.0), "all", "ema", 0.01)),
+    Setting("FL gamma=0.5 alpha=.5 all anchors", _focal_rpn((0.5, 0.5), "all", "ema", 0.01)),
+    Setting("FL gamma=1 alpha=.25 all anchors", _focal_rpn((0.25, 1.0), "all", "ema", 0.01)),
+)
+_FOCAL_RPN_NOTE = (
+    "No paper numbers: published evidence is mixed (YOLOv3: focal objectness about -2 mAP; "
+    "CenterNet2: a focal dense proposal stage helps). Base config: "
+    "configs/Synthetic/faster_rcnn_focal_rpn_R_18_FPN_synthetic.yaml (docs/focal_rpn.md).")
 
 _TABLE1_NOTE = ("Paper: Lin et al. 2017, Table 1, RetinaNet ResNet-50-FPN, 600 px, COCO "
                 "minival (trainval35k, 90k iterations).")
@@ -189,6 +221,21 @@ STUDIES: Dict[str, Study] = {
             ),
             "The paper has no numbers for these losses.",
         ),
+        Study(
+            "focal_rpn_proposals", "Focal RPN (issue 17), the RPN alone (ProposalNetwork): "
+            "proposal recall",
+            tuple(Setting(s.label, s.overrides + (
+                ("MODEL.META_ARCHITECTURE", "ProposalNetwork"),
+                ("MODEL.RPN.POST_NMS_TOPK_TEST", 1000),  # for AR@1000
+            )) for s in _FOCAL_RPN_SETTINGS),
+            _FOCAL_RPN_NOTE,
+            task="box_proposals",
+        ),
+        Study(
+            "focal_rpn_detector", "Focal RPN (issue 17) in Faster R-CNN: box AP",
+            _FOCAL_RPN_SETTINGS,
+            _FOCAL_RPN_NOTE,
+        ),
     ]
 }
 
@@ -217,6 +264,8 @@ SCHEDULES: Dict[str, Schedule] = {
                      ("SOLVER.MAX_ITER", 90000), ("SOLVER.WARMUP_ITERS", 1000),
                      ("SOLVER.STEPS", (60000, 80000)), ("SOLVER.CHECKPOINT_PERIOD", 5000),
                      ("TEST.EVAL_PERIOD", 0))),
+        Schedule("config", "the base config's own solver settings (no overrides; e.g. 600 "
+                 "iterations of 8 images for the synthetic Faster R-CNN)"),
     ]
 }
 

@@ -38,6 +38,9 @@ def build_parser():
                         help="study directory (default: output/ablations/<study>_<schedule>)")
     parser.add_argument("--settings", default=None,
                         help="comma-separated labels: run only these settings of the study")
+    parser.add_argument("--seeds", default=None,
+                        help="comma-separated SEEDs: run every setting once per seed (the "
+                             "run-to-run spread is tabled in results.md)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[],
                         help="KEY VALUE config overrides applied to every setting")
     return parser

@@ -47,7 +47,7 @@ def add_retina_focal_config(cfg: CN) -> None:
     # SOLVER.AMP.ENABLED on a CPU: "native" trains in bfloat16 only where the CPU has bfloat16
     # instructions (avx512_bf16, amx_bf16, Arm bf16) and in float32 elsewhere, where emulated
     # bfloat16 is slower; "always" trains in bfloat16 on any CPU. No effect on CUDA.
-    _C.SOLVER.AMP.CPU_BFLOAT16 = "native"
+    _C.MODEL.RETINA_FOCAL.CPU_BFLOAT16 = "native"
 
     # --- Classification losses (see README "Losses and samplers") ---
     # Per-class alpha, K values in [0, 1] (SigmoidFocalLoss[Star]); [] = FOCAL_LOSS_ALPHA.

@@ -15,6 +15,7 @@ Two entry points build the same loader:
 import itertools
 import logging
 import operator
+import sys
 from typing import Dict, List, Sequence, Union
 
 import torch.utils.data as torchdata
@@ -27,7 +28,7 @@ from detectron2.data.build import worker_init_reset_seed
 from detectron2.data.common import AspectRatioGroupedDataset
 from detectron2.utils import comm
 
-from retina_focal.data.checks import sanitize_dataset_dicts
+from retina_focal.data.checks import model_num_classes, sanitize_dataset_dicts
 from retina_focal.data.mapper import RobustDatasetMapper
 from retina_focal.data.samplers import ResumableTrainingSampler, SeededMapDataset
 
@@ -170,8 +171,10 @@ def build_resumable_train_loader(cfg, mapper=None, dataset=None):
     Detectron2's loader (its order then restarts on resume, with a warning).
     """
     if dataset is None:
+        num_classes = model_num_classes(cfg)
         dataset = get_training_dataset_dicts(
-            cfg.DATASETS.TRAIN, num_classes=cfg.MODEL.RETINANET.NUM_CLASSES,
+            # a model without classes (ProposalNetwork) takes any category id >= 0
+            cfg.DATASETS.TRAIN, num_classes=sys.maxsize if num_classes is None else num_classes,
             filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
         )
     if mapper is None:

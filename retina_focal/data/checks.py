@@ -27,6 +27,7 @@ __all__ = [
     "bbox_problem",
     "check_lazy_num_classes",
     "check_num_classes",
+    "model_num_classes",
     "lazy_dataset_names",
     "describe_annotation",
     "sanitize_dataset_dicts",
@@ -35,9 +36,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-# Meta-architectures whose class count is MODEL.RETINANET.NUM_CLASSES.
+# The class-count key of each meta-architecture checked (ProposalNetwork has no classes).
 _NUM_CLASSES_KEY = {"RetinaFocal": "MODEL.RETINANET.NUM_CLASSES",
-                    "RetinaNet": "MODEL.RETINANET.NUM_CLASSES"}
+                    "RetinaNet": "MODEL.RETINANET.NUM_CLASSES",
+                    "GeneralizedRCNN": "MODEL.ROI_HEADS.NUM_CLASSES"}
 
 
 def check_num_classes(cfg, dataset_names: Optional[Sequence[str]] = None, *,
@@ -47,7 +49,8 @@ def check_num_classes(cfg, dataset_names: Optional[Sequence[str]] = None, *,
 
     Args:
         cfg: a Detectron2 CfgNode; checked for RetinaFocal / RetinaNet (NUM_CLASSES key
-            ``MODEL.RETINANET.NUM_CLASSES``), other meta-architectures are left alone.
+            ``MODEL.RETINANET.NUM_CLASSES``) and GeneralizedRCNN
+            (``MODEL.ROI_HEADS.NUM_CLASSES``), other meta-architectures are left alone.
         dataset_names: default ``DATASETS.TRAIN + DATASETS.TEST`` (``DATASETS.TEST`` alone
             with ``evaluation_only``). Datasets whose metadata has no ``thing_classes`` yet
             are skipped.
@@ -64,7 +67,7 @@ def check_num_classes(cfg, dataset_names: Optional[Sequence[str]] = None, *,
     key = _NUM_CLASSES_KEY.get(cfg.MODEL.META_ARCHITECTURE)
     if key is None:
         return
-    num_classes = cfg.MODEL.RETINANET.NUM_CLASSES
+    num_classes = _cfg_value(cfg, key)
     check_names = dataset_names is None and not evaluation_only
     if dataset_names is None:
         dataset_names = list(cfg.DATASETS.TEST)
@@ -75,6 +78,21 @@ def check_num_classes(cfg, dataset_names: Optional[Sequence[str]] = None, *,
     if check_names:
         _check_test_classes(list(cfg.DATASETS.TRAIN), list(cfg.DATASETS.TEST),
                             "DATASETS.TRAIN", "DATASETS.TEST")
+
+
+def model_num_classes(cfg) -> Optional[int]:
+    """The class count of ``cfg``'s meta-architecture (``MODEL.RETINANET.NUM_CLASSES`` for
+    RetinaFocal / RetinaNet, ``MODEL.ROI_HEADS.NUM_CLASSES`` for GeneralizedRCNN); None for one
+    without classes (ProposalNetwork) or unknown here."""
+    key = _NUM_CLASSES_KEY.get(cfg.MODEL.META_ARCHITECTURE)
+    return None if key is None else _cfg_value(cfg, key)
+
+
+def _cfg_value(cfg, key: str):
+    """``cfg``'s value at the dotted ``key`` (e.g. ``MODEL.ROI_HEADS.NUM_CLASSES``)."""
+    for part in key.split("."):
+        cfg = cfg[part]
+    return cfg
 
 
 def _check_test_classes(train: List[str], test: List[str], train_key: str, test_key: str):
@@ -113,17 +131,22 @@ def lazy_dataset_names(cfg, split: str) -> List[str]:
 
 
 def check_lazy_num_classes(cfg, *, evaluation_only: bool = False) -> None:
-    """:func:`check_num_classes` for a LazyConfig: ``model.num_classes`` against the datasets
+    """:func:`check_num_classes` for a LazyConfig: ``model.num_classes`` (an R-CNN's
+    ``model.roi_heads.num_classes``) against the datasets
     named by ``dataloader.train.dataset.names`` (not with ``evaluation_only``) and
     ``dataloader.test.dataset.names``; when training, the test datasets' class names against
     the training datasets'."""
-    num_classes = cfg.get("model", {}).get("num_classes")
+    model = cfg.get("model", {})
+    # a dense detector's model.num_classes, or an R-CNN's model.roi_heads.num_classes
+    key, num_classes = "model.num_classes", model.get("num_classes")
+    if num_classes is None:
+        key, num_classes = "model.roi_heads.num_classes", model.get("roi_heads", {}).get(
+            "num_classes")
     if not isinstance(num_classes, int):
         return
     for split in ("test",) if evaluation_only else ("train", "test"):
         for name in lazy_dataset_names(cfg, split):
-            _check_dataset_classes(name, num_classes, "model.num_classes",
-                                   "set model.num_classes={}",
+            _check_dataset_classes(name, num_classes, key, f"set {key}={{}}",
                                    where=f" (dataloader.{split}.dataset.names)")
     if not evaluation_only:
         _check_test_classes(lazy_dataset_names(cfg, "train"), lazy_dataset_names(cfg, "test"),

@@ -27,9 +27,9 @@ __all__ = [
     "use_cpu_bfloat16",
 ]
 
-# Values of SOLVER.AMP.CPU_BFLOAT16 (train.amp.cpu_bfloat16): when SOLVER.AMP.ENABLED on a CPU
-# trains in bfloat16: "native" only on a CPU with bfloat16 instructions (float32 elsewhere,
-# where emulated bfloat16 is slower than float32), "always" everywhere.
+# Values of MODEL.RETINA_FOCAL.CPU_BFLOAT16 (train.amp.cpu_bfloat16): when SOLVER.AMP.ENABLED
+# on a CPU trains in bfloat16: "native" only on a CPU with bfloat16 instructions (float32
+# elsewhere, where emulated bfloat16 is slower than float32), "always" everywhere.
 CPU_BFLOAT16_MODES = ("native", "always")
 
 # CPU feature flags (Linux /proc/cpuinfo) of bfloat16 arithmetic: x86 AVX512-BF16 and AMX-BF16,

@@ -19,7 +19,7 @@ What differs from Detectron2's trainers (hooks, evaluation, logging are theirs):
 * ``SOLVER.AMP.ENABLED`` (``train.amp.enabled``) on CPU trains under
   ``torch.autocast("cpu", dtype=torch.bfloat16)`` (Detectron2's ``AMPTrainer`` requires
   CUDA); bfloat16 has float32's exponent range, so no gradient scaling is needed. With
-  ``SOLVER.AMP.CPU_BFLOAT16`` "native" (the default) only on a CPU with bfloat16
+  ``MODEL.RETINA_FOCAL.CPU_BFLOAT16`` "native" (the default) only on a CPU with bfloat16
   instructions; elsewhere, where emulated bfloat16 is slower, it trains in float32 and says so;
 * a non-finite loss stops every process with a ``FloatingPointError`` that names the
   iteration and the loss terms (Detectron2's own check raises on the main process only);
@@ -70,7 +70,7 @@ TRAINING_KEYS = {
     "max_iter": "SOLVER.MAX_ITER",
     "base_lr": "SOLVER.BASE_LR",
     "num_workers": "DATALOADER.NUM_WORKERS",
-    "cpu_bfloat16": "SOLVER.AMP.CPU_BFLOAT16",
+    "cpu_bfloat16": "MODEL.RETINA_FOCAL.CPU_BFLOAT16",
 }
 
 
@@ -312,7 +312,7 @@ class ReliableTrainer(ReliableTrainerBase, DefaultTrainer):
         super().__init__(model, data_loader, optimizer, amp=cfg.SOLVER.AMP.ENABLED,
                          output_dir=cfg.OUTPUT_DIR, init_checkpoint=cfg.MODEL.WEIGHTS,
                          max_iter=cfg.SOLVER.MAX_ITER,
-                         cpu_bfloat16=cfg.SOLVER.AMP.CPU_BFLOAT16)
+                         cpu_bfloat16=cfg.MODEL.RETINA_FOCAL.CPU_BFLOAT16)
         # the training set's class map goes into every checkpoint (retina_focal.data.class_map)
         self.checkpointer.class_map = class_map_of_datasets(cfg.DATASETS.TRAIN)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
@@ -322,13 +322,13 @@ class ReliableTrainer(ReliableTrainerBase, DefaultTrainer):
     @staticmethod
     def check_training_config(cfg, num_processes: int) -> None:
         """:func:`check_training_values` on ``SOLVER.IMS_PER_BATCH``, ``SOLVER.MAX_ITER``,
-        ``SOLVER.BASE_LR``, ``DATALOADER.NUM_WORKERS`` and ``SOLVER.AMP.CPU_BFLOAT16``, the
-        error naming the key."""
+        ``SOLVER.BASE_LR``, ``DATALOADER.NUM_WORKERS`` and
+        ``MODEL.RETINA_FOCAL.CPU_BFLOAT16``, the error naming the key."""
         try:
             check_training_values(
                 batch_size=cfg.SOLVER.IMS_PER_BATCH, max_iter=cfg.SOLVER.MAX_ITER,
                 base_lr=cfg.SOLVER.BASE_LR, num_workers=cfg.DATALOADER.NUM_WORKERS,
-                num_processes=num_processes, cpu_bfloat16=cfg.SOLVER.AMP.CPU_BFLOAT16)
+                num_processes=num_processes, cpu_bfloat16=cfg.MODEL.RETINA_FOCAL.CPU_BFLOAT16)
         except InvalidArgument as e:
             raise e.naming(TRAINING_KEYS) from e
 

@@ -2,17 +2,23 @@
 
 Detectron2's ``build_resnet_backbone`` fixes the width of ResNet-18/34 (64 channels in res2).
 Trained from scratch on CPU, a narrower network reaches a given AP in a fraction of the time,
-so this builder uses ``MODEL.RESNETS.RES2_OUT_CHANNELS`` (res2; doubled at every later stage)
+so these builders use ``MODEL.RESNETS.RES2_OUT_CHANNELS`` (res2; doubled at every later stage)
 and ``MODEL.RESNETS.STEM_OUT_CHANNELS`` for BasicBlock ResNets of depth 18 or 34. Everything
-else (blocks, stem, FPN, P6/P7) is Detectron2's.
+else (blocks, stem, FPN, its top block) is Detectron2's. Two FPNs: RetinaNet's P3-P7 (P6/P7
+from res5) and Faster R-CNN's P2-P6 (P6 by max-pooling P5), as Detectron2's
+``build_retinanet_resnet_fpn_backbone`` and ``build_resnet_fpn_backbone``.
 """
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone import FPN, ResNet
-from detectron2.modeling.backbone.fpn import LastLevelP6P7
+from detectron2.modeling.backbone.fpn import LastLevelMaxPool, LastLevelP6P7
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem
 
-__all__ = ["build_retina_focal_basic_resnet_fpn_backbone", "make_basic_resnet_stages"]
+__all__ = [
+    "build_retina_focal_basic_resnet_fpn_backbone",
+    "build_retina_focal_basic_resnet_fpn_p2_backbone",
+    "make_basic_resnet_stages",
+]
 
 _BLOCKS_PER_STAGE = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3]}
 
@@ -39,27 +45,46 @@ def make_basic_resnet_stages(depth: int, stem_out_channels: int, res2_out_channe
     return stages
 
 
-@BACKBONE_REGISTRY.register()
-def build_retina_focal_basic_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
-    """BasicBlock ResNet (res2..res5 widths w, 2w, 4w, 8w with w = RES2_OUT_CHANNELS) + FPN
-    with P6/P7 from res5, as in RetinaNet."""
+def _basic_resnet(cfg, input_shape: ShapeSpec, builder: str) -> ResNet:
+    """The cfg's BasicBlock ResNet (``MODEL.RESNETS.*``, ``MODEL.BACKBONE.FREEZE_AT``);
+    ``builder`` names the backbone builder in the error of a bad depth."""
     r = cfg.MODEL.RESNETS
     if r.DEPTH not in _BLOCKS_PER_STAGE:
         raise ValueError(
-            f"MODEL.RESNETS.DEPTH={r.DEPTH} is invalid for "
-            f"build_retina_focal_basic_resnet_fpn_backbone: choices {sorted(_BLOCKS_PER_STAGE)}"
+            f"MODEL.RESNETS.DEPTH={r.DEPTH} is invalid for {builder}: choices "
+            f"{sorted(_BLOCKS_PER_STAGE)}"
         )
     stem = BasicStem(in_channels=input_shape.channels, out_channels=r.STEM_OUT_CHANNELS,
                      norm=r.NORM)
     stages = make_basic_resnet_stages(r.DEPTH, r.STEM_OUT_CHANNELS, r.RES2_OUT_CHANNELS, r.NORM)
-    bottom_up = ResNet(stem, stages, out_features=r.OUT_FEATURES,
-                       freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
+    return ResNet(stem, stages, out_features=r.OUT_FEATURES,
+                  freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
+
+
+def _fpn(cfg, bottom_up: ResNet, top_block) -> FPN:
     return FPN(
         bottom_up=bottom_up,
         in_features=cfg.MODEL.FPN.IN_FEATURES,
         out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
         norm=cfg.MODEL.FPN.NORM,
-        top_block=LastLevelP6P7(bottom_up.output_shape()["res5"].channels,
-                                cfg.MODEL.FPN.OUT_CHANNELS),
+        top_block=top_block,
         fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
     )
+
+
+@BACKBONE_REGISTRY.register()
+def build_retina_focal_basic_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
+    """BasicBlock ResNet (res2..res5 widths w, 2w, 4w, 8w with w = RES2_OUT_CHANNELS) + FPN
+    with P6/P7 from res5, as in RetinaNet."""
+    bottom_up = _basic_resnet(cfg, input_shape, "build_retina_focal_basic_resnet_fpn_backbone")
+    return _fpn(cfg, bottom_up, LastLevelP6P7(bottom_up.output_shape()["res5"].channels,
+                                              cfg.MODEL.FPN.OUT_CHANNELS))
+
+
+@BACKBONE_REGISTRY.register()
+def build_retina_focal_basic_resnet_fpn_p2_backbone(cfg, input_shape: ShapeSpec):
+    """The same BasicBlock ResNet + FPN with P6 max-pooled from P5, as Faster R-CNN's
+    (P2-P6 with ``MODEL.FPN.IN_FEATURES: [res2, res3, res4, res5]``)."""
+    bottom_up = _basic_resnet(cfg, input_shape,
+                              "build_retina_focal_basic_resnet_fpn_p2_backbone")
+    return _fpn(cfg, bottom_up, LastLevelMaxPool())
