@@ -18,16 +18,48 @@ ATOL = 1e-4
 BOX_RTOL = 1e-5
 
 
+def _pair_ties(eager, exported, atol: float) -> torch.Tensor:
+    """(N,) indices into ``exported`` pairing each eager detection with an exported one of the
+    same class whose score is within ``atol``, the nearest box first, each used once.
+
+    Detections are sorted by score, and two whose scores differ by less than float rounding may
+    come out in either order (sort and NMS ties); pairing by index alone would compare two
+    different objects. Where no such partner is left, the detection keeps its own index, so a
+    real difference still shows."""
+    n = len(eager)
+    a, b = eager.pred_boxes.tensor, exported.pred_boxes.tensor
+    close = ((eager.scores[:, None] - exported.scores[None, :]).abs() <= atol) & (
+        eager.pred_classes[:, None] == exported.pred_classes[None, :])
+    distance = (a[:, None, :] - b[None, :, :]).abs().amax(dim=2)
+    free = torch.ones(n, dtype=torch.bool)
+    order = torch.arange(n)
+    for i in range(n):
+        candidates = close[i] & free
+        if candidates.any():
+            j = int(torch.where(candidates, distance[i], torch.inf).argmin())
+        elif free[i]:
+            j = i
+        else:
+            j = int(free.nonzero()[0])
+        order[i] = j
+        free[j] = False
+    return order
+
+
 def compare_instances(eager, exported, atol: float = ATOL,
                       box_rtol: float = BOX_RTOL) -> Dict:
     """How the detections of one image differ: ``{"detections": [eager, exported] counts,
     "same_classes", "max_box_difference", "max_score_difference", "same"}`` (differences in
     pixels and score units, 0.0 when both are empty, None when the counts differ). ``same``:
-    identical classes, scores within ``atol``, boxes within ``atol + box_rtol * |eager|``."""
+    identical classes, scores within ``atol``, boxes within ``atol + box_rtol * |eager|``.
+    Detections whose scores tie within ``atol`` are compared in either order
+    (:func:`_pair_ties`)."""
     out = {"detections": [len(eager), len(exported)], "same_classes": False,
            "max_box_difference": None, "max_score_difference": None, "same": False}
     if len(eager) != len(exported):
         return out
+    if len(eager):
+        exported = exported[_pair_ties(eager, exported, atol)]
     out["same_classes"] = bool(torch.equal(eager.pred_classes, exported.pred_classes))
     if not len(eager):
         out["max_box_difference"] = out["max_score_difference"] = 0.0
