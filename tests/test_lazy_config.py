@@ -219,7 +219,8 @@ def _trainer(path, tmp_path, tiny_cfg, **opts):
     from retina_focal.engine.lazy import LazyReliableTrainer
 
     lazy_keys = {"SOLVER.BASE_LR": "optimizer.lr", "SOLVER.MAX_ITER": "train.max_iter",
-                 "SOLVER.AMP.ENABLED": "train.amp.enabled"}
+                 "SOLVER.AMP.ENABLED": "train.amp.enabled",
+                 "MODEL.RETINA_FOCAL.CPU_BFLOAT16": "train.amp.cpu_bfloat16"}
     if path == "yaml":
         tiny_cfg.merge_from_list(["OUTPUT_DIR", str(tmp_path), "DATASETS.TEST", "()",
                                   "SOLVER.IMS_PER_BATCH", "2", "SEED", "3"]
@@ -247,7 +248,9 @@ def test_non_finite_loss_stops_training_on_both_paths(path, tiny_cfg, tmp_path):
 def test_cpu_amp_trains_under_bfloat16_autocast_on_both_paths(path, tiny_cfg, tmp_path):
     from retina_focal.engine.trainer import CPUAutocastTrainer
 
+    # "always": bfloat16 on any CPU ("native", the default, only with bfloat16 instructions)
     trainer = _trainer(path, tmp_path, tiny_cfg, **{"SOLVER.AMP.ENABLED": "True",
+                                                    "MODEL.RETINA_FOCAL.CPU_BFLOAT16": "always",
                                                     "SOLVER.MAX_ITER": "2"})
     assert type(trainer._trainer) is CPUAutocastTrainer
     dtypes = []
@@ -258,6 +261,14 @@ def test_cpu_amp_trains_under_bfloat16_autocast_on_both_paths(path, tiny_cfg, tm
     losses = trainer.storage.history("total_loss").values()
     assert len(losses) == 2 and all(math.isfinite(v) for v, _ in losses)
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+
+
+@pytest.mark.parametrize("path", ["yaml", "lazy"])
+def test_a_bad_cpu_bfloat16_value_names_the_key_on_both_paths(path, tiny_cfg, tmp_path):
+    key = {"yaml": "MODEL.RETINA_FOCAL.CPU_BFLOAT16", "lazy": "train.amp.cpu_bfloat16"}[path]
+    with pytest.raises(ValueError, match=re.escape(key) + "='fast' is invalid"):
+        _trainer(path, tmp_path, tiny_cfg, **{"SOLVER.AMP.ENABLED": "True",
+                                              "MODEL.RETINA_FOCAL.CPU_BFLOAT16": "fast"})
 
 
 def test_lazy_device_speedups_come_from_train_and_bad_values_name_the_key():
