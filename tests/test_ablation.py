@@ -88,7 +88,8 @@ def test_bad_study_schedule_and_key_are_clear_errors(capsys):
 
     assert ablate.run(["--config-file", TINY_CONFIG, "--study", "2z", "--schedule", "tiny"]) == 2
     err = capsys.readouterr().err
-    assert "Unknown study '2z'" in err and "1a, 1b, 1c, 1d, table3, assigners, extra_losses" in err
+    assert "Unknown study '2z'" in err and \
+        "1a, 1b, 1c, 1d, 1e, table3, assigners, extra_losses" in err
     assert ablate.run(["--config-file", TINY_CONFIG, "--study", "1a", "--schedule", "fast"]) == 2
     err = capsys.readouterr().err
     assert "Unknown schedule 'fast'" in err and "cpu_short" in err
@@ -294,3 +295,138 @@ def test_proposal_recall_is_read_and_seeds_repeat_each_setting(tmp_path):
     assert "| setting | AR@100 | ARs@100 |" in md
     assert "| FL all anchors prior .01 | 2 | 41.0 | 40.0 | 42.0 |" in md
     assert "| FL + sampler | 2 | 45.0 | 44.0 | 46.0 |" in md
+
+
+def test_table_1e_settings_build_their_depth_at_their_scale():
+    """Issue 18: R18 / R34 / R50 x 192 / 256 / 320 px on the synthetic config, each with the
+    paper's Table 1e row of its scale beside it (R50 only); built and run forward, not
+    trained."""
+    import torch
+    from detectron2.data import detection_utils
+    from detectron2.modeling.backbone.resnet import BasicBlock, BottleneckBlock
+
+    from retina_focal.ablation.studies import PAPER_TABLE_1E
+    from retina_focal.engine.defaults import build_cfg, build_model
+
+    study = get_study("1e")
+    assert study.title == "Table 1e: backbone depth x image scale" and study.timed
+    assert study.labels() == [f"R{d}-{s}" for d in (18, 34, 50) for s in (192, 256, 320)]
+    assert [(s.paper_ap, s.paper_ms) for s in study.settings] == [(None, None)] * 6 + [
+        (30.5, 64.0), (34.3, 98.0), (35.7, 153.0)]  # the paper's R50 at 400 / 600 / 800 px
+    assert len(PAPER_TABLE_1E) == 10 and len(study.paper_speed) == 10
+    assert {p[0] for p in study.paper_speed} == {"R50", "R101"}
+    base = build_cfg(SYNTHETIC_CONFIG, freeze=False)
+    blocks = {18: (BasicBlock, [2, 2, 2, 2]), 34: (BasicBlock, [3, 4, 6, 3]),
+              50: (BottleneckBlock, [3, 4, 6, 3])}
+    for setting in study.settings:
+        depth, size = (int(v) for v in setting.label[1:].split("-"))
+        assert setting.curve == (f"R{depth}", str(size))
+        cfg = build_cfg(SYNTHETIC_CONFIG, resolve_overrides(setting.overrides, base))
+        model = build_model(cfg).eval()
+        stages = model.backbone.bottom_up.stages
+        block, counts = blocks[depth]
+        assert [len(st) for st in stages] == counts, setting.label
+        assert all(isinstance(b, block) for st in stages for b in st), setting.label
+        # the synthetic config's half width: stem 32; res5 256 (BasicBlock) or 4 x 256
+        assert model.backbone.bottom_up.stem.out_channels == 32
+        assert stages[-1][-1].out_channels == (256 if depth < 50 else 1024)
+        for is_train in (True, False):  # a 256x256 image is resized to size x size
+            augs = detection_utils.build_augmentation(cfg, is_train)
+            image = np.zeros((256, 256, 3), dtype=np.uint8)
+            for aug in augs:
+                image = aug.get_transform(image).apply_image(image)
+            assert image.shape[:2] == (size, size), (setting.label, is_train)
+        with torch.no_grad():
+            features = model.backbone(torch.zeros(1, 3, size, size))
+        assert sorted(features) == ["p3", "p4", "p5", "p6", "p7"]
+        assert features["p3"].shape[-2:] == (size // 8, size // 8)
+
+
+_PURE_LINE = ("[12/01 03:40:00 d2.evaluation.evaluator]: Total inference pure compute time: "
+              "0:00:0{} ({} s / iter per device, on 1 devices)\n")
+
+
+def test_inference_time_is_read_from_the_log_and_its_absence_is_an_error(tmp_path):
+    from retina_focal.ablation.results import read_inference_time
+
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "log.txt")):
+        read_inference_time(str(tmp_path))
+    log = tmp_path / "log.txt"
+    log.write_text("[12/01 03:39:00 d2.engine.train_loop]: Starting training from iteration 0\n"
+                   "Total inference time: 0:00:02 (0.040000 s / iter per device, on 1 devices)\n")
+    with pytest.raises(ValueError) as e:  # the total time (data loading too) is not taken
+        read_inference_time(str(tmp_path))
+    assert str(log) in str(e.value) and "pure compute time" in str(e.value)
+    # two evaluations: the last one's pure compute time
+    log.write_text(_PURE_LINE.format(1, "0.021000") + _PURE_LINE.format(2, "0.012345"))
+    assert read_inference_time(str(tmp_path)) == pytest.approx(0.012345)
+
+
+def test_speed_accuracy_plot_and_table_of_a_timed_study(tmp_path):
+    from retina_focal.ablation.results import plot_speed_accuracy, write_results
+
+    study = get_study("1e")
+    rows = []
+    for k, setting in enumerate(study.settings):
+        done = k != 4  # one setting failed: it is tabled as such and left off the plot
+        rows.append({"label": setting.label, "paper_ap": setting.paper_ap,
+                     "paper_ms": setting.paper_ms, "curve": list(setting.curve),
+                     "status": "done" if done else "failed", "wall_s": 60.0,
+                     "inference_s_per_image": 0.01 * (k + 1) if done else None,
+                     "metrics": {m: 10.0 + k for m in METRICS} if done else None,
+                     "overrides": []})
+    path = str(tmp_path / "alone.png")
+    plot_speed_accuracy(rows, study.paper_speed, path, title="fixture")
+    img = np.asarray(Image.open(path).convert("RGB"))
+    assert img.shape[1] > 800 and img.std() > 5  # two panels, drawn
+    paths = write_results(study, rows, str(tmp_path), {})
+    assert paths["speed_accuracy"] == str(tmp_path / "speed_accuracy.png")
+    assert os.path.isfile(paths["speed_accuracy"])
+    md = open(paths["md"]).read()
+    assert "| paper AP | ms / image | paper ms | train+eval s |" in md
+    assert "| R18-192 | 10.0 | 10.0 | 10.0 | 10.0 | 10.0 | 10.0 | - | 10.0 | - | 60 |" in md
+    assert "| R50-256 | 17.0 | 17.0 | 17.0 | 17.0 | 17.0 | 17.0 | 34.3 | 80.0 | 98.0 | 60 |" in md
+    assert "| R34-256 | failed |" in md
+    # other studies keep their table
+    os.makedirs(tmp_path / "1a")
+    other = write_results(get_study("1a"), [], str(tmp_path / "1a"), {})
+    assert "speed_accuracy" not in other and "ms / image" not in open(other["md"]).read()
+
+
+def test_a_timed_study_records_the_runs_inference_time(tmp_path, capsys):
+    """One 1e setting, 2 iterations of the tiny config: result.json and results.md have the
+    run's own pure compute time per image (its log's line), and speed_accuracy.png is drawn;
+    a log without the line is reported naming the file, and the setting is retrained."""
+    from retina_focal.ablation.results import read_inference_time
+
+    study_dir = str(tmp_path / "study")
+    args = ["tools/ablate.py", "--config-file", TINY_CONFIG, "--study", "1e", "--schedule",
+            "tiny", "--output", study_dir, "--settings", "R18-192",
+            "MODEL.RETINANET.SCORE_THRESH_TEST", "0.0", "TEST.DETECTIONS_PER_IMAGE", "20"]
+    proc = run_tool(args, cwd=REPO)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    run_dir = os.path.join(study_dir, "01_R18-192")
+    result = json.load(open(os.path.join(run_dir, "result.json")))
+    log = open(os.path.join(run_dir, "log.txt")).read()
+    assert "Total inference pure compute time" in log
+    seconds = read_inference_time(run_dir)
+    assert result["inference_s_per_image"] == seconds > 0
+    row = json.load(open(os.path.join(study_dir, "results.json")))["settings"][0]
+    assert row["inference_s_per_image"] == seconds and row["curve"] == ["R18", "192"]
+    assert f"| - | {1000 * seconds:.1f} | - |" in open(os.path.join(study_dir, "results.md")).read()
+    assert os.path.isfile(os.path.join(study_dir, "speed_accuracy.png"))
+
+    # the same run without its time (an older result.json) and without the log line
+    del result["inference_s_per_image"]
+    json.dump(result, open(os.path.join(run_dir, "result.json"), "w"))
+    open(os.path.join(run_dir, "log.txt"), "w").write(log.replace("pure compute", "compute"))
+    from retina_focal.ablation.runner import StudyRunner, build_plan
+    from retina_focal.cli import ablate
+
+    parsed = ablate.build_parser().parse_args(args[1:])
+    plan = build_plan(parsed)
+    runner = StudyRunner(parsed, plan)
+    assert runner.load_done(plan["runs"][0]) is None  # not taken as done: retrained
+    out = capsys.readouterr().out
+    assert os.path.join(run_dir, "log.txt") in out and "pure compute time" in out

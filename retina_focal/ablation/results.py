@@ -1,18 +1,21 @@
 """What an ablation study leaves behind: each run's final COCO metrics (read from its
 ``metrics.json``) and the study's ``results.json``, ``results.md`` (a table beside the paper's
 numbers) and ``results.png`` (a bar chart), rewritten atomically after every setting so they
-can be read while the study runs."""
+can be read while the study runs. A timed study (Table 1e) also records each run's
+inference time per image, read from its ``log.txt``, and draws ``speed_accuracy.png``
+(the paper's Figure 2)."""
 import json
 import math
 import os
-from typing import Dict, List, Optional
+import re
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from retina_focal.ablation.studies import Study
 from retina_focal.utils.file_io import atomic_write_bytes, atomic_write_text
 from retina_focal.utils.plotting import pyplot
 
-__all__ = ["METRICS", "PROPOSAL_METRICS", "TASK_METRICS", "read_final_metrics",
-           "write_results"]
+__all__ = ["METRICS", "PROPOSAL_METRICS", "TASK_METRICS", "plot_speed_accuracy",
+           "read_final_metrics", "read_inference_time", "write_results"]
 
 # The COCO metrics Detectron2's COCOEvaluator reports for boxes, in percent.
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -57,6 +60,39 @@ def read_final_metrics(output_dir: str, task: str = "bbox") -> Optional[Dict[str
     return metrics
 
 
+# Detectron2's inference_on_dataset (0.6 and main): the model's own time per iteration (one
+# image: the test loader's batch is 1), without data loading and the evaluator's work, over
+# the iterations after its warm-up.
+_PURE_COMPUTE = re.compile(r"Total inference pure compute time: \S+ \(([0-9.eE+-]+) s / iter "
+                           r"per device, on (\d+) devices\)")
+
+
+def read_inference_time(output_dir: str) -> float:
+    """Seconds per image of the last evaluation in ``output_dir/log.txt``: the pure compute
+    time Detectron2's ``inference_on_dataset`` logs (per device: one image per iteration).
+
+    Raises:
+        FileNotFoundError: there is no ``log.txt``.
+        ValueError: the log has no such line (the run did not evaluate); the error names the
+            file and the line looked for.
+    """
+    path = os.path.join(output_dir, "log.txt")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} does not exist: the run's inference time per image "
+                                "is read from its log")
+    found = None
+    with open(path, errors="replace") as f:
+        for line in f:
+            match = _PURE_COMPUTE.search(line)
+            if match:
+                found = float(match.group(1))
+    if found is None:
+        raise ValueError(f"{path} has no 'Total inference pure compute time: ... (X s / iter "
+                         "per device, ...)' line (Detectron2's inference_on_dataset): the run "
+                         "did not evaluate, so its inference time per image is unknown")
+    return found
+
+
 def _no_predictions(output_dir: str) -> bool:
     """Whether Detectron2's COCOEvaluator logged that the model made no detection."""
     path = os.path.join(output_dir, "log.txt")
@@ -74,6 +110,10 @@ def _fmt(v: Optional[float]) -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
+def _ms(seconds: Optional[float]) -> Optional[float]:
+    return None if seconds is None else 1000.0 * seconds
+
+
 def write_results(study: Study, rows: List[Dict], out_dir: str, header: Dict) -> Dict[str, str]:
     """Write ``results.json``, ``results.md`` and ``results.png`` into ``out_dir``.
 
@@ -81,14 +121,18 @@ def write_results(study: Study, rows: List[Dict], out_dir: str, header: Dict) ->
         rows: one dict per run, in study order: ``label``, ``paper_ap``, ``status``
             ("done" / "failed" / "pending"), ``metrics`` (``TASK_METRICS[study.task]`` ->
             float or None, or None), ``wall_s``, ``overrides`` (list of strings); with
-            ``--seeds``, also ``setting`` (the study's label) and ``seed``.
+            ``--seeds``, also ``setting`` (the study's label) and ``seed``; in a timed study
+            (``study.timed``), also ``inference_s_per_image`` (float or None), ``paper_ms``
+            and ``curve`` (``[line, point]``).
         header: run information (config, schedule, command, ...), stored in the JSON and
             printed above the Markdown table.
 
     Returns:
-        {"json", "md", "png"}: the paths written.
+        {"json", "md", "png"}, and "speed_accuracy" for a timed study: the paths written.
     """
     paths = {k: os.path.join(out_dir, f"results.{k}") for k in ("json", "md", "png")}
+    if study.timed:
+        paths["speed_accuracy"] = os.path.join(out_dir, "speed_accuracy.png")
     atomic_write_text(paths["json"], json.dumps(
         {"study": study.name, "title": study.title, "paper_note": study.paper_note,
          **header, "settings": rows}, indent=2))
@@ -98,21 +142,29 @@ def write_results(study: Study, rows: List[Dict], out_dir: str, header: Dict) ->
     for key in ("command", "config_file", "schedule", "schedule_description"):
         if header.get(key):
             lines.append(f"- {key.replace('_', ' ')}: `{header[key]}`")
-    lines += ["", "| setting | " + " | ".join(names) + " | paper AP | train+eval s |",
-              "|---|" + "---|" * (len(names) + 2)]
+    # a timed study: our inference ms per image, then the paper's, after the paper's AP
+    timed = " ms / image | paper ms |" if study.timed else ""
+    lines += ["", "| setting | " + " | ".join(names) + f" | paper AP |{timed} train+eval s |",
+              "|---|" + "---|" * (len(names) + 2 + 2 * study.timed)]
     for r in rows:
         m = r.get("metrics") or {}
         cells = [_fmt(m.get(k)) for k in names] if r["status"] == "done" else (
             [r["status"]] + [""] * (len(names) - 1))
         wall = "" if r.get("wall_s") is None else f"{r['wall_s']:.0f}"
+        times = (f" {_fmt(_ms(r.get('inference_s_per_image')))} | {_fmt(r.get('paper_ms'))} |"
+                 if study.timed else "")
         lines.append(f"| {r['label']} | " + " | ".join(cells)
-                     + f" | {_fmt(r.get('paper_ap'))} | {wall} |")
+                     + f" | {_fmt(r.get('paper_ap'))} |{times} {wall} |")
     lines += _spread_lines(rows, names[0])
     if study.paper_note:
         lines += ["", study.paper_note]
     atomic_write_text(paths["md"], "\n".join(lines) + "\n")
 
     _plot(study, rows, paths["png"])
+    if study.timed:
+        plot_speed_accuracy(rows, study.paper_speed, paths["speed_accuracy"],
+                            title=f"Study {study.name}: {study.title}",
+                            metric=TASK_METRICS[study.task][0])
     return paths
 
 
@@ -169,6 +221,49 @@ def _plot(study: Study, rows: List[Dict], path: str) -> None:
     ax.set_title(f"Study {study.name}: {study.title}", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    plt.close(fig)
+
+
+def plot_speed_accuracy(rows: Sequence[Dict], paper: Sequence[Tuple[str, str, float, float]],
+                        path: str, title: str = "", metric: str = "AP") -> None:
+    """The paper's Figure 2 for a timed study, as a PNG at ``path``: inference ms per image
+    (x) against ``metric`` (y), one line per ``curve[0]`` through its points in row order,
+    each point labelled ``curve[1]``. Left: ``rows`` (``write_results``'s; those not done or
+    without a time or metric are left out). Right, on axes of its own (other hardware, other
+    data): ``paper``, ``(line, point, AP, ms)``."""
+    plt = pyplot()
+    fig, (ours_ax, paper_ax) = plt.subplots(1, 2, figsize=(11.0, 4.5))
+    ours: Dict[str, List[Tuple[str, float, float]]] = {}
+    for r in rows:
+        value = (r.get("metrics") or {}).get(metric)
+        ms = _ms(r.get("inference_s_per_image"))
+        if r["status"] == "done" and value is not None and ms is not None and r.get("curve"):
+            line, point = r["curve"]
+            ours.setdefault(line, []).append((point, ms, value))
+    theirs: Dict[str, List[Tuple[str, float, float]]] = {}
+    for line, point, ap, ms in paper:
+        theirs.setdefault(line, []).append((point, float(ms), ap))
+    for ax, curves, where in ((ours_ax, ours, "this study (its data, its device)"),
+                              (paper_ax, theirs, "paper: COCO test-dev, Nvidia M40 GPU")):
+        for line, points in curves.items():
+            xs, ys = [p[1] for p in points], [p[2] for p in points]
+            ax.plot(xs, ys, marker="o", label=line)
+            for point, x, y in points:
+                ax.annotate(point, (x, y), textcoords="offset points", xytext=(4, 4),
+                            fontsize=8)
+        if curves:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no finished setting yet", ha="center", va="center",
+                    transform=ax.transAxes)
+        ax.set_xlabel("inference time per image (ms)")
+        ax.set_ylabel("box AP (%)" if metric == "AP" else f"{metric} (%)")
+        ax.set_title(where, fontsize=9)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)

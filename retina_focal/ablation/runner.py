@@ -2,7 +2,8 @@
 
 Each setting trains with ``retina-focal train`` in a subprocess, in ``DIR/NN_<label>/``; its
 final COCO evaluation (read from that run's ``metrics.json``) is saved to ``result.json`` there
-(written last: its presence means the setting is complete). Running the same study again
+(written last: its presence means the setting is complete), with, in a timed study (Table 1e),
+the run's inference time per image read from its ``log.txt``. Running the same study again
 resumes: a setting with a ``result.json`` for the same command line is not trained again, and
 one made by another study beside this one with the same command line is reused.
 ``DIR/results.{md,json,png}`` are rewritten after every setting.
@@ -20,7 +21,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional
 
 import retina_focal
-from retina_focal.ablation.results import TASK_METRICS, read_final_metrics, write_results
+from retina_focal.ablation.results import (
+    TASK_METRICS,
+    read_final_metrics,
+    read_inference_time,
+    write_results,
+)
 from retina_focal.ablation.studies import get_schedule, get_study, resolve_overrides
 from retina_focal.engine.defaults import build_cfg
 from retina_focal.utils.file_io import atomic_write_json
@@ -174,7 +180,8 @@ class StudyRunner:
         if result is not None and result.get("signature") == self.signature(run):
             # the metrics are read again from the run's own files where they are there
             metrics = read_final_metrics(self.run_dir(run), self.study.task)
-            return result if metrics is None else dict(result, metrics=metrics)
+            result = result if metrics is None else dict(result, metrics=metrics)
+            return self._timed(run, result, self.run_dir(run))
         if result is not None:
             log(f"{run['label']!r}: {path} was made with other settings; retraining")
             return None
@@ -184,8 +191,11 @@ class StudyRunner:
                 continue
             found = _read_json(other)
             if found is not None and found.get("signature") == self.signature(run):
-                found = dict(found, label=run["label"],
-                             reused_from=os.path.dirname(other))
+                found = self._timed(run, dict(found, label=run["label"],
+                                              reused_from=os.path.dirname(other)),
+                                    os.path.dirname(other))
+                if found is None:
+                    return None
                 os.makedirs(self.run_dir(run), exist_ok=True)
                 atomic_write_json(path, found, indent=2)
                 log(f"{run['label']!r}: the same run was already made in "
@@ -193,12 +203,28 @@ class StudyRunner:
                 return found
         return None
 
+    def _timed(self, run, result: Dict, run_dir: str) -> Optional[Dict]:
+        """``result`` with the run's inference time per image in a timed study: its own if it
+        has one, else read from ``run_dir``'s log; None (train it again) if the log has none.
+        ``result`` unchanged in other studies."""
+        if not self.study.timed or result.get("inference_s_per_image") is not None:
+            return result
+        try:
+            return dict(result, inference_s_per_image=read_inference_time(run_dir))
+        except (OSError, ValueError) as e:
+            log(f"{run['label']!r}: {e}; retraining")
+            return None
+
     def row(self, run, status, result=None) -> Dict:
         seed = {} if run["seed"] is None else {"setting": run["setting"].label,
                                                "seed": run["seed"]}
-        return {"label": run["label"], **seed, "paper_ap": run["setting"].paper_ap,
+        setting = run["setting"]
+        timed = {} if not self.study.timed else {
+            "inference_s_per_image": (result or {}).get("inference_s_per_image"),
+            "paper_ms": setting.paper_ms, "curve": list(setting.curve or ()) or None}
+        return {"label": run["label"], **seed, "paper_ap": setting.paper_ap,
                 "status": status, "metrics": (result or {}).get("metrics"),
-                "wall_s": (result or {}).get("wall_s"), "overrides": run["opts"],
+                "wall_s": (result or {}).get("wall_s"), **timed, "overrides": run["opts"],
                 "output_dir": self.run_dir(run)}
 
     def write(self) -> Dict[str, str]:
@@ -254,6 +280,13 @@ class StudyRunner:
             code = proc.wait()
         wall = time.time() - t0
         metrics = read_final_metrics(out, self.study.task) if code == 0 else None
+        timing: Dict = {}
+        if metrics is not None and self.study.timed:
+            try:
+                timing = {"inference_s_per_image": read_inference_time(out)}
+            except (OSError, ValueError) as e:
+                log(f"{label!r} FAILED: {e}")
+                metrics = None
         if metrics is None:
             log(f"{label!r} FAILED (exit code {code}; see {out}/train_stdout.txt). Last lines:\n"
                 + "".join(tail[-25:]))
@@ -261,7 +294,7 @@ class StudyRunner:
             self.progress(label, "failed")
             self.write()
             return
-        result = {"label": label, "metrics": metrics, "wall_s": wall,
+        result = {"label": label, "metrics": metrics, **timing, "wall_s": wall,
                   "signature": self.signature(run), "command": cmd,
                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
         # its presence means "complete"
@@ -290,6 +323,10 @@ class StudyRunner:
             f"{len(todo)} of {len(self.runs)} settings to train, {self.args.workers} worker(s), "
             f"output {self.out_dir}")
         self.write()
+        if self.study.timed and self.args.workers > 1 and len(todo) > 1:
+            log(f"study {self.study.name} times inference: with {self.args.workers} workers "
+                "the settings share the cores while they are timed; use --workers 1 (on an "
+                "otherwise idle machine) for times that compare")
         if self.args.workers == 1:
             for run in todo:
                 self.train(run)
@@ -300,8 +337,7 @@ class StudyRunner:
         paths = self.write()
         with open(paths["md"]) as f:
             print(f.read(), flush=True)
-        log(f"wrote {paths['md']}, {paths['json']}, {paths['png']} in "
-            f"{_fmt_s(time.time() - self.started)}")
+        log(f"wrote {', '.join(paths.values())} in {_fmt_s(time.time() - self.started)}")
         failed = [r["label"] for r in self.rows.values() if r["status"] != "done"]
         if failed:
             log(f"{len(failed)} setting(s) failed: {failed}")

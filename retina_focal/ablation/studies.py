@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 __all__ = [
+    "PAPER_TABLE_1E",
     "SCHEDULES",
     "STUDIES",
     "Schedule",
@@ -37,6 +38,10 @@ class Setting:
     label: str
     overrides: Tuple[Tuple[str, OverrideValue], ...]
     paper_ap: Optional[float] = None  # the paper's COCO AP for this setting, if it has one
+    # a timed study's: the paper's inference time (ms per image) beside ``paper_ap``, and the
+    # (line, point) of the speed/accuracy plot this setting is, e.g. ("R50", "256")
+    paper_ms: Optional[float] = None
+    curve: Optional[Tuple[str, str]] = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,11 @@ class Study:
     # the evaluation read from each run (results.TASK_METRICS): "bbox" (box AP) or
     # "box_proposals" (a ProposalNetwork's proposal recall, AR@100 / AR@1000 by size)
     task: str = "bbox"
+    # whether each run's inference time per image is read from its log (results.md column,
+    # speed_accuracy.png); a run without it then fails
+    timed: bool = False
+    # a timed study's paper curves for the plot's second panel: (line, point, AP, ms)
+    paper_speed: Tuple[Tuple[str, str, float, float], ...] = ()
 
     def labels(self) -> List[str]:
         return [s.label for s in self.settings]
@@ -133,6 +143,55 @@ _FOCAL_RPN_NOTE = (
 _TABLE1_NOTE = ("Paper: Lin et al. 2017, Table 1, RetinaNet ResNet-50-FPN, 600 px, COCO "
                 "minival (trainval35k, 90k iterations).")
 
+# Lin et al. 2017, Table 1e (and Figure 2): RetinaNet, (depth, scale in px, COCO test-dev AP,
+# inference ms per image on an Nvidia M40 GPU).
+PAPER_TABLE_1E = (
+    (50, 400, 30.5, 64), (50, 500, 32.5, 72), (50, 600, 34.3, 98), (50, 700, 35.1, 121),
+    (50, 800, 35.7, 153),
+    (101, 400, 31.9, 81), (101, 500, 34.4, 90), (101, 600, 36.0, 122), (101, 700, 37.1, 154),
+    (101, 800, 37.8, 198),
+)
+# Table 1e's depths and scales here: 0.75x, 1x and 1.25x the synthetic images' 256 px (the
+# paper's 400 / 600 / 800 px are 0.67x, 1x and 1.33x its 600 px ablation scale), multiples of
+# the FPN's 32 px size divisibility; each of our scales -> the paper's row beside it (R50 only).
+_TABLE_1E_DEPTHS = (18, 34, 50)
+_TABLE_1E_SCALES = {192: 400, 256: 600, 320: 800}
+
+
+def _backbone(depth: int) -> Tuple[Tuple[str, OverrideValue], ...]:
+    """A ResNet-``depth``-FPN (P3-P7) as wide as the base config's: with w its
+    ``STEM_OUT_CHANNELS``, R18/R34 are BasicBlock ResNets of res2 width w (this package's
+    width-configurable builder: Detectron2's fixes 64), R50 is Detectron2's bottleneck ResNet
+    with bottleneck width w and res2 output 4w (w = 64 is the standard R50; the synthetic
+    config's 32 halves every layer, as its R18 halves R18). Norm, freezing and FPN width are
+    the base config's."""
+    def stem(cfg):
+        return cfg.MODEL.RESNETS.STEM_OUT_CHANNELS
+
+    if depth in (18, 34):
+        return (("MODEL.BACKBONE.NAME", "build_retina_focal_basic_resnet_fpn_backbone"),
+                ("MODEL.RESNETS.DEPTH", depth), ("MODEL.RESNETS.RES2_OUT_CHANNELS", stem))
+    return (("MODEL.BACKBONE.NAME", "build_retinanet_resnet_fpn_backbone"),
+            ("MODEL.RESNETS.DEPTH", depth), ("MODEL.RESNETS.NUM_GROUPS", 1),
+            ("MODEL.RESNETS.WIDTH_PER_GROUP", stem),
+            ("MODEL.RESNETS.RES2_OUT_CHANNELS", lambda cfg: 4 * stem(cfg)))
+
+
+def _scale(size: int) -> Tuple[Tuple[str, Any], ...]:
+    """Train and test with the shorter side resized to ``size`` px (the longer side capped at
+    ``size`` too: the synthetic images are square)."""
+    return (("INPUT.MIN_SIZE_TRAIN", (size,)), ("INPUT.MAX_SIZE_TRAIN", size),
+            ("INPUT.MIN_SIZE_TEST", size), ("INPUT.MAX_SIZE_TEST", size))
+
+
+def _table_1e_setting(depth: int, size: int) -> Setting:
+    """Setting ``R<depth>-<size>``; the paper's AP and ms where it has the depth."""
+    paper = {(d, s): (ap, float(ms)) for d, s, ap, ms in PAPER_TABLE_1E}.get(
+        (depth, _TABLE_1E_SCALES[size]), (None, None))
+    return Setting(f"R{depth}-{size}", _backbone(depth) + _scale(size), paper[0],
+                   paper_ms=paper[1], curve=(f"R{depth}", str(size)))
+
+
 STUDIES: Dict[str, Study] = {
     s.name: s
     for s in [
@@ -172,6 +231,20 @@ STUDIES: Dict[str, Study] = {
             ),
             "Paper: Lin et al. 2017, Table 1d, ResNet-101-FPN, COCO minival. The paper has no "
             "SSD-style hard-negative-mining row (its 'OHEM 1:3' rows keep NMS).",
+        ),
+        Study(
+            "1e", "Table 1e: backbone depth x image scale",
+            tuple(_table_1e_setting(d, s) for d in _TABLE_1E_DEPTHS for s in _TABLE_1E_SCALES),
+            "Paper: Lin et al. 2017, Table 1e / Figure 2, RetinaNet ResNet-50/101-FPN at "
+            "400-800 px, COCO test-dev AP, ms per image on an Nvidia M40 GPU. It has no R18 or "
+            "R34 rows ('-'); beside our R50 at 192 / 256 / 320 px are its R50 at 400 / 600 / "
+            "800 px (0.67x / 1x / 1.33x its ablation scale; ours are 0.75x / 1x / 1.25x the "
+            "images' 256 px). Our times: Detectron2's pure compute time per image (batch 1) "
+            "of the run's final evaluation, on its own device; never compare them with the "
+            "paper's in ms.",
+            timed=True,
+            paper_speed=tuple((f"R{d}", str(s), ap, float(ms))
+                              for d, s, ap, ms in PAPER_TABLE_1E),
         ),
         Study(
             "table3", "Table 3: CE vs FL vs FL* (appendix)",
