@@ -60,6 +60,36 @@ def test_benchmark_quick_mode_writes_all_figures(tmp_path):
     assert os.path.basename(report["environment"]["command"].split()[0]) == "benchmark.py"
 
 
+def test_training_step_in_bfloat16_and_the_convolution_profile(tmp_path):
+    """--train-bfloat16 times both models under CPU bfloat16 autocast too, with both ratios;
+    --profile gives each float32 step's convolution share and the floor of the ratio."""
+    out = tmp_path / "bench.json"
+    proc = run_tool(["tools/benchmark.py", "--quick", "--only", "train", "--train-bfloat16",
+                     "--profile", "--output", str(out), "--no-gn-head",
+                     "MODEL.RETINANET.NORM", "BN"], cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    sec = json.loads(out.read_text())["train_iteration"]
+    assert set(sec["results"]) == {"RetinaFocal", "Detectron2 RetinaNet", "RetinaFocal bf16",
+                                   "Detectron2 RetinaNet bf16"}
+    assert sec["setup"]["precisions"] == ["float32", "bfloat16"]
+    r = sec["results"]
+    both = sec["bfloat16"]["both_bf16"]["ratio_ours_over_d2"]
+    assert both == pytest.approx(r["RetinaFocal bf16"]["median_s"]
+                                 / r["Detectron2 RetinaNet bf16"]["median_s"])
+    mixed = sec["bfloat16"]["ours_bf16_vs_d2_float32"]["ratio_ours_over_d2"]
+    assert mixed == pytest.approx(r["RetinaFocal bf16"]["median_s"]
+                                  / r["Detectron2 RetinaNet"]["median_s"])
+    prof = sec["profile"]
+    for name in ("RetinaFocal", "Detectron2 RetinaNet"):
+        p = prof[name]
+        assert 0 < p["conv_s"] < p["self_time_s"] and 0 < p["conv_share"] < 1
+        assert "aten::convolution_backward" in p["top_ops"] or "aten::mkldnn_convolution" in (
+            p["top_ops"])
+    assert prof["conv_floor_ratio"] == pytest.approx(
+        prof["RetinaFocal"]["conv_s"] / prof["Detectron2 RetinaNet"]["self_time_s"])
+    assert "floor of the ratio" in proc.stdout and "bfloat16 ratio (both_bf16)" in proc.stdout
+
+
 def _args(*opts, gn_head=False):
     return argparse.Namespace(config_file=QUICK_CONFIG, classes=6, gn_head=gn_head,
                               opts=list(opts))
