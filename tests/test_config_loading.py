@@ -32,7 +32,13 @@ def evil_yaml(marker):
 @pytest.mark.parametrize("path", YAML_CONFIGS, ids=lambda p: os.path.relpath(p, CONFIGS))
 def test_every_shipped_config_loads_safely(path):
     check_yaml_config(path)
-    assert build_cfg(path).MODEL.META_ARCHITECTURE == "RetinaFocal"
+    cfg = build_cfg(path)
+    if "FocalRPN" in os.path.basename(path) or "focal_rpn" in os.path.basename(path):
+        # the Faster R-CNN configs: Detectron2's GeneralizedRCNN with the focal RPN
+        assert cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN"
+        assert cfg.MODEL.PROPOSAL_GENERATOR.NAME == "FocalRPN"
+    else:
+        assert cfg.MODEL.META_ARCHITECTURE == "RetinaFocal"
 
 
 def test_a_python_tag_is_refused_naming_file_line_and_tag_and_runs_nothing(tmp_path):
