@@ -22,7 +22,7 @@ from retina_focal.config import MEMORY_FORMATS, InvalidArgument, check, check_ch
 from retina_focal.ops.fold_bn import fold_frozen_batchnorm
 
 __all__ = [
-    "CONFIG_KEYS", "CPU_BFLOAT16_MODES", "apply_device_speedups",
+    "CONFIG_KEYS", "CPU_BFLOAT16_MODES", "apply_device_speedups", "check_cpu_bfloat16",
     "apply_device_speedups_from_config", "cpu_has_native_bfloat16", "resolve_memory_format",
     "use_cpu_bfloat16",
 ]
@@ -104,10 +104,17 @@ def cpu_has_native_bfloat16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
     return False
 
 
+def check_cpu_bfloat16(mode) -> None:
+    """Raise :class:`~retina_focal.config.InvalidArgument` (key ``cpu_bfloat16``) unless
+    ``mode`` is one of :data:`CPU_BFLOAT16_MODES`."""
+    check_choice(mode, CPU_BFLOAT16_MODES, key="cpu_bfloat16",
+                 note=f"with mixed precision on a CPU, 'native' trains in bfloat16 only where "
+                      f"the CPU has bfloat16 instructions ({', '.join(_BFLOAT16_FLAGS)}; this "
+                      f"one is {platform.machine()}), 'always' everywhere")
+
+
 def use_cpu_bfloat16(mode: str) -> bool:
     """Whether mixed precision on this CPU runs in bfloat16 for ``mode`` in
     :data:`CPU_BFLOAT16_MODES` ("native": only with :func:`cpu_has_native_bfloat16`)."""
-    check_choice(mode, CPU_BFLOAT16_MODES, key="cpu_bfloat16",
-                 note=f"'native' uses bfloat16 only on a CPU with bfloat16 instructions "
-                      f"({', '.join(_BFLOAT16_FLAGS)}; this one is {platform.machine()})")
+    check_cpu_bfloat16(mode)
     return mode == "always" or cpu_has_native_bfloat16()

@@ -42,12 +42,12 @@ from detectron2.utils.logger import setup_logger
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from retina_focal.config import InvalidArgument, check, check_choice, check_integer
+from retina_focal.config import InvalidArgument, check, check_integer
 from retina_focal.data.build import ResumableLoader, build_resumable_train_loader
 from retina_focal.data.class_map import class_map_of_datasets
 from retina_focal.data.mapper import RobustDatasetMapper
 from retina_focal.engine.checkpoint import ModelAttributeState, RetinaFocalCheckpointer
-from retina_focal.engine.device import CPU_BFLOAT16_MODES, use_cpu_bfloat16
+from retina_focal.engine.device import check_cpu_bfloat16, use_cpu_bfloat16
 
 __all__ = [
     "MODEL_TRAINING_STATE",
@@ -104,9 +104,7 @@ def check_training_values(*, batch_size, max_iter, base_lr, num_workers,
     if num_workers is not None:
         check_integer(num_workers, key="num_workers", low=0)
     if cpu_bfloat16 is not None:
-        check_choice(cpu_bfloat16, CPU_BFLOAT16_MODES, key="cpu_bfloat16",
-                     note="with mixed precision on a CPU, 'native' trains in bfloat16 only "
-                          "where the CPU has bfloat16 instructions, 'always' everywhere")
+        check_cpu_bfloat16(cpu_bfloat16)
 
 
 def wrap_distributed(model: nn.Module, *, broadcast_buffers: bool = False,
