@@ -145,7 +145,9 @@ def _call_seeded(fn, arg, np_seed: int, py_seed: int, torch_seed: int):
         torch.get_rng_state()
     np.random.seed(np_seed)
     random.seed(py_seed)
-    torch.manual_seed(torch_seed)
+    # the CPU generator only: torch.manual_seed would also queue a seed for every CUDA device
+    # (formatting a stack trace each time, ~1 ms per image) and leave it changed afterwards
+    torch.default_generator.manual_seed(torch_seed)
     try:
         return fn(arg)
     finally:
