@@ -40,15 +40,19 @@ model.pixel_std = [57.375, 57.120, 58.395]
 
 dataloader = synthetic_dataloader("synthetic_shapes", 256, total_batch_size=8, num_workers=2)
 
-optimizer.lr = 0.02
+# bfloat16 autocast where the CPU has bfloat16 instructions, float32 elsewhere
+# (train.amp.enabled = False: the exact float32 path); a 3x higher LR and 1250 iterations
+# reach the AP of the float32 schedule (LR 0.02, 1700 iterations) in less than half its time
+optimizer.lr = 0.06
 
 train.output_dir = "./output/synthetic_R18_lazy"
-train.max_iter = 1700
+train.amp.enabled = True
+train.max_iter = 1250
 train.checkpointer.period = 1000
 train.device = "cpu"
 train.memory_format = "channels_last"
 train.seed = 0
 
-lr_multiplier = warmup_multi_step(train.max_iter, steps=[1300, 1550], warmup_iters=200)
+lr_multiplier = warmup_multi_step(train.max_iter, steps=[975, 1165], warmup_iters=200)
 
 __all__ = ["dataloader", "lr_multiplier", "model", "optimizer", "train"]

@@ -320,13 +320,16 @@ SCHEDULES: Dict[str, Schedule] = {
             ("SOLVER.CHECKPOINT_PERIOD", 100000), ("TEST.EVAL_PERIOD", 0))),
         Schedule("cpu_short", "300 iterations of 4 images (one epoch of the 1200-image "
                  "synthetic train split; LR 0.01, warm-up 50, x0.1 at 240 and 285): ~1.5 min "
-                 "per setting on 2 idle CPU cores with the synthetic config", (
+                 "per setting on 2 idle CPU cores with the synthetic config; float32", (
+                     ("SOLVER.AMP.ENABLED", False),
                      ("SOLVER.IMS_PER_BATCH", 4), ("SOLVER.BASE_LR", 0.01),
                      ("SOLVER.MAX_ITER", 300), ("SOLVER.WARMUP_ITERS", 50),
                      ("SOLVER.STEPS", (240, 285)), ("SOLVER.CHECKPOINT_PERIOD", 100000),
                      ("TEST.EVAL_PERIOD", 0))),
-        Schedule("cpu", "1700 iterations of 8 images (the synthetic config's own schedule): "
-                 "~8 min per setting on 2 CPU cores", (
+        Schedule("cpu", "1700 iterations of 8 images in float32, LR 0.02, x0.1 at 1300 and "
+                 "1550 (the synthetic config's schedule before bfloat16): ~8 min per setting "
+                 "on 2 CPU cores", (
+                     ("SOLVER.AMP.ENABLED", False),
                      ("SOLVER.IMS_PER_BATCH", 8), ("SOLVER.BASE_LR", 0.02),
                      ("SOLVER.MAX_ITER", 1700), ("SOLVER.WARMUP_ITERS", 200),
                      ("SOLVER.STEPS", (1300, 1550)), ("SOLVER.CHECKPOINT_PERIOD", 100000),
