@@ -99,7 +99,7 @@ def test_bad_study_schedule_and_key_are_clear_errors(capsys):
     assert ablate.run(["--config-file", TINY_CONFIG, "--study", "1a", "--schedule", "tiny",
                        "MODEL.RETINA_FOCAL.NO_SUCH_KEY", "1"]) == 2
     assert "MODEL.RETINA_FOCAL.NO_SUCH_KEY" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="choices: tiny, cpu_short, cpu, coco_1x"):
+    with pytest.raises(ValueError, match="choices: tiny, cpu_short, cpu_medium, cpu, coco_1x"):
         get_schedule("nope")
 
 

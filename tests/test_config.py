@@ -249,9 +249,9 @@ def test_components_must_derive_from_their_base_class(tiny_cfg, component):
 def test_synthetic_config_trains_in_bfloat16_where_the_cpu_has_it():
     """The quick-start config trains under CPU bfloat16 autocast only where the CPU has
     bfloat16 instructions ("native"), at its bfloat16 schedule; the tiny config (tests) and the
-    ablation schedules `cpu` / `cpu_short` (published studies) stay float32, LR 0.02 / 1700
-    iterations for `cpu`, so their numbers do not depend on the CPU. ("native" follows the CPU
-    flags: tests/test_numerics.py.)"""
+    ablation schedules `cpu` / `cpu_medium` / `cpu_short` (published studies) stay float32,
+    LR 0.02 / 1700 iterations for `cpu`, so their numbers do not depend on whether the CPU has
+    bfloat16. ("native" follows the CPU flags: tests/test_numerics.py.)"""
     from retina_focal.ablation.studies import get_schedule
 
     cfg = make_cfg(os.path.join(CONFIGS, "Synthetic", "retina_focal_R_18_FPN_synthetic.yaml"))
@@ -260,7 +260,7 @@ def test_synthetic_config_trains_in_bfloat16_where_the_cpu_has_it():
         0.06, 1250, (975, 1165))
     tiny = make_cfg(os.path.join(CONFIGS, "Synthetic", "retina_focal_R_18_FPN_tiny.yaml"))
     assert not tiny.SOLVER.AMP.ENABLED
-    for name in ("cpu", "cpu_short"):
+    for name in ("cpu", "cpu_medium", "cpu_short"):
         overrides = dict(get_schedule(name).overrides)
         assert overrides["SOLVER.AMP.ENABLED"] is False, name
     cpu = dict(get_schedule("cpu").overrides)

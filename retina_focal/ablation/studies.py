@@ -326,6 +326,15 @@ SCHEDULES: Dict[str, Schedule] = {
                      ("SOLVER.MAX_ITER", 300), ("SOLVER.WARMUP_ITERS", 50),
                      ("SOLVER.STEPS", (240, 285)), ("SOLVER.CHECKPOINT_PERIOD", 100000),
                      ("TEST.EVAL_PERIOD", 0))),
+        Schedule("cpu_medium", "750 iterations of 4 images (2.5 epochs of the 1200-image "
+                 "synthetic train split; LR 0.02, warm-up 100, x0.1 at 600 and 710): 2.5x "
+                 "cpu_short's images, for studies whose AP must rise above cpu_short's "
+                 "(e.g. 1e); float32", (
+                     ("SOLVER.AMP.ENABLED", False),
+                     ("SOLVER.IMS_PER_BATCH", 4), ("SOLVER.BASE_LR", 0.02),
+                     ("SOLVER.MAX_ITER", 750), ("SOLVER.WARMUP_ITERS", 100),
+                     ("SOLVER.STEPS", (600, 710)), ("SOLVER.CHECKPOINT_PERIOD", 100000),
+                     ("TEST.EVAL_PERIOD", 0))),
         Schedule("cpu", "1700 iterations of 8 images in float32, LR 0.02, x0.1 at 1300 and "
                  "1550 (the synthetic config's schedule before bfloat16): ~8 min per setting "
                  "on 2 CPU cores", (

@@ -8,8 +8,8 @@ train and evaluate one model per setting.
 Studies (``retina_focal/ablation/studies.py``): 1a (alpha at gamma 0), 1b (gamma with its alpha),
 1c (anchor scales x ratios), 1d (FL vs OHEM vs hard-negative mining), 1e (depth x scale: AP
 and inference time per image), table3 (CE vs FL vs FL*), assigners, extra_losses. Schedules:
-tiny, cpu_short, cpu, coco_1x. Trailing ``KEY VALUE`` pairs override the base config for every
-setting (after the schedule; each setting's own keys come last).
+tiny, cpu_short, cpu_medium, cpu, coco_1x, config. Trailing ``KEY VALUE`` pairs override the
+base config for every setting (after the schedule; each setting's own keys come last).
 
 Each setting trains with ``retina-focal train`` in a subprocess, in ``DIR/NN_<label>/``; its
 final COCO evaluation (read from that run's ``metrics.json``) is saved to ``result.json`` there.
