@@ -190,7 +190,9 @@ def build_step_trainer(model, data_loader, optimizer, *, amp: bool,
     if not use_cpu_bfloat16(cpu_bfloat16):
         logger.warning("Mixed precision is enabled, but this CPU has no bfloat16 instructions: "
                        "training in float32 (cpu_bfloat16='always' trains in emulated "
-                       "bfloat16, which is slower here)")
+                       "bfloat16, which is slower here). A learning rate and schedule chosen "
+                       "for bfloat16 may reach a lower AP in float32: the synthetic config's "
+                       "float32 schedule is in docs/performance.md (time to accuracy)")
         return CheckedSimpleTrainer(model, data_loader, optimizer)
     logger.info("Mixed precision on CPU: training under torch.autocast('cpu', bfloat16)")
     return CPUAutocastTrainer(model, data_loader, optimizer)
