@@ -44,9 +44,8 @@ dataloader = synthetic_dataloader("synthetic_shapes", 256, total_batch_size=8, n
 # (train.amp.enabled = False: the exact float32 path); a 3x higher LR and 1400 iterations
 # reach the AP of the float32 schedule (LR 0.02, 1700 iterations) in 0.58-0.62x its time.
 # In float32 (a CPU without bfloat16 instructions) this LR reached 47.3 AP (1250 iterations),
-# not ~55: there, set
-# train.amp.enabled = False, optimizer.lr = 0.02 and the 1700-iteration schedule
-# (docs/performance.md#on-a-cpu-without-bfloat16-instructions)
+# not ~55: there, set train.amp.enabled = False, optimizer.lr = 0.02 and the 1700-iteration
+# schedule (docs/performance.md#on-a-cpu-without-bfloat16-instructions)
 optimizer.lr = 0.06
 
 train.output_dir = "./output/synthetic_R18_lazy"
