@@ -68,7 +68,7 @@ def test_traced_export_gives_eager_detections(tiny_cfg):
 def test_export_tool(tmp_path):
     proc = run_tool(["tools/export_model.py", "--config-file", TINY_CONFIG, "--output",
                      str(tmp_path), "MODEL.RETINANET.SCORE_THRESH_TEST", "0.0"], cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert "equal to eager model: True" in proc.stderr + proc.stdout
     assert (tmp_path / "model.ts").exists()
 

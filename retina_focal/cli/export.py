@@ -124,7 +124,9 @@ def export_and_check(cfg, args, model, image, class_map) -> int:
                 f"to eager model: {same} (max box difference {diff['max_box_difference']}, max "
                 f"score difference {diff['max_score_difference']})")
     if not same:
-        logger.error("The exported model's detections differ from the eager model's")
+        logger.error("The exported model's detections differ from the eager model's (largest "
+                     f"box difference {check['max_box_difference']} px, score difference "
+                     f"{check['max_score_difference']}; None: the counts differ)")
         return 1
     if not args.verify_dataset:
         return 0
@@ -188,7 +190,9 @@ def main(args) -> int:
     logger.info(f"Wrote {check['path']}; {check['num_detections']} detections on the sample "
                 f"image; equal to eager model: {check['same']}")
     if not check["same"]:
-        logger.error("The exported model's detections differ from the eager model's")
+        logger.error("The exported model's detections differ from the eager model's (largest "
+                     f"box difference {check['max_box_difference']} px, score difference "
+                     f"{check['max_score_difference']}; None: the counts differ)")
         return 1
     return 0
 
