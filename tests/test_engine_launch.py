@@ -30,3 +30,24 @@ def test_auto_dist_url_meets_in_a_private_file_and_removes_it(tmp_path, capfd):
     for rank in (0, 1):
         assert open(tmp_path / f"rank{rank}").read() == f"1 2 {rank}"
     assert not os.path.exists(os.path.dirname(url.group(1)[len("file://"):]))
+
+
+def test_a_worker_leaves_no_process_group_behind(tmp_path):
+    """After its function returns, a CPU worker has destroyed the process group and dropped
+    Detectron2's per-machine group, so no GLOO object is left for interpreter shutdown to free
+    (freeing one there can abort the process)."""
+    import torch.distributed as dist
+    from detectron2.utils import comm
+
+    from retina_focal.engine.launch import DEFAULT_TIMEOUT, _cpu_worker
+
+    def rank_and_local_group():
+        return comm.get_rank(), comm._LOCAL_PROCESS_GROUP is not None
+
+    url = "file://" + str(tmp_path / "store")
+    assert _cpu_worker(0, rank_and_local_group, 1, 1, 0, url, (), DEFAULT_TIMEOUT) == (0, True)
+    assert not dist.is_initialized()
+    assert comm._LOCAL_PROCESS_GROUP is None
+    create = getattr(comm, "create_local_process_group", None)  # official Detectron2
+    if create is not None:
+        assert create.cache_info().currsize == 0

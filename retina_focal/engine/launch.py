@@ -18,7 +18,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from detectron2.utils import comm
 
-from retina_focal.utils.compat import set_local_process_group
+from retina_focal.utils.compat import release_local_process_group, set_local_process_group
 
 __all__ = ["launch", "launch_from_args", "DEFAULT_TIMEOUT"]
 
@@ -111,10 +111,12 @@ def _cpu_worker(local_rank, main_func, world_size, num_per_machine, machine_rank
         result = main_func(*args)
     except BaseException:
         dist.destroy_process_group()
+        release_local_process_group()
         raise
     # Every process finishes before any tears the group down: a GLOO peer whose connections
     # close under it while it still talks (e.g. the last gather of an evaluation) aborts
     # ("terminate called without an active exception").
     comm.synchronize()
     dist.destroy_process_group()
+    release_local_process_group()
     return result

@@ -7,7 +7,8 @@ import functools
 import inspect
 from typing import Dict
 
-__all__ = ["has_compiled_ops", "coco_evaluator_kwargs", "set_local_process_group"]
+__all__ = ["has_compiled_ops", "coco_evaluator_kwargs", "release_local_process_group",
+           "set_local_process_group"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -47,3 +48,19 @@ def set_local_process_group(num_per_machine: int, machine_rank: int, world_size:
         group = dist.new_group(ranks)  # collective: every process creates every group
         if machine == machine_rank:
             comm._LOCAL_PROCESS_GROUP = group
+
+
+def release_local_process_group() -> None:
+    """Drop Detectron2's references to the per-machine process group after
+    ``destroy_process_group``, so that its GLOO object is freed now, while the interpreter is
+    alive. Left to interpreter shutdown, freeing a GLOO group can abort the process
+    ("terminate called without an active exception")."""
+    import gc
+
+    from detectron2.utils import comm
+
+    comm._LOCAL_PROCESS_GROUP = None
+    create = getattr(comm, "create_local_process_group", None)
+    if create is not None and hasattr(create, "cache_clear"):
+        create.cache_clear()
+    gc.collect()
