@@ -108,8 +108,9 @@ def test_lazy_config_trains_like_the_yaml(name):
     got = instantiate(lazy.dataloader.train.mapper)
     assert type(got) is RobustDatasetMapper
     assert augmentations(ref) == augmentations(got)
-    assert (ref.image_format, ref.use_instance_mask, ref.skip_unreadable) == (
-        got.image_format, got.use_instance_mask, got.skip_unreadable)
+    assert (ref.image_format, ref.use_instance_mask, ref.skip_unreadable,
+            ref._cache_bytes_left) == (got.image_format, got.use_instance_mask,
+                                       got.skip_unreadable, got._cache_bytes_left)
     test_ref, test_got = RobustDatasetMapper(cfg, is_train=False), instantiate(
         lazy.dataloader.test.mapper)
     assert type(test_got) is RobustDatasetMapper

@@ -83,6 +83,9 @@ def add_retina_focal_config(cfg: CN) -> None:
 
     # Training: skip (log and count) missing or corrupt image files instead of stopping.
     _C.MODEL.RETINA_FOCAL.SKIP_UNREADABLE_IMAGES = False
+    # Training: keep up to this many MiB of decoded images in each loader process, so that
+    # each image file is decoded once, not once per epoch (0: off).
+    _C.MODEL.RETINA_FOCAL.DECODED_IMAGE_CACHE_MB = 0
 
     # --- FocalRPN (MODEL.PROPOSAL_GENERATOR.NAME "FocalRPN"): defaults = Detectron2's RPN ---
     # (the RPN's own keys, MODEL.RPN.*: IoU bands, batch size per image, NMS, ..., stay there)

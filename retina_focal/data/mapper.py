@@ -6,7 +6,15 @@
   raises an error naming the file; in training,
   ``MODEL.RETINA_FOCAL.SKIP_UNREADABLE_IMAGES`` skips it instead (another image takes its
   place; each skip is logged with the running count). Evaluation never skips: the evaluated
-  set must be the dataset.
+  set must be the dataset. ``MODEL.RETINA_FOCAL.DECODED_IMAGE_CACHE_MB`` keeps decoded training
+  images in memory (up to that many MiB per loader process), so that a small dataset is
+  decoded once rather than once per epoch.
+
+It also skips work that changes nothing, with the same output as ``DatasetMapper``, value for
+value: a resize to the size the image already has is not run, and box-only annotations (no
+masks or keypoints in use, boxes in ``XYXY_ABS`` or ``XYWH_ABS``) are transformed as one
+(N, 4) array instead of one box at a time (``tests/test_data_mapper.py`` compares both with
+Detectron2's ``DatasetMapper``).
 """
 import copy
 import logging
@@ -18,6 +26,7 @@ from detectron2.config import configurable
 from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
+from detectron2.structures import Boxes, BoxMode, Instances
 from detectron2.utils.file_io import PathManager
 from PIL import Image
 
@@ -58,10 +67,27 @@ class RobustDatasetMapper(DatasetMapper):
     """
 
     @configurable
-    def __init__(self, is_train: bool, *, skip_unreadable: bool = False, **kwargs):
+    def __init__(self, is_train: bool, *, skip_unreadable: bool = False,
+                 decoded_image_cache_mb: float = 0, **kwargs):
+        """
+        Args:
+            skip_unreadable: in training, skip an unreadable image instead of stopping.
+            decoded_image_cache_mb: in training, keep up to this many MiB of decoded images
+                in memory in each process that maps (0: none); a cached image is copied out,
+                so augmentations never see the cached array.
+            kwargs: ``DatasetMapper``'s.
+        """
         super().__init__(is_train, **kwargs)
         self.skip_unreadable = bool(skip_unreadable) and is_train
         self._num_skipped = 0
+        if (isinstance(decoded_image_cache_mb, bool)
+                or not isinstance(decoded_image_cache_mb, (int, float))
+                or not decoded_image_cache_mb >= 0):
+            raise ValueError(f"MODEL.RETINA_FOCAL.DECODED_IMAGE_CACHE_MB="
+                             f"{decoded_image_cache_mb!r} is invalid: use a number of MiB >= 0 "
+                             "(0: no cache)")
+        self._cache_bytes_left = int(decoded_image_cache_mb * 2**20) if is_train else 0
+        self._cache: Dict[str, np.ndarray] = {}
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
@@ -71,13 +97,25 @@ class RobustDatasetMapper(DatasetMapper):
             raise ValueError(f"MODEL.RETINA_FOCAL.SKIP_UNREADABLE_IMAGES={skip!r} is invalid: "
                              "use True or False")
         ret["skip_unreadable"] = skip
+        ret["decoded_image_cache_mb"] = cfg.MODEL.RETINA_FOCAL.DECODED_IMAGE_CACHE_MB
         return ret
+
+    def _read_image(self, file_name: str) -> np.ndarray:
+        """:func:`read_image_any`, through the decoded-image cache when there is one."""
+        cached = self._cache.get(file_name)
+        if cached is not None:
+            return cached.copy()
+        image = read_image_any(file_name, format=self.image_format)
+        if image.nbytes <= self._cache_bytes_left:
+            self._cache[file_name] = image.copy()
+            self._cache_bytes_left -= image.nbytes
+        return image
 
     def __call__(self, dataset_dict: Dict) -> Optional[Dict]:
         dataset_dict = copy.deepcopy(dataset_dict)
         file_name = dataset_dict["file_name"]
         try:
-            image = read_image_any(file_name, format=self.image_format)
+            image = self._read_image(file_name)
         except UnreadableImageError as e:
             if not self.skip_unreadable:
                 hint = (" (set MODEL.RETINA_FOCAL.SKIP_UNREADABLE_IMAGES True to skip such "
@@ -90,7 +128,7 @@ class RobustDatasetMapper(DatasetMapper):
         utils.check_image_size(dataset_dict, image)
 
         aug_input = T.AugInput(image)
-        transforms = self.augmentations(aug_input)
+        transforms = _apply_skipping_identity_resizes(self.augmentations, aug_input)
         image = aug_input.image
         image_shape = image.shape[:2]
         dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
@@ -101,5 +139,88 @@ class RobustDatasetMapper(DatasetMapper):
             dataset_dict.pop("annotations", None)
             return dataset_dict
         if "annotations" in dataset_dict:
-            self._transform_annotations(dataset_dict, transforms, image_shape)
+            if not (self._boxes_only(dataset_dict["annotations"])
+                    and _transform_box_annotations(dataset_dict, transforms, image_shape)):
+                self._transform_annotations(dataset_dict, transforms, image_shape)
         return dataset_dict
+
+    def _boxes_only(self, annotations) -> bool:
+        """Whether ``annotations`` need nothing but their boxes and classes transformed."""
+        return (not self.use_instance_mask and not self.use_keypoint
+                and not self.recompute_boxes
+                and all(a["bbox_mode"] in _BOX_ONLY_MODES for a in annotations))
+
+
+_BOX_ONLY_MODES = (BoxMode.XYXY_ABS, BoxMode.XYWH_ABS)
+
+
+def _apply_skipping_identity_resizes(augmentations: T.AugmentationList,
+                                     aug_input: T.AugInput) -> T.TransformList:
+    """``augmentations(aug_input)``, except that a ``ResizeShortestEdge`` to the size the image
+    already has applies a ``NoOpTransform``: resizing to the same size copies the image
+    unchanged and scales boxes by exactly 1, so the result is the same, without the copy. The
+    random draws are the same as ``augmentations(aug_input)``'s."""
+    transforms = []
+    for augmentation in augmentations.augs:
+        if type(augmentation) is T.ResizeShortestEdge:
+            transform = augmentation.get_transform(aug_input.image)
+            if (isinstance(transform, T.ResizeTransform) and transform.h == transform.new_h
+                    and transform.w == transform.new_w):
+                transform = T.NoOpTransform()
+            aug_input.transform(transform)
+        else:
+            transform = augmentation(aug_input)
+        transforms.append(transform)
+    return T.TransformList(transforms)
+
+
+def _box_rows(annotations) -> Optional[Dict[tuple, list]]:
+    """Annotation indices grouped by (all-int box, box mode); None when a box is not a list or
+    tuple of four Python ints and floats (an array, numpy scalars, bools).
+
+    Detectron2's ``BoxMode.convert`` leaves an ``XYXY_ABS`` box as it is and turns an
+    ``XYWH_ABS`` list into an int64 tensor (ints) or a float32 one (floats); the transforms
+    then run on an int64 or float64 array (a resize truncates int coordinates). Grouping the
+    boxes this way keeps each one's arithmetic."""
+    rows: Dict[tuple, list] = {}
+    for i, annotation in enumerate(annotations):
+        box = annotation["bbox"]
+        if not isinstance(box, (list, tuple)) or len(box) != 4:
+            return None
+        kinds = {type(v) for v in box}
+        if not kinds <= {int, float}:
+            return None
+        rows.setdefault((kinds == {int}, annotation["bbox_mode"]), []).append(i)
+    return rows
+
+
+def _transform_box_annotations(dataset_dict: Dict, transforms: T.TransformList,
+                               image_shape) -> bool:
+    """``DatasetMapper._transform_annotations`` for annotations with boxes only, with each
+    group of boxes (:func:`_box_rows`) as one (N, 4) array: the same arithmetic in the same
+    dtypes as Detectron2's box by box, hence the same values. Sets
+    ``dataset_dict["instances"]`` (``gt_boxes``, ``gt_classes``; empty boxes removed) and
+    returns True; returns False, changing nothing, for boxes it does not handle."""
+    annos = [a for a in dataset_dict["annotations"] if a.get("iscrowd", 0) == 0]
+    groups = _box_rows(annos)
+    if groups is None:
+        return False
+    del dataset_dict["annotations"]
+    height, width = image_shape
+    boxes = np.zeros((len(annos), 4))
+    for (is_int, mode), rows in groups.items():
+        group = [list(annos[i]["bbox"]) for i in rows]
+        if mode == BoxMode.XYXY_ABS:
+            group = np.array(group, dtype=np.int64 if is_int else np.float64)
+        else:  # XYWH_ABS, converted as BoxMode.convert converts a list
+            group = torch.tensor(group, dtype=torch.int64 if is_int else torch.float32)
+            group[:, 2:] += group[:, :2]
+            group = group.numpy() if is_int else group.double().numpy()
+        group = transforms.apply_box(group).clip(min=0)
+        boxes[rows] = np.minimum(group, [width, height, width, height])
+    instances = Instances(image_shape)
+    instances.gt_boxes = Boxes(boxes)
+    instances.gt_classes = torch.tensor([int(a["category_id"]) for a in annos],
+                                        dtype=torch.int64)
+    dataset_dict["instances"] = utils.filter_empty_instances(instances)
+    return True

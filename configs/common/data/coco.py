@@ -28,6 +28,7 @@ dataloader = dict(
             image_format="${model.input_format}",
             use_instance_mask=False,
             skip_unreadable=False,  # MODEL.RETINA_FOCAL.SKIP_UNREADABLE_IMAGES
+            decoded_image_cache_mb=0,  # MODEL.RETINA_FOCAL.DECODED_IMAGE_CACHE_MB
         ),
         total_batch_size=16,
         seed="${train.seed}",
