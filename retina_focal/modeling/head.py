@@ -6,6 +6,7 @@ import torch
 from detectron2.layers import CycleBatchNormList, ShapeSpec, get_norm
 from detectron2.modeling.anchor_generator import build_anchor_generator
 from torch import nn
+from torch.nn import functional as F
 
 from retina_focal.config import check_range, configurable
 from retina_focal.modeling.losses import cls_loss_class
@@ -19,6 +20,36 @@ def build_retina_focal_head(cfg, input_shape: List[ShapeSpec]) -> nn.Module:
     name = cfg.MODEL.RETINA_FOCAL.HEAD_NAME
     head_cls = get_component(RETINA_FOCAL_HEAD_REGISTRY, name, "MODEL.RETINA_FOCAL.HEAD_NAME")
     return head_cls(cfg, input_shape)
+
+
+class CycleBatchNormFusedList(CycleBatchNormList):
+    """Detectron2's ``CycleBatchNormList`` of ``nn.BatchNorm2d`` (one set of statistics per
+    level, one shared affine), same parameters, buffers and checkpoint keys.
+
+    Under autocast it applies the shared affine inside the batch-norm call, one pass over the
+    activations instead of three (normalise, multiply, add; each with its backward), and
+    returns the autocast dtype (bfloat16) where Detectron2's multiply by the float32 weight
+    returns float32. The running statistics are the same; the output differs from
+    Detectron2's by rounding only (one rounding instead of two). Without autocast (float32,
+    the exact path) it is Detectron2's ``forward``, value for value.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N, C, H, W) features of the next level in the cycle -> (N, C, H, W)."""
+        if not (self._affine and torch.is_autocast_enabled(x.device.type)):
+            return super().forward(x)
+        bn = self[self._pos]
+        self._pos = (self._pos + 1) % len(self)
+        momentum = 0.0 if bn.momentum is None else bn.momentum
+        if bn.training and bn.track_running_stats:
+            bn.num_batches_tracked.add_(1)
+            if bn.momentum is None:  # cumulative moving average, as nn.BatchNorm2d
+                momentum = 1.0 / float(bn.num_batches_tracked)
+        use_batch_stats = bn.training or bn.running_mean is None
+        track = not bn.training or bn.track_running_stats
+        return F.batch_norm(x, bn.running_mean if track else None,
+                            bn.running_var if track else None, self.weight, self.bias,
+                            use_batch_stats, momentum, bn.eps)
 
 
 @RETINA_FOCAL_HEAD_REGISTRY.register()
@@ -91,8 +122,11 @@ class RetinaFocalHead(nn.Module):
     def _norm(self, norm: str, channels: int):
         if norm in ("BN", "SyncBN"):
             # Statistics differ a lot between levels: keep one BN per level, shared weights.
-            bn = nn.BatchNorm2d if norm == "BN" else nn.SyncBatchNorm
-            return CycleBatchNormList(length=self._num_levels, bn_class=bn, num_features=channels)
+            if norm == "BN":  # the shared affine fused into the BN call under autocast
+                return CycleBatchNormFusedList(length=self._num_levels,
+                                               bn_class=nn.BatchNorm2d, num_features=channels)
+            return CycleBatchNormList(length=self._num_levels, bn_class=nn.SyncBatchNorm,
+                                      num_features=channels)
         return get_norm(norm, channels)
 
     def _subnet(self, in_channels: int, conv_dims: List[int], norm: str) -> nn.Sequential:
