@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from conftest import REPO, run_tool
+from conftest import REPO, TINY_CONFIG, run_tool
 from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 from detectron2.structures import Boxes, Instances
 
@@ -144,3 +144,18 @@ def test_same_detections_compares_boxes_and_scores_not_only_classes():
                   _instances([[0, 0, 10, 10]], [0.9], [1])):
         same, details = compare_detections(a, other)
         assert not same, details
+
+
+def test_synthetic_benchmark_runs_both_sides_and_restores_the_fused_norm(tmp_path):
+    """tools/benchmark_synthetic.py (docs/performance.md, the data path): a smoke run on the
+    tiny config; the figures are times, so only their presence is checked."""
+    out = tmp_path / "synthetic.json"
+    proc = run_tool(["tools/benchmark_synthetic.py", "--config-file", TINY_CONFIG, "--images",
+                     "4", "--steps", "1", "--rounds", "1", "--output", str(out)], cwd=REPO)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    report = json.load(open(out))
+    assert set(report["mapper"]["ms_per_image"]) == {
+        "detectron2_DatasetMapper", "RobustDatasetMapper", "RobustDatasetMapper_cached"}
+    assert all(v > 0 for v in report["mapper"]["ms_per_image"].values())
+    assert set(report["head_norm"]["s_per_step"]) == {"fused", "detectron2"}
+    assert "benchmark_synthetic.py" in report["environment"]["command"]
