@@ -9,9 +9,10 @@ model.head.conv_dims = [64] * 2
 # GroupNorm works with one image per batch, where BN cannot normalise P7's 1x1 map
 model.head.norm = "GN"
 
-# filter_empty=False: images without objects must train too
+# filter_empty=False: images without objects must train too; decoded images kept in memory
+# as in the synthetic config
 dataloader = synthetic_dataloader("synthetic_shapes_tiny", 128, total_batch_size=4,
-                                  num_workers=0, filter_empty=False)
+                                  num_workers=0, filter_empty=False, decoded_image_cache_mb=512)
 
 optimizer.lr = 0.01
 
