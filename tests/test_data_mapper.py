@@ -95,7 +95,8 @@ def test_the_fast_paths_are_taken_and_masks_keep_detectron2s_path(monkeypatch):
     assert [type(t) for t in transforms.transforms] == [T.NoOpTransform]
     mapper(copy.deepcopy(dicts[0]))
     assert calls == [True]
-    for odd in ([np.float64(1.5), 2.0, 30.0, 40.0], [True, 2, 30, 40]):  # Detectron2's path: other dtypes
+    # other dtypes take Detectron2's path
+    for odd in ([np.float64(1.5), 2.0, 30.0, 40.0], [True, 2, 30, 40]):
         record = dict(copy.deepcopy(dicts[0]))
         record["annotations"][0]["bbox"] = odd
         out = mapper(record)
@@ -109,6 +110,7 @@ def test_decoded_image_cache_gives_the_same_inputs_and_keeps_to_its_size(tmp_pat
     import retina_focal  # noqa: F401
 
     dicts = DatasetCatalog.get("synthetic_shapes_tiny_train")[:6]
+
     def bump(image):  # writes into the image it is given when it may
         image = image if image.flags.writeable else image.copy()
         image += 1
