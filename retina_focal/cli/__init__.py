@@ -34,6 +34,8 @@ COMMANDS = {
                   "draw the anchors the assigner labels on one image"),
     "benchmark": ("benchmark", "benchmark.py",
                   "time the focal loss, a training step and inference against Detectron2"),
+    "benchmark-synthetic": ("benchmark_synthetic", "benchmark_synthetic.py",
+                            "time the synthetic config's data path and fused head BatchNorm"),
     "plot-focal-loss": ("plot_focal_loss", "plot_focal_loss.py",
                         "the paper's Figure 1 (and Figure 4 of a trained model)"),
     "gpu-checks": ("gpu_checks", "gpu_checks.py",
