@@ -146,7 +146,7 @@ def test_same_detections_compares_boxes_and_scores_not_only_classes():
         assert not same, details
 
 
-def test_synthetic_benchmark_runs_both_sides_and_restores_the_fused_norm(tmp_path):
+def test_synthetic_benchmark_runs_both_sides(tmp_path):
     """tools/benchmark_synthetic.py (docs/performance.md, the data path): a smoke run on the
     tiny config; the figures are times, so only their presence is checked."""
     out = tmp_path / "synthetic.json"

@@ -2,8 +2,6 @@
 config's data path and fused head BatchNorm against what they replace, alternating in one
 process (:mod:`retina_focal.benchmark.synthetic`)."""
 import argparse
-import json
-import os
 import sys
 
 import torch
@@ -31,7 +29,7 @@ def build_parser(prog: str = "retina-focal benchmark-synthetic") -> argparse.Arg
 def main(args, command: str = "") -> dict:
     """Run the sections ``args`` asks for; write the JSON; return the report."""
     import retina_focal  # noqa: F401  (registers the synthetic datasets)
-    from retina_focal.benchmark.report import environment
+    from retina_focal.benchmark.report import environment, write_json
     from retina_focal.benchmark.synthetic import bench_head_norm, bench_mapper
     from retina_focal.engine.defaults import build_cfg
 
@@ -47,10 +45,7 @@ def main(args, command: str = "") -> dict:
     if "head_norm" in sections:
         report["head_norm"] = bench_head_norm(cfg, args.steps, args.rounds)
     if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w") as f:
-            json.dump(report, f, indent=2)
-        print(f"wrote {args.output}", flush=True)
+        write_json(report, args.output)
     return report
 
 

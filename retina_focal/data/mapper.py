@@ -139,16 +139,15 @@ class RobustDatasetMapper(DatasetMapper):
             dataset_dict.pop("annotations", None)
             return dataset_dict
         if "annotations" in dataset_dict:
-            if not (self._boxes_only(dataset_dict["annotations"])
+            if not (self._boxes_only()
                     and _transform_box_annotations(dataset_dict, transforms, image_shape)):
                 self._transform_annotations(dataset_dict, transforms, image_shape)
         return dataset_dict
 
-    def _boxes_only(self, annotations) -> bool:
-        """Whether ``annotations`` need nothing but their boxes and classes transformed."""
-        return (not self.use_instance_mask and not self.use_keypoint
-                and not self.recompute_boxes
-                and all(a["bbox_mode"] in _BOX_ONLY_MODES for a in annotations))
+    def _boxes_only(self) -> bool:
+        """Whether annotations need nothing but their boxes and classes transformed (no masks
+        or keypoints in use); :func:`_box_rows` then checks the boxes themselves."""
+        return not (self.use_instance_mask or self.use_keypoint or self.recompute_boxes)
 
 
 _BOX_ONLY_MODES = (BoxMode.XYXY_ABS, BoxMode.XYWH_ABS)
@@ -175,8 +174,9 @@ def _apply_skipping_identity_resizes(augmentations: T.AugmentationList,
 
 
 def _box_rows(annotations) -> Optional[Dict[tuple, list]]:
-    """Annotation indices grouped by (all-int box, box mode); None when a box is not a list or
-    tuple of four Python ints and floats (an array, numpy scalars, bools).
+    """Annotation indices grouped by (all-int box, box mode); None when a box is not in
+    ``XYXY_ABS`` or ``XYWH_ABS``, or not a list or tuple of four Python ints and floats (an
+    array, numpy scalars, bools).
 
     Detectron2's ``BoxMode.convert`` leaves an ``XYXY_ABS`` box as it is and turns an
     ``XYWH_ABS`` list into an int64 tensor (ints) or a float32 one (floats); the transforms
@@ -185,7 +185,8 @@ def _box_rows(annotations) -> Optional[Dict[tuple, list]]:
     rows: Dict[tuple, list] = {}
     for i, annotation in enumerate(annotations):
         box = annotation["bbox"]
-        if not isinstance(box, (list, tuple)) or len(box) != 4:
+        if (annotation["bbox_mode"] not in _BOX_ONLY_MODES
+                or not isinstance(box, (list, tuple)) or len(box) != 4):
             return None
         kinds = {type(v) for v in box}
         if not kinds <= {int, float}:
