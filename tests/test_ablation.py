@@ -89,7 +89,7 @@ def test_bad_study_schedule_and_key_are_clear_errors(capsys):
     assert ablate.run(["--config-file", TINY_CONFIG, "--study", "2z", "--schedule", "tiny"]) == 2
     err = capsys.readouterr().err
     assert "Unknown study '2z'" in err and \
-        "1a, 1b, 1c, 1d, 1e, table3, assigners, extra_losses" in err
+        "1a, 1b, 1c, 1d, 1e, table3, imbalance, assigners, extra_losses" in err
     assert ablate.run(["--config-file", TINY_CONFIG, "--study", "1a", "--schedule", "fast"]) == 2
     err = capsys.readouterr().err
     assert "Unknown schedule 'fast'" in err and "cpu_short" in err
@@ -99,7 +99,8 @@ def test_bad_study_schedule_and_key_are_clear_errors(capsys):
     assert ablate.run(["--config-file", TINY_CONFIG, "--study", "1a", "--schedule", "tiny",
                        "MODEL.RETINA_FOCAL.NO_SUCH_KEY", "1"]) == 2
     assert "MODEL.RETINA_FOCAL.NO_SUCH_KEY" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="choices: tiny, cpu_short, cpu_medium, cpu, coco_1x"):
+    with pytest.raises(ValueError, match="choices: tiny, cpu_short, cpu_medium, cpu, cpu_study, "
+                       "cpu_study_fp32, coco_1x"):
         get_schedule("nope")
 
 

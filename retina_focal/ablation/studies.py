@@ -17,6 +17,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 __all__ = [
     "PAPER_TABLE_1E",
+    "IMBALANCE_LEVELS",
+    "IMBALANCE_LOSSES",
     "SCHEDULES",
     "STUDIES",
     "Schedule",
@@ -192,6 +194,24 @@ def _table_1e_setting(depth: int, size: int) -> Setting:
                    paper_ms=paper[1], curve=(f"R{depth}", str(size)))
 
 
+# The imbalance study's levels: the registered synthetic presets (retina_focal.data
+# .IMBALANCE_PRESETS), from the default to beyond COCO's negatives per positive anchor. The
+# default level sets no dataset key, so its runs are the base config's (and equal, for resume,
+# to Table 3's CE and FL runs); run the study on a config whose dataset is synthetic_shapes.
+IMBALANCE_LEVELS = ("synthetic_shapes", "synthetic_shapes_sparse", "synthetic_shapes_sparser",
+                    "synthetic_shapes_sparsest")
+# the two losses the imbalance study compares: Table 1a's best CE and Table 1b's best FL
+IMBALANCE_LOSSES = (("FL", _focal(0.25, 2.0)), ("CE", _focal(0.75, 0.0)))
+
+
+def _dataset(prefix: str) -> Tuple[Tuple[str, Any], ...]:
+    """Train on ``<prefix>_train`` and evaluate on ``<prefix>_val``; nothing for the default
+    preset (the base config's own dataset)."""
+    if prefix == IMBALANCE_LEVELS[0]:
+        return ()
+    return (("DATASETS.TRAIN", (f"{prefix}_train",)), ("DATASETS.TEST", (f"{prefix}_val",)))
+
+
 STUDIES: Dict[str, Study] = {
     s.name: s
     for s in [
@@ -263,6 +283,14 @@ STUDIES: Dict[str, Study] = {
             "Paper: Lin et al. 2017, Table 3 (appendix), ResNet-50-FPN, 600 px, COCO minival.",
         ),
         Study(
+            "imbalance", "Foreground-background imbalance: FL (gamma 2, alpha .25) vs CE "
+            "(alpha .75) on the imbalance presets",
+            tuple(Setting(f"{prefix} {name}", _dataset(prefix) + loss)
+                  for prefix in IMBALANCE_LEVELS for name, loss in IMBALANCE_LOSSES),
+            "No paper numbers: the paper compares the losses on COCO only. The presets' "
+            "negatives per positive anchor are in docs/datasets.md.",
+        ),
+        Study(
             "assigners", "Anchor assignment (issue 5): IoU bands, low-quality matches, ATSS "
             "(FL, gamma 2, alpha .25)",
             (
@@ -318,7 +346,8 @@ SCHEDULES: Dict[str, Schedule] = {
         Schedule("tiny", "2 iterations, for tests and smoke runs", (
             ("SOLVER.MAX_ITER", 2), ("SOLVER.WARMUP_ITERS", 1), ("SOLVER.STEPS", ()),
             ("SOLVER.CHECKPOINT_PERIOD", 100000), ("TEST.EVAL_PERIOD", 0))),
-        Schedule("cpu_short", "300 iterations of 4 images (one epoch of the 1200-image "
+        Schedule("cpu_short", "a smoke test, too short to rank settings (every setting "
+                 "scores 1-4 AP): 300 iterations of 4 images (one epoch of the 1200-image "
                  "synthetic train split; LR 0.01, warm-up 50, x0.1 at 240 and 285): ~1.5 min "
                  "per setting on 2 idle CPU cores with the synthetic config; float32", (
                      ("SOLVER.AMP.ENABLED", False),
@@ -342,6 +371,22 @@ SCHEDULES: Dict[str, Schedule] = {
                      ("SOLVER.IMS_PER_BATCH", 8), ("SOLVER.BASE_LR", 0.02),
                      ("SOLVER.MAX_ITER", 1700), ("SOLVER.WARMUP_ITERS", 200),
                      ("SOLVER.STEPS", (1300, 1550)), ("SOLVER.CHECKPOINT_PERIOD", 100000),
+                     ("TEST.EVAL_PERIOD", 0))),
+        Schedule("cpu_study", "the default schedule of the studies: 800 iterations of 8 images "
+                 "(5.3 epochs of the 1200-image synthetic train split) in bfloat16 where the "
+                 "CPU has it (the synthetic config's SOLVER.AMP), LR 0.06, warm-up 150, x0.1 "
+                 "at 600 and 750", (
+                     ("SOLVER.IMS_PER_BATCH", 8), ("SOLVER.BASE_LR", 0.06),
+                     ("SOLVER.MAX_ITER", 800), ("SOLVER.WARMUP_ITERS", 150),
+                     ("SOLVER.STEPS", (600, 750)), ("SOLVER.CHECKPOINT_PERIOD", 100000),
+                     ("TEST.EVAL_PERIOD", 0))),
+        Schedule("cpu_study_fp32", "cpu_study's float32 twin, for a CPU without bfloat16 "
+                 "instructions: the same 800 iterations of 8 images at LR 0.02 (the float32 "
+                 "LR of the synthetic config), warm-up 150, x0.1 at 600 and 750", (
+                     ("SOLVER.AMP.ENABLED", False),
+                     ("SOLVER.IMS_PER_BATCH", 8), ("SOLVER.BASE_LR", 0.02),
+                     ("SOLVER.MAX_ITER", 800), ("SOLVER.WARMUP_ITERS", 150),
+                     ("SOLVER.STEPS", (600, 750)), ("SOLVER.CHECKPOINT_PERIOD", 100000),
                      ("TEST.EVAL_PERIOD", 0))),
         Schedule("coco_1x", "Detectron2's 1x: 90k iterations of 16 images, LR 0.01, x0.1 at "
                  "60k and 80k (the paper's ablation schedule)", (

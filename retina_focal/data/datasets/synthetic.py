@@ -10,6 +10,8 @@ built to exercise what a dense detector must handle, not to be trivial:
   ratios from 1:2 to 2:1, so every FPN level and anchor shape is used;
 * textured backgrounds (smooth colour noise + pixel noise) with clutter (lines, arcs and
   low-contrast blobs) that a detector must learn to reject;
+* optional distractors (``num_distractors``, 0 by default): filled, saturated polygons of
+  object size that belong to no class, the hard negatives of the imbalance presets;
 * overlapping objects: a new object may cover up to ``max_occlusion`` of an earlier one;
 * tight ground truth: every box is the exact pixel extent of the drawn shape (COCO
   ``[x, y, w, h]`` with pixel edges, so a 1-pixel object has w = h = 1).
@@ -53,6 +55,8 @@ class SyntheticConfig:
     max_objects: int = 8
     max_occlusion: float = 0.4  # largest fraction of an earlier object a new one may cover
     num_clutter: int = 12
+    # object-like clutter: saturated irregular polygons of object size that are no class's
+    num_distractors: int = 0
     seed: int = 0
 
     def __post_init__(self):
@@ -65,6 +69,7 @@ class SyntheticConfig:
             ("min_objects", 0 <= self.min_objects <= self.max_objects),
             ("max_occlusion", 0.0 <= self.max_occlusion < 1.0),
             ("num_clutter", self.num_clutter >= 0),
+            ("num_distractors", self.num_distractors >= 0),
         ]
         for key, ok in checks:
             if not ok:
@@ -74,7 +79,12 @@ class SyntheticConfig:
                 )
 
     def fingerprint(self) -> str:
-        blob = json.dumps({"v": FORMAT_VERSION, **asdict(self)}, sort_keys=True)
+        fields = asdict(self)
+        if not fields["num_distractors"]:
+            # a config without distractors draws what it drew before the field existed:
+            # its cache directory keeps its name
+            del fields["num_distractors"]
+        blob = json.dumps({"v": FORMAT_VERSION, **fields}, sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
@@ -115,6 +125,28 @@ def _background(rng: np.random.Generator, h: int, w: int, num_clutter: int) -> n
             cv2.fillPoly(img, [pts.astype(np.int32)], blob_color, cv2.LINE_AA)
     noise = rng.normal(0, 6, img.shape).astype(np.float32)
     return (img.astype(np.float32) + noise).clip(0, 255).astype(np.uint8)
+
+
+def _draw_distractors(img: np.ndarray, rng: np.random.Generator, cfg: "SyntheticConfig") -> None:
+    """Draw ``cfg.num_distractors`` object-like shapes that belong to no class into ``img``
+    (in place): irregular polygons of 5-9 vertices (a class shape has 3, 4, 10 or a smooth
+    outline), of object size and object colour, with the objects' per-pixel shading."""
+    H, W = img.shape[:2]
+    for _ in range(cfg.num_distractors):
+        side = math.exp(rng.uniform(math.log(cfg.min_size), math.log(cfg.max_size)))
+        c = rng.uniform(0, (W, H))
+        n = int(rng.integers(5, 10))
+        ang = np.sort(rng.uniform(0, 2 * np.pi, n))
+        rad = rng.uniform(0.3, 0.5, n) * side
+        pts = np.stack([c[0] + rad * np.cos(ang), c[1] + rad * np.sin(ang)], 1)
+        mask = np.zeros((H, W), np.uint8)
+        cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 1, cv2.LINE_8)
+        ys, xs = np.nonzero(mask)
+        if not len(ys):
+            continue
+        color = _object_color(rng)
+        shade = 1.0 + rng.normal(0, 0.06, (len(ys), 1)).astype(np.float32)
+        img[ys, xs] = (color * shade).clip(0, 255).astype(np.uint8)
 
 
 def _shape_mask(cls: int, w: float, h: float, rng: np.random.Generator) -> np.ndarray:
@@ -184,6 +216,8 @@ def generate_image(cfg: SyntheticConfig, split: str, index: int) -> Tuple[np.nda
     rng = np.random.default_rng([cfg.seed, split_id, index])
     H, W = cfg.image_size
     img = _background(rng, H, W, cfg.num_clutter)
+    if cfg.num_distractors:  # (drawing none draws no random number: the default is unchanged)
+        _draw_distractors(img, rng, cfg)
     owner = np.full((H, W), -1, np.int32)  # which object a pixel shows now
     areas: List[int] = []
     objects: List[Dict] = []
