@@ -431,3 +431,97 @@ def test_a_timed_study_records_the_runs_inference_time(tmp_path, capsys):
     assert runner.load_done(plan["runs"][0]) is None  # not taken as done: retrained
     out = capsys.readouterr().out
     assert os.path.join(run_dir, "log.txt") in out and "pure compute time" in out
+
+
+def test_verdicts_follow_the_spread_over_seeds(tmp_path):
+    """Issue 27: two settings are separable only when their ranges over seeds do not overlap;
+    each study's orderings are judged "reproduced" / "not reproduced" / "not separable" in
+    results.md and results.json, and the plot and the table show the mean and the spread."""
+    from retina_focal.ablation.results import seed_summary, separation, verdict, write_results
+    from retina_focal.ablation.studies import Claim
+
+    assert separation([30.0, 31.0], [28.0, 29.5]) == "higher"
+    assert separation([28.0, 29.5], [30.0, 31.0]) == "lower"
+    assert separation([30.0, 31.0], [29.0, 30.5]) == "not separable"  # ranges overlap
+    assert separation([30.0, 31.0], [31.0, 32.0]) == "not separable"  # they touch
+    assert separation([30.0], [20.0, 21.0]) == "too few seeds"
+
+    study = get_study("table3")
+    assert [c.text for c in study.claims] == [
+        "FL beats CE", "FL* (2, 1) beats CE", "FL and FL* (2, 1) are equal"]
+    scores = {"CE alpha=.75": [40.0, 41.0], "FL gamma=2 alpha=.25": [44.0, 45.0],
+              "FL* gamma*=2 beta=1": [40.5, 43.0]}
+    rows = [{"label": f"{label} seed={seed}", "setting": label, "seed": seed, "paper_ap": None,
+             "status": "done", "wall_s": 1.0, "overrides": [],
+             "metrics": {m: value for m in METRICS}}
+            for label, values in scores.items() for seed, value in enumerate(values)]
+    rows.append({"label": "FL* gamma*=4 beta=0 seed=0", "setting": "FL* gamma*=4 beta=0",
+                 "seed": 0, "paper_ap": None, "status": "pending", "wall_s": None,
+                 "overrides": [], "metrics": None})
+    summary = seed_summary(rows, "AP")
+    assert summary["FL gamma=2 alpha=.25"] == {"values": [44.0, 45.0], "seeds": 2, "mean": 44.5,
+                                               "min": 44.0, "max": 45.0, "spread": 1.0}
+    assert summary["FL* gamma*=4 beta=0"]["mean"] is None
+    assert [verdict(c, summary) for c in study.claims] == [
+        "reproduced", "not separable", "not reproduced"]
+    reverse = Claim("CE beats FL", "CE alpha=.75", "FL gamma=2 alpha=.25")
+    assert verdict(reverse, summary) == "not reproduced"
+    ties = Claim("CE and FL* tie", "CE alpha=.75", "FL* gamma*=2 beta=1", "ties")
+    assert verdict(ties, summary) == "reproduced (not separable)"
+    assert verdict(Claim("x", "CE alpha=.75", "FL* gamma*=4 beta=0"), summary) == \
+        "too few seeds"
+
+    paths = write_results(study, rows, str(tmp_path), {})
+    md = open(paths["md"]).read()
+    assert "| FL gamma=2 alpha=.25 | 2 | 44.5 | 44.0 | 45.0 | 1.0 | best |" in md
+    assert "| CE alpha=.75 | 2 | 40.5 | 40.0 | 41.0 | 1.0 | below (-4.0) |" in md
+    assert "| FL* gamma*=2 beta=1 | 2 | 41.8 | 40.5 | 43.0 | 2.5 | below (-2.8) |" in md
+    assert ("| FL beats CE | FL gamma=2 alpha=.25: 44.5 (44.0-45.0) | CE alpha=.75: 40.5 "
+            "(40.0-41.0) | +4.0 | reproduced |") in md
+    assert "| FL and FL* (2, 1) are equal |" in md and "| not reproduced |" in md
+    saved = json.load(open(paths["json"]))
+    assert [c["verdict"] for c in saved["claims"]] == [
+        "reproduced", "not separable", "not reproduced"]
+    assert saved["seed_summary"]["CE alpha=.75"]["spread"] == 1.0
+    assert Image.open(paths["png"]).size[0] > 300
+
+    with pytest.raises(ValueError, match="not one of its settings"):
+        from retina_focal.ablation.studies import Study
+        Study("x", "x", study.settings, claims=(Claim("y", "CE alpha=.75", "nope"),))
+    with pytest.raises(ValueError, match="relation"):
+        Claim("y", "a", "b", "wins")
+
+
+def test_imbalance_study_pairs_fl_and_ce_on_every_preset():
+    """Issue 27: the imbalance study trains Table 1b's FL and Table 1a's CE on each preset's
+    train split and evaluates on its val split; the default preset sets no dataset key, so
+    its runs are Table 3's CE and FL runs (reused on resume)."""
+    from retina_focal.ablation.studies import IMBALANCE_LEVELS
+    from retina_focal.data import IMBALANCE_PRESETS
+
+    assert list(IMBALANCE_LEVELS) == list(IMBALANCE_PRESETS)
+    study = get_study("imbalance")
+    assert len(study.settings) == 2 * len(IMBALANCE_LEVELS) >= 8
+    table3 = {s.label: s.overrides for s in get_study("table3").settings}
+    for setting in study.settings:
+        prefix, loss = setting.label.rsplit(" ", 1)
+        o = _overrides(setting)
+        assert (o["MODEL.RETINANET.FOCAL_LOSS_GAMMA"], o["MODEL.RETINANET.FOCAL_LOSS_ALPHA"]) \
+            == {"FL": (2.0, 0.25), "CE": (0.0, 0.75)}[loss]
+        if prefix == "synthetic_shapes":
+            assert setting.overrides == table3[
+                {"FL": "FL gamma=2 alpha=.25", "CE": "CE alpha=.75"}[loss]]
+        else:
+            assert o["DATASETS.TRAIN"] == (f"{prefix}_train",)
+            assert o["DATASETS.TEST"] == (f"{prefix}_val",)
+    assert [(c.better, c.worse) for c in study.claims] == [
+        (f"{p} FL", f"{p} CE") for p in IMBALANCE_LEVELS]
+    base = build_cfg_for_test()
+    for setting in study.settings:  # every override applies to the synthetic config
+        base.clone().merge_from_list(resolve_overrides(setting.overrides, base))
+
+
+def build_cfg_for_test():
+    from retina_focal.engine.defaults import build_cfg
+
+    return build_cfg(SYNTHETIC_CONFIG, freeze=False)

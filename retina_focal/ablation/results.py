@@ -10,12 +10,13 @@ import os
 import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from retina_focal.ablation.studies import Study
+from retina_focal.ablation.studies import Claim, Study
 from retina_focal.utils.file_io import atomic_write_bytes, atomic_write_text
 from retina_focal.utils.plotting import pyplot
 
 __all__ = ["METRICS", "PROPOSAL_METRICS", "TASK_METRICS", "plot_speed_accuracy",
-           "read_final_metrics", "read_inference_time", "write_results"]
+           "read_final_metrics", "read_inference_time", "seed_summary", "separation", "verdict",
+           "write_results"]
 
 # The COCO metrics Detectron2's COCOEvaluator reports for boxes, in percent.
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -133,11 +134,13 @@ def write_results(study: Study, rows: List[Dict], out_dir: str, header: Dict) ->
     paths = {k: os.path.join(out_dir, f"results.{k}") for k in ("json", "md", "png")}
     if study.timed:
         paths["speed_accuracy"] = os.path.join(out_dir, "speed_accuracy.png")
+    names = TASK_METRICS[study.task]
+    summary = seed_summary(rows, names[0])
+    claim_lines, claims = _claims_table(study, summary)
     atomic_write_text(paths["json"], json.dumps(
         {"study": study.name, "title": study.title, "paper_note": study.paper_note,
-         **header, "settings": rows}, indent=2))
+         **header, "settings": rows, "seed_summary": summary, "claims": claims}, indent=2))
 
-    names = TASK_METRICS[study.task]
     lines = [f"## Study {study.name}: {study.title}", ""]
     for key in ("command", "config_file", "schedule", "schedule_description"):
         if header.get(key):
@@ -155,12 +158,13 @@ def write_results(study: Study, rows: List[Dict], out_dir: str, header: Dict) ->
                  if study.timed else "")
         lines.append(f"| {r['label']} | " + " | ".join(cells)
                      + f" | {_fmt(r.get('paper_ap'))} |{times} {wall} |")
-    lines += _spread_lines(rows, names[0])
+    lines += _spread_lines(summary, names[0])
+    lines += claim_lines
     if study.paper_note:
         lines += ["", study.paper_note]
     atomic_write_text(paths["md"], "\n".join(lines) + "\n")
 
-    _plot(study, rows, paths["png"])
+    _plot(study, rows, summary, paths["png"])
     if study.timed:
         plot_speed_accuracy(rows, study.paper_speed, paths["speed_accuracy"],
                             title=f"Study {study.name}: {study.title}",
@@ -168,10 +172,11 @@ def write_results(study: Study, rows: List[Dict], out_dir: str, header: Dict) ->
     return paths
 
 
-def _spread_lines(rows: List[Dict], metric: str) -> List[str]:
-    """Where settings were repeated with several seeds (rows with a ``seed`` and a
-    ``setting``), a table of each setting's mean, min and max of ``metric`` over its
-    finished seeds: the run-to-run spread. Nothing otherwise."""
+def seed_summary(rows: List[Dict], metric: str) -> Dict[str, Dict]:
+    """Per setting repeated over seeds (rows with ``setting`` and ``seed``), in row order:
+    ``{"values": [metric of each finished seed], "seeds": n, "mean", "min", "max", "spread"}``
+    (``spread`` = max - min, the run-to-run spread; None where no seed finished). Empty when
+    the study ran without ``--seeds``."""
     by_setting: Dict[str, List[float]] = {}
     for r in rows:
         if r.get("seed") is None:
@@ -179,46 +184,147 @@ def _spread_lines(rows: List[Dict], metric: str) -> List[str]:
         values = by_setting.setdefault(r["setting"], [])
         value = (r.get("metrics") or {}).get(metric)
         if r["status"] == "done" and value is not None:
-            values.append(value)
-    if not by_setting:
-        return []
-    lines = ["", f"Run-to-run spread of {metric} over seeds:", "",
-             f"| setting | seeds done | mean {metric} | min | max |", "|---|---|---|---|---|"]
+            values.append(float(value))
+    out = {}
     for label, values in by_setting.items():
-        mean = sum(values) / len(values) if values else None
-        lines.append(f"| {label} | {len(values)} | {_fmt(mean)} | "
-                     f"{_fmt(min(values) if values else None)} | "
-                     f"{_fmt(max(values) if values else None)} |")
+        lo, hi = (min(values), max(values)) if values else (None, None)
+        out[label] = {"values": values, "seeds": len(values),
+                      "mean": sum(values) / len(values) if values else None,
+                      "min": lo, "max": hi, "spread": None if lo is None else hi - lo}
+    return out
+
+
+def separation(a: Sequence[float], b: Sequence[float]) -> str:
+    """How two settings' per-seed scores compare: ``"higher"`` if every run of ``a`` scores
+    above every run of ``b``, ``"lower"`` if every one scores below, else ``"not separable"``
+    (their ranges over seeds overlap: the difference is within the run-to-run spread).
+    Either with fewer than 2 runs: ``"too few seeds"`` (one run has no spread to compare
+    with)."""
+    if len(a) < 2 or len(b) < 2:
+        return "too few seeds"
+    if min(a) > max(b):
+        return "higher"
+    if max(a) < min(b):
+        return "lower"
+    return "not separable"
+
+
+def verdict(claim: Claim, summary: Dict[str, Dict]) -> str:
+    """The verdict on one of the paper's orderings from :func:`seed_summary`'s output:
+    "reproduced", "not reproduced" or "not separable" (for a "ties" claim, two settings
+    within each other's spread are "reproduced (not separable)", two apart are "not
+    reproduced"); "not run" or "too few seeds" where the runs are missing."""
+    if claim.better not in summary or claim.worse not in summary:
+        return "not run"
+    found = separation(summary[claim.better]["values"], summary[claim.worse]["values"])
+    if found == "too few seeds":
+        return found
+    if claim.relation == "ties":
+        return "reproduced (not separable)" if found == "not separable" else "not reproduced"
+    return {"higher": "reproduced", "lower": "not reproduced"}.get(found, found)
+
+
+def _claims_table(study: Study, summary: Dict[str, Dict]) -> Tuple[List[str], List[Dict]]:
+    """results.md lines and results.json entries judging ``study.claims``."""
+    if not study.claims:
+        return [], []
+    lines = ["", "The paper's orderings (a difference within the spread over seeds is not "
+             "separable):", "", "| ordering | mean (min-max) | mean (min-max) | difference "
+             "of means | verdict |", "|---|---|---|---|---|"]
+    entries = []
+    for claim in study.claims:
+        found = verdict(claim, summary)
+        a, b = summary.get(claim.better), summary.get(claim.worse)
+        diff = None if not a or not b or a["mean"] is None or b["mean"] is None else \
+            a["mean"] - b["mean"]
+        entries.append({"claim": claim.text, "better": claim.better, "worse": claim.worse,
+                        "relation": claim.relation, "difference": diff, "verdict": found})
+        lines.append(f"| {claim.text} | {claim.better}: {_range(a)} | {claim.worse}: "
+                     f"{_range(b)} | {'-' if diff is None else f'{diff:+.1f}'} | {found} |")
+    return lines, entries
+
+
+def _range(summary: Optional[Dict]) -> str:
+    if not summary or summary["mean"] is None:
+        return "-"
+    return f"{summary['mean']:.1f} ({summary['min']:.1f}-{summary['max']:.1f})"
+
+
+def _spread_lines(summary: Dict[str, Dict], metric: str) -> List[str]:
+    """The table of each setting's mean, min, max and spread of ``metric`` over its finished
+    seeds, and how it compares with the best setting (by mean); nothing without seeds."""
+    if not summary:
+        return []
+    done = {k: v for k, v in summary.items() if v["mean"] is not None}
+    best = max(done, key=lambda k: done[k]["mean"]) if done else None
+    lines = ["", f"Run-to-run spread of {metric} over seeds:", "",
+             f"| setting | seeds done | mean {metric} | min | max | spread | vs the best |",
+             "|---|---|---|---|---|---|---|"]
+    for label, v in summary.items():
+        if label == best:
+            versus = "best"
+        elif best is None or v["mean"] is None:
+            versus = "-"
+        else:
+            versus = {"lower": f"below ({v['mean'] - done[best]['mean']:+.1f})",
+                      "not separable": "not separable"}.get(
+                separation(v["values"], done[best]["values"]),
+                separation(v["values"], done[best]["values"]))
+        lines.append(f"| {label} | {v['seeds']} | {_fmt(v['mean'])} | {_fmt(v['min'])} | "
+                     f"{_fmt(v['max'])} | {_fmt(v['spread'])} | {versus} |")
     return lines
 
 
-def _plot(study: Study, rows: List[Dict], path: str) -> None:
+def _plot(study: Study, rows: List[Dict], summary: Dict[str, Dict], path: str) -> None:
+    """A bar per row; with seeds, a bar per setting at the mean over its seeds, its range over
+    seeds as an error bar and each seed as a dot."""
     import numpy as np
 
     plt = pyplot()
-    labels = [r["label"] for r in rows]
     metric = TASK_METRICS[study.task][0]
-    ours = [((r.get("metrics") or {}).get(metric) if r["status"] == "done" else None)
-            for r in rows]
-    paper = [r.get("paper_ap") for r in rows]
-    x = np.arange(len(rows))
+    if summary:
+        paper_of = {r.get("setting"): r.get("paper_ap") for r in rows}
+        labels = list(summary)
+        ours = [summary[k]["mean"] for k in labels]
+        paper = [paper_of.get(k) for k in labels]
+    else:
+        labels = [r["label"] for r in rows]
+        ours = [((r.get("metrics") or {}).get(metric) if r["status"] == "done" else None)
+                for r in rows]
+        paper = [r.get("paper_ap") for r in rows]
+    x = np.arange(len(labels))
     has_paper = any(p is not None for p in paper)
     width = 0.4 if has_paper else 0.6
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(rows) + 2), 4.5))
-    ax.bar(x - (width / 2 if has_paper else 0), [np.nan if v is None else v for v in ours],
-           width, label=f"this run ({metric})", color="tab:blue")
+    shift = width / 2 if has_paper else 0
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(labels) + 2), 4.5))
+    name = f"this run ({metric})" if not summary else f"mean over seeds ({metric})"
+    ax.bar(x - shift, [np.nan if v is None else v for v in ours], width, label=name,
+           color="tab:blue")
+    if summary:
+        for xi, k in zip(x, labels):
+            v = summary[k]
+            if v["mean"] is None:
+                continue
+            ax.errorbar([xi - shift], [v["mean"]], yerr=[[v["mean"] - v["min"]],
+                                                         [v["max"] - v["mean"]]],
+                        color="black", capsize=4, lw=1)
+            ax.scatter([xi - shift] * len(v["values"]), v["values"], color="black", s=10,
+                       zorder=3)
     if has_paper:
         ax.bar(x + width / 2, [np.nan if v is None else v for v in paper], width,
                label="paper, COCO (AP)", color="tab:gray")
     for xi, v in zip(x, ours):
         if v is not None:
-            ax.annotate(f"{v:.1f}", (xi - (width / 2 if has_paper else 0), v), ha="center",
-                        va="bottom", fontsize=8)
-    ax.set_xlim(-0.6, len(rows) - 0.4)
+            ax.annotate(f"{v:.1f}", (xi - shift, v), ha="center", va="bottom", fontsize=8,
+                        xytext=(0, 2), textcoords="offset points")
+    ax.set_xlim(-0.6, len(labels) - 0.4)
     ax.set_xticks(x)
     ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("box AP (%)" if metric == "AP" else f"proposal {metric} (%)")
-    ax.set_title(f"Study {study.name}: {study.title}", fontsize=9)
+    title = f"Study {study.name}: {study.title}"
+    if summary:
+        title += "\n(bars: mean over seeds; whiskers: min-max; dots: each seed)"
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()

@@ -21,6 +21,7 @@ __all__ = [
     "IMBALANCE_LOSSES",
     "SCHEDULES",
     "STUDIES",
+    "Claim",
     "Schedule",
     "Setting",
     "Study",
@@ -47,6 +48,22 @@ class Setting:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """One of the paper's orderings, between two settings of a study: ``better`` scores higher
+    than ``worse`` (``relation`` "beats"), or the two score the same ("ties"). Its verdict
+    is read from the runs' spread over seeds (:func:`retina_focal.ablation.results.verdict`)."""
+
+    text: str
+    better: str  # a setting's label
+    worse: str
+    relation: str = "beats"
+
+    def __post_init__(self):
+        if self.relation not in ("beats", "ties"):
+            raise ValueError(f"Claim.relation={self.relation!r}: use 'beats' or 'ties'")
+
+
+@dataclass(frozen=True)
 class Study:
     name: str
     title: str
@@ -61,6 +78,15 @@ class Study:
     timed: bool = False
     # a timed study's paper curves for the plot's second panel: (line, point, AP, ms)
     paper_speed: Tuple[Tuple[str, str, float, float], ...] = ()
+    # the paper's orderings this study tests, each judged in results.md from the seeds' spread
+    claims: Tuple[Claim, ...] = ()
+
+    def __post_init__(self):
+        for claim in self.claims:
+            for label in (claim.better, claim.worse):
+                if label not in self.labels():
+                    raise ValueError(f"Study {self.name}: claim {claim.text!r} names "
+                                     f"{label!r}, which is not one of its settings")
 
     def labels(self) -> List[str]:
         return [s.label for s in self.settings]
@@ -221,6 +247,8 @@ STUDIES: Dict[str, Study] = {
                 (0.10, 0.0), (0.25, 10.8), (0.50, 30.2), (0.75, 31.1), (0.90, 30.8),
                 (0.99, 28.7), (0.999, 25.1)]),
             _TABLE1_NOTE,
+            claims=tuple(Claim(f"CE: alpha .75 beats alpha {a}", "alpha=0.75", f"alpha={a}")
+                         for a in (0.25, 0.5, 0.99)),
         ),
         Study(
             "1b", "Table 1b: focal loss, varying gamma (with its best alpha)",
@@ -228,6 +256,12 @@ STUDIES: Dict[str, Study] = {
                 (0.0, 0.75, 31.1), (0.1, 0.75, 31.4), (0.2, 0.75, 31.9), (0.5, 0.50, 32.9),
                 (1.0, 0.25, 33.7), (2.0, 0.25, 34.0), (5.0, 0.25, 32.2)]),
             _TABLE1_NOTE,
+            claims=(
+                Claim("FL (gamma 2) beats CE (gamma 0)", "gamma=2.0 alpha=0.25",
+                      "gamma=0.0 alpha=0.75"),
+                Claim("gamma 2 beats gamma 1", "gamma=2.0 alpha=0.25", "gamma=1.0 alpha=0.25"),
+                Claim("gamma 2 beats gamma 5", "gamma=2.0 alpha=0.25", "gamma=5.0 alpha=0.25"),
+            ),
         ),
         Study(
             "1c", "Table 1c: anchor scales x aspect ratios per FPN level (FL, gamma 2, alpha .25)",
@@ -251,6 +285,12 @@ STUDIES: Dict[str, Study] = {
             ),
             "Paper: Lin et al. 2017, Table 1d, ResNet-101-FPN, COCO minival. The paper has no "
             "SSD-style hard-negative-mining row (its 'OHEM 1:3' rows keep NMS).",
+            claims=(
+                Claim("FL beats OHEM (its best, 128 nms 0.5)", "FL gamma=2 alpha=.25",
+                      "OHEM 128 nms 0.5"),
+                Claim("OHEM beats OHEM 1:3", "OHEM 128 nms 0.5", "OHEM 1:3 128 nms 0.5"),
+                Claim("OHEM beats SSD-style 3:1 mining", "OHEM 128 nms 0.5", "HNM 1:3"),
+            ),
         ),
         Study(
             "1e", "Table 1e: backbone depth x image scale",
@@ -281,6 +321,12 @@ STUDIES: Dict[str, Study] = {
                     ("MODEL.RETINA_FOCAL.FL_STAR_BETA", 0.0)), 33.9),
             ),
             "Paper: Lin et al. 2017, Table 3 (appendix), ResNet-50-FPN, 600 px, COCO minival.",
+            claims=(
+                Claim("FL beats CE", "FL gamma=2 alpha=.25", "CE alpha=.75"),
+                Claim("FL* (2, 1) beats CE", "FL* gamma*=2 beta=1", "CE alpha=.75"),
+                Claim("FL and FL* (2, 1) are equal", "FL gamma=2 alpha=.25",
+                      "FL* gamma*=2 beta=1", "ties"),
+            ),
         ),
         Study(
             "imbalance", "Foreground-background imbalance: FL (gamma 2, alpha .25) vs CE "
@@ -289,6 +335,8 @@ STUDIES: Dict[str, Study] = {
                   for prefix in IMBALANCE_LEVELS for name, loss in IMBALANCE_LOSSES),
             "No paper numbers: the paper compares the losses on COCO only. The presets' "
             "negatives per positive anchor are in docs/datasets.md.",
+            claims=tuple(Claim(f"FL beats CE on {prefix}", f"{prefix} FL", f"{prefix} CE")
+                         for prefix in IMBALANCE_LEVELS),
         ),
         Study(
             "assigners", "Anchor assignment (issue 5): IoU bands, low-quality matches, ATSS "

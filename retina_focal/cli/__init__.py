@@ -30,6 +30,8 @@ COMMANDS = {
     "ablate": ("ablate", "ablate.py", "train and evaluate one of the paper's ablation studies"),
     "analyze": ("analyze", "analyze_assignment.py",
                 "anchor-assignment statistics of one or several configs on a dataset"),
+    "imbalance": ("imbalance", "imbalance.py",
+                  "anchor imbalance of datasets (and COCO's), FL - CE of the imbalance study"),
     "visualize": ("visualize", "visualize_assignment.py",
                   "draw the anchors the assigner labels on one image"),
     "benchmark": ("benchmark", "benchmark.py",

@@ -1,0 +1,205 @@
+"""Foreground-background imbalance of a dataset under an anchor setup, and what it does to the
+classification loss at the start of training.
+
+The paper's argument (Lin et al. 2017, section 3.3): with every anchor's class probability
+initialised to the prior pi = 0.01, each negative is easy (p_t = 0.99), yet there are so many
+of them that under cross entropy they carry most of the loss; the focal term shrinks an easy
+negative's loss by (1 - p_t)^gamma = pi^gamma, so under FL the positives carry it. How much
+the negatives carry depends only on how many there are per positive, which is what
+:func:`imbalance_row` measures and :func:`init_loss_shares` turns into loss shares.
+
+The classification loss is a sigmoid per class: a positive anchor is one positive element and
+``K - 1`` negative ones, a negative anchor is ``K`` negative elements (K classes), an ignored
+anchor is none. So the per-element imbalance is about K times the per-anchor one.
+
+COCO's figures come from the same functions on COCO-like images drawn by
+:func:`coco_like_dicts` from COCO's published object statistics (:data:`COCO_REFERENCE`), with
+the paper's anchors at its ablation scale (600 px).
+"""
+import math
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+from detectron2.structures import BoxMode
+
+from retina_focal.utils.file_io import atomic_write_bytes
+from retina_focal.utils.plotting import pyplot
+
+__all__ = [
+    "COCO_REFERENCE",
+    "IMBALANCE_LOSSES",
+    "coco_like_dicts",
+    "element_counts",
+    "format_markdown",
+    "imbalance_row",
+    "init_loss_shares",
+    "plot_fl_minus_ce",
+]
+
+# COCO's published object statistics (train2017: 860,001 boxes on 118,287 images; the size
+# shares by area in the original image, as COCO's evaluation buckets them: small < 32^2 <=
+# medium < 96^2 <= large). Images are at most 640 px on their longer side; 640x480 is the
+# most common size. The within-bucket size and the shape are not published: the sampler
+# assumes an area log-uniform in each bucket (``bucket_areas``: small objects from 8x8, large
+# ones up to 400x400) and a w/h ratio log-uniform in [1/3, 3].
+COCO_REFERENCE = {
+    "objects_per_image": 860001 / 118287,
+    "size_shares": {"small": 0.41, "medium": 0.34, "large": 0.25},
+    "bucket_areas": {"small": (8.0 ** 2, 32.0 ** 2), "medium": (32.0 ** 2, 96.0 ** 2),
+                     "large": (96.0 ** 2, 400.0 ** 2)},
+    "aspect_range": (1.0 / 3.0, 3.0),
+    "image_size": (480, 640),  # (h, w)
+    "num_classes": 80,
+}
+# The losses compared: Table 1a's best CE (gamma 0, alpha .75) and Table 1b's best FL
+# (gamma 2, alpha .25), as (alpha, gamma).
+IMBALANCE_LOSSES = {"CE": (0.75, 0.0), "FL": (0.25, 2.0)}
+
+
+def coco_like_dicts(num_images: int, seed: int = 0,
+                    reference: Mapping = COCO_REFERENCE) -> List[Dict]:
+    """``num_images`` Detectron2 dataset dicts (no pixels) whose boxes follow ``reference``:
+    a Poisson number of objects per image with its mean, each object's size bucket drawn
+    with its shares, its area and w/h ratio log-uniform in the bucket's and the ratio's range,
+    its position uniform in the image (the box clipped to it). Deterministic in ``seed``."""
+    rng = np.random.default_rng(seed)
+    h, w = reference["image_size"]
+    names = list(reference["size_shares"])
+    shares = np.asarray([reference["size_shares"][n] for n in names], np.float64)
+    lo_ratio, hi_ratio = reference["aspect_range"]
+    dicts = []
+    for i in range(num_images):
+        anns = []
+        for _ in range(int(rng.poisson(reference["objects_per_image"]))):
+            bucket = names[rng.choice(len(names), p=shares / shares.sum())]
+            lo, hi = reference["bucket_areas"][bucket]
+            area = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+            ratio = math.exp(rng.uniform(math.log(lo_ratio), math.log(hi_ratio)))  # w / h
+            bw, bh = min(math.sqrt(area * ratio), w), min(math.sqrt(area / ratio), h)
+            x0, y0 = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
+            anns.append({"bbox": [x0, y0, bw, bh], "bbox_mode": BoxMode.XYWH_ABS,
+                         "category_id": 0, "iscrowd": 0})
+        dicts.append({"file_name": f"coco_like_{i:06d}", "image_id": i, "height": h,
+                      "width": w, "annotations": anns})
+    return dicts
+
+
+def element_counts(num_positive: float, num_negative: float,
+                   num_classes: int) -> Tuple[float, float]:
+    """(positive, negative) elements of the sigmoid classification loss for anchors of which
+    ``num_positive`` are positive and ``num_negative`` negative, with ``num_classes`` classes:
+    a positive anchor is 1 positive and K - 1 negative elements, a negative anchor K negative
+    ones."""
+    if num_classes < 1:
+        raise ValueError(f"num_classes={num_classes!r}: must be >= 1")
+    return float(num_positive), num_negative * num_classes + num_positive * (num_classes - 1)
+
+
+def init_loss_shares(num_positive: float, num_negative: float, num_classes: int,
+                     prior: float = 0.01,
+                     losses: Mapping[str, Tuple[float, float]] = IMBALANCE_LOSSES
+                     ) -> Dict[str, float]:
+    """For each loss ``name -> (alpha, gamma)``, the share of the classification loss that the
+    negatives carry when every element's probability is the ``prior`` (the head's bias
+    initialisation): every negative then has p_t = 1 - prior, an easy example. Per element,
+    FL(p_t) = -alpha_t (1 - p_t)^gamma log(p_t), with alpha_t = alpha for a positive and
+    1 - alpha for a negative (alpha < 0: no weighting); gamma 0 is alpha-balanced CE."""
+    if not 0.0 < prior < 1.0:
+        raise ValueError(f"prior={prior!r}: must be in (0, 1)")
+    pos, neg = element_counts(num_positive, num_negative, num_classes)
+    out = {}
+    for name, (alpha, gamma) in losses.items():
+        a_pos, a_neg = (alpha, 1.0 - alpha) if alpha >= 0 else (1.0, 1.0)
+        loss_pos = a_pos * (1.0 - prior) ** gamma * -math.log(prior)
+        loss_neg = a_neg * prior ** gamma * -math.log(1.0 - prior)
+        total = pos * loss_pos + neg * loss_neg
+        out[name] = neg * loss_neg / total if total > 0 else float("nan")
+    return out
+
+
+def imbalance_row(records: Sequence[Dict], num_classes: int, prior: float = 0.01) -> Dict:
+    """One dataset's imbalance from per-image assignment records
+    (:func:`retina_focal.analysis.assignment.analyze_image`'s ``num_positive``,
+    ``num_negative``, ``num_ignored``): anchors per image (means), negatives per positive
+    anchor and per positive element (ratios of the totals), and :func:`init_loss_shares`
+    from the totals."""
+    if not records:
+        raise ValueError("no images to measure the imbalance of")
+    n = len(records)
+    totals = {k: float(sum(r[f"num_{k}"] for r in records))
+              for k in ("positive", "ignored", "negative")}
+    pos_el, neg_el = element_counts(totals["positive"], totals["negative"], num_classes)
+    ratio = (lambda a, b: a / b if b else float("inf"))
+    return {
+        "images": n,
+        "objects_per_image": sum(len(r.get("gt_class", ())) for r in records) / n,
+        "num_classes": num_classes,
+        "anchors_per_image": sum(totals.values()) / n,
+        "positive_per_image": totals["positive"] / n,
+        "ignored_per_image": totals["ignored"] / n,
+        "negative_per_image": totals["negative"] / n,
+        "negatives_per_positive": ratio(totals["negative"], totals["positive"]),
+        "negative_elements_per_positive": ratio(neg_el, pos_el),
+        "init_negative_loss_share": init_loss_shares(totals["positive"], totals["negative"],
+                                                     num_classes, prior),
+        "prior": prior,
+    }
+
+
+def format_markdown(rows: Mapping[str, Dict]) -> str:
+    """``rows`` (name -> :func:`imbalance_row`) as a Markdown table."""
+    lines = ["| dataset | images | objects / image | anchors / image | positive | ignored | "
+             "negative | negatives per positive anchor | classes | negative elements per "
+             "positive | negatives' share of the loss at init, CE | ... FL |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        share = r["init_negative_loss_share"]
+        lines.append(
+            f"| {name} | {r['images']} | {r['objects_per_image']:.1f} | "
+            f"{r['anchors_per_image']:,.0f} | {r['positive_per_image']:.1f} | "
+            f"{r['ignored_per_image']:.1f} | {r['negative_per_image']:,.0f} | "
+            f"{r['negatives_per_positive']:,.0f} | {r['num_classes']} | "
+            f"{r['negative_elements_per_positive']:,.0f} | {100 * share['CE']:.1f}% | "
+            f"{100 * share['FL']:.2f}% |")
+    return "\n".join(lines)
+
+
+def plot_fl_minus_ce(levels: Sequence[Dict], path: str,
+                     reference: Optional[Tuple[str, float]] = None) -> None:
+    """AP(FL) - AP(CE) against negatives per positive anchor (log axis), as a PNG at ``path``.
+
+    Args:
+        levels: one dict per dataset: ``name``, ``negatives_per_positive``, ``difference``
+            (mean AP of FL minus mean AP of CE over seeds, or None), ``half_width`` (half the
+            sum of the two losses' ranges over seeds: a difference inside it is not
+            separable), ``verdict``.
+        reference: ``(name, negatives per positive)`` drawn as a vertical line (COCO's).
+    """
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.0, 4.5))
+    done = [lv for lv in levels if lv.get("difference") is not None]
+    xs = [lv["negatives_per_positive"] for lv in done]
+    ys = [lv["difference"] for lv in done]
+    ax.errorbar(xs, ys, yerr=[lv["half_width"] for lv in done], fmt="o-", capsize=5,
+                color="tab:blue", label="mean over seeds; bar: the spread (not separable inside)")
+    for lv in done:
+        ax.annotate(f"{lv['name']}\n{lv['difference']:+.1f} ({lv['verdict']})",
+                    (lv["negatives_per_positive"], lv["difference"]), fontsize=7,
+                    textcoords="offset points", xytext=(6, 6))
+    ax.axhline(0.0, color="gray", lw=1)
+    if reference is not None:
+        ax.axvline(reference[1], color="tab:red", ls="--", lw=1,
+                   label=f"{reference[0]}: {reference[1]:,.0f}")
+    if not done:
+        ax.text(0.5, 0.5, "no finished level yet", ha="center", va="center",
+                transform=ax.transAxes)
+    ax.set_xscale("log")
+    ax.set_xlabel("negative anchors per positive anchor (log)")
+    ax.set_ylabel("AP(FL) - AP(CE)  (AP points)")
+    ax.set_title("Focal loss (gamma 2, alpha .25) minus alpha-balanced CE (alpha .75)",
+                 fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    plt.close(fig)

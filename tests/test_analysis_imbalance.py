@@ -1,0 +1,126 @@
+"""retina_focal.analysis.imbalance and ``retina-focal imbalance``: anchor imbalance, the loss
+shares at the prior initialisation (against torchvision's focal loss), COCO-like boxes from
+COCO's published statistics, and the FL - CE plot of the imbalance study."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_CONFIG
+from PIL import Image
+from torchvision.ops import sigmoid_focal_loss
+
+from retina_focal.analysis.imbalance import (
+    COCO_REFERENCE,
+    coco_like_dicts,
+    element_counts,
+    imbalance_row,
+    init_loss_shares,
+)
+
+
+def test_element_counts_of_the_sigmoid_loss():
+    # a positive anchor: 1 positive + K - 1 negative elements; a negative anchor: K negatives
+    assert element_counts(3, 100, 6) == (3.0, 100 * 6 + 3 * 5)
+    assert element_counts(0, 10, 1) == (0.0, 10.0)
+    with pytest.raises(ValueError, match="num_classes"):
+        element_counts(1, 1, 0)
+
+
+@pytest.mark.parametrize("pos,neg,k", [(34, 12179, 6), (3, 12268, 6), (140, 90858, 80)])
+def test_init_loss_shares_equal_torchvisions_focal_loss_at_the_prior(pos, neg, k):
+    """The negatives' share of the loss when every logit is the prior's, computed from
+    torchvision's sigmoid_focal_loss on the actual (anchors x classes) targets."""
+    prior = 0.01
+    targets = torch.zeros(pos + neg, k)
+    targets[torch.arange(pos), torch.arange(pos) % k] = 1.0
+    logits = torch.full_like(targets, math.log(prior / (1 - prior)), dtype=torch.float64)
+    targets = targets.double()
+    shares = init_loss_shares(pos, neg, k, prior)
+    for name, (alpha, gamma) in {"CE": (0.75, 0.0), "FL": (0.25, 2.0)}.items():
+        loss = sigmoid_focal_loss(logits, targets, alpha=alpha, gamma=gamma, reduction="none")
+        expected = (loss[targets == 0].sum() / loss.sum()).item()
+        assert shares[name] == pytest.approx(expected, rel=1e-9), name
+    assert shares["CE"] > 0.5 > shares["FL"]  # the paper's section 3.3, at these counts
+    with pytest.raises(ValueError, match="prior"):
+        init_loss_shares(pos, neg, k, prior=1.0)
+
+
+def test_imbalance_row_counts_by_hand():
+    records = [{"num_positive": 4, "num_ignored": 2, "num_negative": 94, "gt_class": [0, 1]},
+               {"num_positive": 0, "num_ignored": 0, "num_negative": 100, "gt_class": []}]
+    row = imbalance_row(records, num_classes=3)
+    assert row["images"] == 2 and row["objects_per_image"] == 1.0
+    assert row["anchors_per_image"] == 100.0
+    assert (row["positive_per_image"], row["ignored_per_image"], row["negative_per_image"]) \
+        == (2.0, 1.0, 97.0)
+    assert row["negatives_per_positive"] == 194 / 4
+    assert row["negative_elements_per_positive"] == (194 * 3 + 4 * 2) / 4
+    assert row["init_negative_loss_share"] == init_loss_shares(4, 194, 3)
+    with pytest.raises(ValueError, match="no images"):
+        imbalance_row([], 3)
+
+
+def test_coco_like_boxes_follow_cocos_published_statistics():
+    dicts = coco_like_dicts(3000, seed=0)
+    assert coco_like_dicts(5, seed=0) == dicts[:5]  # deterministic
+    boxes = [a["bbox"] for d in dicts for a in d["annotations"]]
+    assert len(boxes) / len(dicts) == pytest.approx(COCO_REFERENCE["objects_per_image"],
+                                                    rel=0.02)
+    areas = np.asarray([w * h for _, _, w, h in boxes])
+    shares = [(areas < 32 ** 2).mean(), ((areas >= 32 ** 2) & (areas < 96 ** 2)).mean(),
+              (areas >= 96 ** 2).mean()]
+    # 41 / 34 / 25 %; a large box clipped to the image may fall into "medium"
+    assert shares == pytest.approx([0.41, 0.34, 0.25], abs=0.02)
+    h, w = COCO_REFERENCE["image_size"]
+    assert all(0 <= x and 0 <= y and x + bw <= w + 1e-6 and y + bh <= h + 1e-6
+               for x, y, bw, bh in boxes)
+
+
+def test_command_measures_datasets_and_plots_fl_minus_ce(tmp_path, capsys):
+    """The command's counts equal a direct count with the model's anchors and assigner; with
+    the study's results it tables and plots AP(FL) - AP(CE) with the verdicts; a results.json
+    of another study is refused."""
+    from detectron2.data import DatasetCatalog
+
+    from retina_focal.analysis import analyze_image
+    from retina_focal.analysis.settings import AssignmentSetting, load_cfg
+    from retina_focal.cli import imbalance
+
+    study_dir = tmp_path / "study"
+    study_dir.mkdir()
+    summary = {"synthetic_shapes_tiny FL": {"values": [30.0, 31.0], "seeds": 2, "mean": 30.5,
+                                            "min": 30.0, "max": 31.0, "spread": 1.0},
+               "synthetic_shapes_tiny CE": {"values": [27.0, 29.0], "seeds": 2, "mean": 28.0,
+                                            "min": 27.0, "max": 29.0, "spread": 2.0}}
+    (study_dir / "results.json").write_text(json.dumps({
+        "study": "imbalance", "seed_summary": summary,
+        "claims": [{"better": "synthetic_shapes_tiny FL", "verdict": "reproduced"}]}))
+    out = tmp_path / "out"
+    assert imbalance.run(["--config-file", TINY_CONFIG, "--datasets", "synthetic_shapes_tiny_val",
+                          "--coco-config", "", "--study", str(study_dir),
+                          "--output", str(out)]) == 0
+    saved = json.load(open(out / "imbalance.json"))
+    row = saved["datasets"]["synthetic_shapes_tiny"]
+    setting = AssignmentSetting(load_cfg(TINY_CONFIG, []))
+    records = []
+    for d in DatasetCatalog.get("synthetic_shapes_tiny_val"):
+        size, boxes, classes, areas = setting.prepare(d)
+        records.append(analyze_image(setting.anchors(size), boxes, classes, areas, size,
+                                     setting.assigner))
+    assert row == json.loads(json.dumps(imbalance_row(records, 6)))
+    assert saved["fl_minus_ce"][0]["difference"] == 2.5
+    assert saved["fl_minus_ce"][0]["half_width"] == 1.5
+    md = (out / "fl_minus_ce.md").read_text()
+    assert "| 2 | 30.5 | 28.0 | +2.5 | 1.5 | reproduced |" in md
+    assert Image.open(out / "fl_minus_ce.png").size[0] > 300
+    assert "| synthetic_shapes_tiny | 8 |" in (out / "imbalance.md").read_text()
+
+    (study_dir / "results.json").write_text(json.dumps({"study": "1a"}))
+    with pytest.raises(SystemExit, match="not the imbalance study"):
+        imbalance.run(["--config-file", TINY_CONFIG, "--datasets", "synthetic_shapes_tiny_val",
+                       "--coco-config", "", "--study", str(study_dir), "--output", str(out)])
+    with pytest.raises(SystemExit, match="no_such_val"):
+        imbalance.run(["--config-file", TINY_CONFIG, "--datasets", "no_such_val",
+                       "--coco-config", "", "--output", str(out)])
