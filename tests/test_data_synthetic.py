@@ -97,7 +97,72 @@ def test_registered_through_detectron2_coco_loader():
 
 
 @pytest.mark.parametrize("field,value", [("min_size", 1.0), ("max_size", 1000.0),
-                                         ("max_occlusion", 1.0), ("num_train", -1)])
+                                         ("max_occlusion", 1.0), ("num_train", -1),
+                                         ("num_distractors", -1)])
 def test_bad_dataset_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         SyntheticConfig(**{field: value})
+
+
+def test_distractors_are_object_like_shapes_that_leave_the_default_unchanged():
+    """Issue 27: ``num_distractors`` draws saturated, object-sized polygons of no class after
+    the background; with 0 (the default) nothing of the default dataset changes, its cache
+    directory included."""
+    import dataclasses
+
+    import cv2
+
+    # the default dataset's cache name, as before the field existed
+    assert SyntheticConfig().fingerprint() == "365cfbd41e"
+    assert SyntheticConfig(num_distractors=2).fingerprint() != "365cfbd41e"
+    empty = SyntheticConfig(min_objects=0, max_objects=0, num_clutter=0, min_size=16.0,
+                            max_size=48.0)
+    for index in range(3):
+        plain, no_objects = generate_image(empty, "val", index)
+        drawn, still_none = generate_image(dataclasses.replace(empty, num_distractors=3),
+                                           "val", index)
+        assert no_objects == still_none == []  # distractors are no ground truth
+        changed = np.any(plain != drawn, axis=2)
+        # the same background (drawn first); only the distractors' pixels differ
+        assert 0 < changed.sum() <= 3 * 48 ** 2
+        count, _, stats, _ = cv2.connectedComponentsWithStats(changed.astype(np.uint8))
+        sides = stats[1:, [cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT]].max(axis=1)
+        assert sides.max() <= 48 + 2 and sides.max() >= 16 * 0.3
+
+
+def test_imbalance_presets_raise_the_negatives_per_positive_anchor():
+    """Issue 27: each imbalance preset has more negative anchors per positive than the one
+    before (measured here on 24 validation images of each, with the synthetic config's
+    anchors and assigner), on the same 256x256 images."""
+    import dataclasses
+
+    from retina_focal.analysis import analyze_image
+    from retina_focal.analysis.imbalance import imbalance_row
+    from retina_focal.analysis.settings import AssignmentSetting, load_cfg
+    from retina_focal.data import IMBALANCE_PRESETS
+
+    names = list(IMBALANCE_PRESETS)
+    assert names == ["synthetic_shapes", "synthetic_shapes_sparse", "synthetic_shapes_sparser",
+                     "synthetic_shapes_sparsest"]
+    assert IMBALANCE_PRESETS["synthetic_shapes"] == SyntheticConfig()
+    for name in names:
+        assert name + "_train" in DatasetCatalog.list() and name + "_val" in DatasetCatalog.list()
+        assert MetadataCatalog.get(name + "_val").synthetic_config == IMBALANCE_PRESETS[name]
+    config = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "Synthetic",
+                          "retina_focal_R_18_FPN_synthetic.yaml")
+    setting = AssignmentSetting(load_cfg(config, []))
+    ratios = []
+    for name in names:
+        preset = IMBALANCE_PRESETS[name]
+        assert preset.image_size == (256, 256) and preset.num_train == 1200
+        records = []
+        for index in range(24):
+            _, objects = generate_image(dataclasses.replace(preset, num_val=24), "val", index)
+            anns = [{"bbox": o["bbox"], "bbox_mode": 1, "category_id": o["category_id"],
+                     "iscrowd": 0} for o in objects]
+            size, boxes, classes, areas = setting.prepare(
+                {"height": 256, "width": 256, "annotations": anns})
+            records.append(analyze_image(setting.anchors(size), boxes, classes, areas, size,
+                                         setting.assigner))
+        ratios.append(imbalance_row(records, 6)["negatives_per_positive"])
+    assert ratios == sorted(ratios) and ratios[-1] > 5 * ratios[0], ratios
