@@ -525,3 +525,19 @@ def build_cfg_for_test():
     from retina_focal.engine.defaults import build_cfg
 
     return build_cfg(SYNTHETIC_CONFIG, freeze=False)
+
+
+def test_cpu_study_is_the_default_schedule():
+    """Issue 27: every study runs at cpu_study unless told otherwise; cpu_short stays as a
+    smoke test (its description says so) and cpu_study has a float32 twin."""
+    from retina_focal.cli import ablate
+
+    args = ablate.build_parser().parse_args(["--config-file", TINY_CONFIG, "--study", "1a"])
+    assert args.schedule == "cpu_study"
+    study, fp32 = dict(get_schedule("cpu_study").overrides), \
+        dict(get_schedule("cpu_study_fp32").overrides)
+    assert "SOLVER.AMP.ENABLED" not in study  # the config's own bfloat16 setting
+    assert fp32["SOLVER.AMP.ENABLED"] is False
+    assert {k: v for k, v in study.items() if k != "SOLVER.BASE_LR"} == \
+        {k: v for k, v in fp32.items() if k not in ("SOLVER.BASE_LR", "SOLVER.AMP.ENABLED")}
+    assert "smoke test" in get_schedule("cpu_short").description

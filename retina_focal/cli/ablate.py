@@ -2,14 +2,16 @@
 train and evaluate one model per setting.
 
     retina-focal ablate --config-file configs/Synthetic/retina_focal_R_18_FPN_synthetic.yaml \\
-        --study 1a --schedule cpu_short [--workers N] [--output DIR] [--settings L1,L2] \\
-        [KEY VALUE ...]
+        --study 1a [--schedule cpu_study] [--seeds 0,1] [--workers N] [--output DIR] \\
+        [--settings L1,L2] [KEY VALUE ...]
 
 Studies (``retina_focal/ablation/studies.py``): 1a (alpha at gamma 0), 1b (gamma with its alpha),
 1c (anchor scales x ratios), 1d (FL vs OHEM vs hard-negative mining), 1e (depth x scale: AP
-and inference time per image), table3 (CE vs FL vs FL*), assigners, extra_losses. Schedules:
-tiny, cpu_short, cpu_medium, cpu, coco_1x, config. Trailing ``KEY VALUE`` pairs override the
-base config for every setting (after the schedule; each setting's own keys come last).
+and inference time per image), table3 (CE vs FL vs FL*), imbalance (FL vs CE on each
+imbalance preset), assigners, extra_losses, focal_rpn_*. Schedules: cpu_study (the default),
+cpu_study_fp32, tiny, cpu_short (a smoke test), cpu_medium, cpu, coco_1x, config. Trailing
+``KEY VALUE`` pairs override the base config for every setting (after the schedule; each
+setting's own keys come last).
 
 Each setting trains with ``retina-focal train`` in a subprocess, in ``DIR/NN_<label>/``; its
 final COCO evaluation (read from that run's ``metrics.json``) is saved to ``result.json`` there.
@@ -31,7 +33,8 @@ def build_parser():
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, metavar="FILE", help="base config")
     parser.add_argument("--study", required=True, help=f"one of: {', '.join(STUDIES)}")
-    parser.add_argument("--schedule", required=True, help=f"one of: {', '.join(SCHEDULES)}")
+    parser.add_argument("--schedule", default="cpu_study",
+                        help=f"one of: {', '.join(SCHEDULES)} (default: cpu_study)")
     parser.add_argument("--workers", type=int, default=1,
                         help="settings trained at the same time (each in its own process)")
     parser.add_argument("--output", default=None,
