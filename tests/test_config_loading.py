@@ -164,7 +164,59 @@ def test_lazy_train_refuses_a_yaml_lazy_config_with_a_python_tag(tmp_path):
 
     marker = tmp_path / "ran"
     path = tmp_path / "lazy.yaml"
-    path.write_text(evil_yaml(marker))
-    with pytest.raises(UnsafeConfigError, match=r"lazy\.yaml, line 4"):
+    # a LazyConfig's shape (what LazyConfig.save writes), with a tag that runs code on line 4
+    path.write_text(textwrap.dedent(f"""\
+        train:
+          output_dir: out
+          max_iter: 2
+        model: !!python/object/apply:os.system ["touch {marker}"]
+        """))
+    with pytest.raises(SystemExit, match=r"^error: .*lazy\.yaml, line 4"):
         command_module("lazy-train").run(["--config-file", str(path)])
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("command,config,fragment", [
+    ("train", os.path.join(CONFIGS, "Synthetic", "retina_focal_R_18_FPN_tiny.py"),
+     "is a LazyConfig (.py): run it with retina-focal lazy-train"),
+    ("lazy-train", TINY_CONFIG, "is a Detectron2 YAML config (top-level ['DATALOADER', "
+     "'DATASETS', 'INPUT', 'MODEL', 'OUTPUT_DIR', 'SOLVER', '_BASE_']): run it with "
+     "retina-focal train"),
+    ("train", "no_such.yaml", "config file 'no_such.yaml' does not exist"),
+    ("lazy-train", "no_such.py", "config file 'no_such.py' does not exist"),
+])
+def test_a_config_of_the_other_system_or_none_is_one_error_line(
+        tmp_path, monkeypatch, capsys, command, config, fragment):
+    """Issue 28 (9): a .py config given to train, a Detectron2 YAML to lazy-train, or a file
+    that does not exist ends in one `error:` line naming the file and the command to use,
+    exit status 1, and writes nothing."""
+    from retina_focal.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main([command, "--config-file", config]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and fragment in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_config_kind_check_accepts_what_each_command_reads(tmp_path):
+    """The other side of the check: train takes a YAML config, lazy-train a .py and the .yaml
+    LazyConfig.save writes (lowercase keys, one of them `train`)."""
+    from detectron2.config import LazyConfig
+
+    from retina_focal.config.loading import ConfigError, check_config_kind
+
+    check_config_kind(TINY_CONFIG, "yaml")
+    lazy_py = os.path.join(CONFIGS, "Synthetic", "retina_focal_R_18_FPN_tiny.py")
+    check_config_kind(lazy_py, "lazy")
+    saved = str(tmp_path / "saved.yaml")
+    LazyConfig.save(LazyConfig.load(lazy_py), saved)
+    check_config_kind(saved, "lazy")
+    # a YAML with a MODEL key *and* a train node is a LazyConfig (a user's node named MODEL)
+    (tmp_path / "mixed.yaml").write_text("MODEL: 1\ntrain: {}\n")
+    check_config_kind(str(tmp_path / "mixed.yaml"), "lazy")
+    with pytest.raises(ConfigError, match="top-level"):
+        (tmp_path / "yacs.yaml").write_text("SOLVER: {BASE_LR: 0.1}\n")
+        check_config_kind(str(tmp_path / "yacs.yaml"), "lazy")
+    with pytest.raises(ValueError, match="kind="):
+        check_config_kind(TINY_CONFIG, "json")

@@ -33,6 +33,9 @@ __all__ = [
     "UnsafeConfigError",
     "add_allow_unsafe_config_argument",
     "check_lazy_config",
+    "ConfigError",
+    "ConfigFileNotFound",
+    "check_config_kind",
     "check_yaml_config",
     "merge_yaml_config",
 ]
@@ -46,8 +49,60 @@ _YAML_TAG_PREFIX = "tag:yaml.org,2002:"
 _REMOTE_PREFIXES = ("/", "https://", "http://")  # _BASE_ paths fvcore does not join
 
 
-class UnsafeConfigError(ValueError):
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the file or key and
+    the fix. The commands print it as one ``error:`` line, without a traceback."""
+
+
+class ConfigFileNotFound(ConfigError, FileNotFoundError):
+    """A config file that does not exist."""
+
+
+class UnsafeConfigError(ConfigError):
     """A config file that only a code-running YAML loader can read (a Python tag)."""
+
+
+# top-level keys of a Detectron2 (yacs) YAML config, as opposed to a LazyConfig's
+_YACS_TOP_KEYS = ("_BASE_", "MODEL", "SOLVER", "DATASETS", "INPUT", "DATALOADER", "TEST",
+                  "OUTPUT_DIR", "VERSION")
+_YAML_COMMAND = "retina-focal train (tools/train_net.py)"
+_LAZY_COMMAND = "retina-focal lazy-train (tools/lazyconfig_train_net.py)"
+
+
+def check_config_kind(config_file: str, kind: str) -> None:
+    """Refuse a config of the other config system before a parser fails on it deep inside:
+    ``kind`` "yaml" (a Detectron2 YAML config, for ``train``) refuses a LazyConfig ``.py``
+    file; ``kind`` "lazy" (for ``lazy-train``) refuses a YAML file whose top-level keys are a
+    Detectron2 YAML config's (``MODEL``, ``SOLVER``, ``_BASE_``, ...). A missing file is a
+    :class:`ConfigFileNotFound`. The message names the command that reads the file."""
+    if kind not in ("yaml", "lazy"):
+        raise ValueError(f"kind={kind!r}: use 'yaml' or 'lazy'")
+    if not config_file or not PathManager.isfile(config_file):
+        raise ConfigFileNotFound(f"config file {config_file!r} does not exist")
+    if kind == "yaml" and config_file.endswith(".py"):
+        raise ConfigError(f"{config_file} is a LazyConfig (.py): run it with {_LAZY_COMMAND}; "
+                          "this command reads Detectron2 YAML configs")
+    if kind == "lazy" and config_file.endswith((".yaml", ".yml")):
+        with PathManager.open(config_file, "r") as f:
+            try:
+                data = yaml.load(f, Loader=_TagBlindLoader)
+            except yaml.YAMLError:
+                return  # LazyConfig.load reports what is wrong with the YAML
+        if isinstance(data, dict) and any(k in data for k in _YACS_TOP_KEYS) and \
+                "train" not in data:
+            raise ConfigError(f"{config_file} is a Detectron2 YAML config (top-level "
+                              f"{sorted(k for k in data if k in _YACS_TOP_KEYS)}): run it "
+                              f"with {_YAML_COMMAND}; this command reads LazyConfig files "
+                              "(.py, or the .yaml that LazyConfig.save writes)")
+
+
+class _TagBlindLoader(yaml.SafeLoader):
+    """A safe loader that reads any tagged node as plain data, constructing nothing: enough
+    to see a file's top-level keys."""
+
+
+_TagBlindLoader.add_multi_constructor(
+    "", lambda loader, suffix, node: None)
 
 
 def add_allow_unsafe_config_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

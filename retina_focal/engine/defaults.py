@@ -14,7 +14,11 @@ from detectron2.modeling import build_model as d2_build_model
 from torch import nn
 
 from retina_focal.config import add_retina_focal_config
-from retina_focal.config.loading import add_allow_unsafe_config_argument, merge_yaml_config
+from retina_focal.config.loading import (
+    add_allow_unsafe_config_argument,
+    check_config_kind,
+    merge_yaml_config,
+)
 from retina_focal.data.checks import check_num_classes
 from retina_focal.data.class_map import ClassMap, class_map_of_datasets
 from retina_focal.data.datasets.coco import add_dataset_argument, register_datasets_from_args
@@ -106,12 +110,13 @@ def build_cfg(config_file=None, opts=(), *, freeze=True, allow_unsafe=False):
     ``UnsafeConfigError`` naming the file and line, unless ``allow_unsafe``
     (``--allow-unsafe-config``).
 
-    A missing file is a ``FileNotFoundError`` and an odd ``opts`` list a ``ValueError`` (yacs
-    would say less); an unknown key stays Detectron2's error (``KeyError`` in a file,
-    yacs' ``AssertionError`` in ``opts``). Returned frozen unless
+    A missing file is a ``ConfigFileNotFound`` (a ``FileNotFoundError``), a LazyConfig
+    ``.py`` file a ``ConfigError`` naming the command that reads it, and an odd ``opts`` list
+    a ``ValueError`` (yacs would say less); an unknown key stays Detectron2's error
+    (``KeyError`` in a file, yacs' ``AssertionError`` in ``opts``). Returned frozen unless
     ``freeze=False`` (for a caller that sets more keys, e.g. from its own options)."""
-    if config_file and not os.path.isfile(config_file):
-        raise FileNotFoundError(f"config file {config_file!r} does not exist")
+    if config_file:  # a missing file or a LazyConfig .py: ConfigError naming the fix
+        check_config_kind(config_file, "yaml")
     opts = list(opts or [])
     if len(opts) % 2:
         raise ValueError(f"config overrides must be KEY VALUE pairs, got an odd list: {opts}")

@@ -37,7 +37,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from retina_focal.config import InvalidArgument
-from retina_focal.config.loading import check_lazy_config
+from retina_focal.config.loading import check_config_kind, check_lazy_config
 from retina_focal.data.checks import check_lazy_num_classes, lazy_dataset_names
 from retina_focal.data.class_map import class_map_of_datasets
 from retina_focal.data.datasets.coco import register_datasets_from_args
@@ -221,6 +221,8 @@ def setup_lazy_cfg(args):
     (:func:`~retina_focal.engine.output_dir.claim_output_dir`: a second run there stops before
     writing anything); Detectron2's ``default_setup`` run (output dir, logging, seed, config
     dump)."""
+    # a missing file or a Detectron2 YAML config: ConfigError naming the fix
+    check_config_kind(args.config_file, "lazy")
     register_datasets_from_args(args)
     # a .yaml LazyConfig is read safely (LazyConfig.load would use yaml.unsafe_load)
     check_lazy_config(args.config_file, allow_unsafe=getattr(args, "allow_unsafe_config", False))
