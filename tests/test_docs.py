@@ -146,3 +146,22 @@ def test_the_checker_finds_broken_links_and_anchors(tmp_path):
     assert [p.split(": ")[1] for p in problems] == [
         "nothing.md", "#nowhere", "gone.png", "also_missing.md"
     ]
+
+
+def test_the_readmes_own_project_snippet_runs_without_a_gpu():
+    """Issue 28 (11): the README's "Use from your own project" code runs as written, from the
+    repository root, on a machine without a GPU, and builds a RetinaFocal."""
+    import subprocess
+    import sys
+
+    with open(README, encoding="utf-8") as f:
+        text = f.read()
+    section = text.split("## Use from your own project", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "build_model(cfg)" in code
+    check = code + "\nassert type(model).__name__ == 'RetinaFocal', type(model)\n" \
+        "assert next(model.parameters()).device.type == 'cpu'\n"
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")  # as on a machine without a GPU
+    done = subprocess.run([sys.executable, "-c", check], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
