@@ -144,3 +144,43 @@ def test_wrong_files_give_clear_errors(random_export, tmp_path):
     with pytest.raises(ExportedModelError, match=r"exported with MODEL.RETINANET.NUM_CLASSES=6 "
                        r"but the config has MODEL.RETINANET.NUM_CLASSES=3"):
         load_exported(other, path)
+
+
+def test_dataset_parity_verdict_explains_each_outcome():
+    """Issue 28 (7): a model that detects nothing has AP nan on both sides: that is equality,
+    said so; nan on one side, differing images or APs are differences, each with its reason."""
+    from retina_focal.export.parity import dataset_parity_verdict
+
+    def report(eager, exported, same=(True, True)):
+        return {"num_images": len(same), "all_same": all(same), "ap": {
+            "eager": eager, "exported": exported},
+            "images": [{"image_id": 10 + i, "same": s} for i, s in enumerate(same)]}
+
+    nan = float("nan")
+    ok, why = dataset_parity_verdict(report(nan, nan), 0.1)
+    assert ok and "neither model detected anything" in why
+    ok, why = dataset_parity_verdict(report(nan, 3.0), 0.1)
+    assert not ok and "eager model's COCO AP is undefined" in why
+    ok, why = dataset_parity_verdict(report(3.0, nan), 0.1)
+    assert not ok and "exported model's COCO AP is undefined" in why
+    ok, why = dataset_parity_verdict(report(30.0, 30.2), 0.1)
+    assert not ok and "differs by 0.200" in why
+    assert dataset_parity_verdict(report(30.0, 30.25), 0.25)[0]  # the boundary is allowed
+    ok, why = dataset_parity_verdict(report(nan, nan, same=(True, False)), 0.1)
+    assert not ok and "differ on 1 of 2 images (image_id 11)" in why
+
+
+def test_export_verify_dataset_of_a_model_that_detects_nothing(trained, tmp_path, capsys):
+    """Issue 28 (7): `export --verify-dataset` on a model that detects nothing exits 0 and
+    says why the APs are nan, instead of exit 1 with no reason."""
+    from retina_focal.cli import export
+
+    out = tmp_path / "export"
+    status = export.run(["--config-file", TINY_CONFIG, "--format", "onnx", "--output", str(out),
+                         "--verify-dataset", VAL, "MODEL.WEIGHTS", trained["weights"],
+                         "MODEL.RETINANET.SCORE_THRESH_TEST", "1.0"])
+    captured = capsys.readouterr()
+    assert status == 0, captured.out[-2000:] + captured.err[-2000:]
+    assert "neither model detected anything" in captured.out
+    saved = json.loads((out / "verify" / "parity.json").read_text())
+    assert saved["verdict"]["same"] is True

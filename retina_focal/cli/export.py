@@ -34,6 +34,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 
 import torch
 from detectron2.utils.logger import setup_logger
@@ -107,6 +108,7 @@ def export_and_check(cfg, args, model, image, class_map) -> int:
         ATOL,
         BOX_RTOL,
         compare_instances,
+        dataset_parity_verdict,
         parity_on_dataset,
         same_detections,
     )
@@ -145,11 +147,16 @@ def export_and_check(cfg, args, model, image, class_map) -> int:
           f"difference {report['max_score_difference']}; every image the same (classes; "
           f"scores within {ATOL}; boxes within {ATOL} + {BOX_RTOL} x |coordinate|): "
           f"{report['all_same']}")
-    print(f"COCO AP: eager {ap['eager']:.3f}, exported {ap['exported']:.3f} "
-          f"(difference {abs(ap['eager'] - ap['exported']):.3f})")
+    print(f"COCO AP: eager {ap['eager']:.3f}, exported {ap['exported']:.3f}")
+    same, reason = dataset_parity_verdict(report, AP_TOLERANCE)
     with open(os.path.join(args.output, "verify", "parity.json"), "w") as f:
-        json.dump(report, f, indent=1)
-    return 0 if report["all_same"] and abs(ap["eager"] - ap["exported"]) <= AP_TOLERANCE else 1
+        json.dump(dict(report, verdict={"same": same, "reason": reason}), f, indent=1)
+    if not same:
+        print(f"error: the exported model differs from the eager model on "
+              f"{args.verify_dataset}: {reason}", file=sys.stderr)
+        return 1
+    print(f"Exported equals eager on {args.verify_dataset}: {reason}")
+    return 0
 
 
 def main(args) -> int:

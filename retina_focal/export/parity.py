@@ -1,13 +1,15 @@
 """Exported model against eager model: per-image detection differences and COCO AP on a
 dataset (``retina-focal export ... --verify-dataset NAME``, ``tests/test_export_parity.py``).
 """
+import math
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
-__all__ = ["ATOL", "BOX_RTOL", "compare_instances", "parity_on_dataset", "same_detections"]
+__all__ = ["ATOL", "BOX_RTOL", "compare_instances", "dataset_parity_verdict", "parity_on_dataset",
+           "same_detections"]
 
 
 # Boxes are compared within ATOL + BOX_RTOL * |coordinate|: another convolution kernel
@@ -124,3 +126,30 @@ def parity_on_dataset(cfg, eager: nn.Module, exported: nn.Module, dataset_name: 
         if counts_equal else None,
         "ap": ap,
     }
+
+
+def dataset_parity_verdict(report: Dict, ap_tolerance: float) -> Tuple[bool, str]:
+    """Whether :func:`parity_on_dataset`'s ``report`` shows the exported model equal to the
+    eager one, and why, in one sentence: every image the same and the two COCO APs within
+    ``ap_tolerance`` points. Where neither model detects anything on any image,
+    pycocotools' AP is NaN for both: that is agreement (the same, empty, detections), said
+    so; NaN for one side only is a difference."""
+    eager, exported = report["ap"]["eager"], report["ap"]["exported"]
+    nan = [v is None or math.isnan(v) for v in (eager, exported)]
+    if not report["all_same"]:
+        differ = [str(r["image_id"]) for r in report["images"] if not r["same"]]
+        return False, (f"the detections differ on {len(differ)} of {report['num_images']} "
+                       f"images (image_id {', '.join(differ[:10])}"
+                       f"{' ...' if len(differ) > 10 else ''})")
+    if all(nan):
+        return True, ("neither model detected anything on these images, so COCO AP is "
+                      "undefined (nan) for both; their detections are the same: none")
+    if any(nan):
+        side = "eager" if nan[0] else "exported"
+        return False, f"the {side} model's COCO AP is undefined (it detected nothing) and the " \
+                      "other's is not"
+    diff = abs(eager - exported)
+    if diff > ap_tolerance:
+        return False, (f"COCO AP differs by {diff:.3f} points (eager {eager:.3f}, exported "
+                       f"{exported:.3f}; allowed {ap_tolerance})")
+    return True, f"the same detections on every image; COCO AP within {diff:.3f} points"
