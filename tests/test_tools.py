@@ -9,6 +9,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from conftest import REPO, TINY_CONFIG, copypaste_ap, run_tool
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
@@ -383,3 +384,36 @@ def test_demo_with_a_json_of_the_classes_under_other_ids_writes_its_ids(trained,
                   if r["score"] >= 0.05 + 1e-4), key=lambda r: -r["score"])
     assert ref and len(got) == len(ref)
     assert [r["category_id"] for r in got] == [new_id[r["category_id"]] for r in ref]
+
+
+def test_demo_and_export_read_16_bit_images_as_their_8_bit_twins(trained, tmp_path):
+    """Issue 28 (1): a 16-bit image is scaled to 8 bits, not saturated: the demo's detections
+    on a 16-bit grayscale PNG (value v * 257) equal those on its 8-bit twin (value v), and the
+    export's --sample-image reads it as the same tensor."""
+    import cv2
+
+    from retina_focal.cli import demo
+    from retina_focal.cli.export import read_sample_image
+
+    gray = np.asarray(Image.open(os.path.join(trained["image_dir"], "000000.png")).convert("L"))
+    images = tmp_path / "images"
+    images.mkdir()
+    cv2.imwrite(str(images / "a_8bit.png"), gray)
+    cv2.imwrite(str(images / "b_16bit.png"), gray.astype(np.uint16) * 257)
+    assert Image.open(images / "b_16bit.png").mode.startswith("I")  # really 16-bit
+    out = tmp_path / "demo"
+    assert demo.run(["--config-file", TINY_CONFIG, "--input", str(images), "--output", str(out),
+                     "--score-thresh", "0.05", "MODEL.WEIGHTS", trained["weights"]]) == 0
+    results = json.loads((out / "results.json").read_text())
+    by_image = {1: [], 2: []}
+    for r in results:
+        by_image[r["image_id"]].append((r["category_id"], round(r["score"], 5),
+                                        [round(v, 2) for v in r["bbox"]]))
+    assert by_image[1] and by_image[1] == by_image[2]
+    drawn = [np.asarray(Image.open(out / n)) for n in ("a_8bit.png", "b_16bit.png")]
+    # the same picture under the boxes (whose colours the visualizer draws at random), not
+    # an all-white one
+    same = np.all(drawn[0] == drawn[1], axis=2)
+    assert same.mean() > 0.5 and (drawn[1] == 255).mean() < 0.1
+    assert torch.equal(read_sample_image(str(images / "b_16bit.png"), "BGR"),
+                       read_sample_image(str(images / "a_8bit.png"), "BGR"))

@@ -34,7 +34,6 @@ from typing import Dict, List, Optional, Tuple
 import cv2
 from detectron2.data import MetadataCatalog
 from detectron2.data.catalog import Metadata
-from detectron2.data.detection_utils import read_image
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import Visualizer
@@ -49,6 +48,7 @@ from retina_focal.data.class_map import (
     match_class_maps,
 )
 from retina_focal.data.datasets.coco import add_dataset_argument, register_datasets_from_args
+from retina_focal.data.mapper import read_image_any
 from retina_focal.engine.checkpoint import CheckpointReadError
 from retina_focal.engine.defaults import build_cfg
 from retina_focal.engine.predictor import Predictor
@@ -242,7 +242,7 @@ def main(args):
     results, image_entries, used_names, skipped = [], [], set(), []
     for i, path in enumerate(tqdm(images, desc="demo", unit="img", disable=None)):
         try:
-            img = read_image(path, format="BGR")
+            img = read_image_any(path, format="BGR")  # 16-bit scaled, not saturated
         except Exception as e:  # any reader error: the image is skipped, the others go on
             skipped.append({"file_name": os.path.abspath(path),
                             "error": f"{type(e).__name__}: {e}"})

@@ -101,6 +101,15 @@ def _check_image(cfg, model, fmt, image):
                          generator=g).float()
 
 
+def read_sample_image(path: str, image_format: str) -> torch.Tensor:
+    """``--sample-image`` as the model's (3, H, W) float input, read as the data loader reads
+    images (:func:`~retina_focal.data.mapper.read_image_any`: 16-bit scaled to 8 bits)."""
+    from retina_focal.data.mapper import read_image_any
+
+    return torch.as_tensor(read_image_any(path, format=image_format)
+                           .transpose(2, 0, 1).copy()).float()
+
+
 def export_and_check(cfg, args, model, image, class_map) -> int:
     """ONNX / exported program: export, load back with the runtime, compare on the sample
     image (and ``--verify-dataset``); 0 when equal, else 1."""
@@ -179,10 +188,7 @@ def main(args) -> int:
     class_map_text = json.dumps(loaded.class_map)
 
     if args.sample_image:
-        from detectron2.data.detection_utils import read_image
-
-        image = torch.as_tensor(read_image(args.sample_image, format=cfg.INPUT.FORMAT)
-                                .transpose(2, 0, 1).copy()).float()
+        image = read_sample_image(args.sample_image, cfg.INPUT.FORMAT)
     else:
         image = sample_image(cfg)
     os.makedirs(args.output, exist_ok=True)
