@@ -198,3 +198,33 @@ def test_export_writes_the_class_map(tmp_path):
     files = {"class_map.json": ""}
     torch.jit.load(str(out / "model.ts"), _extra_files=files)
     assert json.loads(files["class_map.json"]) == CLASS_MAP
+
+
+@pytest.mark.parametrize("config,key", [
+    (TINY_CONFIG, "loss_normalizer"),
+    (os.path.join(os.path.dirname(TINY_CONFIG), "faster_rcnn_focal_rpn_R_18_FPN_synthetic.yaml"),
+     "proposal_generator.loss_normalizer"),
+])
+def test_training_checkpoints_carry_every_ema_normaliser(tmp_path, config, key):
+    """Issue 28 (14): a training checkpoint saves the EMA normaliser wherever it lives (a
+    RetinaFocal's own, a Faster R-CNN's FocalRPN's) and resuming restores it; before, only
+    the model's own attribute was saved, so a FocalRPN's restarted at 100."""
+    from retina_focal.engine.checkpoint import ModelAttributeState, RetinaFocalCheckpointer
+
+    cfg = build_cfg(config, ["MODEL.DEVICE", "cpu"])
+    model = build_model(cfg)
+    owner = model.proposal_generator if key.startswith("proposal_generator") else model
+    owner.loss_normalizer = 42.5
+    state = ModelAttributeState(model)
+    assert state.state_dict() == {key: 42.5}
+    RetinaFocalCheckpointer(model, str(tmp_path), model_training_state=state).save("model_1")
+
+    fresh = build_model(cfg)
+    fresh_owner = fresh.proposal_generator if key.startswith("proposal_generator") else fresh
+    assert vars(fresh_owner).get("loss_normalizer") != 42.5  # (RetinaFocal: set at step 1)
+    RetinaFocalCheckpointer(fresh, str(tmp_path),
+                            model_training_state=ModelAttributeState(fresh)).resume_or_load(
+        os.path.join(str(tmp_path), "model_1.pth"), resume=True)
+    assert fresh_owner.loss_normalizer == 42.5
+    ModelAttributeState(fresh).load_state_dict({key: None, "other": 1.0})  # not set: unchanged
+    assert fresh_owner.loss_normalizer == 42.5

@@ -42,6 +42,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from torch import nn
 
 from retina_focal.data.class_map import ClassMap, validate_class_map
+from retina_focal.modeling.training_state import HasTrainingState
 from retina_focal.utils.file_io import atomic_write_bytes
 
 __all__ = [
@@ -144,20 +145,29 @@ def likely_mismatch_cause(missing: List[str], unexpected: List[str], shapes: Lis
 
 
 class ModelAttributeState:
-    """Checkpointable holding plain (non-tensor) attributes of a model, e.g.
-    ``loss_normalizer``; an attribute not set yet is saved as ``None`` and left alone on load."""
+    """Checkpointable holding the plain (non-tensor) training state of a model: the
+    ``training_state_attributes`` of every submodule that is a
+    :class:`~retina_focal.modeling.training_state.HasTrainingState` (the model itself:
+    ``loss_normalizer``; a submodule: ``proposal_generator.loss_normalizer``). An attribute
+    not set yet is saved as ``None`` and left alone on load, as is one a checkpoint lacks."""
 
-    def __init__(self, model: nn.Module, names: Iterable[str]):
+    def __init__(self, model: nn.Module):
         self._model = model
-        self._names = list(names)
+
+    def _attributes(self):
+        """(checkpoint key, module, attribute name) of every piece of training state."""
+        for name, module in self._model.named_modules():
+            if isinstance(module, HasTrainingState):
+                for attr in module.training_state_attributes:
+                    yield (f"{name}.{attr}" if name else attr), module, attr
 
     def state_dict(self) -> Dict[str, Any]:
-        return {n: getattr(self._model, n, None) for n in self._names}
+        return {key: vars(module).get(attr) for key, module, attr in self._attributes()}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
-        for n in self._names:
-            if state.get(n) is not None:
-                setattr(self._model, n, state[n])
+        for key, module, attr in self._attributes():
+            if state.get(key) is not None:
+                setattr(module, attr, state[key])
 
 
 def _is_local(path: str) -> bool:

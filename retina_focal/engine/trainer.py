@@ -50,7 +50,6 @@ from retina_focal.engine.checkpoint import ModelAttributeState, RetinaFocalCheck
 from retina_focal.engine.device import check_cpu_bfloat16, use_cpu_bfloat16
 
 __all__ = [
-    "MODEL_TRAINING_STATE",
     "ReliableTrainer",
     "ReliableTrainerBase",
     "TRAINING_KEYS",
@@ -60,9 +59,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-# Plain attributes of a model that change during training and are not in its state_dict.
-MODEL_TRAINING_STATE = ("loss_normalizer",)
 
 # The YAML config's keys for the arguments of check_training_values.
 TRAINING_KEYS = {
@@ -243,7 +239,7 @@ class ReliableTrainerBase(TrainerBase):
                                            cpu_bfloat16=cpu_bfloat16)
         checkpointables = {
             "trainer": weakref.proxy(self),
-            "model_training_state": ModelAttributeState(model, MODEL_TRAINING_STATE),
+            "model_training_state": ModelAttributeState(model),
         }
         if isinstance(data_loader, ResumableLoader):
             checkpointables["train_data_stream"] = data_loader.sampler

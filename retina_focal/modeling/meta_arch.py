@@ -17,6 +17,7 @@ from retina_focal.modeling.anchor_assignment import AnchorAssigner, build_assign
 from retina_focal.modeling.anchor_sampling import AllAnchors, AnchorSampler, build_sampler
 from retina_focal.modeling.head import RetinaFocalHead, build_retina_focal_head
 from retina_focal.modeling.losses import DenseClsLoss, build_cls_loss
+from retina_focal.modeling.training_state import HasTrainingState
 from retina_focal.utils.comm import sum_over_processes
 
 __all__ = ["RetinaFocal", "anchor_targets", "head_feature_shapes"]
@@ -48,7 +49,7 @@ def _require(component, base: type, name: str) -> None:
 
 
 @META_ARCH_REGISTRY.register()
-class RetinaFocal(RetinaNet):
+class RetinaFocal(RetinaNet, HasTrainingState):
     """RetinaNet (Lin et al., ICCV 2017) whose head, classification loss, anchor assigner and
     training-sample selection are registered components chosen by
     ``MODEL.RETINA_FOCAL.{HEAD,LOSS,ASSIGNER,SAMPLER}_NAME``.
@@ -66,6 +67,9 @@ class RetinaFocal(RetinaNet):
     loss), and inference scores class k by ``sigmoid(x_k)`` or, for a softmax loss, by
     ``softmax(x)_k`` over the K + 1 scores (background dropped).
     """
+
+    # the EMA normaliser ("ema"): saved and restored with training checkpoints
+    training_state_attributes = ("loss_normalizer",)
 
     @configurable
     def __init__(

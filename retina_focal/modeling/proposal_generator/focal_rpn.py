@@ -23,6 +23,7 @@ from retina_focal.config import check_choice, check_positive, check_range, confi
 from retina_focal.modeling.anchor_assignment import AnchorAssigner, IoUThresholdMatcher
 from retina_focal.modeling.losses import DenseClsLoss
 from retina_focal.modeling.registry import ASSIGNER_REGISTRY, CLS_LOSS_REGISTRY, get_component
+from retina_focal.modeling.training_state import HasTrainingState
 from retina_focal.utils.comm import sum_over_processes
 
 __all__ = [
@@ -99,7 +100,7 @@ def objectness_class_labels(objectness: Tensor) -> Tensor:
 
 
 @PROPOSAL_GENERATOR_REGISTRY.register()
-class FocalRPN(RPN):
+class FocalRPN(RPN, HasTrainingState):
     """Detectron2's :class:`RPN` (same head, anchors, box transform, proposals, parameters
     and checkpoints) whose training targets and objectness loss are configurable:
 
@@ -121,6 +122,9 @@ class FocalRPN(RPN):
     With the defaults (IoU matcher, "detectron2" sampling and normaliser, BCE, pi = 0.5) the
     losses, gradients and proposals are Detectron2's RPN's for the same torch seed.
     """
+
+    # the EMA normaliser ("ema"): saved and restored with training checkpoints
+    training_state_attributes = ("loss_normalizer",)
 
     @configurable
     def __init__(
