@@ -541,3 +541,20 @@ def test_cpu_study_is_the_default_schedule():
     assert {k: v for k, v in study.items() if k != "SOLVER.BASE_LR"} == \
         {k: v for k, v in fp32.items() if k not in ("SOLVER.BASE_LR", "SOLVER.AMP.ENABLED")}
     assert "smoke test" in get_schedule("cpu_short").description
+
+
+def test_imbalance_results_do_not_rank_settings_of_different_datasets(tmp_path):
+    """The imbalance study's settings train on different presets: results.md tables their
+    spread without a "vs the best" column, and judges FL against CE per preset."""
+    from retina_focal.ablation.results import write_results
+
+    study = get_study("imbalance")
+    assert not study.compare_to_best and get_study("table3").compare_to_best
+    rows = [{"label": f"{s.label} seed={seed}", "setting": s.label, "seed": seed,
+             "paper_ap": None, "status": "done", "wall_s": 1.0, "overrides": [],
+             "metrics": {m: 10.0 * k + seed for m in METRICS}}
+            for k, s in enumerate(study.settings) for seed in (0, 1)]
+    md = open(write_results(study, rows, str(tmp_path), {})["md"]).read()
+    assert "vs the best" not in md
+    assert "| synthetic_shapes FL | 2 | 0.5 | 0.0 | 1.0 | 1.0 |\n" in md
+    assert "| FL beats CE on synthetic_shapes | " in md and "| -10.0 | not reproduced |" in md

@@ -158,7 +158,7 @@ def write_results(study: Study, rows: List[Dict], out_dir: str, header: Dict) ->
                  if study.timed else "")
         lines.append(f"| {r['label']} | " + " | ".join(cells)
                      + f" | {_fmt(r.get('paper_ap'))} |{times} {wall} |")
-    lines += _spread_lines(summary, names[0])
+    lines += _spread_lines(summary, names[0], study.compare_to_best)
     lines += claim_lines
     if study.paper_note:
         lines += ["", study.paper_note]
@@ -250,18 +250,22 @@ def _range(summary: Optional[Dict]) -> str:
     return f"{summary['mean']:.1f} ({summary['min']:.1f}-{summary['max']:.1f})"
 
 
-def _spread_lines(summary: Dict[str, Dict], metric: str) -> List[str]:
+def _spread_lines(summary: Dict[str, Dict], metric: str, compare: bool = True) -> List[str]:
     """The table of each setting's mean, min, max and spread of ``metric`` over its finished
-    seeds, and how it compares with the best setting (by mean); nothing without seeds."""
+    seeds, and (``compare``) how it compares with the best setting (by mean); nothing without
+    seeds."""
     if not summary:
         return []
     done = {k: v for k, v in summary.items() if v["mean"] is not None}
     best = max(done, key=lambda k: done[k]["mean"]) if done else None
     lines = ["", f"Run-to-run spread of {metric} over seeds:", "",
-             f"| setting | seeds done | mean {metric} | min | max | spread | vs the best |",
-             "|---|---|---|---|---|---|---|"]
+             f"| setting | seeds done | mean {metric} | min | max | spread |"
+             + (" vs the best |" if compare else ""),
+             "|---|---|---|---|---|---|" + ("---|" if compare else "")]
     for label, v in summary.items():
-        if label == best:
+        if not compare:
+            versus = None
+        elif label == best:
             versus = "best"
         elif best is None or v["mean"] is None:
             versus = "-"
@@ -271,7 +275,8 @@ def _spread_lines(summary: Dict[str, Dict], metric: str) -> List[str]:
                 separation(v["values"], done[best]["values"]),
                 separation(v["values"], done[best]["values"]))
         lines.append(f"| {label} | {v['seeds']} | {_fmt(v['mean'])} | {_fmt(v['min'])} | "
-                     f"{_fmt(v['max'])} | {_fmt(v['spread'])} | {versus} |")
+                     f"{_fmt(v['max'])} | {_fmt(v['spread'])} |"
+                     + ("" if versus is None else f" {versus} |"))
     return lines
 
 

@@ -80,6 +80,9 @@ class Study:
     paper_speed: Tuple[Tuple[str, str, float, float], ...] = ()
     # the paper's orderings this study tests, each judged in results.md from the seeds' spread
     claims: Tuple[Claim, ...] = ()
+    # whether results.md compares each setting with the best one (not where the settings
+    # train on different datasets, as in the imbalance study)
+    compare_to_best: bool = True
 
     def __post_init__(self):
         for claim in self.claims:
@@ -337,6 +340,7 @@ STUDIES: Dict[str, Study] = {
             "negatives per positive anchor are in docs/datasets.md.",
             claims=tuple(Claim(f"FL beats CE on {prefix}", f"{prefix} FL", f"{prefix} CE")
                          for prefix in IMBALANCE_LEVELS),
+            compare_to_best=False,
         ),
         Study(
             "assigners", "Anchor assignment (issue 5): IoU bands, low-quality matches, ATSS "
