@@ -167,9 +167,38 @@ def test_bad_weights_file_gives_a_clear_error_naming_it(tool, kind, tmp_path):
     assert repr(weights) in msg, msg
     if kind == "missing file":
         assert "does not exist" in msg
+    elif kind == "text file":
+        assert "is a text file, not a checkpoint" in msg and "weights_only" not in msg
     else:
         assert "Cannot read checkpoint" in msg and "truncated or corrupt, or not a checkpoint" \
             in msg
+
+
+@pytest.mark.parametrize("flags", [[], ["--eval-only"]])
+@pytest.mark.parametrize("name,fragment", [
+    ("model.onnx", "is an ONNX model (written by retina-focal export), not a checkpoint"),
+    ("notes.txt", "is a text file, not a checkpoint"),
+])
+def test_train_names_an_exported_model_or_text_file_given_as_weights(
+        tmp_path, flags, name, fragment):
+    """Issue 28 (8): an .onnx file or a text file as MODEL.WEIGHTS of train (training or
+    --eval-only) is one error line saying what the file is and what to do, without torch's
+    weights_only advice or a traceback."""
+    from conftest import REPO, run_tool
+
+    weights = tmp_path / name
+    weights.write_bytes(b"\x08\x07\x12\x0bretina\x80\xff" if name.endswith(".onnx")
+                        else b"not weights\n")
+    proc = run_tool(["-m", "retina_focal.cli", "train", "--config-file", TINY_CONFIG, *flags,
+                     "MODEL.WEIGHTS", str(weights), "OUTPUT_DIR", str(tmp_path / "out"),
+                     "SOLVER.MAX_ITER", "1"], cwd=REPO)
+    err = proc.stderr
+    assert proc.returncode == 1, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and fragment in last and str(weights) in last, err[-2000:]
+    assert "weights_only" not in err and "Traceback" not in err
+    if name.endswith(".onnx"):
+        assert "retina-focal eval" in last
 
 
 @pytest.mark.parametrize("tool", ["eval", "demo", "export"])

@@ -11,6 +11,7 @@ Overrides are ``key=value`` (Hydra syntax). ``--dataset NAME=JSON:IMAGE_DIR`` re
 COCO-format dataset, e.g. for ``dataloader.train.dataset.names=NAME``.
 """
 from retina_focal.config.loading import ConfigError
+from retina_focal.engine.checkpoint import CheckpointReadError
 from retina_focal.engine.defaults import default_argument_parser
 from retina_focal.engine.launch import launch_from_args
 from retina_focal.engine.lazy import main
@@ -26,6 +27,6 @@ def build_parser():
 def run(argv=None) -> int:
     try:
         launch_from_args(main, build_parser().parse_args(argv))
-    except (OutputDirInUse, ConfigError) as e:  # the message is all there is to say
+    except (OutputDirInUse, ConfigError, CheckpointReadError) as e:  # the message says it all
         raise SystemExit(f"error: {e}")
     return 0

@@ -17,6 +17,7 @@ import logging
 import detectron2.utils.comm as comm
 
 from retina_focal.config.loading import ConfigError
+from retina_focal.engine.checkpoint import CheckpointReadError
 from retina_focal.engine.defaults import (
     Trainer,
     default_argument_parser,
@@ -58,6 +59,6 @@ def run(argv=None) -> int:
     print("Command Line Args:", args)
     try:
         launch_from_args(main, args)
-    except (OutputDirInUse, ConfigError) as e:  # the message is all there is to say
+    except (OutputDirInUse, ConfigError, CheckpointReadError) as e:  # the message says it all
         raise SystemExit(f"error: {e}")
     return 0

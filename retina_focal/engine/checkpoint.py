@@ -51,6 +51,7 @@ __all__ = [
     "ModelAttributeState",
     "RetinaFocalCheckpointer",
     "describe_mismatch",
+    "unreadable_checkpoint_message",
     "likely_mismatch_cause",
 ]
 
@@ -62,6 +63,44 @@ logger = logging.getLogger(__name__)
 
 class CheckpointReadError(RuntimeError):
     """A checkpoint file that cannot be read (truncated, corrupt, not a checkpoint)."""
+
+
+# exported models: what each file type is, and where it can be used instead
+_EXPORTED_KINDS = {".onnx": "an ONNX model", ".pt2": "an exported program (torch.export)",
+                   ".ts": "a TorchScript model"}
+
+
+def unreadable_checkpoint_message(filename: str, error: BaseException) -> str:
+    """Why ``filename`` cannot be loaded as a checkpoint, and what to do, in one message:
+    an exported model (by its extension) or a text file are named as such; otherwise the
+    file is truncated or corrupt. Only the first line of the reader's message is kept (torch's
+    advice on ``weights_only`` does not apply to a file that is no checkpoint)."""
+    size = os.path.getsize(filename) if os.path.isfile(filename) else "?"
+    kind = _EXPORTED_KINDS.get(os.path.splitext(filename)[1].lower())
+    if kind is not None:
+        return (f"MODEL.WEIGHTS {filename!r} is {kind} (written by retina-focal export), not a "
+                "checkpoint: it cannot initialise training or be loaded by train --eval-only. "
+                f"Evaluate it with `retina-focal eval --config-file CFG MODEL.WEIGHTS {filename}` "
+                "or run it with `retina-focal demo`; to train, give the .pth it was exported "
+                "from")
+    head = b""
+    if os.path.isfile(filename):
+        with open(filename, "rb") as f:
+            head = f.read(4096)
+    if head and b"\0" not in head:
+        try:
+            head.decode("utf-8")
+            return (f"MODEL.WEIGHTS {filename!r} ({size} bytes) is a text file, not a checkpoint "
+                    "(a .pth or .pkl file of weights): give the model_final.pth of a training "
+                    "run")
+        except UnicodeDecodeError:
+            pass
+    # the reader's first sentence: torch's advice that follows (weights_only=False) is about
+    # trusted pickles, not about a file that is damaged
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    said = f"{type(error).__name__}: {first.split('. ')[0]}"
+    return (f"Cannot read checkpoint {filename!r} ({size} bytes): the file is truncated or "
+            f"corrupt, or not a checkpoint. The reader said: {said}")
 
 
 def _group(keys: Iterable[str], limit: int = 12) -> str:
@@ -251,11 +290,7 @@ class RetinaFocalCheckpointer(DetectionCheckpointer):
         except FileNotFoundError:
             raise
         except Exception as e:
-            size = os.path.getsize(filename) if os.path.isfile(filename) else "?"
-            raise CheckpointReadError(
-                f"Cannot read checkpoint {filename!r} ({size} bytes): the file is truncated or "
-                f"corrupt, or not a checkpoint. The reader said: {type(e).__name__}: {e}"
-            ) from e
+            raise CheckpointReadError(unreadable_checkpoint_message(filename, e)) from e
 
     def _load_model(self, checkpoint: Any):
         if not isinstance(checkpoint.get("model"), dict):
