@@ -84,7 +84,6 @@ def test_command_measures_datasets_and_plots_fl_minus_ce(tmp_path, capsys):
     of another study is refused."""
     from detectron2.data import DatasetCatalog
 
-    from retina_focal.analysis import analyze_image
     from retina_focal.analysis.settings import AssignmentSetting, load_cfg
     from retina_focal.cli import imbalance
 
@@ -106,9 +105,7 @@ def test_command_measures_datasets_and_plots_fl_minus_ce(tmp_path, capsys):
     setting = AssignmentSetting(load_cfg(TINY_CONFIG, []))
     records = []
     for d in DatasetCatalog.get("synthetic_shapes_tiny_val"):
-        size, boxes, classes, areas = setting.prepare(d)
-        records.append(analyze_image(setting.anchors(size), boxes, classes, areas, size,
-                                     setting.assigner))
+        records.append(setting.analyze(d))
     assert row == json.loads(json.dumps(imbalance_row(records, 6)))
     assert saved["fl_minus_ce"][0]["difference"] == 2.5
     assert saved["fl_minus_ce"][0]["half_width"] == 1.5

@@ -136,7 +136,6 @@ def test_imbalance_presets_raise_the_negatives_per_positive_anchor():
     anchors and assigner), on the same 256x256 images."""
     import dataclasses
 
-    from retina_focal.analysis import analyze_image
     from retina_focal.analysis.imbalance import imbalance_row
     from retina_focal.analysis.settings import AssignmentSetting, load_cfg
     from retina_focal.data import IMBALANCE_PRESETS
@@ -160,9 +159,6 @@ def test_imbalance_presets_raise_the_negatives_per_positive_anchor():
             _, objects = generate_image(dataclasses.replace(preset, num_val=24), "val", index)
             anns = [{"bbox": o["bbox"], "bbox_mode": 1, "category_id": o["category_id"],
                      "iscrowd": 0} for o in objects]
-            size, boxes, classes, areas = setting.prepare(
-                {"height": 256, "width": 256, "annotations": anns})
-            records.append(analyze_image(setting.anchors(size), boxes, classes, areas, size,
-                                         setting.assigner))
+            records.append(setting.analyze({"height": 256, "width": 256, "annotations": anns}))
         ratios.append(imbalance_row(records, 6)["negatives_per_positive"])
     assert ratios == sorted(ratios) and ratios[-1] > 5 * ratios[0], ratios

@@ -270,10 +270,9 @@ def _spread_lines(summary: Dict[str, Dict], metric: str, compare: bool = True) -
         elif best is None or v["mean"] is None:
             versus = "-"
         else:
-            versus = {"lower": f"below ({v['mean'] - done[best]['mean']:+.1f})",
-                      "not separable": "not separable"}.get(
-                separation(v["values"], done[best]["values"]),
-                separation(v["values"], done[best]["values"]))
+            versus = separation(v["values"], done[best]["values"])
+            if versus == "lower":
+                versus = f"below ({v['mean'] - done[best]['mean']:+.1f})"
         lines.append(f"| {label} | {v['seeds']} | {_fmt(v['mean'])} | {_fmt(v['min'])} | "
                      f"{_fmt(v['max'])} | {_fmt(v['spread'])} |"
                      + ("" if versus is None else f" {versus} |"))

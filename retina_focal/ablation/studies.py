@@ -15,6 +15,8 @@ in its own output directory.
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+from retina_focal.data import IMBALANCE_PRESETS
+
 __all__ = [
     "PAPER_TABLE_1E",
     "IMBALANCE_LEVELS",
@@ -227,8 +229,7 @@ def _table_1e_setting(depth: int, size: int) -> Setting:
 # .IMBALANCE_PRESETS), from the default to beyond COCO's negatives per positive anchor. The
 # default level sets no dataset key, so its runs are the base config's (and equal, for resume,
 # to Table 3's CE and FL runs); run the study on a config whose dataset is synthetic_shapes.
-IMBALANCE_LEVELS = ("synthetic_shapes", "synthetic_shapes_sparse", "synthetic_shapes_sparser",
-                    "synthetic_shapes_sparsest")
+IMBALANCE_LEVELS = tuple(IMBALANCE_PRESETS)
 # the two losses the imbalance study compares: Table 1a's best CE and Table 1b's best FL
 IMBALANCE_LOSSES = (("FL", _focal(0.25, 2.0)), ("CE", _focal(0.75, 0.0)))
 
@@ -392,6 +393,15 @@ STUDIES: Dict[str, Study] = {
     ]
 }
 
+
+def _study_solver(lr: float) -> Tuple[Tuple[str, Any], ...]:
+    """cpu_study's solver keys at learning rate ``lr`` (its float32 twin differs only in LR
+    and precision)."""
+    return (("SOLVER.IMS_PER_BATCH", 8), ("SOLVER.BASE_LR", lr), ("SOLVER.MAX_ITER", 1150),
+            ("SOLVER.WARMUP_ITERS", 200), ("SOLVER.STEPS", (900, 1075)),
+            ("SOLVER.CHECKPOINT_PERIOD", 100000), ("TEST.EVAL_PERIOD", 0))
+
+
 SCHEDULES: Dict[str, Schedule] = {
     s.name: s
     for s in [
@@ -427,19 +437,12 @@ SCHEDULES: Dict[str, Schedule] = {
         Schedule("cpu_study", "the default schedule of the studies: 1150 iterations of 8 "
                  "images (7.7 epochs of the 1200-image synthetic train split) in bfloat16 where "
                  "the CPU has it (the synthetic config's SOLVER.AMP), LR 0.06, warm-up 200, "
-                 "x0.1 at 900 and 1075: about 5 min per setting on 2 CPU cores", (
-                     ("SOLVER.IMS_PER_BATCH", 8), ("SOLVER.BASE_LR", 0.06),
-                     ("SOLVER.MAX_ITER", 1150), ("SOLVER.WARMUP_ITERS", 200),
-                     ("SOLVER.STEPS", (900, 1075)), ("SOLVER.CHECKPOINT_PERIOD", 100000),
-                     ("TEST.EVAL_PERIOD", 0))),
+                 "x0.1 at 900 and 1075: about 5 min per setting on 2 CPU cores",
+                 _study_solver(0.06)),
         Schedule("cpu_study_fp32", "cpu_study's float32 twin, for a CPU without bfloat16 "
                  "instructions: the same 1150 iterations of 8 images in float32 at LR 0.02 "
-                 "(the synthetic config's float32 LR), warm-up 200, x0.1 at 900 and 1075", (
-                     ("SOLVER.AMP.ENABLED", False),
-                     ("SOLVER.IMS_PER_BATCH", 8), ("SOLVER.BASE_LR", 0.02),
-                     ("SOLVER.MAX_ITER", 1150), ("SOLVER.WARMUP_ITERS", 200),
-                     ("SOLVER.STEPS", (900, 1075)), ("SOLVER.CHECKPOINT_PERIOD", 100000),
-                     ("TEST.EVAL_PERIOD", 0))),
+                 "(the synthetic config's float32 LR), warm-up 200, x0.1 at 900 and 1075",
+                 (("SOLVER.AMP.ENABLED", False),) + _study_solver(0.02)),
         Schedule("coco_1x", "Detectron2's 1x: 90k iterations of 16 images, LR 0.01, x0.1 at "
                  "60k and 80k (the paper's ablation schedule)", (
                      ("SOLVER.IMS_PER_BATCH", 16), ("SOLVER.BASE_LR", 0.01),

@@ -12,6 +12,7 @@ from detectron2.modeling.anchor_generator import build_anchor_generator
 from detectron2.structures import Boxes
 
 from retina_focal.analysis.assignment import (
+    analyze_image,
     feature_grid_sizes,
     gt_as_model_sees_it,
     resized_image_size,
@@ -87,3 +88,12 @@ class AssignmentSetting:
         size = resized_image_size(*orig, self.min_size, self.max_size)
         boxes, classes, areas = gt_as_model_sees_it(d.get("annotations", []), orig, size)
         return size, boxes, classes, areas
+
+    def analyze(self, d: Dict) -> Dict:
+        """:func:`~retina_focal.analysis.assignment.analyze_image`'s record of one dataset
+        dict (its anchors labelled by the assigner at test size), with ``image_size``: the
+        resized (h, w)."""
+        size, boxes, classes, areas = self.prepare(d)
+        record = analyze_image(self.anchors(size), boxes, classes, areas, size, self.assigner)
+        record["image_size"] = list(size)
+        return record

@@ -23,7 +23,7 @@ import sys
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from tqdm import tqdm
 
-from retina_focal.analysis import analyze_image, format_table, plot_summaries, summarize
+from retina_focal.analysis import format_table, plot_summaries, summarize
 from retina_focal.analysis.settings import AssignmentSetting, load_cfg, register_dataset_arg
 from retina_focal.config.loading import add_allow_unsafe_config_argument
 from retina_focal.data.datasets.coco import add_dataset_argument
@@ -68,10 +68,8 @@ def describe(config_file, opts):
 def run_setting(setting, dicts, desc):
     records = []
     for d in tqdm(dicts, desc=desc, unit="img", dynamic_ncols=True, file=sys.stderr):
-        size, boxes, classes, areas = setting.prepare(d)
-        rec = analyze_image(setting.anchors(size), boxes, classes, areas, size, setting.assigner)
-        rec.update(image_id=d.get("image_id"), file_name=os.path.basename(d["file_name"]),
-                   image_size=list(size))
+        rec = setting.analyze(d)
+        rec.update(image_id=d.get("image_id"), file_name=os.path.basename(d["file_name"]))
         records.append(rec)
     return records
 

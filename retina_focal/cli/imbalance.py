@@ -51,16 +51,12 @@ def build_parser():
 def _measure(cfg, dicts, num_classes: int, desc: str) -> Dict:
     from tqdm import tqdm
 
-    from retina_focal.analysis import analyze_image
     from retina_focal.analysis.imbalance import imbalance_row
     from retina_focal.analysis.settings import AssignmentSetting
 
     setting = AssignmentSetting(cfg)
-    records = []
-    for d in tqdm(dicts, desc=desc, unit="img", file=sys.stderr, mininterval=2.0):
-        size, boxes, classes, areas = setting.prepare(d)
-        records.append(analyze_image(setting.anchors(size), boxes, classes, areas, size,
-                                     setting.assigner))
+    progress = tqdm(dicts, desc=desc, unit="img", file=sys.stderr, mininterval=2.0)
+    records = [setting.analyze(d) for d in progress]
     return imbalance_row(records, num_classes)
 
 
@@ -141,14 +137,17 @@ def main(args) -> int:
     print(table)
     if study is not None:
         levels = fl_minus_ce(study, {k: v for k, v in rows.items() if not k.startswith("COCO")})
-        coco = next(((k, v["negatives_per_positive"]) for k, v in rows.items()
+        coco = next((v["negatives_per_positive"] for k, v in rows.items()
                      if k.startswith("COCO")), None)
         plot_fl_minus_ce(levels, os.path.join(args.output, "fl_minus_ce.png"),
-                         reference=("COCO" if coco else None, coco[1]) if coco else None)
+                         reference=None if coco is None else ("COCO", coco))
         lines = ["| dataset | negatives per positive anchor | seeds | AP FL | AP CE | "
                  "AP(FL) - AP(CE) | spread (half) | verdict |", "|---|---|---|---|---|---|---|---|"]
+
+        def f(v, spec="{:.1f}"):
+            return "-" if v is None else spec.format(v)
+
         for lv in levels:
-            f = (lambda v, s="{:.1f}": "-" if v is None else s.format(v))
             lines.append(f"| {lv['name']} | {lv['negatives_per_positive']:,.0f} | {lv['seeds']} | "
                          f"{f(lv['ap_fl'])} | {f(lv['ap_ce'])} | {f(lv['difference'], '{:+.1f}')} "
                          f"| {f(lv['half_width'])} | {lv['verdict']} |")
