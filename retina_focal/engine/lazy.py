@@ -37,6 +37,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from retina_focal.config import InvalidArgument
+from retina_focal.config.lazy_keys import check_lazy_call_arguments, check_lazy_overrides
 from retina_focal.config.loading import check_config_kind, check_lazy_config
 from retina_focal.data.checks import check_lazy_num_classes, lazy_dataset_names
 from retina_focal.data.class_map import class_map_of_datasets
@@ -227,7 +228,10 @@ def setup_lazy_cfg(args):
     # a .yaml LazyConfig is read safely (LazyConfig.load would use yaml.unsafe_load)
     check_lazy_config(args.config_file, allow_unsafe=getattr(args, "allow_unsafe_config", False))
     cfg = LazyConfig.load(args.config_file)
+    # a misspelt key (override or LazyCall argument): ConfigError naming it, not ignored
+    check_lazy_overrides(cfg, args.opts)
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    check_lazy_call_arguments(cfg)
     check_lazy_num_classes(cfg, evaluation_only=args.eval_only)
     output_dir = lazy_output_dir(cfg)
     claim_output_dir(output_dir)
