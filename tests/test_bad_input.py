@@ -119,8 +119,9 @@ def test_training_with_a_malformed_box_in_its_json_stops_naming_it(tmp_path):
     del coco["annotations"][0]["bbox"][3]
     with open(json_path, "w") as f:
         json.dump(coco, f)
-    with pytest.raises(ValueError, match=r"Dataset 'malformed_train' \(.*data\.json\), image "
-                                         r"'0\.png' \(image_id 1\), annotation id 1: bbox "
+    # one error line (SystemExit), no traceback
+    with pytest.raises(SystemExit, match=r"^error: Dataset 'malformed_train' \(.*data\.json\), "
+                                         r"image '0\.png' \(image_id 1\), annotation id 1: bbox "
                                          r"\[8, 8, 20\] has 3 values, not 4"):
         command_module("train").run([
             "--config-file", TINY_CONFIG, "--dataset", f"malformed_train={json_path}:{root}",
@@ -387,14 +388,29 @@ def test_truncated_checkpoint_gives_a_clear_error_real_process(tiny_model, tmp_p
 
 
 # ---- config ----------------------------------------------------------------------------------
-def test_yaml_with_an_unknown_key_fails_with_detectron2s_message(tmp_path):
+def get_cfg_with_ours():
     from detectron2.config import get_cfg
 
     from retina_focal import add_retina_focal_config
+
+    cfg = get_cfg()
+    add_retina_focal_config(cfg)
+    return cfg
+
+
+def test_yaml_with_an_unknown_key_fails_naming_the_file_key_and_closest_keys(tmp_path):
+    from detectron2.config import get_cfg
+
+    from retina_focal import add_retina_focal_config
+    from retina_focal.config.loading import ConfigError, merge_yaml_config
 
     path = tmp_path / "bad.yaml"
     path.write_text(f'_BASE_: "{TINY_CONFIG}"\nMODEL:\n  RETINA_FOCAL:\n    LOSS_NAMEE: "x"\n')
     cfg = get_cfg()
     add_retina_focal_config(cfg)
     with pytest.raises(KeyError, match="Non-existent config key: MODEL.RETINA_FOCAL.LOSS_NAMEE"):
-        cfg.merge_from_file(str(path))
+        cfg.merge_from_file(str(path))  # Detectron2's own error
+    with pytest.raises(ConfigError, match=rf"^{path}: unknown config key "
+                                          r"MODEL\.RETINA_FOCAL\.LOSS_NAMEE\. Did you mean "
+                                          r"MODEL\.RETINA_FOCAL\.LOSS_NAME\b"):
+        merge_yaml_config(get_cfg_with_ours(), str(path))

@@ -5,6 +5,7 @@ import pytest
 import torch
 from conftest import TINY_CONFIG
 
+from retina_focal.config.loading import ConfigError
 from retina_focal.engine.checkpoint import RetinaFocalCheckpointer
 from retina_focal.engine.defaults import (
     build_cfg,
@@ -24,8 +25,17 @@ def test_build_cfg_and_its_errors(tmp_path):
         build_cfg(str(tmp_path / "nope.yaml"))
     with pytest.raises(ValueError, match="KEY VALUE pairs"):
         build_cfg(TINY_CONFIG, ["MODEL.DEVICE"])
-    with pytest.raises(AssertionError, match="Non-existent key: MODEL.NO_SUCH_KEY"):  # yacs'
+    # yacs says "Non-existent key" (an AssertionError); ours names the closest keys
+    with pytest.raises(ConfigError, match=r"^override: unknown config key MODEL\.NO_SUCH_KEY\.$"):
         build_cfg(TINY_CONFIG, ["MODEL.NO_SUCH_KEY", "1"])
+    with pytest.raises(ConfigError, match=r"unknown config key MODEL\.RETINANET\.FL_STAR_GAMMA\. "
+                                          r"Did you mean MODEL\.RETINA_FOCAL\.FL_STAR_GAMMA"):
+        build_cfg(TINY_CONFIG, ["MODEL.RETINANET.FL_STAR_GAMMA", "1"])
+    with pytest.raises(ConfigError, match=r"Type mismatch .* SOLVER\.BASE_LR"):
+        build_cfg(TINY_CONFIG, ["SOLVER.BASE_LR", "fast"])
+    # an option after the overrides (argparse puts it among them): named, not "unknown key"
+    with pytest.raises(ConfigError, match="option --dataset comes after the KEY VALUE"):
+        build_cfg(TINY_CONFIG, ["MODEL.DEVICE", "cpu", "--dataset", "a=b:c"])
 
 
 def test_parser_has_detectron2s_options_and_dataset():

@@ -184,3 +184,47 @@ def test_export_verify_dataset_of_a_model_that_detects_nothing(trained, tmp_path
     assert "neither model detected anything" in captured.out
     saved = json.loads((out / "verify" / "parity.json").read_text())
     assert saved["verdict"]["same"] is True
+
+
+def test_export_verifies_on_a_dataset_registered_with_dataset(trained, tmp_path, capsys):
+    """Issue 28 (5): `export --dataset NAME=JSON:IMAGE_DIR --verify-dataset NAME` checks the
+    user's own COCO files; without --dataset the name is refused before anything is written."""
+    from retina_focal.cli import main
+
+    out = tmp_path / "export"
+    base = ["export", "--config-file", TINY_CONFIG, "--format", "onnx", "--output", str(out),
+            "--verify-dataset", "my_val", "--max-images", "2", "MODEL.WEIGHTS",
+            trained["weights"], "MODEL.RETINANET.SCORE_THRESH_TEST", "0.0"]
+    assert main(base) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: --verify-dataset: dataset 'my_val' is not registered"), err
+    assert "--dataset my_val=JSON:IMAGE_DIR" in err and "Traceback" not in err
+    assert not out.exists()  # refused before model.onnx was written
+    dataset = ["--dataset", f"my_val={trained['gt_json']}:{trained['image_dir']}"]
+    assert main(base + dataset) == 1  # an option after the KEY VALUE overrides: named
+    assert "option --dataset comes after the KEY VALUE" in capsys.readouterr().err
+    status = main(base[:1] + dataset + base[1:])
+    captured = capsys.readouterr()
+    assert status == 0, captured.out[-2000:] + captured.err[-2000:]
+    assert "Exported equals eager on my_val" in captured.out
+    assert json.loads((out / "verify" / "parity.json").read_text())["num_images"] == 2
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "exported-program"])
+def test_a_two_stage_model_is_refused_naming_the_format_that_exports_it(fmt, tmp_path, capsys):
+    """Issue 28 (6): ONNX / exported-program graphs end at a dense head: the focal-RPN Faster
+    R-CNN is refused with one error line pointing to --format torchscript (was an
+    AttributeError on head_in_features), before the output folder is made."""
+    from conftest import CONFIGS
+
+    from retina_focal.cli import main
+
+    out = tmp_path / "export"
+    config = os.path.join(CONFIGS, "Synthetic", "faster_rcnn_focal_rpn_R_18_FPN_synthetic.yaml")
+    assert main(["export", "--config-file", config, "--format", fmt, "--output", str(out),
+                 "MODEL.DEVICE", "cpu"]) == 1
+    # (the last line: an earlier in-process test's logging handler may complain before it)
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"error: --format {fmt} export supports RetinaNet-style detectors"), err
+    assert "GeneralizedRCNN" in err and "--format torchscript" in err
+    assert not out.exists()

@@ -24,6 +24,7 @@ import sys
 
 from retina_focal.ablation.runner import StudyRunner, build_plan
 from retina_focal.ablation.studies import SCHEDULES, STUDIES
+from retina_focal.cli._errors import reports_user_errors
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -60,6 +61,7 @@ def main(args, command: str = "") -> int:
     return StudyRunner(args, plan, command=command).run()
 
 
+@reports_user_errors
 def run(argv=None, prog: str = "retina-focal ablate") -> int:
     """``prog`` + ``argv`` is the command line recorded in the study's results."""
     argv = sys.argv[1:] if argv is None else list(argv)

@@ -25,8 +25,9 @@ from tqdm import tqdm
 
 from retina_focal.analysis import format_table, plot_summaries, summarize
 from retina_focal.analysis.settings import AssignmentSetting, load_cfg, register_dataset_arg
+from retina_focal.cli._errors import reports_user_errors
 from retina_focal.config.loading import add_allow_unsafe_config_argument
-from retina_focal.data.datasets.coco import add_dataset_argument
+from retina_focal.data.datasets.coco import add_dataset_argument, check_registered
 
 
 def build_parser():
@@ -94,10 +95,8 @@ def main(args, compares=()):
     elif len(cfgs[0].DATASETS.TEST):
         dataset = cfgs[0].DATASETS.TEST[0]
     else:
-        raise SystemExit("no dataset: give --dataset-name, --dataset, or DATASETS.TEST")
-    if dataset not in DatasetCatalog.list():
-        raise SystemExit(f"dataset {dataset!r} is not registered; use --dataset "
-                         f"{dataset}=JSON:IMAGE_DIR or one of: {', '.join(DatasetCatalog.list())}")
+        raise SystemExit("error: no dataset: give --dataset-name, --dataset, or DATASETS.TEST")
+    check_registered(dataset, "--dataset-name" if args.dataset_name else "the dataset")
     dicts = DatasetCatalog.get(dataset)
     if args.max_images > 0:
         dicts = dicts[: args.max_images]
@@ -139,6 +138,7 @@ def main(args, compares=()):
     return settings_out
 
 
+@reports_user_errors
 def run(argv=None) -> int:
     args, compares = parse_args(argv)
     logging.basicConfig(level=logging.INFO)

@@ -54,6 +54,7 @@ from retina_focal.benchmark import (
 )
 from retina_focal.benchmark.models import DEFAULT_CONFIG, QUICK_CONFIG
 from retina_focal.benchmark.timing import log
+from retina_focal.cli._errors import reports_user_errors
 
 __all__ = ["build_parser", "main", "parse_args", "run"]
 
@@ -131,6 +132,7 @@ def main(args, command: str = ""):
     return report
 
 
+@reports_user_errors
 def run(argv=None, prog: str = "retina-focal benchmark") -> int:
     """``prog`` + ``argv`` is the command recorded in the report's environment."""
     argv = sys.argv[1:] if argv is None else list(argv)

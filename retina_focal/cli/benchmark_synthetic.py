@@ -6,6 +6,8 @@ import sys
 
 import torch
 
+from retina_focal.cli._errors import reports_user_errors
+
 __all__ = ["build_parser", "main", "run"]
 
 DEFAULT_CONFIG = "configs/Synthetic/retina_focal_R_18_FPN_synthetic.yaml"
@@ -49,6 +51,7 @@ def main(args, command: str = "") -> dict:
     return report
 
 
+@reports_user_errors
 def run(argv=None, prog: str = "retina-focal benchmark-synthetic") -> int:
     """``prog`` + ``argv`` is the command recorded in the report's environment."""
     argv = sys.argv[1:] if argv is None else list(argv)

@@ -39,6 +39,7 @@ from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import Visualizer
 from tqdm import tqdm
 
+from retina_focal.cli._errors import reports_user_errors
 from retina_focal.config.loading import add_allow_unsafe_config_argument
 from retina_focal.data.class_map import (
     ClassMap,
@@ -280,6 +281,7 @@ def main(args):
     return {"results": results, "skipped": skipped}
 
 
+@reports_user_errors
 def run(argv=None) -> int:
     """0 when every image was processed; 1 when an unreadable image was skipped (the others'
     results are written all the same)."""

@@ -29,6 +29,7 @@ import os
 
 import detectron2.utils.comm as comm
 
+from retina_focal.cli._errors import reports_user_errors
 from retina_focal.engine.defaults import default_argument_parser, evaluate_checkpoint, setup_cfg
 from retina_focal.engine.launch import launch_from_args
 from retina_focal.engine.output_dir import release_output_dir
@@ -108,6 +109,7 @@ def prepare_model_args(args):
     return args
 
 
+@reports_user_errors
 def run(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.results:

@@ -10,6 +10,9 @@ Detectron2 RetinaNet) and check the exported model against the eager one.
 * ``torchscript``: ``<output>/model.ts``, traced through Detectron2's ``TracingAdapter``; the
   traced module takes one (C, H, W) float image (INPUT.FORMAT, 0-255) and returns flat tensors
   (boxes, classes, scores, image size). TorchScript is deprecated in PyTorch: prefer the others.
+ONNX and exported-program files hold a RetinaNet-style detector (RetinaFocal, RetinaNet); a
+two-stage model (Faster R-CNN with the focal RPN) exports with ``torchscript`` only.
+
 * ``onnx``: ``<output>/model.onnx`` (opset 17, TorchScript-based ``torch.onnx.export``, H and W
   dynamic), cut at the head: see :mod:`retina_focal.export.onnx`.
 * ``exported-program``: ``<output>/model.pt2`` (``torch.export``), cut at the head: see
@@ -19,7 +22,8 @@ ONNX and exported-program files run with :mod:`retina_focal.export.runtime`, whi
 eager model's own post-processing: ``retina-focal eval`` / ``demo`` take them as
 ``MODEL.WEIGHTS``. Every format is loaded back and compared with the eager model on a sample
 image (exit status 1 if the detections differ); ``--verify-dataset NAME`` also runs both on
-every image of a registered dataset and prints the per-image maximum differences of boxes and
+every image of a registered dataset (a built-in one, or your COCO files registered with
+``--dataset NAME=JSON:IMAGE_DIR``) and prints the per-image maximum differences of boxes and
 scores and both COCO APs (exit status 1 for other classes, scores beyond 1e-4, boxes beyond
 1e-4 + 1e-5 x |coordinate|, or APs 0.1 apart).
 
@@ -39,9 +43,16 @@ import sys
 import torch
 from detectron2.utils.logger import setup_logger
 
+from retina_focal.cli._errors import reports_user_errors
 from retina_focal.config.loading import add_allow_unsafe_config_argument
+from retina_focal.data.datasets.coco import (
+    add_dataset_argument,
+    check_registered,
+    register_datasets_from_args,
+)
 from retina_focal.engine.checkpoint import CheckpointReadError
 from retina_focal.engine.defaults import build_cfg, load_model_for_inference
+from retina_focal.export.graph import check_dense_detector
 from retina_focal.export.torchscript import export_torchscript, sample_image
 
 __all__ = ["AP_TOLERANCE", "CLASS_MAP_FILE", "FORMATS", "build_parser", "export_file", "main",
@@ -69,6 +80,7 @@ def build_parser():
                              "every image of this registered dataset, and their COCO AP")
     parser.add_argument("--max-images", type=int, default=None,
                         help="with --verify-dataset: only the first N images")
+    add_dataset_argument(parser)
     add_allow_unsafe_config_argument(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return parser
@@ -174,6 +186,9 @@ def main(args) -> int:
     cfg = build_cfg(args.config_file, args.opts, allow_unsafe=args.allow_unsafe_config)
     if args.verify_dataset and args.format == "torchscript":
         raise SystemExit("error: --verify-dataset needs --format onnx or exported-program")
+    register_datasets_from_args(args)
+    if args.verify_dataset:  # before anything is exported or written
+        check_registered(args.verify_dataset, "--verify-dataset")
     if not cfg.MODEL.WEIGHTS:
         logger.warning("MODEL.WEIGHTS is empty: exporting a randomly initialised model")
     try:
@@ -181,6 +196,8 @@ def main(args) -> int:
     except (ValueError, FileNotFoundError, CheckpointReadError) as e:
         raise SystemExit(f"error: {e}")
     model = loaded.model
+    if args.format != "torchscript":  # the graph ends at a dense head
+        check_dense_detector(model, f"--format {args.format}")
     if cfg.MODEL.WEIGHTS and loaded.class_map is None:
         logger.warning(f"The checkpoint {cfg.MODEL.WEIGHTS!r} records no class map (a Detectron2 "
                        f"or older checkpoint): {CLASS_MAP_FILE} says null; the model's "
@@ -208,6 +225,7 @@ def main(args) -> int:
     return 0
 
 
+@reports_user_errors
 def run(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if not logging.getLogger().handlers:

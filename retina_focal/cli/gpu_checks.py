@@ -19,6 +19,7 @@ from retina_focal.benchmark.gpu import SECTIONS, run_checks
 from retina_focal.benchmark.models import DEFAULT_CONFIG, QUICK_CONFIG, SOURCE_ROOT
 from retina_focal.benchmark.timing import log
 from retina_focal.cli import benchmark
+from retina_focal.cli._errors import reports_user_errors
 from retina_focal.utils.file_io import atomic_write_json
 
 __all__ = ["build_parser", "main", "parse_args", "run"]
@@ -103,6 +104,7 @@ def main(args, command: str = ""):
     return report
 
 
+@reports_user_errors
 def run(argv=None, prog: str = "retina-focal gpu-checks") -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     report = main(parse_args(argv), command=" ".join(prog.split() + argv))

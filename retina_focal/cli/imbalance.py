@@ -22,6 +22,7 @@ import os
 import sys
 from typing import Dict, List
 
+from retina_focal.cli._errors import reports_user_errors
 from retina_focal.utils.file_io import atomic_write_text
 
 __all__ = ["build_parser", "fl_minus_ce", "main", "run"]
@@ -94,6 +95,7 @@ def main(args) -> int:
     )
     from retina_focal.analysis.settings import load_cfg
     from retina_focal.data import IMBALANCE_PRESETS
+    from retina_focal.data.datasets.coco import check_registered
 
     if args.max_images < 0 or args.coco_images < 1:
         raise SystemExit("error: --max-images must be >= 0 and --coco-images >= 1")
@@ -110,10 +112,7 @@ def main(args) -> int:
                              ", not the imbalance study (retina-focal ablate --study imbalance)")
     names = ([n.strip() for n in args.datasets.split(",") if n.strip()] if args.datasets
              else [f"{p}_val" for p in IMBALANCE_PRESETS])
-    unknown = [n for n in names if n not in DatasetCatalog.list()]
-    if unknown:
-        raise SystemExit(f"error: --datasets: {unknown} not registered; registered: "
-                         f"{', '.join(sorted(DatasetCatalog.list()))}")
+    check_registered(names, "--datasets")
     cfg = load_cfg(args.config_file, [])
     rows: Dict[str, Dict] = {}
     for name in names:
@@ -160,5 +159,6 @@ def main(args) -> int:
     return 0
 
 
+@reports_user_errors
 def run(argv=None) -> int:
     return main(build_parser().parse_args(sys.argv[1:] if argv is None else argv))

@@ -10,12 +10,10 @@ LazyConfig (Python) config file, with the YAML trainer's guarantees (all of it l
 Overrides are ``key=value`` (Hydra syntax). ``--dataset NAME=JSON:IMAGE_DIR`` registers a
 COCO-format dataset, e.g. for ``dataloader.train.dataset.names=NAME``.
 """
-from retina_focal.config.loading import ConfigError
-from retina_focal.engine.checkpoint import CheckpointReadError
+from retina_focal.cli._errors import reports_user_errors
 from retina_focal.engine.defaults import default_argument_parser
 from retina_focal.engine.launch import launch_from_args
 from retina_focal.engine.lazy import main
-from retina_focal.engine.output_dir import OutputDirInUse
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -24,9 +22,7 @@ def build_parser():
     return default_argument_parser(__doc__)
 
 
+@reports_user_errors
 def run(argv=None) -> int:
-    try:
-        launch_from_args(main, build_parser().parse_args(argv))
-    except (OutputDirInUse, ConfigError, CheckpointReadError) as e:  # the message says it all
-        raise SystemExit(f"error: {e}")
+    launch_from_args(main, build_parser().parse_args(argv))
     return 0

@@ -8,6 +8,7 @@ workflow on files that look like a user's own:
 import argparse
 import os
 
+from retina_focal.cli._errors import reports_user_errors
 from retina_focal.data.datasets.synthetic import SyntheticConfig, write_split
 
 __all__ = ["build_parser", "main", "run"]
@@ -37,6 +38,7 @@ def main(args):
     return paths
 
 
+@reports_user_errors
 def run(argv=None) -> int:
     main(build_parser().parse_args(argv))
     return 0

@@ -20,6 +20,7 @@ import argparse
 import os
 
 from retina_focal.analysis.training_curves import load_metrics, plot_runs
+from retina_focal.cli._errors import reports_user_errors
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -54,6 +55,7 @@ def main(args):
     return files
 
 
+@reports_user_errors
 def run(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -25,6 +25,7 @@ from retina_focal.analysis.loss_curves import (
     plot_figure1,
     plot_figure4,
 )
+from retina_focal.cli._errors import reports_user_errors
 from retina_focal.config.loading import add_allow_unsafe_config_argument
 
 __all__ = ["build_parser", "figure4", "main", "parse_args", "run"]
@@ -70,6 +71,7 @@ def figure4(args) -> str:
     from detectron2.data import DatasetCatalog, DatasetMapper
     from detectron2.data import transforms as T
 
+    from retina_focal.data.datasets.coco import check_registered
     from retina_focal.engine.checkpoint import CheckpointReadError
     from retina_focal.engine.defaults import build_cfg, build_model_and_load
 
@@ -77,9 +79,7 @@ def figure4(args) -> str:
     dataset = args.dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)
     if dataset is None:
         raise ValueError("No dataset: pass --dataset NAME or set DATASETS.TEST in the config")
-    if dataset not in DatasetCatalog.list():
-        raise ValueError(f"--dataset {dataset!r} is not registered; registered: "
-                         f"{', '.join(sorted(DatasetCatalog.list()))}")
+    check_registered(dataset, "--dataset" if args.dataset else "DATASETS.TEST")
     if args.num_images < 1:
         raise ValueError(f"--num-images={args.num_images} is invalid: use 1 or more")
 
@@ -142,6 +142,7 @@ def main(args) -> int:
     return 0
 
 
+@reports_user_errors
 def run(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO)

@@ -16,8 +16,7 @@ import logging
 
 import detectron2.utils.comm as comm
 
-from retina_focal.config.loading import ConfigError
-from retina_focal.engine.checkpoint import CheckpointReadError
+from retina_focal.cli._errors import reports_user_errors
 from retina_focal.engine.defaults import (
     Trainer,
     default_argument_parser,
@@ -25,7 +24,7 @@ from retina_focal.engine.defaults import (
     setup_cfg,
 )
 from retina_focal.engine.launch import launch_from_args
-from retina_focal.engine.output_dir import OutputDirInUse, release_output_dir
+from retina_focal.engine.output_dir import release_output_dir
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -54,11 +53,9 @@ def main(args):
         release_output_dir(cfg.OUTPUT_DIR)
 
 
+@reports_user_errors
 def run(argv=None) -> int:
     args = build_parser().parse_args(argv)
     print("Command Line Args:", args)
-    try:
-        launch_from_args(main, args)
-    except (OutputDirInUse, ConfigError, CheckpointReadError) as e:  # the message says it all
-        raise SystemExit(f"error: {e}")
+    launch_from_args(main, args)
     return 0

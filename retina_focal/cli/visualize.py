@@ -19,8 +19,9 @@ from detectron2.structures import Boxes, Instances
 
 from retina_focal.analysis.settings import AssignmentSetting, load_cfg, register_dataset_arg
 from retina_focal.analysis.visualize import draw_assignment, gt_index_labels, legend_lines
+from retina_focal.cli._errors import reports_user_errors
 from retina_focal.config.loading import add_allow_unsafe_config_argument
-from retina_focal.data.datasets.coco import add_dataset_argument
+from retina_focal.data.datasets.coco import add_dataset_argument, check_registered
 
 
 def build_parser():
@@ -59,9 +60,10 @@ def main(args):
     cfg = load_cfg(args.config_file, args.opts, allow_unsafe=args.allow_unsafe_config)
     dataset = args.dataset_name or (registered[0] if len(registered) == 1 else None) or \
         (cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else None)
-    if dataset is None or dataset not in DatasetCatalog.list():
-        raise SystemExit(f"dataset {dataset!r} is not registered: give --dataset-name or "
-                         "--dataset NAME=JSON:IMAGE_DIR")
+    if dataset is None:
+        raise SystemExit("error: no dataset: give --dataset-name, --dataset "
+                         "NAME=JSON:IMAGE_DIR, or DATASETS.TEST")
+    check_registered(dataset, "--dataset-name" if args.dataset_name else "the dataset")
     d = pick(DatasetCatalog.get(dataset), args.image)
     class_names = MetadataCatalog.get(dataset).get("thing_classes")
     setting = AssignmentSetting(cfg)
@@ -90,6 +92,7 @@ def main(args):
     print(f"wrote {args.output}")
 
 
+@reports_user_errors
 def run(argv=None) -> int:
     main(build_parser().parse_args(argv))
     return 0

@@ -28,6 +28,8 @@ from typing import List, Optional
 import yaml
 from detectron2.utils.file_io import PathManager
 
+from retina_focal.utils.errors import UserError
+
 __all__ = [
     "ALLOW_UNSAFE_FLAG",
     "UnsafeConfigError",
@@ -37,7 +39,9 @@ __all__ = [
     "ConfigFileNotFound",
     "check_config_kind",
     "check_yaml_config",
+    "merge_config_overrides",
     "merge_yaml_config",
+    "unknown_key_error",
 ]
 
 logger = logging.getLogger(__name__)
@@ -49,7 +53,7 @@ _YAML_TAG_PREFIX = "tag:yaml.org,2002:"
 _REMOTE_PREFIXES = ("/", "https://", "http://")  # _BASE_ paths fvcore does not join
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file or override that cannot be used; the message names the file or key and
     the fix. The commands print it as one ``error:`` line, without a traceback."""
 
@@ -189,7 +193,70 @@ def merge_yaml_config(cfg, config_file: str, *, allow_unsafe: bool = False) -> N
     """
     if not allow_unsafe:
         check_yaml_config(config_file)
-    cfg.merge_from_file(config_file, allow_unsafe=allow_unsafe)
+    try:
+        cfg.merge_from_file(config_file, allow_unsafe=allow_unsafe)
+    except KeyError as e:
+        key = _unknown_key(str(e))
+        if key is None:
+            raise
+        raise unknown_key_error(cfg, key, f"{config_file}: ") from None
+    except ValueError as e:  # yacs: "Type mismatch (...) for config key: K"
+        if "Type mismatch" not in str(e) or isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"{config_file}: {e}") from None
+
+
+_UNKNOWN_KEY = re.compile(r"Non-existent (?:config )?key: ([\w.]+)")
+
+
+def _unknown_key(message: str) -> Optional[str]:
+    match = _UNKNOWN_KEY.search(message)
+    return match.group(1) if match else None
+
+
+def _flat_keys(cfg, prefix: str = "") -> List[str]:
+    keys = []
+    for k, v in cfg.items():
+        full = f"{prefix}{k}"
+        keys += _flat_keys(v, full + ".") if isinstance(v, dict) else [full]
+    return keys
+
+
+def unknown_key_error(cfg, key: str, where: str = "") -> ConfigError:
+    """A :class:`ConfigError` for a key a YAML config does not have, with the closest keys it
+    has (``MODEL.RETINANET.NUM_CLASSE``: did you mean ``MODEL.RETINANET.NUM_CLASSES``?)."""
+    import difflib
+
+    keys = _flat_keys(cfg)
+    close = difflib.get_close_matches(key, keys, n=3, cutoff=0.75)
+    if not close:  # the same last part under another group (MODEL.RETINA_FOCAL vs RETINANET)
+        close = [k for k in keys if k.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1]][:3]
+    hint = f" Did you mean {' or '.join(close)}?" if close else ""
+    return ConfigError(f"{where}unknown config key {key}.{hint}")
+
+
+def merge_config_overrides(cfg, opts: List[str]) -> None:
+    """``cfg.merge_from_list(opts)`` (``KEY VALUE`` pairs from a command line) with errors that
+    name the pair: an option (``--dataset``) placed after the overrides, an odd list, an
+    unknown key (with the closest keys) or a value of the wrong type are
+    :class:`ConfigError`."""
+    misplaced = [o for o in opts[::2] if isinstance(o, str) and o.startswith("--")]
+    if misplaced:
+        raise ConfigError(f"option {misplaced[0]} comes after the KEY VALUE config overrides, "
+                          "where it would be read as a key: put options before the overrides")
+    if len(opts) % 2:
+        raise ConfigError(f"config overrides must be KEY VALUE pairs, got an odd list: {opts}")
+    try:
+        cfg.merge_from_list(opts)
+    except AssertionError as e:
+        key = _unknown_key(str(e))
+        if key is None:
+            raise
+        raise unknown_key_error(cfg, key, "override: ") from None
+    except ValueError as e:
+        if "Type mismatch" not in str(e):
+            raise
+        raise ConfigError(f"override: {e}") from None
 
 
 def check_lazy_config(config_file: str, *, allow_unsafe: bool = False) -> None:

@@ -19,6 +19,8 @@ from typing import Callable, ClassVar, Dict, Mapping, Sequence, Union
 from detectron2.config import configurable as d2_configurable
 from fvcore.common.config import CfgNode as _CfgNode
 
+from retina_focal.utils.errors import UserError
+
 __all__ = [
     "ConfigKeys",
     "InvalidArgument",
@@ -56,7 +58,7 @@ def _with_note(requirement: str, note: str) -> str:
     return f"{requirement} ({note})" if note else requirement
 
 
-class InvalidArgument(ValueError):
+class InvalidArgument(UserError, ValueError):
     """A constructor argument with a bad value.
 
     ``template`` is the message with ``{0}``, ``{1}``, ... standing for the names of
@@ -68,10 +70,15 @@ class InvalidArgument(ValueError):
         self.arguments = arguments
         super().__init__(template.format(*arguments))
 
-    def naming(self, names: Mapping[str, str]) -> ValueError:
+    def naming(self, names: Mapping[str, str]) -> "InvalidConfigValue":
         """The same message with each argument replaced by ``names[argument]`` (kept when
-        absent), as a plain ValueError: an enclosing component does not rename it again."""
-        return ValueError(self.template.format(*(names.get(a, a) for a in self.arguments)))
+        absent), as an :class:`InvalidConfigValue`: an enclosing component does not rename it
+        again."""
+        return InvalidConfigValue(self.template.format(*(names.get(a, a) for a in self.arguments)))
+
+
+class InvalidConfigValue(UserError, ValueError):
+    """A config key with a bad value; the message names the key (:meth:`InvalidArgument.naming`)."""
 
 
 def _invalid(key: str, value, requirement: str) -> InvalidArgument:

@@ -22,6 +22,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.structures import BoxMode
 
 from retina_focal.data.class_map import class_map_of_datasets, match_class_maps
+from retina_focal.utils.errors import DataError
 
 __all__ = [
     "bbox_problem",
@@ -115,7 +116,7 @@ def _check_dataset_classes(name: str, num_classes: int, key: str, fix: str, wher
     classes = MetadataCatalog.get(name).get("thing_classes")
     if classes is not None and len(classes) != num_classes:
         shown = ", ".join(map(str, classes[:10])) + (", ..." if len(classes) > 10 else "")
-        raise ValueError(
+        raise DataError(
             f"{key}={num_classes} but dataset '{name}'{where} has {len(classes)} categories "
             f"({shown}); {fix.format(len(classes))}"
         )
@@ -221,7 +222,7 @@ def sanitize_dataset_dicts(dicts: List[Dict], dataset_name: str, num_classes: in
         for anno in annos:
             cid = anno.get("category_id")
             if not isinstance(cid, (int, np.integer)) or not 0 <= cid < num_classes:
-                raise ValueError(
+                raise DataError(
                     f"Dataset '{dataset_name}', image {record.get('file_name')!r}: annotation "
                     f"category_id={cid!r} is not a contiguous class index in [0, {num_classes}) "
                     f"(MODEL.RETINANET.NUM_CLASSES={num_classes}); check the dataset's "
@@ -260,7 +261,7 @@ def sanitize_dataset_dicts(dicts: List[Dict], dataset_name: str, num_classes: in
             "file_name")), record.get("file_name"), record.get("image_id"), anno.get("id"))
         more = (f"; {len(malformed) - 1} more annotation(s) of this dataset have a malformed "
                 "box" if len(malformed) > 1 else "")
-        raise ValueError(f"{where}: {problem}; fix or remove the annotation{more}")
+        raise DataError(f"{where}: {problem}; fix or remove the annotation{more}")
     if counts["clipped"] or counts["dropped"]:
         logger.warning(
             f"Dataset '{dataset_name}': clipped {counts['clipped']} box(es) to their image and "

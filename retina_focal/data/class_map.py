@@ -21,12 +21,15 @@ reads Detectron2's ``MetadataCatalog``.
 import logging
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from retina_focal.utils.errors import DataError
+
 __all__ = [
     "ClassMap",
     "class_map_from_categories",
     "class_map_from_metadata",
     "class_map_of_datasets",
     "format_class_map",
+    "training_class_map",
     "match_class_maps",
     "validate_class_map",
 ]
@@ -58,7 +61,7 @@ def class_map_from_metadata(thing_classes: Optional[Sequence[str]],
     if dataset_id_to_contiguous_id:
         contiguous = sorted(dataset_id_to_contiguous_id.values())
         if contiguous != list(range(len(names))):
-            raise ValueError(
+            raise DataError(
                 f"thing_dataset_id_to_contiguous_id maps to {contiguous} but there are "
                 f"{len(names)} thing_classes: the metadata is inconsistent"
             )
@@ -97,7 +100,7 @@ def class_map_of_datasets(names: Sequence[str]) -> Optional[ClassMap]:
             result, first = [dict(c) for c in cmap], name
             continue
         if [c["name"] for c in cmap] != [c["name"] for c in result]:
-            raise ValueError(
+            raise DataError(
                 f"Datasets '{first}' and '{name}' have different classes:\n"
                 f"  {first}: {format_class_map(result)}\n  {name}: {format_class_map(cmap)}"
             )
@@ -107,6 +110,18 @@ def class_map_of_datasets(names: Sequence[str]) -> Optional[ClassMap]:
             elif other["id"] is not None and other["id"] != entry["id"]:
                 entry["id"] = None
     return result
+
+
+def training_class_map(names: Sequence[str]) -> Optional[ClassMap]:
+    """:func:`class_map_of_datasets` of ``names``, loading a dataset whose metadata has no
+    ``thing_classes`` yet (Detectron2's ``register_coco_instances`` sets them when the JSON is
+    first read): the classes a training run on ``names`` will have."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    for name in names:
+        if MetadataCatalog.get(name).get("thing_classes") is None and name in DatasetCatalog:
+            DatasetCatalog.get(name)
+    return class_map_of_datasets(names)
 
 
 def validate_class_map(value: Any, where: str) -> ClassMap:
@@ -166,7 +181,7 @@ def match_class_maps(model: ClassMap, data: ClassMap, *, model_desc: str = "the 
         only_data = [n for n in data_names if n not in model_names]
         detail = (f"only in {model_desc}: {only_model}; only in {data_desc}: {only_data}"
                   if unique else "a class name appears twice, classes cannot be matched by name")
-        raise ValueError(
+        raise DataError(
             f"The classes of {model_desc} and {data_desc} differ ({detail}):\n"
             f"  {model_desc} ({len(model)}): {format_class_map(model)}\n"
             f"  {data_desc} ({len(data)}): {format_class_map(data)}\n"

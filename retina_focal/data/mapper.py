@@ -30,12 +30,14 @@ from detectron2.structures import Boxes, BoxMode, Instances
 from detectron2.utils.file_io import PathManager
 from PIL import Image
 
+from retina_focal.utils.errors import UserError
+
 __all__ = ["RobustDatasetMapper", "UnreadableImageError", "read_image_any"]
 
 logger = logging.getLogger(__name__)
 
 
-class UnreadableImageError(OSError):
+class UnreadableImageError(UserError, OSError):
     """An image file that is missing, truncated or not an image."""
 
 

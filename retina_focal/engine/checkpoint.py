@@ -43,6 +43,7 @@ from torch import nn
 
 from retina_focal.data.class_map import ClassMap, validate_class_map
 from retina_focal.modeling.training_state import HasTrainingState
+from retina_focal.utils.errors import UserError
 from retina_focal.utils.file_io import atomic_write_bytes
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "describe_mismatch",
     "unreadable_checkpoint_message",
     "likely_mismatch_cause",
+    "read_checkpoint_class_map",
 ]
 
 # the checkpoint entry holding the class map of the data the model was trained on
@@ -61,7 +63,7 @@ CLASS_MAP_KEY = "class_map"
 logger = logging.getLogger(__name__)
 
 
-class CheckpointReadError(RuntimeError):
+class CheckpointReadError(UserError, RuntimeError):
     """A checkpoint file that cannot be read (truncated, corrupt, not a checkpoint)."""
 
 
@@ -333,3 +335,17 @@ class RetinaFocalCheckpointer(DetectionCheckpointer):
             f"checkpoint; the others keep their initialisation.\n{listing}"
         )
         return incompatible
+
+
+def read_checkpoint_class_map(output_dir: str):
+    """``(path, class_map)`` of the checkpoint a resumed run in ``output_dir`` would load (the
+    one ``last_checkpoint`` names): ``("", None)`` when there is none, ``class_map`` None when
+    the file records none. An unreadable file is a :class:`CheckpointReadError` naming it."""
+    checkpointer = RetinaFocalCheckpointer(nn.Module(), save_dir=output_dir)
+    if not checkpointer.has_checkpoint():
+        return "", None
+    path = checkpointer.get_checkpoint_file()
+    if not os.path.isfile(path):
+        return path, None  # resuming says it is missing
+    saved = checkpointer._load_file(path).get(CLASS_MAP_KEY)
+    return path, None if saved is None else validate_class_map(saved, f"checkpoint {path!r}")

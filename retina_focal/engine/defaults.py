@@ -3,6 +3,7 @@ to a model: one argument parser (:func:`default_argument_parser`: Detectron2's p
 ``--dataset``), one way to build a YAML config (:func:`build_cfg`, and :func:`setup_cfg` for
 training and evaluation runs), one way to build a model (:func:`build_model`) and one way to
 load its weights (:func:`build_model_and_load`), and the trainer (:class:`Trainer`)."""
+import functools
 import logging
 import os
 from typing import NamedTuple, Optional
@@ -17,14 +18,23 @@ from retina_focal.config import add_retina_focal_config
 from retina_focal.config.loading import (
     add_allow_unsafe_config_argument,
     check_config_kind,
+    merge_config_overrides,
     merge_yaml_config,
 )
 from retina_focal.data.checks import check_num_classes
-from retina_focal.data.class_map import ClassMap, class_map_of_datasets
-from retina_focal.data.datasets.coco import add_dataset_argument, register_datasets_from_args
+from retina_focal.data.class_map import ClassMap, class_map_of_datasets, training_class_map
+from retina_focal.data.datasets.coco import (
+    add_dataset_argument,
+    check_registered,
+    register_datasets_from_args,
+)
 from retina_focal.engine.checkpoint import CLASS_MAP_KEY, RetinaFocalCheckpointer
 from retina_focal.engine.device import apply_device_speedups_from_config
-from retina_focal.engine.output_dir import claim_output_dir, log_to_output_dir
+from retina_focal.engine.output_dir import (
+    check_training_start,
+    claim_output_dir,
+    log_to_output_dir,
+)
 from retina_focal.engine.trainer import ReliableTrainer
 from retina_focal.evaluation.coco_report import COCOReportEvaluator
 
@@ -111,20 +121,19 @@ def build_cfg(config_file=None, opts=(), *, freeze=True, allow_unsafe=False):
     (``--allow-unsafe-config``).
 
     A missing file is a ``ConfigFileNotFound`` (a ``FileNotFoundError``), a LazyConfig
-    ``.py`` file a ``ConfigError`` naming the command that reads it, and an odd ``opts`` list
-    a ``ValueError`` (yacs would say less); an unknown key stays Detectron2's error
-    (``KeyError`` in a file, yacs' ``AssertionError`` in ``opts``). Returned frozen unless
+    ``.py`` file a ``ConfigError`` naming the command that reads it; an unknown key (in the
+    file or in ``opts``, with the closest existing keys), a value of the wrong type, an odd
+    ``opts`` list and an option placed among ``opts`` are ``ConfigError`` too
+    (:func:`merge_yaml_config`, :func:`merge_config_overrides`). Returned frozen unless
     ``freeze=False`` (for a caller that sets more keys, e.g. from its own options)."""
     if config_file:  # a missing file or a LazyConfig .py: ConfigError naming the fix
         check_config_kind(config_file, "yaml")
     opts = list(opts or [])
-    if len(opts) % 2:
-        raise ValueError(f"config overrides must be KEY VALUE pairs, got an odd list: {opts}")
     cfg = get_cfg()
     add_retina_focal_config(cfg)
     if config_file:
         merge_yaml_config(cfg, config_file, allow_unsafe=allow_unsafe)
-    cfg.merge_from_list(opts)
+    merge_config_overrides(cfg, opts)
     if freeze:
         cfg.freeze()
     return cfg
@@ -139,14 +148,24 @@ def setup_cfg(args):
     model's class count is checked against every dataset the config names (with
     ``--eval-only``: ``DATASETS.TEST`` only, see :func:`check_num_classes`). Then the run
     takes ``OUTPUT_DIR`` (:func:`~retina_focal.engine.output_dir.claim_output_dir`: a second
-    run there stops before writing anything; release it with ``release_output_dir``)."""
+    run there stops before writing anything; release it with ``release_output_dir``), and a
+    training run is refused there if it would replace a run's checkpoints (no ``--resume``) or
+    resume one trained on other class names
+    (:func:`~retina_focal.engine.output_dir.check_training_start`)."""
     register_datasets_from_args(args)
     # args from Detectron2's own parser have no --allow-unsafe-config: they load safely
     cfg = build_cfg(args.config_file, args.opts, freeze=False,
                     allow_unsafe=getattr(args, "allow_unsafe_config", False))
+    if not args.eval_only:
+        check_registered(cfg.DATASETS.TRAIN, "DATASETS.TRAIN")
+    check_registered(cfg.DATASETS.TEST, "DATASETS.TEST")
     check_num_classes(cfg, evaluation_only=args.eval_only)
     cfg.freeze()
-    claim_output_dir(cfg.OUTPUT_DIR)
+    check = None if args.eval_only else functools.partial(
+        check_training_start, cfg.OUTPUT_DIR, resume=args.resume,
+        class_map=functools.partial(training_class_map, cfg.DATASETS.TRAIN),
+        classes_desc=f"DATASETS.TRAIN ({', '.join(cfg.DATASETS.TRAIN)})")
+    claim_output_dir(cfg.OUTPUT_DIR, check)
     default_setup(cfg, args)
     log_to_output_dir(cfg.OUTPUT_DIR)
     return cfg

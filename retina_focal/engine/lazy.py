@@ -26,6 +26,7 @@ Use it from Python as the tool does::
     cfg = setup_lazy_cfg(args)            # load, overrides, class-count check, default_setup
     model = train_lazy(cfg, resume=False)  # or: run_evaluation(cfg, build_lazy_model_and_load(cfg))
 """
+import functools
 import logging
 from typing import Any, Dict
 
@@ -40,11 +41,12 @@ from retina_focal.config import InvalidArgument
 from retina_focal.config.lazy_keys import check_lazy_call_arguments, check_lazy_overrides
 from retina_focal.config.loading import check_config_kind, check_lazy_config
 from retina_focal.data.checks import check_lazy_num_classes, lazy_dataset_names
-from retina_focal.data.class_map import class_map_of_datasets
-from retina_focal.data.datasets.coco import register_datasets_from_args
+from retina_focal.data.class_map import class_map_of_datasets, training_class_map
+from retina_focal.data.datasets.coco import check_registered, register_datasets_from_args
 from retina_focal.engine.checkpoint import CLASS_MAP_KEY, RetinaFocalCheckpointer
 from retina_focal.engine.device import apply_device_speedups
 from retina_focal.engine.output_dir import (
+    check_training_start,
     claim_output_dir,
     log_to_output_dir,
     release_output_dir,
@@ -220,8 +222,10 @@ def setup_lazy_cfg(args):
     after registering the ``--dataset`` datasets; the model's class count checked against the
     datasets it names; the run takes ``train.output_dir``
     (:func:`~retina_focal.engine.output_dir.claim_output_dir`: a second run there stops before
-    writing anything); Detectron2's ``default_setup`` run (output dir, logging, seed, config
-    dump)."""
+    writing anything, and a training run that would replace a run's checkpoints or resume
+    one trained on other class names is refused, see
+    :func:`~retina_focal.engine.output_dir.check_training_start`); Detectron2's
+    ``default_setup`` run (output dir, logging, seed, config dump)."""
     # a missing file or a Detectron2 YAML config: ConfigError naming the fix
     check_config_kind(args.config_file, "lazy")
     register_datasets_from_args(args)
@@ -232,9 +236,18 @@ def setup_lazy_cfg(args):
     check_lazy_overrides(cfg, args.opts)
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
     check_lazy_call_arguments(cfg)
+    names = lazy_dataset_names(cfg, "train")
+    if not args.eval_only:
+        check_registered(names, "dataloader.train.dataset.names")
+    check_registered(lazy_dataset_names(cfg, "test"), "dataloader.test.dataset.names")
     check_lazy_num_classes(cfg, evaluation_only=args.eval_only)
     output_dir = lazy_output_dir(cfg)
-    claim_output_dir(output_dir)
+    check = None if args.eval_only else functools.partial(
+        check_training_start, output_dir, resume=args.resume,
+        class_map=functools.partial(training_class_map, names),
+        classes_desc=f"dataloader.train.dataset.names ({', '.join(names)})",
+        output_key="train.output_dir")
+    claim_output_dir(output_dir, check)
     default_setup(cfg, args)
     log_to_output_dir(output_dir)
     return cfg

@@ -21,6 +21,11 @@ atomically (``O_CREAT | O_EXCL``, which also holds on NFS). A second run stops w
   killed while saving a checkpoint, see :mod:`retina_focal.utils.file_io`): only files named
   as those are, at the top of the directory, where checkpoints go.
 
+A training run also must not lose or mislabel the run already in the directory
+(:func:`check_training_start`, before anything is written): training from scratch where a
+run's checkpoints are is refused (``--resume`` continues it), and so is resuming a run on
+datasets with other class names than the ones its checkpoint was trained on.
+
 Within one process the lock is re-entrant (a command run twice in one Python session, e.g.
 train then ``--eval-only`` into the same directory, does not lock itself out).
 """
@@ -32,16 +37,21 @@ import os
 import shlex
 import socket
 import sys
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional, Union
 
 from detectron2.utils import comm
 
+from retina_focal.data.class_map import ClassMap, format_class_map
+from retina_focal.engine.checkpoint import read_checkpoint_class_map
+from retina_focal.utils.errors import UserError
 from retina_focal.utils.file_io import is_temporary_file
 
 __all__ = [
     "LOCK_FILE",
     "OutputDirInUse",
     "OutputDirLock",
+    "TrainingRefused",
+    "check_training_start",
     "claim_output_dir",
     "log_to_output_dir",
     "release_output_dir",
@@ -56,8 +66,12 @@ LOCK_FILE = ".retina_focal.lock"
 _ACQUIRE_ATTEMPTS = 3
 
 
-class OutputDirInUse(RuntimeError):
+class OutputDirInUse(UserError, RuntimeError):
     """The output directory belongs to another run that is (or may be) alive."""
+
+
+class TrainingRefused(UserError, RuntimeError):
+    """A training run that would replace or mislabel the run already in its output directory."""
 
 
 def _this_host() -> str:
@@ -225,11 +239,16 @@ def _claim(output_dir: str) -> OutputDirLock:
     return lock
 
 
-def claim_output_dir(output_dir: str) -> Optional[OutputDirLock]:
+def claim_output_dir(output_dir: str, check: Optional[Callable[[], None]] = None
+                     ) -> Optional[OutputDirLock]:
     """Make ``output_dir`` this run's: create it, lock it (see the module doc) and remove the
     temporary files of interrupted writes. Return the lock, or ``None`` where nothing is
     locked: processes other than the main one, an empty ``output_dir``, a remote one
     (``scheme://``).
+
+    ``check`` (e.g. :func:`check_training_start`) runs on the main process once the
+    directory is held, before anything else is written there; a :class:`UserError` it raises
+    releases the directory and stops every process with it.
 
     Every process of a run calls it (it is collective when there are several): if the main
     process cannot take the directory, all of them stop, before any writes its own log there.
@@ -241,12 +260,15 @@ def claim_output_dir(output_dir: str) -> Optional[OutputDirLock]:
     if output_dir and _is_local(output_dir) and comm.is_main_process():
         try:
             lock = _claim(output_dir)
-        except OutputDirInUse as e:
-            refused = str(e)
+            if check is not None:
+                check()
+        except UserError as e:
+            release_output_dir(output_dir)
+            lock, refused = None, e
     if comm.get_world_size() > 1:
         refused = comm.all_gather(refused)[0]
     if refused is not None:
-        raise OutputDirInUse(refused)
+        raise refused
     return lock
 
 
@@ -274,3 +296,53 @@ def log_to_output_dir(output_dir: str) -> None:
     logger = setup_logger(output_dir or None, distributed_rank=comm.get_rank(),
                           name="retina_focal")
     logger.propagate = True  # as before: handlers the user (or pytest) put on the root see it
+
+
+# what a training run leaves in its output directory that training from scratch would replace
+_RUN_FILES = ("last_checkpoint", "model_final.pth")
+
+
+def check_training_start(output_dir: str, *, resume: bool,
+                         class_map: Union[None, ClassMap, Callable[[], Optional[ClassMap]]],
+                         classes_desc: str, output_key: str = "OUTPUT_DIR") -> None:
+    """Refuse a training run, before it writes anything, that would lose or mislabel the run
+    already in ``output_dir``:
+
+    * without ``resume``: the directory holds a run's checkpoints (``last_checkpoint``,
+      ``model_final.pth``), which training from scratch would replace;
+    * with ``resume``: the checkpoint it would resume from was trained on classes with other
+      names (or another count) than ``class_map``, the classes of the datasets this run trains
+      on (``classes_desc`` names them in the message; a callable is called only when the
+      checkpoint has a class map to compare): every output would go on meaning the old
+      class under the new name. A checkpoint without a class map (Detectron2's) is not
+      checked here (its class count is, when it is loaded).
+
+    Raises:
+        TrainingRefused: the message names the directory or checkpoint, both class lists and
+            the fix (``--resume``, another ``output_key``).
+    """
+    if not output_dir or not _is_local(output_dir) or not os.path.isdir(output_dir):
+        return
+    if not resume:
+        found = [n for n in _RUN_FILES if os.path.exists(os.path.join(output_dir, n))]
+        if found:
+            raise TrainingRefused(
+                f"{output_dir} already holds a training run ({', '.join(found)}): training "
+                "from scratch there would replace its checkpoints. Continue that run with "
+                f"--resume, or give this one another output directory ({output_key}), or "
+                "delete those files first")
+        return
+    checkpoint, saved = read_checkpoint_class_map(output_dir)
+    if saved is None:
+        return
+    class_map = class_map() if callable(class_map) else class_map
+    if class_map is None or [c["name"] for c in saved] == [c["name"] for c in class_map]:
+        return
+    raise TrainingRefused(
+        f"Cannot resume {checkpoint}: it was trained on other classes than {classes_desc}; "
+        "resuming would keep the old classes' weights under the new names.\n"
+        f"  checkpoint ({len(saved)}): {format_class_map(saved)}\n"
+        f"  {classes_desc} ({len(class_map)}): {format_class_map(class_map)}\n"
+        "Resume with the datasets the run was trained on, or start a new run in another "
+        f"output directory ({output_key}), with the checkpoint as its initial weights to "
+        "fine-tune from it")

@@ -20,7 +20,28 @@ from typing import List, Tuple
 
 from torch import Tensor, nn
 
-__all__ = ["DenseHeadGraph", "split_outputs"]
+from retina_focal.utils.errors import UserError
+
+__all__ = ["DenseHeadGraph", "ExportUnsupported", "check_dense_detector", "split_outputs"]
+
+
+class ExportUnsupported(UserError, ValueError):
+    """A model these formats cannot export; the message names its type and what can."""
+
+
+def check_dense_detector(model: nn.Module, what: str) -> None:
+    """Raise :class:`ExportUnsupported` unless ``model`` is a RetinaNet-style dense detector
+    (a backbone, a head over ``head_in_features``, Detectron2's ``forward_inference``): the
+    graph of ``what`` (e.g. "ONNX") is cut at that head. A two-stage model (``GeneralizedRCNN``,
+    e.g. Faster R-CNN with the focal RPN) has no such head."""
+    missing = [a for a in ("backbone", "head", "head_in_features", "forward_inference")
+               if not hasattr(model, a)]
+    if missing:
+        raise ExportUnsupported(
+            f"{what} export supports RetinaNet-style detectors (MODEL.META_ARCHITECTURE "
+            f"RetinaFocal or RetinaNet), whose graph ends at the dense head; this model is a "
+            f"{type(model).__name__} (it has no {', '.join(missing)}). Export it with --format "
+            "torchscript, which traces the whole model")
 
 
 class DenseHeadGraph(nn.Module):
@@ -42,6 +63,7 @@ class DenseHeadGraph(nn.Module):
         super().__init__()
         if model.training:
             raise ValueError("export needs a model in eval mode: call model.eval() first")
+        check_dense_detector(model, "ONNX / exported-program")
         self.model = model
         self.preprocess = preprocess
 

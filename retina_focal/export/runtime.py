@@ -30,6 +30,7 @@ from detectron2.structures import ImageList
 from torch import Tensor, nn
 
 from retina_focal.export.graph import split_outputs
+from retina_focal.utils.errors import UserError
 
 __all__ = [
     "EXPORTED_FORMATS",
@@ -67,7 +68,7 @@ EXPORT_CONFIG_KEYS = (
 )
 
 
-class ExportedModelError(ValueError):
+class ExportedModelError(UserError, ValueError):
     """An exported model file that cannot be used: unreadable, not written by
     ``retina-focal export``, or exported from another configuration. Names the file."""
 

@@ -11,17 +11,19 @@ file, the image and the annotation.
 import argparse
 import json
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple, Union
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 
 from retina_focal.data.checks import bbox_problem, describe_annotation
+from retina_focal.utils.errors import DataError, DataFileNotFound
 
 __all__ = [
     "DatasetSpec",
     "add_dataset_argument",
     "check_coco_boxes",
+    "check_registered",
     "parse_dataset_spec",
     "register_coco_dataset",
     "register_datasets_from_args",
@@ -37,14 +39,14 @@ def parse_dataset_spec(spec: str) -> DatasetSpec:
     other colons may appear in paths), else at the first ``:``."""
     name, eq, rest = spec.partition("=")
     if not eq or not name.strip():
-        raise ValueError(f"--dataset {spec!r} is invalid: expected {_FORMAT}")
+        raise DataError(f"--dataset {spec!r} is invalid: expected {_FORMAT}")
     cut = rest.lower().find(".json:")
     if cut >= 0:
         json_file, image_root = rest[:cut + 5], rest[cut + 6:]
     else:
         json_file, _, image_root = rest.partition(":")
     if not json_file or not image_root:
-        raise ValueError(f"--dataset {spec!r} is invalid: expected {_FORMAT} "
+        raise DataError(f"--dataset {spec!r} is invalid: expected {_FORMAT} "
                          "(both the JSON file and the image folder are needed)")
     return name.strip(), json_file, image_root
 
@@ -80,7 +82,7 @@ def check_coco_boxes(data: Dict, json_file: str, dataset: str) -> None:
                                     ann.get("image_id"), ann.get("id"))
     more = (f"; {len(bad) - 1} more annotation(s) in this file have a malformed bbox"
             if len(bad) > 1 else "")
-    raise ValueError(f"{where}: {problem}; fix or remove the annotation{more}")
+    raise DataError(f"{where}: {problem}; fix or remove the annotation{more}")
 
 
 def _read_coco_json(name: str, json_file: str) -> List[Dict]:
@@ -89,15 +91,15 @@ def _read_coco_json(name: str, json_file: str) -> List[Dict]:
         try:
             data = json.load(f)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{json_file} is not valid JSON: {e}") from e
+            raise DataError(f"{json_file} is not valid JSON: {e}") from e
     if not isinstance(data, dict) or not isinstance(data.get("categories"), list):
-        raise ValueError(f"{json_file} is not a COCO instances file: it has no 'categories' "
+        raise DataError(f"{json_file} is not a COCO instances file: it has no 'categories' "
                          "list")
     if not data["categories"]:
-        raise ValueError(f"{json_file} defines no categories")
+        raise DataError(f"{json_file} defines no categories")
     for key in ("images", "annotations"):
         if key not in data:
-            raise ValueError(f"{json_file} is not a COCO instances file: it has no {key!r}")
+            raise DataError(f"{json_file} is not a COCO instances file: it has no {key!r}")
     check_coco_boxes(data, json_file, name)
     return data["categories"]
 
@@ -113,14 +115,14 @@ def register_coco_dataset(name: str, json_file: str, image_root: str) -> List[st
     """
     json_file, image_root = os.path.abspath(json_file), os.path.abspath(image_root)
     if not os.path.isfile(json_file):
-        raise FileNotFoundError(f"--dataset {name}: annotation file {json_file!r} does not exist")
+        raise DataFileNotFound(f"--dataset {name}: annotation file {json_file!r} does not exist")
     if not os.path.isdir(image_root):
-        raise FileNotFoundError(f"--dataset {name}: image folder {image_root!r} does not exist")
+        raise DataFileNotFound(f"--dataset {name}: image folder {image_root!r} does not exist")
     if name in DatasetCatalog.list():
         meta = MetadataCatalog.get(name)
         if (meta.get("json_file"), meta.get("image_root")) == (json_file, image_root):
             return list(meta.thing_classes)
-        raise ValueError(
+        raise DataError(
             f"--dataset {name}: the name is already registered (to "
             f"{meta.get('json_file', 'a non-COCO loader')}); choose another name"
         )
@@ -135,6 +137,26 @@ def register_coco_dataset(name: str, json_file: str, image_root: str) -> List[st
     return thing_classes
 
 
+def check_registered(names: Union[str, Sequence[str]], where: str) -> None:
+    """Raise :class:`DataError` unless every dataset of ``names`` is registered; the message
+    starts with ``where`` (the option or key that named them, e.g. ``--verify-dataset`` or
+    ``DATASETS.TEST``), gives the closest registered names and how to register COCO files."""
+    import difflib
+
+    names = [names] if isinstance(names, str) else list(names)
+    registered = DatasetCatalog.list()
+    missing = [n for n in names if n not in registered]
+    if not missing:
+        return
+    close = sorted({c for n in missing for c in difflib.get_close_matches(n, registered, n=3)})
+    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+    raise DataError(
+        f"{where}: dataset {', '.join(map(repr, missing))} is not registered.{hint} Register "
+        f"your COCO files with --dataset {missing[0]}=JSON:IMAGE_DIR, or use a registered "
+        f"dataset ({len(registered)}, e.g. "
+        f"{', '.join(sorted(n for n in registered if n.startswith('synthetic_shapes'))[:4])})")
+
+
 def add_dataset_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the repeatable ``--dataset NAME=JSON:IMAGE_DIR`` option to ``parser``."""
     parser.add_argument(
@@ -147,7 +169,7 @@ def add_dataset_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 
 def register_datasets_from_args(args) -> List[str]:
     """Register every ``--dataset`` of ``args``; return their names."""
-    names = []
+    names: List[str] = []
     for spec in getattr(args, "dataset", None) or []:
         name, json_file, image_root = parse_dataset_spec(spec)
         register_coco_dataset(name, json_file, image_root)

@@ -1,0 +1,28 @@
+"""The one kind of error a command reports without a traceback.
+
+A :class:`UserError` is bad input (a file, key or value) or a refused run, whose message
+already names what is wrong and the fix. Every ``retina-focal`` command
+(:func:`retina_focal.cli.main`) prints it as one ``error: ...`` line and exits with status 1;
+set ``RETINA_FOCAL_TRACEBACK=1`` to get the traceback as well. Anything else is a bug of ours or
+of a dependency, and keeps its traceback.
+
+The concrete errors subclass it together with the built-in type callers already catch
+(``ConfigError`` is a ``ValueError``, ``OutputDirInUse`` a ``RuntimeError``, ...).
+"""
+__all__ = ["TRACEBACK_ENV", "DataError", "DataFileNotFound", "UserError"]
+
+# set to 1 to see the traceback of a UserError too
+TRACEBACK_ENV = "RETINA_FOCAL_TRACEBACK"
+
+
+class UserError(Exception):
+    """Bad input or a refused run; the message names the file, key or value and the fix."""
+
+
+class DataError(UserError, ValueError):
+    """A dataset, annotation or class list that cannot be used as asked (other class names than
+    the model's, another class count, a malformed annotation); the message names it."""
+
+
+class DataFileNotFound(UserError, FileNotFoundError):
+    """A dataset's annotation file or image folder that does not exist; the message names it."""
