@@ -47,6 +47,37 @@ def test_dense_equals_torchvision_and_fvcore(alpha, gamma, reduction):
     torch.testing.assert_close(ours, fvcore_focal(logits, targets, alpha, gamma, reduction))
 
 
+def test_dense_version_compiles_with_torchscript_like_torchvisions(tmp_path):
+    """Issue 28 (12): the drop-in for torchvision.ops.sigmoid_focal_loss scripts as torchvision's
+    does (torchvision's own test_jit), survives save / load, and the scripted function gives
+    torchvision's values, per-class alphas included."""
+    import warnings
+
+    logits, labels = random_problem()
+    targets, _ = one_hot_targets(labels, logits.shape[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, not gone
+        scripted = torch.jit.script(sigmoid_focal_loss)
+        tv_scripted = torch.jit.script(tv_focal)
+        path = str(tmp_path / "fl.pt")
+
+        class Wrap(torch.nn.Module):
+            def forward(self, x, t):
+                return sigmoid_focal_loss(x, t, 0.5, 1.5, "sum")
+
+        torch.jit.save(torch.jit.script(Wrap()), path)
+        loaded = torch.jit.load(path)
+    for alpha, gamma, reduction in [(0.25, 2.0, "none"), (-1.0, 0.0, "mean"), (0.75, 5.0, "sum")]:
+        torch.testing.assert_close(scripted(logits, targets, alpha, gamma, reduction),
+                                   tv_scripted(logits, targets, alpha, gamma, reduction))
+    torch.testing.assert_close(loaded(logits, targets), tv_focal(logits, targets, 0.5, 1.5, "sum"))
+    per_class = torch.rand(logits.shape[1], dtype=torch.float64)
+    torch.testing.assert_close(scripted(logits, targets, per_class, 2.0, "sum"),
+                               sigmoid_focal_loss(logits, targets, per_class.tolist(), 2.0, "sum"))
+    with pytest.raises(torch.jit.Error, match="Invalid reduction"):
+        scripted(logits, targets, 0.25, 2.0, "max")
+
+
 @pytest.mark.parametrize("alpha,gamma", CASES)
 def test_labels_version_equals_paper_formula(alpha, gamma):
     logits, labels = random_problem()

@@ -68,14 +68,6 @@ def _check(alpha: Alpha, gamma: float, reduction: str, num_classes: Optional[int
     return alpha
 
 
-def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
-    if reduction == "sum":
-        return loss.sum()
-    if reduction == "mean":
-        return loss.mean()
-    return loss
-
-
 def _modulated(x: torch.Tensor, positive: bool, alpha, gamma: float) -> torch.Tensor:
     """Elementwise FL for logits ``x`` that all have the same target (1 if positive else 0).
 
@@ -93,33 +85,40 @@ def _modulated(x: torch.Tensor, positive: bool, alpha, gamma: float) -> torch.Te
 def sigmoid_focal_loss(
     inputs: torch.Tensor,
     targets: torch.Tensor,
-    alpha: Alpha = 0.25,
+    alpha: Union[float, torch.Tensor] = 0.25,
     gamma: float = 2.0,
     reduction: str = "none",
 ) -> torch.Tensor:
     """Focal loss with dense targets; same signature and results as
-    ``torchvision.ops.sigmoid_focal_loss``.
+    ``torchvision.ops.sigmoid_focal_loss``, and like it compilable with ``torch.jit.script``.
 
     Args:
         inputs: logits of any shape (..., K).
         targets: same shape as ``inputs``; 1 for the positive class, 0 otherwise (soft
             values in [0, 1] are accepted and interpolate the two terms' cross entropy).
-        alpha: weight of positives in [0, 1]; -1 for no weighting; or a (K,) tensor of
-            per-class weights, broadcast over the last dimension.
+        alpha: weight of positives in [0, 1]; -1 for no weighting; or a (K,) tensor (or, in
+            Python, a list) of per-class weights, broadcast over the last dimension.
         gamma: focusing parameter >= 0.
         reduction: "none" | "mean" | "sum".
     """
-    alpha = _check(alpha, gamma, reduction)
+    if not torch.jit.is_scripting():  # the full checks (and list alphas) in Python
+        alpha = _check(alpha, gamma, reduction)
+    elif reduction not in ("none", "mean", "sum"):
+        raise ValueError("Invalid reduction: use 'none', 'mean' or 'sum'")
     p = torch.sigmoid(inputs)
     ce = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
     p_t = p * targets + (1 - p) * (1 - targets)
     loss = ce * ((1 - p_t) ** gamma)
     if isinstance(alpha, torch.Tensor):
-        alpha = alpha.to(device=inputs.device, dtype=loss.dtype)
-        loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
+        alpha_k = alpha.to(device=inputs.device, dtype=loss.dtype)
+        loss = (alpha_k * targets + (1 - alpha_k) * (1 - targets)) * loss
     elif alpha >= 0:
         loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
-    return _reduce(loss, reduction)
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "mean":
+        return loss.mean()
+    return loss
 
 
 def _check_labels_inputs(logits: torch.Tensor, labels: torch.Tensor, weights) -> None:
