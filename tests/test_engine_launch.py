@@ -41,13 +41,23 @@ def test_a_worker_leaves_no_process_group_behind(tmp_path):
 
     from retina_focal.engine.launch import DEFAULT_TIMEOUT, _cpu_worker
 
+    import weakref
+
+    groups = []
+
     def rank_and_local_group():
+        comm.gather([comm.get_rank()])  # what evaluation does last: caches its group
+        groups.append(weakref.ref(comm._get_global_gloo_group()))
         return comm.get_rank(), comm._LOCAL_PROCESS_GROUP is not None
 
     url = "file://" + str(tmp_path / "store")
     assert _cpu_worker(0, rank_and_local_group, 1, 1, 0, url, (), DEFAULT_TIMEOUT) == (0, True)
     assert not dist.is_initialized()
     assert comm._LOCAL_PROCESS_GROUP is None
+    # issue 28 (13): gather's cached group (GLOO: the WORLD group) was kept alive by
+    # Detectron2's lru_cache until interpreter shutdown; it is freed now
+    assert comm._get_global_gloo_group.cache_info().currsize == 0
+    assert groups[0]() is None
     create = getattr(comm, "create_local_process_group", None)  # official Detectron2
     if create is not None:
         assert create.cache_info().currsize == 0

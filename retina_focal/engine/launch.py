@@ -20,7 +20,7 @@ from detectron2.utils import comm
 
 from retina_focal.utils.compat import release_local_process_group, set_local_process_group
 
-__all__ = ["launch", "launch_from_args", "DEFAULT_TIMEOUT"]
+__all__ = ["launch", "launch_from_args", "leave_process_group", "DEFAULT_TIMEOUT"]
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 
@@ -110,13 +110,20 @@ def _cpu_worker(local_rank, main_func, world_size, num_per_machine, machine_rank
     try:
         result = main_func(*args)
     except BaseException:
-        dist.destroy_process_group()
-        release_local_process_group()
+        leave_process_group()
         raise
     # Every process finishes before any tears the group down: a GLOO peer whose connections
     # close under it while it still talks (e.g. the last gather of an evaluation) aborts
     # ("terminate called without an active exception").
     comm.synchronize()
+    leave_process_group()
+    return result
+
+
+def leave_process_group() -> None:
+    """Destroy this process's process groups and drop every reference Detectron2 caches to
+    them, so that their GLOO objects are freed now: one freed at interpreter shutdown can
+    abort the process ("terminate called without an active exception") after its work is
+    done."""
     dist.destroy_process_group()
     release_local_process_group()
-    return result

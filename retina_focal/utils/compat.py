@@ -51,7 +51,8 @@ def set_local_process_group(num_per_machine: int, machine_rank: int, world_size:
 
 
 def release_local_process_group() -> None:
-    """Drop Detectron2's references to the per-machine process group after
+    """Drop Detectron2's references to its process groups (the per-machine one, and the one
+    ``comm.gather`` caches) after
     ``destroy_process_group``, so that its GLOO object is freed now, while the interpreter is
     alive. Left to interpreter shutdown, freeing a GLOO group can abort the process
     ("terminate called without an active exception")."""
@@ -60,7 +61,11 @@ def release_local_process_group() -> None:
     from detectron2.utils import comm
 
     comm._LOCAL_PROCESS_GROUP = None
-    create = getattr(comm, "create_local_process_group", None)
-    if create is not None and hasattr(create, "cache_clear"):
-        create.cache_clear()
+    # Detectron2's cached groups: the per-machine group (official main) and the group its
+    # gather / all_gather use (both versions; with GLOO it is the WORLD group itself, which
+    # the cache would keep alive past destroy_process_group)
+    for name in ("create_local_process_group", "_get_global_gloo_group"):
+        cached = getattr(comm, name, None)
+        if cached is not None and hasattr(cached, "cache_clear"):
+            cached.cache_clear()
     gc.collect()
