@@ -28,9 +28,15 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.9",
-    packages=find_packages(include=("retina_focal", "retina_focal.*")),
-    # the fused focal-loss kernel's source: compiled on first use (retina_focal/ops/_cpu_kernel.py)
-    package_data={"retina_focal.ops": ["csrc/*.cpp"]},
+    # the shipped configs (configs/) go into the package as retina_focal/configs, where
+    # retina_focal.config.get_config_file finds them by name (retina_focal/config/zoo.py)
+    packages=find_packages(include=("retina_focal", "retina_focal.*")) + ["retina_focal.configs"],
+    package_dir={"retina_focal.configs": "configs"},
+    package_data={
+        # the fused focal-loss kernel's source: compiled on first use (ops/_cpu_kernel.py)
+        "retina_focal.ops": ["csrc/*.cpp"],
+        "retina_focal.configs": ["*.yaml", "*/*.yaml", "*/*.py", "*/*/*.py"],
+    },
     install_requires=[
         "torch>=1.10",
         "torchvision",

@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 # first: Detectron2 and fvcore without the FutureWarning of their imports (see the module)
 from retina_focal.utils import quiet_imports  # noqa: F401  isort: skip
 from retina_focal import data  # noqa: F401  (registers the synthetic datasets)
-from retina_focal.config import add_retina_focal_config
+from retina_focal.config import add_retina_focal_config, get_config_file
 from retina_focal.modeling import (
     AllAnchors,
     AnchorAssigner,
@@ -70,6 +70,7 @@ __all__ = [
     "SoftmaxFocalLoss",
     "VarifocalLoss",
     "add_retina_focal_config",
+    "get_config_file",
     "build_assigner",
     "build_cls_loss",
     "build_retina_focal_head",

@@ -148,9 +148,10 @@ def test_the_checker_finds_broken_links_and_anchors(tmp_path):
     ]
 
 
-def test_the_readmes_own_project_snippet_runs_without_a_gpu():
-    """Issue 28 (11): the README's "Use from your own project" code runs as written, from the
-    repository root, on a machine without a GPU, and builds a RetinaFocal."""
+def test_the_readmes_own_project_snippet_runs_without_a_gpu(tmp_path):
+    """Issue 28 (11): the README's "Use from your own project" code runs as written, from
+    another directory (its config found by name, issue 28 (10)), on a machine without a GPU,
+    and builds a RetinaFocal."""
     import subprocess
     import sys
 
@@ -162,6 +163,8 @@ def test_the_readmes_own_project_snippet_runs_without_a_gpu():
     check = code + "\nassert type(model).__name__ == 'RetinaFocal', type(model)\n" \
         "assert next(model.parameters()).device.type == 'cpu'\n"
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")  # as on a machine without a GPU
-    done = subprocess.run([sys.executable, "-c", check], cwd=ROOT, env=env,
+    env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in env.get("PYTHONPATH", "").split(
+        os.pathsep) if p])  # the package under test, from a folder that is not the checkout
+    done = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

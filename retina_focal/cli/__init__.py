@@ -47,10 +47,12 @@ COMMANDS = {
 
 def usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = [f"  {name:<{width}}  {desc} (tools/{script})"
-             for name, (_, script, desc) in COMMANDS.items()]
+    lines = [f"  {name:<{width}}  {desc}" for name, (_, _, desc) in COMMANDS.items()]
     return ("usage: retina-focal COMMAND [ARGS...]   (retina-focal COMMAND --help: its options)"
-            "\n\ncommands:\n" + "\n".join(lines))
+            "\n\ncommands:\n" + "\n".join(lines) + "\n\n--config-file takes a path or the "
+            "name of a shipped config (e.g. Synthetic/retina_focal_R_18_FPN_tiny.yaml; "
+            "retina_focal.config.list_configs() lists them). A source checkout also has each "
+            "command as a script, tools/<script>.py, with the same options.")
 
 
 def command_module(command: str):

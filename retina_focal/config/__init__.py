@@ -1,6 +1,7 @@
 """retina_focal's config keys (:func:`add_retina_focal_config`) and value checks
 (:mod:`.validation`: the ``check_*`` functions constructors validate with, and the
-``configurable`` decorator that makes their errors name cfg keys)."""
+``configurable`` decorator that makes their errors name cfg keys), and the shipped configs
+found by name (:func:`get_config_file`, :mod:`.zoo`)."""
 from retina_focal.config.defaults import MEMORY_FORMATS, NORMALIZERS, add_retina_focal_config
 from retina_focal.config.validation import (
     InvalidArgument,
@@ -17,6 +18,7 @@ from retina_focal.config.validation import (
     check_range,
     configurable,
 )
+from retina_focal.config.zoo import get_config_file, list_configs
 
 __all__ = [
     "MEMORY_FORMATS",
@@ -35,4 +37,6 @@ __all__ = [
     "check_positive",
     "check_range",
     "configurable",
+    "get_config_file",
+    "list_configs",
 ]

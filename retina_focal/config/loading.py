@@ -73,16 +73,21 @@ _YAML_COMMAND = "retina-focal train (tools/train_net.py)"
 _LAZY_COMMAND = "retina-focal lazy-train (tools/lazyconfig_train_net.py)"
 
 
-def check_config_kind(config_file: str, kind: str) -> None:
+def check_config_kind(config_file: str, kind: str) -> str:
     """Refuse a config of the other config system before a parser fails on it deep inside:
     ``kind`` "yaml" (a Detectron2 YAML config, for ``train``) refuses a LazyConfig ``.py``
     file; ``kind`` "lazy" (for ``lazy-train``) refuses a YAML file whose top-level keys are a
-    Detectron2 YAML config's (``MODEL``, ``SOLVER``, ``_BASE_``, ...). A missing file is a
-    :class:`ConfigFileNotFound`. The message names the command that reads the file."""
+    Detectron2 YAML config's (``MODEL``, ``SOLVER``, ``_BASE_``, ...). The message names the
+    command that reads the file.
+
+    Returns the file to read: ``config_file``, or where no such file exists, the shipped
+    config of that name (:func:`retina_focal.config.zoo.resolve_config_file`); neither is a
+    :class:`ConfigFileNotFound`."""
+    from retina_focal.config.zoo import resolve_config_file
+
     if kind not in ("yaml", "lazy"):
         raise ValueError(f"kind={kind!r}: use 'yaml' or 'lazy'")
-    if not config_file or not PathManager.isfile(config_file):
-        raise ConfigFileNotFound(f"config file {config_file!r} does not exist")
+    config_file = resolve_config_file(config_file)
     if kind == "yaml" and config_file.endswith(".py"):
         raise ConfigError(f"{config_file} is a LazyConfig (.py): run it with {_LAZY_COMMAND}; "
                           "this command reads Detectron2 YAML configs")
@@ -91,13 +96,14 @@ def check_config_kind(config_file: str, kind: str) -> None:
             try:
                 data = yaml.load(f, Loader=_TagBlindLoader)
             except yaml.YAMLError:
-                return  # LazyConfig.load reports what is wrong with the YAML
+                return config_file  # LazyConfig.load reports what is wrong with the YAML
         if isinstance(data, dict) and any(k in data for k in _YACS_TOP_KEYS) and \
                 "train" not in data:
             raise ConfigError(f"{config_file} is a Detectron2 YAML config (top-level "
                               f"{sorted(k for k in data if k in _YACS_TOP_KEYS)}): run it "
                               f"with {_YAML_COMMAND}; this command reads LazyConfig files "
                               "(.py, or the .yaml that LazyConfig.save writes)")
+    return config_file
 
 
 class _TagBlindLoader(yaml.SafeLoader):

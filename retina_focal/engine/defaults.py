@@ -3,6 +3,7 @@ to a model: one argument parser (:func:`default_argument_parser`: Detectron2's p
 ``--dataset``), one way to build a YAML config (:func:`build_cfg`, and :func:`setup_cfg` for
 training and evaluation runs), one way to build a model (:func:`build_model`) and one way to
 load its weights (:func:`build_model_and_load`), and the trainer (:class:`Trainer`)."""
+import copy
 import functools
 import logging
 import os
@@ -127,7 +128,7 @@ def build_cfg(config_file=None, opts=(), *, freeze=True, allow_unsafe=False):
     (:func:`merge_yaml_config`, :func:`merge_config_overrides`). Returned frozen unless
     ``freeze=False`` (for a caller that sets more keys, e.g. from its own options)."""
     if config_file:  # a missing file or a LazyConfig .py: ConfigError naming the fix
-        check_config_kind(config_file, "yaml")
+        config_file = check_config_kind(config_file, "yaml")  # a path, or a shipped name
     opts = list(opts or [])
     cfg = get_cfg()
     add_retina_focal_config(cfg)
@@ -154,6 +155,9 @@ def setup_cfg(args):
     (:func:`~retina_focal.engine.output_dir.check_training_start`)."""
     register_datasets_from_args(args)
     # args from Detectron2's own parser have no --allow-unsafe-config: they load safely
+    # a path, or a shipped config's name: Detectron2's default_setup reads the file too
+    args = copy.copy(args)
+    args.config_file = check_config_kind(args.config_file, "yaml")
     cfg = build_cfg(args.config_file, args.opts, freeze=False,
                     allow_unsafe=getattr(args, "allow_unsafe_config", False))
     if not args.eval_only:

@@ -26,6 +26,7 @@ Use it from Python as the tool does::
     cfg = setup_lazy_cfg(args)            # load, overrides, class-count check, default_setup
     model = train_lazy(cfg, resume=False)  # or: run_evaluation(cfg, build_lazy_model_and_load(cfg))
 """
+import copy
 import functools
 import logging
 from typing import Any, Dict
@@ -227,11 +228,13 @@ def setup_lazy_cfg(args):
     :func:`~retina_focal.engine.output_dir.check_training_start`); Detectron2's
     ``default_setup`` run (output dir, logging, seed, config dump)."""
     # a missing file or a Detectron2 YAML config: ConfigError naming the fix
-    check_config_kind(args.config_file, "lazy")
+    # a path, or a shipped config's name: Detectron2's default_setup reads the file too
+    args = copy.copy(args)
+    args.config_file = config_file = check_config_kind(args.config_file, "lazy")
     register_datasets_from_args(args)
     # a .yaml LazyConfig is read safely (LazyConfig.load would use yaml.unsafe_load)
-    check_lazy_config(args.config_file, allow_unsafe=getattr(args, "allow_unsafe_config", False))
-    cfg = LazyConfig.load(args.config_file)
+    check_lazy_config(config_file, allow_unsafe=getattr(args, "allow_unsafe_config", False))
+    cfg = LazyConfig.load(config_file)
     # a misspelt key (override or LazyCall argument): ConfigError naming it, not ignored
     check_lazy_overrides(cfg, args.opts)
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
