@@ -35,6 +35,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from retina_focal.benchmark.timing import Progress, alternate, log, summarize
+from retina_focal.utils.cpu import describe_cpu
 
 __all__ = [
     "SECTIONS", "anchor_count", "bench_focal_cuda", "bench_train_cuda", "count_compiles",
@@ -88,7 +89,7 @@ def gpu_environment(command: str) -> Dict:
         "detectron2_path": os.path.dirname(detectron2.__file__),
         "retina_focal_path": os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
         "compilers": {c: shutil.which(c) for c in ("cc", "gcc", "g++")},
-        "cpu_threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+        "cpu_threads": torch.get_num_threads(), "cpu": describe_cpu(),
         # the C++ CPU focal-loss kernel is built on first use on the CPU only: the GPU checks
         # never need it (False here at the end of a run shows it)
         "cpu_kernel_built_in_this_process": _cpu_kernel_built(),

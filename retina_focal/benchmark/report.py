@@ -8,6 +8,7 @@ from typing import Dict
 import torch
 
 from retina_focal.benchmark.timing import log
+from retina_focal.utils.cpu import cpu_info, describe_cpu
 
 __all__ = ["environment", "print_report", "write_json"]
 
@@ -16,7 +17,9 @@ def environment(command: str, repeats: int) -> Dict:
     """Where and how the figures were measured."""
     return {
         "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
+        # the CPU model and flags: ratios differ between CPUs that look alike
+        "cpu": describe_cpu(), "cpu_info": cpu_info().as_dict(),
+        "python": platform.python_version(),
         "command": command,
         "repeats": repeats, "time": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,

@@ -20,6 +20,7 @@ from torch import nn
 
 from retina_focal.config import MEMORY_FORMATS, InvalidArgument, check, check_choice
 from retina_focal.ops.fold_bn import fold_frozen_batchnorm
+from retina_focal.utils.cpu import cpu_info
 
 __all__ = [
     "CONFIG_KEYS", "CPU_BFLOAT16_MODES", "apply_device_speedups", "check_cpu_bfloat16",
@@ -91,17 +92,7 @@ def cpu_has_native_bfloat16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
     """Whether this CPU has bfloat16 instructions (x86 ``avx512_bf16`` / ``amx_bf16``, Arm
     ``bf16``), read from the feature flags of ``cpuinfo_path``. False where the file does not
     exist (not Linux): there bfloat16 autocast is not assumed to be faster than float32."""
-    try:
-        with open(cpuinfo_path) as f:
-            text = f.read()
-    except OSError:
-        return False
-    for line in text.splitlines():
-        name, _, value = line.partition(":")
-        if name.strip().lower() in ("flags", "features"):
-            if set(value.split()) & set(_BFLOAT16_FLAGS):
-                return True
-    return False
+    return bool(cpu_info(cpuinfo_path).flags & set(_BFLOAT16_FLAGS))
 
 
 def check_cpu_bfloat16(mode) -> None:

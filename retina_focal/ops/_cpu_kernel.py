@@ -18,6 +18,8 @@ import tempfile
 import threading
 from typing import Optional
 
+from retina_focal.utils.cpu import cpu_info
+
 __all__ = ["load_kernel", "KernelUnavailable"]
 
 logger = logging.getLogger(__name__)
@@ -43,17 +45,9 @@ def _cache_dir() -> str:
 
 def _cpu_fingerprint() -> str:
     """CPU model and feature flags (the library is built with -march=native)."""
-    info = platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith(("flags", "model name", "Features", "CPU part")):
-                    info += line
-                    if line.startswith(("flags", "Features")):
-                        break
-    except OSError:
-        pass
-    return info
+    info = cpu_info()
+    return (f"{platform.machine()} {info.model_name} {info.family} {info.model} "
+            f"{' '.join(sorted(info.flags))}")
 
 
 def _flags(compiler: str, native: bool, float16: bool):
