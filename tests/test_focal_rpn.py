@@ -186,6 +186,28 @@ def test_ema_normaliser_moves_towards_the_positives():
     assert rpn.loss_normalizer == pytest.approx(expected)
 
 
+def test_box_normaliser_detectron2_keeps_the_sampled_rpn_box_scale():
+    """Issue 27 (5): BOX_NORMALIZER "detectron2" divides the box loss by BATCH_SIZE_PER_IMAGE x
+    images while the objectness loss keeps the positives' normaliser; "same" (the default)
+    divides both by the positives. Same weights and batch: the two box losses differ exactly
+    by the ratio of the normalisers, the objectness losses not at all."""
+    losses = {}
+    for box in ("same", "detectron2"):
+        cfg = cfg_of(rpn_opts(SAMPLING="all", NORMALIZER="batch", PRIOR_PROB=0.01,
+                              FOCAL_LOSS_ALPHA=0.25, FOCAL_LOSS_GAMMA=2.0, BOX_NORMALIZER=box))
+        torch.manual_seed(0)
+        model = build_model(cfg)
+        model.train()
+        with EventStorage() as storage:
+            losses[box] = model(inputs())
+            positives = storage.history("rpn/loss_normalizer").latest()
+    sampled = cfg.MODEL.RPN.BATCH_SIZE_PER_IMAGE * 3  # 3 images
+    torch.testing.assert_close(losses["detectron2"]["loss_rpn_cls"], losses["same"]["loss_rpn_cls"])
+    torch.testing.assert_close(losses["detectron2"]["loss_rpn_loc"],
+                               losses["same"]["loss_rpn_loc"] * positives / sampled)
+    assert positives < sampled / 10  # the point: with all anchors the two differ a lot
+
+
 def test_objectness_class_labels():
     out = objectness_class_labels(torch.tensor([1, 0, -1, 1], dtype=torch.int8))
     assert out.tolist() == [0, 1, -1, 0] and out.dtype == torch.int64
@@ -196,6 +218,7 @@ def test_objectness_class_labels():
     [
         ("SAMPLING", "ohem", "SAMPLING='ohem' is invalid: use one of"),
         ("NORMALIZER", "mean", "NORMALIZER='mean' is invalid: use one of"),
+        ("BOX_NORMALIZER", "ema", "BOX_NORMALIZER='ema' is invalid: use one of"),
         ("PRIOR_PROB", 1.0, "PRIOR_PROB=1.0 is invalid"),
         ("NORMALIZER_MOMENTUM", 1.0, "NORMALIZER_MOMENTUM=1.0 is invalid"),
         ("FOCAL_LOSS_GAMMA", -1.0, "FOCAL_LOSS_GAMMA=-1.0 is invalid"),

@@ -145,15 +145,18 @@ def _iou_bands(thresholds: List[float]) -> Tuple[Tuple[str, Any], ...]:
 
 
 def _focal_rpn(loss: Tuple[float, float], sampling: str, normalizer: str,
-               prior: float) -> Tuple[Tuple[str, Any], ...]:
+               prior: float, box_normalizer: str = "same") -> Tuple[Tuple[str, Any], ...]:
     """FocalRPN's objectness loss ``(alpha, gamma)``, sampling, normaliser and prior, all
-    set (the base config's values are not assumed)."""
+    set (the base config's values are not assumed), and the box loss's normaliser where it is
+    not the objectness loss's."""
     alpha, gamma = loss
+    box = (() if box_normalizer == "same" else
+           (("MODEL.RETINA_FOCAL.RPN.BOX_NORMALIZER", box_normalizer),))
     return (("MODEL.RETINA_FOCAL.RPN.FOCAL_LOSS_ALPHA", alpha),
             ("MODEL.RETINA_FOCAL.RPN.FOCAL_LOSS_GAMMA", gamma),
             ("MODEL.RETINA_FOCAL.RPN.SAMPLING", sampling),
             ("MODEL.RETINA_FOCAL.RPN.NORMALIZER", normalizer),
-            ("MODEL.RETINA_FOCAL.RPN.PRIOR_PROB", prior))
+            ("MODEL.RETINA_FOCAL.RPN.PRIOR_PROB", prior)) + box
 
 
 # Issue 17: Detectron2's RPN (BCE on 256 sampled anchors) against the focal loss replacing the
@@ -167,6 +170,10 @@ _FOCAL_RPN_SETTINGS = (
     Setting("alpha-CE all anchors", _focal_rpn((0.75, 0.0), "all", "ema", 0.01)),
     Setting("FL gamma=0.5 alpha=.5 all anchors", _focal_rpn((0.5, 0.5), "all", "ema", 0.01)),
     Setting("FL gamma=1 alpha=.25 all anchors", _focal_rpn((0.25, 1.0), "all", "ema", 0.01)),
+    # issue 27 (5): the box loss at the sampled RPN's scale (divided by 256 x images, not by
+    # the positives' EMA), the tested fix of the divergence on all anchors
+    Setting("FL all anchors prior .01, box loss / sampled", _focal_rpn(
+        (0.25, 2.0), "all", "ema", 0.01, box_normalizer="detectron2")),
 )
 _FOCAL_RPN_NOTE = (
     "No paper numbers: published evidence is mixed (YOLOv3: focal objectness about -2 mAP; "

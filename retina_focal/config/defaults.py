@@ -107,5 +107,8 @@ def add_retina_focal_config(cfg: CN) -> None:
     _C.MODEL.RETINA_FOCAL.RPN.NORMALIZER_MOMENTUM = 0.9
     # "ema" normaliser: starting value, > 0.
     _C.MODEL.RETINA_FOCAL.RPN.NORMALIZER_INIT = 100.0
+    # Box-loss divisor: "same" (NORMALIZER's, as Detectron2's RPN) or "detectron2"
+    # (BATCH_SIZE_PER_IMAGE x images whatever NORMALIZER is: the sampled RPN's box-loss scale).
+    _C.MODEL.RETINA_FOCAL.RPN.BOX_NORMALIZER = "same"
     # Initial objectness pi of every anchor, in (0, 1): 0.5 = bias 0 (Detectron2's).
     _C.MODEL.RETINA_FOCAL.RPN.PRIOR_PROB = 0.5

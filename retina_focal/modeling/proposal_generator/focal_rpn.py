@@ -28,6 +28,7 @@ from retina_focal.utils.comm import sum_over_processes
 
 __all__ = [
     "FocalRPN",
+    "RPN_BOX_NORMALIZERS",
     "RPN_NORMALIZERS",
     "RPN_SAMPLINGS",
     "build_objectness_loss",
@@ -42,6 +43,11 @@ RPN_SAMPLINGS = ("detectron2", "all")
 # MODEL.RETINA_FOCAL.RPN.NORMALIZER: "detectron2" = BATCH_SIZE_PER_IMAGE x images; "ema" = an EMA of
 # the number of positive anchors (Detectron2's RetinaNet); "batch" = the batch's positives.
 RPN_NORMALIZERS = ("detectron2", "ema", "batch")
+# MODEL.RETINA_FOCAL.RPN.BOX_NORMALIZER: what the box loss is divided by. "same" = NORMALIZER's
+# value (Detectron2's RPN divides both losses by one number); "detectron2" = BATCH_SIZE_PER_IMAGE
+# x images whatever NORMALIZER is: with "ema" / "batch" the box loss then keeps the sampled
+# RPN's scale instead of growing ~30x (positives ~65 per batch against 256 x 8)
+RPN_BOX_NORMALIZERS = ("same", "detectron2")
 # Detectron2's RPN always promotes each ground truth's best anchors (Matcher's
 # allow_low_quality_matches=True); the IoU matcher built from MODEL.RPN keys does the same.
 RPN_ALLOWS_LOW_QUALITY_MATCHES = True
@@ -114,6 +120,11 @@ class FocalRPN(RPN, HasTrainingState):
     * ``normalizer``: both losses are divided by ``batch_size_per_image`` x images
       ("detectron2"), or by the number of positive anchors of the batch ("batch") or its EMA
       ("ema", Detectron2's RetinaNet): on all anchors the sampled count means nothing;
+    * ``box_normalizer``: the box loss is divided by the same number ("same"), or by
+      ``batch_size_per_image`` x images ("detectron2") whatever ``normalizer`` is. Divided by
+      the positives (~65 per batch of 8 on the synthetic data, against 2048) its gradients are
+      ~30x the sampled RPN's at the same learning rate: the focal configs' runs on all anchors
+      diverged now and then at LR 0.02 (docs/focal_rpn.md);
     * ``prior_prob``: the objectness bias starts at -log((1 - pi) / pi) (the loss's
       ``prior_logit_bias``), so that every anchor starts at objectness pi; 0.5 is bias 0,
       Detectron2's initialisation. With all anchors a small pi (0.01) keeps the first steps'
@@ -136,6 +147,7 @@ class FocalRPN(RPN, HasTrainingState):
         normalizer: str = "detectron2",
         normalizer_momentum: float = 0.9,
         normalizer_init: float = 100.0,
+        box_normalizer: str = "same",
         prior_prob: float = 0.5,
         **kwargs,
     ):
@@ -147,6 +159,7 @@ class FocalRPN(RPN, HasTrainingState):
             normalizer: one of :data:`RPN_NORMALIZERS`.
             normalizer_momentum: EMA momentum of the "ema" normaliser, in [0, 1).
             normalizer_init: the "ema" normaliser's starting value (> 0).
+            box_normalizer: one of :data:`RPN_BOX_NORMALIZERS`.
             prior_prob: initial objectness probability of every anchor, in (0, 1).
             kwargs: everything :class:`RPN` takes, except ``anchor_matcher``.
         """
@@ -168,6 +181,9 @@ class FocalRPN(RPN, HasTrainingState):
         check_choice(normalizer, RPN_NORMALIZERS, key="normalizer",
                      note="detectron2: BATCH_SIZE_PER_IMAGE x images; ema / batch: positive "
                           "anchors")
+        check_choice(box_normalizer, RPN_BOX_NORMALIZERS, key="box_normalizer",
+                     note="same: the objectness loss's normaliser; detectron2: "
+                          "BATCH_SIZE_PER_IMAGE x images")
         check_range(normalizer_momentum, 0.0, 1.0, key="normalizer_momentum", open_high=True)
         check_positive(normalizer_init, key="normalizer_init")
         check_range(prior_prob, 0.0, 1.0, key="prior_prob", open_low=True, open_high=True,
@@ -179,6 +195,7 @@ class FocalRPN(RPN, HasTrainingState):
         self.normalizer = normalizer
         self.normalizer_momentum = float(normalizer_momentum)
         self.loss_normalizer = float(normalizer_init)  # the "ema" normaliser's state
+        self.box_normalizer = box_normalizer
         self.prior_prob = float(prior_prob)
         self._init_objectness_bias(self.rpn_head, objectness_loss, self.prior_prob)
 
@@ -187,6 +204,7 @@ class FocalRPN(RPN, HasTrainingState):
         "normalizer": "MODEL.RETINA_FOCAL.RPN.NORMALIZER",
         "normalizer_momentum": "MODEL.RETINA_FOCAL.RPN.NORMALIZER_MOMENTUM",
         "normalizer_init": "MODEL.RETINA_FOCAL.RPN.NORMALIZER_INIT",
+        "box_normalizer": "MODEL.RETINA_FOCAL.RPN.BOX_NORMALIZER",
         "prior_prob": "MODEL.RETINA_FOCAL.RPN.PRIOR_PROB",
         # raised while from_config builds the loss and the IoU matcher
         "alpha": "MODEL.RETINA_FOCAL.RPN.FOCAL_LOSS_ALPHA",
@@ -216,6 +234,7 @@ class FocalRPN(RPN, HasTrainingState):
             normalizer=f.NORMALIZER,
             normalizer_momentum=f.NORMALIZER_MOMENTUM,
             normalizer_init=f.NORMALIZER_INIT,
+            box_normalizer=f.BOX_NORMALIZER,
             prior_prob=f.PRIOR_PROB,
         )
         return ret
@@ -299,8 +318,9 @@ class FocalRPN(RPN, HasTrainingState):
 
         Returns:
             {"loss_rpn_cls", "loss_rpn_loc"}: the objectness loss over the non-ignored
-            (sampled) anchors and the box loss over the positive ones, each divided by the
-            normaliser and multiplied by its ``loss_weight``, as Detectron2's RPN.
+            (sampled) anchors and the box loss over the positive ones, each divided by its
+            normaliser (``normalizer``; the box loss's: ``box_normalizer``) and multiplied by
+            its ``loss_weight``, as Detectron2's RPN.
         """
         num_images = len(gt_labels)
         labels = torch.stack(gt_labels)  # (N, R)
@@ -325,9 +345,12 @@ class FocalRPN(RPN, HasTrainingState):
         valid = labels >= 0
         logits = cat(pred_objectness_logits, dim=1)[valid]  # (V,): the loss's (V, 1) logits
         loss_cls = self.objectness_loss(logits[:, None], objectness_class_labels(labels[valid]))
-        losses = {"loss_rpn_cls": loss_cls / normalizer, "loss_rpn_loc": loss_loc / normalizer}
+        box_normalizer = (float(self.batch_size_per_image * num_images)
+                          if self.box_normalizer == "detectron2" else normalizer)
+        losses = {"loss_rpn_cls": loss_cls / normalizer, "loss_rpn_loc": loss_loc / box_normalizer}
         return {k: v * self.loss_weight.get(k, 1.0) for k, v in losses.items()}
 
     def extra_repr(self) -> str:
         return (f"sampling={self.sampling!r}, normalizer={self.normalizer!r}, "
+                f"box_normalizer={self.box_normalizer!r}, "
                 f"prior_prob={self.prior_prob}, assigner={self.assigner!r}")
