@@ -172,7 +172,7 @@ _FOCAL_RPN_SETTINGS = (
     Setting("FL gamma=1 alpha=.25 all anchors", _focal_rpn((0.25, 1.0), "all", "ema", 0.01)),
     # issue 27 (5): the box loss at the sampled RPN's scale (divided by 256 x images, not by
     # the positives' EMA), the tested fix of the divergence on all anchors
-    Setting("FL all anchors prior .01, box loss / sampled", _focal_rpn(
+    Setting("FL all anchors prior .01 sampled box loss", _focal_rpn(
         (0.25, 2.0), "all", "ema", 0.01, box_normalizer="detectron2")),
 )
 _FOCAL_RPN_NOTE = (
