@@ -36,12 +36,12 @@ def test_a_worker_leaves_no_process_group_behind(tmp_path):
     """After its function returns, a CPU worker has destroyed the process group and dropped
     Detectron2's per-machine group, so no GLOO object is left for interpreter shutdown to free
     (freeing one there can abort the process)."""
+    import weakref
+
     import torch.distributed as dist
     from detectron2.utils import comm
 
     from retina_focal.engine.launch import DEFAULT_TIMEOUT, _cpu_worker
-
-    import weakref
 
     groups = []
 

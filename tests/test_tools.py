@@ -348,10 +348,10 @@ def test_demo_skips_unreadable_images_and_writes_the_others(trained, tmp_path, c
                        str(out), "--score-thresh", "0.05", "--device", "cpu", "MODEL.WEIGHTS",
                        trained["weights"]])
     assert status == 1
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr().err
     bad = str(inputs / "000000b.png")
-    assert f"skipped 1 unreadable image(s) (listed in images.json 'skipped_images'): {bad}" \
-        in printed
+    assert f"error: skipped 1 unreadable image(s), listed in images.json 'skipped_images': " \
+        f"{bad} (" in printed
     assert sorted(f for f in os.listdir(out) if f.endswith(".png")) == ["000000.png",
                                                                         "000001.png"]
     images = json.load(open(out / "images.json"))

@@ -51,8 +51,14 @@ def load_metrics(path: str) -> Dict[str, List[Tuple[int, float]]]:
         raise FileNotFoundError(f"{path} does not exist (give a run's OUTPUT_DIR or its "
                                 "metrics.json)")
     series: Dict[str, Dict[int, float]] = {}
-    with open(path) as f:
-        lines = f.readlines()
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.readlines()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a metrics.json (one JSON object per line): it is not "
+                         "text") from None
+    if not any(line.strip() for line in lines):
+        raise ValueError(f"{path} is empty: the run logged no metrics yet")
     for lineno, raw in enumerate(lines, 1):
         line = raw.strip()
         if not line:

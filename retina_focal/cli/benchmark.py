@@ -55,6 +55,7 @@ from retina_focal.benchmark import (
 from retina_focal.benchmark.models import DEFAULT_CONFIG, QUICK_CONFIG
 from retina_focal.benchmark.timing import log
 from retina_focal.cli._errors import reports_user_errors
+from retina_focal.config.zoo import resolve_config_file
 
 __all__ = ["build_parser", "main", "parse_args", "run"]
 
@@ -70,7 +71,8 @@ def build_parser():
     p.add_argument("--classes", type=int, default=80)
     p.add_argument("--images", type=int, default=2)
     p.add_argument("--image-size", type=int, nargs=2, default=(512, 640), metavar=("H", "W"))
-    p.add_argument("--config-file", default=DEFAULT_CONFIG, help="model config (default R50-FPN)")
+    p.add_argument("--config-file", default=None,
+                   help="model config (default R50-FPN; with --quick the tiny config)")
     p.add_argument("--no-gn-head", dest="gn_head", action="store_false",
                    help="keep the config's head norm instead of GroupNorm")
     p.add_argument("--only", choices=("loss", "train", "inference", "export"), action="append",
@@ -101,9 +103,12 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.quick:
         args.repeats, args.warmup, args.anchors, args.image_size = 1, 1, 4000, (128, 160)
-        args.config_file = QUICK_CONFIG
+    if args.config_file is None:  # a config given with --quick is the one used
+        args.config_file = QUICK_CONFIG if args.quick else DEFAULT_CONFIG
     if args.repeats < 1:
         p.error("--repeats must be >= 1")
+    # a missing config is refused now, not after the sections before the one that reads it
+    args.config_file = resolve_config_file(args.config_file)
     return args
 
 

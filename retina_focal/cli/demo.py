@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import re
+import sys
 from typing import Dict, List, Optional, Tuple
 
 import cv2
@@ -275,9 +276,11 @@ def main(args):
     print(f"{len(image_entries)} images, {len(results)} detections with score >= "
           f"{args.score_thresh}: annotated images and results.json / images.json in "
           f"{args.output}")
-    if skipped:
-        print(f"skipped {len(skipped)} unreadable image(s) (listed in images.json "
-              f"'skipped_images'): " + ", ".join(s["file_name"] for s in skipped))
+    if skipped:  # the command's one error line (exit status 1)
+        first = skipped[0]
+        print(f"error: skipped {len(skipped)} unreadable image(s), listed in images.json "
+              f"'skipped_images': {first['file_name']} ({first['error']})"
+              + (f" and {len(skipped) - 1} more" if len(skipped) > 1 else ""), file=sys.stderr)
     return {"results": results, "skipped": skipped}
 
 

@@ -44,13 +44,13 @@ def pick(dicts, image):
     if image.isdigit():
         i = int(image)
         if not 0 <= i < len(dicts):
-            raise SystemExit(f"--image {image}: the dataset has {len(dicts)} images "
+            raise SystemExit(f"error: --image {image}: the dataset has {len(dicts)} images "
                              f"(indices 0..{len(dicts) - 1})")
         return dicts[i]
     hits = [d for d in dicts if d["file_name"] == image
             or os.path.basename(d["file_name"]) == os.path.basename(image)]
     if not hits:
-        raise SystemExit(f"--image {image!r}: no image of that file name in the dataset")
+        raise SystemExit(f"error: --image {image!r}: no image of that file name in the dataset")
     return hits[0]
 
 

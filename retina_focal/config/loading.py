@@ -91,12 +91,9 @@ def check_config_kind(config_file: str, kind: str) -> str:
     if kind == "yaml" and config_file.endswith(".py"):
         raise ConfigError(f"{config_file} is a LazyConfig (.py): run it with {_LAZY_COMMAND}; "
                           "this command reads Detectron2 YAML configs")
+    if config_file.endswith((".yaml", ".yml")) or kind == "yaml":
+        data = read_yaml_text(config_file)  # not text, empty, not YAML: named here
     if kind == "lazy" and config_file.endswith((".yaml", ".yml")):
-        with PathManager.open(config_file, "r") as f:
-            try:
-                data = yaml.load(f, Loader=_TagBlindLoader)
-            except yaml.YAMLError:
-                return config_file  # LazyConfig.load reports what is wrong with the YAML
         if isinstance(data, dict) and any(k in data for k in _YACS_TOP_KEYS) and \
                 "train" not in data:
             raise ConfigError(f"{config_file} is a Detectron2 YAML config (top-level "
@@ -158,6 +155,31 @@ def _base_path(config_file: str, base: str) -> str:
     return base
 
 
+def read_yaml_text(config_file: str, loader=None):
+    """``config_file`` parsed by ``loader`` (default :class:`_TagBlindLoader`: tags read as
+    plain data, nothing constructed). A file that is not text, is empty or is not YAML is a
+    :class:`ConfigError` naming it (and the line); a Python tag, with the safe loader, an
+    :class:`UnsafeConfigError`."""
+    try:
+        with PathManager.open(config_file, "r") as f:
+            text = f.read()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{config_file} is not a text file: a config is YAML (or a "
+                          "LazyConfig .py) text") from None
+    if not text.strip():
+        raise ConfigError(f"{config_file} is empty: a config needs at least one key "
+                          "(e.g. _BASE_: the config it starts from)")
+    try:
+        return yaml.load(text, Loader=loader or _TagBlindLoader)
+    except yaml.constructor.ConstructorError as e:
+        raise _unsafe_error(config_file, e) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{config_file}{where} is not valid YAML: {problem}") from None
+
+
 def check_yaml_config(config_file: str, _chain: Optional[List[str]] = None) -> None:
     """Parse ``config_file`` and every ``_BASE_`` it names (recursively) with
     ``yaml.safe_load``, which constructs only plain data.
@@ -165,27 +187,24 @@ def check_yaml_config(config_file: str, _chain: Optional[List[str]] = None) -> N
     Raises:
         UnsafeConfigError: a file has a Python tag (or another tag the safe loader does not
             construct); the message names the file, the line and the tag.
-        ValueError: ``_BASE_`` is not a string, or the files name each other in a loop.
-        FileNotFoundError: a ``_BASE_`` file does not exist (naming the file that names it).
+        ConfigError: a file is not YAML text, or is empty; ``_BASE_`` is not a string, or
+            the files name each other in a loop.
+        ConfigFileNotFound: a ``_BASE_`` file does not exist (naming the file that names it).
     """
     chain = (_chain or []) + [config_file]
-    with PathManager.open(config_file, "r") as f:
-        try:
-            data = yaml.safe_load(f)
-        except yaml.constructor.ConstructorError as e:
-            raise _unsafe_error(config_file, e) from None
+    data = read_yaml_text(config_file, yaml.SafeLoader)
     base = data.get("_BASE_") if isinstance(data, dict) else None
     if base is None:
         return
     if not isinstance(base, str):
-        raise ValueError(f"{config_file}: _BASE_ must be a file name, got {base!r}")
+        raise ConfigError(f"{config_file}: _BASE_ must be a file name, got {base!r}")
     base_file = _base_path(config_file, base)
     if os.path.abspath(base_file) in [os.path.abspath(p) for p in chain]:
-        raise ValueError(f"{config_file}: _BASE_ files name each other in a loop: "
-                         + " -> ".join(chain + [base_file]))
+        raise ConfigError(f"{config_file}: _BASE_ files name each other in a loop: "
+                          + " -> ".join(chain + [base_file]))
     if not PathManager.exists(base_file):
-        raise FileNotFoundError(f"{config_file}: its _BASE_ {base!r} ({base_file}) does not "
-                                "exist")
+        raise ConfigFileNotFound(f"{config_file}: its _BASE_ {base!r} ({base_file}) does not "
+                                 "exist")
     check_yaml_config(base_file, chain)
 
 

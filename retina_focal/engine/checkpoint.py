@@ -8,18 +8,19 @@
   the previous ``last_checkpoint`` or the new one, each naming a complete file;
 * **clear load errors** (``MODEL.WEIGHTS`` or ``--resume``):
 
-  - a missing file: ``FileNotFoundError`` naming it;
+  - a missing file: :class:`CheckpointNotFound` (a ``FileNotFoundError``) naming it;
   - a truncated or corrupt file: :class:`CheckpointReadError` (a ``RuntimeError``) naming it
     and what the reader said;
   - a checkpoint of another architecture: if not a single tensor of the model can be loaded
-    from it, ``ValueError`` listing what is missing, unexpected and of the wrong shape. A
-    partial match stays a warning (with the same listing), because initialising from a
-    backbone-only or another detector's checkpoint is normal;
+    from it, :class:`CheckpointMismatch` (a ``ValueError``) listing what is missing,
+    unexpected and of the wrong shape. A partial match stays a warning (with the same
+    listing), because initialising from a backbone-only or another detector's checkpoint is
+    normal;
   - resuming (``--resume`` with a ``last_checkpoint``), and loading for inference
     (``for_inference=True``: evaluation, the demo, export, analysis): the file must match the
     model exactly (every parameter and persistent buffer loaded from it, nothing left over),
-    else ``ValueError`` naming the file, with the listing and the likely cause (e.g. another
-    class count: ``MODEL.RETINANET.NUM_CLASSES``). A tensor left at its random
+    else :class:`CheckpointMismatch` naming the file, with the listing and the likely cause
+    (e.g. another class count: ``MODEL.RETINANET.NUM_CLASSES``). A tensor left at its random
     initialisation would give wrong detections without any error. Only
     ``pixel_mean``/``pixel_std`` (set from the config) and BatchNorm's
     ``num_batches_tracked`` (unused in eval mode) may be absent;
@@ -48,6 +49,8 @@ from retina_focal.utils.file_io import atomic_write_bytes
 
 __all__ = [
     "CLASS_MAP_KEY",
+    "CheckpointMismatch",
+    "CheckpointNotFound",
     "CheckpointReadError",
     "ModelAttributeState",
     "RetinaFocalCheckpointer",
@@ -65,6 +68,14 @@ logger = logging.getLogger(__name__)
 
 class CheckpointReadError(UserError, RuntimeError):
     """A checkpoint file that cannot be read (truncated, corrupt, not a checkpoint)."""
+
+
+class CheckpointNotFound(UserError, FileNotFoundError):
+    """A checkpoint file (MODEL.WEIGHTS, or the one last_checkpoint names) that does not exist."""
+
+
+class CheckpointMismatch(UserError, ValueError):
+    """A checkpoint that does not fit the model (another architecture or class count)."""
 
 
 # exported models: what each file type is, and where it can be used instead
@@ -279,7 +290,7 @@ class RetinaFocalCheckpointer(DetectionCheckpointer):
         if path and _is_local(path) and not os.path.isfile(path):
             what = "the last checkpoint named in last_checkpoint" if self._resuming else \
                 "the checkpoint (MODEL.WEIGHTS)"
-            raise FileNotFoundError(f"Cannot load {what}: file {path!r} does not exist")
+            raise CheckpointNotFound(f"Cannot load {what}: file {path!r} does not exist")
         self._path = path
         extra = super().load(path, *args, **kwargs)
         if extra.get(CLASS_MAP_KEY) is not None:
@@ -296,7 +307,7 @@ class RetinaFocalCheckpointer(DetectionCheckpointer):
 
     def _load_model(self, checkpoint: Any):
         if not isinstance(checkpoint.get("model"), dict):
-            raise ValueError(
+            raise CheckpointMismatch(
                 f"The checkpoint holds no state_dict under 'model' (found "
                 f"{type(checkpoint.get('model')).__name__}); keys: {sorted(checkpoint)[:10]}"
             )
@@ -315,7 +326,7 @@ class RetinaFocalCheckpointer(DetectionCheckpointer):
             return incompatible
         listing = describe_mismatch(missing, unexpected, shapes)
         if num_loaded == 0:
-            raise ValueError(
+            raise CheckpointMismatch(
                 f"The checkpoint {self._path!r} does not fit this model: none of the model's "
                 f"{len(model_keys)} tensors could be loaded from it (is it a checkpoint of "
                 f"another architecture?)\n{listing}"
@@ -325,7 +336,7 @@ class RetinaFocalCheckpointer(DetectionCheckpointer):
                                           self.num_classes_key)
             what = ("Cannot resume: the last checkpoint" if self._resuming else
                     "Cannot run inference with the checkpoint")
-            raise ValueError(
+            raise CheckpointMismatch(
                 f"{what} {self._path!r} does not match the model exactly ({num_loaded} of its "
                 f"{len(model_keys)} tensors fit; the others would keep their random "
                 f"initialisation and give wrong detections).\nLikely cause: {cause}\n{listing}"

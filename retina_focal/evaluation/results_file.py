@@ -3,7 +3,6 @@
 model), reported as :mod:`.coco_report` reports a model's evaluation."""
 import contextlib
 import io
-import json
 import logging
 import math
 import os
@@ -14,6 +13,8 @@ import numpy as np
 from retina_focal.data.checks import bbox_problem
 from retina_focal.data.datasets.coco import check_coco_boxes
 from retina_focal.evaluation.coco_report import coco_eval_report, run_cocoeval, write_report
+from retina_focal.utils.errors import DataError
+from retina_focal.utils.file_io import read_json
 
 __all__ = ["check_results_against_gt", "evaluate_results_file"]
 
@@ -60,15 +61,15 @@ def check_results_against_gt(results: List[Dict], coco_gt, results_name: str = "
     ranked like any other and changes AP. The message names the first bad detection's index,
     the field, its value and type, and how many more detections are bad."""
     if not isinstance(results, list):
-        raise ValueError(f"{results_name}: expected a JSON list of detections (COCO results "
-                         f"format), got {type(results).__name__}")
+        raise DataError(f"{results_name}: expected a JSON list of detections (COCO results "
+                        f"format), got {type(results).__name__}")
     required = ("image_id", "category_id", "bbox", "score")
     bad = []  # (index, problem)
     for i, det in enumerate(results):
         missing = [k for k in required if not isinstance(det, dict) or k not in det]
         if missing:
-            raise ValueError(f"{results_name}: detection #{i} lacks {missing}; each detection "
-                             f"needs {list(required)} (COCO results format): {det!r}"[:500])
+            raise DataError(f"{results_name}: detection #{i} lacks {missing}; each detection "
+                            f"needs {list(required)} (COCO results format): {det!r}"[:500])
         problem = _detection_problem(det)
         if problem:
             bad.append((i, problem))
@@ -76,7 +77,7 @@ def check_results_against_gt(results: List[Dict], coco_gt, results_name: str = "
         i, problem = bad[0]
         more = (f"; {len(bad) - 1} more of the {len(results)} detections are malformed"
                 if len(bad) > 1 else "")
-        raise ValueError(f"{results_name}: detection #{i}: {problem}{more}")
+        raise DataError(f"{results_name}: detection #{i}: {problem}{more}")
 
     def _ids(values):
         values = sorted(values)
@@ -85,13 +86,13 @@ def check_results_against_gt(results: List[Dict], coco_gt, results_name: str = "
 
     bad_images = {d["image_id"] for d in results} - set(coco_gt.getImgIds())
     if bad_images:
-        raise ValueError(
+        raise DataError(
             f"{results_name}: image_id {_ids(bad_images)} not in {gt_name} (which has "
             f"{len(coco_gt.getImgIds())} images, ids {_ids(coco_gt.getImgIds())})"
         )
     bad_cats = {d["category_id"] for d in results} - set(coco_gt.getCatIds())
     if bad_cats:
-        raise ValueError(
+        raise DataError(
             f"{results_name}: category_id {_ids(bad_cats)} not in {gt_name}, whose "
             f"category ids are {_ids(coco_gt.getCatIds())}"
         )
@@ -105,19 +106,16 @@ def evaluate_results_file(results_file: str, gt_json: str,
     """
     from pycocotools.coco import COCO
 
-    for path, what in ((results_file, "results file"), (gt_json, "ground-truth JSON")):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{what} {path!r} does not exist")
+    results = read_json(results_file, "results file")
+    gt = read_json(gt_json, "ground-truth JSON")
+    if not isinstance(gt, dict) or "annotations" not in gt or "images" not in gt:
+        raise DataError(f"{gt_json} has no 'images' and 'annotations': it is not a COCO "
+                        "ground-truth file to evaluate against")
     with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO(gt_json)
-    if "annotations" not in coco_gt.dataset:
-        raise ValueError(f"{gt_json} has no 'annotations': it cannot be evaluated against")
+        coco_gt = COCO()
+        coco_gt.dataset = gt
+        coco_gt.createIndex()
     check_coco_boxes(coco_gt.dataset, gt_json, os.path.splitext(os.path.basename(gt_json))[0])
-    with open(results_file) as f:
-        try:
-            results = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"results file {results_file!r} is not valid JSON: {e}") from e
     check_results_against_gt(results, coco_gt, results_name=results_file, gt_name=gt_json)
     coco_eval, summary = run_cocoeval(coco_gt, results)
     logger.info("COCOeval summary:\n" + summary)

@@ -21,6 +21,7 @@ import threading
 from typing import IO, Any, Callable, Optional
 
 __all__ = [
+    "read_json",
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_json",
@@ -124,3 +125,28 @@ def atomic_write_text(path: str, text: str) -> None:
 def atomic_write_json(path: str, data: Any, **dump_kwargs) -> None:
     """``json.dump(data, file, **dump_kwargs)`` atomically to ``path``."""
     atomic_write(path, lambda f: json.dump(data, f, **dump_kwargs), binary=False)
+
+
+def read_json(path: str, what: str = "JSON file") -> Any:
+    """The JSON document in ``path``; what is wrong with it as a
+    :class:`~retina_focal.utils.errors.DataError` (or ``DataFileNotFound``) naming ``what``
+    and ``path``: missing, a folder, not text, empty, or not valid JSON (with the line)."""
+    import json
+
+    from retina_focal.utils.errors import DataError, DataFileNotFound
+
+    if not os.path.exists(path):
+        raise DataFileNotFound(f"{what} {path!r} does not exist")
+    if os.path.isdir(path):
+        raise DataError(f"{what} {path!r} is a folder, not a JSON file")
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError:
+        raise DataError(f"{what} {path!r} is not a text file (JSON is text)") from None
+    if not text.strip():
+        raise DataError(f"{what} {path!r} is empty")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{what} {path!r} is not valid JSON: {e}") from None

@@ -18,6 +18,7 @@ from detectron2.data.datasets import register_coco_instances
 
 from retina_focal.data.checks import bbox_problem, describe_annotation
 from retina_focal.utils.errors import DataError, DataFileNotFound
+from retina_focal.utils.file_io import read_json
 
 __all__ = [
     "DatasetSpec",
@@ -87,11 +88,7 @@ def check_coco_boxes(data: Dict, json_file: str, dataset: str) -> None:
 
 def _read_coco_json(name: str, json_file: str) -> List[Dict]:
     """The categories of a COCO instances file, after checking its layout and boxes."""
-    with open(json_file) as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{json_file} is not valid JSON: {e}") from e
+    data = read_json(json_file, f"--dataset {name}: annotation file")
     if not isinstance(data, dict) or not isinstance(data.get("categories"), list):
         raise DataError(f"{json_file} is not a COCO instances file: it has no 'categories' "
                          "list")

@@ -32,6 +32,7 @@ from typing import Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
+from retina_focal.utils.errors import DataError
 from retina_focal.utils.file_io import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ class SyntheticConfig:
         ]
         for key, ok in checks:
             if not ok:
-                raise ValueError(
+                raise DataError(
                     f"SyntheticConfig.{key}={getattr(self, key)!r} is invalid "
                     f"(config: {self})"
                 )

@@ -1,0 +1,339 @@
+"""Issue 28: every command, every input. Each row of BAD is one command given one kind of bad
+input (missing, empty, truncated, wrong kind of file, an odd image, other classes, a misspelt
+key in YAML or LazyConfig, an option in an odd place). Each must end with a non-zero status,
+exactly one ``error:`` line naming the file, key or value (the row's fragment), no traceback,
+and no change to any file of an existing run directory handed to it. GOOD is the happy path of
+each command, on the same inputs. docs/reliability.md lists these rows as they are."""
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+
+import numpy as np
+import pytest
+from conftest import CONFIGS, TINY_CONFIG
+from PIL import Image
+
+from retina_focal.cli import main
+
+LAZY_TINY = os.path.join(CONFIGS, "Synthetic", "retina_focal_R_18_FPN_tiny.py")
+RPN_YAML = os.path.join(CONFIGS, "Synthetic", "faster_rcnn_focal_rpn_R_18_FPN_synthetic.yaml")
+CPU = ["MODEL.DEVICE", "cpu"]
+
+
+def snapshot(directory):
+    out = {}
+    for root, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, directory)] = (os.path.getmtime(path),
+                                                         hashlib.sha1(f.read()).hexdigest())
+    return out
+
+
+@pytest.fixture(scope="module")
+def files(trained, tmp_path_factory):
+    """Every bad (and good) input the rows name, in one folder; ``run`` is a copy of the
+    trained tiny run (a finished OUTPUT_DIR)."""
+    d = tmp_path_factory.mktemp("inputs")
+    f = {"dir": str(d)}
+
+    def put(name, data):
+        path = d / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        (path.write_bytes if isinstance(data, bytes) else path.write_text)(data)
+        f[name] = str(path)
+        return str(path)
+
+    weights = open(trained["weights"], "rb").read()
+    put("weights.pth", weights)
+    put("truncated.pth", weights[: len(weights) // 2])
+    put("empty.pth", b"")
+    put("text.pth", "not a checkpoint\n")
+    put("model.onnx", b"\x08\x07" + b"\x00" * 64)
+    put("empty.yaml", "")
+    put("not_yaml.yaml", "MODEL: [unclosed\n  - : :\n")
+    put("image_as_config.yaml", b"\x89PNG\r\n\x1a\n" + b"\x00" * 32)
+    put("misspelt.yaml", f'_BASE_: "{TINY_CONFIG}"\nMODEL:\n  RETINANET:\n    NUM_CLASSE: 6\n')
+    put("empty.json", "")
+    put("truncated.json", '{"images": [{"id": 1, "file_name": "a.png"')
+    put("list.json", "[1, 2, 3]\n")
+    put("no_categories.json", json.dumps({"images": [], "annotations": []}))
+    gt = json.load(open(trained["gt_json"]))
+    # another dataset: 3 classes with odd ids, on the same images
+    other = dict(gt, categories=[{"id": i, "name": n} for i, n in
+                                 [(3, "kiwi"), (7, "plum"), (12, "fig")]],
+                 annotations=[dict(a, category_id=[3, 7, 12][a["category_id"] % 3])
+                              for a in gt["annotations"]])
+    put("other_classes.json", json.dumps(other))
+    shutil.copytree(trained["image_dir"], d / "images")
+    f["images"] = str(d / "images")
+    f["gt_json"] = trained["gt_json"]
+    first = sorted(os.listdir(trained["image_dir"]))[0]
+    f["image"] = os.path.join(trained["image_dir"], first)
+    png = open(f["image"], "rb").read()
+    put("truncated.png", png[: len(png) // 3])
+    put("empty.png", b"")
+    put("text.png", "hello\n")
+    rgb = np.asarray(Image.open(f["image"]).convert("RGB"))
+    Image.fromarray((rgb[..., 0].astype(np.uint16) * 257)).save(d / "gray16.png")
+    f["gray16.png"] = str(d / "gray16.png")
+    Image.fromarray(rgb).convert("CMYK").save(d / "cmyk.jpg")
+    f["cmyk.jpg"] = str(d / "cmyk.jpg")
+    results = json.load(open(trained["results"]))
+    put("results.json", json.dumps(results))
+    put("results_bad_ids.json", json.dumps([dict(r, category_id=99) for r in results[:5]]))
+    shutil.copytree(trained["out"], d / "run")
+    f["run"] = str(d / "run")
+    put("empty_metrics/metrics.json", "")
+    return f
+
+
+def _quiet_stale_handlers():
+    """Loggers set up by earlier in-process commands may hold streams pytest has closed since:
+    drop those handlers (a process runs one command and has no such handler)."""
+    for logger in [logging.getLogger()] + [logging.getLogger(n) for n in
+                                           logging.Logger.manager.loggerDict]:
+        for h in list(getattr(logger, "handlers", [])):
+            stream = getattr(h, "stream", None)
+            if stream is not None and getattr(stream, "closed", False):
+                logger.removeHandler(h)
+
+
+# (id, argv with {placeholders} of `files`, fragment of the error line)
+BAD = [
+    # ---- train (YAML) --------------------------------------------------------------------
+    ("train-config-missing", "train --config-file {dir}/nope.yaml", "nope.yaml' does not exist"),
+    ("train-config-empty", "train --config-file {empty.yaml}", "empty.yaml is empty"),
+    ("train-config-not-yaml", "train --config-file {not_yaml.yaml}", "not_yaml.yaml"),
+    ("train-config-binary", "train --config-file {image_as_config.yaml}", "image_as_config.yaml"),
+    ("train-config-py", f"train --config-file {LAZY_TINY}", "is a LazyConfig (.py)"),
+    ("train-config-folder", "train --config-file {dir}", "is a folder"),
+    ("train-key-misspelt-file", "train --config-file {misspelt.yaml}",
+     "unknown config key MODEL.RETINANET.NUM_CLASSE. Did you mean MODEL.RETINANET.NUM_CLASSES"),
+    ("train-key-misspelt-override",
+     f"train --config-file {TINY_CONFIG} MODEL.RETINANET.NUM_CLASSE 6",
+     "unknown config key MODEL.RETINANET.NUM_CLASSE"),
+    ("train-value-wrong-type", f"train --config-file {TINY_CONFIG} SOLVER.BASE_LR fast",
+     "SOLVER.BASE_LR"),
+    ("train-option-after-overrides",
+     f"train --config-file {TINY_CONFIG} MODEL.DEVICE cpu --dataset x={{gt_json}}:{{images}}",
+     "option --dataset comes after the KEY VALUE"),
+    ("train-weights-missing", f"train --config-file {TINY_CONFIG} OUTPUT_DIR {{dir}}/o1 "
+     "MODEL.WEIGHTS {dir}/nope.pth", "nope.pth' does not exist"),
+    ("train-weights-truncated", f"train --config-file {TINY_CONFIG} OUTPUT_DIR {{dir}}/o2 "
+     "MODEL.WEIGHTS {truncated.pth}", "truncated.pth"),
+    ("train-weights-empty", f"train --config-file {TINY_CONFIG} OUTPUT_DIR {{dir}}/o3 "
+     "MODEL.WEIGHTS {empty.pth}", "empty.pth"),
+    ("train-weights-text", f"train --config-file {TINY_CONFIG} OUTPUT_DIR {{dir}}/o4 "
+     "MODEL.WEIGHTS {text.pth}", "is a text file"),
+    ("train-weights-onnx", f"train --config-file {TINY_CONFIG} OUTPUT_DIR {{dir}}/o5 "
+     "MODEL.WEIGHTS {model.onnx}", "an ONNX model"),
+    ("train-dataset-json-missing", f"train --config-file {TINY_CONFIG} --dataset "
+     "d1={dir}/nope.json:{images}", "annotation file"),
+    ("train-dataset-json-empty", f"train --config-file {TINY_CONFIG} --dataset "
+     "d2={empty.json}:{images}", "empty.json"),
+    ("train-dataset-json-truncated", f"train --config-file {TINY_CONFIG} --dataset "
+     "d3={truncated.json}:{images}", "truncated.json' is not valid JSON"),
+    ("train-dataset-json-list", f"train --config-file {TINY_CONFIG} --dataset "
+     "d4={list.json}:{images}", "list.json is not a COCO instances file"),
+    ("train-dataset-no-categories", f"train --config-file {TINY_CONFIG} --dataset "
+     "d5={no_categories.json}:{images}", "no_categories.json"),
+    ("train-dataset-images-missing", f"train --config-file {TINY_CONFIG} --dataset "
+     "d6={gt_json}:{dir}/nope_dir", "image folder"),
+    ("train-dataset-unregistered", f"train --config-file {TINY_CONFIG} DATASETS.TRAIN "
+     "('my_train',)", "DATASETS.TRAIN: dataset 'my_train' is not registered"),
+    ("train-classes-other-count", f"train --config-file {TINY_CONFIG} --dataset "
+     "d7={other_classes.json}:{images} DATASETS.TRAIN ('d7',)", "has 3 categories"),
+    ("train-over-finished-run", f"train --config-file {TINY_CONFIG} OUTPUT_DIR {{run}}",
+     "already holds a training run"),
+    # ---- lazy-train ------------------------------------------------------------------------
+    ("lazy-config-missing", "lazy-train --config-file {dir}/nope.py", "nope.py' does not exist"),
+    ("lazy-config-yaml", f"lazy-train --config-file {TINY_CONFIG}",
+     "is a Detectron2 YAML config"),
+    ("lazy-key-misspelt", f"lazy-train --config-file {LAZY_TINY} train.eval_perod=1",
+     "no key 'train.eval_perod'"),
+    ("lazy-argument-misspelt", f"lazy-train --config-file {LAZY_TINY} model.head.prior_prb=0.1",
+     "RetinaFocalHead has no argument 'prior_prb'"),
+    ("lazy-over-finished-run", f"lazy-train --config-file {LAZY_TINY} train.output_dir={{run}} "
+     "train.device=cpu", "already holds a training run"),
+    ("lazy-dataset-unregistered", f"lazy-train --config-file {LAZY_TINY} "
+     "dataloader.train.dataset.names=my_train", "dataset 'my_train' is not registered"),
+    # ---- eval ------------------------------------------------------------------------------
+    ("eval-results-missing", "eval --results {dir}/nope.json --gt-json {gt_json}", "nope.json"),
+    ("eval-results-empty", "eval --results {empty.json} --gt-json {gt_json}", "empty.json"),
+    ("eval-results-truncated", "eval --results {truncated.json} --gt-json {gt_json}",
+     "truncated.json"),
+    ("eval-results-other-classes", "eval --results {results_bad_ids.json} --gt-json {gt_json}",
+     "99"),
+    ("eval-gt-missing", "eval --results {results.json} --gt-json {dir}/nope.json", "nope.json"),
+    ("eval-gt-truncated", "eval --results {results.json} --gt-json {truncated.json}",
+     "truncated.json"),
+    ("eval-weights-missing", f"eval --config-file {TINY_CONFIG} MODEL.WEIGHTS {{dir}}/nope.pth "
+     "OUTPUT_DIR {dir}/e1", "nope.pth' does not exist"),
+    ("eval-weights-truncated", f"eval --config-file {TINY_CONFIG} MODEL.WEIGHTS "
+     "{truncated.pth} OUTPUT_DIR {dir}/e2", "truncated.pth"),
+    ("eval-classes-other-names", f"eval --config-file {TINY_CONFIG} --gt-json "
+     "{other_classes.json} --image-dir {images} MODEL.WEIGHTS {weights.pth} "
+     "MODEL.RETINANET.NUM_CLASSES 3 OUTPUT_DIR {dir}/e3", "NUM_CLASSES"),
+    # ---- demo ------------------------------------------------------------------------------
+    ("demo-input-missing", f"demo --config-file {TINY_CONFIG} --input {{dir}}/nope.png "
+     "--output {dir}/d1 MODEL.WEIGHTS {weights.pth}", "nope.png"),
+    ("demo-input-truncated", f"demo --config-file {TINY_CONFIG} --input {{truncated.png}} "
+     "--output {dir}/d2 MODEL.WEIGHTS {weights.pth}", "truncated.png"),
+    ("demo-input-empty", f"demo --config-file {TINY_CONFIG} --input {{empty.png}} "
+     "--output {dir}/d3 MODEL.WEIGHTS {weights.pth}", "empty.png"),
+    ("demo-input-text", f"demo --config-file {TINY_CONFIG} --input {{text.png}} "
+     "--output {dir}/d4 MODEL.WEIGHTS {weights.pth}", "text.png"),
+    ("demo-weights-missing", f"demo --config-file {TINY_CONFIG} --input {{image}} "
+     "--output {dir}/d5 MODEL.WEIGHTS {dir}/nope.pth", "nope.pth' does not exist"),
+    ("demo-coco-json-other-classes", f"demo --config-file {TINY_CONFIG} --input {{images}} "
+     "--coco-json {other_classes.json} --output {dir}/d6 MODEL.WEIGHTS {weights.pth}",
+     "differ"),
+    ("demo-score-thresh", f"demo --config-file {TINY_CONFIG} --input {{image}} --score-thresh 2 "
+     "--output {dir}/d7 MODEL.WEIGHTS {weights.pth}", "--score-thresh 2.0 is invalid"),
+    # ---- export ----------------------------------------------------------------------------
+    ("export-weights-missing", f"export --config-file {TINY_CONFIG} --output {{dir}}/x1 "
+     "MODEL.WEIGHTS {dir}/nope.pth", "nope.pth' does not exist"),
+    ("export-weights-text", f"export --config-file {TINY_CONFIG} --output {{dir}}/x2 "
+     "MODEL.WEIGHTS {text.pth}", "is a text file"),
+    ("export-sample-missing", f"export --config-file {TINY_CONFIG} --output {{dir}}/x3 "
+     "--sample-image {dir}/nope.png MODEL.WEIGHTS {weights.pth}", "nope.png"),
+    ("export-sample-truncated", f"export --config-file {TINY_CONFIG} --output {{dir}}/x4 "
+     "--sample-image {truncated.png} MODEL.WEIGHTS {weights.pth}", "truncated.png"),
+    ("export-verify-unregistered", f"export --config-file {TINY_CONFIG} --format onnx --output "
+     "{dir}/x5 --verify-dataset my_val MODEL.WEIGHTS {weights.pth}",
+     "--verify-dataset: dataset 'my_val' is not registered"),
+    ("export-two-stage-onnx", f"export --config-file {RPN_YAML} --format onnx --output "
+     "{dir}/x6 MODEL.DEVICE cpu", "--format torchscript"),
+    # ---- analyze / visualize ---------------------------------------------------------------
+    ("analyze-config-missing", "analyze --config-file {dir}/nope.yaml --output {dir}/a1",
+     "nope.yaml' does not exist"),
+    ("analyze-dataset-truncated", f"analyze --config-file {TINY_CONFIG} --dataset "
+     "a2={truncated.json}:{images} --dataset-name a2 --output {dir}/a2", "truncated.json"),
+    ("analyze-key-misspelt", f"analyze --config-file {TINY_CONFIG} --output {{dir}}/a3 "
+     "MODEL.RETINA_FOCAL.ASIGNER_NAME x", "unknown config key MODEL.RETINA_FOCAL.ASIGNER_NAME"),
+    ("visualize-dataset-unregistered", f"visualize --config-file {TINY_CONFIG} --dataset-name "
+     "my_val --output {dir}/v1.png", "dataset 'my_val' is not registered"),
+    ("visualize-image-out-of-range", f"visualize --config-file {TINY_CONFIG} --image 100000 "
+     "--output {dir}/v2.png", "100000"),
+    # ---- plot ------------------------------------------------------------------------------
+    ("plot-run-missing", "plot {dir}/nope_run --output {dir}/p1", "nope_run"),
+    ("plot-metrics-empty", "plot {dir}/empty_metrics --output {dir}/p2", "metrics.json"),
+    ("plot-wrong-kind", "plot {image} --output {dir}/p3", "png"),
+    # ---- ablate / imbalance / benchmark ----------------------------------------------------
+    ("ablate-study-unknown", f"ablate --config-file {TINY_CONFIG} --study 9z --output {{dir}}/b1",
+     "Unknown study '9z'"),
+    ("ablate-schedule-unknown", f"ablate --config-file {TINY_CONFIG} --study 1a --schedule fast "
+     "--output {dir}/b2", "Unknown schedule 'fast'"),
+    ("ablate-setting-unknown", f"ablate --config-file {TINY_CONFIG} --study 1a --settings "
+     "alpha=0.3 --schedule tiny --output {dir}/b3", "alpha=0.3"),
+    ("ablate-seeds-bad", f"ablate --config-file {TINY_CONFIG} --study 1a --seeds one "
+     "--schedule tiny --output {dir}/b4", "one"),
+    ("ablate-config-missing", "ablate --config-file {dir}/nope.yaml --study 1a --schedule tiny "
+     "--output {dir}/b5", "nope.yaml"),
+    ("imbalance-datasets-unregistered", f"imbalance --config-file {TINY_CONFIG} --datasets "
+     "my_val --output {dir}/i1", "--datasets: dataset 'my_val' is not registered"),
+    ("make-dataset-bad-count", "make-dataset --output {dir}/m1 --num-train -3", "-3"),
+    ("plot-focal-loss-dataset-unregistered", f"plot-focal-loss --output {{dir}}/f1 "
+     f"--config-file {TINY_CONFIG} --dataset my_val MODEL.WEIGHTS {{weights.pth}}",
+     "dataset 'my_val' is not registered"),
+    ("benchmark-config-missing", "benchmark --only loss --quick --config-file {dir}/nope.yaml "
+     "--output {dir}/k1.json", "nope.yaml"),
+]
+
+
+def _argv(template, files):
+    # split first (paths have no spaces here), then fill the {name} placeholders
+    return [re.sub(r"\{([^{}]+)\}", lambda m: files[m.group(1)], part)
+            for part in template.split()]
+
+
+@pytest.mark.parametrize("row", BAD, ids=[r[0] for r in BAD])
+def test_bad_input_is_one_error_line_and_changes_nothing(row, files, capsys, monkeypatch):
+    _, template, fragment = row
+    monkeypatch.chdir(files["dir"])
+    _quiet_stale_handlers()
+    before = snapshot(files["run"])
+    status = main(_argv(template, files))
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error: " in line]
+    assert status != 0, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert len(errors) == 1, err[-3000:]
+    # the message: the error line and what follows it (a listing, the likely cause)
+    message = err[err.index(errors[0]):]
+    assert fragment in message, message
+    assert snapshot(files["run"]) == before
+
+
+# (id, argv, a file or folder the command must have written)
+GOOD = [
+    ("train", f"train --config-file {TINY_CONFIG} OUTPUT_DIR {{dir}}/g_train",
+     "g_train/model_final.pth"),
+    ("lazy-train", f"lazy-train --config-file {LAZY_TINY} train.output_dir={{dir}}/g_lazy "
+     "train.device=cpu", "g_lazy/model_final.pth"),
+    ("eval-results", "eval --results {results.json} --gt-json {gt_json} --output {dir}/g_eval",
+     "g_eval/coco_report.json"),
+    ("eval-checkpoint", f"eval --config-file {TINY_CONFIG} MODEL.WEIGHTS {{weights.pth}} "
+     "OUTPUT_DIR {dir}/g_eval2", "g_eval2/inference"),
+    # a 16-bit grey PNG and a CMYK JPEG: read as 8-bit RGB (16-bit scaled, not saturated)
+    ("demo-odd-images", f"demo --config-file {TINY_CONFIG} --input {{gray16.png}} {{cmyk.jpg}} "
+     "--output {dir}/g_demo MODEL.WEIGHTS {weights.pth}", "g_demo/results.json"),
+    ("export-16-bit-sample", f"export --config-file {TINY_CONFIG} --output {{dir}}/g_export "
+     "--sample-image {gray16.png} MODEL.WEIGHTS {weights.pth}", "g_export/model.ts"),
+    ("analyze", f"analyze --config-file {TINY_CONFIG} --max-images 2 --output {{dir}}/g_an",
+     "g_an/assignment.json"),
+    ("visualize", f"visualize --config-file {TINY_CONFIG} --output {{dir}}/g_vis.png",
+     "g_vis.png"),
+    ("plot", "plot {run} --output {dir}/g_plot", "g_plot/summary.json"),
+    ("ablate", f"ablate --config-file {TINY_CONFIG} --study 1a --settings alpha=0.75 "
+     "--schedule tiny --output {dir}/g_ab", "g_ab/results.md"),
+    ("imbalance", f"imbalance --config-file {TINY_CONFIG} --datasets synthetic_shapes_tiny_val "
+     "--max-images 2 --coco-config '' --output {dir}/g_imb", "g_imb"),
+    ("benchmark", "benchmark --only loss --quick --output {dir}/g_bench.json", "g_bench.json"),
+    ("make-dataset", "make-dataset --output {dir}/g_ds --num-train 2 --num-val 2",
+     "g_ds"),
+    ("plot-focal-loss", "plot-focal-loss --output {dir}/g_fl", "g_fl"),
+]
+
+
+@pytest.mark.parametrize("row", GOOD, ids=[r[0] for r in GOOD])
+def test_the_happy_path_of_every_command(row, files, capsys, monkeypatch):
+    _, template, written = row
+    monkeypatch.chdir(files["dir"])
+    _quiet_stale_handlers()
+    before = snapshot(files["run"])
+    argv = [a if a != "''" else "" for a in _argv(template, files)]
+    status = main(argv)
+    captured = capsys.readouterr()
+    assert status == 0, captured.out[-2000:] + captured.err[-3000:]
+    assert not [line for line in captured.err.splitlines() if line.startswith("error: ")]
+    assert os.path.exists(os.path.join(files["dir"], written))
+    assert snapshot(files["run"]) == before
+
+
+def test_every_command_has_a_bad_and_a_good_row():
+    from retina_focal.cli import COMMANDS
+
+    untested = {"gpu-checks", "benchmark-synthetic"}  # CUDA-only; a timing tool of the data path
+    bad = {r[1].split()[0] for r in BAD}
+    good = {r[1].split()[0] for r in GOOD}
+    assert set(COMMANDS) - untested <= bad
+    assert set(COMMANDS) - untested <= good
+
+
+def test_docs_reliability_lists_every_row_as_it_is():
+    """docs/reliability.md's table "Every command, every input" is BAD, row for row."""
+    from conftest import REPO
+
+    text = open(os.path.join(REPO, "docs", "reliability.md"), encoding="utf-8").read()
+    section = text.split("### Every command, every input", 1)[1].split("\n### ", 1)[0]
+    documented = re.findall(r"^\| `([^`]+)` \| `retina-focal ([^`]+)` \| `(.+)` \|$", section,
+                            re.M)
+    assert [(rid, frag) for rid, _, frag in documented] == [(r[0], r[2]) for r in BAD]
+    for (rid, command, _), row in zip(documented, BAD):
+        assert command.split()[0] == row[1].split()[0], rid
