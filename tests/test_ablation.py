@@ -232,13 +232,15 @@ def test_focal_rpn_studies_build_the_rpn_they_name():
     assert proposals.labels() == detector.labels()
     assert proposals.labels()[:4] == ["BCE + sampler (Detectron2)", "FL all anchors prior .01",
                                       "FL + sampler", "alpha-CE all anchors"]
-    expected = {  # label -> (alpha, gamma, sampling, normalizer, prior)
-        "BCE + sampler (Detectron2)": (-1.0, 0.0, "detectron2", "detectron2", 0.5),
-        "FL all anchors prior .01": (0.25, 2.0, "all", "ema", 0.01),
-        "FL + sampler": (0.25, 2.0, "detectron2", "detectron2", 0.5),
-        "alpha-CE all anchors": (0.75, 0.0, "all", "ema", 0.01),
-        "FL gamma=0.5 alpha=.5 all anchors": (0.5, 0.5, "all", "ema", 0.01),
-        "FL gamma=1 alpha=.25 all anchors": (0.25, 1.0, "all", "ema", 0.01),
+    expected = {  # label -> (alpha, gamma, sampling, normalizer, prior, box normaliser)
+        "BCE + sampler (Detectron2)": (-1.0, 0.0, "detectron2", "detectron2", 0.5, "same"),
+        "FL all anchors prior .01": (0.25, 2.0, "all", "ema", 0.01, "same"),
+        "FL + sampler": (0.25, 2.0, "detectron2", "detectron2", 0.5, "same"),
+        "alpha-CE all anchors": (0.75, 0.0, "all", "ema", 0.01, "same"),
+        "FL gamma=0.5 alpha=.5 all anchors": (0.5, 0.5, "all", "ema", 0.01, "same"),
+        "FL gamma=1 alpha=.25 all anchors": (0.25, 1.0, "all", "ema", 0.01, "same"),
+        "FL all anchors prior .01 sampled box loss": (0.25, 2.0, "all", "ema", 0.01,
+                                                      "detectron2"),
     }
     for study, arch in ((proposals, "ProposalNetwork"), (detector, "GeneralizedRCNN")):
         for setting in study.settings:
@@ -247,7 +249,8 @@ def test_focal_rpn_studies_build_the_rpn_they_name():
             rpn = build_model(cfg).proposal_generator
             assert isinstance(rpn, FocalRPN)
             loss = rpn.objectness_loss
-            got = (loss.alpha, loss.gamma, rpn.sampling, rpn.normalizer, rpn.prior_prob)
+            got = (loss.alpha, loss.gamma, rpn.sampling, rpn.normalizer, rpn.prior_prob,
+                   rpn.box_normalizer)
             assert got == expected[setting.label], setting.label
             if study is proposals:  # AR@1000 needs 1000 proposals per image
                 assert cfg.MODEL.RPN.POST_NMS_TOPK_TEST == 1000

@@ -317,3 +317,50 @@ def test_a_failing_save_leaves_no_file_and_keeps_last_checkpoint(tmp_path):
         ckpt.save("model_0000002", bad=Unpicklable())
     assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000001.pth"]
     assert open(tmp_path / "last_checkpoint").read() == "model_0000001.pth"
+
+
+# Faster R-CNN with the focal RPN (the third training config family): RoI sampling draws from
+# torch's generator, which a resume must continue (ProcessRngState), and the focal RPN's EMA
+# normaliser lives on the proposal generator
+RPN_CONFIG = os.path.join(CONFIGS, "Synthetic", "faster_rcnn_focal_rpn_R_18_FPN_synthetic.yaml")
+RPN_OPTS = OPTS[:OPTS.index("MODEL.RETINANET.SCORE_THRESH_TEST")] + [
+    "DATASETS.TRAIN", "('synthetic_shapes_tiny_train',)", "DATASETS.TEST", "()",
+    "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "128",
+    "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "128",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32"]
+
+
+def _rpn_tool(flags, out_dir):
+    return ["tools/train_net.py", "--config-file", RPN_CONFIG] + flags + RPN_OPTS + [
+        "OUTPUT_DIR", out_dir]
+
+
+def test_focal_rpn_faster_rcnn_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
+    """Issue 28: a kill-and-resume test for every training config family. The resumed run's
+    final weights equal the uninterrupted run's bit for bit: the focal RPN's EMA normaliser
+    and the generators RoI sampling draws from continue instead of restarting."""
+    reference = str(tmp_path / "reference")
+    proc = run_tool(_rpn_tool([], reference), cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = str(tmp_path / "killed")
+    p = subprocess.Popen([sys.executable] + _rpn_tool([], run_dir), cwd=REPO, env=_env(),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tag = os.path.join(run_dir, "last_checkpoint")
+    deadline = time.time() + 300
+    while time.time() < deadline and p.poll() is None:
+        if os.path.exists(tag) and open(tag).read().strip() in (
+                "model_0000001.pth", "model_0000002.pth"):
+            p.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    assert p.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
+    proc = run_tool(_rpn_tool(["--resume"], run_dir), cwd=REPO)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    ref = _load(os.path.join(reference, "model_final.pth"))
+    run = _load(os.path.join(run_dir, "model_final.pth"))
+    assert ref["iteration"] == run["iteration"] == 3
+    for k, v in ref["model"].items():
+        assert torch.equal(v, run["model"][k]), k
+    ema = ref["model_training_state"]["proposal_generator.loss_normalizer"]
+    assert ema == run["model_training_state"]["proposal_generator.loss_normalizer"] != 100
+    assert torch.equal(ref["rng"]["torch"], run["rng"]["torch"])

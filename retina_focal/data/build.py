@@ -18,6 +18,7 @@ import operator
 import sys
 from typing import Dict, List, Sequence, Union
 
+import torch
 import torch.utils.data as torchdata
 from detectron2.data import (
     DatasetFromList,
@@ -152,6 +153,12 @@ def build_resumable_loader(
         num_workers=num_workers,
         collate_fn=operator.itemgetter(0),  # batch size 1: yield the element itself
         worker_init_fn=worker_init_reset_seed,
+        # the workers' base seed comes from a generator of its own, not the process's torch
+        # generator: drawing it there when the first batch is asked for (iteration 0 of a run,
+        # the resumed iteration of a resumed one) would shift the draws the model makes
+        # (Faster R-CNN's RoI sampling) in a resumed run. Elements are mapped with seeds of
+        # their own (SeededMapDataset), so the workers' seed changes no data.
+        generator=torch.Generator().manual_seed(0),
     )
     if aspect_ratio_grouping:
         batches = AspectRatioGroupedDataset(elements, batch_size)

@@ -53,6 +53,7 @@ __all__ = [
     "CheckpointNotFound",
     "CheckpointReadError",
     "ModelAttributeState",
+    "ProcessRngState",
     "RetinaFocalCheckpointer",
     "describe_mismatch",
     "unreadable_checkpoint_message",
@@ -194,6 +195,51 @@ def likely_mismatch_cause(missing: List[str], unexpected: List[str], shapes: Lis
                       "MODEL.RETINANET.NUM_CONVS / NORM, ...): use the config it was trained "
                       "with")
     return "; ".join(causes)
+
+
+class ProcessRngState:
+    """Checkpointable holding this process's random generators (Python's ``random``, NumPy's,
+    torch's CPU one and CUDA's where initialised): the draws a model makes while training
+    (Faster R-CNN's RoI sampling, the RPN's anchor sampling with ``SAMPLING "detectron2"``)
+    continue on resume as if the run had not stopped. The data stream has its own seed
+    (``train_data_stream``).
+
+    Only the main process saves a checkpoint, so only its generators are in it: they are
+    restored in a one-process run resuming a one-process checkpoint; in a run of several
+    processes each keeps the generators Detectron2 seeded (a resumed multi-process Faster
+    R-CNN run then samples other RoIs than the uninterrupted run would)."""
+
+    def state_dict(self) -> Dict[str, Any]:
+        import random
+
+        import numpy as np
+        from detectron2.utils import comm
+
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        state = {"world_size": comm.get_world_size(), "python": random.getstate(),
+                 "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)),
+                           "pos": int(pos), "has_gauss": int(has_gauss),
+                           "cached_gaussian": float(cached)},
+                 "torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        import random
+
+        import numpy as np
+        from detectron2.utils import comm
+
+        if not state or state.get("world_size") != 1 or comm.get_world_size() != 1:
+            return  # see the class docstring
+        random.setstate(state["python"])
+        n = state["numpy"]
+        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
+                             n["has_gauss"], n["cached_gaussian"]))
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class ModelAttributeState:

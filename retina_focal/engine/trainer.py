@@ -46,7 +46,11 @@ from retina_focal.config import InvalidArgument, check, check_integer
 from retina_focal.data.build import ResumableLoader, build_resumable_train_loader
 from retina_focal.data.class_map import class_map_of_datasets
 from retina_focal.data.mapper import RobustDatasetMapper
-from retina_focal.engine.checkpoint import ModelAttributeState, RetinaFocalCheckpointer
+from retina_focal.engine.checkpoint import (
+    ModelAttributeState,
+    ProcessRngState,
+    RetinaFocalCheckpointer,
+)
 from retina_focal.engine.device import check_cpu_bfloat16, use_cpu_bfloat16
 
 __all__ = [
@@ -205,8 +209,9 @@ class ReliableTrainerBase(TrainerBase):
     """The training loop both config systems share, assembled from built parts: a model, its
     optimizer and the training data loader. It wraps the model for several processes
     (:func:`wrap_distributed`), picks the step trainer (:func:`build_step_trainer`) and
-    checkpoints the model, iteration, hooks, optimizer, the model's EMA ``loss_normalizer`` and
-    the data-stream seed atomically (:class:`RetinaFocalCheckpointer`); :meth:`resume_or_load`
+    checkpoints the model, iteration, hooks, optimizer, the model's EMA ``loss_normalizer``,
+    the data-stream seed and the process's random generators (:class:`ProcessRngState`)
+    atomically (:class:`RetinaFocalCheckpointer`); :meth:`resume_or_load`
     continues the data stream at the resumed iteration.
 
     Subclasses build the parts from their config, call ``__init__`` and register hooks:
@@ -240,6 +245,7 @@ class ReliableTrainerBase(TrainerBase):
         checkpointables = {
             "trainer": weakref.proxy(self),
             "model_training_state": ModelAttributeState(model),
+            "rng": ProcessRngState(),
         }
         if isinstance(data_loader, ResumableLoader):
             checkpointables["train_data_stream"] = data_loader.sampler
