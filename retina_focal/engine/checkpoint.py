@@ -45,7 +45,7 @@ from torch import nn
 from retina_focal.data.class_map import ClassMap, validate_class_map
 from retina_focal.modeling.training_state import HasTrainingState
 from retina_focal.utils.errors import UserError
-from retina_focal.utils.file_io import atomic_write_bytes
+from retina_focal.utils.file_io import atomic_write_bytes, is_local_path
 
 __all__ = [
     "CLASS_MAP_KEY",
@@ -268,10 +268,6 @@ class ModelAttributeState:
                 setattr(module, attr, state[key])
 
 
-def _is_local(path: str) -> bool:
-    return "://" not in path
-
-
 class RetinaFocalCheckpointer(DetectionCheckpointer):
     """:class:`DetectionCheckpointer` with atomic saves, clear load errors and the class map
     (module doc).
@@ -300,7 +296,7 @@ class RetinaFocalCheckpointer(DetectionCheckpointer):
     def save(self, name: str, **kwargs: Any) -> None:
         if not self.save_dir or not self.save_to_disk:
             return
-        if not _is_local(self.save_dir):
+        if not is_local_path(self.save_dir):
             if self.class_map is not None:
                 kwargs.setdefault(CLASS_MAP_KEY, [dict(c) for c in self.class_map])
             return super().save(name, **kwargs)
@@ -317,7 +313,7 @@ class RetinaFocalCheckpointer(DetectionCheckpointer):
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
-        if not _is_local(self.save_dir):
+        if not is_local_path(self.save_dir):
             return super().tag_last_checkpoint(last_filename_basename)
         atomic_write_bytes(os.path.join(self.save_dir, "last_checkpoint"),
                            last_filename_basename.encode(), durable=True)
@@ -333,7 +329,7 @@ class RetinaFocalCheckpointer(DetectionCheckpointer):
     def load(self, path: str, *args, **kwargs) -> Dict[str, Any]:
         """Detectron2's ``load`` (weights, then the checkpointables asked for); returns the
         file's other entries, ``class_map`` (checked) among them when it has one."""
-        if path and _is_local(path) and not os.path.isfile(path):
+        if path and is_local_path(path) and not os.path.isfile(path):
             what = "the last checkpoint named in last_checkpoint" if self._resuming else \
                 "the checkpoint (MODEL.WEIGHTS)"
             raise CheckpointNotFound(f"Cannot load {what}: file {path!r} does not exist")

@@ -44,7 +44,7 @@ from detectron2.utils import comm
 from retina_focal.data.class_map import ClassMap, format_class_map
 from retina_focal.engine.checkpoint import read_checkpoint_class_map
 from retina_focal.utils.errors import UserError
-from retina_focal.utils.file_io import is_temporary_file
+from retina_focal.utils.file_io import is_local_path, is_temporary_file
 
 __all__ = [
     "LOCK_FILE",
@@ -204,9 +204,6 @@ def _key(output_dir: str) -> str:
     return os.path.realpath(os.path.abspath(output_dir))
 
 
-def _is_local(path: str) -> bool:
-    return "://" not in path
-
 
 def remove_leftover_temporaries(output_dir: str) -> int:
     """Remove the temporary files interrupted atomic writes left at the top of ``output_dir``
@@ -257,7 +254,7 @@ def claim_output_dir(output_dir: str, check: Optional[Callable[[], None]] = None
         OutputDirInUse: another run holds the directory (the message names it).
     """
     lock, refused = None, None
-    if output_dir and _is_local(output_dir) and comm.is_main_process():
+    if output_dir and is_local_path(output_dir) and comm.is_main_process():
         try:
             lock = _claim(output_dir)
             if check is not None:
@@ -274,7 +271,7 @@ def claim_output_dir(output_dir: str, check: Optional[Callable[[], None]] = None
 
 def release_output_dir(output_dir: str) -> None:
     """Release the lock this process holds on ``output_dir`` (nothing if it holds none)."""
-    if output_dir and _is_local(output_dir):
+    if output_dir and is_local_path(output_dir):
         lock = _HELD.pop(_key(output_dir), None)
         if lock is not None:
             lock.release()
@@ -321,7 +318,7 @@ def check_training_start(output_dir: str, *, resume: bool,
         TrainingRefused: the message names the directory or checkpoint, both class lists and
             the fix (``--resume``, another ``output_key``).
     """
-    if not output_dir or not _is_local(output_dir) or not os.path.isdir(output_dir):
+    if not output_dir or not is_local_path(output_dir) or not os.path.isdir(output_dir):
         return
     if not resume:
         found = [n for n in _RUN_FILES if os.path.exists(os.path.join(output_dir, n))]

@@ -21,6 +21,7 @@ import threading
 from typing import IO, Any, Callable, Optional
 
 __all__ = [
+    "is_local_path",
     "read_json",
     "atomic_write",
     "atomic_write_bytes",
@@ -150,3 +151,9 @@ def read_json(path: str, what: str = "JSON file") -> Any:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(f"{what} {path!r} is not valid JSON: {e}") from None
+
+
+def is_local_path(path: str) -> bool:
+    """Whether ``path`` is on this machine's file system (not a ``scheme://`` URL, which
+    Detectron2's PathManager reads through a handler, with no atomic rename or lock file)."""
+    return "://" not in path
