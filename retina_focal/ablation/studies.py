@@ -15,6 +15,7 @@ in its own output directory.
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+from retina_focal.config.defaults import PAPER_BEST_LOSSES
 from retina_focal.data import IMBALANCE_PRESETS
 
 __all__ = [
@@ -238,7 +239,7 @@ def _table_1e_setting(depth: int, size: int) -> Setting:
 # to Table 3's CE and FL runs); run the study on a config whose dataset is synthetic_shapes.
 IMBALANCE_LEVELS = tuple(IMBALANCE_PRESETS)
 # the two losses the imbalance study compares: Table 1a's best CE and Table 1b's best FL
-IMBALANCE_LOSSES = (("FL", _focal(0.25, 2.0)), ("CE", _focal(0.75, 0.0)))
+IMBALANCE_LOSSES = tuple((name, _focal(*PAPER_BEST_LOSSES[name])) for name in ("FL", "CE"))
 
 
 def _dataset(prefix: str) -> Tuple[Tuple[str, Any], ...]:

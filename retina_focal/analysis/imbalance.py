@@ -22,6 +22,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 from detectron2.structures import BoxMode
 
+from retina_focal.config.defaults import PAPER_BEST_LOSSES
 from retina_focal.utils.file_io import atomic_write_bytes
 from retina_focal.utils.plotting import pyplot
 
@@ -51,9 +52,8 @@ COCO_REFERENCE = {
     "image_size": (480, 640),  # (h, w)
     "num_classes": 80,
 }
-# The losses compared: Table 1a's best CE (gamma 0, alpha .75) and Table 1b's best FL
-# (gamma 2, alpha .25), as (alpha, gamma).
-IMBALANCE_LOSSES = {"CE": (0.75, 0.0), "FL": (0.25, 2.0)}
+# The losses compared, as (alpha, gamma): Table 1a's best CE and Table 1b's best FL
+IMBALANCE_LOSSES = {"CE": PAPER_BEST_LOSSES["CE"], "FL": PAPER_BEST_LOSSES["FL"]}
 
 
 def coco_like_dicts(num_images: int, seed: int = 0,

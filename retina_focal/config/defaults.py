@@ -8,10 +8,14 @@ Values are checked where they are used, by the constructors (:mod:`.validation`)
 """
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_retina_focal_config", "MEMORY_FORMATS", "NORMALIZERS"]
+__all__ = ["add_retina_focal_config", "MEMORY_FORMATS", "NORMALIZERS", "PAPER_BEST_LOSSES"]
 
 # Values of MODEL.RETINA_FOCAL.NORMALIZER.
 NORMALIZERS = ("ema", "batch")
+# (alpha, gamma) of the paper's best focal loss (Table 1b: FL, gamma 2, alpha .25) and best
+# alpha-balanced cross entropy (Table 1a: CE, gamma 0, alpha .75): what the imbalance study
+# and the imbalance analysis compare
+PAPER_BEST_LOSSES = {"FL": (0.25, 2.0), "CE": (0.75, 0.0)}
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
 
