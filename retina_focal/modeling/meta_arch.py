@@ -17,8 +17,7 @@ from retina_focal.modeling.anchor_assignment import AnchorAssigner, build_assign
 from retina_focal.modeling.anchor_sampling import AllAnchors, AnchorSampler, build_sampler
 from retina_focal.modeling.head import RetinaFocalHead, build_retina_focal_head
 from retina_focal.modeling.losses import DenseClsLoss, build_cls_loss
-from retina_focal.modeling.training_state import HasTrainingState
-from retina_focal.utils.comm import sum_over_processes
+from retina_focal.modeling.training_state import HasTrainingState, positive_anchor_normalizer
 
 __all__ = ["RetinaFocal", "anchor_targets", "head_feature_shapes"]
 
@@ -228,14 +227,8 @@ class RetinaFocal(RetinaNet, HasTrainingState):
         storage = get_event_storage()
         storage.put_scalar("num_pos_anchors", num_pos / num_images)
         storage.put_scalar("num_ignored_anchors", (labels < 0).sum().item() / num_images)
-        # Several processes: the normaliser counts the positives of the whole (global) batch,
-        # and the loss is scaled by the process count that DistributedDataParallel's gradient
-        # averaging divides by, so training equals one process with the same total batch.
-        num_pos, num_procs = sum_over_processes(num_pos, labels.device)
-        if self.normalizer == "batch":
-            normalizer = max(num_pos, 1) / num_procs
-        else:
-            normalizer = self._ema_update("loss_normalizer", max(num_pos, 1), 100) / num_procs
+        # the positives of the whole batch (all processes), or their EMA
+        normalizer = positive_anchor_normalizer(self, self.normalizer, num_pos, labels.device)
 
         targets = {}
         if self.cls_loss.needs_iou_targets:

@@ -23,8 +23,7 @@ from retina_focal.config import check_choice, check_positive, check_range, confi
 from retina_focal.modeling.anchor_assignment import AnchorAssigner, IoUThresholdMatcher
 from retina_focal.modeling.losses import DenseClsLoss
 from retina_focal.modeling.registry import ASSIGNER_REGISTRY, CLS_LOSS_REGISTRY, get_component
-from retina_focal.modeling.training_state import HasTrainingState
-from retina_focal.utils.comm import sum_over_processes
+from retina_focal.modeling.training_state import HasTrainingState, positive_anchor_normalizer
 
 __all__ = [
     "FocalRPN",
@@ -291,13 +290,8 @@ class FocalRPN(RPN, HasTrainingState):
         DistributedDataParallel averages gradients over, as RetinaFocal does."""
         if self.normalizer == "detectron2":
             return float(self.batch_size_per_image * num_images)
-        total, num_procs = sum_over_processes(num_pos, device)
-        total = max(total, 1)
-        if self.normalizer == "ema":
-            m = self.normalizer_momentum
-            self.loss_normalizer = m * self.loss_normalizer + (1 - m) * total
-            total = self.loss_normalizer
-        return total / num_procs
+        return positive_anchor_normalizer(self, self.normalizer, num_pos, device,
+                                          momentum=self.normalizer_momentum)
 
     @torch.jit.unused
     def losses(
