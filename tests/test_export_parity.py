@@ -34,3 +34,44 @@ def test_a_swap_without_a_tie_or_a_moved_box_is_a_difference():
     other_class = _instances(BOXES, [0.9, 0.5, 0.5], [1, 2, 3])
     assert not compare_instances(_instances(BOXES, [0.9, 0.5, 0.5], [1, 2, 2]),
                                  other_class)["same_classes"]
+
+
+def test_dataset_parity_reads_16_bit_images_as_evaluation_does(trained, tmp_path):
+    """A stranger's find: export --verify-dataset read a 16-bit PNG with Detectron2's reader
+    (values above 255 saturate: all white), so eager and exported agreed on a wrong AP. The
+    same picture as 8-bit and as 16-bit (x 257) now reaches the models as the same tensor."""
+    import json
+    import os
+
+    import numpy as np
+    from conftest import TINY_CONFIG
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from PIL import Image
+
+    from retina_focal.data.datasets.coco import register_coco_dataset
+    from retina_focal.engine.defaults import build_cfg
+    from retina_focal.export.parity import parity_test_loader
+
+    gt = json.load(open(trained["gt_json"]))
+    image = gt["images"][0]
+    rgb = np.asarray(Image.open(os.path.join(trained["image_dir"], image["file_name"]))
+                     .convert("L"))
+    Image.fromarray(rgb).save(tmp_path / "gray8.png")
+    Image.fromarray(rgb.astype(np.uint16) * 257).save(tmp_path / "gray16.png")
+    assert Image.open(tmp_path / "gray16.png").mode.startswith("I")
+    annotations = [a for a in gt["annotations"] if a["image_id"] == image["id"]]
+    cfg = build_cfg(TINY_CONFIG)
+    images = {}
+    for bits in ("gray8", "gray16"):  # one dataset each: the same picture, the same boxes
+        data = dict(gt, images=[dict(image, id=1, file_name=f"{bits}.png")],
+                    annotations=[dict(a, id=i + 1, image_id=1) for i, a in enumerate(annotations)])
+        (tmp_path / f"{bits}.json").write_text(json.dumps(data))
+        name = f"parity_{bits}"
+        if name in DatasetCatalog.list():
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+        register_coco_dataset(name, str(tmp_path / f"{bits}.json"), str(tmp_path))
+        (batch,) = list(parity_test_loader(cfg, name))
+        images[bits] = batch[0]["image"]
+    assert images["gray8"].float().mean() < 250  # not saturated
+    assert torch.equal(images["gray8"], images["gray16"])

@@ -13,7 +13,6 @@ import os
 import numpy as np
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data import detection_utils as utils
 from detectron2.data.transforms import ResizeTransform
 from detectron2.structures import Boxes, Instances
 
@@ -22,6 +21,7 @@ from retina_focal.analysis.visualize import draw_assignment, gt_index_labels, le
 from retina_focal.cli._errors import reports_user_errors
 from retina_focal.config.loading import add_allow_unsafe_config_argument
 from retina_focal.data.datasets.coco import add_dataset_argument, check_registered
+from retina_focal.data.mapper import read_image_any
 
 
 def build_parser():
@@ -69,7 +69,7 @@ def main(args):
     setting = AssignmentSetting(cfg)
     size, boxes, classes, _ = setting.prepare(d)
 
-    image = utils.read_image(d["file_name"], format="RGB")
+    image = read_image_any(d["file_name"], format="RGB")  # 16-bit scaled; unreadable: named
     image = ResizeTransform(image.shape[0], image.shape[1], size[0], size[1]).apply_image(image)
     anchors = setting.anchors(size)
     m = len(boxes)

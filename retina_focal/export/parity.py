@@ -80,6 +80,17 @@ def same_detections(diff: Dict) -> bool:
     return diff["same"]
 
 
+def parity_test_loader(cfg, dataset_name: str):
+    """The images of ``dataset_name`` as evaluation reads them: Detectron2's test loader with
+    :class:`~retina_focal.data.mapper.RobustDatasetMapper` (16-bit images scaled to 8 bits,
+    not saturated; any image mode), so that both models see what ``eval`` sees."""
+    from detectron2.data import build_detection_test_loader
+
+    from retina_focal.data.mapper import RobustDatasetMapper
+
+    return build_detection_test_loader(cfg, dataset_name, mapper=RobustDatasetMapper(cfg, False))
+
+
 def parity_on_dataset(cfg, eager: nn.Module, exported: nn.Module, dataset_name: str,
                       class_map: Optional[list], output_dir: str,
                       max_images: Optional[int] = None) -> Dict:
@@ -93,8 +104,6 @@ def parity_on_dataset(cfg, eager: nn.Module, exported: nn.Module, dataset_name: 
         "max_score_difference" (over all images; None where a count differed), "ap":
         {"eager": AP, "exported": AP} (COCO AP, %), "num_images"}``
     """
-    from detectron2.data import build_detection_test_loader
-
     from retina_focal.engine.defaults import coco_report_evaluator
 
     evaluators = {side: coco_report_evaluator(cfg, dataset_name, class_map, f"{side} model",
@@ -103,7 +112,7 @@ def parity_on_dataset(cfg, eager: nn.Module, exported: nn.Module, dataset_name: 
     for ev in evaluators.values():
         ev.reset()
     rows: List[Dict] = []
-    loader = build_detection_test_loader(cfg, dataset_name)
+    loader = parity_test_loader(cfg, dataset_name)
     for i, inputs in enumerate(loader):
         if max_images is not None and i >= max_images:
             break
