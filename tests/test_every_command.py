@@ -179,6 +179,12 @@ BAD = [
     ("eval-classes-other-names", f"eval --config-file {TINY_CONFIG} --gt-json "
      "{other_classes.json} --image-dir {images} MODEL.WEIGHTS {weights.pth} "
      "MODEL.RETINANET.NUM_CLASSES 3 OUTPUT_DIR {dir}/e3", "NUM_CLASSES"),
+    # a finished run's folder: another checkpoint's evaluation would replace its results
+    ("eval-into-another-run", f"eval --config-file {TINY_CONFIG} --gt-json {{gt_json}} "
+     "--image-dir {images} --output {run} MODEL.WEIGHTS {weights.pth}",
+     "holds a training run"),
+    ("eval-into-a-run-bad-weights", f"train --config-file {TINY_CONFIG} --eval-only "
+     "OUTPUT_DIR {run} MODEL.WEIGHTS {text.pth}", "is a text file"),
     # ---- demo ------------------------------------------------------------------------------
     ("demo-input-missing", f"demo --config-file {TINY_CONFIG} --input {{dir}}/nope.png "
      "--output {dir}/d1 MODEL.WEIGHTS {weights.pth}", "nope.png"),
@@ -280,6 +286,9 @@ GOOD = [
      "g_eval/coco_report.json"),
     ("eval-checkpoint", f"eval --config-file {TINY_CONFIG} MODEL.WEIGHTS {{weights.pth}} "
      "OUTPUT_DIR {dir}/g_eval2", "g_eval2/inference"),
+    # evaluating a run's own checkpoint in its folder: its config.yaml stays the training one
+    ("eval-own-checkpoint", f"train --config-file {TINY_CONFIG} --eval-only OUTPUT_DIR "
+     "{dir}/g_own MODEL.WEIGHTS {dir}/g_own/model_final.pth", "g_own/config_eval.yaml"),
     # a 16-bit grey PNG and a CMYK JPEG: read as 8-bit RGB (16-bit scaled, not saturated)
     ("demo-odd-images", f"demo --config-file {TINY_CONFIG} --input {{gray16.png}} {{cmyk.jpg}} "
      "--output {dir}/g_demo MODEL.WEIGHTS {weights.pth}", "g_demo/results.json"),
@@ -303,8 +312,11 @@ GOOD = [
 
 @pytest.mark.parametrize("row", GOOD, ids=[r[0] for r in GOOD])
 def test_the_happy_path_of_every_command(row, files, capsys, monkeypatch):
-    _, template, written = row
+    name, template, written = row
     monkeypatch.chdir(files["dir"])
+    if name == "eval-own-checkpoint":  # a copy of the finished run, evaluated in place
+        shutil.copytree(files["run"], os.path.join(files["dir"], "g_own"))
+        training_config = open(os.path.join(files["run"], "config.yaml")).read()
     _quiet_stale_handlers()
     before = snapshot(files["run"])
     argv = [a if a != "''" else "" for a in _argv(template, files)]
@@ -314,6 +326,8 @@ def test_the_happy_path_of_every_command(row, files, capsys, monkeypatch):
     assert not [line for line in captured.err.splitlines() if line.startswith("error: ")]
     assert os.path.exists(os.path.join(files["dir"], written))
     assert snapshot(files["run"]) == before
+    if name == "eval-own-checkpoint":
+        assert open(os.path.join(files["dir"], "g_own", "config.yaml")).read() == training_config
 
 
 def test_every_command_has_a_bad_and_a_good_row():

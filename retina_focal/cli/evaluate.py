@@ -30,6 +30,7 @@ import os
 import detectron2.utils.comm as comm
 
 from retina_focal.cli._errors import reports_user_errors
+from retina_focal.config.loading import ConfigError
 from retina_focal.engine.defaults import default_argument_parser, evaluate_checkpoint, setup_cfg
 from retina_focal.engine.launch import launch_from_args
 from retina_focal.engine.output_dir import release_output_dir
@@ -78,8 +79,8 @@ def main(args):
     cfg = setup_cfg(args)
     try:
         if not cfg.MODEL.WEIGHTS:
-            raise ValueError("MODEL.WEIGHTS is empty: give the checkpoint to evaluate, e.g. "
-                             "`MODEL.WEIGHTS output/model_final.pth` at the end of the command")
+            raise ConfigError("MODEL.WEIGHTS is empty: give the checkpoint to evaluate, e.g. "
+                              "`MODEL.WEIGHTS output/model_final.pth` at the end of the command")
         if is_exported_model(cfg.MODEL.WEIGHTS):
             results = evaluate_exported(cfg)
         else:

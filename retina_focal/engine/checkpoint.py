@@ -58,6 +58,7 @@ __all__ = [
     "describe_mismatch",
     "unreadable_checkpoint_message",
     "likely_mismatch_cause",
+    "is_exported_path",
     "read_checkpoint_class_map",
 ]
 
@@ -82,6 +83,12 @@ class CheckpointMismatch(UserError, ValueError):
 # exported models: what each file type is, and where it can be used instead
 _EXPORTED_KINDS = {".onnx": "an ONNX model", ".pt2": "an exported program (torch.export)",
                    ".ts": "a TorchScript model"}
+
+
+def is_exported_path(path: str) -> bool:
+    """Whether ``path`` names an exported model by its extension (.onnx, .pt2, .ts): read by
+    its runtime (``retina_focal.export.runtime``), not by the checkpointer."""
+    return os.path.splitext(path)[1].lower() in _EXPORTED_KINDS
 
 
 def unreadable_checkpoint_message(filename: str, error: BaseException) -> str:

@@ -32,8 +32,10 @@ from retina_focal.data.datasets.coco import (
 from retina_focal.engine.checkpoint import CLASS_MAP_KEY, RetinaFocalCheckpointer
 from retina_focal.engine.device import apply_device_speedups_from_config
 from retina_focal.engine.output_dir import (
+    check_evaluation_start,
     check_training_start,
     claim_output_dir,
+    keep_run_config,
     log_to_output_dir,
 )
 from retina_focal.engine.trainer import ReliableTrainer
@@ -165,12 +167,17 @@ def setup_cfg(args):
     check_registered(cfg.DATASETS.TEST, "DATASETS.TEST")
     check_num_classes(cfg, evaluation_only=args.eval_only)
     cfg.freeze()
-    check = None if args.eval_only else functools.partial(
-        check_training_start, cfg.OUTPUT_DIR, resume=args.resume,
-        class_map=functools.partial(training_class_map, cfg.DATASETS.TRAIN),
-        classes_desc=f"DATASETS.TRAIN ({', '.join(cfg.DATASETS.TRAIN)})")
+    if args.eval_only:  # an unreadable checkpoint, or another run's directory: refused here
+        check = functools.partial(check_evaluation_start, cfg.OUTPUT_DIR, cfg.MODEL.WEIGHTS,
+                                  resume=args.resume)
+    else:
+        check = functools.partial(
+            check_training_start, cfg.OUTPUT_DIR, resume=args.resume,
+            class_map=functools.partial(training_class_map, cfg.DATASETS.TRAIN),
+            classes_desc=f"DATASETS.TRAIN ({', '.join(cfg.DATASETS.TRAIN)})")
     claim_output_dir(cfg.OUTPUT_DIR, check)
-    default_setup(cfg, args)
+    with keep_run_config(cfg.OUTPUT_DIR, active=args.eval_only):  # a run's config.yaml stays
+        default_setup(cfg, args)
     log_to_output_dir(cfg.OUTPUT_DIR)
     return cfg
 

@@ -47,8 +47,10 @@ from retina_focal.data.datasets.coco import check_registered, register_datasets_
 from retina_focal.engine.checkpoint import CLASS_MAP_KEY, RetinaFocalCheckpointer
 from retina_focal.engine.device import apply_device_speedups
 from retina_focal.engine.output_dir import (
+    check_evaluation_start,
     check_training_start,
     claim_output_dir,
+    keep_run_config,
     log_to_output_dir,
     release_output_dir,
 )
@@ -245,13 +247,21 @@ def setup_lazy_cfg(args):
     check_registered(lazy_dataset_names(cfg, "test"), "dataloader.test.dataset.names")
     check_lazy_num_classes(cfg, evaluation_only=args.eval_only)
     output_dir = lazy_output_dir(cfg)
-    check = None if args.eval_only else functools.partial(
-        check_training_start, output_dir, resume=args.resume,
-        class_map=functools.partial(training_class_map, names),
-        classes_desc=f"dataloader.train.dataset.names ({', '.join(names)})",
-        output_key="train.output_dir")
+    if args.eval_only:  # an unreadable checkpoint, or another run's directory: refused here
+        check = functools.partial(
+            check_evaluation_start, output_dir, OmegaConf.select(cfg, "train.init_checkpoint",
+                                                                 default=""),
+            resume=args.resume, weights_key="train.init_checkpoint",
+            output_key="train.output_dir")
+    else:
+        check = functools.partial(
+            check_training_start, output_dir, resume=args.resume,
+            class_map=functools.partial(training_class_map, names),
+            classes_desc=f"dataloader.train.dataset.names ({', '.join(names)})",
+            output_key="train.output_dir")
     claim_output_dir(output_dir, check)
-    default_setup(cfg, args)
+    with keep_run_config(output_dir, active=args.eval_only):  # a run's config.yaml stays
+        default_setup(cfg, args)
     log_to_output_dir(output_dir)
     return cfg
 

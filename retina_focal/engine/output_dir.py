@@ -37,21 +37,29 @@ import os
 import shlex
 import socket
 import sys
-from typing import Callable, Dict, Optional, Union
+from typing import Callable, Dict, List, Optional, Union
 
 from detectron2.utils import comm
+from torch import nn
 
 from retina_focal.data.class_map import ClassMap, format_class_map
-from retina_focal.engine.checkpoint import read_checkpoint_class_map
+from retina_focal.engine.checkpoint import (
+    CheckpointNotFound,
+    RetinaFocalCheckpointer,
+    is_exported_path,
+    read_checkpoint_class_map,
+)
 from retina_focal.utils.errors import UserError
-from retina_focal.utils.file_io import is_local_path, is_temporary_file
+from retina_focal.utils.file_io import atomic_write_bytes, is_local_path, is_temporary_file
 
 __all__ = [
     "LOCK_FILE",
     "OutputDirInUse",
     "OutputDirLock",
     "TrainingRefused",
+    "check_evaluation_start",
     "check_training_start",
+    "keep_run_config",
     "claim_output_dir",
     "log_to_output_dir",
     "release_output_dir",
@@ -68,6 +76,10 @@ _ACQUIRE_ATTEMPTS = 3
 
 class OutputDirInUse(UserError, RuntimeError):
     """The output directory belongs to another run that is (or may be) alive."""
+
+
+class _EmptyModel(nn.Module):
+    """A model with nothing to load: the checkpointer only reads a file with it."""
 
 
 class TrainingRefused(UserError, RuntimeError):
@@ -343,3 +355,76 @@ def check_training_start(output_dir: str, *, resume: bool,
         "Resume with the datasets the run was trained on, or start a new run in another "
         f"output directory ({output_key}), with the checkpoint as its initial weights to "
         "fine-tune from it")
+
+
+def _run_files(output_dir: str) -> List[str]:
+    return [n for n in _RUN_FILES if os.path.exists(os.path.join(output_dir, n))]
+
+
+def check_evaluation_start(output_dir: str, weights: str, *, resume: bool = False,
+                           weights_key: str = "MODEL.WEIGHTS",
+                           output_key: str = "OUTPUT_DIR") -> None:
+    """Refuse an evaluation-only run, before it writes anything, that would fail on its
+    checkpoint or overwrite another model's results:
+
+    * ``weights`` that do not exist or cannot be read as a checkpoint (exported models,
+      ``.onnx`` / ``.pt2`` / ``.ts``, are read by their own runtime and not checked here);
+    * an ``output_dir`` that holds a training run while ``weights`` is not one of that run's
+      checkpoints (nor ``resume``, which evaluates the run's last one): its ``inference/``
+      results would be replaced by another model's.
+
+    Raises:
+        CheckpointNotFound, CheckpointReadError: the weights (named).
+        TrainingRefused: the directory holds another run (named, with the fix).
+    """
+    if weights and is_local_path(weights) and not resume and not is_exported_path(weights):
+        checkpoint = RetinaFocalCheckpointer(_EmptyModel(), save_dir="")
+        if not os.path.isfile(weights):
+            raise CheckpointNotFound(f"Cannot load the checkpoint ({weights_key}): file "
+                                     f"{weights!r} does not exist")
+        checkpoint._load_file(weights)  # an unreadable file: CheckpointReadError naming it
+    if not output_dir or not is_local_path(output_dir) or not os.path.isdir(output_dir) or resume:
+        return
+    found = _run_files(output_dir)
+    own = weights and os.path.realpath(weights).startswith(os.path.realpath(output_dir) + os.sep)
+    if found and weights and not own:
+        raise TrainingRefused(
+            f"{output_dir} holds a training run ({', '.join(found)}); evaluating another "
+            f"checkpoint ({weights}) there would replace that run's inference results. Give "
+            f"this evaluation its own output directory ({output_key}; --output for "
+            "retina-focal eval)")
+
+
+_RUN_CONFIG = "config.yaml"
+_EVAL_CONFIG = "config_eval.yaml"
+
+
+class keep_run_config:
+    """Context manager for an evaluation-only run's setup in ``output_dir``: Detectron2's
+    ``default_setup`` writes the run's config to ``config.yaml``, which in a training run's
+    directory is that run's record. When the directory holds a training run, the training
+    config is put back on exit and the evaluation's is kept as ``config_eval.yaml``."""
+
+    def __init__(self, output_dir: str, active: bool = True):
+        self.path = os.path.join(output_dir, _RUN_CONFIG) if output_dir else ""
+        self.active = bool(active and output_dir and is_local_path(output_dir)
+                           and comm.is_main_process() and os.path.isdir(output_dir)
+                           and _run_files(output_dir) and os.path.isfile(self.path))
+        self.kept = None
+
+    def __enter__(self):
+        if self.active:
+            with open(self.path, "rb") as f:
+                self.kept = f.read()
+        return self
+
+    def __exit__(self, *exc):
+        if self.kept is None:
+            return False
+        with open(self.path, "rb") as f:
+            written = f.read()
+        if written != self.kept:
+            eval_path = os.path.join(os.path.dirname(self.path), _EVAL_CONFIG)
+            atomic_write_bytes(eval_path, written)
+            atomic_write_bytes(self.path, self.kept)
+        return False
