@@ -211,7 +211,8 @@ def test_workers_settings_and_config_file_errors_are_refused_before_anything_run
     refused(["--config-file", TINY_CONFIG, "--settings", f"{labels[0]},alpha=0.33"] + base,
             ValueError, f"--settings: ['alpha=0.33'] not in study 1a; its settings: {labels}")
     refused(["--config-file", "x.yaml"] + base, FileNotFoundError,
-            "--config-file 'x.yaml' does not exist")
+            "config file 'x.yaml' does not exist here, and config 'x.yaml' is not one of "
+            "retina_focal's configs (16 shipped: retina_focal.config.list_configs())")
     with pytest.raises(SystemExit) as e:  # no --config-file at all: argparse's usage error
         ablate.run(base)
     assert e.value.code == 2

@@ -28,6 +28,7 @@ from retina_focal.ablation.results import (
     write_results,
 )
 from retina_focal.ablation.studies import get_schedule, get_study, resolve_overrides
+from retina_focal.config.zoo import resolve_config_file
 from retina_focal.engine.defaults import build_cfg
 from retina_focal.utils.file_io import atomic_write_json
 
@@ -64,8 +65,8 @@ def build_plan(args) -> Dict:
         raise ValueError(f"--workers={args.workers} is invalid: use 1 or more")
     if len(args.opts) % 2:
         raise ValueError(f"Overrides must be KEY VALUE pairs, got an odd list: {args.opts}")
-    if not os.path.isfile(args.config_file):
-        raise FileNotFoundError(f"--config-file {args.config_file!r} does not exist")
+    # a path, or a shipped config's name (a missing one: ConfigFileNotFound naming it)
+    args.config_file = resolve_config_file(args.config_file)
     settings = list(study.settings)
     if args.settings:
         wanted = [s.strip() for s in args.settings.split(",") if s.strip()]

@@ -12,11 +12,11 @@ from retina_focal.engine.device import resolve_memory_format
 __all__ = ["DEFAULT_CONFIG", "QUICK_CONFIG", "bench_inference", "bench_train", "build_models",
            "compare_detections", "detectron2_head", "make_batch"]
 
-# the source checkout holding configs/ (the defaults exist there; elsewhere give --config-file)
+# the source checkout (the report names the config relative to it)
 SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEFAULT_CONFIG = os.path.join(SOURCE_ROOT, "configs", "COCO-Detection",
-                              "retina_focal_R_50_FPN_1x.yaml")
-QUICK_CONFIG = os.path.join(SOURCE_ROOT, "configs", "Synthetic", "retina_focal_R_18_FPN_tiny.yaml")
+# shipped configs, by name (retina_focal.config.get_config_file finds them in a wheel too)
+DEFAULT_CONFIG = "COCO-Detection/retina_focal_R_50_FPN_1x.yaml"
+QUICK_CONFIG = "Synthetic/retina_focal_R_18_FPN_tiny.yaml"
 
 
 def build_models(args, device):
