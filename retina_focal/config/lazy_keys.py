@@ -113,6 +113,12 @@ def check_lazy_overrides(cfg: DictConfig, overrides: Sequence[str]) -> None:
     have and that no ``LazyCall`` node above it accepts as an argument. ``+key=value`` (add a
     key on purpose) and ``~key`` (delete one) are left to Detectron2's parser."""
     for text in overrides:
+        if text.startswith("--"):
+            raise ConfigError(f"option {text} comes after the key=value config overrides, where "
+                              "it would be read as a key: put options before the overrides")
+        if "=" not in text and not text.startswith("~"):
+            raise ConfigError(f"LazyConfig override {text!r} is not key=value (write "
+                              "train.max_iter=100, with '=' and no spaces)")
         key = text.split("=", 1)[0].strip()
         if not key or key[0] in "+~":
             continue

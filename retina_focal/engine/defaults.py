@@ -30,7 +30,10 @@ from retina_focal.data.datasets.coco import (
     register_datasets_from_args,
 )
 from retina_focal.engine.checkpoint import CLASS_MAP_KEY, RetinaFocalCheckpointer
-from retina_focal.engine.device import apply_device_speedups_from_config
+from retina_focal.engine.device import (
+    apply_device_speedups_from_config,
+    check_device_available,
+)
 from retina_focal.engine.output_dir import (
     check_evaluation_start,
     check_training_start,
@@ -61,6 +64,7 @@ def build_model(cfg):
     (``MODEL.RETINA_FOCAL.MEMORY_FORMAT`` / ``FOLD_FROZEN_BN``, see
     :mod:`retina_focal.engine.device`), before any optimizer or DistributedDataParallel sees
     the parameters."""
+    check_device_available(cfg.MODEL.DEVICE, "MODEL.DEVICE")
     model = d2_build_model(cfg)
     if "RETINA_FOCAL" in cfg.MODEL:
         apply_device_speedups_from_config(model, cfg)

@@ -23,6 +23,7 @@ from retina_focal.ops.fold_bn import fold_frozen_batchnorm
 from retina_focal.utils.cpu import cpu_info
 
 __all__ = [
+    "check_device_available",
     "CONFIG_KEYS", "CPU_BFLOAT16_MODES", "apply_device_speedups", "check_cpu_bfloat16",
     "apply_device_speedups_from_config", "cpu_has_native_bfloat16", "resolve_memory_format",
     "use_cpu_bfloat16",
@@ -93,6 +94,23 @@ def cpu_has_native_bfloat16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
     ``bf16``), read from the feature flags of ``cpuinfo_path``. False where the file does not
     exist (not Linux): there bfloat16 autocast is not assumed to be faster than float32."""
     return bool(cpu_info(cpuinfo_path).flags & set(_BFLOAT16_FLAGS))
+
+
+def check_device_available(device: str, key: str) -> None:
+    """Raise :class:`~retina_focal.config.loading.ConfigError` naming ``key`` when ``device``
+    cannot be used here: a CUDA device on a machine without one (Detectron2's configs default
+    to "cuda"; torch would say "Found no NVIDIA driver" deep inside), or a device name torch
+    does not know."""
+    from retina_focal.config.loading import ConfigError
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ConfigError(f"{key}={device!r} is not a device torch knows ({str(e).splitlines()[0]})"
+                          "; use cpu, or cuda on a machine with an NVIDIA GPU") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{key}={device!r}, but this machine has no CUDA device: set {key} cpu "
+                          "(as the synthetic configs do)")
 
 
 def check_cpu_bfloat16(mode) -> None:

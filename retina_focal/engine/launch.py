@@ -19,8 +19,15 @@ import torch.multiprocessing as mp
 from detectron2.utils import comm
 
 from retina_focal.utils.compat import release_local_process_group, set_local_process_group
+from retina_focal.utils.errors import UserError
 
-__all__ = ["launch", "launch_from_args", "leave_process_group", "DEFAULT_TIMEOUT"]
+__all__ = ["InvalidLaunch", "launch", "launch_from_args", "leave_process_group",
+           "DEFAULT_TIMEOUT"]
+
+
+class InvalidLaunch(UserError, ValueError):
+    """Process or machine counts that cannot run (the message names the options)."""
+
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 
@@ -45,7 +52,7 @@ def launch(main_func, num_gpus_per_machine: int, num_machines: int = 1, machine_
                          machine_rank=machine_rank, dist_url=dist_url, args=args,
                          timeout=timeout)
     if num_gpus_per_machine < 1 or num_machines < 1 or not 0 <= machine_rank < num_machines:
-        raise ValueError(
+        raise InvalidLaunch(
             f"Invalid launch: --num-gpus {num_gpus_per_machine}, --num-machines {num_machines}, "
             f"--machine-rank {machine_rank} (need >= 1 processes, >= 1 machines, "
             "0 <= machine rank < machines)"
@@ -56,8 +63,8 @@ def launch(main_func, num_gpus_per_machine: int, num_machines: int = 1, machine_
     rendezvous_dir = None
     if dist_url in (None, "auto"):
         if num_machines > 1:
-            raise ValueError("--dist-url auto works on one machine only; give every machine "
-                             "the same tcp://HOST:PORT of machine 0")
+            raise InvalidLaunch("--dist-url auto works on one machine only; give every machine "
+                                "the same tcp://HOST:PORT of machine 0")
         rendezvous_dir = tempfile.mkdtemp(prefix="retina_focal_rendezvous_")
         dist_url = "file://" + os.path.join(rendezvous_dir, "store")
     print(f"CUDA is not available: starting {num_gpus_per_machine} CPU process(es) "

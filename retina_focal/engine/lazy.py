@@ -45,7 +45,7 @@ from retina_focal.data.checks import check_lazy_num_classes, lazy_dataset_names
 from retina_focal.data.class_map import class_map_of_datasets, training_class_map
 from retina_focal.data.datasets.coco import check_registered, register_datasets_from_args
 from retina_focal.engine.checkpoint import CLASS_MAP_KEY, RetinaFocalCheckpointer
-from retina_focal.engine.device import apply_device_speedups
+from retina_focal.engine.device import apply_device_speedups, check_device_available
 from retina_focal.engine.output_dir import (
     check_evaluation_start,
     check_training_start,
@@ -119,6 +119,7 @@ def build_lazy_model(cfg) -> nn.Module:
             "'channels_last' or 'contiguous'), train.fold_frozen_bn (True or False) and "
             "train.device, e.g. by starting from configs/common/train.py"
         )
+    check_device_available(cfg.train.device, "train.device")
     model = instantiate(cfg.model)
     model.to(cfg.train.device)
     try:
