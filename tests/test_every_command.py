@@ -178,6 +178,8 @@ BAD = [
      "truncated.json"),
     ("eval-results-other-classes", "eval --results {results_bad_ids.json} --gt-json {gt_json}",
      "99"),
+    ("eval-gt-no-categories", "eval --results {results.json} --gt-json {no_categories.json}",
+     "no_categories.json has no 'categories' list"),
     ("eval-gt-missing", "eval --results {results.json} --gt-json {dir}/nope.json", "nope.json"),
     ("eval-gt-truncated", "eval --results {results.json} --gt-json {truncated.json}",
      "truncated.json"),
@@ -210,6 +212,11 @@ BAD = [
      "differ"),
     ("demo-score-thresh", f"demo --config-file {TINY_CONFIG} --input {{image}} --score-thresh 2 "
      "--output {dir}/d7 MODEL.WEIGHTS {weights.pth}", "--score-thresh 2.0 is invalid"),
+    ("demo-coco-json-truncated", f"demo --config-file {TINY_CONFIG} --input {{image}} "
+     "--coco-json {truncated.json} --output {dir}/d8 MODEL.WEIGHTS {weights.pth}",
+     "truncated.json' is not valid JSON"),
+    ("demo-output-is-a-file", f"demo --config-file {TINY_CONFIG} --input {{image}} "
+     "--output {results.json} MODEL.WEIGHTS {weights.pth}", "is a file; give a folder"),
     # ---- export ----------------------------------------------------------------------------
     ("export-weights-missing", f"export --config-file {TINY_CONFIG} --output {{dir}}/x1 "
      "MODEL.WEIGHTS {dir}/nope.pth", "nope.pth' does not exist"),
@@ -239,6 +246,7 @@ BAD = [
     ("plot-run-missing", "plot {dir}/nope_run --output {dir}/p1", "nope_run"),
     ("plot-metrics-empty", "plot {dir}/empty_metrics --output {dir}/p2", "metrics.json"),
     ("plot-wrong-kind", "plot {image} --output {dir}/p3", "png"),
+    ("plot-output-is-a-file", "plot {run} --output {results.json}", "is a file; give a folder"),
     # ---- ablate / imbalance / benchmark ----------------------------------------------------
     ("ablate-study-unknown", f"ablate --config-file {TINY_CONFIG} --study 9z --output {{dir}}/b1",
      "Unknown study '9z'"),

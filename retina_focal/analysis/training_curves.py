@@ -14,6 +14,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
+from retina_focal.utils.file_io import make_output_dir
 from retina_focal.utils.plotting import pyplot
 
 __all__ = ["FIGURES", "PANELS", "load_metrics", "plot_runs", "running_mean"]
@@ -127,7 +128,7 @@ def draw_panel(ax, panel, runs, smooth: int) -> bool:
 def plot_runs(runs, output_dir: str, smooth: int = 1) -> Dict[str, str]:
     """Write the PNGs and summary.json; return {name: path}."""
     plt = pyplot()
-    os.makedirs(output_dir, exist_ok=True)
+    make_output_dir(output_dir, "--output")
     panels = {p[0]: p for p in PANELS}
     files = {}
     for fig_name, names in FIGURES.items():

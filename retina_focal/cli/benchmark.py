@@ -40,6 +40,7 @@ so a shared or noisy machine moves both sides alike. Nothing here is a pass/fail
 Results are printed as a table and written as JSON with ``--output``.
 """
 import argparse
+import os
 import sys
 
 import torch
@@ -107,6 +108,8 @@ def parse_args(argv=None):
         args.config_file = QUICK_CONFIG if args.quick else DEFAULT_CONFIG
     if args.repeats < 1:
         p.error("--repeats must be >= 1")
+    if args.output and os.path.isdir(args.output):
+        p.error(f"--output {args.output!r} is a folder; give the JSON file to write")
     # a missing config is refused now, not after the sections before the one that reads it
     args.config_file = resolve_config_file(args.config_file)
     return args

@@ -55,6 +55,7 @@ from retina_focal.engine.checkpoint import CheckpointReadError
 from retina_focal.engine.defaults import build_cfg
 from retina_focal.engine.predictor import Predictor
 from retina_focal.export.runtime import is_exported_model
+from retina_focal.utils.file_io import make_output_dir, read_json
 
 __all__ = [
     "build_parser",
@@ -216,18 +217,20 @@ def main(args):
     setup_logger(name="retina_focal")
     cfg = setup(args)
     images = collect_images(args.input)
-    os.makedirs(args.output, exist_ok=True)
-
     image_ids, gt = None, None
-    if args.coco_json:
-        with open(args.coco_json) as f:
-            gt = json.load(f)
+    if args.coco_json:  # read and checked before anything is written
+        gt = read_json(args.coco_json, "--coco-json")
+        if not isinstance(gt, dict) or not isinstance(gt.get("images"), list) or \
+                not isinstance(gt.get("categories"), list):
+            raise SystemExit(f"error: --coco-json {args.coco_json} is not a COCO file: it needs "
+                             "'images' and 'categories' lists")
         by_name = {os.path.basename(im["file_name"]): im["id"] for im in gt["images"]}
         missing = [p for p in images if os.path.basename(p) not in by_name]
         if missing:
             raise SystemExit(f"error: {len(missing)} input image(s) are not in {args.coco_json} "
                              f"(by file name), e.g. {missing[:3]}")
         image_ids = [by_name[os.path.basename(p)] for p in images]
+    make_output_dir(args.output, "--output")
 
     try:
         predictor = Predictor(cfg)  # the checkpoint must fit the model exactly

@@ -54,6 +54,7 @@ from retina_focal.engine.checkpoint import CheckpointReadError
 from retina_focal.engine.defaults import build_cfg, load_model_for_inference
 from retina_focal.export.graph import check_dense_detector
 from retina_focal.export.torchscript import export_torchscript, sample_image
+from retina_focal.utils.file_io import make_output_dir
 
 __all__ = ["AP_TOLERANCE", "CLASS_MAP_FILE", "FORMATS", "build_parser", "export_file", "main",
            "run"]
@@ -208,7 +209,7 @@ def main(args) -> int:
         image = read_sample_image(args.sample_image, cfg.INPUT.FORMAT)
     else:
         image = sample_image(cfg)
-    os.makedirs(args.output, exist_ok=True)
+    make_output_dir(args.output, "--output")
     with open(os.path.join(args.output, CLASS_MAP_FILE), "w") as f:
         f.write(class_map_text + "\n")
     if args.format != "torchscript":

@@ -112,7 +112,7 @@ def main(args) -> int:
                              ", not the imbalance study (retina-focal ablate --study imbalance)")
     names = ([n.strip() for n in args.datasets.split(",") if n.strip()] if args.datasets
              else [f"{p}_val" for p in IMBALANCE_PRESETS])
-    check_registered(names, "--datasets")
+    check_registered(names, "--datasets", can_register=False)
     cfg = load_cfg(args.config_file, [])
     rows: Dict[str, Dict] = {}
     for name in names:

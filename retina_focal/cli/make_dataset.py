@@ -10,6 +10,7 @@ import os
 
 from retina_focal.cli._errors import reports_user_errors
 from retina_focal.data.datasets.synthetic import SyntheticConfig, write_split
+from retina_focal.utils.file_io import make_output_dir
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -30,7 +31,7 @@ def main(args):
     config = SyntheticConfig(num_train=args.num_train, num_val=args.num_val,
                              image_size=(args.size, args.size), max_size=args.size / 2,
                              seed=args.seed)
-    os.makedirs(args.output, exist_ok=True)
+    make_output_dir(args.output, "--output")
     paths = {}
     for split in ("train", "val"):
         paths[split] = write_split(config, split, args.output)  # a progress bar on a terminal

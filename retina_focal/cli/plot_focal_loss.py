@@ -79,7 +79,8 @@ def figure4(args) -> str:
     dataset = args.dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)
     if dataset is None:
         raise ValueError("No dataset: pass --dataset NAME or set DATASETS.TEST in the config")
-    check_registered(dataset, "--dataset" if args.dataset else "DATASETS.TEST")
+    check_registered(dataset, "--dataset" if args.dataset else "DATASETS.TEST",
+                     can_register=False)
     if args.num_images < 1:
         raise ValueError(f"--num-images={args.num_images} is invalid: use 1 or more")
 

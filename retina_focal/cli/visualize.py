@@ -22,6 +22,7 @@ from retina_focal.cli._errors import reports_user_errors
 from retina_focal.config.loading import add_allow_unsafe_config_argument
 from retina_focal.data.datasets.coco import add_dataset_argument, check_registered
 from retina_focal.data.mapper import read_image_any
+from retina_focal.utils.file_io import make_output_dir
 
 
 def build_parser():
@@ -83,7 +84,10 @@ def main(args):
     drawing = draw_assignment(np.ascontiguousarray(image), boxes, text,
                               Boxes.cat(anchors).tensor, labels, scale,
                               title=f"{type(setting.assigner).__name__}: {counts}")
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    if os.path.isdir(args.output):
+        raise SystemExit(f"error: --output {args.output!r} is a folder; give the PNG file to "
+                         f"write, e.g. {args.output}/assignment.png")
+    make_output_dir(os.path.dirname(os.path.abspath(args.output)), "--output")
     drawing.save(args.output)
     print(f"{os.path.basename(d['file_name'])} at {size[1]}x{size[0]}, {setting.assigner}")
     print(counts)

@@ -108,9 +108,11 @@ def evaluate_results_file(results_file: str, gt_json: str,
 
     results = read_json(results_file, "results file")
     gt = read_json(gt_json, "ground-truth JSON")
-    if not isinstance(gt, dict) or "annotations" not in gt or "images" not in gt:
-        raise DataError(f"{gt_json} has no 'images' and 'annotations': it is not a COCO "
-                        "ground-truth file to evaluate against")
+    missing = [k for k in ("images", "annotations", "categories")
+               if not isinstance(gt, dict) or not isinstance(gt.get(k), list)]
+    if missing:
+        raise DataError(f"{gt_json} has no {' / '.join(repr(k) for k in missing)} list: it is "
+                        "not a COCO ground-truth file to evaluate against")
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO()
         coco_gt.dataset = gt

@@ -22,6 +22,7 @@ from typing import IO, Any, Callable, Optional
 
 __all__ = [
     "is_local_path",
+    "make_output_dir",
     "read_json",
     "atomic_write",
     "atomic_write_bytes",
@@ -157,3 +158,19 @@ def is_local_path(path: str) -> bool:
     """Whether ``path`` is on this machine's file system (not a ``scheme://`` URL, which
     Detectron2's PathManager reads through a handler, with no atomic rename or lock file)."""
     return "://" not in path
+
+
+def make_output_dir(path: str, option: str = "--output") -> str:
+    """Create the folder ``path`` (and its parents) for a command's output; a file in the way
+    is a :class:`~retina_focal.utils.errors.DataError` naming ``option`` (not a
+    ``FileExistsError`` traceback). Returns ``path``."""
+    from retina_focal.utils.errors import DataError
+
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise DataError(f"{option} {path!r} is a file; give a folder (it is created if needed)")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise DataError(f"{option} {path!r}: a part of that path is a file, not a folder") \
+            from None
+    return path

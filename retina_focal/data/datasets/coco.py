@@ -134,10 +134,12 @@ def register_coco_dataset(name: str, json_file: str, image_root: str) -> List[st
     return thing_classes
 
 
-def check_registered(names: Union[str, Sequence[str]], where: str) -> None:
+def check_registered(names: Union[str, Sequence[str]], where: str, *,
+                     can_register: bool = True) -> None:
     """Raise :class:`DataError` unless every dataset of ``names`` is registered; the message
     starts with ``where`` (the option or key that named them, e.g. ``--verify-dataset`` or
-    ``DATASETS.TEST``), gives the closest registered names and how to register COCO files."""
+    ``DATASETS.TEST``), gives the closest registered names and, where the command has
+    ``--dataset NAME=JSON:IMAGE_DIR`` (``can_register``), how to register COCO files."""
     import difflib
 
     names = [names] if isinstance(names, str) else list(names)
@@ -147,10 +149,13 @@ def check_registered(names: Union[str, Sequence[str]], where: str) -> None:
         return
     close = sorted({c for n in missing for c in difflib.get_close_matches(n, registered, n=3)})
     hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+    how = (f" Register your COCO files with --dataset {missing[0]}=JSON:IMAGE_DIR, or use a "
+           "registered dataset" if can_register else
+           " This command takes registered datasets only (register your COCO files in Python "
+           "with retina_focal.data.datasets.coco.register_coco_dataset); use one")
     raise DataError(
-        f"{where}: dataset {', '.join(map(repr, missing))} is not registered.{hint} Register "
-        f"your COCO files with --dataset {missing[0]}=JSON:IMAGE_DIR, or use a registered "
-        f"dataset ({len(registered)}, e.g. "
+        f"{where}: dataset {', '.join(map(repr, missing))} is not registered.{hint}{how} "
+        f"({len(registered)}, e.g. "
         f"{', '.join(sorted(n for n in registered if n.startswith('synthetic_shapes'))[:4])})")
 
 
