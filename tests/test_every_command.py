@@ -196,6 +196,9 @@ BAD = [
      "holds a training run"),
     ("eval-into-a-run-bad-weights", f"train --config-file {TINY_CONFIG} --eval-only "
      "OUTPUT_DIR {run} MODEL.WEIGHTS {text.pth}", "is a text file"),
+    ("eval-score-thresh-above-one", f"eval --config-file {TINY_CONFIG} MODEL.WEIGHTS "
+     "{weights.pth} OUTPUT_DIR {dir}/e4 MODEL.RETINANET.SCORE_THRESH_TEST 1.5",
+     "MODEL.RETINANET.SCORE_THRESH_TEST=1.5 is invalid: use a value in [0.0, 1.0]"),
     # ---- demo ------------------------------------------------------------------------------
     ("demo-input-missing", f"demo --config-file {TINY_CONFIG} --input {{dir}}/nope.png "
      "--output {dir}/d1 MODEL.WEIGHTS {weights.pth}", "nope.png"),
@@ -238,6 +241,8 @@ BAD = [
      "a2={truncated.json}:{images} --dataset-name a2 --output {dir}/a2", "truncated.json"),
     ("analyze-key-misspelt", f"analyze --config-file {TINY_CONFIG} --output {{dir}}/a3 "
      "MODEL.RETINA_FOCAL.ASIGNER_NAME x", "unknown config key MODEL.RETINA_FOCAL.ASIGNER_NAME"),
+    ("analyze-iou-bins-zero", f"analyze --config-file {TINY_CONFIG} --iou-bins 0 --output "
+     "{dir}/a4", "argument --iou-bins: 0 is not an integer >= 1"),
     ("visualize-dataset-unregistered", f"visualize --config-file {TINY_CONFIG} --dataset-name "
      "my_val --output {dir}/v1.png", "dataset 'my_val' is not registered"),
     ("visualize-image-out-of-range", f"visualize --config-file {TINY_CONFIG} --image 100000 "

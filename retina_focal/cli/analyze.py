@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from retina_focal.analysis import format_table, plot_summaries, summarize
 from retina_focal.analysis.settings import AssignmentSetting, load_cfg, register_dataset_arg
+from retina_focal.cli._args import int_at_least
 from retina_focal.cli._errors import reports_user_errors
 from retina_focal.config.loading import add_allow_unsafe_config_argument
 from retina_focal.data.datasets.coco import add_dataset_argument, check_registered
@@ -36,8 +37,10 @@ def build_parser():
     add_dataset_argument(p)
     p.add_argument("--dataset-name", default=None, help="the registered dataset to analyse")
     p.add_argument("--output", default="output/assignment_analysis", metavar="DIR")
-    p.add_argument("--max-images", type=int, default=0, help="analyse only the first N (0: all)")
-    p.add_argument("--iou-bins", type=int, default=20, help="bins of the best-IoU histogram")
+    p.add_argument("--max-images", type=int_at_least(0), default=0,
+                   help="analyse only the first N (0: all)")
+    p.add_argument("--iou-bins", type=int_at_least(1), default=20,
+                   help="bins of the best-IoU histogram")
     add_allow_unsafe_config_argument(p)
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides of the config")
     return p

@@ -55,6 +55,7 @@ from retina_focal.benchmark import (
 )
 from retina_focal.benchmark.models import DEFAULT_CONFIG, QUICK_CONFIG
 from retina_focal.benchmark.timing import log
+from retina_focal.cli._args import int_at_least
 from retina_focal.cli._errors import reports_user_errors
 from retina_focal.config.zoo import resolve_config_file
 
@@ -68,9 +69,10 @@ def build_parser():
                    help="tiny sizes and one repeat (a smoke test of the tool, not a measurement)")
     p.add_argument("--repeats", type=int, default=7, help="timed rounds per figure (median)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs of each loss first")
-    p.add_argument("--anchors", type=int, default=240000, help="anchors in the loss batch")
-    p.add_argument("--classes", type=int, default=80)
-    p.add_argument("--images", type=int, default=2)
+    p.add_argument("--anchors", type=int_at_least(1), default=240000,
+                   help="anchors in the loss batch")
+    p.add_argument("--classes", type=int_at_least(1), default=80)
+    p.add_argument("--images", type=int_at_least(1), default=2)
     p.add_argument("--image-size", type=int, nargs=2, default=(512, 640), metavar=("H", "W"))
     p.add_argument("--config-file", default=None,
                    help="model config (default R50-FPN; with --quick the tiny config)")

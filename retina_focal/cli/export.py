@@ -43,6 +43,7 @@ import sys
 import torch
 from detectron2.utils.logger import setup_logger
 
+from retina_focal.cli._args import int_at_least
 from retina_focal.cli._errors import reports_user_errors
 from retina_focal.config.loading import add_allow_unsafe_config_argument
 from retina_focal.data.datasets.coco import (
@@ -79,7 +80,7 @@ def build_parser():
     parser.add_argument("--verify-dataset", metavar="NAME",
                         help="(onnx, exported-program) compare exported and eager detections on "
                              "every image of this registered dataset, and their COCO AP")
-    parser.add_argument("--max-images", type=int, default=None,
+    parser.add_argument("--max-images", type=int_at_least(1), default=None,
                         help="with --verify-dataset: only the first N images")
     add_dataset_argument(parser)
     add_allow_unsafe_config_argument(parser)

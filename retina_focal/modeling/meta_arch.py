@@ -12,7 +12,13 @@ from detectron2.structures.boxes import matched_pairwise_iou
 from detectron2.utils.events import get_event_storage
 from torch import Tensor
 
-from retina_focal.config import NORMALIZERS, check_choice, configurable
+from retina_focal.config import (
+    NORMALIZERS,
+    check_choice,
+    check_integer,
+    check_range,
+    configurable,
+)
 from retina_focal.modeling.anchor_assignment import AnchorAssigner, build_assigner
 from retina_focal.modeling.anchor_sampling import AllAnchors, AnchorSampler, build_sampler
 from retina_focal.modeling.head import RetinaFocalHead, build_retina_focal_head
@@ -98,6 +104,14 @@ class RetinaFocal(RetinaNet, HasTrainingState):
         check_choice(normalizer, NORMALIZERS, key="normalizer",
                      note="ema: Detectron2's EMA of the number of positive anchors; batch: the "
                           "paper's per-batch count")
+        # test-time values Detectron2 takes as they come (a score threshold of 1.5 keeps no
+        # detection, a negative NMS threshold or detection count changes AP without a word)
+        for name in ("test_score_thresh", "test_nms_thresh"):
+            if name in kwargs:
+                check_range(kwargs[name], 0.0, 1.0, key=name)
+        for name in ("test_topk_candidates", "max_detections_per_image"):
+            if name in kwargs:
+                check_integer(kwargs[name], key=name, low=1)
         sampler = sampler if sampler is not None else AllAnchors()
         _require(cls_loss, DenseClsLoss, "cls_loss")
         _require(assigner, AnchorAssigner, "assigner")
@@ -119,7 +133,11 @@ class RetinaFocal(RetinaNet, HasTrainingState):
                 "classes (its num_logits(K)); build the head with num_classes=num_logits(K)"
             )
 
-    config_keys = {"normalizer": "MODEL.RETINA_FOCAL.NORMALIZER"}
+    config_keys = {"normalizer": "MODEL.RETINA_FOCAL.NORMALIZER",
+                   "test_score_thresh": "MODEL.RETINANET.SCORE_THRESH_TEST",
+                   "test_nms_thresh": "MODEL.RETINANET.NMS_THRESH_TEST",
+                   "test_topk_candidates": "MODEL.RETINANET.TOPK_CANDIDATES_TEST",
+                   "max_detections_per_image": "TEST.DETECTIONS_PER_IMAGE"}
 
     @classmethod
     def from_config(cls, cfg) -> Dict:
