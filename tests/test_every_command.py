@@ -151,6 +151,8 @@ BAD = [
      "d7={other_classes.json}:{images} DATASETS.TRAIN ('d7',)", "has 3 categories"),
     ("train-over-finished-run", f"train --config-file {TINY_CONFIG} OUTPUT_DIR {{run}}",
      "already holds a training run"),
+    ("train-resume-beyond-max-iter", f"train --config-file {TINY_CONFIG} --resume OUTPUT_DIR "
+     "{run}", "has trained 8 iterations, more than SOLVER.MAX_ITER=2"),
     ("train-num-gpus-zero", f"train --config-file {TINY_CONFIG} --num-gpus 0",
      "Invalid launch: --num-gpus 0"),
     ("train-device-unknown", f"train --config-file {TINY_CONFIG} OUTPUT_DIR {{dir}}/o6 "

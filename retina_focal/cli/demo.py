@@ -197,7 +197,12 @@ def output_category_ids(model_map: ClassMap, data_map: Optional[ClassMap],
         perm = match_class_maps(model_map, data_map, model_desc=model_desc,
                                 data_desc=data_desc)
     except ValueError as e:
-        raise SystemExit(f"error: {e}")
+        hint = ("" if data_desc == "--coco-json" else
+                "\nThe config's DATASETS.TEST is taken to be the dataset of the images. For "
+                "images of another dataset give its categories: --coco-json FILE, or --dataset "
+                "NAME=JSON:IMAGE_DIR with DATASETS.TEST \"('NAME',)\"; DATASETS.TEST \"()\" "
+                "writes the checkpoint's own classes and ids")
+        raise SystemExit(f"error: {e}{hint}")
     data_ids = [c["id"] if c["id"] is not None else j + 1 for j, c in enumerate(data_map)]
     ids = [data_ids[perm[k] if perm else k] for k in range(len(model_map))]
     return ids, [{"id": i, "name": c["name"]} for i, c in zip(data_ids, data_map)]

@@ -36,7 +36,7 @@ state_dict keeps the parameters identical to Detectron2's ``RetinaNet``.
 import logging
 import os
 from collections import OrderedDict
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -59,7 +59,8 @@ __all__ = [
     "unreadable_checkpoint_message",
     "likely_mismatch_cause",
     "is_exported_path",
-    "read_checkpoint_class_map",
+    "ResumePoint",
+    "read_resume_point",
 ]
 
 # the checkpoint entry holding the class map of the data the model was trained on
@@ -397,15 +398,26 @@ class RetinaFocalCheckpointer(DetectionCheckpointer):
         return incompatible
 
 
-def read_checkpoint_class_map(output_dir: str):
-    """``(path, class_map)`` of the checkpoint a resumed run in ``output_dir`` would load (the
-    one ``last_checkpoint`` names): ``("", None)`` when there is none, ``class_map`` None when
-    the file records none. An unreadable file is a :class:`CheckpointReadError` naming it."""
+class ResumePoint(NamedTuple):
+    """What a resumed run in an output directory would load (:func:`read_resume_point`)."""
+
+    path: str  # the checkpoint last_checkpoint names ("" when there is none)
+    class_map: Optional[ClassMap]  # its classes; None when it records none
+    iteration: Optional[int]  # the last finished iteration it holds
+
+
+def read_resume_point(output_dir: str) -> ResumePoint:
+    """The checkpoint a resumed run in ``output_dir`` would load (the one ``last_checkpoint``
+    names), its class map and iteration; an empty point when there is none (or the file named
+    is missing: resuming says so). An unreadable file is a :class:`CheckpointReadError`."""
     checkpointer = RetinaFocalCheckpointer(nn.Module(), save_dir=output_dir)
     if not checkpointer.has_checkpoint():
-        return "", None
+        return ResumePoint("", None, None)
     path = checkpointer.get_checkpoint_file()
     if not os.path.isfile(path):
-        return path, None  # resuming says it is missing
-    saved = checkpointer._load_file(path).get(CLASS_MAP_KEY)
-    return path, None if saved is None else validate_class_map(saved, f"checkpoint {path!r}")
+        return ResumePoint(path, None, None)
+    data = checkpointer._load_file(path)
+    saved = data.get(CLASS_MAP_KEY)
+    class_map = None if saved is None else validate_class_map(saved, f"checkpoint {path!r}")
+    iteration = data.get("iteration")
+    return ResumePoint(path, class_map, iteration if isinstance(iteration, int) else None)

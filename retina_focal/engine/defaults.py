@@ -178,7 +178,8 @@ def setup_cfg(args):
         check = functools.partial(
             check_training_start, cfg.OUTPUT_DIR, resume=args.resume,
             class_map=functools.partial(training_class_map, cfg.DATASETS.TRAIN),
-            classes_desc=f"DATASETS.TRAIN ({', '.join(cfg.DATASETS.TRAIN)})")
+            classes_desc=f"DATASETS.TRAIN ({', '.join(cfg.DATASETS.TRAIN)})",
+            max_iter=cfg.SOLVER.MAX_ITER)
     claim_output_dir(cfg.OUTPUT_DIR, check)
     with keep_run_config(cfg.OUTPUT_DIR, active=args.eval_only):  # a run's config.yaml stays
         default_setup(cfg, args)

@@ -259,7 +259,8 @@ def setup_lazy_cfg(args):
             check_training_start, output_dir, resume=args.resume,
             class_map=functools.partial(training_class_map, names),
             classes_desc=f"dataloader.train.dataset.names ({', '.join(names)})",
-            output_key="train.output_dir")
+            output_key="train.output_dir", max_iter=OmegaConf.select(cfg, "train.max_iter"),
+            max_iter_key="train.max_iter")
     claim_output_dir(output_dir, check)
     with keep_run_config(output_dir, active=args.eval_only):  # a run's config.yaml stays
         default_setup(cfg, args)

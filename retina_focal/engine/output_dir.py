@@ -47,7 +47,7 @@ from retina_focal.engine.checkpoint import (
     CheckpointNotFound,
     RetinaFocalCheckpointer,
     is_exported_path,
-    read_checkpoint_class_map,
+    read_resume_point,
 )
 from retina_focal.utils.errors import UserError
 from retina_focal.utils.file_io import atomic_write_bytes, is_local_path, is_temporary_file
@@ -313,7 +313,9 @@ _RUN_FILES = ("last_checkpoint", "model_final.pth")
 
 def check_training_start(output_dir: str, *, resume: bool,
                          class_map: Union[None, ClassMap, Callable[[], Optional[ClassMap]]],
-                         classes_desc: str, output_key: str = "OUTPUT_DIR") -> None:
+                         classes_desc: str, output_key: str = "OUTPUT_DIR",
+                         max_iter: Optional[int] = None,
+                         max_iter_key: str = "SOLVER.MAX_ITER") -> None:
     """Refuse a training run, before it writes anything, that would lose or mislabel the run
     already in ``output_dir``:
 
@@ -324,7 +326,9 @@ def check_training_start(output_dir: str, *, resume: bool,
       on (``classes_desc`` names them in the message; a callable is called only when the
       checkpoint has a class map to compare): every output would go on meaning the old
       class under the new name. A checkpoint without a class map (Detectron2's) is not
-      checked here (its class count is, when it is loaded).
+      checked here (its class count is, when it is loaded);
+    * with ``resume``: the checkpoint has trained more iterations than ``max_iter`` (the run
+      would only evaluate again and log it as a later iteration).
 
     Raises:
         TrainingRefused: the message names the directory or checkpoint, both class lists and
@@ -341,7 +345,12 @@ def check_training_start(output_dir: str, *, resume: bool,
                 f"--resume, or give this one another output directory ({output_key}), or "
                 "delete those files first")
         return
-    checkpoint, saved = read_checkpoint_class_map(output_dir)
+    checkpoint, saved, iteration = read_resume_point(output_dir)
+    if iteration is not None and max_iter is not None and iteration + 1 > max_iter:
+        raise TrainingRefused(
+            f"Cannot resume {checkpoint}: it has trained {iteration + 1} iterations, more than "
+            f"{max_iter_key}={max_iter}. Raise {max_iter_key} to train it further, or evaluate "
+            "it with --eval-only")
     if saved is None:
         return
     class_map = class_map() if callable(class_map) else class_map
