@@ -293,6 +293,7 @@ def test_bad_input_is_one_error_line_and_changes_nothing(row, files, capsys, mon
     monkeypatch.chdir(files["dir"])
     _quiet_stale_handlers()
     before = snapshot(files["run"])
+    existing = set(os.listdir(files["dir"]))
     status = main(_argv(template, files))
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if "error: " in line]
@@ -303,6 +304,12 @@ def test_bad_input_is_one_error_line_and_changes_nothing(row, files, capsys, mon
     message = err[err.index(errors[0]):]
     assert fragment in message, message
     assert snapshot(files["run"]) == before
+    # a folder the refused command was to write into holds no file (it may have been made);
+    # demo's unreadable images are skipped and the rest written (exit status 1), by design
+    for new in set(os.listdir(files["dir"])) - existing - ({"d2", "d3", "d4"}
+                                                           if row[0].startswith("demo-input")
+                                                           else set()):
+        assert not snapshot(os.path.join(files["dir"], new)), new
 
 
 # (id, argv, a file or folder the command must have written)

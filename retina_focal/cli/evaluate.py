@@ -33,9 +33,14 @@ from retina_focal.cli._errors import reports_user_errors
 from retina_focal.config.loading import ConfigError
 from retina_focal.engine.defaults import default_argument_parser, evaluate_checkpoint, setup_cfg
 from retina_focal.engine.launch import launch_from_args
-from retina_focal.engine.output_dir import release_output_dir
+from retina_focal.engine.output_dir import (
+    release_output_dir,
+    rollback_output_dir,
+    start_output_dir,
+)
 from retina_focal.evaluation import REPORT_FILE, evaluate_results_file
 from retina_focal.export.runtime import evaluate_exported, is_exported_model
+from retina_focal.utils.errors import UserError
 
 __all__ = ["build_parser", "evaluate_results", "main", "prepare_model_args", "run"]
 
@@ -91,7 +96,11 @@ def main(args):
                 if os.path.exists(path):
                     logger.info(f"{name}: report {path} (PR curves pr_*.png next to it)")
         return results
+    except UserError:
+        rollback_output_dir(cfg.OUTPUT_DIR)  # refused: nothing changed there
+        raise
     finally:
+        start_output_dir(cfg.OUTPUT_DIR)
         release_output_dir(cfg.OUTPUT_DIR)
 
 

@@ -15,7 +15,6 @@ import argparse
 import json
 import logging
 import os
-import sys
 import time
 
 from retina_focal.analysis.loss_curves import (
@@ -27,6 +26,7 @@ from retina_focal.analysis.loss_curves import (
 )
 from retina_focal.cli._errors import reports_user_errors
 from retina_focal.config.loading import add_allow_unsafe_config_argument
+from retina_focal.utils.file_io import make_output_dir
 
 __all__ = ["build_parser", "figure4", "main", "parse_args", "run"]
 
@@ -127,19 +127,19 @@ def figure4(args) -> str:
 
 
 def main(args) -> int:
-    """Write Figure 1 (and Figure 4 with ``--config-file``); 0, or 2 on a bad input."""
-    os.makedirs(args.output, exist_ok=True)
+    """Write Figure 1 (and Figure 4 with ``--config-file``, first: a bad input stops the
+    command before either figure is written); 0, or ``SystemExit("error: ...")``."""
+    make_output_dir(args.output, "--output")
+    if args.config_file:
+        try:
+            print(f"wrote {figure4(args)}")
+        except (ValueError, FileNotFoundError) as e:
+            raise SystemExit(f"error: {e}") from e
     data = figure1_data(args.gammas)
     with open(os.path.join(args.output, "figure1.json"), "w") as f:
         json.dump(data, f)
     plot_figure1(data, os.path.join(args.output, "figure1.png"))
     print(f"wrote {os.path.join(args.output, 'figure1.png')}")
-    if args.config_file:
-        try:
-            print(f"wrote {figure4(args)}")
-        except (ValueError, FileNotFoundError) as e:
-            print(f"plot_focal_loss.py: error: {e}", file=sys.stderr)
-            return 2
     return 0
 
 

@@ -24,7 +24,12 @@ from retina_focal.engine.defaults import (
     setup_cfg,
 )
 from retina_focal.engine.launch import launch_from_args
-from retina_focal.engine.output_dir import release_output_dir
+from retina_focal.engine.output_dir import (
+    release_output_dir,
+    rollback_output_dir,
+    start_output_dir,
+)
+from retina_focal.utils.errors import UserError
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -48,8 +53,13 @@ def main(args):
             return results
         trainer = Trainer(cfg)
         trainer.resume_or_load(resume=args.resume)
+        start_output_dir(cfg.OUTPUT_DIR)  # built and loaded: from here its files are its output
         return trainer.train()
+    except UserError:
+        rollback_output_dir(cfg.OUTPUT_DIR)  # refused before it started: nothing changed there
+        raise
     finally:
+        start_output_dir(cfg.OUTPUT_DIR)
         release_output_dir(cfg.OUTPUT_DIR)
 
 

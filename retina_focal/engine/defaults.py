@@ -40,6 +40,7 @@ from retina_focal.engine.output_dir import (
     claim_output_dir,
     keep_run_config,
     log_to_output_dir,
+    snapshot_output_dir,
 )
 from retina_focal.engine.trainer import ReliableTrainer
 from retina_focal.evaluation.coco_report import COCOReportEvaluator
@@ -179,8 +180,9 @@ def setup_cfg(args):
             check_training_start, cfg.OUTPUT_DIR, resume=args.resume,
             class_map=functools.partial(training_class_map, cfg.DATASETS.TRAIN),
             classes_desc=f"DATASETS.TRAIN ({', '.join(cfg.DATASETS.TRAIN)})",
-            max_iter=cfg.SOLVER.MAX_ITER)
+            max_iter=cfg.SOLVER.MAX_ITER, weights=cfg.MODEL.WEIGHTS)
     claim_output_dir(cfg.OUTPUT_DIR, check)
+    snapshot_output_dir(cfg.OUTPUT_DIR)  # put back if the run is refused before it starts
     with keep_run_config(cfg.OUTPUT_DIR, active=args.eval_only):  # a run's config.yaml stays
         default_setup(cfg, args)
     log_to_output_dir(cfg.OUTPUT_DIR)

@@ -53,6 +53,9 @@ from retina_focal.engine.output_dir import (
     keep_run_config,
     log_to_output_dir,
     release_output_dir,
+    rollback_output_dir,
+    snapshot_output_dir,
+    start_output_dir,
 )
 from retina_focal.engine.trainer import (
     ReliableTrainerBase,
@@ -61,6 +64,7 @@ from retina_focal.engine.trainer import (
     wrap_distributed,
 )
 from retina_focal.evaluation.coco_report import set_lazy_evaluator_class_map
+from retina_focal.utils.errors import UserError
 
 __all__ = [
     "DEVICE_SPEEDUP_KEYS",
@@ -260,8 +264,11 @@ def setup_lazy_cfg(args):
             class_map=functools.partial(training_class_map, names),
             classes_desc=f"dataloader.train.dataset.names ({', '.join(names)})",
             output_key="train.output_dir", max_iter=OmegaConf.select(cfg, "train.max_iter"),
-            max_iter_key="train.max_iter")
+            max_iter_key="train.max_iter",
+            weights=OmegaConf.select(cfg, "train.init_checkpoint", default=""),
+            weights_key="train.init_checkpoint")
     claim_output_dir(output_dir, check)
+    snapshot_output_dir(output_dir)  # put back if the run is refused before it starts
     with keep_run_config(output_dir, active=args.eval_only):  # a run's config.yaml stays
         default_setup(cfg, args)
     log_to_output_dir(output_dir)
@@ -278,9 +285,17 @@ def main(args):
     train (``--resume``: from the last checkpoint), evaluating at the end. The output
     directory is released at the end, whatever happens."""
     cfg = setup_lazy_cfg(args)
+    output_dir = lazy_output_dir(cfg)
     try:
         if args.eval_only:
             return run_evaluation(cfg, build_lazy_model_and_load(cfg))
-        train_lazy(cfg, resume=args.resume)  # the EvalHook evaluates the final model
+        trainer = LazyReliableTrainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        start_output_dir(output_dir)  # built and loaded: from here its files are its output
+        trainer.train()  # the EvalHook evaluates the final model
+    except UserError:
+        rollback_output_dir(output_dir)  # refused before it started: nothing changed there
+        raise
     finally:
-        release_output_dir(lazy_output_dir(cfg))
+        start_output_dir(output_dir)
+        release_output_dir(output_dir)

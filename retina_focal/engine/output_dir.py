@@ -59,11 +59,15 @@ __all__ = [
     "TrainingRefused",
     "check_evaluation_start",
     "check_training_start",
+    "check_weights_readable",
     "keep_run_config",
     "claim_output_dir",
     "log_to_output_dir",
     "release_output_dir",
     "remove_leftover_temporaries",
+    "rollback_output_dir",
+    "snapshot_output_dir",
+    "start_output_dir",
 ]
 
 logger = logging.getLogger(__name__)
@@ -315,10 +319,12 @@ def check_training_start(output_dir: str, *, resume: bool,
                          class_map: Union[None, ClassMap, Callable[[], Optional[ClassMap]]],
                          classes_desc: str, output_key: str = "OUTPUT_DIR",
                          max_iter: Optional[int] = None,
-                         max_iter_key: str = "SOLVER.MAX_ITER") -> None:
+                         max_iter_key: str = "SOLVER.MAX_ITER", weights: str = "",
+                         weights_key: str = "MODEL.WEIGHTS") -> None:
     """Refuse a training run, before it writes anything, that would lose or mislabel the run
     already in ``output_dir``:
 
+    * without ``resume``: initial ``weights`` that do not exist or cannot be read;
     * without ``resume``: the directory holds a run's checkpoints (``last_checkpoint``,
       ``model_final.pth``), which training from scratch would replace;
     * with ``resume``: the checkpoint it would resume from was trained on classes with other
@@ -334,6 +340,8 @@ def check_training_start(output_dir: str, *, resume: bool,
         TrainingRefused: the message names the directory or checkpoint, both class lists and
             the fix (``--resume``, another ``output_key``).
     """
+    if not resume:
+        check_weights_readable(weights, weights_key)
     if not output_dir or not is_local_path(output_dir) or not os.path.isdir(output_dir):
         return
     if not resume:
@@ -370,6 +378,18 @@ def _run_files(output_dir: str) -> List[str]:
     return [n for n in _RUN_FILES if os.path.exists(os.path.join(output_dir, n))]
 
 
+def check_weights_readable(weights: str, key: str = "MODEL.WEIGHTS") -> None:
+    """Raise :class:`CheckpointNotFound` / :class:`CheckpointReadError` (naming ``key`` and the
+    file) unless ``weights`` is empty, remote, an exported model (read by its own runtime) or a
+    checkpoint that can be read; called before a run writes anything."""
+    if not weights or not is_local_path(weights) or is_exported_path(weights):
+        return
+    if not os.path.isfile(weights):
+        raise CheckpointNotFound(f"Cannot load the checkpoint ({key}): file {weights!r} does "
+                                 "not exist")
+    RetinaFocalCheckpointer(_EmptyModel(), save_dir="")._load_file(weights)
+
+
 def check_evaluation_start(output_dir: str, weights: str, *, resume: bool = False,
                            weights_key: str = "MODEL.WEIGHTS",
                            output_key: str = "OUTPUT_DIR") -> None:
@@ -386,12 +406,8 @@ def check_evaluation_start(output_dir: str, weights: str, *, resume: bool = Fals
         CheckpointNotFound, CheckpointReadError: the weights (named).
         TrainingRefused: the directory holds another run (named, with the fix).
     """
-    if weights and is_local_path(weights) and not resume and not is_exported_path(weights):
-        checkpoint = RetinaFocalCheckpointer(_EmptyModel(), save_dir="")
-        if not os.path.isfile(weights):
-            raise CheckpointNotFound(f"Cannot load the checkpoint ({weights_key}): file "
-                                     f"{weights!r} does not exist")
-        checkpoint._load_file(weights)  # an unreadable file: CheckpointReadError naming it
+    if not resume:
+        check_weights_readable(weights, weights_key)
     if not output_dir or not is_local_path(output_dir) or not os.path.isdir(output_dir) or resume:
         return
     found = _run_files(output_dir)
@@ -437,3 +453,73 @@ class keep_run_config:
             atomic_write_bytes(eval_path, written)
             atomic_write_bytes(self.path, self.kept)
         return False
+
+
+# files a run's setup writes or appends to before it starts (Detectron2's default_setup, the
+# event writers): restored byte for byte when the run is refused before it starts
+_SMALL_FILE_LIMIT = 16 * 2**20
+
+
+class _Snapshot:
+    def __init__(self, output_dir: str):
+        self.output_dir = output_dir
+        self.existed = os.path.isdir(output_dir)
+        self.files: Dict[str, tuple] = {}
+        self.contents: Dict[str, bytes] = {}
+        if self.existed:
+            for root, _, names in os.walk(output_dir):
+                for name in names:
+                    path = os.path.join(root, name)
+                    if name == LOCK_FILE:
+                        continue
+                    st = os.stat(path)
+                    self.files[path] = (st.st_size, st.st_mtime_ns)
+                    if st.st_size <= _SMALL_FILE_LIMIT:
+                        with open(path, "rb") as f:
+                            self.contents[path] = f.read()
+
+    def restore(self) -> None:
+        for root, dirs, names in os.walk(self.output_dir, topdown=False):
+            for name in names:
+                path = os.path.join(root, name)
+                if name == LOCK_FILE:
+                    continue
+                if path not in self.files:
+                    os.remove(path)
+                    continue
+                st = os.stat(path)
+                if (st.st_size, st.st_mtime_ns) != self.files[path] and path in self.contents:
+                    atomic_write_bytes(path, self.contents[path])
+            for d in dirs:
+                full = os.path.join(root, d)
+                if not os.listdir(full):
+                    os.rmdir(full)
+
+
+# output directory -> its state when the run took it, until the run starts (or is refused)
+_SNAPSHOTS: Dict[str, _Snapshot] = {}
+
+
+def snapshot_output_dir(output_dir: str) -> None:
+    """Remember ``output_dir``'s files before a run's setup writes there (main process,
+    local directories): :func:`rollback_output_dir` puts them back if the run is refused
+    before it starts (:func:`start_output_dir` says it has)."""
+    if output_dir and is_local_path(output_dir) and comm.is_main_process():
+        _SNAPSHOTS[_key(output_dir)] = _Snapshot(output_dir)
+
+
+def start_output_dir(output_dir: str) -> None:
+    """The run has started (its model is built and loaded): what it writes from now on is
+    its own output, kept whatever happens."""
+    if output_dir:
+        _SNAPSHOTS.pop(_key(output_dir), None)
+
+
+def rollback_output_dir(output_dir: str) -> None:
+    """A run refused before it started (a :class:`UserError` while its model was built or
+    loaded): restore ``output_dir`` as it was when the run took it (config.yaml, log.txt, no
+    new event or metrics files), so that a refused run changes no file there."""
+    snapshot = _SNAPSHOTS.pop(_key(output_dir), None) if output_dir else None
+    if snapshot is None:
+        return
+    snapshot.restore()
