@@ -58,5 +58,5 @@ def test_an_image_index_outside_the_dataset_is_refused(tmp_path, capsys):
         assert cli.main(["visualize", "--config-file", TINY_CONFIG, "--image", index,
                          "--output", str(out)]) == 1
         assert capsys.readouterr().err.strip() == \
-            f"--image {index}: the dataset has {n} images (indices 0..{n - 1})"
+            f"error: --image {index}: the dataset has {n} images (indices 0..{n - 1})"
     assert not out.exists()

@@ -347,6 +347,22 @@ class RetinaFocalCheckpointer(DetectionCheckpointer):
             extra[CLASS_MAP_KEY] = validate_class_map(extra[CLASS_MAP_KEY], f"checkpoint {path!r}")
         return extra
 
+    def read_file(self, path: str) -> Dict[str, Any]:
+        """The content of the checkpoint file ``path`` as :meth:`load` reads it (``.pth``,
+        Detectron2's ``.pkl``), without loading anything into the model: for checks made
+        before a run writes anything. An unreadable file is a :class:`CheckpointReadError`."""
+        from urllib.parse import urlparse
+
+        # official Detectron2 reads a file only inside load(), which parses its URL first
+        inside_load = hasattr(self, "_parsed_url_during_load")
+        if inside_load:
+            self._parsed_url_during_load = urlparse(path)
+        try:
+            return self._load_file(path)
+        finally:
+            if inside_load:
+                self._parsed_url_during_load = None
+
     def _load_file(self, filename: str) -> Dict[str, Any]:
         try:
             return super()._load_file(filename)
@@ -416,7 +432,7 @@ def read_resume_point(output_dir: str) -> ResumePoint:
     path = checkpointer.get_checkpoint_file()
     if not os.path.isfile(path):
         return ResumePoint(path, None, None)
-    data = checkpointer._load_file(path)
+    data = checkpointer.read_file(path)
     saved = data.get(CLASS_MAP_KEY)
     class_map = None if saved is None else validate_class_map(saved, f"checkpoint {path!r}")
     iteration = data.get("iteration")

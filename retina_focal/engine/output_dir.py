@@ -387,7 +387,7 @@ def check_weights_readable(weights: str, key: str = "MODEL.WEIGHTS") -> None:
     if not os.path.isfile(weights):
         raise CheckpointNotFound(f"Cannot load the checkpoint ({key}): file {weights!r} does "
                                  "not exist")
-    RetinaFocalCheckpointer(_EmptyModel(), save_dir="")._load_file(weights)
+    RetinaFocalCheckpointer(_EmptyModel(), save_dir="").read_file(weights)
 
 
 def check_evaluation_start(output_dir: str, weights: str, *, resume: bool = False,
