@@ -323,11 +323,12 @@ def test_eval_of_a_json_with_other_class_names_is_an_error_showing_both(trained,
     gt = json.load(open(trained["gt_json"]))
     gt["categories"][0]["name"] = "blob"
     (tmp_path / "val_other.json").write_text(json.dumps(gt))
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(SystemExit) as info:  # one error line (a DataError), no traceback
         evaluate.run(["--config-file", TINY_CONFIG, "--gt-json", str(tmp_path / "val_other.json"),
                       "--image-dir", trained["image_dir"], "--output", str(tmp_path / "e"),
                       "MODEL.WEIGHTS", trained["weights"], "MODEL.DEVICE", "cpu"])
-    msg = str(info.value)
+    msg = str(info.value.code)
+    assert msg.startswith("error: ")
     assert "The classes of checkpoint 'model_final.pth' and dataset 'eval_val_other' differ " \
            "(only in checkpoint 'model_final.pth': ['ellipse']; only in dataset " \
            "'eval_val_other': ['blob'])" in msg
