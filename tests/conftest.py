@@ -13,6 +13,22 @@ CONFIGS = os.path.join(REPO, "configs")
 TINY_CONFIG = os.path.join(CONFIGS, "Synthetic", "retina_focal_R_18_FPN_tiny.yaml")
 
 
+def snapshot(directory):
+    """Every file under ``directory``: relative path -> (size, mtime, SHA-1 of the content),
+    to check that a refused command changed nothing there."""
+    import hashlib
+
+    files = {}
+    for root, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                files[os.path.relpath(path, directory)] = (
+                    os.path.getsize(path), os.path.getmtime(path),
+                    hashlib.sha1(f.read()).hexdigest())
+    return files
+
+
 @pytest.fixture
 def tiny_cfg():
     """A mutable config of the tiny test model (CPU)."""

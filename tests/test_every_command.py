@@ -4,7 +4,6 @@ key in YAML or LazyConfig, an option in an odd place). Each must end with a non-
 exactly one ``error:`` line naming the file, key or value (the row's fragment), no traceback,
 and no change to any file of an existing run directory handed to it. GOOD is the happy path of
 each command, on the same inputs. docs/reliability.md lists these rows as they are."""
-import hashlib
 import json
 import logging
 import os
@@ -14,7 +13,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import CONFIGS, TINY_CONFIG
+from conftest import CONFIGS, TINY_CONFIG, snapshot
 from PIL import Image
 
 from retina_focal.cli import main
@@ -22,17 +21,6 @@ from retina_focal.cli import main
 LAZY_TINY = os.path.join(CONFIGS, "Synthetic", "retina_focal_R_18_FPN_tiny.py")
 RPN_YAML = os.path.join(CONFIGS, "Synthetic", "faster_rcnn_focal_rpn_R_18_FPN_synthetic.yaml")
 CPU = ["MODEL.DEVICE", "cpu"]
-
-
-def snapshot(directory):
-    out = {}
-    for root, _, names in os.walk(directory):
-        for name in names:
-            path = os.path.join(root, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, directory)] = (os.path.getmtime(path),
-                                                         hashlib.sha1(f.read()).hexdigest())
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -81,6 +81,24 @@ def _load(path):
 _REFERENCES = {}
 
 
+def _killed_after_first_checkpoint(command, run_dir):
+    """Start the run ``command`` (a tools/ command line) and kill it with SIGKILL as soon as
+    the checkpoint of iteration 1 (or, if the polling process was not scheduled in time on a
+    busy machine, of iteration 2) is complete; return the killed process."""
+    p = subprocess.Popen([sys.executable] + command, cwd=REPO, env=_env(),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tag = os.path.join(run_dir, "last_checkpoint")
+    deadline = time.time() + 300
+    while time.time() < deadline and p.poll() is None:
+        if os.path.exists(tag) and open(tag).read().strip() in (
+                "model_0000001.pth", "model_0000002.pth"):
+            p.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    assert p.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
+    return p
+
+
 def _reference_run(path, tmp_path_factory):
     """One uninterrupted single-process run of ``path``, evaluated at the end (once per
     module)."""
@@ -101,20 +119,8 @@ def reference(request, tmp_path_factory):
 def test_sigkill_between_checkpoints_then_resume_equals_uninterrupted_run(reference, tmp_path):
     path, reference = reference
     run_dir = str(tmp_path)
-    # the same run, killed with SIGKILL as soon as the checkpoint of iteration 1 (or, if the
-    # polling process was not scheduled in time on a busy machine, of iteration 2) is complete
-    p = subprocess.Popen([sys.executable] + _tool(path, [], NO_EVAL[path], run_dir), cwd=REPO,
-                         env=_env(),
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = _killed_after_first_checkpoint(_tool(path, [], NO_EVAL[path], run_dir), run_dir)
     tag = os.path.join(run_dir, "last_checkpoint")
-    deadline = time.time() + 300
-    while time.time() < deadline and p.poll() is None:
-        if os.path.exists(tag) and open(tag).read().strip() in (
-                "model_0000001.pth", "model_0000002.pth"):
-            p.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.005)
-    assert p.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
     assert not os.path.exists(os.path.join(run_dir, "model_final.pth"))
     resumed_from = open(tag).read().strip()
     # the killed run could not release its output directory: --resume takes it over by itself
@@ -343,17 +349,7 @@ def test_focal_rpn_faster_rcnn_sigkill_then_resume_equals_uninterrupted_run(tmp_
     proc = run_tool(_rpn_tool([], reference), cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = str(tmp_path / "killed")
-    p = subprocess.Popen([sys.executable] + _rpn_tool([], run_dir), cwd=REPO, env=_env(),
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    tag = os.path.join(run_dir, "last_checkpoint")
-    deadline = time.time() + 300
-    while time.time() < deadline and p.poll() is None:
-        if os.path.exists(tag) and open(tag).read().strip() in (
-                "model_0000001.pth", "model_0000002.pth"):
-            p.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.005)
-    assert p.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
+    _killed_after_first_checkpoint(_rpn_tool([], run_dir), run_dir)
     proc = run_tool(_rpn_tool(["--resume"], run_dir), cwd=REPO)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     ref = _load(os.path.join(reference, "model_final.pth"))

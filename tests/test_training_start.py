@@ -3,32 +3,18 @@ or mislabel the run already in its output directory (retina_focal.engine.output_
 check_training_start): training from scratch over a finished run, and resuming a run on a
 dataset whose classes have other names. The refused command prints one error line and leaves
 every file of the directory as it was; the same holds for both config systems."""
-import hashlib
 import json
 import os
 import shutil
 
 import pytest
-from conftest import CONFIGS, TINY_CONFIG
+from conftest import CONFIGS, TINY_CONFIG, snapshot
 
 from retina_focal.cli import main
 from retina_focal.engine.output_dir import TrainingRefused, check_training_start
 
 LAZY_TINY = os.path.join(CONFIGS, "Synthetic", "retina_focal_R_18_FPN_tiny.py")
 CLASSES = ["ellipse", "rectangle", "triangle", "cross", "star", "ring"]  # the tiny dataset's
-
-
-def snapshot(directory):
-    """Every file under ``directory`` with its size, mtime and content hash."""
-    files = {}
-    for root, _, names in os.walk(directory):
-        for name in names:
-            path = os.path.join(root, name)
-            with open(path, "rb") as f:
-                files[os.path.relpath(path, directory)] = (
-                    os.path.getsize(path), os.path.getmtime(path),
-                    hashlib.sha1(f.read()).hexdigest())
-    return files
 
 
 @pytest.fixture

@@ -82,10 +82,6 @@ class OutputDirInUse(UserError, RuntimeError):
     """The output directory belongs to another run that is (or may be) alive."""
 
 
-class _EmptyModel(nn.Module):
-    """A model with nothing to load: the checkpointer only reads a file with it."""
-
-
 class TrainingRefused(UserError, RuntimeError):
     """A training run that would replace or mislabel the run already in its output directory."""
 
@@ -345,7 +341,7 @@ def check_training_start(output_dir: str, *, resume: bool,
     if not output_dir or not is_local_path(output_dir) or not os.path.isdir(output_dir):
         return
     if not resume:
-        found = [n for n in _RUN_FILES if os.path.exists(os.path.join(output_dir, n))]
+        found = _run_files(output_dir)
         if found:
             raise TrainingRefused(
                 f"{output_dir} already holds a training run ({', '.join(found)}): training "
@@ -387,7 +383,7 @@ def check_weights_readable(weights: str, key: str = "MODEL.WEIGHTS") -> None:
     if not os.path.isfile(weights):
         raise CheckpointNotFound(f"Cannot load the checkpoint ({key}): file {weights!r} does "
                                  "not exist")
-    RetinaFocalCheckpointer(_EmptyModel(), save_dir="").read_file(weights)
+    RetinaFocalCheckpointer(nn.Module(), save_dir="").read_file(weights)  # reads, loads nothing
 
 
 def check_evaluation_start(output_dir: str, weights: str, *, resume: bool = False,
