@@ -4,6 +4,7 @@ are real processes."""
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -13,12 +14,15 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO, TINY_CONFIG, run_tool
+from detectron2.data import DatasetCatalog
 from detectron2.structures import BoxMode
 from PIL import Image
 
 from retina_focal.data.checks import sanitize_dataset_dicts
+from retina_focal.data.datasets.coco import register_coco_dataset
 from retina_focal.data.mapper import RobustDatasetMapper, UnreadableImageError, read_image_any
 from retina_focal.engine.checkpoint import RetinaFocalCheckpointer
+from retina_focal.utils.errors import DataError
 
 
 # ---- boxes and categories --------------------------------------------------------------------
@@ -90,8 +94,6 @@ def test_a_box_without_bbox_mode_is_named():
 
 @pytest.mark.parametrize("bbox,problem", MALFORMED_BOXES, ids=lambda v: repr(v)[:20])
 def test_a_malformed_box_in_a_coco_json_is_named_at_registration(bbox, problem, tmp_path):
-    from retina_focal.data.datasets.coco import register_coco_dataset
-
     root = str(tmp_path)
     json_path = _write_tiny_coco(root, n=3)
     with open(json_path) as f:
@@ -138,17 +140,55 @@ def test_category_id_outside_the_classes_is_a_clear_error():
         sanitize_dataset_dicts(dicts, "d", num_classes=6)
 
 
-def test_coco_json_with_an_unknown_category_id_names_it(tmp_path):
-    from detectron2.data.datasets import load_coco_json
-
+def _coco_with(tmp_path, **changes):
     coco = {"images": [{"id": 1, "file_name": "a.png", "width": 8, "height": 8}],
-            "annotations": [{"id": 1, "image_id": 1, "category_id": 9, "bbox": [0, 0, 4, 4],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [0, 0, 4, 4],
                              "area": 16, "iscrowd": 0}],
-            "categories": [{"id": 1, "name": "x"}, {"id": 2, "name": "y"}]}
+            "categories": [{"id": 2, "name": "x"}, {"id": 7, "name": "y"}]}
+    for key, value in changes.items():
+        coco[key] = value
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(coco))
-    with pytest.raises(KeyError, match="category_id=9"):
-        load_coco_json(str(path), str(tmp_path), "bad_categories_test")
+    return str(path)
+
+
+_ANN = {"id": 4, "image_id": 1, "category_id": 2, "bbox": [0, 0, 4, 4], "area": 16,
+        "iscrowd": 0}
+
+
+@pytest.mark.parametrize("changes,message", [
+    # Detectron2's load_coco_json: a KeyError traceback when the dataset is first loaded
+    ({"annotations": [_ANN, dict(_ANN, id=5, category_id=9), dict(_ANN, id=6, category_id=3)]},
+     r"image 'a.png' \(image_id 1\), annotation id 5: category_id 9 is not defined in the "
+     r"file's 'categories' \(ids \[2, 7\]\); add it there or fix the annotation; 1 more "
+     r"annotation\(s\) in this file have a category_id not in 'categories'"),
+    # Detectron2 drops an annotation of an unknown image without a word
+    ({"annotations": [_ANN, dict(_ANN, id=5, image_id=3)]},
+     r"image None \(image_id 3\), annotation id 5: image_id 3 is not defined in the file's "
+     r"'images' \(ids \[1\]\); add it there or fix the annotation$"),
+    ({"categories": [{"id": 2, "name": "x"}, {"id": 2, "name": "y"}]},
+     r"category id\(s\) \[2\] are defined more than once"),
+    ({"categories": [{"id": 2, "name": "x"}, {"id": "7", "name": "y"}]},
+     r"category \{'id': '7', 'name': 'y'\} needs an integer 'id' and a string 'name'"),
+    ({"categories": [{"id": 2}]}, r"category \{'id': 2\} needs an integer 'id' and a string"),
+], ids=["unknown-category-id", "unknown-image-id", "repeated-category-id",
+        "string-category-id", "category-without-name"])
+def test_a_coco_json_whose_references_do_not_resolve_is_refused_at_registration(
+        changes, message, tmp_path):
+    name = f"bad_refs_{abs(hash(repr(changes)))}"
+    path = _coco_with(tmp_path, **changes)
+    with pytest.raises(DataError, match=rf"^Dataset '{name}' \({re.escape(path)}\)"):
+        register_coco_dataset(name, path, str(tmp_path))
+    with pytest.raises(DataError, match=message):
+        register_coco_dataset(name, path, str(tmp_path))
+    assert name not in DatasetCatalog.list()
+
+
+def test_a_coco_json_whose_references_resolve_registers_with_its_class_names(tmp_path):
+    name = "good_refs"
+    path = _coco_with(tmp_path, annotations=[_ANN, dict(_ANN, id=5, category_id=7)])
+    assert register_coco_dataset(name, path, str(tmp_path)) == ["x", "y"]
+    assert [a["category_id"] for a in DatasetCatalog.get(name)[0]["annotations"]] == [0, 1]
 
 
 # ---- images ----------------------------------------------------------------------------------

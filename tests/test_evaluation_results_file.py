@@ -79,3 +79,16 @@ def test_a_malformed_ground_truth_box_is_named(tmp_path):
                                          r"\(image_id 11\), annotation id 5: bbox \[1, 2, 3\] "
                                          r"has 3 values, not 4"):
         evaluate_results_file(write(tmp_path, dets), gt_path)
+
+
+def test_a_ground_truth_annotation_of_an_undefined_category_is_named(tmp_path):
+    """pycocotools counts such an annotation under no category of the evaluation: refused."""
+    gt, gt_path = make_gt(tmp_path)
+    dets = noisy_detections(gt)
+    gt["annotations"][4]["category_id"] = 99
+    with open(gt_path, "w") as f:
+        json.dump(gt, f)
+    with pytest.raises(ValueError, match=r"Dataset 'gt' \(.*gt\.json\), image '11\.png' "
+                                         r"\(image_id 11\), annotation id 5: category_id 99 is "
+                                         r"not defined in the file's 'categories'"):
+        evaluate_results_file(write(tmp_path, dets), gt_path)

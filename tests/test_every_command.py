@@ -58,6 +58,9 @@ def files(trained, tmp_path_factory):
                  annotations=[dict(a, category_id=[3, 7, 12][a["category_id"] % 3])
                               for a in gt["annotations"]])
     put("other_classes.json", json.dumps(other))
+    # an annotation of a category the file does not define (Detectron2: a KeyError traceback)
+    put("undefined_category.json", json.dumps(dict(gt, annotations=[
+        dict(a, category_id=99) if i == 0 else a for i, a in enumerate(gt["annotations"])])))
     shutil.copytree(trained["image_dir"], d / "images")
     f["images"] = str(d / "images")
     f["gt_json"] = trained["gt_json"]
@@ -131,6 +134,8 @@ BAD = [
      "d4={list.json}:{images}", "list.json is not a COCO instances file"),
     ("train-dataset-no-categories", f"train --config-file {TINY_CONFIG} --dataset "
      "d5={no_categories.json}:{images}", "no_categories.json"),
+    ("train-dataset-undefined-category", f"train --config-file {TINY_CONFIG} --dataset "
+     "d8={undefined_category.json}:{images}", "category_id 99 is not defined in the file's"),
     ("train-dataset-images-missing", f"train --config-file {TINY_CONFIG} --dataset "
      "d6={gt_json}:{dir}/nope_dir", "image folder"),
     ("train-dataset-unregistered", f"train --config-file {TINY_CONFIG} DATASETS.TRAIN "

@@ -11,7 +11,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from retina_focal.data.checks import bbox_problem
-from retina_focal.data.datasets.coco import check_coco_boxes
+from retina_focal.data.datasets.coco import check_coco_boxes, check_coco_references
 from retina_focal.evaluation.coco_report import coco_eval_report, run_cocoeval, write_report
 from retina_focal.utils.errors import DataError
 from retina_focal.utils.file_io import read_json
@@ -113,16 +113,17 @@ def evaluate_results_file(results_file: str, gt_json: str,
     if missing:
         raise DataError(f"{gt_json} has no {' / '.join(repr(k) for k in missing)} list: it is "
                         "not a COCO ground-truth file to evaluate against")
+    gt_name = os.path.splitext(os.path.basename(gt_json))[0]
+    check_coco_boxes(gt, gt_json, gt_name)
+    check_coco_references(gt, gt_json, gt_name)
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO()
         coco_gt.dataset = gt
         coco_gt.createIndex()
-    check_coco_boxes(coco_gt.dataset, gt_json, os.path.splitext(os.path.basename(gt_json))[0])
     check_results_against_gt(results, coco_gt, results_name=results_file, gt_name=gt_json)
     coco_eval, summary = run_cocoeval(coco_gt, results)
     logger.info("COCOeval summary:\n" + summary)
-    name = os.path.splitext(os.path.basename(gt_json))[0]
-    report = coco_eval_report(coco_eval, dataset=name)
+    report = coco_eval_report(coco_eval, dataset=gt_name)
     report["results_file"] = os.path.abspath(results_file)
     report["gt_json"] = os.path.abspath(gt_json)
     if output_dir:

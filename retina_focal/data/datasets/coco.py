@@ -6,7 +6,9 @@ in each process (before the config is used), so a config can name the datasets i
 ``categories``; :func:`retina_focal.data.checks.check_num_classes` compares them with the
 model's before anything runs. Every annotation's ``bbox`` is checked when the dataset is
 registered (:func:`check_coco_boxes`): one that is not 4 finite numbers is an error naming the
-file, the image and the annotation.
+file, the image and the annotation. So is a ``category_id`` or ``image_id`` that the file's
+``categories`` or ``images`` do not define, and a category without an integer ``id`` and a
+``name`` (:func:`check_coco_references`).
 """
 import argparse
 import json
@@ -24,6 +26,7 @@ __all__ = [
     "DatasetSpec",
     "add_dataset_argument",
     "check_coco_boxes",
+    "check_coco_references",
     "check_registered",
     "parse_dataset_spec",
     "register_coco_dataset",
@@ -86,6 +89,45 @@ def check_coco_boxes(data: Dict, json_file: str, dataset: str) -> None:
     raise DataError(f"{where}: {problem}; fix or remove the annotation{more}")
 
 
+def check_coco_references(data: Dict, json_file: str, dataset: str) -> None:
+    """Raise :class:`DataError` unless every category of the COCO dict ``data`` has an integer
+    ``id`` (unique) and a string ``name``, and every annotation's ``category_id`` and
+    ``image_id`` are defined in ``categories`` and ``images``.
+
+    Detectron2's ``load_coco_json`` stops on an unknown ``category_id`` with a ``KeyError``
+    when the dataset is first loaded, and drops an annotation of an unknown image without a
+    word (pycocotools' evaluation would count it nowhere). The message names the dataset,
+    ``json_file``, the first offending entry and the fix, and counts the others."""
+    ids = []
+    for cat in data["categories"]:
+        if not (isinstance(cat, dict) and isinstance(cat.get("id"), int)
+                and not isinstance(cat.get("id"), bool) and isinstance(cat.get("name"), str)):
+            raise DataError(f"Dataset '{dataset}' ({json_file}): category {cat!r} needs an "
+                            "integer 'id' and a string 'name'")
+        ids.append(cat["id"])
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise DataError(f"Dataset '{dataset}' ({json_file}): category id(s) {repeated} are "
+                        "defined more than once in 'categories'; give each category its own id")
+    images = {im.get("id"): im.get("file_name") for im in data.get("images") or []
+              if isinstance(im, dict)}
+    for key, known, what in (("category_id", set(ids), "categories"),
+                             ("image_id", set(images), "images")):
+        bad = [a for a in data.get("annotations") or []
+               if isinstance(a, dict) and a.get(key) not in known]
+        if bad:
+            ann = bad[0]
+            where = describe_annotation(dataset, json_file, images.get(ann.get("image_id")),
+                                        ann.get("image_id"), ann.get("id"))
+            more = (f"; {len(bad) - 1} more annotation(s) in this file have a {key} not in "
+                    f"{what!r}" if len(bad) > 1 else "")
+            defined = sorted(known)
+            shown = defined if len(defined) <= 12 else defined[:12] + ["..."]
+            raise DataError(f"{where}: {key} {ann.get(key)!r} is not defined in the file's "
+                            f"{what!r} (ids {shown}); add it there or fix the "
+                            f"annotation{more}")
+
+
 def _read_coco_json(name: str, json_file: str) -> List[Dict]:
     """The categories of a COCO instances file, after checking its layout and boxes."""
     data = read_json(json_file, f"--dataset {name}: annotation file")
@@ -98,6 +140,7 @@ def _read_coco_json(name: str, json_file: str) -> List[Dict]:
         if key not in data:
             raise DataError(f"{json_file} is not a COCO instances file: it has no {key!r}")
     check_coco_boxes(data, json_file, name)
+    check_coco_references(data, json_file, name)
     return data["categories"]
 
 
