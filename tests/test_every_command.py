@@ -80,6 +80,10 @@ def files(trained, tmp_path_factory):
     put("results_bad_ids.json", json.dumps([dict(r, category_id=99) for r in results[:5]]))
     shutil.copytree(trained["out"], d / "run")
     f["run"] = str(d / "run")
+    # a dataset folder as make-dataset writes it (a smaller one must not leave its images)
+    shutil.copytree(trained["image_dir"], d / "dataset" / "train")
+    shutil.copy(trained["gt_json"], d / "dataset" / "train.json")
+    f["dataset"] = str(d / "dataset")
     put("empty_metrics/metrics.json", "")
     return f
 
@@ -261,6 +265,9 @@ BAD = [
     ("imbalance-datasets-unregistered", f"imbalance --config-file {TINY_CONFIG} --datasets "
      "my_val --output {dir}/i1", "--datasets: dataset 'my_val' is not registered"),
     ("make-dataset-bad-count", "make-dataset --output {dir}/m1 --num-train -3", "-3"),
+    ("make-dataset-too-small", "make-dataset --output {dir}/m2 --size 16", "16 is not an integer"),
+    ("make-dataset-over-a-dataset", "make-dataset --output {dataset} --num-train 2",
+     "already holds a dataset (train.json, train/"),
     ("plot-focal-loss-dataset-unregistered", f"plot-focal-loss --output {{dir}}/f1 "
      f"--config-file {TINY_CONFIG} --dataset my_val MODEL.WEIGHTS {{weights.pth}}",
      "dataset 'my_val' is not registered"),
@@ -285,7 +292,7 @@ def test_bad_input_is_one_error_line_and_changes_nothing(row, files, capsys, mon
     _, template, fragment = row
     monkeypatch.chdir(files["dir"])
     _quiet_stale_handlers()
-    before = snapshot(files["run"])
+    before = [snapshot(files["run"]), snapshot(files["dataset"])]
     existing = set(os.listdir(files["dir"]))
     status = main(_argv(template, files))
     err = capsys.readouterr().err
@@ -296,7 +303,7 @@ def test_bad_input_is_one_error_line_and_changes_nothing(row, files, capsys, mon
     # the message: the error line and what follows it (a listing, the likely cause)
     message = err[err.index(errors[0]):]
     assert fragment in message, message
-    assert snapshot(files["run"]) == before
+    assert [snapshot(files["run"]), snapshot(files["dataset"])] == before
     # a folder the refused command was to write into holds no file (it may have been made);
     # demo's unreadable images are skipped and the rest written (exit status 1), by design
     for new in set(os.listdir(files["dir"])) - existing - ({"d2", "d3", "d4"}

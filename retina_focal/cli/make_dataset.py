@@ -4,13 +4,20 @@ workflow on files that look like a user's own:
 
     retina-focal make-dataset --output my_dataset --num-train 200 --num-val 50
     # -> my_dataset/train.json, my_dataset/train/*.png, my_dataset/val.json, my_dataset/val/*.png
+
+A folder that already holds a split (its JSON, or a non-empty image folder) is refused before
+anything is written: images of a larger earlier dataset would stay beside the new JSON.
 """
 import argparse
 import os
 
+from retina_focal.cli._args import int_at_least
 from retina_focal.cli._errors import reports_user_errors
 from retina_focal.data.datasets.synthetic import SyntheticConfig, write_split
+from retina_focal.utils.errors import DataError
 from retina_focal.utils.file_io import make_output_dir
+
+SPLITS = ("train", "val")
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -19,11 +26,30 @@ def build_parser():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", required=True, metavar="DIR")
-    parser.add_argument("--num-train", type=int, default=200)
-    parser.add_argument("--num-val", type=int, default=50)
-    parser.add_argument("--size", type=int, default=128, help="image height and width")
+    parser.add_argument("--num-train", type=int_at_least(1), default=200)
+    parser.add_argument("--num-val", type=int_at_least(1), default=50)
+    parser.add_argument("--size", type=int_at_least(32), default=128,
+                        help="image height and width in pixels (at least 32)")
     parser.add_argument("--seed", type=int, default=0)
     return parser
+
+
+def check_output_is_free(output: str) -> None:
+    """Raise :class:`DataError` if ``output`` already holds a split: ``<split>.json`` or a
+    non-empty ``<split>/`` folder (a file there too)."""
+    found = []
+    for split in SPLITS:
+        json_file, image_dir = os.path.join(output, f"{split}.json"), os.path.join(output, split)
+        if os.path.lexists(json_file):
+            found.append(f"{split}.json")
+        if os.path.isdir(image_dir) and os.listdir(image_dir):
+            found.append(f"{split}/ ({len(os.listdir(image_dir))} files)")
+        elif os.path.lexists(image_dir) and not os.path.isdir(image_dir):
+            found.append(f"{split} (a file)")
+    if found:
+        raise DataError(f"--output {output!r} already holds a dataset ({', '.join(found)}); "
+                        "give an empty or new folder, or remove those first (nothing was "
+                        "written)")
 
 
 def main(args):
@@ -32,8 +58,9 @@ def main(args):
                              image_size=(args.size, args.size), max_size=args.size / 2,
                              seed=args.seed)
     make_output_dir(args.output, "--output")
+    check_output_is_free(args.output)
     paths = {}
-    for split in ("train", "val"):
+    for split in SPLITS:
         paths[split] = write_split(config, split, args.output)  # a progress bar on a terminal
         print(f"{split}: {paths[split]} + {os.path.join(args.output, split)}/")
     return paths
