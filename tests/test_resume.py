@@ -360,3 +360,29 @@ def test_focal_rpn_faster_rcnn_sigkill_then_resume_equals_uninterrupted_run(tmp_
     ema = ref["model_training_state"]["proposal_generator.loss_normalizer"]
     assert ema == run["model_training_state"]["proposal_generator.loss_normalizer"] != 100
     assert torch.equal(ref["rng"]["torch"], run["rng"]["torch"])
+
+
+def test_two_process_focal_rpn_faster_rcnn_sigkill_then_resume_equals_uninterrupted_run(
+        tmp_path):
+    """The same with two processes: each process's generators are in every checkpoint
+    (AllRanksPeriodicCheckpointer gathers them before each save) and each takes its own back
+    on resume, so both processes sample the RoIs the uninterrupted run sampled."""
+    two = ["--num-gpus", "2", "--dist-url", "auto"]
+    reference = str(tmp_path / "reference")
+    proc = run_tool(_rpn_tool(two, reference), cwd=REPO)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    run_dir = str(tmp_path / "killed")
+    _killed_after_first_checkpoint(_rpn_tool(two, run_dir), run_dir)
+    proc = run_tool(_rpn_tool(two + ["--resume"], run_dir), cwd=REPO)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    ref = _load(os.path.join(reference, "model_final.pth"))
+    run = _load(os.path.join(run_dir, "model_final.pth"))
+    assert ref["iteration"] == run["iteration"] == 3
+    for k, v in ref["model"].items():
+        assert torch.equal(v, run["model"][k]), k
+    # one set of generators per process, each its own
+    ranks = ref["rng"]["ranks"]
+    assert ref["rng"]["world_size"] == 2 and len(ranks) == 2
+    assert not torch.equal(ranks[0]["torch"], ranks[1]["torch"])
+    for a, b in zip(ranks, run["rng"]["ranks"]):
+        assert torch.equal(a["torch"], b["torch"])

@@ -40,6 +40,7 @@ from typing import Any, Dict, Iterable, List, NamedTuple, Optional
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import hooks
 from torch import nn
 
 from retina_focal.data.class_map import ClassMap, validate_class_map
@@ -52,6 +53,7 @@ __all__ = [
     "CheckpointMismatch",
     "CheckpointNotFound",
     "CheckpointReadError",
+    "AllRanksPeriodicCheckpointer",
     "ModelAttributeState",
     "ProcessRngState",
     "RetinaFocalCheckpointer",
@@ -206,25 +208,33 @@ def likely_mismatch_cause(missing: List[str], unexpected: List[str], shapes: Lis
 
 
 class ProcessRngState:
-    """Checkpointable holding this process's random generators (Python's ``random``, NumPy's,
-    torch's CPU one and CUDA's where initialised): the draws a model makes while training
-    (Faster R-CNN's RoI sampling, the RPN's anchor sampling with ``SAMPLING "detectron2"``)
-    continue on resume as if the run had not stopped. The data stream has its own seed
-    (``train_data_stream``).
+    """Checkpointable holding the random generators (Python's ``random``, NumPy's, torch's CPU
+    one and CUDA's where initialised) of every training process: the draws a model makes while
+    training (Faster R-CNN's RoI sampling, the RPN's anchor sampling with ``SAMPLING
+    "detectron2"``) continue on resume as if the run had not stopped. The data stream has its
+    own seed (``train_data_stream``).
 
-    Only the main process saves a checkpoint, so only its generators are in it: they are
-    restored in a one-process run resuming a one-process checkpoint; in a run of several
-    processes each keeps the generators Detectron2 seeded (a resumed multi-process Faster
-    R-CNN run then samples other RoIs than the uninterrupted run would)."""
+    Only the main process writes a checkpoint. In a run of one process its generators are
+    saved as they are. In a run of several, every process hands its generators over in
+    :meth:`gather` (a collective call, made by :class:`AllRanksPeriodicCheckpointer` on every
+    process right before each save) and the checkpoint holds them all, by rank; on resume each
+    process takes back its own. A checkpoint is restored only into a run of as many processes
+    as wrote it; a multi-process checkpoint saved without :meth:`gather` (a ``save`` called on
+    the main process alone) holds no generators, and the processes keep the ones Detectron2
+    seeded."""
 
-    def state_dict(self) -> Dict[str, Any]:
+    def __init__(self) -> None:
+        self._gathered: Optional[List[Dict[str, Any]]] = None
+
+    @staticmethod
+    def local_state() -> Dict[str, Any]:
+        """This process's generators."""
         import random
 
         import numpy as np
-        from detectron2.utils import comm
 
         kind, keys, pos, has_gauss, cached = np.random.get_state()
-        state = {"world_size": comm.get_world_size(), "python": random.getstate(),
+        state = {"python": random.getstate(),
                  "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)),
                            "pos": int(pos), "has_gauss": int(has_gauss),
                            "cached_gaussian": float(cached)},
@@ -233,14 +243,13 @@ class ProcessRngState:
             state["cuda"] = torch.cuda.get_rng_state_all()
         return state
 
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
+    @staticmethod
+    def restore_local(state: Dict[str, Any]) -> None:
+        """Set this process's generators to ``state`` (a :meth:`local_state`)."""
         import random
 
         import numpy as np
-        from detectron2.utils import comm
 
-        if not state or state.get("world_size") != 1 or comm.get_world_size() != 1:
-            return  # see the class docstring
         random.setstate(state["python"])
         n = state["numpy"]
         np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
@@ -248,6 +257,74 @@ class ProcessRngState:
         torch.set_rng_state(state["torch"])
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
+
+    def gather(self) -> None:
+        """Collect every process's generators for the next :meth:`state_dict` (call it on
+        every process at once; nothing to do in a run of one process)."""
+        from detectron2.utils import comm
+
+        if comm.get_world_size() > 1:
+            self._gathered = comm.all_gather(self.local_state())
+
+    def state_dict(self) -> Dict[str, Any]:
+        """One process: ``{"world_size": 1, **local_state()}``; several: ``{"world_size": N,
+        "ranks": [local_state() of rank 0 .. N-1]}`` as of the last :meth:`gather` (``None``
+        without one, or when this process's torch generator has drawn since)."""
+        from detectron2.utils import comm
+
+        world_size = comm.get_world_size()
+        if world_size == 1:
+            return {"world_size": 1, **self.local_state()}
+        ranks = self._gathered
+        # the gathered generators are saved until this (saving) process draws again: then
+        # they are stale, and none are saved
+        if ranks is not None and not torch.equal(ranks[comm.get_rank()]["torch"],
+                                                 torch.get_rng_state()):
+            ranks = self._gathered = None
+        return {"world_size": world_size, "ranks": ranks}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        from detectron2.utils import comm
+
+        world_size = comm.get_world_size()
+        if not state or state.get("world_size") != world_size:
+            if state:
+                logger.info(f"The checkpoint's random generators are of a run of "
+                            f"{state.get('world_size')} process(es), this run has {world_size}: "
+                            "they are not restored")
+            return
+        if world_size == 1:
+            self.restore_local(state)
+        elif state.get("ranks"):
+            self.restore_local(state["ranks"][comm.get_rank()])
+
+
+class AllRanksPeriodicCheckpointer(hooks.PeriodicCheckpointer):
+    """Detectron2's ``PeriodicCheckpointer`` hook, registered on every process (Detectron2
+    registers it on the main process only): before each periodic save every process hands its
+    random generators to ``checkpointer``'s :class:`ProcessRngState`
+    (:meth:`ProcessRngState.gather`),
+    so a resumed multi-process run draws what the uninterrupted run would. Only the main
+    process writes (and deletes old checkpoints: ``max_to_keep`` applies there only)."""
+
+    def __init__(self, checkpointer: "RetinaFocalCheckpointer", period: int,
+                 max_iter: Optional[int] = None, max_to_keep: Optional[int] = None,
+                 file_prefix: str = "model") -> None:
+        from detectron2.utils import comm
+
+        super().__init__(checkpointer, period, max_iter=max_iter,
+                         max_to_keep=max_to_keep if comm.is_main_process() else None,
+                         file_prefix=file_prefix)
+        self._rng = [obj for obj in checkpointer.checkpointables.values()
+                     if isinstance(obj, ProcessRngState)]
+
+    def step(self, iteration: int, **kwargs: Any) -> None:
+        # the iterations at which fvcore's PeriodicCheckpointer.step saves
+        if (int(iteration) + 1) % self.period == 0 or (
+                self.max_iter is not None and int(iteration) >= self.max_iter - 1):
+            for rng in self._rng:
+                rng.gather()  # collective: every process runs this hook at this iteration
+        super().step(iteration, **kwargs)
 
 
 class ModelAttributeState:

@@ -44,7 +44,11 @@ from retina_focal.config.loading import check_config_kind, check_lazy_config
 from retina_focal.data.checks import check_lazy_num_classes, lazy_dataset_names
 from retina_focal.data.class_map import class_map_of_datasets, training_class_map
 from retina_focal.data.datasets.coco import check_registered, register_datasets_from_args
-from retina_focal.engine.checkpoint import CLASS_MAP_KEY, RetinaFocalCheckpointer
+from retina_focal.engine.checkpoint import (
+    CLASS_MAP_KEY,
+    AllRanksPeriodicCheckpointer,
+    RetinaFocalCheckpointer,
+)
 from retina_focal.engine.device import apply_device_speedups, check_device_available
 from retina_focal.engine.output_dir import (
     check_evaluation_start,
@@ -202,8 +206,7 @@ class LazyReliableTrainer(ReliableTrainerBase):
         return [
             hooks.IterationTimer(),
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
-            hooks.PeriodicCheckpointer(self.checkpointer, **cfg.train.checkpointer)
-            if main_process else None,
+            AllRanksPeriodicCheckpointer(self.checkpointer, **cfg.train.checkpointer),
             hooks.EvalHook(cfg.train.eval_period, lambda: run_evaluation(cfg, self.model)),
             hooks.PeriodicWriter(default_writers(cfg.train.output_dir, self.max_iter),
                                  period=cfg.train.log_period)

@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 from detectron2.data import build_detection_test_loader
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -47,6 +47,7 @@ from retina_focal.data.build import ResumableLoader, build_resumable_train_loade
 from retina_focal.data.class_map import class_map_of_datasets
 from retina_focal.data.mapper import RobustDatasetMapper
 from retina_focal.engine.checkpoint import (
+    AllRanksPeriodicCheckpointer,
     ModelAttributeState,
     ProcessRngState,
     RetinaFocalCheckpointer,
@@ -320,6 +321,16 @@ class ReliableTrainer(ReliableTrainerBase, DefaultTrainer):
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    def build_hooks(self):
+        """``DefaultTrainer``'s hooks, with :class:`AllRanksPeriodicCheckpointer` on every
+        process in place of its main-process ``PeriodicCheckpointer`` (at the same place:
+        before evaluation), so checkpoints hold every process's random generators."""
+        ret = [h for h in super().build_hooks() if not isinstance(h, hooks.PeriodicCheckpointer)]
+        at = next((i for i, h in enumerate(ret) if isinstance(h, hooks.EvalHook)), len(ret))
+        ret.insert(at, AllRanksPeriodicCheckpointer(self.checkpointer,
+                                                    self.cfg.SOLVER.CHECKPOINT_PERIOD))
+        return ret
 
     @staticmethod
     def check_training_config(cfg, num_processes: int) -> None:
