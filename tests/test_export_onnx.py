@@ -13,12 +13,12 @@ pytest.importorskip("onnxruntime", reason="the ONNX runtime is the `deploy` extr
                                           "pip install -e .[deploy]")
 onnx = pytest.importorskip("onnx", reason="the `deploy` extra: pip install -e .[deploy]")
 
-from retina_focal.cli.export import export_file  # noqa: E402
 from retina_focal.engine.defaults import (  # noqa: E402,E501
     build_cfg,
     build_model,
     load_model_for_inference,
 )
+from retina_focal.export.files import export_file  # noqa: E402
 from retina_focal.export.onnx import OPSET  # noqa: E402
 from retina_focal.export.parity import compare_instances, parity_on_dataset  # noqa: E402
 from retina_focal.export.runtime import (  # noqa: E402

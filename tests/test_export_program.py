@@ -7,9 +7,9 @@ import pytest
 import torch
 from conftest import TINY_CONFIG
 
-from retina_focal.cli.export import export_file
 from retina_focal.engine.defaults import build_cfg, build_model
 from retina_focal.export.exported_program import CLASS_MAP_FILE
+from retina_focal.export.files import export_file
 from retina_focal.export.parity import compare_instances
 from retina_focal.export.runtime import ExportedModelError, load_exported
 

@@ -1,4 +1,6 @@
 """Importing retina_focal registers everything, in any order relative to detectron2."""
+import os
+
 import pytest
 from conftest import REPO, run_tool
 
@@ -55,3 +57,36 @@ def test_compiled_only_op_fails_loudly():
         with pytest.raises(AttributeError, match="deform_conv_forward is unavailable"):
             _C.deform_conv_forward  # noqa: B018
     assert coco_evaluator_kwargs().get("use_fast_impl") is False
+
+
+def _lint_imports(cwd):
+    import shutil
+    import subprocess
+    import sys
+
+    exe = shutil.which("lint-imports", path=os.path.dirname(sys.executable))
+    if exe is None:
+        pytest.skip("import-linter is not installed (pip install -e '.[test]' installs it)")
+    return subprocess.run([exe], cwd=cwd, capture_output=True, text=True)
+
+
+def test_layers_only_point_down():
+    """docs/layout.md's layers, checked by import-linter from .importlinter."""
+    proc = _lint_imports(REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "Contracts: 2 kept, 0 broken." in proc.stdout
+
+
+def test_an_upward_import_inside_a_function_breaks_the_layer_contract(tmp_path):
+    """The contract sees imports inside functions too: a copy of the package where engine
+    imports export in a function fails it, naming the line."""
+    import shutil
+
+    shutil.copytree(os.path.join(REPO, "retina_focal"), tmp_path / "retina_focal",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.so", "csrc"))
+    shutil.copy(os.path.join(REPO, ".importlinter"), tmp_path)
+    with open(tmp_path / "retina_focal" / "engine" / "device.py", "a") as f:
+        f.write("\n\ndef _upward():\n    from retina_focal.export import runtime  # noqa\n")
+    proc = _lint_imports(tmp_path)
+    assert proc.returncode != 0
+    assert "retina_focal.engine.device -> retina_focal.export" in proc.stdout

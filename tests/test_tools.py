@@ -394,7 +394,7 @@ def test_demo_and_export_read_16_bit_images_as_their_8_bit_twins(trained, tmp_pa
     import cv2
 
     from retina_focal.cli import demo
-    from retina_focal.cli.export import read_sample_image
+    from retina_focal.export.files import read_sample_image
 
     gray = np.asarray(Image.open(os.path.join(trained["image_dir"], "000000.png")).convert("L"))
     images = tmp_path / "images"

@@ -24,7 +24,7 @@ OURS = "RetinaFocal"
 def bench_export(args, device):
     """Export our model to ONNX, then time it (onnxruntime, ``args.ort_threads`` intra-op
     threads, ``args.ort_opt_level`` graph optimisation) against both eager models."""
-    from retina_focal.cli.export import export_file
+    from retina_focal.export.files import export_file
     from retina_focal.export.runtime import ExportedModel, onnx_backend
 
     cfg, ours, theirs = build_models(args, device)

@@ -53,7 +53,7 @@ from retina_focal.data.datasets.coco import add_dataset_argument, register_datas
 from retina_focal.data.mapper import read_image_any
 from retina_focal.engine.checkpoint import CheckpointReadError
 from retina_focal.engine.defaults import build_cfg
-from retina_focal.engine.predictor import Predictor
+from retina_focal.export.predictor import Predictor
 from retina_focal.export.runtime import is_exported_model
 from retina_focal.utils.file_io import make_output_dir, read_json
 

@@ -53,16 +53,13 @@ from retina_focal.data.datasets.coco import (
 )
 from retina_focal.engine.checkpoint import CheckpointReadError
 from retina_focal.engine.defaults import build_cfg, load_model_for_inference
+from retina_focal.export.files import CLASS_MAP_FILE, FORMATS, export_file, read_sample_image
 from retina_focal.export.graph import check_dense_detector
 from retina_focal.export.torchscript import export_torchscript, sample_image
 from retina_focal.utils.file_io import make_output_dir
 
-__all__ = ["AP_TOLERANCE", "CLASS_MAP_FILE", "FORMATS", "build_parser", "export_file", "main",
-           "run"]
+__all__ = ["AP_TOLERANCE", "build_parser", "main", "run"]
 
-CLASS_MAP_FILE = "class_map.json"
-# --format -> file name in --output
-FORMATS = {"torchscript": "model.ts", "onnx": "model.onnx", "exported-program": "model.pt2"}
 AP_TOLERANCE = 0.1  # COCO AP points: exported against eager on --verify-dataset
 
 # the command's logger (its name predates the other formats; tests and users filter on it)
@@ -88,19 +85,6 @@ def build_parser():
     return parser
 
 
-def export_file(cfg, model, image, fmt: str, output: str, class_map) -> str:
-    """Export ``model`` (eval mode) in format ``fmt`` (onnx / exported-program) into the
-    folder ``output``; return the file's path."""
-    from retina_focal.export.exported_program import export_program
-    from retina_focal.export.onnx import export_onnx
-    from retina_focal.export.runtime import export_config
-
-    path = os.path.join(output, FORMATS[fmt])
-    info = {"format": fmt, "torch": torch.__version__, "config": export_config(cfg)}
-    export = export_onnx if fmt == "onnx" else export_program
-    return export(model, image, path, info, class_map)
-
-
 def _check_image(cfg, model, fmt, image):
     """The sample image, grown to the exported program's smallest input when needed."""
     if fmt != "exported-program":
@@ -113,15 +97,6 @@ def _check_image(cfg, model, fmt, image):
     g = torch.Generator().manual_seed(0)
     return torch.randint(0, 256, (3, max(low, image.shape[1]), max(low, image.shape[2])),
                          generator=g).float()
-
-
-def read_sample_image(path: str, image_format: str) -> torch.Tensor:
-    """``--sample-image`` as the model's (3, H, W) float input, read as the data loader reads
-    images (:func:`~retina_focal.data.mapper.read_image_any`: 16-bit scaled to 8 bits)."""
-    from retina_focal.data.mapper import read_image_any
-
-    return torch.as_tensor(read_image_any(path, format=image_format)
-                           .transpose(2, 0, 1).copy()).float()
 
 
 def export_and_check(cfg, args, model, image, class_map) -> int:

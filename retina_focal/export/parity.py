@@ -6,7 +6,11 @@ import os
 from typing import Dict, List, Optional, Tuple
 
 import torch
+from detectron2.data import build_detection_test_loader
 from torch import nn
+
+from retina_focal.data.mapper import RobustDatasetMapper
+from retina_focal.engine.defaults import coco_report_evaluator
 
 __all__ = ["ATOL", "BOX_RTOL", "compare_instances", "dataset_parity_verdict", "parity_on_dataset",
            "same_detections"]
@@ -84,10 +88,6 @@ def parity_test_loader(cfg, dataset_name: str):
     """The images of ``dataset_name`` as evaluation reads them: Detectron2's test loader with
     :class:`~retina_focal.data.mapper.RobustDatasetMapper` (16-bit images scaled to 8 bits,
     not saturated; any image mode), so that both models see what ``eval`` sees."""
-    from detectron2.data import build_detection_test_loader
-
-    from retina_focal.data.mapper import RobustDatasetMapper
-
     return build_detection_test_loader(cfg, dataset_name, mapper=RobustDatasetMapper(cfg, False))
 
 
@@ -104,8 +104,6 @@ def parity_on_dataset(cfg, eager: nn.Module, exported: nn.Module, dataset_name: 
         "max_score_difference" (over all images; None where a count differed), "ap":
         {"eager": AP, "exported": AP} (COCO AP, %), "num_images"}``
     """
-    from retina_focal.engine.defaults import coco_report_evaluator
-
     evaluators = {side: coco_report_evaluator(cfg, dataset_name, class_map, f"{side} model",
                                               output_folder=os.path.join(output_dir, side))
                   for side in ("eager", "exported")}

@@ -1,6 +1,6 @@
 """Running an exported model: ONNX with onnxruntime, or a torch.export program, behind the
 eager model's interface (``model([{"image", "height", "width"}]) -> [{"instances"}]``), so
-evaluation (``retina-focal eval``), the demo and the :class:`~retina_focal.engine.predictor.
+evaluation (``retina-focal eval``), the demo and the :class:`~retina_focal.export.predictor.
 Predictor` take ``MODEL.WEIGHTS model.onnx`` / ``model.pt2`` as they take a checkpoint.
 
 Who does what (the same split for both formats; ``docs/export.md``):
@@ -21,6 +21,7 @@ Who does what (the same split for both formats; ``docs/export.md``):
 Images run one at a time (batch 1), as evaluation and the predictor run the eager model.
 """
 import json
+import logging
 import os
 from typing import Callable, Dict, List, Optional
 
@@ -29,6 +30,8 @@ from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import ImageList
 from torch import Tensor, nn
 
+from retina_focal.engine.defaults import LoadedModel, Trainer, build_model, coco_report_evaluator
+from retina_focal.export.exported_program import CLASS_MAP_FILE, INFO_FILE
 from retina_focal.export.graph import split_outputs
 from retina_focal.utils.errors import UserError
 
@@ -45,6 +48,8 @@ __all__ = [
     "onnx_backend",
     "program_backend",
 ]
+
+logger = logging.getLogger(__name__)
 
 # file extension -> format name
 EXPORTED_FORMATS = {".onnx": "onnx", ".pt2": "exported-program"}
@@ -174,8 +179,6 @@ def onnx_backend(path: str, threads: int = 0, opt_level: str = "all",
 
 def program_backend(path: str) -> _Backend:
     """The module of a ``torch.export.save`` file (``torch.export.load(path).module()``)."""
-    from retina_focal.export.exported_program import CLASS_MAP_FILE, INFO_FILE
-
     extra = {CLASS_MAP_FILE: "", INFO_FILE: ""}
     try:
         module = torch.export.load(path, extra_files=extra).module()
@@ -249,8 +252,6 @@ def load_exported(cfg, path: Optional[str] = None, *, threads: int = 0,
     a FileNotFoundError, an unreadable or foreign one, or one exported with another
     configuration, an :class:`ExportedModelError`; each names the file.
     """
-    from retina_focal.engine.defaults import LoadedModel, build_model
-
     path = cfg.MODEL.WEIGHTS if path is None else path
     ext = os.path.splitext(path)[1].lower()
     if ext not in EXPORTED_FORMATS:
@@ -272,13 +273,9 @@ def evaluate_exported(cfg):
     """Evaluate the exported model ``cfg.MODEL.WEIGHTS`` on every ``DATASETS.TEST``, as
     :func:`~retina_focal.engine.defaults.evaluate_checkpoint` evaluates a checkpoint (same
     evaluator, report and class-map matching); return Detectron2's results."""
-    import logging
-
-    from retina_focal.engine.defaults import Trainer, coco_report_evaluator
-
     loaded = load_exported(cfg)
     if loaded.class_map is None and cfg.DATASETS.TEST:
-        logging.getLogger(__name__).warning(
+        logger.warning(
             f"The exported model {loaded.weights!r} records no class map: its "
             f"{cfg.MODEL.RETINANET.NUM_CLASSES} outputs are taken to be the classes of "
             f"{', '.join(cfg.DATASETS.TEST)} in their order")

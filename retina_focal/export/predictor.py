@@ -1,5 +1,6 @@
 """One image in, detections out: Detectron2's :class:`DefaultPredictor` on the package's own
-model path."""
+model path, for a checkpoint or an exported model (so it lives above both ``engine`` and the
+exported-model runtime)."""
 from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.engine import DefaultPredictor
