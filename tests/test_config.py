@@ -266,3 +266,60 @@ def test_synthetic_config_trains_in_bfloat16_where_the_cpu_has_it():
     cpu = dict(get_schedule("cpu").overrides)
     assert (cpu["SOLVER.BASE_LR"], cpu["SOLVER.MAX_ITER"], cpu["SOLVER.STEPS"]) == (
         0.02, 1700, (1300, 1550))
+
+
+def _components_with_config_keys():
+    import retina_focal.modeling as modeling
+
+    found = {}
+    for name in dir(modeling):
+        obj = getattr(modeling, name)
+        if isinstance(obj, type) and obj.__dict__.get("config_keys"):
+            found[name] = obj
+    found["FocalRPN"] = FocalRPN
+    return found
+
+
+@pytest.mark.parametrize("name,cls", sorted(_components_with_config_keys().items()))
+def test_each_config_key_table_names_real_keys_and_constructor_arguments(name, cls):
+    """config_keys is the one table from_config reads (config_values) and errors name keys
+    from: each entry is an argument of the constructor and a key of the config."""
+    import inspect
+
+    from retina_focal import add_retina_focal_config
+    from retina_focal.config import config_values
+
+    cfg = get_cfg()
+    add_retina_focal_config(cfg)
+    # the constructor's arguments, and its parents' where it passes **kwargs on
+    params = set()
+    for klass in cls.__mro__:
+        if "__init__" in klass.__dict__:
+            sig = inspect.signature(inspect.unwrap(klass.__init__)).parameters
+            params |= set(sig)
+            if not any(p.kind is p.VAR_KEYWORD for p in sig.values()):
+                break
+    assert set(cls.config_keys) <= params, set(cls.config_keys) - params
+    values = config_values(cfg, cls.config_keys)  # an unknown key: AttributeError
+    assert set(values) == set(cls.config_keys)
+    for arg, key in getattr(cls, "nested_config_keys", {}).items():
+        node = cfg
+        for part in key.split("."):
+            node = getattr(node, part)
+
+
+def test_config_values_reads_each_key_and_calls_a_key_function():
+    from retina_focal import add_retina_focal_config
+    from retina_focal.config import config_values
+
+    cfg = get_cfg()
+    add_retina_focal_config(cfg)
+    cfg.MODEL.RETINANET.FOCAL_LOSS_GAMMA = 1.5
+    cfg.MODEL.RETINA_FOCAL.ALPHA_PER_CLASS = [0.1, 0.2]
+    keys = {"gamma": "MODEL.RETINANET.FOCAL_LOSS_GAMMA",
+            "alpha": lambda c: ("MODEL.RETINA_FOCAL.ALPHA_PER_CLASS"
+                                if c.MODEL.RETINA_FOCAL.ALPHA_PER_CLASS
+                                else "MODEL.RETINANET.FOCAL_LOSS_ALPHA")}
+    assert config_values(cfg, keys) == {"gamma": 1.5, "alpha": [0.1, 0.2]}
+    cfg.MODEL.RETINA_FOCAL.ALPHA_PER_CLASS = []
+    assert config_values(cfg, keys)["alpha"] == cfg.MODEL.RETINANET.FOCAL_LOSS_ALPHA

@@ -16,6 +16,7 @@ from retina_focal.config.validation import (
     check_iou_thresholds,
     check_positive,
     check_range,
+    config_values,
     configurable,
 )
 from retina_focal.config.zoo import get_config_file, list_configs
@@ -36,6 +37,7 @@ __all__ = [
     "check_iou_thresholds",
     "check_positive",
     "check_range",
+    "config_values",
     "configurable",
     "get_config_file",
     "list_configs",

@@ -2,10 +2,13 @@
 
 Every component validates its arguments in ``__init__`` only, with the ``check_*`` functions
 below. They raise :class:`InvalidArgument`, a ``ValueError`` that knows which argument(s) it is
-about. ``from_config`` only maps cfg keys to arguments and declares that mapping next to it, in
-the class attribute ``config_keys`` ({argument: cfg key}). :func:`configurable` (Detectron2's
-``@configurable`` plus one step) re-raises an ``InvalidArgument`` of a constructor called with a
-cfg as a ``ValueError`` naming the cfg key instead of the argument::
+about. The class attribute ``config_keys`` ({argument: cfg key}) is the one table of which cfg
+key gives which argument: ``from_config`` reads its arguments through it
+(:func:`config_values`), and error messages name keys from it (``nested_config_keys`` adds the
+keys of parts that ``from_config`` builds, e.g. a loss inside a proposal generator).
+:func:`configurable` (Detectron2's ``@configurable`` plus one step) re-raises an
+``InvalidArgument`` of a constructor called with a cfg as a ``ValueError`` naming the cfg key
+instead of the argument::
 
     SigmoidFocalLoss(gamma=-1.0)   -> gamma=-1.0 is invalid: use a finite value >= 0 ...
     SigmoidFocalLoss(cfg)          -> MODEL.RETINANET.FOCAL_LOSS_GAMMA=-1.0 is invalid: ...
@@ -35,12 +38,29 @@ __all__ = [
     "check_iou_thresholds",
     "check_positive",
     "check_range",
+    "config_values",
     "configurable",
 ]
 
 # {constructor argument: cfg key}; a value may be a function of the cfg when the key depends on
 # it (e.g. a per-class alpha comes from another key than the scalar one).
 ConfigKeys = ClassVar[Dict[str, Union[str, Callable]]]
+
+
+def _key_of(key: Union[str, Callable], cfg) -> str:
+    return key(cfg) if callable(key) else key
+
+
+def config_values(cfg, config_keys: Mapping[str, Union[str, Callable]]) -> Dict:
+    """``{argument: the value of cfg at its key}`` for every entry of ``config_keys`` (a class's
+    table; a key that is a function of the cfg is called with it first)."""
+    values = {}
+    for arg, key in config_keys.items():
+        node = cfg
+        for part in _key_of(key, cfg).split("."):
+            node = getattr(node, part)
+        values[arg] = node
+    return values
 
 
 def _escaped(text: str) -> str:
@@ -108,9 +128,8 @@ def configurable(init_func):
             return init(self, *args, **kwargs)
         except InvalidArgument as e:
             cfg = args[0] if args else kwargs["cfg"]
-            names = {arg: key(cfg) if callable(key) else key
-                     for arg, key in type(self).config_keys.items()}
-            raise e.naming(names) from e
+            keys = {**getattr(type(self), "nested_config_keys", {}), **type(self).config_keys}
+            raise e.naming({arg: _key_of(key, cfg) for arg, key in keys.items()}) from e
 
     return wrapped
 

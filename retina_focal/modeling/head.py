@@ -8,7 +8,7 @@ from detectron2.modeling.anchor_generator import build_anchor_generator
 from torch import nn
 from torch.nn import functional as F
 
-from retina_focal.config import check_range, configurable
+from retina_focal.config import check_range, config_values, configurable
 from retina_focal.modeling.losses import cls_loss_class
 from retina_focal.modeling.registry import RETINA_FOCAL_HEAD_REGISTRY, get_component
 
@@ -168,8 +168,7 @@ class RetinaFocalHead(nn.Module):
             ),
             "num_anchors": num_anchors[0],
             "conv_dims": [input_shape[0].channels] * cfg.MODEL.RETINANET.NUM_CONVS,
-            "norm": cfg.MODEL.RETINANET.NORM,
-            "prior_prob": cfg.MODEL.RETINANET.PRIOR_PROB,
+            **config_values(cfg, cls.config_keys),
         }
 
     def forward(self, features: List[torch.Tensor]):

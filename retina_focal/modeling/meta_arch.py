@@ -17,6 +17,7 @@ from retina_focal.config import (
     check_choice,
     check_integer,
     check_range,
+    config_values,
     configurable,
 )
 from retina_focal.modeling.anchor_assignment import AnchorAssigner, build_assigner
@@ -158,14 +159,10 @@ class RetinaFocal(RetinaNet, HasTrainingState):
             "cls_loss": build_cls_loss(cfg),
             "assigner": build_assigner(cfg),
             "sampler": build_sampler(cfg),
-            "normalizer": cfg.MODEL.RETINA_FOCAL.NORMALIZER,
             "num_classes": rcfg.NUM_CLASSES,
             "smooth_l1_beta": rcfg.SMOOTH_L1_LOSS_BETA,
             "box_reg_loss_type": rcfg.BBOX_REG_LOSS_TYPE,
-            "test_score_thresh": rcfg.SCORE_THRESH_TEST,
-            "test_topk_candidates": rcfg.TOPK_CANDIDATES_TEST,
-            "test_nms_thresh": rcfg.NMS_THRESH_TEST,
-            "max_detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+            **config_values(cfg, cls.config_keys),
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "vis_period": cfg.VIS_PERIOD,

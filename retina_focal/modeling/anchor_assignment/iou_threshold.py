@@ -5,7 +5,13 @@ from typing import List, Sequence, Tuple
 import torch
 from detectron2.structures import Boxes, Instances, pairwise_iou
 
-from retina_focal.config import check_choice, check_iou_thresholds, check_range, configurable
+from retina_focal.config import (
+    check_choice,
+    check_iou_thresholds,
+    check_range,
+    config_values,
+    configurable,
+)
 from retina_focal.modeling.anchor_assignment.base import AnchorAssigner
 from retina_focal.modeling.registry import ASSIGNER_REGISTRY
 
@@ -94,14 +100,7 @@ class IoUThresholdMatcher(AnchorAssigner):
 
     @classmethod
     def from_config(cls, cfg):
-        rf = cfg.MODEL.RETINA_FOCAL
-        return {
-            "thresholds": cfg.MODEL.RETINANET.IOU_THRESHOLDS,
-            "labels": cfg.MODEL.RETINANET.IOU_LABELS,
-            "allow_low_quality_matches": rf.ALLOW_LOW_QUALITY_MATCHES,
-            "low_quality_match_order": rf.LOW_QUALITY_MATCH_ORDER,
-            "low_quality_min_iou": rf.LOW_QUALITY_MIN_IOU,
-        }
+        return config_values(cfg, cls.config_keys)
 
     def match(self, iou: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """

@@ -5,7 +5,14 @@ import torch
 from torch import Tensor
 from torchvision.ops import nms
 
-from retina_focal.config import check, check_choice, check_integer, check_range, configurable
+from retina_focal.config import (
+    check,
+    check_choice,
+    check_integer,
+    check_range,
+    config_values,
+    configurable,
+)
 from retina_focal.modeling.anchor_sampling.base import NMS_BOXES, AnchorSampler
 from retina_focal.modeling.registry import SAMPLER_REGISTRY
 
@@ -77,13 +84,7 @@ class OHEMSampler(AnchorSampler):
 
     @classmethod
     def from_config(cls, cfg):
-        rf = cfg.MODEL.RETINA_FOCAL
-        return {
-            "batch_size": rf.OHEM_BATCH_SIZE,
-            "nms_thresh": rf.OHEM_NMS_THRESH,
-            "fg_ratio": rf.OHEM_FG_RATIO,
-            "nms_boxes": rf.OHEM_NMS_BOXES,
-        }
+        return config_values(cfg, cls.config_keys)
 
     def _first_survivors(self, order: Tensor, boxes: Optional[Tensor], k: int) -> Tensor:
         """The first ``k`` anchors of ``order`` (loss order) that greedy NMS keeps."""

@@ -15,6 +15,7 @@ from retina_focal.config import (
     check_focal_params,
     check_gamma,
     check_positive,
+    config_values,
     configurable,
 )
 from retina_focal.modeling.losses.base import DenseClsLoss
@@ -44,23 +45,21 @@ def build_cls_loss(cfg) -> nn.Module:
     return cls_loss_class(cfg)(cfg)
 
 
-def _alpha_from_cfg(cfg) -> Union[float, List[float]]:
-    """``ALPHA_PER_CLASS`` if set, else the scalar alpha. The number of per-class values is
-    checked here: it must match ``NUM_CLASSES``, which the loss itself does not know."""
+def _check_alpha_per_class_count(cfg) -> None:
+    """A set ``ALPHA_PER_CLASS`` must have ``NUM_CLASSES`` values (checked here: the loss
+    itself does not know the class count)."""
     per_class = list(cfg.MODEL.RETINA_FOCAL.ALPHA_PER_CLASS)
-    if not per_class:
-        return cfg.MODEL.RETINANET.FOCAL_LOSS_ALPHA
     num_classes = cfg.MODEL.RETINANET.NUM_CLASSES
-    if len(per_class) != num_classes:
+    if per_class and len(per_class) != num_classes:
         raise ValueError(
             f"{ALPHA_PER_CLASS_KEY} has {len(per_class)} values but MODEL.RETINANET.NUM_CLASSES="
             f"{num_classes}: give one alpha per class, or [] to use {ALPHA_KEY}"
         )
-    return per_class
 
 
 def _alpha_key(cfg) -> str:
-    """The cfg key an ``alpha`` argument came from (see :func:`_alpha_from_cfg`)."""
+    """The cfg key of the ``alpha`` argument: ``ALPHA_PER_CLASS`` if set, else the scalar
+    alpha's."""
     return ALPHA_PER_CLASS_KEY if len(cfg.MODEL.RETINA_FOCAL.ALPHA_PER_CLASS) else ALPHA_KEY
 
 
@@ -152,11 +151,8 @@ class SigmoidFocalLoss(_SigmoidAlphaMixin, DenseClsLoss):
 
     @classmethod
     def from_config(cls, cfg):
-        return {
-            "alpha": _alpha_from_cfg(cfg),
-            "gamma": cfg.MODEL.RETINANET.FOCAL_LOSS_GAMMA,
-            "impl": cfg.MODEL.RETINA_FOCAL.FOCAL_LOSS_IMPL,
-        }
+        _check_alpha_per_class_count(cfg)
+        return config_values(cfg, cls.config_keys)
 
     def _op_alpha(self):
         return self.alpha_per_class if self.alpha_per_class is not None else self.alpha
@@ -233,8 +229,8 @@ class SigmoidFocalLossStar(_SigmoidAlphaMixin, DenseClsLoss):
 
     @classmethod
     def from_config(cls, cfg):
-        rf = cfg.MODEL.RETINA_FOCAL
-        return {"alpha": _alpha_from_cfg(cfg), "gamma": rf.FL_STAR_GAMMA, "beta": rf.FL_STAR_BETA}
+        _check_alpha_per_class_count(cfg)
+        return config_values(cfg, cls.config_keys)
 
     def elementwise(self, logits: Tensor, labels: Tensor, iou_targets=None) -> Tensor:
         self._check_inputs(logits, labels, logits.shape[1])
@@ -284,8 +280,7 @@ class SoftmaxFocalLoss(DenseClsLoss):
     @classmethod
     def from_config(cls, cfg):
         _reject_alpha_per_class(cfg, cls.__name__)
-        return {"alpha": cfg.MODEL.RETINANET.FOCAL_LOSS_ALPHA,
-                "gamma": cfg.MODEL.RETINANET.FOCAL_LOSS_GAMMA}
+        return config_values(cfg, cls.config_keys)
 
     @classmethod
     def num_logits(cls, num_classes: int) -> int:

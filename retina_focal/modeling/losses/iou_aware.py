@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from retina_focal.config import check_gamma, check_positive, configurable
+from retina_focal.config import check_gamma, check_positive, config_values, configurable
 from retina_focal.modeling.losses.base import DenseClsLoss
 from retina_focal.modeling.losses.focal import _reject_alpha_per_class, _sigmoid_targets
 from retina_focal.modeling.registry import CLS_LOSS_REGISTRY
@@ -61,7 +61,7 @@ class QualityFocalLoss(DenseClsLoss):
     @classmethod
     def from_config(cls, cfg):
         _reject_alpha_per_class(cfg, cls.__name__)
-        return {"beta": cfg.MODEL.RETINA_FOCAL.QFL_BETA}
+        return config_values(cfg, cls.config_keys)
 
     def elementwise(self, logits: Tensor, labels: Tensor, iou_targets=None) -> Tensor:
         self._check_inputs(logits, labels, logits.shape[1])
@@ -103,8 +103,7 @@ class VarifocalLoss(DenseClsLoss):
     @classmethod
     def from_config(cls, cfg):
         _reject_alpha_per_class(cfg, cls.__name__)
-        rf = cfg.MODEL.RETINA_FOCAL
-        return {"alpha": rf.VFL_ALPHA, "gamma": rf.VFL_GAMMA}
+        return config_values(cfg, cls.config_keys)
 
     def elementwise(self, logits: Tensor, labels: Tensor, iou_targets=None) -> Tensor:
         self._check_inputs(logits, labels, logits.shape[1])

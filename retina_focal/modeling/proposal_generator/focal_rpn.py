@@ -19,7 +19,13 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 
-from retina_focal.config import check_choice, check_positive, check_range, configurable
+from retina_focal.config import (
+    check_choice,
+    check_positive,
+    check_range,
+    config_values,
+    configurable,
+)
 from retina_focal.modeling.anchor_assignment import AnchorAssigner, IoUThresholdMatcher
 from retina_focal.modeling.losses import DenseClsLoss
 from retina_focal.modeling.registry import ASSIGNER_REGISTRY, CLS_LOSS_REGISTRY, get_component
@@ -205,7 +211,9 @@ class FocalRPN(RPN, HasTrainingState):
         "normalizer_init": "MODEL.RETINA_FOCAL.RPN.NORMALIZER_INIT",
         "box_normalizer": "MODEL.RETINA_FOCAL.RPN.BOX_NORMALIZER",
         "prior_prob": "MODEL.RETINA_FOCAL.RPN.PRIOR_PROB",
-        # raised while from_config builds the loss and the IoU matcher
+    }
+    # raised while from_config builds the loss and the IoU matcher
+    nested_config_keys = {
         "alpha": "MODEL.RETINA_FOCAL.RPN.FOCAL_LOSS_ALPHA",
         "gamma": "MODEL.RETINA_FOCAL.RPN.FOCAL_LOSS_GAMMA",
         "thresholds": "MODEL.RPN.IOU_THRESHOLDS",
@@ -225,17 +233,8 @@ class FocalRPN(RPN, HasTrainingState):
         objectness_loss = build_objectness_loss(cfg)
         ret = super().from_config(cfg, input_shape)
         del ret["anchor_matcher"]  # replaced by the assigner
-        f = cfg.MODEL.RETINA_FOCAL.RPN
-        ret.update(
-            objectness_loss=objectness_loss,
-            assigner=assigner,
-            sampling=f.SAMPLING,
-            normalizer=f.NORMALIZER,
-            normalizer_momentum=f.NORMALIZER_MOMENTUM,
-            normalizer_init=f.NORMALIZER_INIT,
-            box_normalizer=f.BOX_NORMALIZER,
-            prior_prob=f.PRIOR_PROB,
-        )
+        ret.update(objectness_loss=objectness_loss, assigner=assigner,
+                   **config_values(cfg, cls.config_keys))
         return ret
 
     @staticmethod
