@@ -22,14 +22,9 @@ from retina_focal.engine.defaults import (
     default_argument_parser,
     evaluate_checkpoint,
     setup_cfg,
+    train_or_evaluate,
 )
 from retina_focal.engine.launch import launch_from_args
-from retina_focal.engine.output_dir import (
-    release_output_dir,
-    rollback_output_dir,
-    start_output_dir,
-)
-from retina_focal.utils.errors import UserError
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -45,22 +40,15 @@ def main(args):
     ``--eval-only``. The run holds OUTPUT_DIR (a second run there stops at once) until it ends,
     whatever happens."""
     cfg = setup_cfg(args)
-    try:
-        if args.eval_only:
-            results = evaluate_checkpoint(cfg, resume=args.resume)
-            if comm.is_main_process():
-                logger.info(f"Evaluation results: {dict(results)}")
-            return results
-        trainer = Trainer(cfg)
-        trainer.resume_or_load(resume=args.resume)
-        start_output_dir(cfg.OUTPUT_DIR)  # built and loaded: from here its files are its output
-        return trainer.train()
-    except UserError:
-        rollback_output_dir(cfg.OUTPUT_DIR)  # refused before it started: nothing changed there
-        raise
-    finally:
-        start_output_dir(cfg.OUTPUT_DIR)
-        release_output_dir(cfg.OUTPUT_DIR)
+
+    def evaluate():
+        results = evaluate_checkpoint(cfg, resume=args.resume)
+        if comm.is_main_process():
+            logger.info(f"Evaluation results: {dict(results)}")
+        return results
+
+    return train_or_evaluate(cfg.OUTPUT_DIR, eval_only=args.eval_only, resume=args.resume,
+                             evaluate=evaluate, build_trainer=lambda: Trainer(cfg))
 
 
 @reports_user_errors

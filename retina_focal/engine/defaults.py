@@ -7,7 +7,7 @@ import copy
 import functools
 import logging
 import os
-from typing import NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser as d2_default_argument_parser
@@ -40,10 +40,14 @@ from retina_focal.engine.output_dir import (
     claim_output_dir,
     keep_run_config,
     log_to_output_dir,
+    release_output_dir,
+    rollback_output_dir,
     snapshot_output_dir,
+    start_output_dir,
 )
 from retina_focal.engine.trainer import ReliableTrainer
 from retina_focal.evaluation.coco_report import COCOReportEvaluator
+from retina_focal.utils.errors import UserError
 
 __all__ = [
     "LoadedModel",
@@ -53,8 +57,10 @@ __all__ = [
     "build_model_and_load",
     "default_argument_parser",
     "evaluate_checkpoint",
+    "evaluate_loaded",
     "load_model_for_inference",
     "setup_cfg",
+    "train_or_evaluate",
 ]
 
 
@@ -239,13 +245,48 @@ def evaluate_checkpoint(cfg, weights=None, *, resume=False):
     checked by :func:`setup_cfg`), and a warning says so. ``DATASETS.TRAIN`` is not read: the
     model's side is its checkpoint."""
     loaded = load_model_for_inference(cfg, weights, resume=resume)
+    return evaluate_loaded(cfg, loaded, "checkpoint",
+                           "(a Detectron2 or older checkpoint): only the class count was checked")
+
+
+def evaluate_loaded(cfg, loaded: LoadedModel, kind: str, why: str = ""):
+    """Evaluate ``loaded.model`` on every ``DATASETS.TEST`` with the COCO report evaluator,
+    matching ``loaded.class_map`` with each test set's categories; return Detectron2's results.
+    The one evaluation path of a checkpoint (:func:`evaluate_checkpoint`) and of an exported
+    model (``retina_focal.export.runtime.evaluate_exported``): ``kind`` ("checkpoint",
+    "exported model") names the file in the logs, and ``why`` says, in the warning about a
+    missing class map, what such a file is."""
     if loaded.class_map is None and cfg.DATASETS.TEST:
         logging.getLogger(__name__).warning(
-            f"The checkpoint {loaded.weights!r} records no class map (a Detectron2 or older "
-            "checkpoint): only the class count was checked; its "
-            f"{cfg.MODEL.RETINANET.NUM_CLASSES} outputs are taken to be the classes of "
+            f"The {kind} {loaded.weights!r} records no class map{' ' + why if why else ''}; "
+            f"its {cfg.MODEL.RETINANET.NUM_CLASSES} outputs are taken to be the classes of "
             f"{', '.join(cfg.DATASETS.TEST)} in their order")
-    desc = f"checkpoint {os.path.basename(loaded.weights)!r}"
+    desc = f"{kind} {os.path.basename(loaded.weights)!r}"
     evaluators = [coco_report_evaluator(cfg, name, loaded.class_map, desc)
                   for name in cfg.DATASETS.TEST]
     return Trainer.test(cfg, loaded.model, evaluators)
+
+
+def train_or_evaluate(output_dir: str, *, eval_only: bool, resume: bool,
+                      evaluate: Callable[[], Any], build_trainer: Callable[[], Any]) -> Any:
+    """One process of a run set up (and its ``output_dir`` claimed) by :func:`setup_cfg` or
+    ``setup_lazy_cfg``, for both config systems: ``evaluate()`` with ``eval_only``; else build
+    the trainer, resume it (``resume``) or load its initial weights, and train. Returns what
+    ``evaluate`` or the trainer's ``train`` returns.
+
+    A :class:`~retina_focal.utils.errors.UserError` raised before training starts (a refused
+    resume, a checkpoint that does not fit) puts ``output_dir`` back as it was; whatever
+    happens, the directory is released at the end."""
+    try:
+        if eval_only:
+            return evaluate()
+        trainer = build_trainer()
+        trainer.resume_or_load(resume=resume)
+        start_output_dir(output_dir)  # built and loaded: from here its files are its output
+        return trainer.train()
+    except UserError:
+        rollback_output_dir(output_dir)  # refused before it started: nothing changed there
+        raise
+    finally:
+        start_output_dir(output_dir)
+        release_output_dir(output_dir)

@@ -56,10 +56,7 @@ from retina_focal.engine.output_dir import (
     claim_output_dir,
     keep_run_config,
     log_to_output_dir,
-    release_output_dir,
-    rollback_output_dir,
     snapshot_output_dir,
-    start_output_dir,
 )
 from retina_focal.engine.trainer import (
     ReliableTrainerBase,
@@ -68,7 +65,6 @@ from retina_focal.engine.trainer import (
     wrap_distributed,
 )
 from retina_focal.evaluation.coco_report import set_lazy_evaluator_class_map
-from retina_focal.utils.errors import UserError
 
 __all__ = [
     "DEVICE_SPEEDUP_KEYS",
@@ -77,7 +73,6 @@ __all__ = [
     "check_lazy_training_config",
     "build_lazy_model",
     "build_lazy_model_and_load",
-    "main",
     "run_evaluation",
     "setup_lazy_cfg",
     "train_lazy",
@@ -281,24 +276,3 @@ def setup_lazy_cfg(args):
 def lazy_output_dir(cfg) -> str:
     """The LazyConfig's ``train.output_dir`` ("" when it has none)."""
     return OmegaConf.select(cfg, "train.output_dir", default="")
-
-
-def main(args):
-    """One process of a run: ``--eval-only`` evaluates ``train.init_checkpoint``; otherwise
-    train (``--resume``: from the last checkpoint), evaluating at the end. The output
-    directory is released at the end, whatever happens."""
-    cfg = setup_lazy_cfg(args)
-    output_dir = lazy_output_dir(cfg)
-    try:
-        if args.eval_only:
-            return run_evaluation(cfg, build_lazy_model_and_load(cfg))
-        trainer = LazyReliableTrainer(cfg)
-        trainer.resume_or_load(resume=args.resume)
-        start_output_dir(output_dir)  # built and loaded: from here its files are its output
-        trainer.train()  # the EvalHook evaluates the final model
-    except UserError:
-        rollback_output_dir(output_dir)  # refused before it started: nothing changed there
-        raise
-    finally:
-        start_output_dir(output_dir)
-        release_output_dir(output_dir)

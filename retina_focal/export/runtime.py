@@ -30,7 +30,7 @@ from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import ImageList
 from torch import Tensor, nn
 
-from retina_focal.engine.defaults import LoadedModel, Trainer, build_model, coco_report_evaluator
+from retina_focal.engine.defaults import LoadedModel, build_model, evaluate_loaded
 from retina_focal.export.exported_program import CLASS_MAP_FILE, INFO_FILE
 from retina_focal.export.graph import split_outputs
 from retina_focal.utils.errors import UserError
@@ -273,13 +273,4 @@ def evaluate_exported(cfg):
     """Evaluate the exported model ``cfg.MODEL.WEIGHTS`` on every ``DATASETS.TEST``, as
     :func:`~retina_focal.engine.defaults.evaluate_checkpoint` evaluates a checkpoint (same
     evaluator, report and class-map matching); return Detectron2's results."""
-    loaded = load_exported(cfg)
-    if loaded.class_map is None and cfg.DATASETS.TEST:
-        logger.warning(
-            f"The exported model {loaded.weights!r} records no class map: its "
-            f"{cfg.MODEL.RETINANET.NUM_CLASSES} outputs are taken to be the classes of "
-            f"{', '.join(cfg.DATASETS.TEST)} in their order")
-    desc = f"exported model {os.path.basename(loaded.weights)!r}"
-    evaluators = [coco_report_evaluator(cfg, name, loaded.class_map, desc)
-                  for name in cfg.DATASETS.TEST]
-    return Trainer.test(cfg, loaded.model, evaluators)
+    return evaluate_loaded(cfg, load_exported(cfg), "exported model")
