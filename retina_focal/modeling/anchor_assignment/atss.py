@@ -5,7 +5,7 @@ from typing import List, Tuple
 import torch
 from detectron2.structures import Boxes, Instances, pairwise_iou
 
-from retina_focal.config import check_range, config_values, configurable
+from retina_focal.config import check_range, configurable
 from retina_focal.modeling.anchor_assignment.base import AnchorAssigner
 from retina_focal.modeling.registry import ASSIGNER_REGISTRY
 
@@ -68,10 +68,6 @@ class ATSSAssigner(AnchorAssigner):
         self.center_margin = float(center_margin)
 
     config_keys = {"topk": "MODEL.RETINA_FOCAL.ATSS_TOPK"}
-
-    @classmethod
-    def from_config(cls, cfg):
-        return config_values(cfg, cls.config_keys)
 
     def candidates(self, anchors: List[Boxes], gt_boxes: Boxes) -> torch.Tensor:
         """(M, C) indices into the concatenated anchors: each ground truth's candidates."""

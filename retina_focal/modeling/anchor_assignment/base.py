@@ -1,12 +1,12 @@
 """What every anchor assigner in ``ASSIGNER_REGISTRY`` computes, and how it is called."""
 from abc import ABC, abstractmethod
-from typing import List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import torch
 from detectron2.structures import Boxes, Instances
 from torch import Tensor
 
-from retina_focal.config.validation import ConfigKeys
+from retina_focal.config.validation import ConfigKeys, config_values
 
 __all__ = ["AnchorAssigner"]
 
@@ -35,8 +35,13 @@ class AnchorAssigner(ABC):
     anchor; an image without either has every anchor negative.
     """
 
-    # {constructor argument: cfg key}, for errors of assigners built from a cfg
+    # {constructor argument: cfg key}: what from_config reads, and the keys errors name
     config_keys: ConfigKeys = {}
+
+    @classmethod
+    def from_config(cls, cfg) -> Dict[str, Any]:
+        """The constructor's arguments, read from ``cfg`` at the keys of ``config_keys``."""
+        return config_values(cfg, cls.config_keys)
 
     def __call__(self, anchors: List[Boxes], gt: Instances) -> Tuple[Tensor, Tensor]:
         all_anchors = Boxes.cat(anchors)

@@ -9,7 +9,6 @@ from retina_focal.config import (
     check_choice,
     check_iou_thresholds,
     check_range,
-    config_values,
     configurable,
 )
 from retina_focal.modeling.anchor_assignment.base import AnchorAssigner
@@ -97,10 +96,6 @@ class IoUThresholdMatcher(AnchorAssigner):
         "low_quality_match_order": "MODEL.RETINA_FOCAL.LOW_QUALITY_MATCH_ORDER",
         "low_quality_min_iou": "MODEL.RETINA_FOCAL.LOW_QUALITY_MIN_IOU",
     }
-
-    @classmethod
-    def from_config(cls, cfg):
-        return config_values(cfg, cls.config_keys)
 
     def match(self, iou: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """

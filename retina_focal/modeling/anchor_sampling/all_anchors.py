@@ -18,10 +18,6 @@ class AllAnchors(AnchorSampler):
     def __init__(self):
         pass
 
-    @classmethod
-    def from_config(cls, cfg):
-        return {}
-
     def sample(self, labels: Tensor, num_classes: int, anchor_losses, boxes) -> Optional[Tensor]:
         """None: no weights, i.e. every anchor with label >= 0 counts fully."""
         return None

@@ -1,11 +1,11 @@
 """What every training-sample selector in ``SAMPLER_REGISTRY`` declares and computes."""
 from abc import ABC, abstractmethod
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import torch
 from torch import Tensor
 
-from retina_focal.config.validation import ConfigKeys
+from retina_focal.config.validation import ConfigKeys, config_values
 
 __all__ = ["AnchorSampler", "NMS_BOXES"]
 
@@ -36,8 +36,13 @@ class AnchorSampler(ABC):
 
     needs_anchor_losses: bool = False
     nms_boxes: Optional[str] = None
-    # {constructor argument: cfg key}, for errors of samplers built from a cfg
+    # {constructor argument: cfg key}: what from_config reads, and the keys errors name
     config_keys: ConfigKeys = {}
+
+    @classmethod
+    def from_config(cls, cfg) -> Dict[str, Any]:
+        """The constructor's arguments, read from ``cfg`` at the keys of ``config_keys``."""
+        return config_values(cfg, cls.config_keys)
 
     @torch.no_grad()
     def __call__(

@@ -5,7 +5,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from retina_focal.config import check_integer, check_positive, config_values, configurable
+from retina_focal.config import check_integer, check_positive, configurable
 from retina_focal.modeling.anchor_sampling.base import AnchorSampler
 from retina_focal.modeling.registry import SAMPLER_REGISTRY
 
@@ -37,10 +37,6 @@ class HardNegativeMiner(AnchorSampler):
         "neg_pos_ratio": "MODEL.RETINA_FOCAL.HNM_NEG_POS_RATIO",
         "min_negatives": "MODEL.RETINA_FOCAL.HNM_MIN_NEGATIVES",
     }
-
-    @classmethod
-    def from_config(cls, cfg):
-        return config_values(cfg, cls.config_keys)
 
     def sample(
         self, labels: Tensor, num_classes: int, anchor_losses: Tensor, boxes: Optional[Tensor]

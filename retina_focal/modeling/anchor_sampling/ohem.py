@@ -10,7 +10,6 @@ from retina_focal.config import (
     check_choice,
     check_integer,
     check_range,
-    config_values,
     configurable,
 )
 from retina_focal.modeling.anchor_sampling.base import NMS_BOXES, AnchorSampler
@@ -81,10 +80,6 @@ class OHEMSampler(AnchorSampler):
         "fg_ratio": "MODEL.RETINA_FOCAL.OHEM_FG_RATIO",
         "nms_boxes": "MODEL.RETINA_FOCAL.OHEM_NMS_BOXES",
     }
-
-    @classmethod
-    def from_config(cls, cfg):
-        return config_values(cfg, cls.config_keys)
 
     def _first_survivors(self, order: Tensor, boxes: Optional[Tensor], k: int) -> Tensor:
         """The first ``k`` anchors of ``order`` (loss order) that greedy NMS keeps."""
