@@ -84,6 +84,8 @@ def files(trained, tmp_path_factory):
     shutil.copytree(trained["image_dir"], d / "dataset" / "train")
     shutil.copy(trained["gt_json"], d / "dataset" / "train.json")
     f["dataset"] = str(d / "dataset")
+    f["dataset_image"] = os.path.join(f["dataset"], "train", sorted(os.listdir(
+        d / "dataset" / "train"))[0])
     put("empty_metrics/metrics.json", "")
     return f
 
@@ -219,6 +221,11 @@ BAD = [
      "truncated.json' is not valid JSON"),
     ("demo-output-is-a-file", f"demo --config-file {TINY_CONFIG} --input {{image}} "
      "--output {results.json} MODEL.WEIGHTS {weights.pth}", "is a file; give a folder"),
+    ("demo-output-is-the-input", f"demo --config-file {TINY_CONFIG} --input {{dataset}}/train "
+     "--output {dataset}/train MODEL.WEIGHTS {weights.pth}",
+     "the annotated images would overwrite the input image"),
+    ("demo-output-holds-other-files", f"demo --config-file {TINY_CONFIG} --input {{image}} "
+     "--output {dir} MODEL.WEIGHTS {weights.pth}", "already holds 'results.json'"),
     # ---- export ----------------------------------------------------------------------------
     ("export-weights-missing", f"export --config-file {TINY_CONFIG} --output {{dir}}/x1 "
      "MODEL.WEIGHTS {dir}/nope.pth", "nope.pth' does not exist"),
@@ -244,6 +251,12 @@ BAD = [
      "{dir}/a4", "argument --iou-bins: 0 is not an integer >= 1"),
     ("visualize-dataset-unregistered", f"visualize --config-file {TINY_CONFIG} --dataset-name "
      "my_val --output {dir}/v1.png", "dataset 'my_val' is not registered"),
+    ("visualize-output-existing-image", f"visualize --config-file {TINY_CONFIG} --output "
+     "{dataset_image}", "exists and is not a drawing of this command"),
+    ("visualize-output-not-png", f"visualize --config-file {TINY_CONFIG} --output {{dir}}/v3.txt",
+     "is not a .png file name"),
+    ("visualize-scale-negative", f"visualize --config-file {TINY_CONFIG} --scale -2 --output "
+     "{dir}/v4.png", "argument --scale: -2.0 is not a number > 0"),
     ("visualize-image-out-of-range", f"visualize --config-file {TINY_CONFIG} --image 100000 "
      "--output {dir}/v2.png", "100000"),
     # ---- plot ------------------------------------------------------------------------------
@@ -388,3 +401,17 @@ def test_docs_reliability_lists_every_row_as_it_is():
                                                             if "cuda" not in r[0]]
     for (rid, command, _), row in zip(documented, BAD):
         assert command.split()[0] == row[1].split()[0], rid
+
+
+def test_visualize_writes_its_own_drawing_again_and_demo_its_own_folder(
+        files, capsys, monkeypatch):
+    """The output checks refuse other files, not the command's own earlier output."""
+    monkeypatch.chdir(files["dir"])
+    _quiet_stale_handlers()
+    for _ in range(2):
+        assert main(["visualize", "--config-file", TINY_CONFIG, "--output",
+                     os.path.join(files["dir"], "again", "vis.png")]) == 0
+        assert main(["demo", "--config-file", TINY_CONFIG, "--input", files["image"],
+                     "--output", os.path.join(files["dir"], "again", "demo"),
+                     "MODEL.WEIGHTS", files["weights.pth"]]) == 0
+    assert "error:" not in capsys.readouterr().err

@@ -55,6 +55,7 @@ from retina_focal.engine.checkpoint import CheckpointReadError
 from retina_focal.engine.defaults import build_cfg
 from retina_focal.export.predictor import Predictor
 from retina_focal.export.runtime import is_exported_model
+from retina_focal.utils.errors import DataError
 from retina_focal.utils.file_io import make_output_dir, read_json
 
 __all__ = [
@@ -126,6 +127,47 @@ def collect_images(inputs):
                              f"(extensions: {', '.join(IMAGE_EXTENSIONS)})")
         paths.extend(p for p in found if p not in paths)
     return paths
+
+
+def output_names(images: List[str]) -> List[str]:
+    """The annotated image's file name in ``--output`` for each input path: its base name,
+    prefixed with its index where two inputs share one."""
+    names, used = [], set()
+    for i, path in enumerate(images):
+        name = os.path.basename(path)
+        if name in used:  # same file name in two input folders
+            name = f"{i:05d}_{name}"
+        used.add(name)
+        names.append(name)
+    return names
+
+
+def _is_demo_output(folder: str) -> bool:
+    """Whether ``folder`` holds an earlier demo's output (its ``images.json``)."""
+    try:
+        with open(os.path.join(folder, "images.json")) as f:
+            return "skipped_images" in json.load(f)
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def check_output_files(output: str, names: List[str], images: List[str]) -> None:
+    """Refuse (:class:`DataError`, before anything is written) an ``--output`` where the demo
+    would overwrite one of its input images, or files that an earlier demo did not write
+    there; an earlier demo's output folder may be written again."""
+    targets = [os.path.join(output, n) for n in names + ["results.json", "images.json"]]
+    inputs = {os.path.realpath(p) for p in images}
+    clash = [t for t in targets if os.path.realpath(t) in inputs]
+    if clash:
+        raise DataError(f"--output {output!r}: the annotated images would overwrite the input "
+                        f"image {clash[0]!r} ({len(clash)} in all); choose another folder")
+    existing = [t for t in targets if os.path.lexists(t)]
+    if existing and not _is_demo_output(output):
+        more = (f" and {len(existing) - 1} more of the files to write"
+                if len(existing) > 1 else "")
+        raise DataError(f"--output {output!r} already holds {os.path.basename(existing[0])!r}"
+                        f"{more}, not an earlier demo's output (no demo images.json there); "
+                        "choose a new or empty folder (nothing was written)")
 
 
 def setup(args):
@@ -235,6 +277,8 @@ def main(args):
             raise SystemExit(f"error: {len(missing)} input image(s) are not in {args.coco_json} "
                              f"(by file name), e.g. {missing[:3]}")
         image_ids = [by_name[os.path.basename(p)] for p in images]
+    names = output_names(images)
+    check_output_files(args.output, names, images)
     make_output_dir(args.output, "--output")
 
     try:
@@ -249,7 +293,7 @@ def main(args):
         f"{os.path.basename(cfg.MODEL.WEIGHTS)!r}")
     metadata = Metadata(name="retina_focal_demo", thing_classes=[c["name"] for c in model_map])
 
-    results, image_entries, used_names, skipped = [], [], set(), []
+    results, image_entries, skipped = [], [], []
     for i, path in enumerate(tqdm(images, desc="demo", unit="img", disable=None)):
         try:
             img = read_image_any(path, format="BGR")  # 16-bit scaled, not saturated
@@ -269,11 +313,7 @@ def main(args):
 
         vis = Visualizer(img[:, :, ::-1], metadata=metadata)
         drawn = vis.draw_instance_predictions(instances).get_image()[:, :, ::-1]
-        name = os.path.basename(path)
-        if name in used_names:  # same file name in two input folders
-            name = f"{i:05d}_{name}"
-        used_names.add(name)
-        cv2.imwrite(os.path.join(args.output, name), drawn)
+        cv2.imwrite(os.path.join(args.output, names[i]), drawn)
         logger.info(f"{path}: {len(instances)} detections")
 
     with open(os.path.join(args.output, "results.json"), "w") as f:

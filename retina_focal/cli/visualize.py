@@ -15,13 +15,16 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.transforms import ResizeTransform
 from detectron2.structures import Boxes, Instances
+from PIL import Image, PngImagePlugin
 
 from retina_focal.analysis.settings import AssignmentSetting, load_cfg, register_dataset_arg
 from retina_focal.analysis.visualize import draw_assignment, gt_index_labels, legend_lines
+from retina_focal.cli._args import positive_float
 from retina_focal.cli._errors import reports_user_errors
 from retina_focal.config.loading import add_allow_unsafe_config_argument
 from retina_focal.data.datasets.coco import add_dataset_argument, check_registered
 from retina_focal.data.mapper import read_image_any
+from retina_focal.utils.errors import DataError
 from retina_focal.utils.file_io import make_output_dir
 
 
@@ -33,8 +36,10 @@ def build_parser():
                    help="dataset to take the image from (default: the only --dataset, else "
                         "the config's first DATASETS.TEST)")
     p.add_argument("--image", default="0", help="index in the dataset, or image file name")
-    p.add_argument("--output", default="output/assignment.png", metavar="PNG")
-    p.add_argument("--scale", type=float, default=0.0,
+    p.add_argument("--output", default="output/assignment.png", metavar="PNG",
+                   help="the PNG file to write (an existing file only if this command wrote "
+                        "it)")
+    p.add_argument("--scale", type=positive_float, default=None,
                    help="magnification of the drawing (default: longer side >= 640 px)")
     add_allow_unsafe_config_argument(p)
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides of the config")
@@ -55,8 +60,33 @@ def pick(dicts, image):
     return hits[0]
 
 
+# the PNG text entry that marks a file as this command's drawing (it may be written again)
+PNG_MARK = ("Software", "retina-focal visualize")
+
+
+def check_output_png(path: str) -> None:
+    """Refuse (:class:`DataError`, before anything is read) an ``--output`` that is not a
+    ``.png`` path, is a folder, or is an existing file this command did not write (an image of
+    a dataset, say)."""
+    if os.path.isdir(path):
+        raise DataError(f"--output {path!r} is a folder; give the PNG file to write, e.g. "
+                        f"{os.path.join(path, 'assignment.png')}")
+    if not path.lower().endswith(".png"):
+        raise DataError(f"--output {path!r} is not a .png file name; the drawing is a PNG")
+    if os.path.lexists(path):
+        try:
+            with Image.open(path) as im:
+                ours = im.format == "PNG" and im.info.get(PNG_MARK[0]) == PNG_MARK[1]
+        except (OSError, ValueError):
+            ours = False
+        if not ours:
+            raise DataError(f"--output {path!r} exists and is not a drawing of this command; "
+                            "give a new file name (it was left as it was)")
+
+
 def main(args):
     """Draw the assignment of one image into ``args.output``; print its counts."""
+    check_output_png(args.output)
     registered = [register_dataset_arg(spec) for spec in args.dataset]
     cfg = load_cfg(args.config_file, args.opts, allow_unsafe=args.allow_unsafe_config)
     dataset = args.dataset_name or (registered[0] if len(registered) == 1 else None) or \
@@ -84,11 +114,10 @@ def main(args):
     drawing = draw_assignment(np.ascontiguousarray(image), boxes, text,
                               Boxes.cat(anchors).tensor, labels, scale,
                               title=f"{type(setting.assigner).__name__}: {counts}")
-    if os.path.isdir(args.output):
-        raise SystemExit(f"error: --output {args.output!r} is a folder; give the PNG file to "
-                         f"write, e.g. {args.output}/assignment.png")
     make_output_dir(os.path.dirname(os.path.abspath(args.output)), "--output")
-    drawing.save(args.output)
+    info = PngImagePlugin.PngInfo()
+    info.add_text(*PNG_MARK)
+    drawing.save(args.output, format="PNG", pnginfo=info)
     print(f"{os.path.basename(d['file_name'])} at {size[1]}x{size[0]}, {setting.assigner}")
     print(counts)
     for line in legend_lines(text, labels, m):

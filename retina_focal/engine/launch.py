@@ -6,9 +6,14 @@ when CUDA is unavailable it spawns the processes itself, joins them into one GLO
 (``tcp://`` or ``file://`` rendezvous, several machines allowed) and creates Detectron2's
 per-machine process group, so ``detectron2.utils.comm`` (``get_local_rank``, ``gather``,
 ``synchronize``) works as under Detectron2's launcher.
+
+Its CPU worker processes die with the launching process (a SIGKILL of the command leaves no
+worker training on), and a :class:`~retina_focal.utils.errors.UserError` in any of them
+ends the command with its one ``error:`` line, as in a run of one process.
 """
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from datetime import timedelta
@@ -19,14 +24,19 @@ import torch.multiprocessing as mp
 from detectron2.utils import comm
 
 from retina_focal.utils.compat import release_local_process_group, set_local_process_group
-from retina_focal.utils.errors import UserError
+from retina_focal.utils.errors import TRACEBACK_ENV, UserError
 
-__all__ = ["InvalidLaunch", "launch", "launch_from_args", "leave_process_group",
-           "DEFAULT_TIMEOUT"]
+__all__ = ["InvalidLaunch", "WorkerUserError", "launch", "launch_from_args",
+           "leave_process_group", "DEFAULT_TIMEOUT"]
 
 
 class InvalidLaunch(UserError, ValueError):
     """Process or machine counts that cannot run (the message names the options)."""
+
+
+class WorkerUserError(UserError):
+    """A worker process's :class:`UserError` (or ``error:`` exit), raised again in the
+    launching process with the worker's message."""
 
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
@@ -69,17 +79,28 @@ def launch(main_func, num_gpus_per_machine: int, num_machines: int = 1, machine_
         dist_url = "file://" + os.path.join(rendezvous_dir, "store")
     print(f"CUDA is not available: starting {num_gpus_per_machine} CPU process(es) "
           f"(GLOO, {dist_url}, world size {world_size})", file=sys.stderr, flush=True)
-    worker_args = (main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args,
-                   timeout)
-    try:
-        if num_gpus_per_machine == 1:  # one process on this machine: this one
+    if num_gpus_per_machine == 1:  # one process on this machine: this one
+        worker_args = (main_func, world_size, 1, machine_rank, dist_url, args, timeout, None)
+        try:
             return _cpu_worker(0, *worker_args)
+        finally:
+            if rendezvous_dir is not None:
+                shutil.rmtree(rendezvous_dir, ignore_errors=True)
+    # the workers' user errors, to end this command with one error line
+    errors = mp.get_context("spawn").SimpleQueue()
+    worker_args = (main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args,
+                   timeout, errors)
+    try:
         mp.spawn(
             _cpu_worker,
             nprocs=num_gpus_per_machine,
             args=worker_args,
             daemon=False,
         )
+    except (mp.ProcessRaisedException, mp.ProcessExitedException):
+        if not errors.empty():
+            raise WorkerUserError(errors.get()) from None
+        raise
     finally:
         if rendezvous_dir is not None:
             shutil.rmtree(rendezvous_dir, ignore_errors=True)
@@ -100,8 +121,44 @@ def launch_from_args(main_func, args):
     )
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when the process that started it dies (torch's
+    spawn asks for SIGINT, which a busy worker does not act on)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the request took effect
+        os._exit(1)
+
+
 def _cpu_worker(local_rank, main_func, world_size, num_per_machine, machine_rank, dist_url,
-                args, timeout):
+                args, timeout, errors=None):
+    if errors is not None:  # a spawned worker
+        _die_with_parent()
+        try:
+            return _cpu_worker_body(local_rank, main_func, world_size, num_per_machine,
+                                    machine_rank, dist_url, args, timeout)
+        except UserError as e:
+            if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+                raise
+            message = str(e)
+        except SystemExit as e:  # a command's own "error: ..." exit
+            if not (isinstance(e.code, str) and e.code.startswith("error: ")):
+                raise
+            message = e.code[len("error: "):]
+        errors.put(message)
+        sys.exit(1)
+    return _cpu_worker_body(local_rank, main_func, world_size, num_per_machine, machine_rank,
+                            dist_url, args, timeout)
+
+
+def _cpu_worker_body(local_rank, main_func, world_size, num_per_machine, machine_rank,
+                     dist_url, args, timeout):
     global_rank = machine_rank * num_per_machine + local_rank
     try:
         dist.init_process_group(backend="gloo", init_method=dist_url, world_size=world_size,

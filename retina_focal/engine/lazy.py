@@ -62,6 +62,7 @@ from retina_focal.engine.trainer import (
     ReliableTrainerBase,
     check_training_values,
     setup_logging,
+    sync_buffers_from_main,
     wrap_distributed,
 )
 from retina_focal.evaluation.coco_report import set_lazy_evaluator_class_map
@@ -154,6 +155,7 @@ def run_evaluation(cfg, model) -> Dict[str, Any]:
         return {}
     loader = instantiate(cfg.dataloader.test)
     evaluator = instantiate(cfg.dataloader.evaluator)
+    sync_buffers_from_main(model)  # the checkpoint's buffers on every process
     results = inference_on_dataset(model, loader, evaluator)
     if comm.is_main_process():
         print_csv_format(results)

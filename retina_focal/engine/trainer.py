@@ -60,6 +60,7 @@ __all__ = [
     "TRAINING_KEYS",
     "build_step_trainer",
     "check_training_values",
+    "sync_buffers_from_main",
     "wrap_distributed",
 ]
 
@@ -206,6 +207,19 @@ def setup_logging() -> None:
         setup_logger()
 
 
+def sync_buffers_from_main(model: nn.Module) -> None:
+    """In a run of several processes, give every process the main process's buffers
+    (BatchNorm's running statistics): each process updates its own while training (DDP with
+    ``broadcast_buffers=False``, as Detectron2 wraps models) and only the main process's are
+    saved, so an evaluation on several processes must use those to score the checkpoint that
+    is written. Nothing to do in a run of one process. Call it on every process at once."""
+    if comm.get_world_size() == 1:
+        return
+    module = model.module if isinstance(model, DistributedDataParallel) else model
+    for buf in module.buffers():
+        torch.distributed.broadcast(buf.data, src=0)
+
+
 class ReliableTrainerBase(TrainerBase):
     """The training loop both config systems share, assembled from built parts: a model, its
     optimizer and the training data loader. It wraps the model for several processes
@@ -321,6 +335,13 @@ class ReliableTrainer(ReliableTrainerBase, DefaultTrainer):
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """``DefaultTrainer.test`` on the main process's buffers (:func:`sync_buffers_from_main`),
+        so that a multi-process evaluation scores the model the checkpoint holds."""
+        sync_buffers_from_main(model)
+        return super().test(cfg, model, evaluators)
 
     def build_hooks(self):
         """``DefaultTrainer``'s hooks, with :class:`AllRanksPeriodicCheckpointer` on every
