@@ -149,6 +149,7 @@ def _coco_with(tmp_path, **changes):
         coco[key] = value
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(coco))
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     return str(path)
 
 
@@ -182,6 +183,22 @@ def test_a_coco_json_whose_references_do_not_resolve_is_refused_at_registration(
     with pytest.raises(DataError, match=message):
         register_coco_dataset(name, path, str(tmp_path))
     assert name not in DatasetCatalog.list()
+
+
+def test_a_coco_json_whose_image_files_are_not_in_the_folder_is_refused_at_registration(
+        tmp_path):
+    """Stranger test: a wrong image folder was found iterations into training, and skipping
+    unreadable images then trained on wrong pictures."""
+    from retina_focal.utils.errors import DataFileNotFound
+
+    path = _coco_with(tmp_path, images=[
+        {"id": 1, "file_name": "a.png", "width": 8, "height": 8},
+        {"id": 2, "file_name": "b.png", "width": 8, "height": 8}])
+    with pytest.raises(DataFileNotFound, match=r"--dataset no_files: 1 of the 2 images of "
+                                               r".*bad\.json are not files in the image folder "
+                                               r".*, e\.g\. 'b\.png'"):
+        register_coco_dataset("no_files", path, str(tmp_path))
+    assert "no_files" not in DatasetCatalog.list()
 
 
 def test_a_coco_json_whose_references_resolve_registers_with_its_class_names(tmp_path):

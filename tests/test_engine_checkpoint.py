@@ -257,3 +257,15 @@ def test_training_checkpoints_carry_every_ema_normaliser(tmp_path, config, key):
     assert fresh_owner.loss_normalizer == 42.5
     ModelAttributeState(fresh).load_state_dict({key: None, "other": 1.0})  # not set: unchanged
     assert fresh_owner.loss_normalizer == 42.5
+
+
+def test_a_torchscript_file_as_weights_is_not_sent_to_commands_that_refuse_it(tmp_path):
+    """Stranger test: a .ts file's message advised eval and demo, which refuse it too."""
+    from retina_focal.engine.checkpoint import unreadable_checkpoint_message
+
+    ts, onnx = tmp_path / "model.ts", tmp_path / "model.onnx"
+    ts.write_bytes(b"PK\x03\x04")
+    onnx.write_bytes(b"\x08\x07")
+    message = unreadable_checkpoint_message(str(ts), RuntimeError("not a zip"))
+    assert "torch.jit.load" in message and "retina-focal eval" not in message
+    assert "retina-focal eval" in unreadable_checkpoint_message(str(onnx), RuntimeError("x"))

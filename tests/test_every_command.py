@@ -44,6 +44,7 @@ def files(trained, tmp_path_factory):
     put("text.pth", "not a checkpoint\n")
     put("model.onnx", b"\x08\x07" + b"\x00" * 64)
     put("empty.yaml", "")
+    put("comment_only.yaml", "# a config to be written\n")
     put("not_yaml.yaml", "MODEL: [unclosed\n  - : :\n")
     put("image_as_config.yaml", b"\x89PNG\r\n\x1a\n" + b"\x00" * 32)
     put("misspelt.yaml", f'_BASE_: "{TINY_CONFIG}"\nMODEL:\n  RETINANET:\n    NUM_CLASSE: 6\n')
@@ -87,6 +88,7 @@ def files(trained, tmp_path_factory):
     f["dataset_image"] = os.path.join(f["dataset"], "train", sorted(os.listdir(
         d / "dataset" / "train"))[0])
     put("empty_metrics/metrics.json", "")
+    put("list_metrics/metrics.json", "[1, 2]\n")
     return f
 
 
@@ -106,6 +108,13 @@ BAD = [
     # ---- train (YAML) --------------------------------------------------------------------
     ("train-config-missing", "train --config-file {dir}/nope.yaml", "nope.yaml' does not exist"),
     ("train-config-empty", "train --config-file {empty.yaml}", "empty.yaml is empty"),
+    ("train-config-comment-only", "train --config-file {comment_only.yaml}",
+     "comment_only.yaml has no keys (only comments)"),
+    ("train-component-unknown", f"train --config-file {TINY_CONFIG} "
+     "MODEL.RETINA_FOCAL.LOSS_NAME Focal", "MODEL.RETINA_FOCAL.LOSS_NAME='Focal' is not "
+     "registered"),
+    ("train-dataset-wrong-image-folder", f"train --config-file {TINY_CONFIG} --dataset "
+     "d9={gt_json}:{dir}", "are not files in the image folder"),
     ("train-config-not-yaml", "train --config-file {not_yaml.yaml}", "not_yaml.yaml"),
     ("train-config-binary", "train --config-file {image_as_config.yaml}", "image_as_config.yaml"),
     ("train-config-py", f"train --config-file {LAZY_TINY}", "is a LazyConfig (.py)"),
@@ -249,6 +258,8 @@ BAD = [
      "MODEL.RETINA_FOCAL.ASIGNER_NAME x", "unknown config key MODEL.RETINA_FOCAL.ASIGNER_NAME"),
     ("analyze-iou-bins-zero", f"analyze --config-file {TINY_CONFIG} --iou-bins 0 --output "
      "{dir}/a4", "argument --iou-bins: 0 is not an integer >= 1"),
+    ("analyze-output-is-a-file", f"analyze --config-file {TINY_CONFIG} --output "
+     "{results.json}", "is a file; give a folder"),
     ("visualize-dataset-unregistered", f"visualize --config-file {TINY_CONFIG} --dataset-name "
      "my_val --output {dir}/v1.png", "dataset 'my_val' is not registered"),
     ("visualize-output-existing-image", f"visualize --config-file {TINY_CONFIG} --output "
@@ -264,6 +275,8 @@ BAD = [
     ("plot-metrics-empty", "plot {dir}/empty_metrics --output {dir}/p2", "metrics.json"),
     ("plot-wrong-kind", "plot {image} --output {dir}/p3", "png"),
     ("plot-output-is-a-file", "plot {run} --output {results.json}", "is a file; give a folder"),
+    ("plot-metrics-not-objects", "plot {dir}/list_metrics --output {dir}/p4",
+     "is a JSON list, not an object of metrics"),
     # ---- ablate / imbalance / benchmark ----------------------------------------------------
     ("ablate-study-unknown", f"ablate --config-file {TINY_CONFIG} --study 9z --output {{dir}}/b1",
      "Unknown study '9z'"),
@@ -281,11 +294,19 @@ BAD = [
     ("make-dataset-too-small", "make-dataset --output {dir}/m2 --size 16", "16 is not an integer"),
     ("make-dataset-over-a-dataset", "make-dataset --output {dataset} --num-train 2",
      "already holds a dataset (train.json, train/"),
+    ("make-dataset-seed-negative", "make-dataset --output {dir}/m3 --seed -5",
+     "argument --seed: -5 is not an integer >= 0"),
+    ("make-dataset-too-large", "make-dataset --output {dir}/m4 --size 100000",
+     "argument --size: 100000 is not an integer in [32, 4096]"),
+    ("make-dataset-output-unwritable", "make-dataset --output /proc/retina_focal_nope",
+     "cannot create this folder"),
     ("plot-focal-loss-dataset-unregistered", f"plot-focal-loss --output {{dir}}/f1 "
      f"--config-file {TINY_CONFIG} --dataset my_val MODEL.WEIGHTS {{weights.pth}}",
      "dataset 'my_val' is not registered"),
     ("benchmark-config-missing", "benchmark --only loss --quick --config-file {dir}/nope.yaml "
      "--output {dir}/k1.json", "nope.yaml"),
+    ("benchmark-device-unknown", "benchmark --only loss --quick --device gpu --output "
+     "{dir}/k2.json", "--device='gpu' is not a device torch knows"),
 ]
 
 

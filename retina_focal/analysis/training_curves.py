@@ -73,6 +73,10 @@ def load_metrics(path: str) -> Dict[str, List[Tuple[int, float]]]:
                                f"{lineno - 1} lines before it")
                 continue
             raise ValueError(f"{path}:{lineno} is not a JSON line: {e}") from e
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{lineno} is a JSON {type(row).__name__}, not an object of "
+                             "metrics: a metrics.json has one {\"iteration\": ...} object "
+                             "per line")
         it = row.get("iteration")
         if it is None:
             continue

@@ -74,6 +74,10 @@ def main(argv=None) -> int:
         print(f"error: unknown command {command!r}; choose from {', '.join(COMMANDS)}\n\n"
               + usage(), file=sys.stderr)
         return 2
+    # argparse names the program after argv[0]: usage and errors then say "retina-focal train"
+    if not sys.argv:
+        sys.argv.append("")
+    program, sys.argv[0] = sys.argv[0], f"retina-focal {command}"
     try:
         status = command_module(command).run(rest)
     except SystemExit as e:
@@ -81,4 +85,6 @@ def main(argv=None) -> int:
             return e.code or 0
         print(e.code, file=sys.stderr)
         return 1
+    finally:
+        sys.argv[0] = program
     return status if isinstance(status, int) else 0

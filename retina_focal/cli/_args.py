@@ -2,7 +2,7 @@
 option (``error: argument --iou-bins: 0 is not an integer >= 1``), before anything runs."""
 import argparse
 
-__all__ = ["int_at_least", "positive_float"]
+__all__ = ["int_at_least", "int_in", "positive_float"]
 
 
 def int_at_least(low: int):
@@ -18,6 +18,20 @@ def int_at_least(low: int):
         return value
 
     parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def int_in(low: int, high: int):
+    """An ``argparse`` type: an integer in ``[low, high]``."""
+    at_least = int_at_least(low)
+
+    def parse(text: str) -> int:
+        value = at_least(text)
+        if value > high:
+            raise argparse.ArgumentTypeError(f"{value} is not an integer in [{low}, {high}]")
+        return value
+
+    parse.__name__ = f"integer in [{low}, {high}]"
     return parse
 
 

@@ -29,6 +29,7 @@ from retina_focal.cli._args import int_at_least
 from retina_focal.cli._errors import reports_user_errors
 from retina_focal.config.loading import add_allow_unsafe_config_argument
 from retina_focal.data.datasets.coco import add_dataset_argument, check_registered
+from retina_focal.utils.file_io import make_output_dir
 
 
 def build_parser():
@@ -123,7 +124,7 @@ def main(args, compares=()):
             "level_names": setting.level_names, "summary": summary, "images": records,
         })
 
-    os.makedirs(args.output, exist_ok=True)
+    make_output_dir(args.output, "--output")
     json_path = os.path.join(args.output, "assignment.json")
     with open(json_path, "w") as f:
         json.dump({"dataset": dataset, "class_names": list(class_names),

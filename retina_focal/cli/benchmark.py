@@ -58,6 +58,7 @@ from retina_focal.benchmark.timing import log
 from retina_focal.cli._args import int_at_least
 from retina_focal.cli._errors import reports_user_errors
 from retina_focal.config.zoo import resolve_config_file
+from retina_focal.engine.device import check_device_available
 
 __all__ = ["build_parser", "main", "parse_args", "run"]
 
@@ -120,6 +121,7 @@ def parse_args(argv=None):
 def main(args, command: str = ""):
     """Run the sections ``args`` asks for; print the tables, write the JSON; return the
     report."""
+    check_device_available(args.device, "--device")
     if args.threads:
         torch.set_num_threads(args.threads)
     sections = args.only or ["loss", "train", "inference"]

@@ -11,13 +11,14 @@ anything is written: images of a larger earlier dataset would stay beside the ne
 import argparse
 import os
 
-from retina_focal.cli._args import int_at_least
+from retina_focal.cli._args import int_at_least, int_in
 from retina_focal.cli._errors import reports_user_errors
 from retina_focal.data.datasets.synthetic import SyntheticConfig, write_split
 from retina_focal.utils.errors import DataError
 from retina_focal.utils.file_io import make_output_dir
 
 SPLITS = ("train", "val")
+MAX_SIZE = 4096  # px: a 4096 x 4096 image is 48 MB to draw
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -28,9 +29,9 @@ def build_parser():
     parser.add_argument("--output", required=True, metavar="DIR")
     parser.add_argument("--num-train", type=int_at_least(1), default=200)
     parser.add_argument("--num-val", type=int_at_least(1), default=50)
-    parser.add_argument("--size", type=int_at_least(32), default=128,
-                        help="image height and width in pixels (at least 32)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", type=int_in(32, MAX_SIZE), default=128,
+                        help=f"image height and width in pixels (32 to {MAX_SIZE})")
+    parser.add_argument("--seed", type=int_at_least(0), default=0)
     return parser
 
 

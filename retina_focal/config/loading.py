@@ -170,7 +170,7 @@ def read_yaml_text(config_file: str, loader=None):
         raise ConfigError(f"{config_file} is empty: a config needs at least one key "
                           "(e.g. _BASE_: the config it starts from)")
     try:
-        return yaml.load(text, Loader=loader or _TagBlindLoader)
+        data = yaml.load(text, Loader=loader or _TagBlindLoader)
     except yaml.constructor.ConstructorError as e:
         raise _unsafe_error(config_file, e) from None
     except yaml.YAMLError as e:
@@ -178,6 +178,13 @@ def read_yaml_text(config_file: str, loader=None):
         where = f", line {mark.line + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError(f"{config_file}{where} is not valid YAML: {problem}") from None
+    if data is None:
+        raise ConfigError(f"{config_file} has no keys (only comments): a config needs at least "
+                          "one key (e.g. _BASE_: the config it starts from)")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{config_file} is a YAML {type(data).__name__}, not a mapping of "
+                          "config keys (KEY: value lines)")
+    return data
 
 
 def check_yaml_config(config_file: str, _chain: Optional[List[str]] = None) -> None:

@@ -30,7 +30,7 @@ from detectron2.structures import Boxes, BoxMode, Instances
 from detectron2.utils.file_io import PathManager
 from PIL import Image
 
-from retina_focal.utils.errors import UserError
+from retina_focal.utils.errors import DataError, UserError
 
 __all__ = ["RobustDatasetMapper", "UnreadableImageError", "read_image_any"]
 
@@ -127,7 +127,12 @@ class RobustDatasetMapper(DatasetMapper):
             logger.warning(f"Skipping an unreadable image ({self._num_skipped} so far in this "
                            f"process): {e}")
             return None
-        utils.check_image_size(dataset_dict, image)
+        try:
+            utils.check_image_size(dataset_dict, image)
+        except utils.SizeMismatchError as e:  # the JSON's width / height are not the file's
+            raise DataError(f"{e} (image file {dataset_dict.get('file_name')!r}, image_id "
+                            f"{dataset_dict.get('image_id')}): fix its 'width' and 'height' in "
+                            "the dataset's JSON") from None
 
         aug_input = T.AugInput(image)
         transforms = _apply_skipping_identity_resizes(self.augmentations, aug_input)

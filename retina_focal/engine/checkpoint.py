@@ -101,6 +101,10 @@ def unreadable_checkpoint_message(filename: str, error: BaseException) -> str:
     advice on ``weights_only`` does not apply to a file that is no checkpoint)."""
     size = os.path.getsize(filename) if os.path.isfile(filename) else "?"
     kind = _EXPORTED_KINDS.get(os.path.splitext(filename)[1].lower())
+    if kind is not None and filename.lower().endswith(".ts"):
+        return (f"MODEL.WEIGHTS {filename!r} is {kind} (written by retina-focal export), not a "
+                "checkpoint: run it with torch.jit.load; the commands take the .pth it was "
+                "exported from, or an .onnx / .pt2 export (retina-focal export --format onnx)")
     if kind is not None:
         return (f"MODEL.WEIGHTS {filename!r} is {kind} (written by retina-focal export), not a "
                 "checkpoint: it cannot initialise training or be loaded by train --eval-only. "

@@ -1,9 +1,11 @@
 """Registries of retina_focal's swappable components, and lookup with a clear error."""
 from fvcore.common.registry import Registry
 
+from retina_focal.utils.errors import UserError
+
 __all__ = [
     "RETINA_FOCAL_HEAD_REGISTRY", "CLS_LOSS_REGISTRY", "ASSIGNER_REGISTRY", "SAMPLER_REGISTRY",
-    "get_component",
+    "UnknownComponent", "get_component",
 ]
 
 RETINA_FOCAL_HEAD_REGISTRY = Registry("RETINA_FOCAL_HEAD")
@@ -48,11 +50,16 @@ of anchors of the image. RetinaFocal turns them into class labels and matched bo
 """
 
 
+class UnknownComponent(UserError, ValueError):
+    """A component name that is not registered (the message names the key and the choices)."""
+
+
 def get_component(registry: Registry, name: str, key: str):
-    """``registry.get(name)``; an unknown name is a ValueError naming ``key`` and the choices."""
+    """``registry.get(name)``; an unknown name is an :class:`UnknownComponent` (a
+    ``ValueError``) naming ``key`` and the choices."""
     if name not in registry:
         choices = ", ".join(sorted(k for k, _ in registry))
-        raise ValueError(
+        raise UnknownComponent(
             f"{key}={name!r} is not registered in {registry._name}; choices: {choices}"
         )
     return registry.get(name)

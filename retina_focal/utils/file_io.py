@@ -173,4 +173,7 @@ def make_output_dir(path: str, option: str = "--output") -> str:
     except (FileExistsError, NotADirectoryError):
         raise DataError(f"{option} {path!r}: a part of that path is a file, not a folder") \
             from None
+    except OSError as e:  # no permission, a read-only or virtual file system, ...
+        raise DataError(f"{option} {path!r}: cannot create this folder ({e.strerror}); give "
+                        "one you can write to") from None
     return path

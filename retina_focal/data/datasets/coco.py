@@ -27,6 +27,7 @@ __all__ = [
     "add_dataset_argument",
     "check_coco_boxes",
     "check_coco_references",
+    "check_image_files",
     "check_registered",
     "parse_dataset_spec",
     "register_coco_dataset",
@@ -128,8 +129,23 @@ def check_coco_references(data: Dict, json_file: str, dataset: str) -> None:
                             f"annotation{more}")
 
 
-def _read_coco_json(name: str, json_file: str) -> List[Dict]:
-    """The categories of a COCO instances file, after checking its layout and boxes."""
+def check_image_files(data: Dict, json_file: str, image_root: str, dataset: str) -> None:
+    """Raise :class:`DataFileNotFound` unless every image of the COCO dict ``data`` is a file
+    under ``image_root``: a wrong image folder is found at registration, not iterations into
+    training (where skipping unreadable images would train on what is left)."""
+    missing = [im.get("file_name") for im in data.get("images") or [] if isinstance(im, dict)
+               and not os.path.isfile(os.path.join(image_root, str(im.get("file_name"))))]
+    if missing:
+        total = len(data["images"])
+        raise DataFileNotFound(
+            f"--dataset {dataset}: {len(missing)} of the {total} images of {json_file} are not "
+            f"files in the image folder {image_root!r}, e.g. {missing[0]!r}; give the folder "
+            "that holds the JSON's file_name paths")
+
+
+def _read_coco_json(name: str, json_file: str, image_root: str) -> List[Dict]:
+    """The categories of a COCO instances file, after checking its layout, boxes, references
+    and image files."""
     data = read_json(json_file, f"--dataset {name}: annotation file")
     if not isinstance(data, dict) or not isinstance(data.get("categories"), list):
         raise DataError(f"{json_file} is not a COCO instances file: it has no 'categories' "
@@ -141,6 +157,7 @@ def _read_coco_json(name: str, json_file: str) -> List[Dict]:
             raise DataError(f"{json_file} is not a COCO instances file: it has no {key!r}")
     check_coco_boxes(data, json_file, name)
     check_coco_references(data, json_file, name)
+    check_image_files(data, json_file, image_root, name)
     return data["categories"]
 
 
@@ -166,7 +183,7 @@ def register_coco_dataset(name: str, json_file: str, image_root: str) -> List[st
             f"--dataset {name}: the name is already registered (to "
             f"{meta.get('json_file', 'a non-COCO loader')}); choose another name"
         )
-    cats = sorted(_read_coco_json(name, json_file), key=lambda c: c["id"])
+    cats = sorted(_read_coco_json(name, json_file, image_root), key=lambda c: c["id"])
     thing_classes = [c["name"] for c in cats]
     register_coco_instances(name, {}, json_file, image_root)
     # The same values Detectron2's load_coco_json sets when the dataset is loaded.
