@@ -172,8 +172,12 @@ _ANN = {"id": 4, "image_id": 1, "category_id": 2, "bbox": [0, 0, 4, 4], "area": 
     ({"categories": [{"id": 2, "name": "x"}, {"id": "7", "name": "y"}]},
      r"category \{'id': '7', 'name': 'y'\} needs an integer 'id' and a string 'name'"),
     ({"categories": [{"id": 2}]}, r"category \{'id': 2\} needs an integer 'id' and a string"),
+    # two images under one id: the annotations of one would go to the other
+    ({"images": [{"id": 1, "file_name": "a.png", "width": 8, "height": 8},
+                 {"id": 1, "file_name": "a.png", "width": 8, "height": 8}]},
+     r"image id\(s\) \[1\] are used by more than one entry of 'images'"),
 ], ids=["unknown-category-id", "unknown-image-id", "repeated-category-id",
-        "string-category-id", "category-without-name"])
+        "string-category-id", "category-without-name", "repeated-image-id"])
 def test_a_coco_json_whose_references_do_not_resolve_is_refused_at_registration(
         changes, message, tmp_path):
     name = f"bad_refs_{abs(hash(repr(changes)))}"
@@ -199,6 +203,12 @@ def test_a_coco_json_whose_image_files_are_not_in_the_folder_is_refused_at_regis
                                                r".*, e\.g\. 'b\.png'"):
         register_coco_dataset("no_files", path, str(tmp_path))
     assert "no_files" not in DatasetCatalog.list()
+
+
+def test_an_image_folder_that_is_a_file_is_named_as_such(tmp_path):
+    path = _coco_with(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"image folder '.*a\.png' is a file, not a folder"):
+        register_coco_dataset("folder_is_file", path, str(tmp_path / "a.png"))
 
 
 def test_a_coco_json_whose_references_resolve_registers_with_its_class_names(tmp_path):

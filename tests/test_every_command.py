@@ -288,6 +288,10 @@ BAD = [
      "--schedule tiny --output {dir}/b4", "one"),
     ("ablate-config-missing", "ablate --config-file {dir}/nope.yaml --study 1a --schedule tiny "
      "--output {dir}/b5", "nope.yaml"),
+    ("ablate-settings-empty", f"ablate --config-file {TINY_CONFIG} --study 1a --settings , "
+     "--schedule tiny --output {dir}/b6", "--settings ',' names no setting"),
+    ("imbalance-option-abbreviated", f"imbalance --config-file {TINY_CONFIG} --dataset "
+     "my_val --output {dir}/i2", "unrecognized arguments: --dataset"),
     ("imbalance-datasets-unregistered", f"imbalance --config-file {TINY_CONFIG} --datasets "
      "my_val --output {dir}/i1", "--datasets: dataset 'my_val' is not registered"),
     ("make-dataset-bad-count", "make-dataset --output {dir}/m1 --num-train -3", "-3"),

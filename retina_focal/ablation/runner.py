@@ -70,6 +70,9 @@ def build_plan(args) -> Dict:
     settings = list(study.settings)
     if args.settings:
         wanted = [s.strip() for s in args.settings.split(",") if s.strip()]
+        if not wanted:
+            raise ValueError(f"--settings {args.settings!r} names no setting; its settings: "
+                             f"{study.labels()}")
         unknown = [w for w in wanted if w not in study.labels()]
         if unknown:
             raise ValueError(f"--settings: {unknown} not in study {study.name}; its settings: "

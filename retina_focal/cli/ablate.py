@@ -31,7 +31,8 @@ __all__ = ["build_parser", "main", "run"]
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        allow_abbrev=False, description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, metavar="FILE", help="base config")
     parser.add_argument("--study", required=True, help=f"one of: {', '.join(STUDIES)}")
     parser.add_argument("--schedule", default="cpu_study",

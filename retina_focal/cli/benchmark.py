@@ -64,7 +64,7 @@ __all__ = ["build_parser", "main", "parse_args", "run"]
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--output", help="write the results as JSON to this file")
     p.add_argument("--quick", action="store_true",
                    help="tiny sizes and one repeat (a smoke test of the tool, not a measurement)")

@@ -15,9 +15,10 @@ DEFAULT_CONFIG = "configs/Synthetic/retina_focal_R_18_FPN_synthetic.yaml"
 
 def build_parser(prog: str = "retina-focal benchmark-synthetic") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog=prog, description="Mapper ms per image (Detectron2's DatasetMapper, ours, ours "
-        "cached) and the bfloat16 synthetic training step with the fused head BatchNorm "
-        "against Detectron2's, alternating in one process (~2 min on 2 cores).")
+        allow_abbrev=False, prog=prog,
+        description="Mapper ms per image (Detectron2's DatasetMapper, ours, ours cached) and "
+        "the bfloat16 synthetic training step with the fused head BatchNorm against "
+        "Detectron2's, alternating in one process (~2 min on 2 cores).")
     p.add_argument("--config-file", default=DEFAULT_CONFIG)
     p.add_argument("--images", type=int, default=300, help="training images each mapper maps")
     p.add_argument("--steps", type=int, default=5, help="training steps per timed round")

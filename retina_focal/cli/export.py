@@ -68,7 +68,7 @@ logger = logging.getLogger(LOGGER_NAME)
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--output", required=True, help="output directory")
     parser.add_argument("--format", choices=tuple(FORMATS), default="torchscript",

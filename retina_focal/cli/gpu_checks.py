@@ -26,7 +26,7 @@ __all__ = ["build_parser", "main", "parse_args", "run"]
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--output", required=True, help="the JSON report (written after each section)")
     p.add_argument("--only", choices=SECTIONS, action="append",
                    help="run only these sections (repeatable; default: all)")

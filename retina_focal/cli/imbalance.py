@@ -31,7 +31,7 @@ _COCO_CONFIG = os.path.join("configs", "COCO-Detection", "retina_focal_R_50_FPN_
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--config-file", required=True, metavar="FILE",
                    help="the config whose anchors and assigner label the datasets")
     p.add_argument("--datasets", default=None,

@@ -24,7 +24,7 @@ __all__ = ["build_parser", "main", "run"]
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", required=True, metavar="DIR")
     parser.add_argument("--num-train", type=int_at_least(1), default=200)

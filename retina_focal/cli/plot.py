@@ -26,7 +26,7 @@ __all__ = ["build_parser", "main", "run"]
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="run folders (OUTPUT_DIR) or metrics.json files")
     parser.add_argument("--labels", nargs="+",

@@ -44,7 +44,7 @@ def _gammas(text: str):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__,
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output", required=True, help="directory for the PNG and JSON files")
     p.add_argument("--gammas", type=_gammas, default=[0.0, 0.5, 1.0, 2.0, 5.0],

@@ -29,7 +29,7 @@ from retina_focal.utils.file_io import make_output_dir
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--config-file", required=True, metavar="FILE")
     add_dataset_argument(p)
     p.add_argument("--dataset-name", default=None,

@@ -121,6 +121,8 @@ def default_argument_parser(epilog=None):
     ``--allow-unsafe-config`` (a YAML config with Python tags runs code: refused without it,
     see :mod:`retina_focal.config.loading`)."""
     parser = add_dataset_argument(d2_default_argument_parser(epilog))
+    # an option is named in full: "--dataset" must not silently mean another "--dataset..."
+    parser.allow_abbrev = False
     return add_allow_unsafe_config_argument(parser)
 
 

@@ -110,6 +110,15 @@ def check_coco_references(data: Dict, json_file: str, dataset: str) -> None:
     if repeated:
         raise DataError(f"Dataset '{dataset}' ({json_file}): category id(s) {repeated} are "
                         "defined more than once in 'categories'; give each category its own id")
+    seen, repeated = set(), []
+    for im in data.get("images") or []:
+        key = repr(im.get("id")) if isinstance(im, dict) else None
+        if key in seen and im.get("id") not in repeated:
+            repeated.append(im.get("id"))
+        seen.add(key)
+    if repeated:
+        raise DataError(f"Dataset '{dataset}' ({json_file}): image id(s) {repeated[:5]} are "
+                        "used by more than one entry of 'images'; give each image its own id")
     images = {im.get("id"): im.get("file_name") for im in data.get("images") or []
               if isinstance(im, dict)}
     for key, known, what in (("category_id", set(ids), "categories"),
@@ -174,7 +183,8 @@ def register_coco_dataset(name: str, json_file: str, image_root: str) -> List[st
     if not os.path.isfile(json_file):
         raise DataFileNotFound(f"--dataset {name}: annotation file {json_file!r} does not exist")
     if not os.path.isdir(image_root):
-        raise DataFileNotFound(f"--dataset {name}: image folder {image_root!r} does not exist")
+        what = "is a file, not a folder" if os.path.exists(image_root) else "does not exist"
+        raise DataFileNotFound(f"--dataset {name}: image folder {image_root!r} {what}")
     if name in DatasetCatalog.list():
         meta = MetadataCatalog.get(name)
         if (meta.get("json_file"), meta.get("image_root")) == (json_file, image_root):
