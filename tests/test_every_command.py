@@ -108,6 +108,9 @@ BAD = [
     # ---- train (YAML) --------------------------------------------------------------------
     ("train-config-missing", "train --config-file {dir}/nope.yaml", "nope.yaml' does not exist"),
     ("train-config-empty", "train --config-file {empty.yaml}", "empty.yaml is empty"),
+    # in each of two worker processes: the worker's message, one error line
+    ("train-two-processes-bad-value", f"train --config-file {TINY_CONFIG} --num-gpus 2 "
+     "--dist-url auto MODEL.RETINA_FOCAL.NORMALIZER emma", "MODEL.RETINA_FOCAL.NORMALIZER"),
     ("train-config-comment-only", "train --config-file {comment_only.yaml}",
      "comment_only.yaml has no keys (only comments)"),
     ("train-component-unknown", f"train --config-file {TINY_CONFIG} "
