@@ -291,6 +291,9 @@ BAD = [
      "--schedule tiny --output {dir}/b4", "one"),
     ("ablate-config-missing", "ablate --config-file {dir}/nope.yaml --study 1a --schedule tiny "
      "--output {dir}/b5", "nope.yaml"),
+    ("ablate-dataset-unregistered", f"ablate --config-file {TINY_CONFIG} --study 1a --schedule "
+     "tiny --output {dir}/b7 DATASETS.TRAIN ('my_train',)",
+     "DATASETS.TRAIN of setting 'alpha=0.1': dataset 'my_train' is not registered"),
     ("ablate-settings-empty", f"ablate --config-file {TINY_CONFIG} --study 1a --settings , "
      "--schedule tiny --output {dir}/b6", "--settings ',' names no setting"),
     ("imbalance-option-abbreviated", f"imbalance --config-file {TINY_CONFIG} --dataset "

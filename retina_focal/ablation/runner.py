@@ -29,6 +29,7 @@ from retina_focal.ablation.results import (
 )
 from retina_focal.ablation.studies import get_schedule, get_study, resolve_overrides
 from retina_focal.config.zoo import resolve_config_file
+from retina_focal.data.datasets.coco import check_registered
 from retina_focal.engine.defaults import build_cfg
 from retina_focal.utils.file_io import atomic_write_json
 
@@ -99,6 +100,13 @@ def build_plan(args) -> Dict:
                 f"Study {study.name}, setting {setting.label!r}: the overrides {opts} do not "
                 f"apply to {args.config_file}: {e}. (Keys a study needs must exist in "
                 "retina_focal.add_retina_focal_config or the base config.)") from e
+        # checked once here, not in every run (the runs register no datasets of their own)
+        for key in ("DATASETS.TRAIN", "DATASETS.TEST"):
+            check_registered(getattr(cfg.DATASETS, key.split(".")[1]),
+                             f"{key} of setting {setting.label!r}",
+                             how="ablate trains each setting in a new process, which knows the "
+                                 "datasets retina_focal registers (the synthetic presets): use "
+                                 "one of those")
         for seed in seeds or [None]:
             # with --seeds, one run per seed (SEED last: it wins), labelled by both
             seed_opts = [] if seed is None else ["SEED", str(seed)]

@@ -13,7 +13,7 @@ file, the image and the annotation. So is a ``category_id`` or ``image_id`` that
 import argparse
 import json
 import os
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
@@ -205,11 +205,12 @@ def register_coco_dataset(name: str, json_file: str, image_root: str) -> List[st
 
 
 def check_registered(names: Union[str, Sequence[str]], where: str, *,
-                     can_register: bool = True) -> None:
+                     can_register: bool = True, how: Optional[str] = None) -> None:
     """Raise :class:`DataError` unless every dataset of ``names`` is registered; the message
     starts with ``where`` (the option or key that named them, e.g. ``--verify-dataset`` or
     ``DATASETS.TEST``), gives the closest registered names and, where the command has
-    ``--dataset NAME=JSON:IMAGE_DIR`` (``can_register``), how to register COCO files."""
+    ``--dataset NAME=JSON:IMAGE_DIR`` (``can_register``), how to register COCO files (``how``:
+    the command's own advice instead)."""
     import difflib
 
     names = [names] if isinstance(names, str) else list(names)
@@ -219,7 +220,8 @@ def check_registered(names: Union[str, Sequence[str]], where: str, *,
         return
     close = sorted({c for n in missing for c in difflib.get_close_matches(n, registered, n=3)})
     hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-    how = (f" Register your COCO files with --dataset {missing[0]}=JSON:IMAGE_DIR, or use a "
+    how = (f" {how}" if how is not None else
+           f" Register your COCO files with --dataset {missing[0]}=JSON:IMAGE_DIR, or use a "
            "registered dataset" if can_register else
            " This command takes registered datasets only (register your COCO files in Python "
            "with retina_focal.data.datasets.coco.register_coco_dataset); use one")
