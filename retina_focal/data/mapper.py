@@ -13,7 +13,7 @@
 It also skips work that changes nothing, with the same output as ``DatasetMapper``, value for
 value: a resize to the size the image already has is not run, and box-only annotations (no
 masks or keypoints in use, boxes in ``XYXY_ABS`` or ``XYWH_ABS``) are transformed as one
-(N, 4) array instead of one box at a time (``tests/test_data_mapper.py`` compares both with
+(N, 4) array instead of one box at a time (``tests/data/test_data_mapper.py`` compares both with
 Detectron2's ``DatasetMapper``).
 """
 import copy

@@ -7,7 +7,7 @@ step (``torch.export``) with H and W dynamic. The padding to the size divisibili
 (``(H + 31) // 32 * 32``) makes torch.export ask for inputs that are multiples of 32, and the
 FPN's P7 convolution on a 1-pixel-wide map adds a guard that W > 128 ("Constraints violated
 (height, width)"). The TorchScript-based exporter records the padding as ONNX shape arithmetic:
-the graph takes any H and W (checked at three sizes in ``tests/test_export_onnx.py``).
+the graph takes any H and W (checked at three sizes in ``tests/export/test_export_onnx.py``).
 
 The graph: input ``image``, one (3, H, W) float32 image in ``INPUT.FORMAT``, 0-255, any H, W
 (resized to the test size beforehand, as eager's data loader / predictor does); normalisation

@@ -1,5 +1,5 @@
 """Exported model against eager model: per-image detection differences and COCO AP on a
-dataset (``retina-focal export ... --verify-dataset NAME``, ``tests/test_export_parity.py``).
+dataset (``retina-focal export ... --verify-dataset NAME``, ``tests/export/test_export_parity.py``).
 """
 import math
 import os

@@ -9,6 +9,7 @@ import torch
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 from detectron2.modeling.matcher import Matcher
 from detectron2.structures import Boxes, Instances
+from helpers import crowded, pair
 
 from retina_focal import AnchorAssigner, ATSSAssigner, IoUThresholdMatcher
 from retina_focal.modeling.meta_arch import anchor_targets
@@ -485,7 +486,6 @@ def test_bad_assigner_keys_are_clear_errors(tiny_cfg, opts, fragment):
                                                ("[0.3, 0.7]", "[0, -1, 1]")])
 def test_label_anchors_equal_detectron2_retinanet(tiny_cfg, thresholds, labels):
     """Non-default bands through the model: RetinaFocal.label_anchors == RetinaNet's."""
-    from test_parity import crowded, pair
 
     tiny_cfg.merge_from_list(["MODEL.RETINANET.IOU_THRESHOLDS", thresholds,
                               "MODEL.RETINANET.IOU_LABELS", labels])

@@ -10,8 +10,7 @@ import torch
 from conftest import CONFIGS
 from detectron2.modeling import build_model as d2_build_model
 from detectron2.utils.events import EventStorage
-from test_parity import crowded
-from test_training import batch
+from helpers import batch, crowded
 
 from retina_focal.engine.defaults import build_cfg, build_model
 from retina_focal.modeling.proposal_generator import FocalRPN, objectness_class_labels

@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from conftest import CONFIGS
+from conftest import CONFIGS, REPO
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
@@ -75,8 +75,7 @@ def test_only_new_keys_are_added():
     assert set(extended.MODEL.keys()) - set(plain.MODEL.keys()) == {"RETINA_FOCAL"}
     extended.MODEL.pop("RETINA_FOCAL")
     assert extended == plain
-    defaults = os.path.join(os.path.dirname(__file__), "..", "retina_focal", "config",
-                            "defaults.py")
+    defaults = os.path.join(REPO, "retina_focal", "config", "defaults.py")
     with open(defaults) as f:
         lines = f.read().splitlines()
     for i, line in enumerate(lines):  # a one-line comment above each key
@@ -251,7 +250,7 @@ def test_synthetic_config_trains_in_bfloat16_where_the_cpu_has_it():
     bfloat16 instructions ("native"), at its bfloat16 schedule; the tiny config (tests) and the
     ablation schedules `cpu` / `cpu_medium` / `cpu_short` (published studies) stay float32,
     LR 0.02 / 1700 iterations for `cpu`, so their numbers do not depend on whether the CPU has
-    bfloat16. ("native" follows the CPU flags: tests/test_numerics.py.)"""
+    bfloat16. ("native" follows the CPU flags: tests/ops/test_numerics.py.)"""
     from retina_focal.ablation.studies import get_schedule
 
     cfg = make_cfg(os.path.join(CONFIGS, "Synthetic", "retina_focal_R_18_FPN_synthetic.yaml"))

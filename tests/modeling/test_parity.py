@@ -2,46 +2,7 @@
 and gradients on the same batch, same detections."""
 import pytest
 import torch
-from detectron2.modeling import build_model as d2_build_model
-from detectron2.utils.events import EventStorage
-from test_training import batch
-
-from retina_focal.engine.defaults import build_model
-
-
-def crowded(size=128):
-    """An image with many overlapping boxes."""
-    item = batch(True, size)
-    g = torch.Generator().manual_seed(1)
-    xy = torch.rand(12, 2, generator=g) * 80
-    wh = torch.rand(12, 2, generator=g) * 40 + 8
-    item["instances"].gt_boxes.tensor = torch.cat([xy, xy + wh], dim=1)
-    item["instances"].gt_classes = torch.randint(0, 6, (12,), generator=g)
-    return item
-
-
-def pair(cfg, memory_format="contiguous", norm=""):
-    """Detectron2's RetinaNet (as Detectron2 builds it) and RetinaFocal (as retina_focal's
-    commands build it: :func:`retina_focal.engine.defaults.build_model`, with the device
-    speed-ups of the config) with the same weights.
-
-    RetinaFocal's layout is NCHW here, as Detectron2's, so that both run the same float32
-    convolution algorithms and can be compared element by element; the default CPU layout
-    (channels-last) is compared in float64 below, where a different summation order cannot
-    move a value across a ReLU or L1 kink.
-    """
-    # Detectron2 0.6's RetinaNetHead cannot build a GN head; "" (the paper's) and "BN" (the
-    # quick-start config's) it can.
-    cfg.MODEL.RETINANET.NORM = norm
-    cfg.MODEL.RETINA_FOCAL.MEMORY_FORMAT = memory_format
-    cfg.MODEL.META_ARCHITECTURE = "RetinaNet"
-    torch.manual_seed(0)
-    ref = d2_build_model(cfg)
-    cfg.MODEL.META_ARCHITECTURE = "RetinaFocal"
-    ours = build_model(cfg)
-    missing, unexpected = ours.load_state_dict(ref.state_dict(), strict=True)
-    assert not missing and not unexpected
-    return ref, ours
+from helpers import assert_same_losses_and_gradients, batch, crowded, losses_and_gradients, pair
 
 
 @pytest.mark.parametrize(
@@ -61,30 +22,6 @@ def test_losses_and_gradients_equal_detectron2(tiny_cfg, opts):
     tiny_cfg.merge_from_list(opts)
     ref, ours = pair(tiny_cfg)
     assert_same_losses_and_gradients(ref, ours, rtol=1e-5, atol=1e-7)
-
-
-def losses_and_gradients(model, inputs):
-    model.train()
-    with EventStorage():
-        losses = model(inputs)
-    sum(losses.values()).backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    return losses, grads
-
-
-def assert_same_losses_and_gradients(ref, ours, rtol, atol):
-    torch.manual_seed(0)
-    inputs = [batch(True), batch(False), crowded()]
-    ref_losses, ref_grads = losses_and_gradients(ref, inputs)
-    our_losses, our_grads = losses_and_gradients(ours, inputs)
-    assert ref_losses.keys() == our_losses.keys() == {"loss_cls", "loss_box_reg"}
-    for key in ref_losses:
-        assert our_losses[key].item() > 0
-        torch.testing.assert_close(our_losses[key], ref_losses[key], rtol=rtol, atol=0)
-    assert ref_grads.keys() == our_grads.keys()
-    for name in ref_grads:
-        torch.testing.assert_close(our_grads[name], ref_grads[name], rtol=rtol, atol=atol,
-                                   msg=lambda m, n=name: f"{n}: {m}")
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, pairwise_iou
 from detectron2.utils.events import EventStorage
-from test_parity import crowded
-from test_training import batch
+from helpers import batch, crowded, scripted_and_eager
 
 from retina_focal import (
     SAMPLER_REGISTRY,
@@ -377,7 +376,6 @@ def test_batch_normalizer_divides_by_this_batch_positives(tiny_cfg):
 def test_softmax_model_scripts_like_eager(tiny_cfg):
     """The overridden inference path (K + 1 logits, softmax scores) survives Detectron2's
     scripting export."""
-    from test_drop_in import scripted_and_eager
 
     tiny_cfg.merge_from_list(["MODEL.RETINA_FOCAL.LOSS_NAME", "SoftmaxFocalLoss",
                               "MODEL.RETINANET.SCORE_THRESH_TEST", "0.0"])

@@ -6,6 +6,7 @@ loss summed one FPN level at a time. None of them may change what is computed.""
 import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+from helpers import assert_same_losses_and_gradients, scripted_and_eager
 
 from retina_focal.engine.defaults import build_model
 from retina_focal.engine.device import apply_device_speedups_from_config
@@ -136,7 +137,6 @@ def test_folded_frozen_bn_equals_conv_then_norm(tiny_cfg):
     keys and values, and in float64 the same losses and gradients (trained and frozen stages,
     non-trivial norm statistics)."""
     from detectron2.layers import FrozenBatchNorm2d
-    from test_parity import assert_same_losses_and_gradients
 
     from retina_focal.ops.fold_bn import FrozenBNConv2d
 
@@ -160,7 +160,6 @@ def test_folded_frozen_bn_equals_conv_then_norm(tiny_cfg):
 
 
 def test_folded_model_scripts_and_gives_the_same_detections(tiny_cfg):
-    from test_drop_in import scripted_and_eager
 
     cfg = frozen_bn_cfg(tiny_cfg, True)
     cfg.merge_from_list(["MODEL.RETINANET.SCORE_THRESH_TEST", "0.0"])

@@ -6,6 +6,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from conftest import CONFIGS
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from retina_focal.data import CLASS_NAMES, SyntheticConfig, generate_image, write_split
@@ -147,8 +148,7 @@ def test_imbalance_presets_raise_the_negatives_per_positive_anchor():
     for name in names:
         assert name + "_train" in DatasetCatalog.list() and name + "_val" in DatasetCatalog.list()
         assert MetadataCatalog.get(name + "_val").synthetic_config == IMBALANCE_PRESETS[name]
-    config = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "Synthetic",
-                          "retina_focal_R_18_FPN_synthetic.yaml")
+    config = os.path.join(CONFIGS, "Synthetic", "retina_focal_R_18_FPN_synthetic.yaml")
     setting = AssignmentSetting(load_cfg(config, []))
     ratios = []
     for name in names:

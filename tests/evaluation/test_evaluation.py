@@ -1,79 +1,12 @@
 """The COCO report (retina_focal.evaluation.coco_report) against pycocotools itself, on
 hand-made data."""
-import contextlib
-import io
 import json
 
 import numpy as np
 import pytest
-from PIL import Image
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
+from helpers import CLASSES, assert_png, make_gt, noisy_detections, pycocotools_stats
 
 from retina_focal.evaluation import REPORT_FILE, evaluate_results_file
-
-CLASSES = ["cat", "dog", "bird"]
-
-
-def assert_png(path, min_size=(300, 200)):
-    """``path`` is a valid PNG of at least ``min_size`` (w, h) that is not a blank canvas."""
-    with Image.open(path) as im:
-        im.verify()
-    with Image.open(path) as im:
-        assert im.format == "PNG", path
-        assert im.size[0] >= min_size[0] and im.size[1] >= min_size[1], (path, im.size)
-        gray = np.asarray(im.convert("L"), dtype=np.float64)
-    assert len(np.unique(gray)) > 10 and gray.std() > 5, f"{path} looks blank"
-
-
-def make_gt(tmp_path):
-    """4 images of 100x100; category ids 3, 7, 9 (not contiguous); bird has no object."""
-    rng = np.random.default_rng(0)
-    images = [{"id": i, "file_name": f"{i}.png", "height": 100, "width": 100}
-              for i in (10, 11, 12, 13)]
-    anns = []
-    for img in images:
-        for _ in range(3):
-            x, y = rng.uniform(0, 50, 2)
-            w, h = rng.uniform(8, 45, 2)
-            anns.append({"id": len(anns) + 1, "image_id": img["id"],
-                         "category_id": int(rng.choice([3, 7])), "bbox": [x, y, w, h],
-                         "area": w * h, "iscrowd": 0})
-    gt = {"images": images, "annotations": anns,
-          "categories": [{"id": c, "name": n} for c, n in zip((3, 7, 9), CLASSES)]}
-    path = tmp_path / "gt.json"
-    path.write_text(json.dumps(gt))
-    return gt, str(path)
-
-
-def noisy_detections(gt, seed=1):
-    """Each object found with a jittered box and a random score, plus false positives."""
-    rng = np.random.default_rng(seed)
-    dets = []
-    for ann in gt["annotations"]:
-        x, y, w, h = ann["bbox"]
-        j = rng.normal(0, 0.12, 4) * [w, h, w, h]
-        dets.append({"image_id": ann["image_id"], "category_id": ann["category_id"],
-                     "bbox": [x + j[0], y + j[1], max(w + j[2], 1), max(h + j[3], 1)],
-                     "score": float(rng.uniform(0.2, 1.0))})
-    for img in gt["images"]:
-        for _ in range(2):
-            dets.append({"image_id": img["id"], "category_id": int(rng.choice([3, 7, 9])),
-                         "bbox": [*rng.uniform(0, 60, 2), *rng.uniform(5, 40, 2)],
-                         "score": float(rng.uniform(0.0, 0.8))})
-    return dets
-
-
-def pycocotools_stats(gt_path, dets, cat_ids=None):
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO(gt_path)
-        ev = COCOeval(coco_gt, coco_gt.loadRes(dets), "bbox")
-        if cat_ids is not None:
-            ev.params.catIds = cat_ids
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return ev.stats
 
 
 def test_report_matches_pycocotools(tmp_path):

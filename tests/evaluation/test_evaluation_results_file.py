@@ -5,7 +5,7 @@ malformed ground-truth box is named too."""
 import json
 
 import pytest
-from test_evaluation import make_gt, noisy_detections, pycocotools_stats
+from helpers import make_gt, noisy_detections, pycocotools_stats
 
 from retina_focal.evaluation import evaluate_results_file
 

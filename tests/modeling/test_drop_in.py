@@ -9,8 +9,7 @@ import pytest
 import torch
 from conftest import REPO, TINY_CONFIG, copypaste_ap, run_tool
 from detectron2.checkpoint import DetectionCheckpointer
-from test_parity import crowded, pair
-from test_training import batch
+from helpers import batch, crowded, pair, scripted_and_eager
 
 from retina_focal.engine.defaults import build_model
 from retina_focal.export.torchscript import run_traced, trace_model
@@ -106,28 +105,6 @@ def test_same_training_run_and_eval_only_of_a_retinanet_checkpoint(tmp_path):
         aps[arch] = copypaste_ap(proc.stdout + proc.stderr)
     assert aps["RetinaFocal"] == pytest.approx(aps["RetinaNet"], abs=0.1, nan_ok=True)
     assert aps["RetinaNet"] == pytest.approx(ref_ap, abs=1e-6, nan_ok=True)
-
-
-def scripted_and_eager(cfg):
-    """Build ``cfg``'s model (seed 0, eval), script it with Detectron2's
-    ``scripting_with_instances`` and run both on the crowded image: (scripted Instances,
-    eager Instances). Scripted models skip post-processing (resizing to the input size), so
-    the eager side stops before it too."""
-    from detectron2.export import scripting_with_instances
-    from detectron2.structures import Boxes
-
-    torch.manual_seed(0)
-    model = build_model(cfg).eval()
-    fields = {"pred_boxes": Boxes, "scores": torch.Tensor, "pred_classes": torch.Tensor}
-    scripted = scripting_with_instances(model, fields)
-    image = crowded()["image"]
-    with torch.no_grad():
-        out = scripted([{"image": image}])[0]
-        images = model.preprocess_image([{"image": image}])
-        features = model.backbone(images.tensor)
-        features = [features[f] for f in model.head_in_features]
-        eager = model.forward_inference(images, features, model.head(features))[0]
-    return out, eager
 
 
 def test_scripted_model_gives_eager_detections(tiny_cfg):

@@ -12,9 +12,9 @@ import pytest
 import torch
 from conftest import REPO, TINY_CONFIG, copypaste_ap, run_tool
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from helpers import assert_png
 from PIL import Image
 from pycocotools.coco import COCO
-from test_evaluation import assert_png
 
 from retina_focal.data.checks import check_num_classes
 from retina_focal.data.datasets.coco import parse_dataset_spec, register_coco_dataset

@@ -4,8 +4,7 @@ against CPU inference. Skipped without a GPU; ``scripts/gpu_checks.sh`` runs the
 name holds "cuda", so ``pytest tests -k cuda`` selects them)."""
 import pytest
 import torch
-from test_parity import assert_same_losses_and_gradients, crowded, pair
-from test_training import batch
+from helpers import assert_same_losses_and_gradients, batch, crowded, pair
 
 from retina_focal.engine.defaults import build_model
 from retina_focal.ops import sigmoid_focal_loss_labels

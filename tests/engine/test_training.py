@@ -11,26 +11,14 @@ from conftest import CONFIGS, REPO, TINY_CONFIG, copypaste_ap, run_tool
 from detectron2.config import LazyConfig
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
-from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
+from helpers import batch
 
 from retina_focal.config import InvalidArgument
 from retina_focal.engine.defaults import Trainer
 from retina_focal.engine.lazy import LazyReliableTrainer
 from retina_focal.engine.output_dir import LOCK_FILE
 from retina_focal.engine.trainer import ReliableTrainer, check_training_values
-
-
-def batch(with_objects: bool, size=128):
-    image = torch.randint(0, 255, (3, size, size), dtype=torch.uint8).float()
-    inst = Instances((size, size))
-    if with_objects:
-        inst.gt_boxes = Boxes(torch.tensor([[10.0, 12.0, 50.0, 40.0], [60.0, 60.0, 120.0, 126.0]]))
-        inst.gt_classes = torch.tensor([0, 5])
-    else:
-        inst.gt_boxes = Boxes(torch.zeros(0, 4))
-        inst.gt_classes = torch.zeros(0, dtype=torch.int64)
-    return {"image": image, "instances": inst, "height": size, "width": size}
 
 
 def test_two_iterations_with_an_image_without_annotations(tiny_cfg):
