@@ -22,7 +22,7 @@ from omegaconf import DictConfig, ListConfig
 
 from retina_focal.config.loading import ConfigError
 
-__all__ = ["check_lazy_call_arguments", "check_lazy_overrides"]
+__all__ = ["argument_keys", "check_lazy_call_arguments", "check_lazy_overrides"]
 
 _TARGET = "_target_"
 
@@ -172,3 +172,31 @@ def check_lazy_call_arguments(cfg: DictConfig) -> None:
             if key != _TARGET and key not in accepted:
                 where = f"{path}.{key}" if path else str(key)
                 raise _unknown_argument(where, str(key), target, accepted, "key")
+
+
+def _argument_paths(node: Any, name: str, prefix: str) -> Iterator[Tuple[str, Any]]:
+    """``(dotted path, value)`` of every key ``name`` below ``node`` (a LazyConfig tree)."""
+    if isinstance(node, DictConfig):
+        for key in node.keys():
+            path, value = f"{prefix}.{key}", node.get(key)
+            if key == name:
+                yield path, value
+            yield from _argument_paths(value, name, path)
+    elif isinstance(node, ListConfig):
+        for i in range(len(node)):
+            yield from _argument_paths(node[i], name, f"{prefix}.{i}")
+
+
+def argument_keys(tree: DictConfig, prefix: str, error) -> dict:
+    """For the arguments an ``InvalidArgument`` ``error`` raised while ``tree`` (e.g.
+    ``cfg.model``, ``prefix`` "model") was instantiated: ``{argument: its full key}`` where
+    exactly one key of that name in the tree holds the rejected value (e.g. ``prior_prob`` ->
+    ``model.head.prior_prob``), so the message names what to edit."""
+    keys = {}
+    for arg in error.arguments:
+        paths = list(_argument_paths(tree, arg, prefix))
+        if len(paths) > 1:  # keep those whose value is the one the message rejects
+            paths = [(p, v) for p, v in paths if f"{arg}={v!r} " in str(error)]
+        if len(paths) == 1:
+            keys[arg] = paths[0][0]
+    return keys

@@ -39,7 +39,11 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from retina_focal.config import InvalidArgument
-from retina_focal.config.lazy_keys import check_lazy_call_arguments, check_lazy_overrides
+from retina_focal.config.lazy_keys import (
+    argument_keys,
+    check_lazy_call_arguments,
+    check_lazy_overrides,
+)
 from retina_focal.config.loading import check_config_kind, check_lazy_config
 from retina_focal.data.checks import check_lazy_num_classes, lazy_dataset_names
 from retina_focal.data.class_map import class_map_of_datasets, training_class_map
@@ -124,7 +128,10 @@ def build_lazy_model(cfg) -> nn.Module:
             "train.device, e.g. by starting from configs/common/train.py"
         )
     check_device_available(cfg.train.device, "train.device")
-    model = instantiate(cfg.model)
+    try:
+        model = instantiate(cfg.model)
+    except InvalidArgument as e:  # named by its full key, e.g. model.head.prior_prob
+        raise e.naming(argument_keys(cfg.model, "model", e)) from e
     model.to(cfg.train.device)
     try:
         return apply_device_speedups(model, memory_format=cfg.train.memory_format,

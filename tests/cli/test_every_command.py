@@ -176,6 +176,8 @@ BAD = [
      "no key 'train.eval_perod'"),
     ("lazy-argument-misspelt", f"lazy-train --config-file {LAZY_TINY} model.head.prior_prb=0.1",
      "RetinaFocalHead has no argument 'prior_prb'"),
+    ("lazy-value-bad", f"lazy-train --config-file {LAZY_TINY} model.head.prior_prob=-3 "
+     "train.device=cpu", "model.head.prior_prob=-3 is invalid"),
     ("lazy-option-after-overrides", f"lazy-train --config-file {LAZY_TINY} train.device=cpu "
      "--dataset x={gt_json}:{images}", "option --dataset comes after the key=value"),
     ("lazy-override-without-equals", f"lazy-train --config-file {LAZY_TINY} train.max_iter 3",
