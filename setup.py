@@ -58,7 +58,8 @@ setup(
         "Pillow>=9",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout", "flake8>=6", "isort>=5.12", "import-linter>=2"],
+        "test": ["pytest>=7", "pytest-timeout", "flake8>=6", "isort>=5.12", "import-linter>=2",
+                 "mypy>=1.8"],
         # `retina-focal export --format onnx` and its onnxruntime runtime (retina_focal/export/);
         # no onnxscript: the TorchScript-based exporter is used (retina_focal/export/onnx.py)
         "deploy": ["onnx>=1.15", "onnxruntime>=1.17"],

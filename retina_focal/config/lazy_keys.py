@@ -81,7 +81,7 @@ def _parameters(target) -> Optional[List[str]]:
 
 
 def _target_name(target) -> str:
-    return getattr(target, "__qualname__", None) or getattr(target, "__name__", repr(target))
+    return str(getattr(target, "__qualname__", None) or getattr(target, "__name__", repr(target)))
 
 
 def _did_you_mean(name: str, choices: Sequence[str]) -> str:
@@ -137,7 +137,7 @@ def check_lazy_overrides(cfg: DictConfig, overrides: Sequence[str]) -> None:
                     break  # an argument the file leaves at its default
                 raise _unknown_argument(key, part, target, accepted, f"override '{text}':")
             if isinstance(node, (DictConfig, ListConfig)):
-                choices = list(node.keys()) if isinstance(node, DictConfig) else []
+                choices = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
                 raise ConfigError(
                     f"LazyConfig override '{text}': the config has no key '{key}' ('{prefix}' "
                     f"has no {part!r}).{_did_you_mean(part, choices)} Keys of '{prefix}': "
@@ -153,7 +153,7 @@ def _lazy_call_nodes(node, path: str = "") -> Iterator[Tuple[str, DictConfig]]:
             yield path, node
         for key in node.keys():
             child = node._get_node(key)
-            yield from _lazy_call_nodes(child, f"{path}.{key}" if path else str(key))
+            yield from _lazy_call_nodes(child, f"{path}.{key!s}" if path else str(key))
     elif isinstance(node, ListConfig):
         for i in range(len(node)):
             yield from _lazy_call_nodes(node._get_node(i), f"{path}.{i}")
@@ -170,7 +170,7 @@ def check_lazy_call_arguments(cfg: DictConfig) -> None:
             continue
         for key in node.keys():
             if key != _TARGET and key not in accepted:
-                where = f"{path}.{key}" if path else str(key)
+                where = f"{path}.{key!s}" if path else str(key)
                 raise _unknown_argument(where, str(key), target, accepted, "key")
 
 
@@ -178,7 +178,7 @@ def _argument_paths(node: Any, name: str, prefix: str) -> Iterator[Tuple[str, An
     """``(dotted path, value)`` of every key ``name`` below ``node`` (a LazyConfig tree)."""
     if isinstance(node, DictConfig):
         for key in node.keys():
-            path, value = f"{prefix}.{key}", node.get(key)
+            path, value = f"{prefix}.{key!s}", node.get(key)
             if key == name:
                 yield path, value
             yield from _argument_paths(value, name, path)

@@ -17,7 +17,7 @@ so the same check serves both ways of building, and a config error names what to
 """
 import functools
 import math
-from typing import Callable, ClassVar, Dict, Mapping, Sequence, Union
+from typing import Callable, Dict, Mapping, Sequence, Union
 
 from detectron2.config import configurable as d2_configurable
 from fvcore.common.config import CfgNode as _CfgNode
@@ -44,7 +44,7 @@ __all__ = [
 
 # {constructor argument: cfg key}; a value may be a function of the cfg when the key depends on
 # it (e.g. a per-class alpha comes from another key than the scalar one).
-ConfigKeys = ClassVar[Dict[str, Union[str, Callable]]]
+ConfigKeys = Dict[str, Union[str, Callable]]
 
 
 def _key_of(key: Union[str, Callable], cfg) -> str:

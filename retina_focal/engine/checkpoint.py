@@ -239,7 +239,7 @@ class ProcessRngState:
 
         kind, keys, pos, has_gauss, cached = np.random.get_state()
         state = {"python": random.getstate(),
-                 "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)),
+                 "numpy": {"kind": kind, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
                            "pos": int(pos), "has_gauss": int(has_gauss),
                            "cached_gaussian": float(cached)},
                  "torch": torch.get_rng_state()}
@@ -442,7 +442,7 @@ class RetinaFocalCheckpointer(DetectionCheckpointer):
             return self._load_file(path)
         finally:
             if inside_load:
-                self._parsed_url_during_load = None
+                self._parsed_url_during_load = None  # type: ignore[assignment]
 
     def _load_file(self, filename: str) -> Dict[str, Any]:
         try:

@@ -80,7 +80,8 @@ def launch(main_func, num_gpus_per_machine: int, num_machines: int = 1, machine_
     print(f"CUDA is not available: starting {num_gpus_per_machine} CPU process(es) "
           f"(GLOO, {dist_url}, world size {world_size})", file=sys.stderr, flush=True)
     if num_gpus_per_machine == 1:  # one process on this machine: this one
-        worker_args = (main_func, world_size, 1, machine_rank, dist_url, args, timeout, None)
+        worker_args: tuple = (main_func, world_size, 1, machine_rank, dist_url, args, timeout,
+                              None)
         try:
             return _cpu_worker(0, *worker_args)
         finally:

@@ -134,6 +134,8 @@ class _FiniteLossCheck:
     processes with a ``FloatingPointError`` naming the iteration, the terms and the ranks.
     Detectron2's own check (in ``write_metrics``, main process) still runs first."""
 
+    iter: int  # the step trainer's
+
     def _write_metrics(self, loss_dict: Dict[str, torch.Tensor], data_time: float, *args,
                        **kwargs):
         bad = sorted(k for k, v in loss_dict.items() if not torch.isfinite(v.detach()).all())
@@ -142,7 +144,8 @@ class _FiniteLossCheck:
         detail = (f"Non-finite loss at iteration {self.iter}: {where}. Lower SOLVER.BASE_LR, "
                   "check the data (boxes, images) or enable gradient clipping.")
         try:
-            super()._write_metrics(loss_dict, data_time, *args, **kwargs)
+            super()._write_metrics(  # type: ignore[misc]  # the step trainer's, after this mixin
+                loss_dict, data_time, *args, **kwargs)
         except FloatingPointError as e:
             raise FloatingPointError(f"{e}\n{detail}") from e
         if where:  # processes other than the main one, which Detectron2 does not check
@@ -257,7 +260,7 @@ class ReliableTrainerBase(TrainerBase):
         ddp_model = wrap_distributed(model, **(ddp or {}))
         self._trainer = build_step_trainer(ddp_model, data_loader, optimizer, amp=amp,
                                            cpu_bfloat16=cpu_bfloat16)
-        checkpointables = {
+        checkpointables: Dict[str, Any] = {
             "trainer": weakref.proxy(self),
             "model_training_state": ModelAttributeState(model),
             "rng": ProcessRngState(),

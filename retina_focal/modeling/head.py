@@ -34,6 +34,8 @@ class CycleBatchNormFusedList(CycleBatchNormList):
     the exact path) it is Detectron2's ``forward``, value for value.
     """
 
+    _pos: int  # the next level in the cycle (Detectron2's CycleBatchNormList sets it)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (N, C, H, W) features of the next level in the cycle -> (N, C, H, W)."""
         if not (self._affine and torch.is_autocast_enabled(x.device.type)):
@@ -106,7 +108,9 @@ class RetinaFocalHead(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.normal_(module.weight, mean=0.0, std=0.01)
-                nn.init.constant_(module.bias, 0.0)
+                if module.bias is not None:
+                    nn.init.constant_(module.bias, 0.0)
+        assert self.cls_score.bias is not None  # a Conv2d with bias
         if cls_prior_bias is None:
             nn.init.constant_(self.cls_score.bias, -math.log((1 - prior_prob) / prior_prob))
         else:

@@ -281,7 +281,7 @@ class RetinaFocal(RetinaNet, HasTrainingState):
             labels: (N, R) int64 in {-1, 0..K-1, K}.
             targets: (N, R) tensors passed to the loss by name (``weights``, ``iou_targets``).
         """
-        total = None
+        total: Optional[Tensor] = None
         start = 0
         for level_logits in pred_logits:
             end = start + level_logits.shape[1]
@@ -290,6 +290,7 @@ class RetinaFocal(RetinaNet, HasTrainingState):
             loss = self.cls_loss(rows, labels[:, start:end].reshape(-1), **level_targets)
             total = loss if total is None else total + loss
             start = end
+        assert total is not None, "the head gave no feature level"
         return total
 
     @torch.no_grad()

@@ -1,6 +1,6 @@
 """The interface of a module whose training state is more than its ``state_dict``, and the one
 such state both dense losses keep: the positive-anchor loss normaliser."""
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 
@@ -19,6 +19,8 @@ class HasTrainingState:
     ``proposal_generator.loss_normalizer``)."""
 
     training_state_attributes: Tuple[str, ...] = ()
+    # the "ema" normaliser's state (see positive_anchor_normalizer); unset until first used
+    loss_normalizer: Optional[float]
 
 
 def positive_anchor_normalizer(owner: HasTrainingState, mode: str, num_pos: int,

@@ -18,7 +18,7 @@ one formulation (see ``csrc/focal_loss_cpu.cpp`` for the derivation):
 """
 import ctypes
 import logging
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import torch
 from torch import Tensor
@@ -153,7 +153,7 @@ def _closed_form_terms(x, labels, alpha_pos, alpha_neg, weights, gamma: float, g
     return torch.where(t, -d, d)
 
 
-_compiled = {}
+_compiled: Dict[Any, Any] = {}
 
 
 def compiled_closed_form_terms():

@@ -12,7 +12,7 @@ which is finite for any finite logit. gamma = 0 gives alpha-balanced binary cros
 """
 import logging
 import os
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence, Set, Union
 
 import torch
 import torch.nn.functional as F
@@ -62,7 +62,7 @@ def _check(alpha: Alpha, gamma: float, reduction: str, num_classes: Optional[int
         if not tracing and not bool(((alpha >= 0) & (alpha <= 1)).all()):
             raise ValueError(f"Invalid alpha {alpha.tolist()}: per-class values must be in [0, 1]")
         return alpha
-    alpha = float(alpha)
+    alpha = float(alpha)  # type: ignore[arg-type]  # a sequence became a tensor above
     if not (alpha == -1 or 0.0 <= alpha <= 1.0):
         raise ValueError(f"Invalid alpha {alpha!r}: use a value in [0, 1] or -1")
     return alpha
@@ -199,7 +199,7 @@ def sigmoid_focal_loss_labels(
     return focal_loss_op(logits, labels, alpha_pos, alpha_neg, float(gamma), reduction, weights)
 
 
-_warned = set()
+_warned: Set[str] = set()
 
 
 @torch.compiler.assume_constant_result

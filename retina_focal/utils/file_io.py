@@ -55,11 +55,13 @@ def _no_space_error(error: BaseException) -> Optional[OSError]:
     """The out-of-space ``OSError`` that caused ``error`` (itself, or one in its chain of
     causes and contexts), if any."""
     seen = set()
-    while error is not None and id(error) not in seen:
+    cause: Optional[BaseException] = error
+    while cause is not None and id(cause) not in seen:
+        error = cause
         seen.add(id(error))
         if isinstance(error, OSError) and error.errno in _NO_SPACE_ERRNOS:
             return error
-        error = error.__cause__ or error.__context__
+        cause = error.__cause__ or error.__context__
     return None
 
 
@@ -94,7 +96,8 @@ def atomic_write(path: str, write_fn: Callable[[IO], Any], *, binary: bool = Tru
         no_space = _no_space_error(e)
         if no_space is None:
             raise
-        raise OSError(no_space.errno, f"{os.strerror(no_space.errno)}: could not write {path} "
+        code = no_space.errno if no_space.errno is not None else errno.ENOSPC
+        raise OSError(code, f"{os.strerror(code)}: could not write {path} "
                       "(its previous content, if any, is intact); free space on that file "
                       "system or write elsewhere") from e
     if durable:

@@ -1,6 +1,6 @@
 """What every anchor assigner in ``ASSIGNER_REGISTRY`` computes, and how it is called."""
 from abc import ABC, abstractmethod
-from typing import Any, Dict, List, Tuple
+from typing import Any, ClassVar, Dict, List, Tuple
 
 import torch
 from detectron2.structures import Boxes, Instances
@@ -36,7 +36,7 @@ class AnchorAssigner(ABC):
     """
 
     # {constructor argument: cfg key}: what from_config reads, and the keys errors name
-    config_keys: ConfigKeys = {}
+    config_keys: ClassVar[ConfigKeys] = {}
 
     @classmethod
     def from_config(cls, cfg) -> Dict[str, Any]:

@@ -1,6 +1,6 @@
 """What every training-sample selector in ``SAMPLER_REGISTRY`` declares and computes."""
 from abc import ABC, abstractmethod
-from typing import Any, Dict, Optional
+from typing import Any, ClassVar, Dict, Optional
 
 import torch
 from torch import Tensor
@@ -37,7 +37,7 @@ class AnchorSampler(ABC):
     needs_anchor_losses: bool = False
     nms_boxes: Optional[str] = None
     # {constructor argument: cfg key}: what from_config reads, and the keys errors name
-    config_keys: ConfigKeys = {}
+    config_keys: ClassVar[ConfigKeys] = {}
 
     @classmethod
     def from_config(cls, cfg) -> Dict[str, Any]:

@@ -39,9 +39,11 @@ class HardNegativeMiner(AnchorSampler):
     }
 
     def sample(
-        self, labels: Tensor, num_classes: int, anchor_losses: Tensor, boxes: Optional[Tensor]
+        self, labels: Tensor, num_classes: int, anchor_losses: Optional[Tensor],
+        boxes: Optional[Tensor]
     ) -> Tensor:
         """(N, R) float weights in {0, 1}; ``boxes`` is not used."""
+        assert anchor_losses is not None  # checked by AnchorSampler.__call__
         fg = (labels >= 0) & (labels < num_classes)
         bg = labels == num_classes
         weights = fg.to(torch.float32)

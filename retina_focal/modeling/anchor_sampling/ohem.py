@@ -85,6 +85,7 @@ class OHEMSampler(AnchorSampler):
         """The first ``k`` anchors of ``order`` (loss order) that greedy NMS keeps."""
         if self.nms_thresh >= 1.0 or order.numel() == 0 or k <= 0:
             return order[: max(k, 0)]
+        assert boxes is not None, "NMS needs the anchors' boxes (nms_boxes)"
         total = order.numel()
         m = min(total, 2 * k)
         while True:
@@ -97,12 +98,14 @@ class OHEMSampler(AnchorSampler):
             m = min(total, 2 * m)
 
     def sample(
-        self, labels: Tensor, num_classes: int, anchor_losses: Tensor, boxes: Optional[Tensor]
+        self, labels: Tensor, num_classes: int, anchor_losses: Optional[Tensor],
+        boxes: Optional[Tensor]
     ) -> Tensor:
         """(N, R) float weights in {0, 1}; ``boxes`` (N, R, 4) are needed unless
         ``nms_thresh`` is 1."""
         if self.nms_thresh < 1.0 and (boxes is None or boxes.shape[:2] != labels.shape):
             raise ValueError("OHEMSampler needs boxes (N, R, 4) for its NMS")
+        assert anchor_losses is not None  # checked by AnchorSampler.__call__
         weights = torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)
         for i in range(labels.shape[0]):
             boxes_i = boxes[i] if boxes is not None else None

@@ -23,7 +23,7 @@ Besides ``forward`` a loss tells the rest of the model:
   over its C scores, 0 for ignored anchors; samplers rank anchors by it.
 """
 import math
-from typing import List, Optional
+from typing import ClassVar, List, Optional
 
 import torch
 from torch import Tensor, nn
@@ -42,7 +42,7 @@ class DenseClsLoss(nn.Module):
     score_activation: str = "sigmoid"
     needs_iou_targets: bool = False
     # {constructor argument: cfg key}, for errors of losses built from a cfg
-    config_keys: ConfigKeys = {}
+    config_keys: ClassVar[ConfigKeys] = {}
 
     @classmethod
     def num_logits(cls, num_classes: int) -> int:

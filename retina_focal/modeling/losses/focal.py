@@ -88,7 +88,7 @@ class _SigmoidAlphaMixin(nn.Module):
             )
         else:
             check_alpha(alpha, key="alpha")
-            self.alpha = float(alpha)
+            self.alpha = float(alpha)  # type: ignore[arg-type]  # a sequence took the branch above
             self.alpha_per_class: Optional[Tensor] = None
 
     def _alpha_t(self, like: Tensor, positive: bool):
@@ -98,9 +98,10 @@ class _SigmoidAlphaMixin(nn.Module):
             if a.numel() != like.shape[-1]:
                 raise ValueError(f"alpha has {a.numel()} classes, logits {like.shape[-1]}")
             return a if positive else 1 - a
-        if self.alpha < 0:
+        alpha = self.alpha  # a float here (None only with a per-class alpha)
+        if alpha is None or alpha < 0:
             return None
-        return self.alpha if positive else 1 - self.alpha
+        return alpha if positive else 1 - alpha
 
     def _alpha_repr(self) -> str:
         if self.alpha_per_class is not None:
@@ -164,7 +165,8 @@ class SigmoidFocalLoss(_SigmoidAlphaMixin, DenseClsLoss):
         )
 
     @torch.jit.unused
-    def forward(self, logits: Tensor, labels: Tensor, weights: Optional[Tensor] = None):
+    def forward(self, logits: Tensor, labels: Tensor, weights: Optional[Tensor] = None,
+                **targets):
         """
         Args:
             logits: (R, K) float logits.

@@ -8,7 +8,7 @@ divided by the positives); bolted onto the sampled loss it has little left to do
 makes each of those choices a setting, so that both ways (and the mixtures) run in the same
 Faster R-CNN and can be compared; its defaults are Detectron2's RPN exactly.
 """
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Type
 
 import torch
 from detectron2.layers import ShapeSpec, cat
@@ -61,7 +61,7 @@ _LOSS_KEY = "MODEL.RETINA_FOCAL.RPN.LOSS_NAME"
 _ASSIGNER_KEY = "MODEL.RETINA_FOCAL.RPN.ASSIGNER_NAME"
 
 
-def _objectness_loss_problem(loss_class: type) -> Optional[str]:
+def _objectness_loss_problem(loss_class: Type[DenseClsLoss]) -> Optional[str]:
     """Why a ``CLS_LOSS_REGISTRY`` class cannot score objectness (None if it can): the RPN head
     predicts one sigmoid logit per anchor and no IoU targets are computed."""
     if loss_class.num_logits(1) != 1 or loss_class.score_activation != "sigmoid":
@@ -318,7 +318,7 @@ class FocalRPN(RPN, HasTrainingState):
         num_images = len(gt_labels)
         labels = torch.stack(gt_labels)  # (N, R)
         pos_mask = labels == 1
-        num_pos = pos_mask.sum().item()
+        num_pos = int(pos_mask.sum().item())
         storage = get_event_storage()
         storage.put_scalar("rpn/num_pos_anchors", num_pos / num_images)
         storage.put_scalar("rpn/num_neg_anchors", (labels == 0).sum().item() / num_images)
