@@ -211,8 +211,21 @@ def check_yaml_config(config_file: str, _chain: Optional[List[str]] = None) -> N
                           + " -> ".join(chain + [base_file]))
     if not PathManager.exists(base_file):
         raise ConfigFileNotFound(f"{config_file}: its _BASE_ {base!r} ({base_file}) does not "
-                                 "exist")
+                                 f"exist{_shipped_config_hint(base)}")
     check_yaml_config(base_file, chain)
+
+
+def _shipped_config_hint(base: str) -> str:
+    """Where a ``_BASE_`` that names a shipped config (``Synthetic/...yaml``) really is: a
+    ``_BASE_`` is a path, relative to the file that names it."""
+    from retina_focal.config.zoo import get_config_file
+
+    try:
+        path = get_config_file(base)
+    except ConfigError:
+        return ""
+    return (f"; {base!r} is the name of a shipped config, and _BASE_ takes a path: write "
+            f"_BASE_: \"{path}\" (retina_focal.get_config_file({base!r}) gives it)")
 
 
 def merge_yaml_config(cfg, config_file: str, *, allow_unsafe: bool = False) -> None:

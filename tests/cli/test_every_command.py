@@ -45,6 +45,7 @@ def files(trained, tmp_path_factory):
     put("model.onnx", b"\x08\x07" + b"\x00" * 64)
     put("empty.yaml", "")
     put("comment_only.yaml", "# a config to be written\n")
+    put("base_by_name.yaml", '_BASE_: "Synthetic/retina_focal_R_18_FPN_tiny.yaml"\n')
     put("not_yaml.yaml", "MODEL: [unclosed\n  - : :\n")
     put("image_as_config.yaml", b"\x89PNG\r\n\x1a\n" + b"\x00" * 32)
     put("misspelt.yaml", f'_BASE_: "{TINY_CONFIG}"\nMODEL:\n  RETINANET:\n    NUM_CLASSE: 6\n')
@@ -113,6 +114,8 @@ BAD = [
      "--dist-url auto MODEL.RETINA_FOCAL.NORMALIZER emma", "MODEL.RETINA_FOCAL.NORMALIZER"),
     ("train-config-comment-only", "train --config-file {comment_only.yaml}",
      "comment_only.yaml has no keys (only comments)"),
+    ("train-base-by-name", "train --config-file {base_by_name.yaml}",
+     "is the name of a shipped config, and _BASE_ takes a path"),
     ("train-component-unknown", f"train --config-file {TINY_CONFIG} "
      "MODEL.RETINA_FOCAL.LOSS_NAME Focal", "MODEL.RETINA_FOCAL.LOSS_NAME='Focal' is not "
      "registered"),
