@@ -33,7 +33,6 @@ import sys
 from typing import Dict, List, Optional, Tuple
 
 import cv2
-from detectron2.data import MetadataCatalog
 from detectron2.data.catalog import Metadata
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.utils.logger import setup_logger
@@ -45,9 +44,9 @@ from retina_focal.config.loading import add_allow_unsafe_config_argument
 from retina_focal.data.class_map import (
     ClassMap,
     class_map_from_categories,
-    class_map_from_metadata,
-    format_class_map,
-    match_class_maps,
+    class_map_of_datasets,
+    outputs_class_map,
+    results_category_ids,
 )
 from retina_focal.data.datasets.coco import add_dataset_argument, register_datasets_from_args
 from retina_focal.data.mapper import read_image_any
@@ -63,8 +62,6 @@ __all__ = [
     "collect_images",
     "data_classes",
     "main",
-    "model_classes",
-    "output_category_ids",
     "parse_args",
     "run",
 ]
@@ -183,71 +180,24 @@ def setup(args):
     return cfg
 
 
-def model_classes(cfg, checkpoint_map: Optional[ClassMap],
-                  data_map: Optional[ClassMap]) -> ClassMap:
-    """The classes of the model's outputs: its checkpoint's class map; for a checkpoint
-    without one (Detectron2's, or older), those of the config's first DATASETS.TEST (else
-    DATASETS.TRAIN), else of --coco-json, else numbers, with a warning: only the count
-    (MODEL.RETINANET.NUM_CLASSES) can be checked then."""
-    if checkpoint_map is not None:
-        return checkpoint_map
-    num_classes = cfg.MODEL.RETINANET.NUM_CLASSES
-    names = list(cfg.DATASETS.TEST) or list(cfg.DATASETS.TRAIN)
-    where, cmap = "", None
-    if names:
-        meta = MetadataCatalog.get(names[0])
-        cmap = class_map_from_metadata(meta.get("thing_classes"),
-                                       meta.get("thing_dataset_id_to_contiguous_id"))
-        where = f"dataset '{names[0]}'"
-    if cmap is None and data_map is not None:
-        cmap, where = data_map, "--coco-json"
-    if cmap is None:
-        return [{"id": k + 1, "name": str(k)} for k in range(num_classes)]
-    if len(cmap) != num_classes:
-        raise SystemExit(f"error: MODEL.RETINANET.NUM_CLASSES={num_classes} but {where} has "
-                         f"{len(cmap)} classes")
-    logger.warning(f"The checkpoint {cfg.MODEL.WEIGHTS!r} records no class map (a Detectron2 or "
-                   f"older checkpoint): its outputs are taken to be the classes of {where} in "
-                   f"their order {format_class_map(cmap)}")
-    return cmap
-
-
 def data_classes(cfg, gt: Optional[Dict]) -> Tuple[Optional[ClassMap], str]:
     """The classes results are written for: --coco-json's categories, else those of the
     config's first DATASETS.TEST (when it has any); ``(None, "")`` when there are none."""
     if gt is not None:
         return class_map_from_categories(gt["categories"]), "--coco-json"
     if len(cfg.DATASETS.TEST):
-        meta = MetadataCatalog.get(cfg.DATASETS.TEST[0])
-        cmap = class_map_from_metadata(meta.get("thing_classes"),
-                                       meta.get("thing_dataset_id_to_contiguous_id"))
+        cmap = class_map_of_datasets(cfg.DATASETS.TEST[:1])
         if cmap is not None:
             return cmap, f"DATASETS.TEST '{cfg.DATASETS.TEST[0]}'"
     return None, ""
 
 
-def output_category_ids(model_map: ClassMap, data_map: Optional[ClassMap],
-                        data_desc: str, model_desc: str) -> Tuple[List[int], ClassMap]:
-    """For each model output k, the category id results.json gives it, and the categories
-    of images.json. The model's classes are matched by name with ``data_map`` (same names
-    under other ids: the data's ids; other names: ``SystemExit`` showing both lists); without
-    ``data_map``, the model's own ids (k + 1 where it has none)."""
-    if data_map is None:
-        ids = [c["id"] if c["id"] is not None else k + 1 for k, c in enumerate(model_map)]
-        return ids, [{"id": i, "name": c["name"]} for i, c in zip(ids, model_map)]
-    try:
-        perm = match_class_maps(model_map, data_map, model_desc=model_desc,
-                                data_desc=data_desc)
-    except ValueError as e:
-        hint = ("" if data_desc == "--coco-json" else
-                "\nThe config's DATASETS.TEST is taken to be the dataset of the images. For "
-                "images of another dataset give its categories: --coco-json FILE, or --dataset "
-                "NAME=JSON:IMAGE_DIR with DATASETS.TEST \"('NAME',)\"; DATASETS.TEST \"()\" "
-                "writes the checkpoint's own classes and ids")
-        raise SystemExit(f"error: {e}{hint}")
-    data_ids = [c["id"] if c["id"] is not None else j + 1 for j, c in enumerate(data_map)]
-    ids = [data_ids[perm[k] if perm else k] for k in range(len(model_map))]
-    return ids, [{"id": i, "name": c["name"]} for i, c in zip(data_ids, data_map)]
+# for images of another dataset than DATASETS.TEST, when the classes do not match
+_OTHER_DATASET_HINT = (
+    "\nThe config's DATASETS.TEST is taken to be the dataset of the images. For images of "
+    "another dataset give its categories: --coco-json FILE, or --dataset NAME=JSON:IMAGE_DIR "
+    "with DATASETS.TEST \"('NAME',)\"; DATASETS.TEST \"()\" writes the checkpoint's own "
+    "classes and ids")
 
 
 def main(args):
@@ -286,11 +236,15 @@ def main(args):
     except (ValueError, FileNotFoundError, CheckpointReadError) as e:
         raise SystemExit(f"error: {e}")
     data_map, data_desc = data_classes(cfg, gt)
-    model_map = model_classes(cfg, predictor.class_map, data_map)
-    to_dataset_id, categories = output_category_ids(
+    model_map = outputs_class_map(
+        predictor.class_map, cfg.MODEL.RETINANET.NUM_CLASSES,
+        list(cfg.DATASETS.TEST) or list(cfg.DATASETS.TRAIN), data_map, "--coco-json",
+        weights=cfg.MODEL.WEIGHTS)
+    to_dataset_id, categories = results_category_ids(
         model_map, data_map, data_desc,
         f"{'exported model' if is_exported_model(cfg.MODEL.WEIGHTS) else 'checkpoint'} "
-        f"{os.path.basename(cfg.MODEL.WEIGHTS)!r}")
+        f"{os.path.basename(cfg.MODEL.WEIGHTS)!r}",
+        hint="" if data_desc == "--coco-json" else _OTHER_DATASET_HINT)
     metadata = Metadata(name="retina_focal_demo", thing_classes=[c["name"] for c in model_map])
 
     results, image_entries, skipped = [], [], []

@@ -15,11 +15,11 @@ in one and "dog" in the other: every AP would be computed under the wrong name.
 :func:`match_class_maps` compares by name and returns how to renumber the model's outputs
 into the dataset's classes; different names are an error showing both lists.
 
-Every function here is pure (no catalog access) except :func:`class_map_of_datasets`, which
-reads Detectron2's ``MetadataCatalog``.
+Every function here is pure (no catalog access) except :func:`class_map_of_datasets` and
+:func:`outputs_class_map`, which read Detectron2's ``MetadataCatalog``.
 """
 import logging
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from retina_focal.utils.errors import DataError
 
@@ -31,6 +31,8 @@ __all__ = [
     "format_class_map",
     "training_class_map",
     "match_class_maps",
+    "outputs_class_map",
+    "results_category_ids",
     "validate_class_map",
 ]
 
@@ -195,3 +197,50 @@ def match_class_maps(model: ClassMap, data: ClassMap, *, model_desc: str = "the 
         f"  {data_desc}: {format_class_map(data)}"
     )
     return perm
+
+
+def outputs_class_map(checkpoint_map: Optional[ClassMap], num_classes: int,
+                      dataset_names: Sequence[str], fallback: Optional[ClassMap] = None,
+                      fallback_desc: str = "", *, weights: str = "",
+                      num_classes_key: str = "MODEL.RETINANET.NUM_CLASSES") -> ClassMap:
+    """The classes of a model's ``num_classes`` outputs: ``checkpoint_map`` when the
+    checkpoint has one. For a checkpoint without one (Detectron2's, or older), those of the
+    first of ``dataset_names`` (e.g. the config's DATASETS.TEST) that has classes, else
+    ``fallback`` (named ``fallback_desc``), else the numbers 0..K-1; a warning says which,
+    since only the count can be checked then (a count that differs is a
+    :class:`DataError` naming ``num_classes_key``)."""
+    if checkpoint_map is not None:
+        return checkpoint_map
+    where, cmap = "", None
+    if dataset_names:
+        cmap, where = class_map_of_datasets(dataset_names[:1]), f"dataset '{dataset_names[0]}'"
+    if cmap is None and fallback is not None:
+        cmap, where = fallback, fallback_desc
+    if cmap is None:
+        return [{"id": k + 1, "name": str(k)} for k in range(num_classes)]
+    if len(cmap) != num_classes:
+        raise DataError(f"{num_classes_key}={num_classes} but {where} has {len(cmap)} classes")
+    logger.warning(f"The checkpoint {weights!r} records no class map (a Detectron2 or older "
+                   f"checkpoint): its outputs are taken to be the classes of {where} in their "
+                   f"order {format_class_map(cmap)}")
+    return cmap
+
+
+def results_category_ids(model_map: ClassMap, data_map: Optional[ClassMap], data_desc: str,
+                         model_desc: str, hint: str = "") -> Tuple[List[int], ClassMap]:
+    """For each model output k, the category id a results file gives it, and the categories
+    to list beside the results. The model's classes are matched by name with ``data_map``
+    (the same names under other ids: the data's ids; other names: a :class:`DataError`
+    showing both lists, then ``hint``); without ``data_map``, the model's own ids (k + 1 where
+    it has none)."""
+    if data_map is None:
+        ids = [c["id"] if c["id"] is not None else k + 1 for k, c in enumerate(model_map)]
+        return ids, [{"id": i, "name": c["name"]} for i, c in zip(ids, model_map)]
+    try:
+        perm = match_class_maps(model_map, data_map, model_desc=model_desc,
+                                data_desc=data_desc)
+    except ValueError as e:
+        raise DataError(f"{e}{hint}") from None
+    data_ids = [c["id"] if c["id"] is not None else j + 1 for j, c in enumerate(data_map)]
+    ids = [data_ids[perm[k] if perm else k] for k in range(len(model_map))]
+    return ids, [{"id": i, "name": c["name"]} for i, c in zip(data_ids, data_map)]
