@@ -7,7 +7,8 @@ import copy
 import functools
 import logging
 import os
-from typing import Any, Callable, NamedTuple, Optional
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser as d2_default_argument_parser
@@ -59,7 +60,9 @@ __all__ = [
     "evaluate_checkpoint",
     "evaluate_loaded",
     "load_model_for_inference",
+    "RunSettings",
     "setup_cfg",
+    "start_run",
     "train_or_evaluate",
 ]
 
@@ -155,6 +158,54 @@ def build_cfg(config_file=None, opts=(), *, freeze=True, allow_unsafe=False):
     return cfg
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """What starting a run needs from its config, whichever the config system, and the keys
+    that name each value in messages (the YAML config's by default)."""
+
+    output_dir: str
+    train_datasets: List[str]
+    test_datasets: List[str]
+    weights: str
+    max_iter: Optional[int]
+    keys: Dict[str, str] = field(default_factory=lambda: dict(
+        output="OUTPUT_DIR", train="DATASETS.TRAIN", test="DATASETS.TEST",
+        weights="MODEL.WEIGHTS", max_iter="SOLVER.MAX_ITER"))
+
+
+def start_run(cfg, args, run: RunSettings, prepare: Callable[[], Any]) -> None:
+    """The start of a run, the same for both config systems (:func:`setup_cfg`,
+    ``setup_lazy_cfg``): its datasets must be registered (training's only when it trains),
+    then ``prepare()`` (the class-count check); then the run takes its output directory
+    (:func:`~retina_focal.engine.output_dir.claim_output_dir`) after the checks that refuse
+    a training run that would replace or mislabel a run's checkpoints
+    (:func:`~retina_focal.engine.output_dir.check_training_start`) or an evaluation that would
+    fail or overwrite another model's results (``check_evaluation_start``), remembers the
+    directory to put it back if the run is refused before it starts, and runs Detectron2's
+    ``default_setup`` (a run's own ``config.yaml`` stays when it is evaluated there)."""
+    keys = run.keys
+    if not args.eval_only:
+        check_registered(run.train_datasets, keys["train"])
+    check_registered(run.test_datasets, keys["test"])
+    prepare()
+    if args.eval_only:  # an unreadable checkpoint, or another run's directory: refused here
+        check = functools.partial(check_evaluation_start, run.output_dir, run.weights,
+                                  resume=args.resume, weights_key=keys["weights"],
+                                  output_key=keys["output"])
+    else:
+        check = functools.partial(
+            check_training_start, run.output_dir, resume=args.resume,
+            class_map=functools.partial(training_class_map, run.train_datasets),
+            classes_desc=f"{keys['train']} ({', '.join(run.train_datasets)})",
+            output_key=keys["output"], max_iter=run.max_iter, max_iter_key=keys["max_iter"],
+            weights=run.weights, weights_key=keys["weights"])
+    claim_output_dir(run.output_dir, check)
+    snapshot_output_dir(run.output_dir)  # put back if the run is refused before it starts
+    with keep_run_config(run.output_dir, active=args.eval_only):  # a run's config.yaml stays
+        default_setup(cfg, args)
+    log_to_output_dir(run.output_dir)
+
+
 def setup_cfg(args):
     """Build a frozen config from ``args.config_file`` and the trailing ``args.opts``
     (:func:`build_cfg`), then run Detectron2's ``default_setup`` (output dir, logging, seed,
@@ -175,25 +226,12 @@ def setup_cfg(args):
     args.config_file = check_config_kind(args.config_file, "yaml")
     cfg = build_cfg(args.config_file, args.opts, freeze=False,
                     allow_unsafe=getattr(args, "allow_unsafe_config", False))
-    if not args.eval_only:
-        check_registered(cfg.DATASETS.TRAIN, "DATASETS.TRAIN")
-    check_registered(cfg.DATASETS.TEST, "DATASETS.TEST")
-    check_num_classes(cfg, evaluation_only=args.eval_only)
-    cfg.freeze()
-    if args.eval_only:  # an unreadable checkpoint, or another run's directory: refused here
-        check = functools.partial(check_evaluation_start, cfg.OUTPUT_DIR, cfg.MODEL.WEIGHTS,
-                                  resume=args.resume)
-    else:
-        check = functools.partial(
-            check_training_start, cfg.OUTPUT_DIR, resume=args.resume,
-            class_map=functools.partial(training_class_map, cfg.DATASETS.TRAIN),
-            classes_desc=f"DATASETS.TRAIN ({', '.join(cfg.DATASETS.TRAIN)})",
-            max_iter=cfg.SOLVER.MAX_ITER, weights=cfg.MODEL.WEIGHTS)
-    claim_output_dir(cfg.OUTPUT_DIR, check)
-    snapshot_output_dir(cfg.OUTPUT_DIR)  # put back if the run is refused before it starts
-    with keep_run_config(cfg.OUTPUT_DIR, active=args.eval_only):  # a run's config.yaml stays
-        default_setup(cfg, args)
-    log_to_output_dir(cfg.OUTPUT_DIR)
+    # the class count is checked, then the config frozen, after the datasets
+    prepare = (lambda: (check_num_classes(cfg, evaluation_only=args.eval_only), cfg.freeze()))
+    start_run(cfg, args, RunSettings(
+        output_dir=cfg.OUTPUT_DIR, train_datasets=list(cfg.DATASETS.TRAIN),
+        test_datasets=list(cfg.DATASETS.TEST), weights=cfg.MODEL.WEIGHTS,
+        max_iter=cfg.SOLVER.MAX_ITER), prepare)
     return cfg
 
 

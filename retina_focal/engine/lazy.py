@@ -27,12 +27,11 @@ Use it from Python as the tool does::
     model = train_lazy(cfg, resume=False)  # or: run_evaluation(cfg, build_lazy_model_and_load(cfg))
 """
 import copy
-import functools
 import logging
 from typing import Any, Dict
 
 from detectron2.config import LazyConfig, instantiate
-from detectron2.engine import default_setup, default_writers, hooks
+from detectron2.engine import default_writers, hooks
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from omegaconf import OmegaConf
@@ -46,22 +45,15 @@ from retina_focal.config.lazy_keys import (
 )
 from retina_focal.config.loading import check_config_kind, check_lazy_config
 from retina_focal.data.checks import check_lazy_num_classes, lazy_dataset_names
-from retina_focal.data.class_map import class_map_of_datasets, training_class_map
-from retina_focal.data.datasets.coco import check_registered, register_datasets_from_args
+from retina_focal.data.class_map import class_map_of_datasets
+from retina_focal.data.datasets.coco import register_datasets_from_args
 from retina_focal.engine.checkpoint import (
     CLASS_MAP_KEY,
     AllRanksPeriodicCheckpointer,
     RetinaFocalCheckpointer,
 )
+from retina_focal.engine.defaults import RunSettings, start_run
 from retina_focal.engine.device import apply_device_speedups, check_device_available
-from retina_focal.engine.output_dir import (
-    check_evaluation_start,
-    check_training_start,
-    claim_output_dir,
-    keep_run_config,
-    log_to_output_dir,
-    snapshot_output_dir,
-)
 from retina_focal.engine.trainer import (
     ReliableTrainerBase,
     check_training_values,
@@ -84,6 +76,11 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+# The LazyConfig's keys of what starting a run reads (engine.defaults.RunSettings)
+LAZY_RUN_KEYS = dict(output="train.output_dir", train="dataloader.train.dataset.names",
+                     test="dataloader.test.dataset.names", weights="train.init_checkpoint",
+                     max_iter="train.max_iter")
 
 # The LazyConfig's keys for the arguments of apply_device_speedups (memory_format and
 # fold_frozen_bn are ours, not in Detectron2's configs/common/train.py).
@@ -253,32 +250,12 @@ def setup_lazy_cfg(args):
     check_lazy_overrides(cfg, args.opts)
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
     check_lazy_call_arguments(cfg)
-    names = lazy_dataset_names(cfg, "train")
-    if not args.eval_only:
-        check_registered(names, "dataloader.train.dataset.names")
-    check_registered(lazy_dataset_names(cfg, "test"), "dataloader.test.dataset.names")
-    check_lazy_num_classes(cfg, evaluation_only=args.eval_only)
-    output_dir = lazy_output_dir(cfg)
-    if args.eval_only:  # an unreadable checkpoint, or another run's directory: refused here
-        check = functools.partial(
-            check_evaluation_start, output_dir, OmegaConf.select(cfg, "train.init_checkpoint",
-                                                                 default=""),
-            resume=args.resume, weights_key="train.init_checkpoint",
-            output_key="train.output_dir")
-    else:
-        check = functools.partial(
-            check_training_start, output_dir, resume=args.resume,
-            class_map=functools.partial(training_class_map, names),
-            classes_desc=f"dataloader.train.dataset.names ({', '.join(names)})",
-            output_key="train.output_dir", max_iter=OmegaConf.select(cfg, "train.max_iter"),
-            max_iter_key="train.max_iter",
-            weights=OmegaConf.select(cfg, "train.init_checkpoint", default=""),
-            weights_key="train.init_checkpoint")
-    claim_output_dir(output_dir, check)
-    snapshot_output_dir(output_dir)  # put back if the run is refused before it starts
-    with keep_run_config(output_dir, active=args.eval_only):  # a run's config.yaml stays
-        default_setup(cfg, args)
-    log_to_output_dir(output_dir)
+    start_run(cfg, args, RunSettings(
+        output_dir=lazy_output_dir(cfg), train_datasets=lazy_dataset_names(cfg, "train"),
+        test_datasets=lazy_dataset_names(cfg, "test"),
+        weights=OmegaConf.select(cfg, "train.init_checkpoint", default=""),
+        max_iter=OmegaConf.select(cfg, "train.max_iter"), keys=LAZY_RUN_KEYS),
+        lambda: check_lazy_num_classes(cfg, evaluation_only=args.eval_only))
     return cfg
 
 
