@@ -14,7 +14,7 @@ import logging
 import math
 import os
 from collections import Counter
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from retina_focal.utils.errors import DataError
 
 __all__ = [
     "bbox_problem",
+    "check_dataset_classes",
     "check_lazy_num_classes",
     "check_num_classes",
     "model_num_classes",
@@ -43,8 +44,7 @@ _NUM_CLASSES_KEY = {"RetinaFocal": "MODEL.RETINANET.NUM_CLASSES",
                     "GeneralizedRCNN": "MODEL.ROI_HEADS.NUM_CLASSES"}
 
 
-def check_num_classes(cfg, dataset_names: Optional[Sequence[str]] = None, *,
-                      evaluation_only: bool = False) -> None:
+def check_num_classes(cfg, *, evaluation_only: bool = False) -> None:
     """Raise ValueError if the model's class count differs from a dataset's, or if the test
     sets of a training run have other classes than its training sets.
 
@@ -52,33 +52,41 @@ def check_num_classes(cfg, dataset_names: Optional[Sequence[str]] = None, *,
         cfg: a Detectron2 CfgNode; checked for RetinaFocal / RetinaNet (NUM_CLASSES key
             ``MODEL.RETINANET.NUM_CLASSES``) and GeneralizedRCNN
             (``MODEL.ROI_HEADS.NUM_CLASSES``), other meta-architectures are left alone.
-        dataset_names: default ``DATASETS.TRAIN + DATASETS.TEST`` (``DATASETS.TEST`` alone
-            with ``evaluation_only``). Datasets whose metadata has no ``thing_classes`` yet
-            are skipped.
+            The datasets are ``DATASETS.TRAIN`` and ``DATASETS.TEST``; those whose metadata
+            has no ``thing_classes`` yet are skipped.
         evaluation_only: a checkpoint is evaluated (``--eval-only``, ``retina-focal eval``):
             ``DATASETS.TRAIN`` is not read. The checkpoint (its class map, or the
             NUM_CLASSES it must fit) is the model's side and ``DATASETS.TEST`` the data's; a
             config's training set says nothing about a checkpoint, and checking it too gave
             contradictory advice when it had another class count.
 
-    When training (``dataset_names`` not given, not ``evaluation_only``), each
-    ``DATASETS.TEST`` must have the class names of ``DATASETS.TRAIN``, in any id order
-    (evaluation matches them by name): else the error shows both lists before training starts.
+    When training, each ``DATASETS.TEST`` must have the class names of ``DATASETS.TRAIN``, in
+    any id order (evaluation matches them by name): else the error shows both lists before
+    training starts. :func:`check_lazy_num_classes` is the same check for a LazyConfig.
     """
     key = _NUM_CLASSES_KEY.get(cfg.MODEL.META_ARCHITECTURE)
     if key is None:
         return
-    num_classes = _cfg_value(cfg, key)
-    check_names = dataset_names is None and not evaluation_only
-    if dataset_names is None:
-        dataset_names = list(cfg.DATASETS.TEST)
-        if not evaluation_only:
-            dataset_names = list(cfg.DATASETS.TRAIN) + dataset_names
-    for name in dataset_names:
-        _check_dataset_classes(name, num_classes, key, f"set {key} {{}}")
-    if check_names:
-        _check_test_classes(list(cfg.DATASETS.TRAIN), list(cfg.DATASETS.TEST),
-                            "DATASETS.TRAIN", "DATASETS.TEST")
+    check_dataset_classes(_cfg_value(cfg, key), key, f"set {key} {{}}",
+                          ("DATASETS.TRAIN", list(cfg.DATASETS.TRAIN)),
+                          ("DATASETS.TEST", list(cfg.DATASETS.TEST)),
+                          evaluation_only=evaluation_only)
+
+
+def check_dataset_classes(num_classes: int, key: str, fix: str, train: Tuple[str, List[str]],
+                          test: Tuple[str, List[str]], *, evaluation_only: bool = False,
+                          name_split: bool = False) -> None:
+    """The class checks of a run, for either config system: ``num_classes`` (the value of
+    ``key``) against every dataset of ``test`` and, unless ``evaluation_only``, of ``train``
+    (each a ``(key, dataset names)`` pair), ``fix`` being the advice formatted with a
+    dataset's count (``name_split``: the message also names the split's key); and when
+    training, the test sets' class names against the training sets'."""
+    for split_key, names in [test] if evaluation_only else [train, test]:
+        for name in names:
+            _check_dataset_classes(name, num_classes, key, fix,
+                                   where=f" ({split_key})" if name_split else "")
+    if not evaluation_only:
+        _check_test_classes(train[1], test[1], train[0], test[0])
 
 
 def model_num_classes(cfg) -> Optional[int]:
@@ -145,13 +153,11 @@ def check_lazy_num_classes(cfg, *, evaluation_only: bool = False) -> None:
             "num_classes")
     if not isinstance(num_classes, int):
         return
-    for split in ("test",) if evaluation_only else ("train", "test"):
-        for name in lazy_dataset_names(cfg, split):
-            _check_dataset_classes(name, num_classes, key, f"set {key}={{}}",
-                                   where=f" (dataloader.{split}.dataset.names)")
-    if not evaluation_only:
-        _check_test_classes(lazy_dataset_names(cfg, "train"), lazy_dataset_names(cfg, "test"),
-                            "dataloader.train.dataset.names", "dataloader.test.dataset.names")
+    check_dataset_classes(
+        num_classes, key, f"set {key}={{}}",
+        ("dataloader.train.dataset.names", lazy_dataset_names(cfg, "train")),
+        ("dataloader.test.dataset.names", lazy_dataset_names(cfg, "test")),
+        evaluation_only=evaluation_only, name_split=True)
 
 
 def bbox_problem(bbox, length: int = 4) -> Optional[str]:
