@@ -157,6 +157,24 @@ def export_and_check(cfg, args, model, image, class_map) -> int:
     return 0
 
 
+def clear_earlier_export(output: str) -> None:
+    """Remove an earlier export's files from ``output`` (every format's model file, the class
+    map, the ``verify/`` report): left beside a new export they would describe another
+    model."""
+    import shutil
+
+    earlier = [name for name in list(FORMATS.values()) + [CLASS_MAP_FILE, "verify"]
+               if os.path.lexists(os.path.join(output, name))]
+    for name in earlier:
+        path = os.path.join(output, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+    if earlier:
+        logger.info(f"{output}: removed the earlier export's {', '.join(earlier)}")
+
+
 def main(args) -> int:
     """Export; 0 when the exported model's detections equal the eager model's, else 1."""
     setup_logger(name=LOGGER_NAME)
@@ -186,6 +204,7 @@ def main(args) -> int:
     else:
         image = sample_image(cfg)
     make_output_dir(args.output, "--output")
+    clear_earlier_export(args.output)
     with open(os.path.join(args.output, CLASS_MAP_FILE), "w") as f:
         f.write(class_map_text + "\n")
     if args.format != "torchscript":

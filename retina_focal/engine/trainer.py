@@ -282,7 +282,28 @@ class ReliableTrainerBase(TrainerBase):
 
     def run_step(self):
         self._trainer.iter = self.iter
-        self._trainer.run_step()
+        try:
+            self._trainer.run_step()
+        except BaseException:
+            self._step_failed = True  # see after_train
+            raise
+
+    _step_failed = False
+
+    def after_train(self):
+        """Detectron2's ``after_train`` of every hook, except that a run whose step failed is
+        not evaluated: Detectron2's ``EvalHook`` skips a failed run only when it stopped
+        before its last iteration, so a failure there printed a final evaluation (and its
+        ``copypaste:`` lines) of a broken model before the error."""
+        if not self._step_failed:
+            return super().after_train()
+        self.storage.iter = self.iter
+        for h in self._hooks:
+            if isinstance(h, hooks.EvalHook):
+                logger.warning(f"Training failed at iteration {self.iter}: the final "
+                               "evaluation is skipped")
+                continue
+            h.after_train()
 
     # Detectron2 0.6's DefaultTrainer checkpoints only the iteration and the hooks: the
     # optimizer (momentum, and the LR it runs the next iteration with) is lost on resume.

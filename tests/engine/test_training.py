@@ -187,3 +187,24 @@ def test_a_non_finite_loss_on_the_main_process_stops_before_the_step(amp):
     assert "loss_a on process 0" in message and "iteration 3" in message
     for b, a in zip(before, after):
         assert torch.equal(b, a)  # not stepped with the non-finite gradient
+
+
+@pytest.mark.parametrize("path", ["yaml", "lazy"])
+def test_a_run_that_fails_at_its_last_iteration_is_not_evaluated(path, tmp_path):
+    """Stranger test: a failure at the last iteration still ran the final evaluation, whose
+    copypaste lines a script would record as the run's result, before the error."""
+    out = str(tmp_path / "run")
+    if path == "yaml":
+        argv = ["tools/train_net.py", "--config-file", TINY_CONFIG, "SOLVER.BASE_LR", "1e8",
+                "SOLVER.MAX_ITER", "2", "SOLVER.WARMUP_ITERS", "0", "OUTPUT_DIR", out]
+    else:
+        argv = ["tools/lazyconfig_train_net.py", "--config-file",
+                os.path.join(CONFIGS, "Synthetic", "retina_focal_R_18_FPN_tiny.py"),
+                "optimizer.lr=1e8", "train.max_iter=2", "lr_multiplier.warmup_length=0",
+                f"train.output_dir={out}", "train.device=cpu"]
+    proc = run_tool(argv, cwd=REPO)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0, log[-3000:]
+    assert "Loss became infinite or NaN at iteration=1" in log
+    assert "Training failed at iteration 1: the final evaluation is skipped" in log
+    assert "copypaste" not in log

@@ -1,5 +1,7 @@
 """The parity check of exported models: detections whose scores tie may come in either order,
 any other difference is reported."""
+import os
+
 import torch
 from detectron2.structures import Boxes, Instances
 
@@ -75,3 +77,16 @@ def test_dataset_parity_reads_16_bit_images_as_evaluation_does(trained, tmp_path
         images[bits] = batch[0]["image"]
     assert images["gray8"].float().mean() < 250  # not saturated
     assert torch.equal(images["gray8"], images["gray16"])
+
+
+def test_an_export_clears_the_earlier_exports_files_from_its_folder(tmp_path):
+    """Stranger test: an export into a folder of an earlier one left its verify/ report (and
+    other formats' files), which then described another model."""
+    from retina_focal.cli.export import clear_earlier_export
+
+    for name in ("model.onnx", "model.pt2", "class_map.json", "notes.txt"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "verify").mkdir()
+    (tmp_path / "verify" / "parity.json").write_text("{}")
+    clear_earlier_export(str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt"]
