@@ -301,7 +301,31 @@ def merge_config_overrides(cfg, opts: List[str]) -> None:
     except ValueError as e:
         if "Type mismatch" not in str(e):
             raise
-        raise ConfigError(f"override: {e}") from None
+        raise ConfigError(f"override: {e}{type_mismatch_fix(str(e))}") from None
+
+
+_TYPE_MISMATCH = re.compile(r"Type mismatch \(<class '(\w+)'> vs\. <class '(\w+)'>\) with values "
+                            r"\((.*) vs\. (.*)\) for config key: ([\w.]+)")
+
+
+def type_mismatch_fix(message: str) -> str:
+    """The override that yacs would take, for its "Type mismatch" ``message``: e.g.
+    ``; write MODEL.RETINANET.FOCAL_LOSS_GAMMA -2.0`` for a float key given ``-2``, a tuple
+    for a tuple key given one value (``"('my_train',)"``). Empty when none is known."""
+    m = _TYPE_MISMATCH.search(message)
+    if m is None:
+        return ""
+    want, got, value, key = m.group(1), m.group(2), m.group(4), m.group(5)
+    if want == "float" and got == "int":
+        fix = f"{value}.0"
+    elif want in ("tuple", "list") and got in ("int", "float", "str"):
+        item = repr(value) if got == "str" else value
+        fix = f'"({item},)"' if want == "tuple" else f'"[{item}]"'
+    elif want == "str":
+        fix = f'"{value}"'
+    else:
+        return ""
+    return f"; write {key} {fix}"
 
 
 def check_lazy_config(config_file: str, *, allow_unsafe: bool = False) -> None:

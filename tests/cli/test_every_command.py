@@ -132,6 +132,10 @@ BAD = [
      "unknown config key MODEL.RETINANET.NUM_CLASSE"),
     ("train-value-wrong-type", f"train --config-file {TINY_CONFIG} SOLVER.BASE_LR fast",
      "SOLVER.BASE_LR"),
+    ("train-value-int-for-float", f"train --config-file {TINY_CONFIG} "
+     "MODEL.RETINANET.FOCAL_LOSS_GAMMA -2", "write MODEL.RETINANET.FOCAL_LOSS_GAMMA -2.0"),
+    ("train-value-name-for-tuple", f"train --config-file {TINY_CONFIG} DATASETS.TRAIN my_train",
+     "write DATASETS.TRAIN \"('my_train',)\""),
     ("train-option-after-overrides",
      f"train --config-file {TINY_CONFIG} MODEL.DEVICE cpu --dataset x={{gt_json}}:{{images}}",
      "option --dataset comes after the KEY VALUE"),
