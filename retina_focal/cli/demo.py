@@ -76,8 +76,9 @@ def build_parser():
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, metavar="FILE")
-    parser.add_argument("--input", nargs="+", required=True, metavar="PATH",
-                        help="image files, folders and/or glob patterns")
+    # required, checked in parse_args: after the overrides it is read as one of them
+    parser.add_argument("--input", nargs="+", default=None, metavar="PATH",
+                        help="image files, folders and/or glob patterns (required)")
     parser.add_argument("--output", default="demo_output", metavar="DIR")
     parser.add_argument("--score-thresh", type=float, default=0.5,
                         help="minimum score of a drawn / saved detection (default 0.5)")
@@ -95,6 +96,12 @@ def build_parser():
 
 def parse_args(argv=None):
     args = build_parser().parse_args(argv)
+    if args.input is None:
+        if "--input" in args.opts:
+            raise SystemExit("error: option --input comes after the KEY VALUE config overrides, "
+                             "where it would be read as a key: put options before the overrides")
+        raise SystemExit("error: --input is required: image files, folders and/or glob "
+                         "patterns")
     # `--input a.jpg b.jpg MODEL.WEIGHTS w.pth`: the overrides start at the first config key.
     for i, token in enumerate(args.input):
         if _CONFIG_KEY.match(token):

@@ -222,6 +222,8 @@ BAD = [
      "{weights.pth} OUTPUT_DIR {dir}/e4 MODEL.RETINANET.SCORE_THRESH_TEST 1.5",
      "MODEL.RETINANET.SCORE_THRESH_TEST=1.5 is invalid: use a value in [0.0, 1.0]"),
     # ---- demo ------------------------------------------------------------------------------
+    ("demo-input-after-overrides", f"demo --config-file {TINY_CONFIG} MODEL.WEIGHTS "
+     "{weights.pth} --input {image} --output {dir}/d9", "option --input comes after the KEY"),
     ("demo-input-missing", f"demo --config-file {TINY_CONFIG} --input {{dir}}/nope.png "
      "--output {dir}/d1 MODEL.WEIGHTS {weights.pth}", "nope.png"),
     ("demo-input-truncated", f"demo --config-file {TINY_CONFIG} --input {{truncated.png}} "
