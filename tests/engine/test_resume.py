@@ -341,22 +341,30 @@ def _rpn_tool(flags, out_dir):
         "OUTPUT_DIR", out_dir]
 
 
-def test_focal_rpn_faster_rcnn_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
-    """Issue 28: a kill-and-resume test for every training config family. The resumed run's
-    final weights equal the uninterrupted run's bit for bit: the focal RPN's EMA normaliser
-    and the generators RoI sampling draws from continue instead of restarting."""
+def _rpn_uninterrupted_and_resumed(tmp_path, flags):
+    """The final checkpoints of an uninterrupted focal-RPN Faster R-CNN run and of one killed
+    after its first checkpoint and resumed (``flags``: the launch options); the weights are
+    checked equal bit for bit."""
     reference = str(tmp_path / "reference")
-    proc = run_tool(_rpn_tool([], reference), cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_tool(_rpn_tool(flags, reference), cwd=REPO)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     run_dir = str(tmp_path / "killed")
-    _killed_after_first_checkpoint(_rpn_tool([], run_dir), run_dir)
-    proc = run_tool(_rpn_tool(["--resume"], run_dir), cwd=REPO)
+    _killed_after_first_checkpoint(_rpn_tool(flags, run_dir), run_dir)
+    proc = run_tool(_rpn_tool(flags + ["--resume"], run_dir), cwd=REPO)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     ref = _load(os.path.join(reference, "model_final.pth"))
     run = _load(os.path.join(run_dir, "model_final.pth"))
     assert ref["iteration"] == run["iteration"] == 3
     for k, v in ref["model"].items():
         assert torch.equal(v, run["model"][k]), k
+    return ref, run
+
+
+def test_focal_rpn_faster_rcnn_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
+    """Issue 28: a kill-and-resume test for every training config family. The resumed run's
+    final weights equal the uninterrupted run's bit for bit: the focal RPN's EMA normaliser
+    and the generators RoI sampling draws from continue instead of restarting."""
+    ref, run = _rpn_uninterrupted_and_resumed(tmp_path, [])
     ema = ref["model_training_state"]["proposal_generator.loss_normalizer"]
     assert ema == run["model_training_state"]["proposal_generator.loss_normalizer"] != 100
     assert torch.equal(ref["rng"]["torch"], run["rng"]["torch"])
@@ -367,19 +375,7 @@ def test_two_process_focal_rpn_faster_rcnn_sigkill_then_resume_equals_uninterrup
     """The same with two processes: each process's generators are in every checkpoint
     (AllRanksPeriodicCheckpointer gathers them before each save) and each takes its own back
     on resume, so both processes sample the RoIs the uninterrupted run sampled."""
-    two = ["--num-gpus", "2", "--dist-url", "auto"]
-    reference = str(tmp_path / "reference")
-    proc = run_tool(_rpn_tool(two, reference), cwd=REPO)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    run_dir = str(tmp_path / "killed")
-    _killed_after_first_checkpoint(_rpn_tool(two, run_dir), run_dir)
-    proc = run_tool(_rpn_tool(two + ["--resume"], run_dir), cwd=REPO)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    ref = _load(os.path.join(reference, "model_final.pth"))
-    run = _load(os.path.join(run_dir, "model_final.pth"))
-    assert ref["iteration"] == run["iteration"] == 3
-    for k, v in ref["model"].items():
-        assert torch.equal(v, run["model"][k]), k
+    ref, run = _rpn_uninterrupted_and_resumed(tmp_path, ["--num-gpus", "2", "--dist-url", "auto"])
     # one set of generators per process, each its own
     ranks = ref["rng"]["ranks"]
     assert ref["rng"]["world_size"] == 2 and len(ranks) == 2
