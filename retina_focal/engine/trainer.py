@@ -324,6 +324,10 @@ class ReliableTrainerBase(TrainerBase):
         """With ``resume`` and a ``last_checkpoint`` in the output directory, load everything
         from it and continue after its iteration (the data stream too); otherwise load the
         model weights of ``init_checkpoint`` (if any) and start at iteration 0."""
+        if resume and not self.checkpointer.has_checkpoint():
+            logger.warning(f"--resume: {self.checkpointer.save_dir or 'the output directory'} "
+                           "holds no checkpoint (last_checkpoint): training starts from "
+                           "iteration 0 (a mistyped output directory?)")
         self.checkpointer.resume_or_load(self.init_checkpoint, resume=resume)
         if resume and self.checkpointer.has_checkpoint():
             self.start_iter = self.iter + 1  # a checkpoint stores the last finished iteration

@@ -208,3 +208,15 @@ def test_a_run_that_fails_at_its_last_iteration_is_not_evaluated(path, tmp_path)
     assert "Loss became infinite or NaN at iteration=1" in log
     assert "Training failed at iteration 1: the final evaluation is skipped" in log
     assert "copypaste" not in log
+
+
+def test_resume_into_a_folder_without_a_checkpoint_says_it_starts_from_scratch(tmp_path):
+    """Stranger test: --resume with a mistyped OUTPUT_DIR started from iteration 0 with only
+    an INFO line."""
+    out = str(tmp_path / "typo")
+    proc = run_tool(["tools/train_net.py", "--config-file", TINY_CONFIG, "--resume",
+                     "SOLVER.MAX_ITER", "1", "DATASETS.TEST", "()", "OUTPUT_DIR", out],
+                    cwd=REPO)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert "holds no checkpoint (last_checkpoint): training starts from iteration 0" in log
