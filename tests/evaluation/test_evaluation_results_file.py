@@ -69,26 +69,17 @@ def test_good_results_still_match_pycocotools(tmp_path):
     assert report["metrics"]["AP"] == pytest.approx(100 * pycocotools_stats(gt_path, dets)[0])
 
 
-def test_a_malformed_ground_truth_box_is_named(tmp_path):
+@pytest.mark.parametrize("field,value,problem", [
+    ("bbox", [1, 2, 3], r"bbox \[1, 2, 3\] has 3 values, not 4"),
+    # pycocotools would count it under no category of the evaluation
+    ("category_id", 99, r"category_id 99 is not defined in the file's 'categories'"),
+], ids=["malformed-box", "undefined-category"])
+def test_a_bad_ground_truth_annotation_is_named(field, value, problem, tmp_path):
     gt, gt_path = make_gt(tmp_path)
     dets = noisy_detections(gt)
-    gt["annotations"][4]["bbox"] = [1, 2, 3]
+    gt["annotations"][4][field] = value
     with open(gt_path, "w") as f:
         json.dump(gt, f)
     with pytest.raises(ValueError, match=r"Dataset 'gt' \(.*gt\.json\), image '11\.png' "
-                                         r"\(image_id 11\), annotation id 5: bbox \[1, 2, 3\] "
-                                         r"has 3 values, not 4"):
-        evaluate_results_file(write(tmp_path, dets), gt_path)
-
-
-def test_a_ground_truth_annotation_of_an_undefined_category_is_named(tmp_path):
-    """pycocotools counts such an annotation under no category of the evaluation: refused."""
-    gt, gt_path = make_gt(tmp_path)
-    dets = noisy_detections(gt)
-    gt["annotations"][4]["category_id"] = 99
-    with open(gt_path, "w") as f:
-        json.dump(gt, f)
-    with pytest.raises(ValueError, match=r"Dataset 'gt' \(.*gt\.json\), image '11\.png' "
-                                         r"\(image_id 11\), annotation id 5: category_id 99 is "
-                                         r"not defined in the file's 'categories'"):
+                                         r"\(image_id 11\), annotation id 5: " + problem):
         evaluate_results_file(write(tmp_path, dets), gt_path)
