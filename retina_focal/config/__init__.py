@@ -16,6 +16,7 @@ from retina_focal.config.validation import (
     check_iou_thresholds,
     check_positive,
     check_range,
+    config_value,
     config_values,
     configurable,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "check_iou_thresholds",
     "check_positive",
     "check_range",
+    "config_value",
     "config_values",
     "configurable",
     "get_config_file",

@@ -38,6 +38,7 @@ __all__ = [
     "check_iou_thresholds",
     "check_positive",
     "check_range",
+    "config_value",
     "config_values",
     "configurable",
 ]
@@ -51,16 +52,18 @@ def _key_of(key: Union[str, Callable], cfg) -> str:
     return key(cfg) if callable(key) else key
 
 
+def config_value(cfg, key: str):
+    """``cfg``'s value at the dotted ``key`` (e.g. ``MODEL.ROI_HEADS.NUM_CLASSES``)."""
+    node = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
 def config_values(cfg, config_keys: Mapping[str, Union[str, Callable]]) -> Dict:
     """``{argument: the value of cfg at its key}`` for every entry of ``config_keys`` (a class's
     table; a key that is a function of the cfg is called with it first)."""
-    values = {}
-    for arg, key in config_keys.items():
-        node = cfg
-        for part in _key_of(key, cfg).split("."):
-            node = getattr(node, part)
-        values[arg] = node
-    return values
+    return {arg: config_value(cfg, _key_of(key, cfg)) for arg, key in config_keys.items()}
 
 
 def _escaped(text: str) -> str:

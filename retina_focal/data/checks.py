@@ -21,6 +21,7 @@ import torch
 from detectron2.data import MetadataCatalog
 from detectron2.structures import BoxMode
 
+from retina_focal.config.validation import config_value
 from retina_focal.data.class_map import class_map_of_datasets, match_class_maps
 from retina_focal.utils.errors import DataError
 
@@ -67,7 +68,7 @@ def check_num_classes(cfg, *, evaluation_only: bool = False) -> None:
     key = _NUM_CLASSES_KEY.get(cfg.MODEL.META_ARCHITECTURE)
     if key is None:
         return
-    check_dataset_classes(_cfg_value(cfg, key), key, f"set {key} {{}}",
+    check_dataset_classes(config_value(cfg, key), key, f"set {key} {{}}",
                           ("DATASETS.TRAIN", list(cfg.DATASETS.TRAIN)),
                           ("DATASETS.TEST", list(cfg.DATASETS.TEST)),
                           evaluation_only=evaluation_only)
@@ -94,14 +95,7 @@ def model_num_classes(cfg) -> Optional[int]:
     RetinaFocal / RetinaNet, ``MODEL.ROI_HEADS.NUM_CLASSES`` for GeneralizedRCNN); None for one
     without classes (ProposalNetwork) or unknown here."""
     key = _NUM_CLASSES_KEY.get(cfg.MODEL.META_ARCHITECTURE)
-    return None if key is None else _cfg_value(cfg, key)
-
-
-def _cfg_value(cfg, key: str):
-    """``cfg``'s value at the dotted ``key`` (e.g. ``MODEL.ROI_HEADS.NUM_CLASSES``)."""
-    for part in key.split("."):
-        cfg = cfg[part]
-    return cfg
+    return None if key is None else config_value(cfg, key)
 
 
 def _check_test_classes(train: List[str], test: List[str], train_key: str, test_key: str):
