@@ -4,9 +4,8 @@ one ``error: ...`` line and exit status 1 (``SystemExit``), with no traceback un
 ``RETINA_FOCAL_TRACEBACK=1``. Whether a command is started as ``retina-focal COMMAND`` or as
 its ``tools/`` script, it goes through ``run``, so both behave the same."""
 import functools
-import os
 
-from retina_focal.utils.errors import TRACEBACK_ENV, UserError
+from retina_focal.utils.errors import UserError, wants_traceback
 
 __all__ = ["reports_user_errors"]
 
@@ -20,7 +19,7 @@ def reports_user_errors(run):
         try:
             return run(*args, **kwargs)
         except UserError as e:
-            if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+            if wants_traceback():
                 raise
             raise SystemExit(f"error: {e}") from e
 

@@ -24,7 +24,7 @@ import torch.multiprocessing as mp
 from detectron2.utils import comm
 
 from retina_focal.utils.compat import release_local_process_group, set_local_process_group
-from retina_focal.utils.errors import TRACEBACK_ENV, UserError
+from retina_focal.utils.errors import UserError, wants_traceback
 
 __all__ = ["InvalidLaunch", "WorkerUserError", "launch", "launch_from_args",
            "leave_process_group", "DEFAULT_TIMEOUT"]
@@ -79,19 +79,13 @@ def launch(main_func, num_gpus_per_machine: int, num_machines: int = 1, machine_
         dist_url = "file://" + os.path.join(rendezvous_dir, "store")
     print(f"CUDA is not available: starting {num_gpus_per_machine} CPU process(es) "
           f"(GLOO, {dist_url}, world size {world_size})", file=sys.stderr, flush=True)
-    if num_gpus_per_machine == 1:  # one process on this machine: this one
-        worker_args: tuple = (main_func, world_size, 1, machine_rank, dist_url, args, timeout,
-                              None)
-        try:
-            return _cpu_worker(0, *worker_args)
-        finally:
-            if rendezvous_dir is not None:
-                shutil.rmtree(rendezvous_dir, ignore_errors=True)
-    # the workers' user errors, to end this command with one error line
-    errors = mp.get_context("spawn").SimpleQueue()
+    # spawned workers' user errors, to end this command with one error line
+    errors = None if num_gpus_per_machine == 1 else mp.get_context("spawn").SimpleQueue()
     worker_args = (main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args,
                    timeout, errors)
     try:
+        if num_gpus_per_machine == 1:  # one process on this machine: this one
+            return _cpu_worker(0, *worker_args)
         mp.spawn(
             _cpu_worker,
             nprocs=num_gpus_per_machine,
@@ -99,7 +93,7 @@ def launch(main_func, num_gpus_per_machine: int, num_machines: int = 1, machine_
             daemon=False,
         )
     except (mp.ProcessRaisedException, mp.ProcessExitedException):
-        if not errors.empty():
+        if errors is not None and not errors.empty():
             raise WorkerUserError(errors.get()) from None
         raise
     finally:
@@ -145,7 +139,7 @@ def _cpu_worker(local_rank, main_func, world_size, num_per_machine, machine_rank
             return _cpu_worker_body(local_rank, main_func, world_size, num_per_machine,
                                     machine_rank, dist_url, args, timeout)
         except UserError as e:
-            if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+            if wants_traceback():
                 raise
             message = str(e)
         except SystemExit as e:  # a command's own "error: ..." exit

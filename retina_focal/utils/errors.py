@@ -9,10 +9,17 @@ of a dependency, and keeps its traceback.
 The concrete errors subclass it together with the built-in type callers already catch
 (``ConfigError`` is a ``ValueError``, ``OutputDirInUse`` a ``RuntimeError``, ...).
 """
-__all__ = ["TRACEBACK_ENV", "DataError", "DataFileNotFound", "UserError"]
+import os
+
+__all__ = ["TRACEBACK_ENV", "DataError", "DataFileNotFound", "UserError", "wants_traceback"]
 
 # set to 1 to see the traceback of a UserError too
 TRACEBACK_ENV = "RETINA_FOCAL_TRACEBACK"
+
+
+def wants_traceback() -> bool:
+    """Whether ``RETINA_FOCAL_TRACEBACK`` asks for a :class:`UserError`'s traceback too."""
+    return os.environ.get(TRACEBACK_ENV, "") not in ("", "0")
 
 
 class UserError(Exception):
