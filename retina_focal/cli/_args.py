@@ -2,7 +2,13 @@
 option (``error: argument --iou-bins: 0 is not an integer >= 1``), before anything runs."""
 import argparse
 
-__all__ = ["int_at_least", "int_in", "positive_float"]
+__all__ = ["command_parser", "int_at_least", "int_in", "positive_float"]
+
+
+def command_parser(**kwargs) -> argparse.ArgumentParser:
+    """A command's ``ArgumentParser`` (``kwargs`` as argparse's), whose options must be written
+    in full: argparse's default would silently take ``--dataset`` for ``--datasets``."""
+    return argparse.ArgumentParser(allow_abbrev=False, **kwargs)
 
 
 def int_at_least(low: int):

@@ -24,14 +24,15 @@ import sys
 
 from retina_focal.ablation.runner import StudyRunner, build_plan
 from retina_focal.ablation.studies import SCHEDULES, STUDIES
+from retina_focal.cli._args import command_parser
 from retina_focal.cli._errors import reports_user_errors
 
 __all__ = ["build_parser", "main", "run"]
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        allow_abbrev=False, description=__doc__,
+    parser = command_parser(
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, metavar="FILE", help="base config")
     parser.add_argument("--study", required=True, help=f"one of: {', '.join(STUDIES)}")

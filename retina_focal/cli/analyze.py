@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from retina_focal.analysis import format_table, plot_summaries, summarize
 from retina_focal.analysis.settings import AssignmentSetting, load_cfg, register_dataset_arg
-from retina_focal.cli._args import int_at_least
+from retina_focal.cli._args import command_parser, int_at_least
 from retina_focal.cli._errors import reports_user_errors
 from retina_focal.config.loading import add_allow_unsafe_config_argument
 from retina_focal.data.datasets.coco import add_dataset_argument, check_registered
@@ -33,7 +33,7 @@ from retina_focal.utils.file_io import make_output_dir
 
 
 def build_parser():
-    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    p = command_parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config-file", required=True, metavar="FILE")
     add_dataset_argument(p)
     p.add_argument("--dataset-name", default=None, help="the registered dataset to analyse")

@@ -55,7 +55,7 @@ from retina_focal.benchmark import (
 )
 from retina_focal.benchmark.models import DEFAULT_CONFIG, QUICK_CONFIG
 from retina_focal.benchmark.timing import log
-from retina_focal.cli._args import int_at_least
+from retina_focal.cli._args import command_parser, int_at_least
 from retina_focal.cli._errors import reports_user_errors
 from retina_focal.config.zoo import resolve_config_file
 from retina_focal.engine.device import check_device_available
@@ -64,7 +64,7 @@ __all__ = ["build_parser", "main", "parse_args", "run"]
 
 
 def build_parser():
-    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    p = command_parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--output", help="write the results as JSON to this file")
     p.add_argument("--quick", action="store_true",
                    help="tiny sizes and one repeat (a smoke test of the tool, not a measurement)")

@@ -6,6 +6,7 @@ import sys
 
 import torch
 
+from retina_focal.cli._args import command_parser
 from retina_focal.cli._errors import reports_user_errors
 
 __all__ = ["build_parser", "main", "run"]
@@ -14,8 +15,8 @@ DEFAULT_CONFIG = "configs/Synthetic/retina_focal_R_18_FPN_synthetic.yaml"
 
 
 def build_parser(prog: str = "retina-focal benchmark-synthetic") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        allow_abbrev=False, prog=prog,
+    p = command_parser(
+        prog=prog,
         description="Mapper ms per image (Detectron2's DatasetMapper, ours, ours cached) and "
         "the bfloat16 synthetic training step with the fused head BatchNorm against "
         "Detectron2's, alternating in one process (~2 min on 2 cores).")

@@ -39,6 +39,7 @@ from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import Visualizer
 from tqdm import tqdm
 
+from retina_focal.cli._args import command_parser
 from retina_focal.cli._errors import reports_user_errors
 from retina_focal.config.loading import add_allow_unsafe_config_argument
 from retina_focal.data.class_map import (
@@ -73,8 +74,8 @@ logger = logging.getLogger("retina_focal.demo")
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, metavar="FILE")
     # required, checked in parse_args: after the overrides it is read as one of them
     parser.add_argument("--input", nargs="+", default=None, metavar="PATH",

@@ -43,7 +43,7 @@ import sys
 import torch
 from detectron2.utils.logger import setup_logger
 
-from retina_focal.cli._args import int_at_least
+from retina_focal.cli._args import command_parser, int_at_least
 from retina_focal.cli._errors import reports_user_errors
 from retina_focal.config.loading import add_allow_unsafe_config_argument
 from retina_focal.data.datasets.coco import (
@@ -68,7 +68,7 @@ logger = logging.getLogger(LOGGER_NAME)
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
+    parser = command_parser(description=__doc__.splitlines()[0])
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--output", required=True, help="output directory")
     parser.add_argument("--format", choices=tuple(FORMATS), default="torchscript",

@@ -19,6 +19,7 @@ from retina_focal.benchmark.gpu import SECTIONS, run_checks
 from retina_focal.benchmark.models import DEFAULT_CONFIG, QUICK_CONFIG, SOURCE_ROOT
 from retina_focal.benchmark.timing import log
 from retina_focal.cli import benchmark
+from retina_focal.cli._args import command_parser
 from retina_focal.cli._errors import reports_user_errors
 from retina_focal.utils.file_io import atomic_write_json
 
@@ -26,7 +27,7 @@ __all__ = ["build_parser", "main", "parse_args", "run"]
 
 
 def build_parser():
-    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    p = command_parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--output", required=True, help="the JSON report (written after each section)")
     p.add_argument("--only", choices=SECTIONS, action="append",
                    help="run only these sections (repeatable; default: all)")

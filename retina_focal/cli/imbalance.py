@@ -16,12 +16,12 @@ the same on COCO-like boxes drawn from COCO's published statistics with the pape
 600 px (``--coco-config``, ``INPUT.MIN_SIZE_TEST 600``). Writes ``imbalance.json`` and
 ``imbalance.md``; with ``--study``, also ``fl_minus_ce.png`` and ``fl_minus_ce.md``.
 """
-import argparse
 import json
 import os
 import sys
 from typing import Dict, List
 
+from retina_focal.cli._args import command_parser
 from retina_focal.cli._errors import reports_user_errors
 from retina_focal.utils.file_io import atomic_write_text
 
@@ -31,7 +31,7 @@ _COCO_CONFIG = os.path.join("configs", "COCO-Detection", "retina_focal_R_50_FPN_
 
 
 def build_parser():
-    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    p = command_parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config-file", required=True, metavar="FILE",
                    help="the config whose anchors and assigner label the datasets")
     p.add_argument("--datasets", default=None,

@@ -11,7 +11,7 @@ anything is written: images of a larger earlier dataset would stay beside the ne
 import argparse
 import os
 
-from retina_focal.cli._args import int_at_least, int_in
+from retina_focal.cli._args import command_parser, int_at_least, int_in
 from retina_focal.cli._errors import reports_user_errors
 from retina_focal.data.datasets.synthetic import SyntheticConfig, write_split
 from retina_focal.utils.errors import DataError
@@ -24,8 +24,8 @@ __all__ = ["build_parser", "main", "run"]
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", required=True, metavar="DIR")
     parser.add_argument("--num-train", type=int_at_least(1), default=200)
     parser.add_argument("--num-val", type=int_at_least(1), default=50)

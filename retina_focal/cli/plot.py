@@ -20,14 +20,15 @@ import argparse
 import os
 
 from retina_focal.analysis.training_curves import load_metrics, plot_runs
+from retina_focal.cli._args import command_parser
 from retina_focal.cli._errors import reports_user_errors
 
 __all__ = ["build_parser", "main", "run"]
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="run folders (OUTPUT_DIR) or metrics.json files")
     parser.add_argument("--labels", nargs="+",
                         help="one legend label per run (default: the run folder's name)")

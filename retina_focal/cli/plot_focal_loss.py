@@ -24,6 +24,7 @@ from retina_focal.analysis.loss_curves import (
     plot_figure1,
     plot_figure4,
 )
+from retina_focal.cli._args import command_parser
 from retina_focal.cli._errors import reports_user_errors
 from retina_focal.config.loading import add_allow_unsafe_config_argument
 from retina_focal.utils.file_io import make_output_dir
@@ -44,8 +45,8 @@ def _gammas(text: str):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser(description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output", required=True, help="directory for the PNG and JSON files")
     p.add_argument("--gammas", type=_gammas, default=[0.0, 0.5, 1.0, 2.0, 5.0],
                    help="Figure 1 gammas (default 0,0.5,1,2,5)")

@@ -19,7 +19,7 @@ from PIL import Image, PngImagePlugin
 
 from retina_focal.analysis.settings import AssignmentSetting, load_cfg, register_dataset_arg
 from retina_focal.analysis.visualize import draw_assignment, gt_index_labels, legend_lines
-from retina_focal.cli._args import positive_float
+from retina_focal.cli._args import command_parser, positive_float
 from retina_focal.cli._errors import reports_user_errors
 from retina_focal.config.loading import add_allow_unsafe_config_argument
 from retina_focal.data.datasets.coco import add_dataset_argument, check_registered
@@ -29,7 +29,7 @@ from retina_focal.utils.file_io import make_output_dir
 
 
 def build_parser():
-    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    p = command_parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config-file", required=True, metavar="FILE")
     add_dataset_argument(p)
     p.add_argument("--dataset-name", default=None,

@@ -64,6 +64,14 @@ def test_every_command_has_a_parser_main_and_run():
         assert module.main.__module__.startswith("retina_focal."), command
 
 
+def test_no_command_takes_an_abbreviated_option():
+    """Stranger test: `imbalance --dataset` was silently read as `--datasets`. Every command's
+    parser refuses a prefix of an option instead of completing it."""
+    for command in cli.COMMANDS:
+        parser = cli.command_module(command).build_parser()
+        assert parser.allow_abbrev is False, command
+
+
 def test_each_tool_is_a_thin_wrapper_of_its_command():
     tools = os.path.join(REPO, "tools")
     scripts = {script: module for module, script, _ in cli.COMMANDS.values()}
