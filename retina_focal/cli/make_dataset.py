@@ -43,8 +43,9 @@ def check_output_is_free(output: str) -> None:
         json_file, image_dir = os.path.join(output, f"{split}.json"), os.path.join(output, split)
         if os.path.lexists(json_file):
             found.append(f"{split}.json")
-        if os.path.isdir(image_dir) and os.listdir(image_dir):
-            found.append(f"{split}/ ({len(os.listdir(image_dir))} files)")
+        files = os.listdir(image_dir) if os.path.isdir(image_dir) else []
+        if files:
+            found.append(f"{split}/ ({len(files)} files)")
         elif os.path.lexists(image_dir) and not os.path.isdir(image_dir):
             found.append(f"{split} (a file)")
     if found:

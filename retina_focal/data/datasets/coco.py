@@ -90,6 +90,18 @@ def check_coco_boxes(data: Dict, json_file: str, dataset: str) -> None:
     raise DataError(f"{where}: {problem}; fix or remove the annotation{more}")
 
 
+def _repeated(ids: List) -> List:
+    """The values that occur more than once in ``ids``, in the order they repeat (any JSON
+    value: compared by ``repr``)."""
+    seen, repeated = set(), []
+    for i in ids:
+        key = repr(i)
+        if key in seen and i not in repeated:
+            repeated.append(i)
+        seen.add(key)
+    return repeated
+
+
 def check_coco_references(data: Dict, json_file: str, dataset: str) -> None:
     """Raise :class:`DataError` unless every category of the COCO dict ``data`` has an integer
     ``id`` (unique) and a string ``name``, and every annotation's ``category_id`` and
@@ -106,21 +118,16 @@ def check_coco_references(data: Dict, json_file: str, dataset: str) -> None:
             raise DataError(f"Dataset '{dataset}' ({json_file}): category {cat!r} needs an "
                             "integer 'id' and a string 'name'")
         ids.append(cat["id"])
-    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    repeated = sorted(_repeated(ids))
     if repeated:
         raise DataError(f"Dataset '{dataset}' ({json_file}): category id(s) {repeated} are "
                         "defined more than once in 'categories'; give each category its own id")
-    seen, repeated = set(), []
-    for im in data.get("images") or []:
-        key = repr(im.get("id")) if isinstance(im, dict) else None
-        if key in seen and im.get("id") not in repeated:
-            repeated.append(im.get("id"))
-        seen.add(key)
+    image_list = [im for im in data.get("images") or [] if isinstance(im, dict)]
+    repeated = _repeated([im.get("id") for im in image_list])
     if repeated:
         raise DataError(f"Dataset '{dataset}' ({json_file}): image id(s) {repeated[:5]} are "
                         "used by more than one entry of 'images'; give each image its own id")
-    images = {im.get("id"): im.get("file_name") for im in data.get("images") or []
-              if isinstance(im, dict)}
+    images = {im.get("id"): im.get("file_name") for im in image_list}
     for key, known, what in (("category_id", set(ids), "categories"),
                              ("image_id", set(images), "images")):
         bad = [a for a in data.get("annotations") or []
