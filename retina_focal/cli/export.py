@@ -38,6 +38,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 
 import torch
@@ -161,8 +162,6 @@ def clear_earlier_export(output: str) -> None:
     """Remove an earlier export's files from ``output`` (every format's model file, the class
     map, the ``verify/`` report): left beside a new export they would describe another
     model."""
-    import shutil
-
     earlier = [name for name in list(FORMATS.values()) + [CLASS_MAP_FILE, "verify"]
                if os.path.lexists(os.path.join(output, name))]
     for name in earlier:
