@@ -14,12 +14,14 @@ ONNX and exported-program files hold a RetinaNet-style detector (RetinaFocal, Re
 two-stage model (Faster R-CNN with the focal RPN) exports with ``torchscript`` only.
 
 * ``onnx``: ``<output>/model.onnx`` (opset 17, TorchScript-based ``torch.onnx.export``, H and W
-  dynamic), cut at the head: see :mod:`retina_focal.export.onnx`.
+  dynamic): with ``--graph detector`` (the default) the whole detector, image in, final
+  detections out (``--input-dtype uint8`` for a graph taking uint8 pixels); with ``--graph
+  head`` cut at the head: see :mod:`retina_focal.export.onnx`.
 * ``exported-program``: ``<output>/model.pt2`` (``torch.export``), cut at the head: see
   :mod:`retina_focal.export.exported_program`.
 
-ONNX and exported-program files run with :mod:`retina_focal.export.runtime`, which applies the
-eager model's own post-processing: ``retina-focal eval`` / ``demo`` take them as
+ONNX and exported-program files run with :mod:`retina_focal.export.runtime` (which applies the
+eager model's own post-processing to a head graph): ``retina-focal eval`` / ``demo`` take them as
 ``MODEL.WEIGHTS``. Every format is loaded back and compared with the eager model on a sample
 image (exit status 1 if the detections differ); ``--verify-dataset NAME`` also runs both on
 every image of a registered dataset (a built-in one, or your COCO files registered with
@@ -54,8 +56,10 @@ from retina_focal.data.datasets.coco import (
 )
 from retina_focal.engine.checkpoint import CheckpointReadError
 from retina_focal.engine.defaults import build_cfg, load_model_for_inference
+from retina_focal.export.detector_graph import INPUT_DTYPES, check_whole_detector
 from retina_focal.export.files import CLASS_MAP_FILE, FORMATS, export_file, read_sample_image
 from retina_focal.export.graph import check_dense_detector
+from retina_focal.export.onnx import GRAPHS
 from retina_focal.export.torchscript import export_torchscript, sample_image
 from retina_focal.utils.file_io import make_output_dir
 
@@ -74,6 +78,11 @@ def build_parser():
     parser.add_argument("--output", required=True, help="output directory")
     parser.add_argument("--format", choices=tuple(FORMATS), default="torchscript",
                         help="what to export (default torchscript)")
+    parser.add_argument("--graph", choices=GRAPHS, default=None,
+                        help="(onnx) what the file holds: the whole detector, image in, "
+                             "detections out (default), or the network up to its head")
+    parser.add_argument("--input-dtype", choices=tuple(INPUT_DTYPES), default=None,
+                        help="(onnx --graph detector) the input image's dtype (default float32)")
     parser.add_argument("--sample-image", help="image file to trace with (default: synthetic)")
     parser.add_argument("--verify-dataset", metavar="NAME",
                         help="(onnx, exported-program) compare exported and eager detections on "
@@ -113,7 +122,8 @@ def export_and_check(cfg, args, model, image, class_map) -> int:
     )
     from retina_focal.export.runtime import load_exported
 
-    path = export_file(cfg, model, image, args.format, args.output, class_map)
+    path = export_file(cfg, model, image, args.format, args.output, class_map,
+                       graph=args.graph, input_dtype=args.input_dtype)
     exported = load_exported(cfg, path).model
     image = _check_image(cfg, model, args.format, image)
     with torch.no_grad():
@@ -174,12 +184,30 @@ def clear_earlier_export(output: str) -> None:
         logger.info(f"{output}: removed the earlier export's {', '.join(earlier)}")
 
 
+def check_graph_options(args) -> None:
+    """--graph and --input-dtype are ONNX options, --input-dtype a detector graph's: refuse them
+    elsewhere (one error line), and fill in their defaults."""
+    if args.format != "onnx":
+        given = [o for o, v in (("--graph", args.graph), ("--input-dtype", args.input_dtype))
+                 if v is not None]
+        if given:
+            raise SystemExit(f"error: {' and '.join(given)} only apply to --format onnx (this "
+                             f"export is --format {args.format})")
+        return
+    args.graph = args.graph or GRAPHS[0]
+    if args.graph == "head" and args.input_dtype not in (None, "float32"):
+        raise SystemExit("error: --input-dtype uint8 needs --graph detector (the head graph "
+                         "takes float32 images)")
+    args.input_dtype = args.input_dtype or "float32"
+
+
 def main(args) -> int:
     """Export; 0 when the exported model's detections equal the eager model's, else 1."""
     setup_logger(name=LOGGER_NAME)
     cfg = build_cfg(args.config_file, args.opts, allow_unsafe=args.allow_unsafe_config)
     if args.verify_dataset and args.format == "torchscript":
         raise SystemExit("error: --verify-dataset needs --format onnx or exported-program")
+    check_graph_options(args)
     register_datasets_from_args(args)
     if args.verify_dataset:  # before anything is exported or written
         check_registered(args.verify_dataset, "--verify-dataset")
@@ -190,7 +218,9 @@ def main(args) -> int:
     except (ValueError, FileNotFoundError, CheckpointReadError) as e:
         raise SystemExit(f"error: {e}")
     model = loaded.model
-    if args.format != "torchscript":  # the graph ends at a dense head
+    if args.format == "onnx" and args.graph == "detector":
+        check_whole_detector(model)
+    elif args.format != "torchscript":  # the graph ends at a dense head
         check_dense_detector(model, f"--format {args.format}")
     if cfg.MODEL.WEIGHTS and loaded.class_map is None:
         logger.warning(f"The checkpoint {cfg.MODEL.WEIGHTS!r} records no class map (a Detectron2 "

@@ -15,15 +15,22 @@ __all__ = ["CLASS_MAP_FILE", "FORMATS", "export_file", "read_sample_image"]
 FORMATS = {"torchscript": "model.ts", "onnx": "model.onnx", "exported-program": "model.pt2"}
 
 
-def export_file(cfg, model, image: torch.Tensor, fmt: str, output: str, class_map) -> str:
+def export_file(cfg, model, image: torch.Tensor, fmt: str, output: str, class_map,
+                graph: str = "detector", input_dtype: str = "float32") -> str:
     """Export ``model`` (eval mode) in format ``fmt`` (``"onnx"`` or ``"exported-program"``)
     into the folder ``output``, traced on ``image`` (a ``(3, H, W)`` float tensor in the
     config's channel order), with ``class_map`` and the config's inference settings in the
-    file; return the file's path."""
+    file; return the file's path.
+
+    ``graph`` and ``input_dtype``: what the ONNX file holds (:func:`~retina_focal.export.onnx.
+    export_onnx`); the exported program is always cut at the head."""
     path = os.path.join(output, FORMATS[fmt])
-    info = {"format": fmt, "torch": torch.__version__, "config": export_config(cfg)}
-    export = export_onnx if fmt == "onnx" else export_program
-    return export(model, image, path, info, class_map)
+    graph = graph if fmt == "onnx" else "head"
+    info = {"format": fmt, "torch": torch.__version__, "input_format": cfg.INPUT.FORMAT,
+            "config": export_config(cfg, graph)}
+    if fmt == "onnx":
+        return export_onnx(model, image, path, info, class_map, graph, input_dtype)
+    return export_program(model, image, path, info, class_map)
 
 
 def read_sample_image(path: str, image_format: str) -> torch.Tensor:

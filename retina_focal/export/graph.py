@@ -36,12 +36,21 @@ def check_dense_detector(model: nn.Module, what: str) -> None:
     e.g. Faster R-CNN with the focal RPN) has no such head."""
     missing = [a for a in ("backbone", "head", "head_in_features", "forward_inference")
                if not hasattr(model, a)]
-    if missing:
-        raise ExportUnsupported(
-            f"{what} export supports RetinaNet-style detectors (MODEL.META_ARCHITECTURE "
-            f"RetinaFocal or RetinaNet), whose graph ends at the dense head; this model is a "
-            f"{type(model).__name__} (it has no {', '.join(missing)}). Export it with --format "
-            "torchscript, which traces the whole model")
+    if not missing:
+        return
+    kind = type(model).__name__
+    if hasattr(model, "proposal_generator") and hasattr(model, "roi_heads"):
+        why = (f"this model is a {kind}, a two-stage detector: its second half, the proposals' "
+               f"selection (per-level top-k of MODEL.RPN.PRE_NMS_TOPK_TEST and NMS, per image) "
+               f"and the ROI heads (ROIAlign on those proposals, per-class box decoding, NMS), "
+               f"is not written as graph operations here")
+    else:
+        why = f"this model is a {kind} (it has no {', '.join(missing)})"
+    raise ExportUnsupported(
+        f"{what} export supports one-stage RetinaNet-style detectors (MODEL.META_ARCHITECTURE "
+        f"RetinaFocal or RetinaNet), whose graph is built from the dense head; {why}. Export "
+        f"it with --format torchscript, which traces the whole model (proposals and final "
+        f"boxes) and checks it against the eager model")
 
 
 class DenseHeadGraph(nn.Module):

@@ -52,12 +52,13 @@ def _pair_ties(eager, exported, atol: float) -> torch.Tensor:
     return order
 
 
-def compare_instances(eager, exported, atol: float = ATOL,
-                      box_rtol: float = BOX_RTOL) -> Dict:
+def compare_instances(eager, exported, atol: float = ATOL, box_rtol: float = BOX_RTOL,
+                      box_atol: Optional[float] = None) -> Dict:
     """How the detections of one image differ: ``{"detections": [eager, exported] counts,
     "same_classes", "max_box_difference", "max_score_difference", "same"}`` (differences in
     pixels and score units, 0.0 when both are empty, None when the counts differ). ``same``:
-    identical classes, scores within ``atol``, boxes within ``atol + box_rtol * |eager|``.
+    identical classes, scores within ``atol``, boxes within ``box_atol + box_rtol * |eager|``
+    (``box_atol`` defaults to ``atol``).
     Detections whose scores tie within ``atol`` are compared in either order
     (:func:`_pair_ties`)."""
     out = {"detections": [len(eager), len(exported)], "same_classes": False,
@@ -75,7 +76,8 @@ def compare_instances(eager, exported, atol: float = ATOL,
     out["max_box_difference"] = float((a - b).abs().max())
     out["max_score_difference"] = float((eager.scores - exported.scores).abs().max())
     out["same"] = (out["same_classes"] and out["max_score_difference"] <= atol
-                   and bool(torch.allclose(b, a, atol=atol, rtol=box_rtol)))
+                   and bool(torch.allclose(b, a, atol=atol if box_atol is None else box_atol,
+                                           rtol=box_rtol)))
     return out
 
 

@@ -27,10 +27,11 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 from detectron2.modeling.postprocessing import detector_postprocess
-from detectron2.structures import ImageList
+from detectron2.structures import Boxes, ImageList, Instances
 from torch import Tensor, nn
 
 from retina_focal.engine.defaults import LoadedModel, build_model, evaluate_loaded
+from retina_focal.export.detector_graph import INPUT_DTYPES
 from retina_focal.export.exported_program import CLASS_MAP_FILE, INFO_FILE
 from retina_focal.export.graph import split_outputs
 from retina_focal.utils.errors import UserError
@@ -71,6 +72,13 @@ EXPORT_CONFIG_KEYS = (
     "MODEL.RETINA_FOCAL.LOSS_NAME",
     "INPUT.FORMAT",
 )
+# ... and those the whole-detector graph holds as constants (``--graph detector``)
+DETECTOR_CONFIG_KEYS = (
+    "MODEL.RETINANET.SCORE_THRESH_TEST",
+    "MODEL.RETINANET.TOPK_CANDIDATES_TEST",
+    "MODEL.RETINANET.NMS_THRESH_TEST",
+    "TEST.DETECTIONS_PER_IMAGE",
+)
 
 
 class ExportedModelError(UserError, ValueError):
@@ -93,21 +101,39 @@ def _cfg_value(cfg, key: str):
     return json.loads(json.dumps(node))  # tuples as lists, as stored
 
 
-def export_config(cfg) -> Dict:
-    """``{key: value}`` of :data:`EXPORT_CONFIG_KEYS` in ``cfg`` (JSON types), stored in the
-    exported file."""
-    return {key: _cfg_value(cfg, key) for key in EXPORT_CONFIG_KEYS}
+def export_config(cfg, graph: str = "head") -> Dict:
+    """``{key: value}`` of :data:`EXPORT_CONFIG_KEYS` in ``cfg`` (JSON types), and of
+    :data:`DETECTOR_CONFIG_KEYS` for a whole-detector ``graph``, stored in the exported
+    file."""
+    keys = EXPORT_CONFIG_KEYS + (DETECTOR_CONFIG_KEYS if graph == "detector" else ())
+    return {key: _cfg_value(cfg, key) for key in keys}
+
+
+# whole-detector keys a config may tighten: a higher score threshold or fewer detections per
+# image select exactly the graph's detections that pass them (every candidate above the higher
+# threshold, its suppressors and the best N are among the graph's), so the runtime applies them
+TIGHTENING = {"MODEL.RETINANET.SCORE_THRESH_TEST": 1, "TEST.DETECTIONS_PER_IMAGE": -1}
 
 
 def check_export_config(stored: Dict, cfg, path: str) -> None:
     """ExportedModelError naming the file, the key and both values where ``cfg`` differs
-    from the configuration the file was exported with."""
+    from the configuration the file was exported with (where a whole-detector graph's
+    :data:`TIGHTENING` key only tightens, the runtime applies it)."""
     for key, value in stored.items():
         now = _cfg_value(cfg, key)
-        if now != value:
-            raise ExportedModelError(
-                f"The exported model {path!r} was exported with {key}={value!r} but the config "
-                f"has {key}={now!r}: evaluate it with the config it was exported from")
+        if now == value:
+            continue
+        if key in TIGHTENING and now is not None and value is not None \
+                and (now - value) * TIGHTENING[key] > 0:
+            continue
+        frozen = ""
+        if key in DETECTOR_CONFIG_KEYS:
+            frozen = (" (the whole-detector graph holds the test-time keys; a config may only "
+                      "raise SCORE_THRESH_TEST or lower DETECTIONS_PER_IMAGE: export again with "
+                      "the new value, or export --graph head to keep them config keys)")
+        raise ExportedModelError(
+            f"The exported model {path!r} was exported with {key}={value!r} but the config "
+            f"has {key}={now!r}: evaluate it with the config it was exported from{frozen}")
 
 
 def _read_info(text: Optional[str], path: str) -> Dict:
@@ -120,9 +146,10 @@ def _read_info(text: Optional[str], path: str) -> Dict:
 
 
 class _Backend:
-    """A loaded exported graph: ``__call__(image) -> list of 2L tensors``; ``raw_input``:
-    whether it takes the raw (3, H, W) image (ONNX) or the preprocessed (1, 3, H, W) batch
-    (exported program)."""
+    """A loaded exported graph: ``__call__(image) -> list of tensors`` (2L for a head graph,
+    boxes / scores / classes for a whole-detector graph, ``graph``); ``raw_input``: whether it
+    takes the raw (3, H, W) image (ONNX) or the preprocessed (1, 3, H, W) batch (exported
+    program)."""
 
     def __init__(self, fn: Callable[[Tensor], List[Tensor]], raw_input: bool, info: Dict,
                  class_map: Optional[list], path: str, min_side: int = 0,
@@ -130,6 +157,7 @@ class _Backend:
         self.fn, self.raw_input, self.info = fn, raw_input, info
         self.class_map, self.path, self.min_side = class_map, path, min_side
         self.providers = providers or []  # onnxruntime's execution providers
+        self.graph = info.get("graph", "head")  # files from before the detector graph: head
 
     def __call__(self, image: Tensor) -> List[Tensor]:
         return self.fn(image)
@@ -168,9 +196,10 @@ def onnx_backend(path: str, threads: int = 0, opt_level: str = "all",
     meta = session.get_modelmeta().custom_metadata_map
     info = _read_info(meta.get("retina_focal"), path)
     input_name = session.get_inputs()[0].name
+    dtype = INPUT_DTYPES[info.get("input_dtype", "float32")]
 
     def run(image: Tensor) -> List[Tensor]:
-        outs = session.run(None, {input_name: image.detach().cpu().float().numpy()})
+        outs = session.run(None, {input_name: image.detach().cpu().to(dtype).numpy()})
         return [torch.from_numpy(o) for o in outs]
 
     return _Backend(run, True, info, json.loads(meta.get("class_map", "null")), path,
@@ -220,7 +249,19 @@ class ExportedModel(nn.Module):
         return [self._one(x) for x in batched_inputs]
 
     def _one(self, x: Dict) -> Dict:
-        image = x["image"].to(torch.float32)
+        image = x["image"]
+        height = x.get("height", image.shape[-2])
+        width = x.get("width", image.shape[-1])
+        if self.backend.graph == "detector":  # final detections in the input's pixels
+            boxes, scores, classes = self.backend(image)
+            # the config's tighter threshold / cap (TIGHTENING): the graph's output is sorted
+            keep = torch.nonzero(scores > self.model.test_score_thresh).view(-1)
+            keep = keep[: self.model.max_detections_per_image]
+            boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
+            result = Instances(tuple(image.shape[-2:]), pred_boxes=Boxes(boxes), scores=scores,
+                               pred_classes=classes)
+            return {"instances": detector_postprocess(result, height, width)}
+        image = image.to(torch.float32)
         if self.backend.raw_input:
             images = ImageList(image[None], [tuple(image.shape[-2:])])
             outputs = self.backend(image)
@@ -237,8 +278,6 @@ class ExportedModel(nn.Module):
         logits, deltas = split_outputs(outputs)
         with torch.no_grad():
             result = self.model.forward_inference(images, logits, [logits, deltas])[0]
-        height = x.get("height", images.image_sizes[0][0])
-        width = x.get("width", images.image_sizes[0][1])
         return {"instances": detector_postprocess(result, height, width)}
 
 

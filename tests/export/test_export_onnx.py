@@ -203,7 +203,14 @@ def test_export_verifies_on_a_dataset_registered_with_dataset(trained, tmp_path,
     dataset = ["--dataset", f"my_val={trained['gt_json']}:{trained['image_dir']}"]
     assert main(base + dataset) == 1  # an option after the KEY VALUE overrides: named
     assert "option --dataset comes after the KEY VALUE" in capsys.readouterr().err
-    status = main(base[:1] + dataset + base[1:])
+    try:
+        status = main(base[:1] + dataset + base[1:])
+    finally:  # registered in this process: later tests expect 'my_val' unregistered
+        from detectron2.data import DatasetCatalog, MetadataCatalog
+
+        for catalog in (DatasetCatalog, MetadataCatalog):
+            if "my_val" in catalog.list():
+                catalog.remove("my_val")
     captured = capsys.readouterr()
     assert status == 0, captured.out[-2000:] + captured.err[-2000:]
     assert "Exported equals eager on my_val" in captured.out
@@ -212,8 +219,9 @@ def test_export_verifies_on_a_dataset_registered_with_dataset(trained, tmp_path,
 
 @pytest.mark.parametrize("fmt", ["onnx", "exported-program"])
 def test_a_two_stage_model_is_refused_naming_the_format_that_exports_it(fmt, tmp_path, capsys):
-    """Issue 28 (6): ONNX / exported-program graphs end at a dense head: the focal-RPN Faster
-    R-CNN is refused with one error line pointing to --format torchscript (was an
+    """Issue 28 (6), issue 30 (5): ONNX / exported-program graphs are built from a dense head:
+    the focal-RPN Faster R-CNN is refused with one error line naming what the graphs lack (its
+    proposal selection and ROI heads) and pointing to --format torchscript (was an
     AttributeError on head_in_features), before the output folder is made."""
     from conftest import CONFIGS
 
@@ -225,6 +233,8 @@ def test_a_two_stage_model_is_refused_naming_the_format_that_exports_it(fmt, tmp
                  "MODEL.DEVICE", "cpu"]) == 1
     # (the last line: an earlier in-process test's logging handler may complain before it)
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith(f"error: --format {fmt} export supports RetinaNet-style detectors"), err
-    assert "GeneralizedRCNN" in err and "--format torchscript" in err
+    assert err.startswith(f"error: --format {fmt}") and "export supports one-stage " \
+        "RetinaNet-style detectors" in err, err
+    assert "GeneralizedRCNN, a two-stage detector" in err and "ROIAlign" in err
+    assert "--format torchscript" in err
     assert not out.exists()
