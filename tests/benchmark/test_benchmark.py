@@ -159,3 +159,22 @@ def test_synthetic_benchmark_runs_both_sides(tmp_path):
     assert all(v > 0 for v in report["mapper"]["ms_per_image"].values())
     assert set(report["head_norm"]["s_per_step"]) == {"fused", "detectron2"}
     assert "benchmark_synthetic.py" in report["environment"]["command"]
+
+
+def test_export_section_prints_the_whole_graphs_ratio(tmp_path):
+    """Issue 30: `--only export` times the whole-detector graph in onnxruntime against
+    Detectron2's eager RetinaNet in the same run and prints their ratio (no timing
+    assertion), with its detections checked against the eager model's."""
+    pytest.importorskip("onnxruntime", reason="the `deploy` extra: pip install -e .[deploy]")
+    out = tmp_path / "bench.json"
+    proc = run_tool(["tools/benchmark.py", "--quick", "--only", "export", "--output", str(out),
+                     "--no-gn-head", "MODEL.RETINANET.NORM", "BN"], cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "ratio ONNX Runtime, whole detector graph / Detectron2:" in proc.stdout
+    sec = json.loads(out.read_text())["export"]
+    assert set(sec["results"]) == {"ONNX Runtime, whole", "ONNX Runtime", "RetinaFocal",
+                                   "Detectron2 RetinaNet"}
+    assert sec["ratio_ort_detector_over_d2"] == pytest.approx(
+        sec["results"]["ONNX Runtime, whole"]["median_s"]
+        / sec["results"]["Detectron2 RetinaNet"]["median_s"])
+    assert sec["setup"]["whole_same_detections_as_eager"], sec["setup"]

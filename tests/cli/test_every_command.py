@@ -263,6 +263,12 @@ BAD = [
      "--verify-dataset: dataset 'my_val' is not registered"),
     ("export-two-stage-onnx", f"export --config-file {RPN_YAML} --format onnx --output "
      "{dir}/x6 MODEL.DEVICE cpu", "--format torchscript"),
+    ("export-graph-torchscript", f"export --config-file {TINY_CONFIG} --graph detector "
+     "--output {dir}/x7 MODEL.WEIGHTS {weights.pth}",
+     "--graph only apply to --format onnx (this export is --format torchscript)"),
+    ("export-uint8-head", f"export --config-file {TINY_CONFIG} --format onnx --graph head "
+     "--input-dtype uint8 --output {dir}/x8 MODEL.WEIGHTS {weights.pth}",
+     "--input-dtype uint8 needs --graph detector"),
     # ---- analyze / visualize ---------------------------------------------------------------
     ("analyze-config-missing", "analyze --config-file {dir}/nope.yaml --output {dir}/a1",
      "nope.yaml' does not exist"),
