@@ -14,6 +14,7 @@ from retina_focal.benchmark.models import (
     make_batch,
     trained_like_scores,
 )
+from retina_focal.benchmark.settings import BenchSettings
 from retina_focal.benchmark.timing import Progress, alternate, summarize
 
 __all__ = ["ORT", "ORT_DETECTOR", "bench_export"]
@@ -24,19 +25,19 @@ D2 = "Detectron2 RetinaNet"
 OURS = "RetinaFocal"
 
 
-def bench_export(args, device):
+def bench_export(settings: BenchSettings, device):
     """Export our model to ONNX twice (whole detector; head only), then time both
-    (onnxruntime, ``args.ort_threads`` intra-op threads, ``args.ort_opt_level`` graph
+    (onnxruntime, ``settings.ort_threads`` intra-op threads, ``settings.ort_opt_level`` graph
     optimisation) against both eager models, in alternating rounds."""
     from retina_focal.export.files import export_file
     from retina_focal.export.runtime import ExportedModel, onnx_backend
 
-    cfg, ours, theirs = build_models(args, device)
+    cfg, ours, theirs = build_models(settings, device)
     trained_like_scores(ours)
     theirs.load_state_dict(ours.state_dict())
     ours.eval()
     theirs.eval()
-    image = make_batch(1, args.image_size[0], args.image_size[1], args.classes, device, seed=1)
+    image = make_batch(1, *settings.image_size, settings.classes, device, seed=1)
     image = [{k: v for k, v in image[0].items() if k != "instances"}]
     backends = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -46,8 +47,8 @@ def bench_export(args, device):
             os.makedirs(folder)
             path = export_file(cfg, ours, image[0]["image"].float().cpu(), "onnx", folder,
                                None, graph=graph)
-            backends[name] = onnx_backend(path, threads=args.ort_threads,
-                                          opt_level=args.ort_opt_level)
+            backends[name] = onnx_backend(path, threads=settings.ort_threads,
+                                          opt_level=settings.ort_opt_level)
             size_mb[graph] = os.path.getsize(path) / 2 ** 20
     exported = {name: ExportedModel(ours, backend) for name, backend in backends.items()}
     outs = {}
@@ -60,8 +61,8 @@ def bench_export(args, device):
 
     fns = {ORT_DETECTOR: infer(exported[ORT_DETECTOR], ORT_DETECTOR),
            ORT: infer(exported[ORT], ORT), OURS: infer(ours, OURS), D2: infer(theirs, D2)}
-    progress = Progress("export", len(fns) + args.repeats)
-    times = alternate(fns, args.repeats, warmup=max(2, args.warmup), device=device,
+    progress = Progress("export", len(fns) + settings.repeats)
+    times = alternate(fns, settings.repeats, warmup=max(2, settings.warmup), device=device,
                       progress=progress)
     results = {name: summarize(t) for name, t in times.items()}
     for name in fns:
@@ -76,10 +77,10 @@ def bench_export(args, device):
         "ratio_ort_over_ours": results[ORT]["median_s"] / results[OURS]["median_s"],
         "cpu_ratio_ort_over_d2": results[ORT]["median_cpu_s"] / results[D2]["median_cpu_s"],
         "ratio_ort_median_over_d2_min": results[ORT]["median_s"] / results[D2]["min_s"],
-        "setup": {"image_size": list(args.image_size), "classes": args.classes,
+        "setup": {"image_size": list(settings.image_size), "classes": settings.classes,
                   "device": device, "backbone": cfg.MODEL.BACKBONE.NAME,
-                  "onnx_mb": size_mb, "ort_threads": args.ort_threads,
-                  "ort_opt_level": args.ort_opt_level,
+                  "onnx_mb": size_mb, "ort_threads": settings.ort_threads,
+                  "ort_opt_level": settings.ort_opt_level,
                   "providers": backends[ORT].providers,
                   "same_detections_as_eager": same, "detection_differences": differences,
                   "whole_same_detections_as_eager": same_whole,

@@ -4,6 +4,7 @@ portable) against fvcore (eager and TorchScript), torchvision and Detectron2's w
 import torch
 import torch.nn.functional as F
 
+from retina_focal.benchmark.settings import BenchSettings
 from retina_focal.benchmark.timing import Progress, alternate, peak_extra_bytes, summarize
 
 __all__ = ["bench_focal", "compiled_closed_form", "focal_problem"]
@@ -23,7 +24,7 @@ def focal_problem(num_images, anchors, num_classes, device, seed=0):
     return logits.to(device), labels.to(device)
 
 
-def bench_focal(args, device):
+def bench_focal(settings: BenchSettings, device):
     from fvcore.nn import sigmoid_focal_loss as fvcore_eager
     from fvcore.nn import sigmoid_focal_loss_jit as fvcore_jit
     from torchvision.ops import sigmoid_focal_loss as tv_loss
@@ -31,7 +32,7 @@ def bench_focal(args, device):
     from retina_focal.ops import sigmoid_focal_loss_labels
     from retina_focal.ops.focal_loss import resolve_impl
 
-    N, R, K = args.images, args.anchors, args.classes
+    N, R, K = settings.images, settings.anchors, settings.classes
     alpha, gamma = 0.25, 2.0
     logits, labels = focal_problem(N, R, K, device)
     flat_labels = labels.flatten()
@@ -76,10 +77,11 @@ def bench_focal(args, device):
         "torchvision": dense(tv_loss, "tv"),
         "Detectron2 loss path": detectron2_path,
     }
-    if args.with_compile:
+    if settings.with_compile:
         fns["closed form, torch.compile"] = compiled_closed_form(logits, flat_labels, alpha, gamma)
-    progress = Progress("focal loss", len(fns) * 2 + args.repeats)  # warm-up, rounds, memory
-    times = alternate(fns, args.repeats, warmup=args.warmup, device=device, progress=progress)
+    progress = Progress("focal loss", len(fns) * 2 + settings.repeats)  # warm-up, rounds, memory
+    times = alternate(fns, settings.repeats, warmup=settings.warmup, device=device,
+                      progress=progress)
     results = {}
     for name, fn in fns.items():
         results[name] = summarize(times[name])

@@ -6,6 +6,7 @@ import os
 
 import torch
 
+from retina_focal.benchmark.settings import BenchSettings
 from retina_focal.benchmark.timing import Progress, alternate, ratios, summarize, sync
 from retina_focal.engine.device import resolve_memory_format
 
@@ -19,7 +20,7 @@ DEFAULT_CONFIG = "COCO-Detection/retina_focal_R_50_FPN_1x.yaml"
 QUICK_CONFIG = "Synthetic/retina_focal_R_18_FPN_tiny.yaml"
 
 
-def build_models(args, device):
+def build_models(settings: BenchSettings, device):
     """RetinaFocal from the config and Detectron2's RetinaNet with the same modules/weights."""
     from detectron2.modeling import RetinaNet, build_backbone
     from detectron2.modeling.matcher import Matcher
@@ -27,13 +28,13 @@ def build_models(args, device):
     from retina_focal.engine.defaults import build_cfg, build_model
     from retina_focal.modeling.meta_arch import RetinaFocal
 
-    cfg = build_cfg(args.config_file, freeze=False)
+    cfg = build_cfg(settings.config_file, freeze=False)
     cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.DEVICE = device
-    cfg.MODEL.RETINANET.NUM_CLASSES = args.classes
-    if args.gn_head:
+    cfg.MODEL.RETINANET.NUM_CLASSES = settings.classes
+    if settings.gn_head:
         cfg.MODEL.RETINANET.NORM = "GN"
-    cfg.merge_from_list(args.opts)
+    cfg.merge_from_list(list(settings.opts))
     cfg.freeze()
     torch.manual_seed(0)
     ours = build_model(cfg)  # as every command builds it: with the device speed-ups
@@ -153,17 +154,17 @@ def profile_step(step, device: str, runs: int = 2) -> dict:
             "top_ops": {e.key: e.self_cpu_time_total / 1e6 / runs for e in top}}
 
 
-def bench_train(args, device):
+def bench_train(settings: BenchSettings, device):
     """One SGD iteration (forward, backward, step) of RetinaFocal and of Detectron2's
-    RetinaNet, same weights and batch, in float32; with ``args.train_bfloat16`` also both under
+    RetinaNet, same weights and batch, in float32; with ``settings.train_bfloat16`` also both under
     CPU bfloat16 autocast (what ``SOLVER.AMP.ENABLED`` trains in on a CPU with bfloat16
-    instructions); with ``args.profile`` the convolutions' share of each float32 step."""
+    instructions); with ``settings.profile`` the convolutions' share of each float32 step."""
     from detectron2.utils.events import EventStorage
 
-    cfg, ours, theirs = build_models(args, device)
-    batch = make_batch(args.images, args.image_size[0], args.image_size[1], args.classes, device)
+    cfg, ours, theirs = build_models(settings, device)
+    batch = make_batch(settings.images, *settings.image_size, settings.classes, device)
     models = {"RetinaFocal": ours, "Detectron2 RetinaNet": theirs}
-    precisions = ["float32"] + (["bfloat16"] if args.train_bfloat16 else [])
+    precisions = ["float32"] + (["bfloat16"] if settings.train_bfloat16 else [])
     if "bfloat16" in precisions and device != "cpu":
         raise ValueError("--train-bfloat16 measures CPU bfloat16 autocast: use --device cpu")
     steps = {}
@@ -189,20 +190,20 @@ def bench_train(args, device):
     if diff > 1e-4:
         raise RuntimeError(f"The two models' first losses differ (max relative {diff:.2e}): "
                            f"{first}; the comparison would not be of the same computation")
-    progress = Progress("train iteration", len(steps) + args.repeats)
+    progress = Progress("train iteration", len(steps) + settings.repeats)
     with EventStorage(0):
         # three warm-up steps each: Detectron2's TorchScript focal loss is re-optimised by
         # the profiling executor over its first calls, and we time it at its best
-        times = alternate(steps, args.repeats, warmup=max(3, args.warmup), device=device,
+        times = alternate(steps, settings.repeats, warmup=max(3, settings.warmup), device=device,
                           progress=progress)
         profiles = ({name: profile_step(steps[name], device) for name in models}
-                    if args.profile else None)
+                    if settings.profile else None)
     results = {name: summarize(t) for name, t in times.items()}
     out = {
         **ratios(results, "RetinaFocal", "Detectron2 RetinaNet"),
-        "setup": {"config": os.path.relpath(args.config_file, SOURCE_ROOT),
-                  "images": args.images,
-                  "image_size": list(args.image_size), "classes": args.classes,
+        "setup": {"config": os.path.relpath(settings.config_file, SOURCE_ROOT),
+                  "images": settings.images,
+                  "image_size": list(settings.image_size), "classes": settings.classes,
                   "head_norm": cfg.MODEL.RETINANET.NORM, "device": device,
                   "detectron2_head": detectron2_head_kind(cfg, theirs),
                   "backbone": cfg.MODEL.BACKBONE.NAME,
@@ -246,11 +247,11 @@ def trained_like_scores(model, prior_bias=-4.0, spread=1.0, seed=0):
                         + torch.randn(conv.bias.shape, generator=g) * 0.5)
 
 
-def bench_inference(args, device):
-    cfg, ours, theirs = build_models(args, device)
+def bench_inference(settings: BenchSettings, device):
+    cfg, ours, theirs = build_models(settings, device)
     trained_like_scores(ours)
     theirs.load_state_dict(ours.state_dict())
-    image = make_batch(1, args.image_size[0], args.image_size[1], args.classes, device, seed=1)
+    image = make_batch(1, *settings.image_size, settings.classes, device, seed=1)
     image = [{k: v for k, v in image[0].items() if k != "instances"}]
     ours.eval()
     theirs.eval()
@@ -264,8 +265,8 @@ def bench_inference(args, device):
 
     fns = {"RetinaFocal": infer(ours, "RetinaFocal"),
            "Detectron2 RetinaNet": infer(theirs, "Detectron2 RetinaNet")}
-    progress = Progress("inference", len(fns) + args.repeats)
-    times = alternate(fns, args.repeats, warmup=1, device=device, progress=progress)
+    progress = Progress("inference", len(fns) + settings.repeats)
+    times = alternate(fns, settings.repeats, warmup=1, device=device, progress=progress)
     # candidates above the score threshold, as the post-processing sees them
     with torch.no_grad():
         images = ours.preprocess_image(image)
@@ -278,7 +279,7 @@ def bench_inference(args, device):
     results["Detectron2 RetinaNet"]["detections"] = len(outs["Detectron2 RetinaNet"])
     return {
         **ratios(results, "RetinaFocal", "Detectron2 RetinaNet"),
-        "setup": {"image_size": list(args.image_size), "classes": args.classes,
+        "setup": {"image_size": list(settings.image_size), "classes": settings.classes,
                   "score_thresh": cfg.MODEL.RETINANET.SCORE_THRESH_TEST,
                   "fraction_above_thresh": float((scores > cfg.MODEL.RETINANET.SCORE_THRESH_TEST)
                                                  .float().mean()),

@@ -42,6 +42,7 @@ Results are printed as a table and written as JSON with ``--output``.
 import argparse
 import os
 import sys
+from dataclasses import fields
 
 import torch
 
@@ -54,6 +55,7 @@ from retina_focal.benchmark import (
     write_json,
 )
 from retina_focal.benchmark.models import DEFAULT_CONFIG, QUICK_CONFIG
+from retina_focal.benchmark.settings import BenchSettings
 from retina_focal.benchmark.timing import log
 from retina_focal.cli._args import command_parser, int_at_least
 from retina_focal.cli._errors import reports_user_errors
@@ -118,6 +120,12 @@ def parse_args(argv=None):
     return args
 
 
+def settings_from_args(args) -> BenchSettings:
+    """The sections' settings from the command's options."""
+    values = {f.name: getattr(args, f.name) for f in fields(BenchSettings)}
+    return BenchSettings(**dict(values, opts=tuple(args.opts), image_size=tuple(args.image_size)))
+
+
 def main(args, command: str = ""):
     """Run the sections ``args`` asks for; print the tables, write the JSON; return the
     report."""
@@ -125,19 +133,20 @@ def main(args, command: str = ""):
     if args.threads:
         torch.set_num_threads(args.threads)
     sections = args.only or ["loss", "train", "inference"]
+    settings = settings_from_args(args)
     report = {"environment": environment(command, args.repeats)}
     log(f"benchmark: {', '.join(sections)}; {args.repeats} repeats; torch "
         f"{torch.__version__}, {torch.get_num_threads()} threads")
     if "loss" in sections:
-        report["focal_loss"] = bench_focal(args, args.device)
+        report["focal_loss"] = bench_focal(settings, args.device)
     if "train" in sections:
-        report["train_iteration"] = bench_train(args, args.device)
+        report["train_iteration"] = bench_train(settings, args.device)
     if "inference" in sections:
-        report["inference"] = bench_inference(args, args.device)
+        report["inference"] = bench_inference(settings, args.device)
     if "export" in sections:
         from retina_focal.benchmark.export import bench_export
 
-        report["export"] = bench_export(args, args.device)
+        report["export"] = bench_export(settings, args.device)
     print_report(report)
     if args.output:
         write_json(report, args.output)

@@ -1,7 +1,6 @@
 """tools/benchmark.py runs end to end in its quick mode and writes every figure (no timing
 assertions: the tool measures, tests do not); its Detectron2 side is Detectron2's own
 RetinaNet and RetinaNetHead, and "same detections" means same classes, boxes and scores."""
-import argparse
 import json
 import os
 
@@ -12,6 +11,7 @@ from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 from detectron2.structures import Boxes, Instances
 
 from retina_focal.benchmark.models import QUICK_CONFIG, build_models, compare_detections
+from retina_focal.benchmark.settings import BenchSettings
 
 
 def test_benchmark_quick_mode_writes_all_figures(tmp_path):
@@ -91,8 +91,7 @@ def test_training_step_in_bfloat16_and_the_convolution_profile(tmp_path):
 
 
 def _args(*opts, gn_head=False):
-    return argparse.Namespace(config_file=QUICK_CONFIG, classes=6, gn_head=gn_head,
-                              opts=list(opts))
+    return BenchSettings(config_file=QUICK_CONFIG, classes=6, gn_head=gn_head, opts=opts)
 
 
 @pytest.mark.parametrize("norm", ["", "BN"])
