@@ -52,13 +52,11 @@ def _node(args, timeout=300):
 
 
 def _three_class_split(src_json, out_json):
-    """The synthetic split with only its first 3 classes, as category ids 3, 7, 12."""
-    data = json.load(open(src_json))
-    data["categories"] = [dict(c, id=IDS[c["id"]]) for c in data["categories"] if c["id"] in IDS]
-    data["annotations"] = [dict(a, category_id=IDS[a["category_id"]])
-                           for a in data["annotations"] if a["category_id"] in IDS]
-    with open(out_json, "w") as f:
-        json.dump(data, f)
+    """The synthetic split with only its first 3 classes, as category ids 3, 7, 12
+    (`scripts/coco_keep_classes.py`, as docs/export.md makes it)."""
+    proc = run_tool(["scripts/coco_keep_classes.py", src_json, out_json]
+                    + [f"{old}={new}" for old, new in IDS.items()], cwd=REPO)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     return out_json
 
 
