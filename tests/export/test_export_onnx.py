@@ -36,15 +36,17 @@ def _image(h, w, seed):
     return torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)
 
 
-@pytest.fixture(scope="module")
-def random_export(tmp_path_factory):
-    """A randomly initialised tiny model, its cfg and its ONNX file (score threshold 0: every
-    candidate survives, so top-k and NMS are exercised)."""
+@pytest.fixture(scope="module", params=["detector", "head"])
+def random_export(tmp_path_factory, request):
+    """A randomly initialised tiny model, its cfg and its ONNX file, the whole detector or the
+    head graph (score threshold 0: every candidate survives, so top-k and NMS are
+    exercised)."""
     cfg = build_cfg(TINY_CONFIG, ["MODEL.RETINANET.SCORE_THRESH_TEST", "0.0"])
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     out = str(tmp_path_factory.mktemp("onnx"))
-    path = export_file(cfg, model, _image(128, 128, 0).float(), "onnx", out, CLASS_MAP)
+    path = export_file(cfg, model, _image(128, 128, 0).float(), "onnx", out, CLASS_MAP,
+                       graph=request.param)
     return cfg, model, path
 
 
@@ -56,12 +58,15 @@ def test_onnx_file_opset_metadata_and_dynamic_axes(random_export):
     assert json.loads(meta["class_map"]) == CLASS_MAP
     info = json.loads(meta["retina_focal"])
     assert info["config"]["MODEL.RETINANET.NUM_CLASSES"] == 6 and "TorchScript" in info["exporter"]
+    assert info["graph"] in ("detector", "head")
     dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
     assert dims == [3, "height", "width"]
 
 
 @pytest.mark.parametrize("size", SIZES)
 def test_onnx_runtime_gives_eager_detections_at_three_sizes(random_export, size):
+    """Either graph (the fixture's two) at the traced size and two others, with the resize to
+    an original image of twice the size."""
     cfg, model, path = random_export
     exported = load_exported(cfg, path).model
     inputs = [{"image": _image(*size, seed=sum(size)), "height": 2 * size[0],
