@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Setup for running exported models without Python (deploy/README.md, docs/export.md):
-#   1. the npm packages of deploy/ (onnxruntime-node, onnxruntime-web, pngjs, jpeg-js,
+#   1. the npm packages of deploy/ (onnxruntime-node, onnxruntime-web, pngjs, @jsquash/jpeg,
 #      puppeteer-core), exactly as deploy/package-lock.json pins them;
 #   2. Chromium, for the web page's test in a real browser: Debian's package, installed with
 #      apt-get where it is missing and this shell may install packages (root); otherwise the

@@ -173,7 +173,7 @@ async function main() {
     const { id, file, size } = options.images[i];
     let image;
     try {
-      image = decodeImage(readFile(file, 'image'));
+      image = await decodeImage(readFile(file, 'image'));
     } catch (err) {
       if (err instanceof ImageError) throw new UsageError(`image ${file}: ${err.message}`);
       throw err;

@@ -7,13 +7,14 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 from detectron2.data import build_detection_test_loader
+from detectron2.structures import Boxes, Instances
 from torch import nn
 
 from retina_focal.data.mapper import RobustDatasetMapper
 from retina_focal.engine.defaults import coco_report_evaluator
 
-__all__ = ["ATOL", "BOX_RTOL", "compare_instances", "dataset_parity_verdict", "parity_on_dataset",
-           "same_detections"]
+__all__ = ["ATOL", "BOX_RTOL", "compare_instances", "compare_results", "dataset_parity_verdict",
+           "parity_on_dataset", "results_instances", "same_detections"]
 
 
 # Boxes are compared within ATOL + BOX_RTOL * |coordinate|: another convolution kernel
@@ -162,3 +163,44 @@ def dataset_parity_verdict(report: Dict, ap_tolerance: float) -> Tuple[bool, str
         return False, (f"COCO AP differs by {diff:.3f} points (eager {eager:.3f}, exported "
                        f"{exported:.3f}; allowed {ap_tolerance})")
     return True, f"the same detections on every image; COCO AP within {diff:.3f} points"
+
+
+def results_instances(results: List[Dict]) -> Dict[int, Instances]:
+    """COCO results (``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}]``) as one
+    Instances per image, best score first: ``pred_boxes`` holds the COCO boxes as they are
+    (x, y, w, h), ``pred_classes`` the category ids."""
+    by_image: Dict[int, List[Dict]] = {}
+    for r in results:
+        by_image.setdefault(r["image_id"], []).append(r)
+    out = {}
+    for image_id, dets in by_image.items():
+        dets = sorted(dets, key=lambda d: -d["score"])
+        out[image_id] = Instances(
+            (1, 1), pred_boxes=Boxes(torch.tensor([d["bbox"] for d in dets]).view(-1, 4)),
+            scores=torch.tensor([d["score"] for d in dets], dtype=torch.float32),
+            pred_classes=torch.tensor([d["category_id"] for d in dets], dtype=torch.int64))
+    return out
+
+
+def compare_results(reference: List[Dict], other: List[Dict], atol: float = ATOL,
+                    box_atol: Optional[float] = None, box_rtol: float = BOX_RTOL) -> Dict:
+    """Two COCO results lists compared image by image with :func:`compare_instances` (ties
+    paired): ``{"images": [{"image_id", **differences}], "all_same", "max_box_difference",
+    "max_score_difference", "num_images"}``. An image with detections in one list only
+    counts as different (its counts differ)."""
+    a, b = results_instances(reference), results_instances(other)
+    empty = Instances((1, 1), pred_boxes=Boxes(torch.zeros(0, 4)), scores=torch.zeros(0),
+                      pred_classes=torch.zeros(0, dtype=torch.int64))
+    rows = [{"image_id": i, **compare_instances(a.get(i, empty), b.get(i, empty), atol=atol,
+                                                box_rtol=box_rtol, box_atol=box_atol)}
+            for i in sorted(set(a) | set(b))]
+    counts_equal = all(r["max_box_difference"] is not None for r in rows)
+    return {
+        "num_images": len(rows),
+        "images": rows,
+        "all_same": all(r["same"] for r in rows),
+        "max_box_difference": max((r["max_box_difference"] for r in rows), default=0.0)
+        if counts_equal else None,
+        "max_score_difference": max((r["max_score_difference"] for r in rows), default=0.0)
+        if counts_equal else None,
+    }

@@ -17,11 +17,9 @@ import shutil
 import subprocess
 
 import pytest
-import torch
 from conftest import REPO, TINY_CONFIG, run_tool
-from detectron2.structures import Boxes, Instances
 
-from retina_focal.export.parity import compare_instances
+from retina_focal.export.parity import compare_results
 
 pytest.importorskip("onnxruntime", reason="the `deploy` extra: pip install -e .[deploy]")
 
@@ -114,29 +112,12 @@ def exported(trained, tmp_path_factory):
     return cases
 
 
-def _by_image(results):
-    out = {}
-    for r in results:
-        out.setdefault(r["image_id"], []).append(r)
-    return out
-
-
-def _as_instances(dets):
-    dets = sorted(dets, key=lambda d: -d["score"])
-    return Instances((1, 1), pred_boxes=Boxes(torch.tensor([d["bbox"] for d in dets]).view(-1, 4)),
-                     scores=torch.tensor([d["score"] for d in dets]),
-                     pred_classes=torch.tensor([d["category_id"] for d in dets]))
-
-
 def assert_same_detections(python, other, what):
     """Per image: the same number of detections, classes equal, boxes (COCO x, y, w, h)
-    within BOX_ATOL px, scores within SCORE_ATOL, exact-score ties in either order."""
-    a, b = _by_image(python), _by_image(other)
-    assert sorted(a) == sorted(b), f"{what}: other images"
-    for image_id in a:
-        diff = compare_instances(_as_instances(a[image_id]), _as_instances(b[image_id]),
-                                 atol=SCORE_ATOL, box_rtol=0.0, box_atol=BOX_ATOL)
-        assert diff["same"], (what, image_id, diff)
+    within BOX_ATOL px, scores within SCORE_ATOL, exact-score ties in either order; and
+    `scripts/compare_coco_results.py` says the same."""
+    report = compare_results(python, other, atol=SCORE_ATOL, box_atol=BOX_ATOL, box_rtol=0.0)
+    assert report["all_same"], (what, [r for r in report["images"] if not r["same"]][:3])
 
 
 @pytest.mark.parametrize("case", ["synthetic", "three"])
@@ -164,6 +145,11 @@ def test_node_client_equals_python_runtime_and_scores_the_same_ap(exported, case
     if case == "three":
         assert {d["category_id"] for d in node} == {3, 7, 12}
     assert_same_detections(c["python_results"], node, "node")
+    python_json = tmp_path / "python_results.json"
+    python_json.write_text(json.dumps(c["python_results"]))
+    proc = run_tool(["scripts/compare_coco_results.py", str(python_json), str(out)], cwd=REPO)
+    assert proc.returncode == 0 and "the same detections on every image" in proc.stdout, \
+        proc.stdout + proc.stderr
     # scored by the project's own `eval --results`
     report = tmp_path / "report"
     proc = run_tool(["tools/evaluate.py", "--results", str(out), "--gt-json", c["gt"],

@@ -2,6 +2,7 @@
 any other difference is reported."""
 import os
 
+import pytest
 import torch
 from detectron2.structures import Boxes, Instances
 
@@ -90,3 +91,23 @@ def test_an_export_clears_the_earlier_exports_files_from_its_folder(tmp_path):
     (tmp_path / "verify" / "parity.json").write_text("{}")
     clear_earlier_export(str(tmp_path))
     assert sorted(os.listdir(tmp_path)) == ["notes.txt"]
+
+
+def test_compare_results_pairs_ties_and_finds_each_kind_of_difference():
+    """compare_results (scripts/compare_coco_results.py): COCO results of two runtimes."""
+    from retina_focal.export.parity import compare_results
+
+    def det(image_id, cat, box, score):
+        return {"image_id": image_id, "category_id": cat, "bbox": box, "score": score}
+
+    ref = [det(1, 3, [0, 0, 10, 10], 0.9), det(1, 7, [5, 5, 10, 10], 0.5),
+           det(1, 7, [20, 20, 5, 5], 0.5), det(2, 12, [1, 1, 4, 4], 0.3)]
+    tied = [ref[0], ref[2], ref[1], ref[3]]  # the exact tie in the other order
+    assert compare_results(ref, tied, atol=1e-5, box_atol=1e-3, box_rtol=0)["all_same"]
+    moved = [ref[0], ref[1], det(1, 7, [20, 20, 5.01, 5], 0.5), ref[3]]
+    report = compare_results(ref, moved, atol=1e-5, box_atol=1e-3, box_rtol=0)
+    assert not report["all_same"] and report["max_box_difference"] == pytest.approx(0.01, abs=1e-6)
+    missing = compare_results(ref, ref[:3], atol=1e-5, box_atol=1e-3, box_rtol=0)
+    assert not missing["all_same"] and missing["max_box_difference"] is None
+    other_class = [ref[0], ref[1], ref[2], det(2, 3, [1, 1, 4, 4], 0.3)]
+    assert not compare_results(ref, other_class)["all_same"]
