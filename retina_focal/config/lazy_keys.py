@@ -16,7 +16,7 @@ closest existing names:
 """
 import difflib
 import inspect
-from typing import Any, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from omegaconf import DictConfig, ListConfig
 
@@ -41,7 +41,7 @@ def _target_callable(node: DictConfig) -> Optional[Any]:
     return target if callable(target) else None
 
 
-def _own_parameters(function) -> Tuple[Optional[List[str]], bool]:
+def _own_parameters(function: Any) -> Tuple[Optional[List[str]], bool]:
     """(keyword arguments of ``function``, whether it also takes ``**kwargs``); (None, True)
     when its signature cannot be read."""
     try:
@@ -57,7 +57,7 @@ def _own_parameters(function) -> Tuple[Optional[List[str]], bool]:
     return [n for n in names if n != "self"], var_keyword
 
 
-def _parameters(target) -> Optional[List[str]]:
+def _parameters(target: Any) -> Optional[List[str]]:
     """The keyword arguments ``target`` accepts; None when it accepts any (``**kwargs`` that
     go nowhere known) or its signature cannot be read. A class whose ``__init__`` passes
     ``**kwargs`` on to its base class's (RetinaFocal to Detectron2's RetinaNet) accepts the
@@ -80,7 +80,7 @@ def _parameters(target) -> Optional[List[str]]:
     return None
 
 
-def _target_name(target) -> str:
+def _target_name(target: Any) -> str:
     return str(getattr(target, "__qualname__", None) or getattr(target, "__name__", repr(target)))
 
 
@@ -89,13 +89,14 @@ def _did_you_mean(name: str, choices: Sequence[str]) -> str:
     return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
 
-def _unknown_argument(path: str, name: str, target, accepted: List[str], what: str) -> ConfigError:
+def _unknown_argument(path: str, name: str, target: Any, accepted: List[str],
+                      what: str) -> ConfigError:
     return ConfigError(
         f"LazyConfig {what} '{path}': {_target_name(target)} has no argument {name!r}."
         f"{_did_you_mean(name, accepted)} Its arguments: {', '.join(accepted)}")
 
 
-def _child(node, part: str):
+def _child(node: Any, part: str) -> Any:
     """``node[part]`` without resolving interpolations; (found, child)."""
     if isinstance(node, DictConfig):
         if part not in node:
@@ -147,7 +148,7 @@ def check_lazy_overrides(cfg: DictConfig, overrides: Sequence[str]) -> None:
                               "group of keys")
 
 
-def _lazy_call_nodes(node, path: str = "") -> Iterator[Tuple[str, DictConfig]]:
+def _lazy_call_nodes(node: Any, path: str = "") -> Iterator[Tuple[str, DictConfig]]:
     if isinstance(node, DictConfig):
         if _TARGET in node:
             yield path, node
@@ -187,7 +188,7 @@ def _argument_paths(node: Any, name: str, prefix: str) -> Iterator[Tuple[str, An
             yield from _argument_paths(node[i], name, f"{prefix}.{i}")
 
 
-def argument_keys(tree: DictConfig, prefix: str, error) -> dict:
+def argument_keys(tree: DictConfig, prefix: str, error: Any) -> Dict[str, str]:
     """For the arguments an ``InvalidArgument`` ``error`` raised while ``tree`` (e.g.
     ``cfg.model``, ``prefix`` "model") was instantiated: ``{argument: its full key}`` where
     exactly one key of that name in the tree holds the rejected value (e.g. ``prior_prob`` ->

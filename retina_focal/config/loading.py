@@ -23,7 +23,7 @@ import argparse
 import logging
 import os
 import re
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import yaml
 from detectron2.utils.file_io import PathManager
@@ -103,7 +103,7 @@ def check_config_kind(config_file: str, kind: str) -> str:
     return config_file
 
 
-class _TagBlindLoader(yaml.SafeLoader):
+class _TagBlindLoader(yaml.SafeLoader):  # type: ignore[misc]  # (PyYAML has no types here)
     """A safe loader that reads any tagged node as plain data, constructing nothing: enough
     to see a file's top-level keys."""
 
@@ -155,7 +155,7 @@ def _base_path(config_file: str, base: str) -> str:
     return base
 
 
-def read_yaml_text(config_file: str, loader=None):
+def read_yaml_text(config_file: str, loader: Any = None) -> Any:
     """``config_file`` parsed by ``loader`` (default :class:`_TagBlindLoader`: tags read as
     plain data, nothing constructed). A file that is not text, is empty or is not YAML is a
     :class:`ConfigError` naming it (and the line); a Python tag, with the safe loader, an
@@ -228,7 +228,7 @@ def _shipped_config_hint(base: str) -> str:
             f"_BASE_: \"{path}\" (retina_focal.get_config_file({base!r}) gives it)")
 
 
-def merge_yaml_config(cfg, config_file: str, *, allow_unsafe: bool = False) -> None:
+def merge_yaml_config(cfg: Any, config_file: str, *, allow_unsafe: bool = False) -> None:
     """``cfg.merge_from_file(config_file)`` without running code unless ``allow_unsafe``.
 
     The file tree is first checked by :func:`check_yaml_config`, then merged by Detectron2 with
@@ -259,7 +259,7 @@ def _unknown_key(message: str) -> Optional[str]:
     return match.group(1) if match else None
 
 
-def _flat_keys(cfg, prefix: str = "") -> List[str]:
+def _flat_keys(cfg: Any, prefix: str = "") -> List[str]:
     keys = []
     for k, v in cfg.items():
         full = f"{prefix}{k}"
@@ -267,7 +267,7 @@ def _flat_keys(cfg, prefix: str = "") -> List[str]:
     return keys
 
 
-def unknown_key_error(cfg, key: str, where: str = "") -> ConfigError:
+def unknown_key_error(cfg: Any, key: str, where: str = "") -> ConfigError:
     """A :class:`ConfigError` for a key a YAML config does not have, with the closest keys it
     has (``MODEL.RETINANET.NUM_CLASSE``: did you mean ``MODEL.RETINANET.NUM_CLASSES``?)."""
     import difflib
@@ -280,7 +280,7 @@ def unknown_key_error(cfg, key: str, where: str = "") -> ConfigError:
     return ConfigError(f"{where}unknown config key {key}.{hint}")
 
 
-def merge_config_overrides(cfg, opts: List[str]) -> None:
+def merge_config_overrides(cfg: Any, opts: List[str]) -> None:
     """``cfg.merge_from_list(opts)`` (``KEY VALUE`` pairs from a command line) with errors that
     name the pair: an option (``--dataset``) placed after the overrides, an odd list, an
     unknown key (with the closest keys) or a value of the wrong type are

@@ -17,7 +17,7 @@ so the same check serves both ways of building, and a config error names what to
 """
 import functools
 import math
-from typing import Callable, Dict, Mapping, Sequence, Union
+from typing import Any, Callable, Dict, Mapping, Sequence, Tuple, Union
 
 from detectron2.config import configurable as d2_configurable
 from fvcore.common.config import CfgNode as _CfgNode
@@ -45,14 +45,14 @@ __all__ = [
 
 # {constructor argument: cfg key}; a value may be a function of the cfg when the key depends on
 # it (e.g. a per-class alpha comes from another key than the scalar one).
-ConfigKeys = Dict[str, Union[str, Callable]]
+ConfigKeys = Dict[str, Union[str, Callable[[Any], str]]]
 
 
-def _key_of(key: Union[str, Callable], cfg) -> str:
+def _key_of(key: Union[str, Callable[[Any], str]], cfg: Any) -> str:
     return key(cfg) if callable(key) else key
 
 
-def config_value(cfg, key: str):
+def config_value(cfg: Any, key: str) -> Any:
     """``cfg``'s value at the dotted ``key`` (e.g. ``MODEL.ROI_HEADS.NUM_CLASSES``)."""
     node = cfg
     for part in key.split("."):
@@ -60,7 +60,8 @@ def config_value(cfg, key: str):
     return node
 
 
-def config_values(cfg, config_keys: Mapping[str, Union[str, Callable]]) -> Dict:
+def config_values(cfg: Any, config_keys: Mapping[str, Union[str, Callable[[Any], str]]]
+                  ) -> Dict[str, Any]:
     """``{argument: the value of cfg at its key}`` for every entry of ``config_keys`` (a class's
     table; a key that is a function of the cfg is called with it first)."""
     return {arg: config_value(cfg, _key_of(key, cfg)) for arg, key in config_keys.items()}
@@ -71,7 +72,7 @@ def _escaped(text: str) -> str:
     return text.replace("{", "{{").replace("}", "}}")
 
 
-def _is_number(value, integer: bool = False) -> bool:
+def _is_number(value: Any, integer: bool = False) -> bool:
     if isinstance(value, bool):
         return False
     return isinstance(value, int) if integer else isinstance(value, (int, float))
@@ -104,11 +105,11 @@ class InvalidConfigValue(UserError, ValueError):
     """A config key with a bad value; the message names the key (:meth:`InvalidArgument.naming`)."""
 
 
-def _invalid(key: str, value, requirement: str) -> InvalidArgument:
+def _invalid(key: str, value: Any, requirement: str) -> InvalidArgument:
     return InvalidArgument("{0}=" + _escaped(f"{value!r} is invalid: {requirement}"), key)
 
 
-def _called_with_cfg(args, kwargs) -> bool:
+def _called_with_cfg(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> bool:
     """Whether Detectron2's ``configurable`` will build from a cfg (its own test, restated:
     a CfgNode or a DictConfig as the first argument or as ``cfg=``)."""
     from omegaconf import DictConfig
@@ -117,18 +118,19 @@ def _called_with_cfg(args, kwargs) -> bool:
     return isinstance(first, (_CfgNode, DictConfig))
 
 
-def configurable(init_func):
+def configurable(init_func: Callable[..., None]) -> Callable[..., None]:
     """Detectron2's ``@configurable`` for a class's ``__init__``, plus: built from a cfg, an
     :class:`InvalidArgument` the constructor raises is re-raised naming the cfg key that the
     class's ``config_keys`` maps the argument to. Classes using it declare ``config_keys``."""
     init = d2_configurable(init_func)
 
     @functools.wraps(init_func)
-    def wrapped(self, *args, **kwargs):
+    def wrapped(self: Any, *args: Any, **kwargs: Any) -> None:
         if not _called_with_cfg(args, kwargs):
-            return init(self, *args, **kwargs)
+            init(self, *args, **kwargs)
+            return
         try:
-            return init(self, *args, **kwargs)
+            init(self, *args, **kwargs)
         except InvalidArgument as e:
             cfg = args[0] if args else kwargs["cfg"]
             keys = {**getattr(type(self), "nested_config_keys", {}), **type(self).config_keys}
@@ -137,13 +139,13 @@ def configurable(init_func):
     return wrapped
 
 
-def check(ok: bool, value, *, key: str, requirement: str) -> None:
+def check(ok: bool, value: Any, *, key: str, requirement: str) -> None:
     """Raise :class:`InvalidArgument` "``key=value`` is invalid: ``requirement``" unless ok."""
     if not ok:
         raise _invalid(key, value, requirement)
 
 
-def check_choice(value, choices: Sequence, *, key: str, note: str = "") -> None:
+def check_choice(value: Any, choices: Sequence[Any], *, key: str, note: str = "") -> None:
     """Raise unless ``value`` is one of ``choices``; ``note`` explains them."""
     allowed = ", ".join(repr(c) for c in choices)
     check(value in choices, value, key=key,
@@ -151,7 +153,8 @@ def check_choice(value, choices: Sequence, *, key: str, note: str = "") -> None:
 
 
 def check_range(
-    value, low, high, *, key: str, integer: bool = False, open_low: bool = False,
+    value: Any, low: float, high: float, *, key: str, integer: bool = False,
+    open_low: bool = False,
     open_high: bool = False, note: str = "",
 ) -> None:
     """Raise unless ``value`` is in the interval from ``low`` to ``high``, closed unless
@@ -164,38 +167,38 @@ def check_range(
           requirement=_with_note(f"use {kind} in {interval}", note))
 
 
-def check_integer(value, *, key: str, low: int) -> None:
+def check_integer(value: Any, *, key: str, low: int) -> None:
     """Raise unless ``value`` is an int (not a bool) >= ``low``."""
     check(_is_number(value, integer=True) and value >= low, value, key=key,
           requirement=f"use an integer >= {low}")
 
 
-def check_finite(value, *, key: str) -> None:
+def check_finite(value: Any, *, key: str) -> None:
     """Raise unless ``value`` is a finite number."""
     check(_is_number(value) and math.isfinite(value), value, key=key,
           requirement="use a finite value")
 
 
-def check_positive(value, *, key: str, note: str = "") -> None:
+def check_positive(value: Any, *, key: str, note: str = "") -> None:
     """Raise unless ``value`` is a finite number > 0."""
     ok = _is_number(value) and value > 0 and math.isfinite(value)
     check(ok, value, key=key, requirement=_with_note("use a finite value > 0", note))
 
 
-def check_gamma(gamma, *, key: str, note: str = "") -> None:
+def check_gamma(gamma: Any, *, key: str, note: str = "") -> None:
     """Raise unless ``gamma`` (an exponent) is a finite number >= 0."""
     ok = _is_number(gamma) and gamma >= 0.0 and math.isfinite(gamma)
     check(ok, gamma, key=key, requirement=_with_note("use a finite value >= 0", note))
 
 
-def check_alpha(alpha, *, key: str) -> None:
+def check_alpha(alpha: Any, *, key: str) -> None:
     """Raise unless the focal-loss ``alpha`` is in [0, 1] or exactly -1 (no balancing)."""
     ok = _is_number(alpha) and (alpha == -1 or 0.0 <= alpha <= 1.0)
     check(ok, alpha, key=key,
           requirement="use a value in [0, 1], or -1 to disable alpha-balancing")
 
 
-def check_focal_params(alpha, gamma, *, alpha_key: str, gamma_key: str) -> None:
+def check_focal_params(alpha: Any, gamma: Any, *, alpha_key: str, gamma_key: str) -> None:
     """:func:`check_alpha` and :func:`check_gamma` for the focal loss's (alpha, gamma)."""
     check_alpha(alpha, key=alpha_key)
     check_gamma(gamma, key=gamma_key, note="0 gives alpha-balanced cross entropy")
