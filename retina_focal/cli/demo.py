@@ -21,7 +21,7 @@ the log; everything else is written, images.json lists the skipped images under
 
 Trailing ``KEY VALUE`` pairs override the config (``MODEL.WEIGHTS`` is the checkpoint, or an
 exported ``.onnx`` / ``.pt2`` model of ``retina-focal export``, run with onnxruntime /
-torch.export and the eager post-processing).
+torch.export: a whole-detector graph as it is, a head graph with the eager post-processing).
 """
 import argparse
 import glob
@@ -54,7 +54,7 @@ from retina_focal.data.mapper import read_image_any
 from retina_focal.engine.checkpoint import CheckpointReadError
 from retina_focal.engine.defaults import build_cfg
 from retina_focal.export.predictor import Predictor
-from retina_focal.export.runtime import is_exported_model
+from retina_focal.export.runtime import ExportedModelError, is_exported_model
 from retina_focal.utils.errors import DataError
 from retina_focal.utils.file_io import make_output_dir, read_json
 
@@ -237,12 +237,19 @@ def main(args):
         image_ids = [by_name[os.path.basename(p)] for p in images]
     names = output_names(images)
     check_output_files(args.output, names, images)
-    make_output_dir(args.output, "--output")
-
     try:
         predictor = Predictor(cfg)  # the checkpoint must fit the model exactly
+    except ExportedModelError as e:
+        if e.key == "MODEL.RETINANET.SCORE_THRESH_TEST":  # set by --score-thresh
+            raise SystemExit(
+                f"error: --score-thresh {args.score_thresh} is below the score threshold the "
+                f"whole-detector graph {cfg.MODEL.WEIGHTS!r} was exported with ({e.stored}): "
+                f"use --score-thresh {e.stored} or more, or export it with "
+                f"MODEL.RETINANET.SCORE_THRESH_TEST 0.0 to choose any threshold later")
+        raise SystemExit(f"error: {e}")
     except (ValueError, FileNotFoundError, CheckpointReadError) as e:
         raise SystemExit(f"error: {e}")
+    make_output_dir(args.output, "--output")  # after every check: a refused run writes nothing
     data_map, data_desc = data_classes(cfg, gt)
     model_map = outputs_class_map(
         predictor.class_map, cfg.MODEL.RETINANET.NUM_CLASSES,

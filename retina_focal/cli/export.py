@@ -1,5 +1,6 @@
-"""``retina-focal export`` (``tools/export_model.py``): export a trained RetinaFocal (or
-Detectron2 RetinaNet) and check the exported model against the eager one.
+"""``retina-focal export`` (``tools/export_model.py``): export a model, checked against eager.
+
+RetinaFocal or Detectron2's RetinaNet (every format), the focal-RPN Faster R-CNN (TorchScript).
 
     retina-focal export --config-file CFG --output exported/ MODEL.WEIGHTS model.pth
     retina-focal export --format onnx --config-file CFG --output exported/ \\
@@ -191,7 +192,8 @@ def check_graph_options(args) -> None:
         given = [o for o, v in (("--graph", args.graph), ("--input-dtype", args.input_dtype))
                  if v is not None]
         if given:
-            raise SystemExit(f"error: {' and '.join(given)} only apply to --format onnx (this "
+            verb = "apply" if len(given) > 1 else "applies"
+            raise SystemExit(f"error: {' and '.join(given)} only {verb} to --format onnx (this "
                              f"export is --format {args.format})")
         return
     args.graph = args.graph or GRAPHS[0]
@@ -207,6 +209,9 @@ def main(args) -> int:
     cfg = build_cfg(args.config_file, args.opts, allow_unsafe=args.allow_unsafe_config)
     if args.verify_dataset and args.format == "torchscript":
         raise SystemExit("error: --verify-dataset needs --format onnx or exported-program")
+    if args.max_images is not None and not args.verify_dataset:
+        raise SystemExit("error: --max-images goes with --verify-dataset (it limits the images "
+                         "checked)")
     check_graph_options(args)
     register_datasets_from_args(args)
     if args.verify_dataset:  # before anything is exported or written
@@ -222,6 +227,12 @@ def main(args) -> int:
         check_whole_detector(model)
     elif args.format != "torchscript":  # the graph ends at a dense head
         check_dense_detector(model, f"--format {args.format}")
+    if args.format == "exported-program":  # refused before a file it cannot run is written
+        from retina_focal.export.exported_program import min_side, test_size_too_small
+
+        too_small = test_size_too_small(cfg, min_side(model), model.backbone.size_divisibility)
+        if too_small:
+            raise SystemExit(f"error: --format exported-program: {too_small}")
     if cfg.MODEL.WEIGHTS and loaded.class_map is None:
         logger.warning(f"The checkpoint {cfg.MODEL.WEIGHTS!r} records no class map (a Detectron2 "
                        f"or older checkpoint): {CLASS_MAP_FILE} says null; the model's "

@@ -482,7 +482,7 @@ class RetinaFocalCheckpointer(DetectionCheckpointer):
             cause = likely_mismatch_cause(missing, unexpected, shapes, self.model.state_dict(),
                                           self.num_classes_key)
             what = ("Cannot resume: the last checkpoint" if self._resuming else
-                    "Cannot run inference with the checkpoint")
+                    "Cannot run inference: the checkpoint")
             raise CheckpointMismatch(
                 f"{what} {self._path!r} does not match the model exactly ({num_loaded} of its "
                 f"{len(model_keys)} tensors fit; the others would keep their random "

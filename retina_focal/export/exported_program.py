@@ -24,7 +24,8 @@ from torch import nn
 
 from retina_focal.export.graph import DenseHeadGraph
 
-__all__ = ["CLASS_MAP_FILE", "INFO_FILE", "MAX_SIDE", "export_program", "min_side"]
+__all__ = ["CLASS_MAP_FILE", "INFO_FILE", "MAX_SIDE", "export_program", "min_side",
+           "test_size_too_small"]
 
 CLASS_MAP_FILE = "class_map.json"
 INFO_FILE = "retina_focal.json"
@@ -36,6 +37,23 @@ def min_side(model: nn.Module) -> int:
     divisibility (every level at least 2 pixels)."""
     strides = [model.backbone.output_shape()[f].stride for f in model.head_in_features]
     return max(strides) + model.backbone.size_divisibility
+
+
+def test_size_too_small(cfg, low: int, divisibility: int) -> Optional[str]:
+    """Why every image the config's test resize gives would be too small for a program whose
+    smallest padded side is ``low``, or None: ``INPUT.MIN_SIZE_TEST`` (capped by
+    ``MAX_SIZE_TEST``), padded to ``divisibility``, under ``low``. (``MIN_SIZE_TEST`` 0, no
+    resize, is checked image by image.)"""
+    short = min(int(cfg.INPUT.MIN_SIZE_TEST), int(cfg.INPUT.MAX_SIZE_TEST))
+    if short <= 0:
+        return None
+    padded = -(-short // divisibility) * divisibility if divisibility > 1 else short
+    if padded >= low:
+        return None
+    return (f"the exported program takes padded images of at least {low} pixels a side (every "
+            f"FPN level 2 pixels or more), and INPUT.MIN_SIZE_TEST {cfg.INPUT.MIN_SIZE_TEST} "
+            f"(MAX_SIZE_TEST {cfg.INPUT.MAX_SIZE_TEST}) gives {padded}: use --format onnx, "
+            f"which takes any size, or INPUT.MIN_SIZE_TEST {low} or more")
 
 
 def export_program(model: nn.Module, image: torch.Tensor, path: str, info: Dict,

@@ -27,6 +27,9 @@ def export_file(cfg, model, image: torch.Tensor, fmt: str, output: str, class_ma
     path = os.path.join(output, FORMATS[fmt])
     graph = graph if fmt == "onnx" else "head"
     info = {"format": fmt, "torch": torch.__version__, "input_format": cfg.INPUT.FORMAT,
+            # the caller's resize (Detectron2's ResizeShortestEdge), for clients to check
+            "test_size": {"min_size": int(cfg.INPUT.MIN_SIZE_TEST),
+                          "max_size": int(cfg.INPUT.MAX_SIZE_TEST)},
             "config": export_config(cfg, graph)}
     if fmt == "onnx":
         return export_onnx(model, image, path, info, class_map, graph, input_dtype)

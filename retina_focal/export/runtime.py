@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from retina_focal.engine.defaults import LoadedModel, build_model, evaluate_loaded
 from retina_focal.export.detector_graph import INPUT_DTYPES
-from retina_focal.export.exported_program import CLASS_MAP_FILE, INFO_FILE
+from retina_focal.export.exported_program import CLASS_MAP_FILE, INFO_FILE, test_size_too_small
 from retina_focal.export.graph import split_outputs
 from retina_focal.utils.errors import UserError
 
@@ -83,7 +83,13 @@ DETECTOR_CONFIG_KEYS = (
 
 class ExportedModelError(UserError, ValueError):
     """An exported model file that cannot be used: unreadable, not written by
-    ``retina-focal export``, or exported from another configuration. Names the file."""
+    ``retina-focal export``, or exported from another configuration. Names the file; for a
+    configuration that differs, ``key``, ``stored`` (the file's value) and ``value`` (the
+    config's) say where."""
+
+    def __init__(self, message: str, key: Optional[str] = None, stored=None, value=None):
+        super().__init__(message)
+        self.key, self.stored, self.value = key, stored, value
 
 
 def is_exported_model(path: str) -> bool:
@@ -133,7 +139,8 @@ def check_export_config(stored: Dict, cfg, path: str) -> None:
                       "the new value, or export --graph head to keep them config keys)")
         raise ExportedModelError(
             f"The exported model {path!r} was exported with {key}={value!r} but the config "
-            f"has {key}={now!r}: evaluate it with the config it was exported from{frozen}")
+            f"has {key}={now!r}: use it with the config it was exported from{frozen}",
+            key=key, stored=value, value=now)
 
 
 def _read_info(text: Optional[str], path: str) -> Dict:
@@ -269,7 +276,7 @@ class ExportedModel(nn.Module):
             images = self.model.preprocess_image([x])
             size = tuple(images.tensor.shape[-2:])
             if min(size) < self.backend.min_side:
-                raise ValueError(
+                raise ExportedModelError(
                     f"The exported program {self.backend.path!r} takes padded images of at "
                     f"least {self.backend.min_side} pixels a side (every FPN level 2 pixels "
                     f"or more); this one is {size[0]}x{size[1]}: use the ONNX model, or a "
@@ -305,6 +312,10 @@ def load_exported(cfg, path: Optional[str] = None, *, threads: int = 0,
     check_export_config(backend.info["config"], cfg, path)
     with torch.random.fork_rng():  # the unused initial weights: leave the global RNG alone
         model = build_model(cfg)
+    if not backend.raw_input:
+        too_small = test_size_too_small(cfg, backend.min_side, model.backbone.size_divisibility)
+        if too_small:
+            raise ExportedModelError(f"{path!r}: {too_small}")
     return LoadedModel(ExportedModel(model.to("cpu"), backend), backend.class_map, path)
 
 

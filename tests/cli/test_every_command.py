@@ -265,7 +265,10 @@ BAD = [
      "{dir}/x6 MODEL.DEVICE cpu", "--format torchscript"),
     ("export-graph-torchscript", f"export --config-file {TINY_CONFIG} --graph detector "
      "--output {dir}/x7 MODEL.WEIGHTS {weights.pth}",
-     "--graph only apply to --format onnx (this export is --format torchscript)"),
+     "--graph only applies to --format onnx (this export is --format torchscript)"),
+    ("export-max-images-alone", f"export --config-file {TINY_CONFIG} --format onnx --output "
+     "{dir}/x9 --max-images 2 MODEL.WEIGHTS {weights.pth}",
+     "--max-images goes with --verify-dataset"),
     ("export-uint8-head", f"export --config-file {TINY_CONFIG} --format onnx --graph head "
      "--input-dtype uint8 --output {dir}/x8 MODEL.WEIGHTS {weights.pth}",
      "--input-dtype uint8 needs --graph detector"),

@@ -44,7 +44,7 @@ def test_inference_load_of_another_class_count_is_an_error_with_the_fix(tmp_path
     with pytest.raises(ValueError) as info:
         load_model_for_inference(cfg, path)
     msg = str(info.value)
-    assert msg.startswith(f"Cannot run inference with the checkpoint {path!r} does not match "
+    assert msg.startswith(f"Cannot run inference: the checkpoint {path!r} does not match "
                           "the model exactly")
     assert ("head.cls_score: the checkpoint has 3 classes (27 = 9 anchors x 3), the config 6 "
             "(54 = 9 x 6): set MODEL.RETINANET.NUM_CLASSES 3 to use this checkpoint") in msg

@@ -220,3 +220,27 @@ def test_head_graph_stays_an_option(tmp_path):
     # the head graph keeps the test-time keys as config keys
     other = build_cfg(TINY_CONFIG, ["MODEL.RETINANET.TOPK_CANDIDATES_TEST", "500"])
     load_exported(other, path)
+
+
+def test_demo_names_score_thresh_below_the_graphs_threshold(exports, tmp_path, capsys):
+    """A stranger's finding: `demo --score-thresh` under the threshold a whole-detector graph
+    was exported with named MODEL.RETINANET.SCORE_THRESH_TEST, a key the user never set. Now
+    the option is named, with both fixes, and nothing is written."""
+    from retina_focal.cli import main
+
+    cfg, model, path = exports["sigmoid", "float32"]
+    export_file(build_cfg(TINY_CONFIG, ["MODEL.RETINANET.SCORE_THRESH_TEST", "0.2"]), model,
+                _image(128, 128, 0).float(), "onnx", str(tmp_path), None)
+    import numpy as np
+    from PIL import Image
+
+    image = tmp_path / "in.png"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(image)
+    out = tmp_path / "demo"
+    assert main(["demo", "--config-file", TINY_CONFIG, "--input", str(image), "--output",
+                 str(out), "--score-thresh", "0.1", "MODEL.WEIGHTS",
+                 str(tmp_path / "model.onnx")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: --score-thresh 0.1 is below the score threshold the "
+                          "whole-detector graph"), err
+    assert "(0.2): use --score-thresh 0.2 or more" in err and not out.exists()

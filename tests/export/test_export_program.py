@@ -24,7 +24,9 @@ def _image(h, w, seed):
 
 @pytest.fixture(scope="module")
 def program(tmp_path_factory):
-    cfg = build_cfg(TINY_CONFIG, ["MODEL.RETINANET.SCORE_THRESH_TEST", "0.0"])
+    # a test size the program can take (the tiny config's 128 pads to 128 < 160)
+    cfg = build_cfg(TINY_CONFIG, ["MODEL.RETINANET.SCORE_THRESH_TEST", "0.0",
+                                  "INPUT.MIN_SIZE_TEST", "160", "INPUT.MAX_SIZE_TEST", "256"])
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     out = str(tmp_path_factory.mktemp("pt2"))
@@ -51,9 +53,29 @@ def test_exported_program_archive_and_errors(program, tmp_path):
     torch.export.load(path, extra_files=extra)
     assert json.loads(extra[CLASS_MAP_FILE]) == CLASS_MAP
     exported = load_exported(cfg, path).model
-    with pytest.raises(ValueError, match=r"at least 160 pixels a side .* this one is 128x128"):
+    with pytest.raises(ExportedModelError,
+                       match=r"at least 160 pixels a side .* this one is 128x128"):
         exported([{"image": _image(128, 128, 0)}])
+    # a config whose every test image is too small: refused when loaded (one line in the CLI)
+    tiny = build_cfg(TINY_CONFIG, ["MODEL.RETINANET.SCORE_THRESH_TEST", "0.0"])
+    with pytest.raises(ExportedModelError, match=r"INPUT.MIN_SIZE_TEST 128 \(MAX_SIZE_TEST "
+                       r"128\) gives 128: use --format onnx"):
+        load_exported(tiny, path)
     bad = tmp_path / "model.pt2"
     bad.write_bytes(b"not a program")
     with pytest.raises(ExportedModelError, match="cannot read the exported program .*model.pt2"):
         load_exported(cfg, str(bad))
+
+
+def test_export_refuses_a_program_its_config_cannot_run(trained, tmp_path, capsys):
+    """A stranger's finding: at the tiny config's test size (128) the program was written,
+    then every evaluation died with a traceback. Now refused before anything is written."""
+    from retina_focal.cli import main
+
+    out = tmp_path / "pt2"
+    assert main(["export", "--format", "exported-program", "--config-file", TINY_CONFIG,
+                 "--output", str(out), "MODEL.WEIGHTS", trained["weights"]]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: --format exported-program: the exported program takes "
+                          "padded images of at least 160 pixels"), err
+    assert "use --format onnx" in err and not out.exists()
