@@ -7,7 +7,9 @@
 //   outputs boxes    (N, 4)     float32  x1, y1, x2, y2 in the input image's pixels
 //           scores   (N,)       float32
 //           classes  (N,)       int64    contiguous class index 0..C-1
-//   metadata_props  retina_focal  JSON {graph: "detector", input_format, input_dtype, ...}
+//   metadata_props  retina_focal  JSON {graph: "detector", input_format, input_dtype,
+//                                 config: {"MODEL.RETINANET.NUM_CLASSES": C, ...},
+//                                 test_size: {min_size, max_size} (newer exports), ...}
 //                   class_map     JSON null, or [{id: <COCO category id>, name}, ...] by index
 //
 // The ONNX Runtime JavaScript APIs (onnxruntime-node, onnxruntime-web 1.31) expose no custom
@@ -127,6 +129,10 @@ export function readOnnxMetadata(bytes) {
  * @property {'BGR'|'RGB'} inputFormat  channel order of the input planes
  * @property {'float32'|'uint8'} inputDtype  element type of the input tensor
  * @property {Array<{id: number, name: string}>|null} classMap  entry k: class index k
+ * @property {number|null} numClasses  the graph's class count C (the metadata's config
+ *     "MODEL.RETINANET.NUM_CLASSES"), null where the metadata lacks it
+ * @property {{minSize: number, maxSize: number}|null} testSize  the resize Python's eval applies
+ *     first (INPUT.MIN_SIZE_TEST, INPUT.MAX_SIZE_TEST; minSize 0: none); null for older exports
  * @property {Object} info  the whole parsed `retina_focal` metadata object
  */
 
@@ -177,12 +183,224 @@ export function parseModelInfo(props) {
       throw new ModelError('metadata class_map is neither null nor a list of {"id", "name"}');
     }
   }
-  return { inputFormat: info.input_format, inputDtype: info.input_dtype, classMap, info };
+  const config = info.config !== null && typeof info.config === 'object' ? info.config : {};
+  const c = config['MODEL.RETINANET.NUM_CLASSES'];
+  const numClasses = Number.isInteger(c) && c > 0 ? c : null;
+  let testSize = null;
+  if (info.test_size !== undefined && info.test_size !== null) {
+    const t = info.test_size;
+    const ok = typeof t === 'object' && Number.isInteger(t.min_size) && t.min_size >= 0
+      && Number.isInteger(t.max_size) && t.max_size >= 0;
+    if (!ok) {
+      throw new ModelError(`metadata test_size is ${JSON.stringify(t)}, expected `
+        + '{"min_size": <int >= 0>, "max_size": <int >= 0>}');
+    }
+    testSize = { minSize: t.min_size, maxSize: t.max_size };
+  }
+  return { inputFormat: info.input_format, inputDtype: info.input_dtype, classMap, numClasses,
+    testSize, info };
 }
 
 /** readOnnxMetadata() then parseModelInfo(): the ModelInfo of a model file's bytes. */
 export function modelInfoFromBytes(bytes) {
   return parseModelInfo(readOnnxMetadata(bytes));
+}
+
+// ---------------------------------------------------------------------------------------
+// the model's classes against a COCO json's categories
+// ---------------------------------------------------------------------------------------
+
+/** A COCO json whose categories cannot be the model's classes (one line, for a user). */
+export class CategoryError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'CategoryError';
+  }
+}
+
+/** "a, b, c", or "none". */
+const listed = (names) => (names.length ? names.join(', ') : 'none');
+
+/** The names that appear more than once in `names`, once each. */
+const repeated = (names) => [...new Set(names.filter((n, i) => names.indexOf(n) !== i))];
+
+/**
+ * The class map to write COCO results with, for a COCO json's categories: results must carry
+ * the json's category ids for the model's classes, matched by name (as Python's eval does).
+ *
+ * - the model's class_map has the json's names under the same ids: it, unchanged;
+ * - the same names under other ids: class k gets the json's id for its name, with a warning;
+ * - other names (one missing on either side, or another count): a CategoryError naming them;
+ * - no class_map (null): the json's categories sorted by id are the classes 0..C-1, where
+ *   they are exactly `numClasses` (C), else a CategoryError.
+ *
+ * @param {Array<{id: number, name: string}>|null} classMap  the model's (ModelInfo.classMap)
+ * @param {number|null} numClasses  the graph's class count (ModelInfo.numClasses)
+ * @param {*} categories  the json's "categories" value
+ * @param {string} [jsonName]  how to name the json in the warning
+ * @returns {{classMap: Array<{id: number, name: string}>, warning: string|null}}  warning:
+ *     one line (no prefix) when the ids were matched by name
+ * @throws {CategoryError}
+ */
+export function matchCategories(classMap, numClasses, categories, jsonName = 'the COCO json') {
+  if (!Array.isArray(categories) || categories.length === 0) {
+    throw new CategoryError('the json has no "categories" list (or it is empty)');
+  }
+  categories.forEach((c, i) => {
+    if (c === null || typeof c !== 'object' || !Number.isFinite(c.id)
+        || typeof c.name !== 'string') {
+      throw new CategoryError(`categories[${i}] has no numeric "id" or no "name"`);
+    }
+  });
+  const twiceIds = repeated(categories.map((c) => c.id));
+  if (twiceIds.length) {
+    throw new CategoryError(`category id ${twiceIds[0]} appears more than once in "categories"`);
+  }
+  const json = categories.map((c) => ({ id: c.id, name: c.name }));
+
+  if (classMap === null) {
+    const sorted = [...json].sort((a, b) => a.id - b.id);
+    if (numClasses === null) {
+      throw new CategoryError('the model has no class_map and its metadata does not give its '
+        + 'class count (config MODEL.RETINANET.NUM_CLASSES): the json\'s categories cannot be '
+        + 'matched to its classes');
+    }
+    if (sorted.length !== numClasses) {
+      throw new CategoryError(`the model has ${numClasses} classes and no class_map, the json `
+        + `${json.length} categories (${listed(sorted.map((c) => c.name))}): they cannot be `
+        + 'its classes; use a json of the classes it was trained on');
+    }
+    return { classMap: sorted, warning: null };
+  }
+
+  const modelNames = classMap.map((c) => c.name);
+  const jsonNames = json.map((c) => c.name);
+  const jsonIdOf = new Map(json.map((c) => [c.name, c.id]));
+  const sameIds = classMap.length === json.length
+    && classMap.every((c) => json.some((j) => j.id === c.id && j.name === c.name))
+    && json.every((j) => classMap.some((c) => j.id === c.id && j.name === c.name));
+  if (sameIds) return { classMap, warning: null };
+
+  const onlyModel = [...new Set(modelNames.filter((n) => !jsonIdOf.has(n)))];
+  const onlyJson = [...new Set(jsonNames.filter((n) => !modelNames.includes(n)))];
+  if (onlyModel.length || onlyJson.length) {
+    throw new CategoryError('the json\'s categories are not the model\'s classes (only in the '
+      + `model: ${listed(onlyModel)}; only in the json: ${listed(onlyJson)}): use a json of the `
+      + 'classes the model was trained on');
+  }
+  const twice = repeated(modelNames).map((n) => `${n} (twice in the model)`)
+    .concat(repeated(jsonNames).map((n) => `${n} (twice in the json)`));
+  if (twice.length || classMap.length !== json.length) {
+    throw new CategoryError(`the model's ${classMap.length} classes and the json's `
+      + `${json.length} categories cannot be matched by name: ${listed(twice)}`);
+  }
+  const matched = classMap.map((c) => ({ id: jsonIdOf.get(c.name), name: c.name }));
+  const moved = classMap.filter((c, k) => c.id !== matched[k].id)
+    .map((c) => `${c.name} ${c.id} -> ${jsonIdOf.get(c.name)}`);
+  return { classMap: matched,
+    warning: `${jsonName} gives the model's classes other ids: matched by name `
+      + `(${moved.join(', ')})` };
+}
+
+// ---------------------------------------------------------------------------------------
+// the model's test size (the resize Python's eval applies before the model)
+// ---------------------------------------------------------------------------------------
+
+/**
+ * The size Detectron2's ResizeShortestEdge(minSize, maxSize) gives an image of height x
+ * width, computed as its get_output_shape does (the same float steps, so the same rounding).
+ *
+ * @param {number} height
+ * @param {number} width
+ * @param {number} minSize  INPUT.MIN_SIZE_TEST: the short side's length; 0: no resize
+ * @param {number} maxSize  INPUT.MAX_SIZE_TEST: the long side's cap (0: none)
+ * @returns {[number, number]}  [new height, new width]
+ */
+export function testResizeShape(height, width, minSize, maxSize) {
+  if (!(minSize > 0)) return [height, width];
+  const size = minSize;
+  const scale = size / Math.min(height, width);
+  let [newh, neww] = height < width ? [size, scale * width] : [scale * height, size];
+  if (maxSize > 0 && Math.max(newh, neww) > maxSize) {
+    const capScale = maxSize / Math.max(newh, neww);
+    newh *= capScale;
+    neww *= capScale;
+  }
+  return [Math.trunc(newh + 0.5), Math.trunc(neww + 0.5)];
+}
+
+/**
+ * Where an image is not at the model's test size: the size the test resize would give it.
+ *
+ * @param {{minSize: number, maxSize: number}|null} testSize  ModelInfo.testSize
+ * @param {number} width
+ * @param {number} height
+ * @returns {{width: number, height: number}|null}  null: at the test size, or no test size known
+ */
+export function offTestSize(testSize, width, height) {
+  if (!testSize) return null;
+  const [h, w] = testResizeShape(height, width, testSize.minSize, testSize.maxSize);
+  return h === height && w === width ? null : { width: w, height: h };
+}
+
+/**
+ * The one-line note for images that are not at the model's test size (no prefix).
+ *
+ * @param {{minSize: number, maxSize: number}} testSize
+ * @param {Array<{name: string, width: number, height: number,
+ *     resized: {width: number, height: number}}>} off  those images (at least one)
+ * @param {number} total  how many images ran
+ * @returns {string}
+ */
+export function testSizeNote(testSize, off, total) {
+  const e = off[0];
+  const keys = `INPUT.MIN_SIZE_TEST ${testSize.minSize}, MAX_SIZE_TEST ${testSize.maxSize}`;
+  const sizes = `${e.width}x${e.height}, the test resize gives `
+    + `${e.resized.width}x${e.resized.height}`;
+  if (total === 1) {
+    return `the image is not at the model's test size (${keys}; it is ${sizes}): `
+      + 'the graph runs it as it is, so its detections differ from Python\'s eval, which '
+      + 'resizes it; resize it first';
+  }
+  return `${off.length} of ${total} images are not at the model's test size (${keys}; e.g. `
+    + `${e.name} is ${sizes}): the graph runs them as they are, so their detections differ `
+    + 'from Python\'s eval, which resizes them; resize them first';
+}
+
+// ---------------------------------------------------------------------------------------
+// score threshold and drawing order
+// ---------------------------------------------------------------------------------------
+
+/**
+ * A score threshold typed by a user: a number in [0, 1].
+ *
+ * @param {string} text
+ * @param {string} [what]  how the message names it
+ * @returns {number}
+ * @throws {Error}  one line: "<what> wants a number in [0, 1], got <text>"
+ */
+export function parseScoreThresh(text, what = 'the score threshold') {
+  const value = Number(text);
+  if (typeof text !== 'string' || !/^\s*(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$/.test(text)
+      || !(value >= 0 && value <= 1)) {
+    throw new Error(`${what} wants a number in [0, 1], got ${text === '' ? '""' : text}`);
+  }
+  return value;
+}
+
+/** The detections whose score is above `thresh` (strictly, as Detectron2), in their order. */
+export function aboveScore(detections, thresh) {
+  return detections.filter((d) => d.score > thresh);
+}
+
+/**
+ * The order to draw detections in: lowest score first, the best last (on top); of equal
+ * scores, the one listed first is drawn last.
+ */
+export function drawingOrder(detections) {
+  return detections.map((d, i) => [d, i])
+    .sort((a, b) => a[0].score - b[0].score || b[1] - a[1])
+    .map(([d]) => d);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -335,13 +553,18 @@ export async function createDetector(ort, modelBytes, sessionOptions = {}) {
  * @param {Uint8Array|Uint8ClampedArray} rgba  (H, W, 4) RGBA pixels
  * @param {number} width
  * @param {number} height
- * @returns {Promise<Detection[]>}
+ * @param {Object} [options]
+ * @param {Array<{id: number, name: string}>|null} [options.classMap]  the ids and names to
+ *     give the classes (matchCategories()); default: the model's class_map
+ * @param {number} [options.scoreThresh]  keep the detections scoring above it (default 0)
+ * @returns {Promise<Detection[]>}  best score first, as the graph gives them
  */
-export async function detect(ort, detector, rgba, width, height) {
+export async function detect(ort, detector, rgba, width, height,
+  { classMap = detector.info.classMap, scoreThresh = 0 } = {}) {
   const { session, info } = detector;
   const data = imageToInput(rgba, width, height, info);
   const image = new ort.Tensor(info.inputDtype, data, [3, height, width]);
   const outputs = await session.run({ [INPUT_NAME]: image }, OUTPUT_NAMES);
-  return toDetections(outputs.boxes.data, outputs.scores.data, outputs.classes.data,
-    info.classMap);
+  return aboveScore(toDetections(outputs.boxes.data, outputs.scores.data,
+    outputs.classes.data, classMap), scoreThresh);
 }

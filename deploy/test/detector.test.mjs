@@ -3,8 +3,9 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import {
-  ModelError, cocoResults, createDetector, detect, imageToInput, parseModelInfo,
-  readOnnxMetadata, toDetections,
+  CategoryError, ModelError, aboveScore, cocoResults, createDetector, detect, drawingOrder,
+  imageToInput, matchCategories, offTestSize, parseModelInfo, parseScoreThresh, readOnnxMetadata,
+  testResizeShape, testSizeNote, toDetections,
 } from '../common/detector.mjs';
 
 // --- a minimal protobuf writer, enough to build ModelProto-shaped bytes -------------------
@@ -172,4 +173,163 @@ test('createDetector and detect run the session with the right tensor', async ()
     /--graph detector/);
   const failing = { InferenceSession: { create: async () => { throw new Error('bad\nmore'); } } };
   await assert.rejects(createDetector(failing, bytes), /cannot load the model: bad$/);
+});
+
+test('createDetector / detect: another class map (matched ids) and a score threshold', async () => {
+  const bytes = modelBytes({ retina_focal: DETECTOR_INFO, class_map: CLASS_MAP });
+  const ort = fakeOrt({ inputType: 'float32' });
+  const detector = await createDetector(ort, bytes);
+  const rgba = new Uint8Array(4).fill(7);
+  const other = [{ id: 1, name: 'person' }, { id: 99, name: 'car' }, { id: 18, name: 'x' }];
+  const [d] = await detect(ort, detector, rgba, 1, 1, { classMap: other });
+  assert.deepEqual([d.category_id, d.class_name], [99, 'car']);
+  // 0.5 is not above 0.5
+  assert.deepEqual(await detect(ort, detector, rgba, 1, 1, { scoreThresh: 0.5 }), []);
+  assert.equal((await detect(ort, detector, rgba, 1, 1, { scoreThresh: 0.49 })).length, 1);
+  // class_map null passed on purpose: the class index
+  const [plain] = await detect(ort, detector, rgba, 1, 1, { classMap: null });
+  assert.deepEqual([plain.category_id, plain.class_name], [1, '1']);
+});
+
+// --- the model's classes against a COCO json's categories --------------------------------
+
+const MODEL_MAP = [{ id: 3, name: 'ellipse' }, { id: 7, name: 'rectangle' },
+  { id: 12, name: 'triangle' }];
+
+test('matchCategories: the same names under the same ids (any order): the class map', () => {
+  const json = [{ id: 12, name: 'triangle', supercategory: 'shape' }, { id: 3, name: 'ellipse' },
+    { id: 7, name: 'rectangle' }];
+  const { classMap, warning } = matchCategories(MODEL_MAP, 3, json, 'val.json');
+  assert.deepEqual(classMap, MODEL_MAP);
+  assert.equal(warning, null);
+});
+
+test('matchCategories: the same names under other ids: the json\'s ids, one warning', () => {
+  const json = [{ id: 12, name: 'ellipse' }, { id: 7, name: 'rectangle' },
+    { id: 3, name: 'triangle' }];
+  const { classMap, warning } = matchCategories(MODEL_MAP, 3, json, 'val.json');
+  assert.deepEqual(classMap, [{ id: 12, name: 'ellipse' }, { id: 7, name: 'rectangle' },
+    { id: 3, name: 'triangle' }]);
+  assert.equal(warning, 'val.json gives the model\'s classes other ids: matched by name '
+    + '(ellipse 3 -> 12, triangle 12 -> 3)');
+  assert.ok(!warning.includes('\n'));
+  // the same order under other ids is matched the same way
+  const renumbered = [{ id: 1, name: 'ellipse' }, { id: 2, name: 'rectangle' },
+    { id: 3, name: 'triangle' }];
+  assert.deepEqual(matchCategories(MODEL_MAP, 3, renumbered).classMap, renumbered);
+});
+
+test('matchCategories: other names are refused in one line naming them', () => {
+  const refused = (json, pattern) => assert.throws(() => matchCategories(MODEL_MAP, 3, json),
+    (err) => err instanceof CategoryError && pattern.test(err.message)
+      && !err.message.includes('\n'));
+  // a model class missing from the json
+  refused([{ id: 3, name: 'ellipse' }, { id: 7, name: 'rectangle' }],
+    /only in the model: triangle; only in the json: none/);
+  // the json has a class the model lacks
+  refused([...MODEL_MAP, { id: 20, name: 'star' }],
+    /only in the model: none; only in the json: star/);
+  // one renamed
+  refused([{ id: 3, name: 'circle' }, { id: 7, name: 'rectangle' }, { id: 12, name: 'triangle' }],
+    /only in the model: ellipse; only in the json: circle/);
+  // the same set of names, another count (a name twice)
+  refused([...MODEL_MAP, { id: 30, name: 'ellipse' }], /ellipse \(twice in the json\)/);
+  // not categories
+  refused(undefined, /no "categories" list/);
+  refused([], /no "categories" list/);
+  refused([{ id: '3', name: 'ellipse' }], /categories\[0\] has no numeric "id"/);
+  refused([{ id: 3, name: 'ellipse' }, { id: 3, name: 'triangle' }], /category id 3 appears/);
+});
+
+test('matchCategories: no class map: the json\'s categories sorted by id, as many as C', () => {
+  const json = [{ id: 12, name: 'triangle' }, { id: 3, name: 'ellipse' },
+    { id: 7, name: 'rectangle' }];
+  const { classMap, warning } = matchCategories(null, 3, json);
+  assert.deepEqual(classMap, MODEL_MAP);
+  assert.equal(warning, null);
+  assert.throws(() => matchCategories(null, 4, json), (err) => err instanceof CategoryError
+    && /has 4 classes and no class_map, the json 3 categories \(ellipse, rectangle, triangle\)/
+      .test(err.message));
+  assert.throws(() => matchCategories(null, null, json), /MODEL\.RETINANET\.NUM_CLASSES/);
+});
+
+test('parseModelInfo reads the class count and the test size (older files: none)', () => {
+  const meta = (extra) => ({ retina_focal: JSON.stringify({ ...JSON.parse(DETECTOR_INFO),
+    ...extra }) });
+  const info = parseModelInfo(meta({ config: { 'MODEL.RETINANET.NUM_CLASSES': 3 },
+    test_size: { min_size: 800, max_size: 1333 } }));
+  assert.equal(info.numClasses, 3);
+  assert.deepEqual(info.testSize, { minSize: 800, maxSize: 1333 });
+  const old = parseModelInfo({ retina_focal: DETECTOR_INFO });
+  assert.equal(old.numClasses, null);
+  assert.equal(old.testSize, null);
+  assert.throws(() => parseModelInfo(meta({ test_size: { min_size: '800' } })), /test_size/);
+});
+
+// --- the test size -------------------------------------------------------------------------
+
+test('testResizeShape is Detectron2\'s ResizeShortestEdge output shape', () => {
+  assert.deepEqual(testResizeShape(96, 160, 128, 128), [77, 128]);
+  assert.deepEqual(testResizeShape(160, 96, 128, 128), [128, 77]);
+  assert.deepEqual(testResizeShape(480, 640, 800, 1333), [800, 1067]);
+  assert.deepEqual(testResizeShape(640, 480, 800, 1333), [1067, 800]);
+  assert.deepEqual(testResizeShape(128, 128, 128, 128), [128, 128]);
+  assert.deepEqual(testResizeShape(100, 1000, 800, 1333), [133, 1333]); // the long side capped
+  assert.deepEqual(testResizeShape(64, 64, 128, 128), [128, 128]); // enlarged too
+  assert.deepEqual(testResizeShape(96, 160, 0, 128), [96, 160]); // min_size 0: no resize
+  // the values Python's get_output_shape gives (its float steps, int(x + 0.5))
+  assert.deepEqual(testResizeShape(333, 500, 800, 1333), [800, 1201]);
+  assert.deepEqual(testResizeShape(427, 640, 800, 1333), [800, 1199]);
+});
+
+test('offTestSize and testSizeNote: which images are not at the test size, in one line', () => {
+  const t = { minSize: 128, maxSize: 128 };
+  assert.equal(offTestSize(t, 128, 128), null);
+  assert.equal(offTestSize(null, 160, 96), null); // an older file: no check
+  assert.equal(offTestSize({ minSize: 0, maxSize: 0 }, 160, 96), null);
+  const resized = offTestSize(t, 160, 96); // width 160, height 96
+  assert.deepEqual(resized, { width: 128, height: 77 });
+  const note = testSizeNote(t, [{ name: 'x.png', width: 96, height: 160,
+    resized: offTestSize(t, 96, 160) }, { name: 'y.png', width: 1, height: 2, resized }], 8);
+  assert.equal(note, '2 of 8 images are not at the model\'s test size (INPUT.MIN_SIZE_TEST 128, '
+    + 'MAX_SIZE_TEST 128; e.g. x.png is 96x160, the test resize gives 77x128): the graph runs '
+    + 'them as they are, so their detections differ from Python\'s eval, which resizes them; '
+    + 'resize them first');
+  const one = testSizeNote(t, [{ name: 'x.png', width: 96, height: 160,
+    resized: { width: 77, height: 128 } }], 1);
+  assert.equal(one, 'the image is not at the model\'s test size (INPUT.MIN_SIZE_TEST 128, '
+    + 'MAX_SIZE_TEST 128; it is 96x160, the test resize gives 77x128): the graph runs it as it '
+    + 'is, so its detections differ from Python\'s eval, which resizes it; resize it first');
+});
+
+// --- score threshold, drawing order --------------------------------------------------------
+
+test('parseScoreThresh takes a number in [0, 1], else one line naming the value', () => {
+  assert.equal(parseScoreThresh('0'), 0);
+  assert.equal(parseScoreThresh('0.3'), 0.3);
+  assert.equal(parseScoreThresh('1'), 1);
+  assert.equal(parseScoreThresh('.5'), 0.5);
+  assert.equal(parseScoreThresh('5e-1'), 0.5);
+  for (const bad of ['-0.1', '1.5', 'abc', '', ' ', 'NaN', 'Infinity', '0x1', '0.3.1']) {
+    assert.throws(() => parseScoreThresh(bad, '--score-thresh'),
+      new RegExp(`^Error: --score-thresh wants a number in \\[0, 1\\], got `));
+  }
+  assert.throws(() => parseScoreThresh('-1', '--score-thresh'), { message:
+    '--score-thresh wants a number in [0, 1], got -1' });
+});
+
+test('aboveScore keeps the scores strictly above the threshold, in order', () => {
+  const dets = [{ score: 0.9 }, { score: 0.5 }, { score: 0.3 }, { score: 0.1 }];
+  assert.deepEqual(aboveScore(dets, 0.3), [{ score: 0.9 }, { score: 0.5 }]);
+  assert.deepEqual(aboveScore(dets, 0), dets);
+  assert.deepEqual(aboveScore(dets, 1), []);
+});
+
+test('drawingOrder: lowest score first, the best last (on top)', () => {
+  const dets = [{ score: 0.9, n: 'a' }, { score: 0.5, n: 'b' }, { score: 0.5, n: 'c' },
+    { score: 0.1, n: 'd' }];
+  assert.deepEqual(drawingOrder(dets).map((d) => d.n), ['d', 'c', 'b', 'a']);
+  assert.deepEqual(dets.map((d) => d.n), ['a', 'b', 'c', 'd']); // not changed in place
+  assert.deepEqual(drawingOrder([{ score: 0.2, n: 'x' }, { score: 0.7, n: 'y' }]).map((d) => d.n),
+    ['x', 'y']);
 });

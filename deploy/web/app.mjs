@@ -1,11 +1,16 @@
 // The page: runs an exported retina_focal detector on one image with onnxruntime-web and
-// draws the detections. The model and the image come from the file inputs, or from the URL
-// parameters ?model=URL&image=URL (then it runs at once; used by web/test/run_page.mjs).
-// When a run ends, window.retinaFocal = {done: true, detections, error, width, height}, and
-// the table's rows hold the same numbers in data attributes (data-x, data-y, data-w, data-h,
-// data-score, data-category-id, data-class-index, data-class-name).
+// draws the detections scoring above the "minimum score" (default 0.3), the best on top. The
+// model and the image come from the file inputs, or from the URL parameters
+// ?model=URL&image=URL[&score=X] (then it runs at once; used by web/test/run_page.mjs).
+// When a run ends, window.retinaFocal = {done: true, detections (those shown, best first),
+// error, width, height, sizeNote (null, or why the image is not at the model's test size),
+// scoreThresh, total (the graph's detections)}, and the table's rows hold the same numbers in
+// data attributes (data-x, data-y, data-w, data-h, data-score, data-category-id,
+// data-class-index, data-class-name). Changing the minimum score redraws the last run.
 // decodeImage() is exported for tests (import('/web/app.mjs') from the page).
-import { createDetector, detect } from '../common/detector.mjs';
+import {
+  aboveScore, createDetector, detect, drawingOrder, offTestSize, parseScoreThresh, testSizeNote,
+} from '../common/detector.mjs';
 
 // onnxruntime-web's WebAssembly build, from deploy/node_modules (deploy/ is the web root)
 const ORT_DIST = new URL('../node_modules/onnxruntime-web/dist/', import.meta.url).href;
@@ -20,6 +25,8 @@ const colour = (k) => COLOURS[k % COLOURS.length];
 let ortModule = null; // loaded on first use
 let current = { key: null, detector: null }; // the session of the last model, reused
 let queue = Promise.resolve(); // runs one after the other (a session runs one at a time)
+let last = null; // the last successful run: {bitmap, detections (all), ...}, redrawn on a new
+// minimum score
 
 /** onnxruntime-web, set up for one WebAssembly thread (no cross-origin isolation needed). */
 async function loadOrt() {
@@ -104,7 +111,10 @@ export function pixelsViaWebGL(bitmap) {
   }
 }
 
-/** Draws the image 1:1 and each detection's box and "class score" label. */
+/**
+ * Draws the image 1:1 and each detection's box and "class score" label, the lowest score
+ * first, so the best boxes and labels are on top.
+ */
 function draw(bitmap, detections) {
   const canvas = $('canvas');
   canvas.width = bitmap.width;
@@ -114,7 +124,7 @@ function draw(bitmap, detections) {
   ctx.lineWidth = 2;
   ctx.font = '12px sans-serif';
   ctx.textBaseline = 'top';
-  for (const d of detections) {
+  for (const d of drawingOrder(detections)) {
     const [x, y, w, h] = d.bbox;
     ctx.strokeStyle = colour(d.class_index);
     ctx.strokeRect(x, y, w, h);
@@ -165,6 +175,41 @@ function setStatus(text, isError = false) {
   $('status').classList.toggle('error', isError);
 }
 
+/** The minimum score input's value, or an Error saying what is wrong with it. */
+function minimumScore() {
+  return parseScoreThresh($('min-score').value, 'the minimum score');
+}
+
+/** Shows the last run with the detections above the minimum score; sets window.retinaFocal. */
+function render(scoreThresh) {
+  const { bitmap, all, modelName, imageName, inputFormat, inputDtype, ms, sizeNote } = last;
+  const detections = aboveScore(all, scoreThresh);
+  draw(bitmap, detections);
+  fillTable(detections);
+  $('size-note').textContent = sizeNote ? `Note: ${sizeNote}.` : '';
+  $('size-note').hidden = !sizeNote;
+  const shown = detections.length === all.length ? `${all.length}`
+    : `${detections.length} of ${all.length}`;
+  setStatus(`${modelName} (${inputFormat} ${inputDtype} input) on ${imageName} `
+    + `(${bitmap.width}x${bitmap.height}): ${shown} detection${all.length === 1 ? '' : 's'} `
+    + `(scores above ${scoreThresh}) in ${ms.toFixed(0)} ms`);
+  window.retinaFocal = { done: true, detections, error: null, width: bitmap.width,
+    height: bitmap.height, pixelReader: last.reader, ms, sizeNote, scoreThresh,
+    total: all.length };
+}
+
+/** Clears what an earlier run showed and reports the error. */
+function showError(err) {
+  const message = err && err.message ? err.message : String(err);
+  setStatus(`Error: ${message}`, true);
+  $('canvas').width = 0; // nothing from an earlier run stays
+  $('detections').querySelector('tbody').replaceChildren();
+  $('detections').hidden = true;
+  $('size-note').hidden = true;
+  last = null;
+  window.retinaFocal = { done: true, detections: [], error: message };
+}
+
 /**
  * Runs the model on the image and shows the result; reports through window.retinaFocal.
  * @param {{key: string, name: string, bytes: () => Promise<Uint8Array>}} model
@@ -173,6 +218,7 @@ function setStatus(text, isError = false) {
 async function run(model, image) {
   window.retinaFocal = { done: false, detections: [], error: null };
   try {
+    const scoreThresh = minimumScore();
     setStatus('Loading onnxruntime-web…');
     const ort = await loadOrt();
     if (current.key !== model.key) {
@@ -183,29 +229,41 @@ async function run(model, image) {
       });
       current = { key: model.key, detector };
     }
-    const { inputFormat, inputDtype } = current.detector.info;
+    const { inputFormat, inputDtype, testSize } = current.detector.info;
     setStatus(`Decoding ${image.name}…`);
     const pixels = await decodeImage(await image.blob());
     setStatus(`Running on ${pixels.width}x${pixels.height}…`);
     const start = performance.now();
-    const detections = await detect(ort, current.detector, pixels.data, pixels.width,
-      pixels.height);
+    // every detection of the graph: the minimum score only selects what is shown
+    const all = await detect(ort, current.detector, pixels.data, pixels.width, pixels.height);
     const ms = performance.now() - start;
-    draw(pixels.bitmap, detections);
-    fillTable(detections);
-    setStatus(`${model.name} (${inputFormat} ${inputDtype} input) on ${image.name} `
-      + `(${pixels.width}x${pixels.height}): ${detections.length} detection`
-      + `${detections.length === 1 ? '' : 's'} in ${ms.toFixed(0)} ms`);
-    window.retinaFocal = { done: true, detections, error: null, width: pixels.width,
-      height: pixels.height, pixelReader: pixels.reader, ms };
+    const resized = offTestSize(testSize, pixels.width, pixels.height);
+    const sizeNote = resized ? testSizeNote(testSize, [{ name: image.name,
+      width: pixels.width, height: pixels.height, resized }], 1) : null;
+    last = { bitmap: pixels.bitmap, all, modelName: model.name, imageName: image.name,
+      inputFormat, inputDtype, ms, sizeNote, reader: pixels.reader };
+    render(scoreThresh);
   } catch (err) {
-    const message = err && err.message ? err.message : String(err);
-    setStatus(`Error: ${message}`, true);
-    $('canvas').width = 0; // nothing from an earlier run stays
-    $('detections').querySelector('tbody').replaceChildren();
-    $('detections').hidden = true;
-    window.retinaFocal = { done: true, detections: [], error: message };
+    showError(err);
   }
+}
+
+/** A new minimum score: the last run's detections shown again (the model does not rerun). */
+let scoreErrorShown = false; // the status shows a wrong minimum score, not a run's error
+function onMinimumScore() {
+  let scoreThresh;
+  try {
+    scoreThresh = minimumScore();
+  } catch (err) {
+    setStatus(`Error: ${err.message}`, true);
+    scoreErrorShown = true;
+    return;
+  }
+  queue = queue.then(() => {
+    if (last) render(scoreThresh);
+    else if (scoreErrorShown) setStatus('Choose a model and an image.');
+    scoreErrorShown = false;
+  });
 }
 
 /** Runs when both file inputs have a file. */
@@ -222,9 +280,22 @@ function onFileChosen() {
 
 $('model-file').addEventListener('change', onFileChosen);
 $('image-file').addEventListener('change', onFileChosen);
+$('min-score').addEventListener('input', onMinimumScore);
 
 const params = new URLSearchParams(window.location.search);
-if (params.has('model') && params.has('image')) {
+let urlError = null;
+if (params.has('score')) {
+  // checked here: a number input would turn a wrong value into '' before it can be named
+  try {
+    $('min-score').value = String(parseScoreThresh(params.get('score'),
+      'the URL parameter score'));
+  } catch (err) {
+    urlError = err;
+  }
+}
+if (urlError) {
+  showError(urlError);
+} else if (params.has('model') && params.has('image')) {
   const modelUrl = params.get('model');
   const imageUrl = params.get('image');
   queue = queue.then(() => run(

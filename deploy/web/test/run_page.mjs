@@ -3,20 +3,26 @@
 // and writes the detections the page drew, read back from its table:
 //
 //   node deploy/web/test/run_page.mjs --model model.onnx --image img.png \
-//       --output detections.json [--screenshot shot.png] [--timeout 120]
+//       --output detections.json [--screenshot shot.png] [--timeout 120] [--score-thresh 0]
 //
 // It serves deploy/ (the web root) and the two files (as /files/...) on 127.0.0.1 at a free
-// port, opens web/index.html?model=...&image=..., waits for window.retinaFocal.done and
-// writes {image, width, height, detections: [{bbox, score, category_id, class_index,
-// class_name}]} (the Node client's detections). Chromium: $CHROMIUM, else /usr/bin/chromium
-// (Debian: apt-get install chromium). Exit status: 0 done, 1 the page reported an error or
-// timed out, 2 a mistake in the command line or its files.
+// port, opens web/index.html?model=...&image=...&score=..., waits for window.retinaFocal.done
+// and writes {image, width, height, size_note, detections: [{bbox, score, category_id,
+// class_index, class_name}]} (the Node client's detections). The page's minimum score is
+// --score-thresh (default 0: every detection of the graph, not the page's 0.3 for a person).
+// Chromium: $CHROMIUM, else /usr/bin/chromium (Debian: apt-get install chromium). Exit status:
+// 0 done, 1 the page reported an error or timed out, 2 a mistake in the command line or its
+// files.
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import puppeteer from 'puppeteer-core';
+
+import { parseScoreThresh } from '../../common/detector.mjs';
+import {
+  UsageError, parseOptions, shown, wantsHelp, wantsTraceback, writeAtomically,
+} from '../../node/cli.mjs';
 
 const DEPLOY_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const CONTENT_TYPES = {
@@ -31,25 +37,41 @@ const CONTENT_TYPES = {
   '.onnx': 'application/octet-stream',
 };
 
-class UsageError extends Error {}
+const USAGE = `usage: node run_page.mjs --model MODEL.onnx --image IMAGE --output OUT.json
+         [--screenshot SHOT.png] [--timeout SECONDS] [--score-thresh X]
+  --model         an ONNX file exported by retina_focal with --graph detector
+  --image         the image (PNG or JPEG) the page runs on
+  --output        the JSON to write: {image, width, height, size_note, detections}
+  --screenshot    a PNG of the page when it is done
+  --timeout       seconds to wait for the page (default 120)
+  --score-thresh  the page's minimum score, in [0, 1] (default 0: every detection)
+Chromium: $CHROMIUM, else /usr/bin/chromium. Exit status 0 done, 1 the page reported an
+error or timed out, 2 a mistake in the command line.`;
+
+const OPTIONS = {
+  model: { type: 'string' },
+  image: { type: 'string' },
+  output: { type: 'string' },
+  screenshot: { type: 'string' },
+  timeout: { type: 'string', default: '120' },
+  'score-thresh': { type: 'string', default: '0.0' },
+  help: { type: 'boolean', short: 'h' },
+};
 
 function parseCommandLine(argv) {
-  let values;
+  if (wantsHelp(argv)) {
+    console.log(USAGE);
+    process.exit(0);
+  }
+  const values = parseOptions(argv, OPTIONS);
+  const timeout = Number(values.timeout);
+  if (!/^\s*\d*\.?\d+\s*$/.test(values.timeout) || !(timeout > 0)) {
+    throw new UsageError(`--timeout wants seconds > 0, got ${shown(values.timeout)}`);
+  }
   try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        model: { type: 'string' },
-        image: { type: 'string' },
-        output: { type: 'string' },
-        screenshot: { type: 'string' },
-        timeout: { type: 'string', default: '120' },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
+    parseScoreThresh(values['score-thresh'], '--score-thresh');
   } catch (err) {
-    throw new UsageError(err.message.split('\n')[0]);
+    throw new UsageError(err.message);
   }
   for (const name of ['model', 'image', 'output']) {
     if (values[name] === undefined) throw new UsageError(`--${name} is required`);
@@ -60,12 +82,14 @@ function parseCommandLine(argv) {
     }
   }
   for (const name of ['output', 'screenshot']) {
-    const dir = values[name] && path.dirname(path.resolve(values[name]));
-    if (dir && !fs.existsSync(dir)) throw new UsageError(`--${name} ${values[name]}: no folder ${dir}`);
+    if (values[name] === undefined) continue;
+    const dir = path.dirname(path.resolve(values[name]));
+    if (!fs.existsSync(dir)) throw new UsageError(`--${name} ${values[name]}: no folder ${dir}`);
+    if (fs.existsSync(values[name]) && fs.statSync(values[name]).isDirectory()) {
+      throw new UsageError(`--${name} ${values[name]}: a folder; name the file to write`);
+    }
   }
-  const timeout = Number(values.timeout);
-  if (!(timeout > 0)) throw new UsageError(`--timeout wants seconds > 0, got ${values.timeout}`);
-  return { ...values, timeout };
+  return { ...values, timeout, scoreThresh: values['score-thresh'] };
 }
 
 /**
@@ -155,7 +179,8 @@ async function main() {
     page.on('response', (response) => {
       if (!response.ok()) console.error(`page: HTTP ${response.status()} for ${response.url()}`);
     });
-    const query = new URLSearchParams({ model: '/files/model.onnx', image: imageUrl });
+    const query = new URLSearchParams({ model: '/files/model.onnx', image: imageUrl,
+      score: options.scoreThresh });
     await page.goto(`${origin}/web/index.html?${query}`);
     try {
       await page.waitForFunction('window.retinaFocal && window.retinaFocal.done',
@@ -177,9 +202,11 @@ async function main() {
     if (JSON.stringify(detections) !== JSON.stringify(state.detections)) {
       throw new Error('the table differs from window.retinaFocal.detections');
     }
-    fs.writeFileSync(options.output, JSON.stringify({
-      image: options.image, width: state.width, height: state.height, detections,
-    }, null, 1));
+    if (state.sizeNote) console.error(`run_page: warning: ${state.sizeNote}`);
+    writeAtomically(options.output, JSON.stringify({
+      image: options.image, width: state.width, height: state.height,
+      size_note: state.sizeNote, detections,
+    }, null, 1), '--output');
     console.error(`run_page: ${detections.length} detections on ${options.image} `
       + `(${state.width}x${state.height}, pixels read via ${state.pixelReader}, model run `
       + `${state.ms.toFixed(0)} ms, page ${((Date.now() - start) / 1000).toFixed(1)} s) `
@@ -191,7 +218,7 @@ async function main() {
 }
 
 main().catch((err) => {
-  if (process.env.RETINA_FOCAL_TRACEBACK) console.error(err);
+  if (wantsTraceback()) console.error(err);
   const message = String(err && err.message ? err.message : err).split('\n')[0];
   console.error(`run_page: error: ${message}`);
   process.exit(err instanceof UsageError ? 2 : 1);
