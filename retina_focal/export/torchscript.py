@@ -72,7 +72,7 @@ def export_torchscript(model: nn.Module, image: torch.Tensor, path: str,
     with torch.no_grad():
         eager = model([{"image": image}])[0]["instances"]
     exported = run_traced(torch.jit.load(path), adapter, image)[0]["instances"]
-    diff = compare_instances(eager, exported, atol=atol, box_rtol=BOX_RTOL)
+    diff = compare_instances(eager, exported, atol=atol, box_rtol=BOX_RTOL, box_atol=atol)
     return {"path": path, "num_detections": len(exported), "same": diff["same"],
             "max_box_difference": diff["max_box_difference"],
             "max_score_difference": diff["max_score_difference"]}
