@@ -11,12 +11,16 @@ Who does what (the same split for both formats; ``docs/export.md``):
   ONNX graph; for the exported program, the runtime, with the eager ``preprocess_image``
   (:mod:`retina_focal.export.exported_program` says why);
 * backbone and head: the exported graph;
-* scoring, per-level top-k, box decoding, NMS, the detection cap and the resize to the
-  original image: the eager model's own ``forward_inference`` and Detectron2's
-  ``detector_postprocess``, run here on the graph's outputs, so the detections are the eager
-  model's. The eager model is built from the config for this (:func:`load_exported`); its
-  weights are not read. The config keys the post-processing depends on are stored in the
-  file at export and checked against the config at load (:func:`check_export_config`).
+* scoring, per-level top-k, box decoding, NMS and the detection cap: inside a whole-detector
+  ONNX graph (``--graph detector``, :mod:`retina_focal.export.detector_graph`; a config's
+  higher score threshold or lower cap is applied here, exactly); for a head graph and the
+  exported program, the eager model's own ``forward_inference``, run here on the graph's
+  outputs, so the detections are the eager model's;
+* the resize to the original image: Detectron2's ``detector_postprocess``, here.
+
+The eager model is built from the config for this (:func:`load_exported`); its weights are not
+read. The config keys the graph and the post-processing depend on are stored in the file at
+export and checked against the config at load (:func:`check_export_config`).
 
 Images run one at a time (batch 1), as evaluation and the predictor run the eager model.
 """
@@ -232,15 +236,15 @@ def program_backend(path: str) -> _Backend:
 
 
 class ExportedModel(nn.Module):
-    """An exported graph (``backend``) with the eager model's pre- and post-processing around
-    it: called like the eager model in eval mode (``[{"image": (3, H, W), "height",
-    "width"}] -> [{"instances": Instances}]``).
+    """An exported graph (``backend``) with what it leaves out around it: called like the
+    eager model in eval mode (``[{"image": (3, H, W), "height", "width"}] -> [{"instances":
+    Instances}]``).
 
     Args:
         model: the eager model (Detectron2 ``RetinaNet`` or ``RetinaFocal``) of the config the
-            graph was exported from, for ``preprocess_image``, ``forward_inference`` (anchors,
-            scoring, top-k, decoding, NMS) and its test-time thresholds; its weights are not
-            used.
+            graph was exported from, for its test-time thresholds and, with a head graph or an
+            exported program, ``preprocess_image`` and ``forward_inference`` (anchors,
+            scoring, top-k, decoding, NMS); its weights are not used.
         backend: :func:`onnx_backend` or :func:`program_backend`.
     """
 
