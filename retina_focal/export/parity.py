@@ -90,6 +90,22 @@ def same_detections(diff: Dict) -> bool:
     return diff["same"]
 
 
+def _summary(rows: List[Dict]) -> Dict:
+    """Per-image :func:`compare_instances` rows (each with its ``image_id``) and what they say
+    together: ``{"num_images", "images", "all_same", "max_box_difference",
+    "max_score_difference"}`` (the maxima over all images; None where a count differed)."""
+    counts_equal = all(r["max_box_difference"] is not None for r in rows)
+    return {
+        "num_images": len(rows),
+        "images": rows,
+        "all_same": all(r["same"] for r in rows),
+        "max_box_difference": max((r["max_box_difference"] for r in rows), default=0.0)
+        if counts_equal else None,
+        "max_score_difference": max((r["max_score_difference"] for r in rows), default=0.0)
+        if counts_equal else None,
+    }
+
+
 def parity_test_loader(cfg, dataset_name: str):
     """The images of ``dataset_name`` as evaluation reads them: Detectron2's test loader with
     :class:`~retina_focal.data.mapper.RobustDatasetMapper` (16-bit images scaled to 8 bits,
@@ -128,17 +144,7 @@ def parity_on_dataset(cfg, eager: nn.Module, exported: nn.Module, dataset_name: 
             rows.append({"image_id": x["image_id"],
                          **compare_instances(a["instances"], b["instances"])})
     ap = {side: ev.evaluate()["bbox"]["AP"] for side, ev in evaluators.items()}
-    counts_equal = all(r["max_box_difference"] is not None for r in rows)
-    return {
-        "num_images": len(rows),
-        "images": rows,
-        "all_same": all(r["same"] for r in rows),
-        "max_box_difference": max((r["max_box_difference"] for r in rows), default=0.0)
-        if counts_equal else None,
-        "max_score_difference": max((r["max_score_difference"] for r in rows), default=0.0)
-        if counts_equal else None,
-        "ap": ap,
-    }
+    return dict(_summary(rows), ap=ap)
 
 
 def dataset_parity_verdict(report: Dict, ap_tolerance: float) -> Tuple[bool, str]:
@@ -197,13 +203,4 @@ def compare_results(reference: List[Dict], other: List[Dict], atol: float = ATOL
     rows = [{"image_id": i, **compare_instances(a.get(i, empty), b.get(i, empty), atol=atol,
                                                 box_rtol=box_rtol, box_atol=box_atol)}
             for i in sorted(set(a) | set(b))]
-    counts_equal = all(r["max_box_difference"] is not None for r in rows)
-    return {
-        "num_images": len(rows),
-        "images": rows,
-        "all_same": all(r["same"] for r in rows),
-        "max_box_difference": max((r["max_box_difference"] for r in rows), default=0.0)
-        if counts_equal else None,
-        "max_score_difference": max((r["max_score_difference"] for r in rows), default=0.0)
-        if counts_equal else None,
-    }
+    return _summary(rows)
