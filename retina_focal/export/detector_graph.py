@@ -22,7 +22,7 @@ scores and then drops the padding by its score: the same candidates, and no coun
 the traced image's size. Scores that tie exactly may be ranked in another order than
 PyTorch's sort ranks them (ONNX ``TopK`` puts the lower index first).
 
-Input: ``image`` (3, H, W), float32 or uint8 (``input_dtype``), the config's
+Input: ``image`` (3, H, W), float32 or uint8 (the export's ``input_dtype``), the config's
 ``INPUT.FORMAT``, 0-255, any H and W, run at that size (resizing to the test size is the
 caller's, as for the eager model). Outputs: ``boxes`` (N, 4) float32 XYXY in the input image's
 pixels, ``scores`` (N,) float32, ``classes`` (N,) int64 contiguous class indices.
@@ -35,7 +35,12 @@ from detectron2.modeling.meta_arch.retinanet import RetinaNet
 from torch import Tensor, nn
 from torch.onnx.operators import shape_as_tensor
 
-from retina_focal.export.graph import ExportUnsupported, check_dense_detector
+from retina_focal.export.graph import (
+    DenseHeadGraph,
+    ExportUnsupported,
+    check_dense_detector,
+    split_outputs,
+)
 
 __all__ = ["DETECTOR_OUTPUTS", "INPUT_DTYPES", "DetectorGraph", "check_whole_detector",
            "level_anchors", "multiclass_nms"]
@@ -70,7 +75,8 @@ def check_whole_detector(model: nn.Module) -> None:
 
 def level_anchors(cell_anchors: Tensor, stride: float, offset: float, feature: Tensor) -> Tensor:
     """(Hi * Wi * A, 4) XYXY anchors of one level, in Detectron2's order (row-major locations,
-    then the A cell anchors), for the feature map ``feature`` (N, C, Hi, Wi): the grid of
+    then the A cell anchors), for a map ``feature`` (N, C, Hi, Wi) of the level (its features,
+    or the head's outputs on them): the grid of
     ``DefaultAnchorGenerator`` written with the map's own size, so it stays dynamic when
     traced."""
     ys = torch.arange(feature.shape[2], dtype=torch.float32) * stride + offset * stride
@@ -133,24 +139,20 @@ def multiclass_nms(boxes: Tensor, scores: Tensor, classes: Tensor, num_classes: 
 
 
 class DetectorGraph(nn.Module):
-    """The whole detector (module docstring): ``forward(image) -> (boxes, scores, classes)``.
+    """The whole detector (module docstring): ``forward(image) -> (boxes, scores, classes)``,
+    where ``image`` is float32 or uint8 (cast to float32 here).
 
     Args:
         model: a RetinaNet-style model in eval mode (:func:`check_whole_detector`); its
-            test-time keys are read once, here, and become constants of the graph.
-        input_dtype: ``"float32"`` or ``"uint8"``, the dtype of the graph's input.
+            test-time keys are read once, here, and become constants of the graph. Steps 1
+            (preprocessing, backbone, head) are the head graph's
+            (:class:`~retina_focal.export.graph.DenseHeadGraph`).
     """
 
-    def __init__(self, model: nn.Module, input_dtype: str = "float32"):
+    def __init__(self, model: nn.Module):
         super().__init__()
-        if model.training:
-            raise ValueError("export needs a model in eval mode: call model.eval() first")
         check_whole_detector(model)
-        if input_dtype not in INPUT_DTYPES:
-            raise ValueError(f"input_dtype={input_dtype!r} is invalid: use one of "
-                             f"{sorted(INPUT_DTYPES)}")
-        self.model = model
-        self.input_dtype = input_dtype
+        self.network = DenseHeadGraph(model, preprocess=True)  # refuses a model in training
         generator = model.anchor_generator
         self.strides = [float(s) for s in generator.strides]
         self.offset = float(generator.offset)
@@ -164,29 +166,26 @@ class DetectorGraph(nn.Module):
 
     def _scores(self, logits: Tensor) -> Tensor:
         """(R, C) logits -> (R, K) class scores, as the model's inference scores them."""
-        if hasattr(self.model, "_class_scores"):
-            return self.model._class_scores(logits)
+        model = self.network.model
+        if hasattr(model, "_class_scores"):
+            return model._class_scores(logits)
         return logits.sigmoid()
 
     def forward(self, image: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        model = self.model
         size = shape_as_tensor(image)  # (3,): C, H, W, a tensor so it stays dynamic
-        images = model.preprocess_image([{"image": image.to(torch.float32)}]).tensor
-        features = model.backbone(images)
-        features = [features[f] for f in model.head_in_features]
-        logits, deltas = model.head(features)
+        logits, deltas = split_outputs(list(self.network(image.to(torch.float32))))
         boxes_all, scores_all, classes_all = [], [], []
-        for level, feature in enumerate(features):
-            scores = self._scores(permute_to_N_HWA_K(logits[level], self.num_logits)[0])
+        for level, level_logits in enumerate(logits):
+            scores = self._scores(permute_to_N_HWA_K(level_logits, self.num_logits)[0])
             level_deltas = permute_to_N_HWA_K(deltas[level], 4)[0]
             top_scores, top_idx = _top(scores.reshape(-1), self.topk)
             keep = top_scores > self.score_thresh
             top_scores, top_idx = top_scores[keep], top_idx[keep]
             anchor_idx = torch.div(top_idx, self.num_classes, rounding_mode="floor")
             anchors = level_anchors(self.cell_anchors[level], self.strides[level], self.offset,
-                                    feature)
-            boxes_all.append(model.box2box_transform.apply_deltas(level_deltas[anchor_idx],
-                                                                  anchors[anchor_idx]))
+                                    level_logits)
+            boxes_all.append(self.network.model.box2box_transform.apply_deltas(
+                level_deltas[anchor_idx], anchors[anchor_idx]))
             scores_all.append(top_scores)
             classes_all.append(top_idx % self.num_classes)
         boxes, scores, classes = torch.cat(boxes_all), torch.cat(scores_all), torch.cat(classes_all)

@@ -63,13 +63,16 @@ def export_onnx(model: nn.Module, image: torch.Tensor, path: str, info: Dict,
 
     if graph not in GRAPHS:
         raise ValueError(f"graph={graph!r} is invalid: use one of {GRAPHS}")
+    if input_dtype not in INPUT_DTYPES:
+        raise ValueError(f"input_dtype={input_dtype!r} is invalid: use one of "
+                         f"{sorted(INPUT_DTYPES)}")
     if graph == "head" and input_dtype != "float32":
         raise ValueError("the head graph takes float32 images: input_dtype='uint8' needs "
                          "graph='detector'")
+    dynamic_axes = {"image": {1: "height", 2: "width"}}
     if graph == "detector":
-        module: nn.Module = DetectorGraph(model, input_dtype).eval()
+        module: nn.Module = DetectorGraph(model).eval()
         names = list(DETECTOR_OUTPUTS)
-        dynamic_axes = {"image": {1: "height", 2: "width"}}
         dynamic_axes.update({name: {0: "detections"} for name in names})
         image = image.to(INPUT_DTYPES[input_dtype])
     else:
@@ -77,7 +80,6 @@ def export_onnx(model: nn.Module, image: torch.Tensor, path: str, info: Dict,
         num_levels = len(model.head_in_features)
         names = ([f"logits_{f}" for f in model.head_in_features]
                  + [f"deltas_{f}" for f in model.head_in_features])
-        dynamic_axes = {"image": {1: "height", 2: "width"}}
         for i, name in enumerate(names):
             level = i % num_levels
             dynamic_axes[name] = {2: f"height_{level}", 3: f"width_{level}"}
