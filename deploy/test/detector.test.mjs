@@ -7,21 +7,10 @@ import {
   imageToInput, matchCategories, offTestSize, parseModelInfo, parseScoreThresh, readOnnxMetadata,
   testResizeShape, testSizeNote, toDetections,
 } from '../common/detector.mjs';
+import { field, lengthDelimited, utf8, varint } from './fake_model.mjs';
 
-// --- a minimal protobuf writer, enough to build ModelProto-shaped bytes -------------------
+// --- ModelProto-shaped bytes, with the protobuf writer of fake_model.mjs ------------------
 
-function varint(n) {
-  const out = [];
-  while (n >= 128) {
-    out.push((n % 128) | 128);
-    n = Math.floor(n / 128);
-  }
-  out.push(n);
-  return out;
-}
-const utf8 = (s) => [...new TextEncoder().encode(s)];
-const field = (number, wireType) => varint(number * 8 + wireType);
-const lengthDelimited = (number, bytes) => [...field(number, 2), ...varint(bytes.length), ...bytes];
 const entry = (key, value) => lengthDelimited(14, [...lengthDelimited(1, utf8(key)),
   ...lengthDelimited(2, utf8(value))]);
 
