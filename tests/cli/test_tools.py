@@ -252,7 +252,13 @@ def _evaluate_in_process(rank, world_size, init_file, weights, out_root):
     results = inference_on_dataset(model, build_detection_test_loader(cfg, VAL), evaluator)
     with open(os.path.join(out_root, f"results{rank}.json"), "w") as f:
         json.dump({"results": results, "report": evaluator.report is not None}, f)
-    dist.destroy_process_group()
+    # torn down as the launcher's CPU workers do (every process done first, Detectron2's
+    # cached groups released): a GLOO group freed later can abort the process
+    from detectron2.utils import comm
+
+    from retina_focal.engine.launch import leave_process_group
+    comm.synchronize()
+    leave_process_group()
 
 
 def test_multi_process_evaluation_writes_the_report_once(trained, tmp_path):
