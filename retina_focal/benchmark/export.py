@@ -10,7 +10,7 @@ import torch
 
 from retina_focal.benchmark.models import build_models, make_batch, trained_like_scores
 from retina_focal.benchmark.settings import BenchSettings
-from retina_focal.benchmark.timing import Progress, alternate, summarize
+from retina_focal.benchmark.timing import Progress, alternate, conv_flops, matmul_gflops, summarize
 
 __all__ = ["ORT", "ORT_DETECTOR", "bench_export"]
 
@@ -69,6 +69,15 @@ def bench_export(settings: BenchSettings, device):
     differences_whole = compare_instances(outs[OURS], outs[ORT_DETECTOR])
     same, same_whole = differences["same"], differences_whole["same"]
     whole, d2 = results[ORT_DETECTOR], results[D2]
+    # what a ratio of 0.5 would take: the graph's convolutions at twice Detectron2's speed,
+    # against the float32 ceiling of this CPU measured now (exact export: float32 only)
+    flops = conv_flops(ours, infer(ours, "flops"))
+    ceiling = matmul_gflops() if device == "cpu" else None
+    compute = {"conv_gflop": flops / 1e9,
+               "whole_conv_gflops": flops / 1e9 / whole["median_s"],
+               "d2_conv_gflops": flops / 1e9 / d2["median_s"],
+               "conv_gflops_for_half": flops / 1e9 / (0.5 * d2["median_s"]),
+               "matmul_gflops_float32": ceiling}
     return {
         "ratio_ort_detector_over_d2": whole["median_s"] / d2["median_s"],
         "cpu_ratio_ort_detector_over_d2": whole["median_cpu_s"] / d2["median_cpu_s"],
@@ -84,5 +93,6 @@ def bench_export(settings: BenchSettings, device):
                   "same_detections_as_eager": same, "detection_differences": differences,
                   "whole_same_detections_as_eager": same_whole,
                   "whole_detection_differences": differences_whole},
+        "compute": compute,
         "results": results,
     }

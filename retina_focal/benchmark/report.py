@@ -83,6 +83,15 @@ def print_report(report) -> None:
             f"{sec['cpu_ratio_ort_over_d2']:.3f} CPU time; our median over their fastest round "
             f"{sec['ratio_ort_median_over_d2_min']:.3f}; ONNX Runtime / RetinaFocal eager "
             f"{sec['ratio_ort_over_ours']:.3f}")
+        c = sec.get("compute")
+        if c:
+            log(f"  convolutions: {c['conv_gflop']:.1f} GFLOP per image; run at "
+                f"{c['whole_conv_gflops']:.0f} GFLOP/s by the whole graph, "
+                f"{c['d2_conv_gflops']:.0f} by Detectron2; a ratio of 0.5 needs "
+                f"{c['conv_gflops_for_half']:.0f} GFLOP/s of convolution alone")
+            if c["matmul_gflops_float32"] is not None:
+                log(f"  float32 matrix-product ceiling of this CPU, measured now: "
+                    f"{c['matmul_gflops_float32']:.0f} GFLOP/s")
 
 
 def write_json(report: Dict, path: str) -> None:

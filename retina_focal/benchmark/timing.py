@@ -7,7 +7,8 @@ from typing import Callable, Dict, List
 
 import torch
 
-__all__ = ["Progress", "alternate", "log", "peak_extra_bytes", "ratios", "summarize", "timed"]
+__all__ = ["Progress", "alternate", "conv_flops", "log", "matmul_gflops", "peak_extra_bytes",
+           "ratios", "summarize", "timed"]
 
 
 def log(msg: str) -> None:
@@ -59,6 +60,37 @@ def alternate(fns: Dict[str, Callable[[], None]], repeats: int, warmup: int, dev
         progress.step(f"round {r + 1}: " + ", ".join(
             f"{n} {times[n][-1][0] * 1e3:.0f} ms" for n in names))
     return times
+
+
+def conv_flops(model: torch.nn.Module, run: Callable[[], None]) -> int:
+    """Floating-point operations (2 per multiply-add) of every 2D convolution of ``model``
+    during ``run()``: ``2 * N * C_out * H_out * W_out * (C_in / groups) * kH * kW`` each,
+    counted from the shapes the convolutions actually see (all levels, both subnets)."""
+    total = 0
+
+    def count(conv, inputs, output):
+        nonlocal total
+        kh, kw = conv.kernel_size
+        total += 2 * output.numel() * (conv.in_channels // conv.groups) * kh * kw
+
+    handles = [m.register_forward_hook(count) for m in model.modules()
+               if isinstance(m, torch.nn.Conv2d)]
+    try:
+        run()
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """The best float32 throughput (GFLOP/s) of a ``size`` x ``size`` matrix product over
+    ``repeats`` runs, on PyTorch's current threads: a practical ceiling for any float32
+    convolution on this CPU, measured in the same run as the figures it bounds."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = min(timed(lambda: torch.mm(a, b), "cpu")[0] for _ in range(repeats))
+    return 2 * size ** 3 / best / 1e9
 
 
 def peak_extra_bytes(fn: Callable[[], None]) -> int:

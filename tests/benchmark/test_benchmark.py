@@ -177,3 +177,8 @@ def test_export_section_prints_the_whole_graphs_ratio(tmp_path):
         sec["results"]["ONNX Runtime, whole"]["median_s"]
         / sec["results"]["Detectron2 RetinaNet"]["median_s"])
     assert sec["setup"]["whole_same_detections_as_eager"], sec["setup"]
+    # what 0.5 would take, beside the CPU's float32 ceiling measured in the same run
+    c, d2_s = sec["compute"], sec["results"]["Detectron2 RetinaNet"]["median_s"]
+    assert c["conv_gflop"] > 0 and c["matmul_gflops_float32"] > 0
+    assert c["conv_gflops_for_half"] == pytest.approx(c["conv_gflop"] / (0.5 * d2_s))
+    assert "a ratio of 0.5 needs" in proc.stdout and "ceiling of this CPU" in proc.stdout
