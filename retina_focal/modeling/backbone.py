@@ -8,11 +8,15 @@ else (blocks, stem, FPN, its top block) is Detectron2's. Two FPNs: RetinaNet's P
 from res5) and Faster R-CNN's P2-P6 (P6 by max-pooling P5), as Detectron2's
 ``build_retinanet_resnet_fpn_backbone`` and ``build_resnet_fpn_backbone``.
 """
-from detectron2.layers import ShapeSpec
+from typing import List
+
+from detectron2.config import CfgNode
+from detectron2.layers import CNNBlockBase, ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone import FPN, ResNet
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool, LastLevelP6P7
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem
+from torch import nn
 
 __all__ = [
     "build_retina_focal_basic_resnet_fpn_backbone",
@@ -24,7 +28,7 @@ _BLOCKS_PER_STAGE = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3]}
 
 
 def make_basic_resnet_stages(depth: int, stem_out_channels: int, res2_out_channels: int,
-                             norm: str = "BN"):
+                             norm: str = "BN") -> List[List[CNNBlockBase]]:
     """The 4 stages (res2..res5) of a BasicBlock ResNet of ``depth`` 18 or 34 whose widths are
     w, 2w, 4w, 8w with w = ``res2_out_channels``; a cfg-free builder (for LazyConfig:
     ``L(ResNet)(stem=..., stages=L(make_basic_resnet_stages)(...))``)."""
@@ -33,7 +37,8 @@ def make_basic_resnet_stages(depth: int, stem_out_channels: int, res2_out_channe
             f"depth={depth} is invalid for a BasicBlock ResNet: choices "
             f"{sorted(_BLOCKS_PER_STAGE)}"
         )
-    stages, in_channels = [], stem_out_channels
+    stages: List[List[CNNBlockBase]] = []
+    in_channels = stem_out_channels
     for i, num_blocks in enumerate(_BLOCKS_PER_STAGE[depth]):
         out_channels = res2_out_channels * 2**i
         first_stride = 1 if i == 0 else 2
@@ -45,7 +50,7 @@ def make_basic_resnet_stages(depth: int, stem_out_channels: int, res2_out_channe
     return stages
 
 
-def _basic_resnet(cfg, input_shape: ShapeSpec, builder: str) -> ResNet:
+def _basic_resnet(cfg: CfgNode, input_shape: ShapeSpec, builder: str) -> ResNet:
     """The cfg's BasicBlock ResNet (``MODEL.RESNETS.*``, ``MODEL.BACKBONE.FREEZE_AT``);
     ``builder`` names the backbone builder in the error of a bad depth."""
     r = cfg.MODEL.RESNETS
@@ -61,7 +66,7 @@ def _basic_resnet(cfg, input_shape: ShapeSpec, builder: str) -> ResNet:
                   freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
 
 
-def _fpn(cfg, bottom_up: ResNet, top_block) -> FPN:
+def _fpn(cfg: CfgNode, bottom_up: ResNet, top_block: nn.Module) -> FPN:
     return FPN(
         bottom_up=bottom_up,
         in_features=cfg.MODEL.FPN.IN_FEATURES,
@@ -72,8 +77,9 @@ def _fpn(cfg, bottom_up: ResNet, top_block) -> FPN:
     )
 
 
-@BACKBONE_REGISTRY.register()
-def build_retina_focal_basic_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
+# fvcore's Registry (Detectron2's) has no annotations: its decorator is untyped
+@BACKBONE_REGISTRY.register()  # type: ignore[untyped-decorator]
+def build_retina_focal_basic_resnet_fpn_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> FPN:
     """BasicBlock ResNet (res2..res5 widths w, 2w, 4w, 8w with w = RES2_OUT_CHANNELS) + FPN
     with P6/P7 from res5, as in RetinaNet."""
     bottom_up = _basic_resnet(cfg, input_shape, "build_retina_focal_basic_resnet_fpn_backbone")
@@ -81,8 +87,9 @@ def build_retina_focal_basic_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
                                               cfg.MODEL.FPN.OUT_CHANNELS))
 
 
-@BACKBONE_REGISTRY.register()
-def build_retina_focal_basic_resnet_fpn_p2_backbone(cfg, input_shape: ShapeSpec):
+@BACKBONE_REGISTRY.register()  # type: ignore[untyped-decorator]  # untyped, as above
+def build_retina_focal_basic_resnet_fpn_p2_backbone(cfg: CfgNode, input_shape: ShapeSpec
+                                                    ) -> FPN:
     """The same BasicBlock ResNet + FPN with P6 max-pooled from P5, as Faster R-CNN's
     (P2-P6 with ``MODEL.FPN.IN_FEATURES: [res2, res3, res4, res5]``)."""
     bottom_up = _basic_resnet(cfg, input_shape,

@@ -1,8 +1,9 @@
 """RetinaFocal's dense head: a class subnet and a box subnet shared across FPN levels."""
 import math
-from typing import List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
+from detectron2.config import CfgNode
 from detectron2.layers import CycleBatchNormList, ShapeSpec, get_norm
 from detectron2.modeling.anchor_generator import build_anchor_generator
 from torch import nn
@@ -15,14 +16,16 @@ from retina_focal.modeling.registry import RETINA_FOCAL_HEAD_REGISTRY, get_compo
 __all__ = ["RetinaFocalHead", "build_retina_focal_head"]
 
 
-def build_retina_focal_head(cfg, input_shape: List[ShapeSpec]) -> nn.Module:
+def build_retina_focal_head(cfg: CfgNode, input_shape: List[ShapeSpec]) -> nn.Module:
     """Build the head named by ``MODEL.RETINA_FOCAL.HEAD_NAME``."""
     name = cfg.MODEL.RETINA_FOCAL.HEAD_NAME
     head_cls = get_component(RETINA_FOCAL_HEAD_REGISTRY, name, "MODEL.RETINA_FOCAL.HEAD_NAME")
-    return head_cls(cfg, input_shape)
+    head: nn.Module = head_cls(cfg, input_shape)
+    return head
 
 
-class CycleBatchNormFusedList(CycleBatchNormList):
+# Detectron2 has no annotations: CycleBatchNormList (an nn.ModuleList) is Any to mypy
+class CycleBatchNormFusedList(CycleBatchNormList):  # type: ignore[misc]
     """Detectron2's ``CycleBatchNormList`` of ``nn.BatchNorm2d`` (one set of statistics per
     level, one shared affine), same parameters, buffers and checkpoint keys.
 
@@ -39,7 +42,8 @@ class CycleBatchNormFusedList(CycleBatchNormList):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (N, C, H, W) features of the next level in the cycle -> (N, C, H, W)."""
         if not (self._affine and torch.is_autocast_enabled(x.device.type)):
-            return super().forward(x)
+            out: torch.Tensor = super().forward(x)
+            return out
         bn = self[self._pos]
         self._pos = (self._pos + 1) % len(self)
         momentum = 0.0 if bn.momentum is None else bn.momentum
@@ -123,15 +127,18 @@ class RetinaFocalHead(nn.Module):
                 bias = torch.tensor([float(b) for b in cls_prior_bias]).repeat(num_anchors)
                 self.cls_score.bias.copy_(bias)
 
-    def _norm(self, norm: str, channels: int):
+    def _norm(self, norm: str, channels: int) -> nn.Module:
         if norm in ("BN", "SyncBN"):
             # Statistics differ a lot between levels: keep one BN per level, shared weights.
             if norm == "BN":  # the shared affine fused into the BN call under autocast
                 return CycleBatchNormFusedList(length=self._num_levels,
                                                bn_class=nn.BatchNorm2d, num_features=channels)
-            return CycleBatchNormList(length=self._num_levels, bn_class=nn.SyncBatchNorm,
-                                      num_features=channels)
-        return get_norm(norm, channels)
+            sync_bn: nn.Module = CycleBatchNormList(
+                length=self._num_levels, bn_class=nn.SyncBatchNorm, num_features=channels
+            )
+            return sync_bn
+        layer: nn.Module = get_norm(norm, channels)
+        return layer
 
     def _subnet(self, in_channels: int, conv_dims: List[int], norm: str) -> nn.Sequential:
         layers: List[nn.Module] = []
@@ -150,7 +157,7 @@ class RetinaFocalHead(nn.Module):
     }
 
     @classmethod
-    def from_config(cls, cfg, input_shape: List[ShapeSpec]):
+    def from_config(cls, cfg: CfgNode, input_shape: List[ShapeSpec]) -> Dict[str, Any]:
         num_anchors = build_anchor_generator(cfg, input_shape).num_cell_anchors
         if len(set(num_anchors)) != 1:
             raise ValueError(
@@ -175,7 +182,9 @@ class RetinaFocalHead(nn.Module):
             **config_values(cfg, cls.config_keys),
         }
 
-    def forward(self, features: List[torch.Tensor]):
+    def forward(
+        self, features: List[torch.Tensor]
+    ) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
         """
         Args:
             features: L feature maps, (N, C, Hi, Wi), highest resolution first.

@@ -1,10 +1,11 @@
 """RetinaFocal: Detectron2's RetinaNet with its head, loss and anchor assigner made swappable."""
 import logging
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
-from detectron2.layers import cat
-from detectron2.modeling import META_ARCH_REGISTRY, RetinaNet, build_backbone
+from detectron2.config import CfgNode
+from detectron2.layers import ShapeSpec, cat
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone, RetinaNet, build_backbone
 from detectron2.modeling.anchor_generator import build_anchor_generator
 from detectron2.modeling.box_regression import Box2BoxTransform, _dense_box_regression_loss
 from detectron2.structures import Boxes, ImageList, Instances
@@ -29,7 +30,7 @@ from retina_focal.modeling.training_state import HasTrainingState, positive_anch
 __all__ = ["RetinaFocal", "anchor_targets", "head_feature_shapes"]
 
 
-def head_feature_shapes(backbone, in_features: List[str]) -> List:
+def head_feature_shapes(backbone: Backbone, in_features: List[str]) -> List[ShapeSpec]:
     """The backbone's ShapeSpecs of ``MODEL.RETINANET.IN_FEATURES``, in that order; a name the
     backbone does not produce is a ValueError listing what it does produce."""
     shapes = backbone.output_shape()
@@ -45,7 +46,7 @@ def head_feature_shapes(backbone, in_features: List[str]) -> List:
 logger = logging.getLogger(__name__)
 
 
-def _require(component, base: type, name: str) -> None:
+def _require(component: object, base: type, name: str) -> None:
     """TypeError unless ``component`` derives from ``base``, the interface RetinaFocal calls."""
     if not isinstance(component, base):
         raise TypeError(
@@ -55,7 +56,8 @@ def _require(component, base: type, name: str) -> None:
 
 
 @META_ARCH_REGISTRY.register()
-class RetinaFocal(RetinaNet, HasTrainingState):
+# Detectron2 has no annotations: RetinaNet is Any to mypy
+class RetinaFocal(RetinaNet, HasTrainingState):  # type: ignore[misc]
     """RetinaNet (Lin et al., ICCV 2017) whose head, classification loss, anchor assigner and
     training-sample selection are registered components chosen by
     ``MODEL.RETINA_FOCAL.{HEAD,LOSS,ASSIGNER,SAMPLER}_NAME``.
@@ -85,7 +87,7 @@ class RetinaFocal(RetinaNet, HasTrainingState):
         assigner: AnchorAssigner,
         sampler: Optional[AnchorSampler] = None,
         normalizer: str = "ema",
-        **kwargs,
+        **kwargs: Any,
     ):
         """
         Args:
@@ -141,7 +143,7 @@ class RetinaFocal(RetinaNet, HasTrainingState):
                    "max_detections_per_image": "TEST.DETECTIONS_PER_IMAGE"}
 
     @classmethod
-    def from_config(cls, cfg) -> Dict:
+    def from_config(cls, cfg: CfgNode) -> Dict[str, Any]:
         if "RETINA_FOCAL" not in cfg.MODEL:
             raise ValueError(
                 "cfg has no MODEL.RETINA_FOCAL: call retina_focal.add_retina_focal_config(cfg) "
@@ -169,7 +171,13 @@ class RetinaFocal(RetinaNet, HasTrainingState):
             "input_format": cfg.INPUT.FORMAT,
         }
 
-    def forward_training(self, images, features, predictions, gt_instances):
+    def forward_training(
+        self,
+        images: ImageList,
+        features: List[Tensor],
+        predictions: List[List[Tensor]],
+        gt_instances: List[Instances],
+    ) -> Dict[str, Tensor]:
         pred_logits, pred_anchor_deltas = self._transpose_dense_predictions(
             predictions, [self.num_cls_logits, 4]
         )
@@ -185,7 +193,7 @@ class RetinaFocal(RetinaNet, HasTrainingState):
 
     def forward_inference(
         self, images: ImageList, features: List[Tensor], predictions: List[List[Tensor]]
-    ):
+    ) -> List[Instances]:
         pred_logits, pred_anchor_deltas = self._transpose_dense_predictions(
             predictions, [self.num_cls_logits, 4]
         )
@@ -202,7 +210,9 @@ class RetinaFocal(RetinaNet, HasTrainingState):
         return results
 
     @torch.no_grad()
-    def label_anchors(self, anchors: List[Boxes], gt_instances: List[Instances]):
+    def label_anchors(
+        self, anchors: List[Boxes], gt_instances: List[Instances]
+    ) -> Tuple[List[Tensor], List[Tensor]]:
         """Each image's anchors assigned (``self.assigner``), as class labels and boxes.
 
         Returns:
@@ -245,7 +255,7 @@ class RetinaFocal(RetinaNet, HasTrainingState):
         # the positives of the whole batch (all processes), or their EMA
         normalizer = positive_anchor_normalizer(self, self.normalizer, num_pos, labels.device)
 
-        targets = {}
+        targets: Dict[str, Tensor] = {}
         if self.cls_loss.needs_iou_targets:
             targets["iou_targets"] = self._iou_targets(
                 anchors, pred_anchor_deltas, gt_boxes, pos_mask
@@ -299,7 +309,7 @@ class RetinaFocal(RetinaNet, HasTrainingState):
         deltas = cat(pred_anchor_deltas, dim=1).detach()  # (N, R, 4)
         all_anchors = Boxes.cat(anchors).tensor  # (R, 4)
         n = deltas.shape[0]
-        boxes = self.box2box_transform.apply_deltas(
+        boxes: Tensor = self.box2box_transform.apply_deltas(
             deltas.reshape(-1, 4), all_anchors.repeat(n, 1)
         )
         return boxes.view(n, -1, 4)

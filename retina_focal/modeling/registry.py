@@ -1,4 +1,6 @@
 """Registries of retina_focal's swappable components, and lookup with a clear error."""
+from typing import Any
+
 from fvcore.common.registry import Registry
 
 from retina_focal.utils.errors import UserError
@@ -54,9 +56,12 @@ class UnknownComponent(UserError, ValueError):
     """A component name that is not registered (the message names the key and the choices)."""
 
 
-def get_component(registry: Registry, name: str, key: str):
+def get_component(registry: Registry, name: str, key: str) -> Any:
     """``registry.get(name)``; an unknown name is an :class:`UnknownComponent` (a
-    ``ValueError``) naming ``key`` and the choices."""
+    ``ValueError``) naming ``key`` and the choices.
+
+    Any: a registry holds classes of different bases (and Detectron2's, functions); each
+    builder states the type of what it builds from the class it gets."""
     if name not in registry:
         choices = ", ".join(sorted(k for k, _ in registry))
         raise UnknownComponent(

@@ -1,6 +1,8 @@
 """Anchor assigners: which anchors are positive, negative or ignored, and for which ground
 truth. Every assigner derives from :class:`AnchorAssigner`, whose docstring is the contract;
 registered in ``ASSIGNER_REGISTRY`` and chosen by ``MODEL.RETINA_FOCAL.ASSIGNER_NAME``."""
+from detectron2.config import CfgNode
+
 from retina_focal.modeling.anchor_assignment.atss import ATSSAssigner, anchors_per_location
 from retina_focal.modeling.anchor_assignment.base import AnchorAssigner
 from retina_focal.modeling.anchor_assignment.iou_threshold import (
@@ -19,7 +21,10 @@ __all__ = [
 ]
 
 
-def build_assigner(cfg) -> AnchorAssigner:
+def build_assigner(cfg: CfgNode) -> AnchorAssigner:
     """Build the assigner named by ``MODEL.RETINA_FOCAL.ASSIGNER_NAME``."""
     name = cfg.MODEL.RETINA_FOCAL.ASSIGNER_NAME
-    return get_component(ASSIGNER_REGISTRY, name, "MODEL.RETINA_FOCAL.ASSIGNER_NAME")(cfg)
+    assigner: AnchorAssigner = get_component(
+        ASSIGNER_REGISTRY, name, "MODEL.RETINA_FOCAL.ASSIGNER_NAME"
+    )(cfg)
+    return assigner

@@ -3,6 +3,7 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Dict, List, Tuple
 
 import torch
+from detectron2.config import CfgNode
 from detectron2.structures import Boxes, Instances
 from torch import Tensor
 
@@ -39,7 +40,7 @@ class AnchorAssigner(ABC):
     config_keys: ClassVar[ConfigKeys] = {}
 
     @classmethod
-    def from_config(cls, cfg) -> Dict[str, Any]:
+    def from_config(cls, cfg: CfgNode) -> Dict[str, Any]:
         """The constructor's arguments, read from ``cfg`` at the keys of ``config_keys``."""
         return config_values(cfg, cls.config_keys)
 

@@ -8,6 +8,8 @@ computed on every positive anchor whatever the sampler, and both losses are divi
 normaliser (``MODEL.RETINA_FOCAL.NORMALIZER``), which counts every positive anchor of the batch,
 sampled or not. For ``HardNegativeMiner`` this is SSD's normalisation (1 / #matched anchors).
 """
+from detectron2.config import CfgNode
+
 from retina_focal.modeling.anchor_sampling.all_anchors import AllAnchors
 from retina_focal.modeling.anchor_sampling.base import NMS_BOXES, AnchorSampler
 from retina_focal.modeling.anchor_sampling.hard_negative import HardNegativeMiner
@@ -24,7 +26,10 @@ __all__ = [
 ]
 
 
-def build_sampler(cfg) -> AnchorSampler:
+def build_sampler(cfg: CfgNode) -> AnchorSampler:
     """Build the sampler named by ``MODEL.RETINA_FOCAL.SAMPLER_NAME``."""
     name = cfg.MODEL.RETINA_FOCAL.SAMPLER_NAME
-    return get_component(SAMPLER_REGISTRY, name, "MODEL.RETINA_FOCAL.SAMPLER_NAME")(cfg)
+    sampler: AnchorSampler = get_component(
+        SAMPLER_REGISTRY, name, "MODEL.RETINA_FOCAL.SAMPLER_NAME"
+    )(cfg)
+    return sampler

@@ -15,10 +15,13 @@ class AllAnchors(AnchorSampler):
     """Every non-ignored anchor is used, with weight 1 (the paper's RetinaNet, Detectron2)."""
 
     @configurable
-    def __init__(self):
+    def __init__(self) -> None:
         pass
 
-    def sample(self, labels: Tensor, num_classes: int, anchor_losses, boxes) -> Optional[Tensor]:
+    def sample(
+        self, labels: Tensor, num_classes: int, anchor_losses: Optional[Tensor],
+        boxes: Optional[Tensor]
+    ) -> Optional[Tensor]:
         """None: no weights, i.e. every anchor with label >= 0 counts fully."""
         return None
 

@@ -3,6 +3,7 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Dict, Optional
 
 import torch
+from detectron2.config import CfgNode
 from torch import Tensor
 
 from retina_focal.config.validation import ConfigKeys, config_values
@@ -40,7 +41,7 @@ class AnchorSampler(ABC):
     config_keys: ClassVar[ConfigKeys] = {}
 
     @classmethod
-    def from_config(cls, cfg) -> Dict[str, Any]:
+    def from_config(cls, cfg: CfgNode) -> Dict[str, Any]:
         """The constructor's arguments, read from ``cfg`` at the keys of ``config_keys``."""
         return config_values(cfg, cls.config_keys)
 

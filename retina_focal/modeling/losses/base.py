@@ -71,12 +71,15 @@ class DenseClsLoss(nn.Module):
             raise ValueError(f"Expected {num_logits} logits per anchor, got {logits.shape[1]}")
 
     @torch.no_grad()
-    def per_anchor(self, logits: Tensor, labels: Tensor, **targets) -> Tensor:
+    def per_anchor(self, logits: Tensor, labels: Tensor, **targets: Tensor) -> Tensor:
         """(R,) loss of each anchor (summed over its scores), without gradient."""
         return self.elementwise(logits, labels, **targets).sum(dim=1)
 
     @torch.jit.unused  # training only: scripted inference models never call a loss
-    def forward(self, logits: Tensor, labels: Tensor, weights: Optional[Tensor] = None, **targets):
+    def forward(
+        self, logits: Tensor, labels: Tensor, weights: Optional[Tensor] = None,
+        **targets: Tensor
+    ) -> Tensor:
         """
         Args:
             logits: (R, C) float logits, C = ``num_logits(K)``.

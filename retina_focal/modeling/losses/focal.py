@@ -1,10 +1,11 @@
 """The focal-loss family of the paper: sigmoid FL (eq. 5), FL* (appendix A) and the softmax
 variant with an explicit background class (the original Detectron's option)."""
 import math
-from typing import List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
 import torch.nn.functional as F
+from detectron2.config import CfgNode
 from torch import Tensor, nn
 
 from retina_focal.config import (
@@ -21,7 +22,7 @@ from retina_focal.config import (
 from retina_focal.modeling.losses.base import DenseClsLoss
 from retina_focal.modeling.registry import CLS_LOSS_REGISTRY, get_component
 from retina_focal.ops import sigmoid_focal_loss_labels
-from retina_focal.ops.focal_loss import IMPLS
+from retina_focal.ops.focal_loss import IMPLS, Alpha
 from retina_focal.ops.numerics import to_compute_dtype, unit_pow
 
 __all__ = [
@@ -34,18 +35,20 @@ GAMMA_KEY = "MODEL.RETINANET.FOCAL_LOSS_GAMMA"
 ALPHA_PER_CLASS_KEY = "MODEL.RETINA_FOCAL.ALPHA_PER_CLASS"
 
 
-def cls_loss_class(cfg):
+def cls_loss_class(cfg: CfgNode) -> Type[DenseClsLoss]:
     """The class named by ``MODEL.RETINA_FOCAL.LOSS_NAME`` (for its classmethod hooks)."""
-    return get_component(CLS_LOSS_REGISTRY, cfg.MODEL.RETINA_FOCAL.LOSS_NAME,
-                         "MODEL.RETINA_FOCAL.LOSS_NAME")
+    loss_class: Type[DenseClsLoss] = get_component(
+        CLS_LOSS_REGISTRY, cfg.MODEL.RETINA_FOCAL.LOSS_NAME, "MODEL.RETINA_FOCAL.LOSS_NAME"
+    )
+    return loss_class
 
 
-def build_cls_loss(cfg) -> nn.Module:
+def build_cls_loss(cfg: CfgNode) -> nn.Module:
     """Build the loss named by ``MODEL.RETINA_FOCAL.LOSS_NAME``."""
     return cls_loss_class(cfg)(cfg)
 
 
-def _check_alpha_per_class_count(cfg) -> None:
+def _check_alpha_per_class_count(cfg: CfgNode) -> None:
     """A set ``ALPHA_PER_CLASS`` must have ``NUM_CLASSES`` values (checked here: the loss
     itself does not know the class count)."""
     per_class = list(cfg.MODEL.RETINA_FOCAL.ALPHA_PER_CLASS)
@@ -57,13 +60,13 @@ def _check_alpha_per_class_count(cfg) -> None:
         )
 
 
-def _alpha_key(cfg) -> str:
+def _alpha_key(cfg: CfgNode) -> str:
     """The cfg key of the ``alpha`` argument: ``ALPHA_PER_CLASS`` if set, else the scalar
     alpha's."""
     return ALPHA_PER_CLASS_KEY if len(cfg.MODEL.RETINA_FOCAL.ALPHA_PER_CLASS) else ALPHA_KEY
 
 
-def _reject_alpha_per_class(cfg, loss_name: str) -> None:
+def _reject_alpha_per_class(cfg: CfgNode, loss_name: str) -> None:
     if len(cfg.MODEL.RETINA_FOCAL.ALPHA_PER_CLASS):
         raise ValueError(
             f"{ALPHA_PER_CLASS_KEY}={list(cfg.MODEL.RETINA_FOCAL.ALPHA_PER_CLASS)} is not used "
@@ -91,7 +94,7 @@ class _SigmoidAlphaMixin(nn.Module):
             self.alpha = float(alpha)  # type: ignore[arg-type]  # a sequence took the branch above
             self.alpha_per_class: Optional[Tensor] = None
 
-    def _alpha_t(self, like: Tensor, positive: bool):
+    def _alpha_t(self, like: Tensor, positive: bool) -> Union[Tensor, float, None]:
         """alpha_t for entries whose target is 1 (positive) or 0, broadcast over (R, K)."""
         if self.alpha_per_class is not None:
             a = self.alpha_per_class.to(like.dtype)
@@ -151,14 +154,19 @@ class SigmoidFocalLoss(_SigmoidAlphaMixin, DenseClsLoss):
     }
 
     @classmethod
-    def from_config(cls, cfg):
+    def from_config(cls, cfg: CfgNode) -> Dict[str, Any]:
         _check_alpha_per_class_count(cfg)
         return config_values(cfg, cls.config_keys)
 
-    def _op_alpha(self):
-        return self.alpha_per_class if self.alpha_per_class is not None else self.alpha
+    def _op_alpha(self) -> Alpha:
+        if self.alpha_per_class is not None:
+            return self.alpha_per_class
+        assert self.alpha is not None  # a float whenever there is no per-class alpha
+        return self.alpha
 
-    def elementwise(self, logits: Tensor, labels: Tensor, iou_targets=None) -> Tensor:
+    def elementwise(
+        self, logits: Tensor, labels: Tensor, iou_targets: Optional[Tensor] = None
+    ) -> Tensor:
         return sigmoid_focal_loss_labels(
             logits, labels, alpha=self._op_alpha(), gamma=self.gamma, reduction="none",
             impl=self.impl,
@@ -166,7 +174,7 @@ class SigmoidFocalLoss(_SigmoidAlphaMixin, DenseClsLoss):
 
     @torch.jit.unused
     def forward(self, logits: Tensor, labels: Tensor, weights: Optional[Tensor] = None,
-                **targets):
+                **targets: Tensor) -> Tensor:
         """
         Args:
             logits: (R, K) float logits.
@@ -185,7 +193,9 @@ class SigmoidFocalLoss(_SigmoidAlphaMixin, DenseClsLoss):
         return f"{self._alpha_repr()}, gamma={self.gamma}, impl={self.impl}"
 
 
-def _sigmoid_targets(labels: Tensor, num_classes: int, values: Optional[Tensor] = None):
+def _sigmoid_targets(
+    labels: Tensor, num_classes: int, values: Optional[Tensor] = None
+) -> Tuple[Tensor, Tensor]:
     """(R, K) target: ``values`` (or 1) at (anchor, label) of foreground anchors, 0 elsewhere;
     and the (R,) float mask of non-ignored anchors."""
     fg = (labels >= 0) & (labels < num_classes)
@@ -230,11 +240,13 @@ class SigmoidFocalLossStar(_SigmoidAlphaMixin, DenseClsLoss):
     }
 
     @classmethod
-    def from_config(cls, cfg):
+    def from_config(cls, cfg: CfgNode) -> Dict[str, Any]:
         _check_alpha_per_class_count(cfg)
         return config_values(cfg, cls.config_keys)
 
-    def elementwise(self, logits: Tensor, labels: Tensor, iou_targets=None) -> Tensor:
+    def elementwise(
+        self, logits: Tensor, labels: Tensor, iou_targets: Optional[Tensor] = None
+    ) -> Tensor:
         self._check_inputs(logits, labels, logits.shape[1])
         x = to_compute_dtype(logits)
         target, valid = _sigmoid_targets(labels, x.shape[1])
@@ -242,7 +254,7 @@ class SigmoidFocalLossStar(_SigmoidAlphaMixin, DenseClsLoss):
         sign = 2 * target - 1  # y in {-1, +1}
         loss = F.softplus(-(self.gamma * sign * x + self.beta)) / self.gamma  # -log(p*_t)/g
         a_pos, a_neg = self._alpha_t(x, True), self._alpha_t(x, False)
-        if a_pos is not None:
+        if a_pos is not None and a_neg is not None:  # both None without alpha-balancing
             loss = loss * (a_pos * target + a_neg * (1 - target))
         return loss * valid.to(x.dtype)[:, None]
 
@@ -280,7 +292,7 @@ class SoftmaxFocalLoss(DenseClsLoss):
     config_keys = {"alpha": ALPHA_KEY, "gamma": GAMMA_KEY}
 
     @classmethod
-    def from_config(cls, cfg):
+    def from_config(cls, cfg: CfgNode) -> Dict[str, Any]:
         _reject_alpha_per_class(cfg, cls.__name__)
         return config_values(cfg, cls.config_keys)
 
@@ -293,7 +305,9 @@ class SoftmaxFocalLoss(DenseClsLoss):
         """Foreground 0, background b: P(background) = e^b / (e^b + K) = 1 - pi."""
         return [0.0] * num_classes + [math.log(num_classes * (1 - prior_prob) / prior_prob)]
 
-    def elementwise(self, logits: Tensor, labels: Tensor, iou_targets=None) -> Tensor:
+    def elementwise(
+        self, logits: Tensor, labels: Tensor, iou_targets: Optional[Tensor] = None
+    ) -> Tensor:
         """(R, 1): one loss per anchor."""
         self._check_inputs(logits, labels, logits.shape[1])
         x = to_compute_dtype(logits)

@@ -6,10 +6,11 @@ box and its matched ground-truth box, computed by RetinaFocal without gradient (
 a constant); for other anchors the value is not read. The soft target q of (anchor, class) is
 that IoU for the anchor's class of a positive anchor and 0 everywhere else.
 """
-from typing import Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from detectron2.config import CfgNode
 from torch import Tensor
 
 from retina_focal.config import check_gamma, check_positive, config_values, configurable
@@ -21,7 +22,9 @@ from retina_focal.ops.numerics import to_compute_dtype, unit_pow
 __all__ = ["QualityFocalLoss", "VarifocalLoss"]
 
 
-def _soft_targets(logits: Tensor, labels: Tensor, iou_targets: Optional[Tensor], name: str):
+def _soft_targets(
+    logits: Tensor, labels: Tensor, iou_targets: Optional[Tensor], name: str
+) -> Tuple[Tensor, Tensor, Tensor]:
     if iou_targets is None:
         raise ValueError(f"{name} needs iou_targets (R,): the IoU of each positive anchor's box")
     if iou_targets.shape != labels.shape:
@@ -59,11 +62,13 @@ class QualityFocalLoss(DenseClsLoss):
     config_keys = {"beta": "MODEL.RETINA_FOCAL.QFL_BETA"}
 
     @classmethod
-    def from_config(cls, cfg):
+    def from_config(cls, cfg: CfgNode) -> Dict[str, Any]:
         _reject_alpha_per_class(cfg, cls.__name__)
         return config_values(cfg, cls.config_keys)
 
-    def elementwise(self, logits: Tensor, labels: Tensor, iou_targets=None) -> Tensor:
+    def elementwise(
+        self, logits: Tensor, labels: Tensor, iou_targets: Optional[Tensor] = None
+    ) -> Tensor:
         self._check_inputs(logits, labels, logits.shape[1])
         x, y, valid = _soft_targets(logits, labels, iou_targets, type(self).__name__)
         bce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
@@ -101,11 +106,13 @@ class VarifocalLoss(DenseClsLoss):
     config_keys = {"alpha": "MODEL.RETINA_FOCAL.VFL_ALPHA", "gamma": "MODEL.RETINA_FOCAL.VFL_GAMMA"}
 
     @classmethod
-    def from_config(cls, cfg):
+    def from_config(cls, cfg: CfgNode) -> Dict[str, Any]:
         _reject_alpha_per_class(cfg, cls.__name__)
         return config_values(cfg, cls.config_keys)
 
-    def elementwise(self, logits: Tensor, labels: Tensor, iou_targets=None) -> Tensor:
+    def elementwise(
+        self, logits: Tensor, labels: Tensor, iou_targets: Optional[Tensor] = None
+    ) -> Tensor:
         self._check_inputs(logits, labels, logits.shape[1])
         x, q, valid = _soft_targets(logits, labels, iou_targets, type(self).__name__)
         bce = F.binary_cross_entropy_with_logits(x, q, reduction="none")

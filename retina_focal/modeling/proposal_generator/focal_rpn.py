@@ -8,9 +8,10 @@ divided by the positives); bolted onto the sampled loss it has little left to do
 makes each of those choices a setting, so that both ways (and the mixtures) run in the same
 Faster R-CNN and can be compared; its defaults are Detectron2's RPN exactly.
 """
-from typing import Dict, List, Optional, Tuple, Type
+from typing import Any, Dict, List, Optional, Tuple, Type
 
 import torch
+from detectron2.config import CfgNode
 from detectron2.layers import ShapeSpec, cat
 from detectron2.modeling import PROPOSAL_GENERATOR_REGISTRY
 from detectron2.modeling.box_regression import _dense_box_regression_loss
@@ -71,13 +72,13 @@ def _objectness_loss_problem(loss_class: Type[DenseClsLoss]) -> Optional[str]:
     return None
 
 
-def build_objectness_loss(cfg) -> DenseClsLoss:
+def build_objectness_loss(cfg: CfgNode) -> DenseClsLoss:
     """The loss named by ``MODEL.RETINA_FOCAL.RPN.LOSS_NAME``, built with alpha and gamma
     from ``MODEL.RETINA_FOCAL.RPN.FOCAL_LOSS_ALPHA`` / ``FOCAL_LOSS_GAMMA`` (the RetinaNet keys
     stay RetinaFocal's, so one config can hold both). A loss that cannot score objectness
     (softmax, IoU-aware) is a ValueError naming the key."""
     name = cfg.MODEL.RETINA_FOCAL.RPN.LOSS_NAME
-    loss_class = get_component(CLS_LOSS_REGISTRY, name, _LOSS_KEY)
+    loss_class: Type[DenseClsLoss] = get_component(CLS_LOSS_REGISTRY, name, _LOSS_KEY)
     problem = _objectness_loss_problem(loss_class)
     if problem is not None:
         usable = sorted(n for n, c in CLS_LOSS_REGISTRY if _objectness_loss_problem(c) is None)
@@ -86,20 +87,23 @@ def build_objectness_loss(cfg) -> DenseClsLoss:
                       gamma=cfg.MODEL.RETINA_FOCAL.RPN.FOCAL_LOSS_GAMMA)
 
 
-def build_rpn_assigner(cfg) -> AnchorAssigner:
+def build_rpn_assigner(cfg: CfgNode) -> AnchorAssigner:
     """The assigner named by ``MODEL.RETINA_FOCAL.RPN.ASSIGNER_NAME``. The IoU matcher (and its
     subclasses) takes the RPN's bands, ``MODEL.RPN.IOU_THRESHOLDS`` / ``IOU_LABELS``, with
     low-quality matches as Detectron2's RPN (not RetinaNet's keys); any other assigner is
     built from the cfg as RetinaFocal builds it."""
     name = cfg.MODEL.RETINA_FOCAL.RPN.ASSIGNER_NAME
     assigner_class = get_component(ASSIGNER_REGISTRY, name, _ASSIGNER_KEY)
+    assigner: AnchorAssigner
     if issubclass(assigner_class, IoUThresholdMatcher):
-        return assigner_class(
+        assigner = assigner_class(
             thresholds=cfg.MODEL.RPN.IOU_THRESHOLDS,
             labels=cfg.MODEL.RPN.IOU_LABELS,
             allow_low_quality_matches=RPN_ALLOWS_LOW_QUALITY_MATCHES,
         )
-    return assigner_class(cfg)
+    else:
+        assigner = assigner_class(cfg)
+    return assigner
 
 
 def objectness_class_labels(objectness: Tensor) -> Tensor:
@@ -111,7 +115,8 @@ def objectness_class_labels(objectness: Tensor) -> Tensor:
 
 
 @PROPOSAL_GENERATOR_REGISTRY.register()
-class FocalRPN(RPN, HasTrainingState):
+# Detectron2 has no annotations: RPN is Any to mypy
+class FocalRPN(RPN, HasTrainingState):  # type: ignore[misc]
     """Detectron2's :class:`RPN` (same head, anchors, box transform, proposals, parameters
     and checkpoints) whose training targets and objectness loss are configurable:
 
@@ -154,7 +159,7 @@ class FocalRPN(RPN, HasTrainingState):
         normalizer_init: float = 100.0,
         box_normalizer: str = "same",
         prior_prob: float = 0.5,
-        **kwargs,
+        **kwargs: Any,
     ):
         """
         Args:
@@ -221,7 +226,7 @@ class FocalRPN(RPN, HasTrainingState):
     }
 
     @classmethod
-    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+    def from_config(cls, cfg: CfgNode, input_shape: Dict[str, ShapeSpec]) -> Dict[str, Any]:
         if "RETINA_FOCAL" not in cfg.MODEL:
             raise ValueError(
                 "cfg has no MODEL.RETINA_FOCAL.RPN: call retina_focal.add_retina_focal_config(cfg) "
@@ -231,7 +236,7 @@ class FocalRPN(RPN, HasTrainingState):
         # the assigner rejects with an error naming the key
         assigner = build_rpn_assigner(cfg)
         objectness_loss = build_objectness_loss(cfg)
-        ret = super().from_config(cfg, input_shape)
+        ret: Dict[str, Any] = super().from_config(cfg, input_shape)
         del ret["anchor_matcher"]  # replaced by the assigner
         ret.update(objectness_loss=objectness_loss, assigner=assigner,
                    **config_values(cfg, cls.config_keys))
