@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from typing import Optional
+from typing import List, Optional
 
 from retina_focal.utils.cpu import cpu_info
 
@@ -50,7 +50,7 @@ def _cpu_fingerprint() -> str:
             f"{' '.join(sorted(info.flags))}")
 
 
-def _flags(compiler: str, native: bool, float16: bool):
+def _flags(compiler: str, native: bool, float16: bool) -> List[str]:
     flags = ["-O3", "-std=c++17", "-fPIC", "-shared", "-pthread", "-fopenmp-simd"]
     if native:
         flags.append("-march=native")
@@ -59,7 +59,7 @@ def _flags(compiler: str, native: bool, float16: bool):
     return [compiler] + flags
 
 
-def _compile(command, output: str) -> Optional[str]:
+def _compile(command: List[str], output: str) -> Optional[str]:
     """Run the compiler into a temporary file, then move it into place atomically."""
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(output))
     os.close(fd)

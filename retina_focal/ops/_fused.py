@@ -18,10 +18,11 @@ one formulation (see ``csrc/focal_loss_cpu.cpp`` for the derivation):
 """
 import ctypes
 import logging
-from typing import Any, Dict, Optional
+from typing import Callable, Dict, Optional, Protocol, Tuple, Union
 
 import torch
 from torch import Tensor
+from torch._ops import OpOverload
 from torch.autograd.function import once_differentiable
 
 from retina_focal.ops._cpu_kernel import load_kernel
@@ -49,8 +50,18 @@ _BACKWARD_SCHEMA = (
 )
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
 
+# (x, labels, alpha_pos, alpha_neg, weights, gamma, grad) -> (R, K): ``_closed_form_terms``
+TermsFn = Callable[[Tensor, Tensor, Tensor, Tensor, Optional[Tensor], float, bool], Tensor]
+# the two operators: (logits, labels, alpha_pos, alpha_neg, gamma, reduction, weights) -> loss,
+# and (grad, <the same>) -> d loss / d logits
+FocalLossOp = OpOverload[[Tensor, Tensor, Tensor, Tensor, float, str, Optional[Tensor]], Tensor]
+FocalLossBackwardOp = OpOverload[
+    [Tensor, Tensor, Tensor, Tensor, Tensor, float, str, Optional[Tensor]], Tensor
+]
 
-def alpha_vectors(alpha, num_classes: int, dtype: torch.dtype, device):
+
+def alpha_vectors(alpha: Union[float, Tensor], num_classes: int, dtype: torch.dtype,
+                  device: Union[torch.device, str]) -> Tuple[Tensor, Tensor]:
     """(K,) weights of positive and of negative entries for a float alpha (-1: none) or a
     (K,) per-class alpha."""
     if isinstance(alpha, torch.Tensor):
@@ -70,11 +81,12 @@ def _mean_scale(labels: Tensor, num_classes: int) -> float:
 
 # ---------------------------------------------------------------- CPU: the C++ kernel
 
-def _ptr(t: Optional[Tensor]):
+def _ptr(t: Optional[Tensor]) -> Optional[ctypes.c_void_p]:
     return None if t is None else ctypes.c_void_p(t.data_ptr())
 
 
-def _kernel_inputs(lib, logits: Tensor, labels: Tensor, weights: Optional[Tensor]):
+def _kernel_inputs(lib: ctypes.CDLL, logits: Tensor, labels: Tensor,
+                   weights: Optional[Tensor]) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
     """Contiguous logits in a dtype the kernel reads, int64 labels, weights in the compute
     dtype."""
     x = logits.contiguous()
@@ -86,7 +98,8 @@ def _kernel_inputs(lib, logits: Tensor, labels: Tensor, weights: Optional[Tensor
     return x, labels, weights
 
 
-def _cpu_forward(logits, labels, alpha_pos, alpha_neg, gamma: float, reduction: str, weights):
+def _cpu_forward(logits: Tensor, labels: Tensor, alpha_pos: Tensor, alpha_neg: Tensor,
+                 gamma: float, reduction: str, weights: Optional[Tensor]) -> Tensor:
     lib = load_kernel()
     x, labels, weights = _kernel_inputs(lib, logits, labels, weights)
     acc = compute_dtype(x.dtype)
@@ -102,6 +115,7 @@ def _cpu_forward(logits, labels, alpha_pos, alpha_neg, gamma: float, reduction: 
     if rc != 0:
         raise RuntimeError(f"fused focal loss kernel failed (code {rc}) for {x.dtype}")
     if reduction == "none":
+        assert out is not None  # allocated above for "none"
         return out
     value = total.value
     if reduction == "mean":
@@ -109,8 +123,9 @@ def _cpu_forward(logits, labels, alpha_pos, alpha_neg, gamma: float, reduction: 
     return torch.tensor(value, dtype=acc)
 
 
-def _cpu_backward(grad, logits, labels, alpha_pos, alpha_neg, gamma: float, reduction: str,
-                  weights):
+def _cpu_backward(grad: Tensor, logits: Tensor, labels: Tensor, alpha_pos: Tensor,
+                  alpha_neg: Tensor, gamma: float, reduction: str,
+                  weights: Optional[Tensor]) -> Tensor:
     lib = load_kernel()
     x, labels, weights = _kernel_inputs(lib, logits, labels, weights)
     acc = compute_dtype(x.dtype)
@@ -135,7 +150,8 @@ def _cpu_backward(grad, logits, labels, alpha_pos, alpha_neg, gamma: float, redu
 
 # ------------------------------------------------- any device: the closed form as torch ops
 
-def _closed_form_terms(x, labels, alpha_pos, alpha_neg, weights, gamma: float, grad: bool):
+def _closed_form_terms(x: Tensor, labels: Tensor, alpha_pos: Tensor, alpha_neg: Tensor,
+                       weights: Optional[Tensor], gamma: float, grad: bool) -> Tensor:
     """Elementwise loss (grad=False) or d loss / d x (grad=True), (R, K), in x's dtype."""
     K = x.shape[1]
     t = labels[:, None] == torch.arange(K, device=x.device)
@@ -153,10 +169,10 @@ def _closed_form_terms(x, labels, alpha_pos, alpha_neg, weights, gamma: float, g
     return torch.where(t, -d, d)
 
 
-_compiled: Dict[Any, Any] = {}
+_compiled: Dict[str, TermsFn] = {}
 
 
-def compiled_closed_form_terms():
+def compiled_closed_form_terms() -> TermsFn:
     """``_closed_form_terms`` compiled by ``torch.compile(dynamic=True)``, created once: what
     the fused path runs on CUDA (one generated kernel per pass, for any number of anchors and
     classes without recompiling). The compiled function takes tensors of any device; on the
@@ -167,12 +183,12 @@ def compiled_closed_form_terms():
     return _compiled["compiled"]
 
 
-def _terms_fn(device: torch.device):
+def _terms_fn(device: torch.device) -> TermsFn:
     """The elementwise function for ``device``: compiled on CUDA when possible."""
     if device.type != "cuda":
         return _closed_form_terms
     if "cuda" not in _compiled:
-        fn = _closed_form_terms
+        fn: TermsFn = _closed_form_terms
         try:
             import triton  # noqa: F401
 
@@ -183,8 +199,8 @@ def _terms_fn(device: torch.device):
     return _compiled["cuda"]
 
 
-def closed_form_forward(logits, labels, alpha_pos, alpha_neg, gamma: float, reduction: str,
-                        weights):
+def closed_form_forward(logits: Tensor, labels: Tensor, alpha_pos: Tensor, alpha_neg: Tensor,
+                        gamma: float, reduction: str, weights: Optional[Tensor]) -> Tensor:
     """The operator's kernel on devices other than the CPU: the loss, in the compute dtype."""
     x = to_compute_dtype(logits)
     fn = _terms_fn(x.device)
@@ -197,8 +213,9 @@ def closed_form_forward(logits, labels, alpha_pos, alpha_neg, gamma: float, redu
     return loss.contiguous()  # the layout the fake kernel promises, whatever the logits' strides
 
 
-def closed_form_backward(grad, logits, labels, alpha_pos, alpha_neg, gamma: float,
-                         reduction: str, weights):
+def closed_form_backward(grad: Tensor, logits: Tensor, labels: Tensor, alpha_pos: Tensor,
+                         alpha_neg: Tensor, gamma: float, reduction: str,
+                         weights: Optional[Tensor]) -> Tensor:
     """The gradient operator's kernel on devices other than the CPU, in the logits' dtype."""
     x = to_compute_dtype(logits)
     fn = _terms_fn(x.device)
@@ -209,6 +226,24 @@ def closed_form_backward(grad, logits, labels, alpha_pos, alpha_neg, gamma: floa
     return (d * grad).to(logits.dtype).contiguous()
 
 
+class _FocalLossCtx(Protocol):
+    """What the backward passes read from autograd's context object: the saved inputs and the
+    two non-tensor arguments stored on it in forward (``torch.autograd.function.FunctionCtx``
+    declares neither)."""
+
+    gamma: float
+    reduction: str
+    needs_input_grad: Tuple[bool, ...]
+    # (logits, labels, alpha_pos, alpha_neg, weights), as saved
+    saved_tensors: Tuple[Tensor, Tensor, Tensor, Tensor, Optional[Tensor]]
+
+    def save_for_backward(self, *tensors: Optional[Tensor]) -> None: ...
+
+
+# the gradients of the seven inputs: the logits' only (None where they need none)
+_InputGrads = Tuple[Optional[Tensor], None, None, None, None, None, None]
+
+
 class ClosedFormFocalLoss(torch.autograd.Function):
     """``(logits (R, K), labels (R,), alpha_pos (K,), alpha_neg (K,), gamma, reduction,
     weights (R,) or None) -> loss``: the closed form of the operator's non-CPU kernels as an
@@ -216,7 +251,9 @@ class ClosedFormFocalLoss(torch.autograd.Function):
     on the CPU."""
 
     @staticmethod
-    def forward(ctx, logits, labels, alpha_pos, alpha_neg, gamma, reduction, weights):
+    def forward(ctx: _FocalLossCtx, logits: Tensor, labels: Tensor, alpha_pos: Tensor,
+                alpha_neg: Tensor, gamma: float, reduction: str,
+                weights: Optional[Tensor]) -> Tensor:
         ctx.gamma, ctx.reduction = float(gamma), reduction
         ctx.save_for_backward(logits, labels, alpha_pos, alpha_neg, weights)
         return closed_form_forward(logits, labels, alpha_pos, alpha_neg, gamma, reduction,
@@ -224,7 +261,7 @@ class ClosedFormFocalLoss(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad):
+    def backward(ctx: _FocalLossCtx, grad: Tensor) -> _InputGrads:
         if not ctx.needs_input_grad[0]:
             return None, None, None, None, None, None, None
         logits, labels, alpha_pos, alpha_neg, weights = ctx.saved_tensors
@@ -235,23 +272,28 @@ class ClosedFormFocalLoss(torch.autograd.Function):
 
 # ----------------------------------------------------------------- the torch.library operators
 
-def _fake_forward(logits, labels, alpha_pos, alpha_neg, gamma, reduction, weights):
+def _fake_forward(logits: Tensor, labels: Tensor, alpha_pos: Tensor, alpha_neg: Tensor,
+                  gamma: float, reduction: str, weights: Optional[Tensor]) -> Tensor:
     """Shape and dtype only: (R, K) for "none", a scalar otherwise, in the compute dtype."""
     shape = logits.shape if reduction == "none" else ()
     return logits.new_empty(shape, dtype=compute_dtype(logits.dtype))
 
 
-def _fake_backward(grad, logits, labels, alpha_pos, alpha_neg, gamma, reduction, weights):
+def _fake_backward(grad: Tensor, logits: Tensor, labels: Tensor, alpha_pos: Tensor,
+                   alpha_neg: Tensor, gamma: float, reduction: str,
+                   weights: Optional[Tensor]) -> Tensor:
     return torch.empty_like(logits, memory_format=torch.contiguous_format)
 
 
-def _setup_context(ctx, inputs, output):
+def _setup_context(ctx: _FocalLossCtx,
+                   inputs: Tuple[Tensor, Tensor, Tensor, Tensor, float, str, Optional[Tensor]],
+                   output: Tensor) -> None:
     logits, labels, alpha_pos, alpha_neg, gamma, reduction, weights = inputs
     ctx.gamma, ctx.reduction = gamma, reduction
     ctx.save_for_backward(logits, labels, alpha_pos, alpha_neg, weights)
 
 
-def _backward(ctx, grad):
+def _backward(ctx: _FocalLossCtx, grad: Tensor) -> _InputGrads:
     """Only the logits get a gradient: labels are integers, and alpha or weights that need one
     are sent to the portable path by ``resolve_impl``."""
     grad_logits = None
@@ -263,15 +305,16 @@ def _backward(ctx, grad):
     return grad_logits, None, None, None, None, None, None
 
 
-def _lookup(name: str):
+def _lookup(name: str) -> Optional[OpOverload[..., Tensor]]:
     """``torch.ops.retina_focal.<name>``, or None if it is not registered yet."""
     try:
-        return getattr(getattr(torch.ops, OP_NAMESPACE), name).default
+        op: OpOverload[..., Tensor] = getattr(getattr(torch.ops, OP_NAMESPACE), name).default
+        return op
     except (AttributeError, RuntimeError):
         return None
 
 
-def _register():
+def _register() -> Tuple[FocalLossOp, FocalLossBackwardOp]:
     """Define both operators once per process. A second import of this module (a reload, a
     test that clears ``sys.modules``) finds them registered and uses them as they are: the
     dispatcher refuses a second definition of the same name."""
@@ -291,7 +334,9 @@ def _register():
     fwd.register_kernel("cpu")(_cpu_forward)
     fwd.register_fake(_fake_forward)
     fwd.register_autograd(_backward, setup_context=_setup_context)
-    return _lookup("sigmoid_focal_loss"), _lookup("sigmoid_focal_loss_backward")
+    forward, backward = _lookup("sigmoid_focal_loss"), _lookup("sigmoid_focal_loss_backward")
+    assert forward is not None and backward is not None  # both defined just above
+    return forward, backward
 
 
 # ``(logits (R, K), labels (R,), alpha_pos (K,), alpha_neg (K,), gamma, reduction,

@@ -38,7 +38,8 @@ IMPL_ENV = "RETINA_FOCAL_FOCAL_IMPL"
 Alpha = Union[float, Sequence[float], torch.Tensor]
 
 
-def _check(alpha: Alpha, gamma: float, reduction: str, num_classes: Optional[int] = None):
+def _check(alpha: Alpha, gamma: float, reduction: str,
+           num_classes: Optional[int] = None) -> Union[float, torch.Tensor]:
     """Validate the arguments; return alpha as a float or a 1-D tensor."""
     if reduction not in _REDUCTIONS:
         raise ValueError(f"Invalid reduction {reduction!r}; choices: {_REDUCTIONS}")
@@ -68,7 +69,8 @@ def _check(alpha: Alpha, gamma: float, reduction: str, num_classes: Optional[int
     return alpha
 
 
-def _modulated(x: torch.Tensor, positive: bool, alpha, gamma: float) -> torch.Tensor:
+def _modulated(x: torch.Tensor, positive: bool, alpha: Union[None, float, torch.Tensor],
+               gamma: float) -> torch.Tensor:
     """Elementwise FL for logits ``x`` that all have the same target (1 if positive else 0).
 
     ``alpha`` is None (no balancing), a float, or a tensor broadcastable to ``x``.
@@ -101,7 +103,10 @@ def sigmoid_focal_loss(
         gamma: focusing parameter >= 0.
         reduction: "none" | "mean" | "sum".
     """
-    if not torch.jit.is_scripting():  # the full checks (and list alphas) in Python
+    # The full checks (and list alphas) in Python. The function torch.jit.is_scripting names
+    # (TorchScript knows it by identity), spelled where it is defined: torch.jit leaves it out of
+    # its __all__, so mypy with no_implicit_reexport finds no such attribute there.
+    if not torch._jit_internal.is_scripting():
         alpha = _check(alpha, gamma, reduction)
     elif reduction not in ("none", "mean", "sum"):
         raise ValueError("Invalid reduction: use 'none', 'mean' or 'sum'")
@@ -121,7 +126,8 @@ def sigmoid_focal_loss(
     return loss
 
 
-def _check_labels_inputs(logits: torch.Tensor, labels: torch.Tensor, weights) -> None:
+def _check_labels_inputs(logits: torch.Tensor, labels: torch.Tensor,
+                         weights: Optional[torch.Tensor]) -> None:
     if logits.dim() != 2 or labels.shape != logits.shape[:1]:
         raise ValueError(
             f"Expected logits (R, K) and labels (R,); got {tuple(logits.shape)} and "
@@ -202,7 +208,8 @@ def sigmoid_focal_loss_labels(
 _warned: Set[str] = set()
 
 
-@torch.compiler.assume_constant_result
+# torch.compiler.assume_constant_result is unannotated in torch (it returns fn itself)
+@torch.compiler.assume_constant_result  # type: ignore[untyped-decorator]
 def _cpu_kernel_error() -> str:
     """Why the C++ kernel cannot be loaded ("" when it can). A constant to a graph traced by
     torch.compile or torch.export, which reads it once instead of tracing the loader (whose
@@ -214,7 +221,8 @@ def _cpu_kernel_error() -> str:
     return ""
 
 
-def resolve_impl(impl: Optional[str], logits: torch.Tensor, alpha=None, weights=None) -> str:
+def resolve_impl(impl: Optional[str], logits: torch.Tensor, alpha: Optional[Alpha] = None,
+                 weights: Optional[torch.Tensor] = None) -> str:
     """"fused" or "portable": what :func:`sigmoid_focal_loss_labels` runs for these inputs.
 
     ``impl`` None or "auto" defers to ``$RETINA_FOCAL_FOCAL_IMPL``, then to the automatic
@@ -250,10 +258,13 @@ def resolve_impl(impl: Optional[str], logits: torch.Tensor, alpha=None, weights=
     return "portable"
 
 
-def _portable(logits, labels, alpha, gamma: float, reduction: str, weights):
+def _portable(logits: torch.Tensor, labels: torch.Tensor, alpha: Union[float, torch.Tensor],
+              gamma: float, reduction: str, weights: Optional[torch.Tensor]) -> torch.Tensor:
     """The exact reference: a handful of eager PyTorch ops (any device, autograd)."""
     num_classes = logits.shape[1]
     x = to_compute_dtype(logits)
+    alpha_neg: Union[None, float, torch.Tensor]
+    alpha_pos: Union[None, float, torch.Tensor]
     if isinstance(alpha, torch.Tensor):
         alpha = alpha.to(device=x.device, dtype=x.dtype)
         alpha_neg, alpha_pos = alpha, alpha  # (K,): broadcast over rows / indexed by class

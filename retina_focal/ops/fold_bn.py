@@ -17,7 +17,8 @@ from torch import nn
 __all__ = ["FrozenBNConv2d", "fold_frozen_batchnorm"]
 
 
-class FrozenBNConv2d(Conv2d):
+# detectron2 ships no type information (no py.typed), so mypy sees its Conv2d as Any
+class FrozenBNConv2d(Conv2d):  # type: ignore[misc]
     """A Detectron2 ``Conv2d`` whose ``norm`` is a ``FrozenBatchNorm2d``, computed as one
     convolution with the folded weight ``W * s`` (C_out, C_in, kh, kw) and bias ``t`` (C_out,).
     Gradients reach ``W`` (and the conv's own bias, if any) exactly as without folding."""
