@@ -16,10 +16,11 @@ import itertools
 import logging
 import operator
 import sys
-from typing import Dict, List, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
 
 import torch
 import torch.utils.data as torchdata
+from detectron2.config import CfgNode
 from detectron2.data import (
     DatasetFromList,
     build_detection_train_loader,
@@ -167,7 +168,11 @@ def build_resumable_loader(
     return ResumableLoader(batches, sampler)
 
 
-def build_resumable_train_loader(cfg, mapper=None, dataset=None):
+def build_resumable_train_loader(
+    cfg: CfgNode,
+    mapper: Optional[Callable[[Dict[str, Any]], Any]] = None,
+    dataset: Optional[List[Dict[str, Any]]] = None,
+) -> Iterable[List[Dict[str, Any]]]:
     """:func:`build_resumable_loader` from a YAML config: Detectron2's training loader (same
     dataset dicts, batching, aspect-ratio grouping, workers) with the resumable, seeded stream,
     boxes checked by :func:`sanitize_dataset_dicts` and images read by

@@ -36,11 +36,23 @@ state_dict keeps the parameters identical to Detectron2's ``RetinaNet``.
 import logging
 import os
 from collections import OrderedDict
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional
+from typing import (
+    Any,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    NamedTuple,
+    Optional,
+    Protocol,
+    Sequence,
+    Tuple,
+)
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import hooks
+from fvcore.common.checkpoint import _IncompatibleKeys
 from torch import nn
 
 from retina_focal.data.class_map import ClassMap, validate_class_map
@@ -146,7 +158,13 @@ def _group(keys: Iterable[str], limit: int = 12) -> str:
     return ", ".join(items[:limit]) + extra
 
 
-def describe_mismatch(missing: List[str], unexpected: List[str], shapes: List) -> str:
+# a tensor of another shape in a checkpoint than in the model: (key, checkpoint's shape,
+# model's shape), as fvcore's load lists it (``incorrect_shapes``)
+ShapeMismatch = Tuple[str, Sequence[int], Sequence[int]]
+
+
+def describe_mismatch(missing: List[str], unexpected: List[str],
+                      shapes: List[ShapeMismatch]) -> str:
     """Human-readable summary of a state_dict mismatch."""
     lines = []
     if missing:
@@ -162,11 +180,11 @@ def describe_mismatch(missing: List[str], unexpected: List[str], shapes: List) -
     return "\n".join(lines)
 
 
-def _out_channels(shape) -> int:
+def _out_channels(shape: Sequence[int]) -> int:
     return int(tuple(shape)[0]) if len(tuple(shape)) else 0
 
 
-def likely_mismatch_cause(missing: List[str], unexpected: List[str], shapes: List,
+def likely_mismatch_cause(missing: List[str], unexpected: List[str], shapes: List[ShapeMismatch],
                           model_state: Dict[str, Any],
                           num_classes_key: str = "MODEL.RETINANET.NUM_CLASSES") -> str:
     """The probable reason of a state_dict mismatch, in words ("" when none is recognised).
@@ -243,7 +261,8 @@ class ProcessRngState:
                            "pos": int(pos), "has_gauss": int(has_gauss),
                            "cached_gaussian": float(cached)},
                  "torch": torch.get_rng_state()}
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
+        if (torch.cuda.is_available()
+                and torch.cuda.is_initialized()):  # type: ignore[no-untyped-call]  # unannotated
             state["cuda"] = torch.cuda.get_rng_state_all()
         return state
 
@@ -303,7 +322,8 @@ class ProcessRngState:
             self.restore_local(state["ranks"][comm.get_rank()])
 
 
-class AllRanksPeriodicCheckpointer(hooks.PeriodicCheckpointer):
+# Detectron2 has no type information: its classes are Any to mypy
+class AllRanksPeriodicCheckpointer(hooks.PeriodicCheckpointer):  # type: ignore[misc]
     """Detectron2's ``PeriodicCheckpointer`` hook, registered on every process (Detectron2
     registers it on the main process only): before each periodic save every process hands its
     random generators to ``checkpointer``'s :class:`ProcessRngState`
@@ -341,7 +361,7 @@ class ModelAttributeState:
     def __init__(self, model: nn.Module):
         self._model = model
 
-    def _attributes(self):
+    def _attributes(self) -> Iterator[Tuple[str, HasTrainingState, str]]:
         """(checkpoint key, module, attribute name) of every piece of training state."""
         for name, module in self._model.named_modules():
             if isinstance(module, HasTrainingState):
@@ -357,7 +377,17 @@ class ModelAttributeState:
                 setattr(module, attr, state[key])
 
 
-class RetinaFocalCheckpointer(DetectionCheckpointer):
+class Checkpointable(Protocol):
+    """What a checkpointer saves besides the model (an optimizer, a scheduler, a trainer,
+    :class:`ProcessRngState`, ...): an object with torch's ``state_dict`` pair."""
+
+    def state_dict(self) -> Dict[str, Any]: ...
+
+    def load_state_dict(self, state: Dict[str, Any], /) -> object: ...
+
+
+# Detectron2 has no type information: its classes are Any to mypy
+class RetinaFocalCheckpointer(DetectionCheckpointer):  # type: ignore[misc]
     """:class:`DetectionCheckpointer` with atomic saves, clear load errors and the class map
     (module doc).
 
@@ -371,9 +401,11 @@ class RetinaFocalCheckpointer(DetectionCheckpointer):
             mismatch (``model.num_classes`` for a LazyConfig).
     """
 
-    def __init__(self, model: nn.Module, save_dir: str = "", *, save_to_disk=None,
-                 for_inference: bool = False, class_map: Optional[ClassMap] = None,
-                 num_classes_key: str = "MODEL.RETINANET.NUM_CLASSES", **checkpointables):
+    def __init__(self, model: nn.Module, save_dir: str = "", *,
+                 save_to_disk: Optional[bool] = None, for_inference: bool = False,
+                 class_map: Optional[ClassMap] = None,
+                 num_classes_key: str = "MODEL.RETINANET.NUM_CLASSES",
+                 **checkpointables: Checkpointable) -> None:
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
         self.for_inference = for_inference
         self.class_map = class_map
@@ -388,7 +420,8 @@ class RetinaFocalCheckpointer(DetectionCheckpointer):
         if not is_local_path(self.save_dir):
             if self.class_map is not None:
                 kwargs.setdefault(CLASS_MAP_KEY, [dict(c) for c in self.class_map])
-            return super().save(name, **kwargs)
+            super().save(name, **kwargs)
+            return
         data = {"model": self.model.state_dict()}
         for key, obj in self.checkpointables.items():
             data[key] = obj.state_dict()
@@ -403,7 +436,8 @@ class RetinaFocalCheckpointer(DetectionCheckpointer):
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         if not is_local_path(self.save_dir):
-            return super().tag_last_checkpoint(last_filename_basename)
+            super().tag_last_checkpoint(last_filename_basename)
+            return
         atomic_write_bytes(os.path.join(self.save_dir, "last_checkpoint"),
                            last_filename_basename.encode(), durable=True)
 
@@ -411,11 +445,12 @@ class RetinaFocalCheckpointer(DetectionCheckpointer):
     def resume_or_load(self, path: str, *, resume: bool = True) -> Dict[str, Any]:
         self._resuming = bool(resume and self.has_checkpoint())
         try:
-            return super().resume_or_load(path, resume=resume)
+            extra: Dict[str, Any] = super().resume_or_load(path, resume=resume)
+            return extra
         finally:
             self._resuming = False
 
-    def load(self, path: str, *args, **kwargs) -> Dict[str, Any]:
+    def load(self, path: str, *args: Any, **kwargs: Any) -> Dict[str, Any]:
         """Detectron2's ``load`` (weights, then the checkpointables asked for); returns the
         file's other entries, ``class_map`` (checked) among them when it has one."""
         if path and is_local_path(path) and not os.path.isfile(path):
@@ -423,7 +458,7 @@ class RetinaFocalCheckpointer(DetectionCheckpointer):
                 "the checkpoint (MODEL.WEIGHTS)"
             raise CheckpointNotFound(f"Cannot load {what}: file {path!r} does not exist")
         self._path = path
-        extra = super().load(path, *args, **kwargs)
+        extra: Dict[str, Any] = super().load(path, *args, **kwargs)
         if extra.get(CLASS_MAP_KEY) is not None:
             extra[CLASS_MAP_KEY] = validate_class_map(extra[CLASS_MAP_KEY], f"checkpoint {path!r}")
         return extra
@@ -446,13 +481,14 @@ class RetinaFocalCheckpointer(DetectionCheckpointer):
 
     def _load_file(self, filename: str) -> Dict[str, Any]:
         try:
-            return super()._load_file(filename)
+            data: Dict[str, Any] = super()._load_file(filename)
+            return data
         except FileNotFoundError:
             raise
         except Exception as e:
             raise CheckpointReadError(unreadable_checkpoint_message(filename, e)) from e
 
-    def _load_model(self, checkpoint: Any):
+    def _load_model(self, checkpoint: Any) -> _IncompatibleKeys:
         if not isinstance(checkpoint.get("model"), dict):
             raise CheckpointMismatch(
                 f"The checkpoint holds no state_dict under 'model' (found "

@@ -3,17 +3,19 @@ to a model: one argument parser (:func:`default_argument_parser`: Detectron2's p
 ``--dataset``), one way to build a YAML config (:func:`build_cfg`, and :func:`setup_cfg` for
 training and evaluation runs), one way to build a model (:func:`build_model`) and one way to
 load its weights (:func:`build_model_and_load`), and the trainer (:class:`Trainer`)."""
+import argparse
 import copy
 import functools
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Union
 
-from detectron2.config import get_cfg
+from detectron2.config import CfgNode, get_cfg
 from detectron2.engine import default_argument_parser as d2_default_argument_parser
 from detectron2.engine import default_setup
 from detectron2.modeling import build_model as d2_build_model
+from omegaconf import DictConfig
 from torch import nn
 
 from retina_focal.config import add_retina_focal_config
@@ -67,7 +69,7 @@ __all__ = [
 ]
 
 
-def build_model(cfg):
+def build_model(cfg: CfgNode) -> nn.Module:
     """The one way every tool and the trainer build a model from a YAML config: Detectron2's
     ``build_model`` (meta-architecture from the registry, moved to ``MODEL.DEVICE``), then,
     when the config has retina_focal's keys, the device speed-ups they ask for
@@ -75,7 +77,7 @@ def build_model(cfg):
     :mod:`retina_focal.engine.device`), before any optimizer or DistributedDataParallel sees
     the parameters."""
     check_device_available(cfg.MODEL.DEVICE, "MODEL.DEVICE")
-    model = d2_build_model(cfg)
+    model: nn.Module = d2_build_model(cfg)
     if "RETINA_FOCAL" in cfg.MODEL:
         apply_device_speedups_from_config(model, cfg)
     return model
@@ -87,13 +89,14 @@ class Trainer(ReliableTrainer):
     (:class:`COCOReportEvaluator`: it also writes per-category AP, PR curves and a JSON)."""
 
     @classmethod
-    def build_model(cls, cfg):
+    def build_model(cls, cfg: CfgNode) -> nn.Module:
         model = build_model(cfg)
         logging.getLogger(__name__).info(f"Model:\n{model}")
         return model
 
     @classmethod
-    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+    def build_evaluator(cls, cfg: CfgNode, dataset_name: str,
+                        output_folder: Optional[str] = None) -> COCOReportEvaluator:
         """The evaluator of the model being trained: its classes are those of
         ``DATASETS.TRAIN``, matched by name with ``dataset_name``'s (another id order is
         renumbered; other names are an error). Evaluating a checkpoint:
@@ -105,8 +108,9 @@ class Trainer(ReliableTrainer):
         )
 
 
-def coco_report_evaluator(cfg, dataset_name: str, class_map: Optional[ClassMap],
-                          model_desc: str, output_folder: Optional[str] = None):
+def coco_report_evaluator(cfg: CfgNode, dataset_name: str, class_map: Optional[ClassMap],
+                          model_desc: str,
+                          output_folder: Optional[str] = None) -> COCOReportEvaluator:
     """The :class:`COCOReportEvaluator` of ``dataset_name`` (box AP, report in
     ``OUTPUT_DIR/inference/<dataset>`` unless ``output_folder``), matching ``class_map`` (the
     model's classes, described in messages as ``model_desc``) with the dataset's by name."""
@@ -117,7 +121,7 @@ def coco_report_evaluator(cfg, dataset_name: str, class_map: Optional[ClassMap],
                                model_desc=model_desc)
 
 
-def default_argument_parser(epilog=None):
+def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentParser:
     """Detectron2's ``default_argument_parser`` (``--config-file``, ``--resume``,
     ``--eval-only``, ``--num-gpus``, ..., trailing ``KEY VALUE`` overrides) plus the repeatable
     ``--dataset NAME=JSON:IMAGE_DIR`` (:func:`register_datasets_from_args` registers them) and
@@ -129,7 +133,8 @@ def default_argument_parser(epilog=None):
     return add_allow_unsafe_config_argument(parser)
 
 
-def build_cfg(config_file=None, opts=(), *, freeze=True, allow_unsafe=False):
+def build_cfg(config_file: Optional[str] = None, opts: Optional[Sequence[str]] = (), *,
+              freeze: bool = True, allow_unsafe: bool = False) -> CfgNode:
     """The one way a YAML config is built: Detectron2's defaults, retina_focal's keys
     (:func:`add_retina_focal_config`), ``config_file`` (if given), then the ``KEY VALUE``
     overrides ``opts``.
@@ -173,7 +178,8 @@ class RunSettings:
         weights="MODEL.WEIGHTS", max_iter="SOLVER.MAX_ITER"))
 
 
-def start_run(cfg, args, run: RunSettings, prepare: Callable[[], Any]) -> None:
+def start_run(cfg: Union[CfgNode, DictConfig], args: argparse.Namespace, run: RunSettings,
+              prepare: Callable[[], Any]) -> None:
     """The start of a run, the same for both config systems (:func:`setup_cfg`,
     ``setup_lazy_cfg``): its datasets must be registered (training's only when it trains),
     then ``prepare()`` (the class-count check); then the run takes its output directory
@@ -206,7 +212,7 @@ def start_run(cfg, args, run: RunSettings, prepare: Callable[[], Any]) -> None:
     log_to_output_dir(run.output_dir)
 
 
-def setup_cfg(args):
+def setup_cfg(args: argparse.Namespace) -> CfgNode:
     """Build a frozen config from ``args.config_file`` and the trailing ``args.opts``
     (:func:`build_cfg`), then run Detectron2's ``default_setup`` (output dir, logging, seed,
     config dump).
@@ -226,8 +232,12 @@ def setup_cfg(args):
     args.config_file = check_config_kind(args.config_file, "yaml")
     cfg = build_cfg(args.config_file, args.opts, freeze=False,
                     allow_unsafe=getattr(args, "allow_unsafe_config", False))
-    # the class count is checked, then the config frozen, after the datasets
-    prepare = (lambda: (check_num_classes(cfg, evaluation_only=args.eval_only), cfg.freeze()))
+
+    def prepare() -> None:
+        # the class count is checked, then the config frozen, after the datasets
+        check_num_classes(cfg, evaluation_only=args.eval_only)
+        cfg.freeze()
+
     start_run(cfg, args, RunSettings(
         output_dir=cfg.OUTPUT_DIR, train_datasets=list(cfg.DATASETS.TRAIN),
         test_datasets=list(cfg.DATASETS.TEST), weights=cfg.MODEL.WEIGHTS,
@@ -243,7 +253,8 @@ class LoadedModel(NamedTuple):
     weights: str  # the file read ("" when none)
 
 
-def load_model_for_inference(cfg, weights=None, *, resume=False) -> LoadedModel:
+def load_model_for_inference(cfg: CfgNode, weights: Optional[str] = None, *,
+                             resume: bool = False) -> LoadedModel:
     """:func:`build_model` with every tensor loaded from its checkpoint, in eval mode, and the
     checkpoint's class map: what evaluation, the demo, export and the analysis tools run.
 
@@ -267,12 +278,14 @@ def load_model_for_inference(cfg, weights=None, *, resume=False) -> LoadedModel:
     return LoadedModel(model.eval(), extra.get(CLASS_MAP_KEY), weights)
 
 
-def build_model_and_load(cfg, weights=None, *, resume=False):
+def build_model_and_load(cfg: CfgNode, weights: Optional[str] = None, *,
+                         resume: bool = False) -> nn.Module:
     """The model of :func:`load_model_for_inference` (strict loading, eval mode)."""
     return load_model_for_inference(cfg, weights, resume=resume).model
 
 
-def evaluate_checkpoint(cfg, weights=None, *, resume=False):
+def evaluate_checkpoint(cfg: CfgNode, weights: Optional[str] = None, *,
+                        resume: bool = False) -> Dict[str, Any]:
     """Evaluate a checkpoint on every ``DATASETS.TEST`` (``retina-focal eval``,
     ``--eval-only``); return Detectron2's results.
 
@@ -289,7 +302,8 @@ def evaluate_checkpoint(cfg, weights=None, *, resume=False):
                            "(a Detectron2 or older checkpoint): only the class count was checked")
 
 
-def evaluate_loaded(cfg, loaded: LoadedModel, kind: str, why: str = ""):
+def evaluate_loaded(cfg: CfgNode, loaded: LoadedModel, kind: str,
+                    why: str = "") -> Dict[str, Any]:
     """Evaluate ``loaded.model`` on every ``DATASETS.TEST`` with the COCO report evaluator,
     matching ``loaded.class_map`` with each test set's categories; return Detectron2's results.
     The one evaluation path of a checkpoint (:func:`evaluate_checkpoint`) and of an exported

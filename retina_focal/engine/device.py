@@ -16,6 +16,7 @@ import functools
 import platform
 
 import torch
+from detectron2.config import CfgNode
 from torch import nn
 
 from retina_focal.config import MEMORY_FORMATS, InvalidArgument, check, check_choice
@@ -77,7 +78,7 @@ def apply_device_speedups(
     return model
 
 
-def apply_device_speedups_from_config(model: nn.Module, cfg) -> nn.Module:
+def apply_device_speedups_from_config(model: nn.Module, cfg: CfgNode) -> nn.Module:
     """:func:`apply_device_speedups` with a YAML config's :data:`CONFIG_KEYS`; a bad value is a
     ValueError naming the key."""
     rf = cfg.MODEL.RETINA_FOCAL
@@ -113,7 +114,7 @@ def check_device_available(device: str, key: str) -> None:
                           "(as the synthetic configs do)")
 
 
-def check_cpu_bfloat16(mode) -> None:
+def check_cpu_bfloat16(mode: object) -> None:
     """Raise :class:`~retina_focal.config.InvalidArgument` (key ``cpu_bfloat16``) unless
     ``mode`` is one of :data:`CPU_BFLOAT16_MODES`."""
     check_choice(mode, CPU_BFLOAT16_MODES, key="cpu_bfloat16",

@@ -11,17 +11,21 @@ Its CPU worker processes die with the launching process (a SIGKILL of the comman
 worker training on), and a :class:`~retina_focal.utils.errors.UserError` in any of them
 ends the command with its one ``error:`` line, as in a run of one process.
 """
+import argparse
 import os
 import shutil
 import signal
 import sys
 import tempfile
 from datetime import timedelta
+from multiprocessing.queues import SimpleQueue
+from typing import Any, Callable, Optional, Tuple, TypeVar
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from detectron2.utils import comm
+from torch.multiprocessing.spawn import ProcessExitedException, ProcessRaisedException, spawn
 
 from retina_focal.utils.compat import release_local_process_group, set_local_process_group
 from retina_focal.utils.errors import UserError, wants_traceback
@@ -41,9 +45,12 @@ class WorkerUserError(UserError):
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 
+_T = TypeVar("_T")
 
-def launch(main_func, num_gpus_per_machine: int, num_machines: int = 1, machine_rank: int = 0,
-           dist_url=None, args=(), timeout=DEFAULT_TIMEOUT):
+
+def launch(main_func: Callable[..., _T], num_gpus_per_machine: int, num_machines: int = 1,
+           machine_rank: int = 0, dist_url: Optional[str] = None, args: Tuple[Any, ...] = (),
+           timeout: timedelta = DEFAULT_TIMEOUT) -> Optional[_T]:
     """Run ``main_func(*args)`` in ``num_gpus_per_machine`` processes on each of
     ``num_machines`` machines (call it on every machine with its ``machine_rank``).
 
@@ -54,13 +61,16 @@ def launch(main_func, num_gpus_per_machine: int, num_machines: int = 1, machine_
     On CPUs ``"auto"`` meets in a new file of a private temporary directory rather than on a
     "free" TCP port: a port found free here could be taken by another program before the
     first process binds it, a file cannot.
+
+    Returns what ``main_func`` returns where it runs in this process (on CPUs, one process on
+    this machine), else ``None``.
     """
     if torch.cuda.is_available():
         from detectron2.engine import launch as d2_launch
 
-        return d2_launch(main_func, num_gpus_per_machine, num_machines=num_machines,
-                         machine_rank=machine_rank, dist_url=dist_url, args=args,
-                         timeout=timeout)
+        d2_launch(main_func, num_gpus_per_machine, num_machines=num_machines,
+                  machine_rank=machine_rank, dist_url=dist_url, args=args, timeout=timeout)
+        return None  # Detectron2's launch returns nothing
     if num_gpus_per_machine < 1 or num_machines < 1 or not 0 <= machine_rank < num_machines:
         raise InvalidLaunch(
             f"Invalid launch: --num-gpus {num_gpus_per_machine}, --num-machines {num_machines}, "
@@ -71,7 +81,7 @@ def launch(main_func, num_gpus_per_machine: int, num_machines: int = 1, machine_
     if world_size == 1:
         return main_func(*args)
     rendezvous_dir = None
-    if dist_url in (None, "auto"):
+    if dist_url is None or dist_url == "auto":
         if num_machines > 1:
             raise InvalidLaunch("--dist-url auto works on one machine only; give every machine "
                                 "the same tcp://HOST:PORT of machine 0")
@@ -80,28 +90,31 @@ def launch(main_func, num_gpus_per_machine: int, num_machines: int = 1, machine_
     print(f"CUDA is not available: starting {num_gpus_per_machine} CPU process(es) "
           f"(GLOO, {dist_url}, world size {world_size})", file=sys.stderr, flush=True)
     # spawned workers' user errors, to end this command with one error line
-    errors = None if num_gpus_per_machine == 1 else mp.get_context("spawn").SimpleQueue()
+    errors: Optional["SimpleQueue[str]"] = (
+        None if num_gpus_per_machine == 1 else mp.get_context("spawn").SimpleQueue())
     worker_args = (main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args,
                    timeout, errors)
     try:
         if num_gpus_per_machine == 1:  # one process on this machine: this one
             return _cpu_worker(0, *worker_args)
-        mp.spawn(
+        spawn(  # type: ignore[no-untyped-call]  # torch's spawn has no annotations
             _cpu_worker,
             nprocs=num_gpus_per_machine,
             args=worker_args,
             daemon=False,
         )
-    except (mp.ProcessRaisedException, mp.ProcessExitedException):
+    except (ProcessRaisedException, ProcessExitedException):
         if errors is not None and not errors.empty():
             raise WorkerUserError(errors.get()) from None
         raise
     finally:
         if rendezvous_dir is not None:
             shutil.rmtree(rendezvous_dir, ignore_errors=True)
+    return None  # the spawned processes' results stay in them
 
 
-def launch_from_args(main_func, args):
+def launch_from_args(main_func: Callable[[argparse.Namespace], _T],
+                     args: argparse.Namespace) -> Optional[_T]:
     """``main_func(args)`` in every process that ``args`` (Detectron2's
     ``default_argument_parser``: ``--num-gpus``, ``--num-machines``, ``--machine-rank``,
     ``--dist-url``) asks for, with :func:`launch`. ``main_func`` must be importable (a
@@ -131,8 +144,9 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def _cpu_worker(local_rank, main_func, world_size, num_per_machine, machine_rank, dist_url,
-                args, timeout, errors=None):
+def _cpu_worker(local_rank: int, main_func: Callable[..., _T], world_size: int,
+                num_per_machine: int, machine_rank: int, dist_url: str, args: Tuple[Any, ...],
+                timeout: timedelta, errors: Optional["SimpleQueue[str]"] = None) -> _T:
     if errors is not None:  # a spawned worker
         _die_with_parent()
         try:
@@ -152,8 +166,9 @@ def _cpu_worker(local_rank, main_func, world_size, num_per_machine, machine_rank
                             dist_url, args, timeout)
 
 
-def _cpu_worker_body(local_rank, main_func, world_size, num_per_machine, machine_rank,
-                     dist_url, args, timeout):
+def _cpu_worker_body(local_rank: int, main_func: Callable[..., _T], world_size: int,
+                     num_per_machine: int, machine_rank: int, dist_url: str,
+                     args: Tuple[Any, ...], timeout: timedelta) -> _T:
     global_rank = machine_rank * num_per_machine + local_rank
     try:
         dist.init_process_group(backend="gloo", init_method=dist_url, world_size=world_size,

@@ -26,15 +26,16 @@ Use it from Python as the tool does::
     cfg = setup_lazy_cfg(args)            # load, overrides, class-count check, default_setup
     model = train_lazy(cfg, resume=False)  # or: run_evaluation(cfg, build_lazy_model_and_load(cfg))
 """
+import argparse
 import copy
 import logging
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional
 
 from detectron2.config import LazyConfig, instantiate
-from detectron2.engine import default_writers, hooks
+from detectron2.engine import HookBase, default_writers, hooks
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from retina_focal.config import InvalidArgument
@@ -100,7 +101,7 @@ LAZY_TRAINING_KEYS = {
 }
 
 
-def check_lazy_training_config(cfg, num_processes: int) -> None:
+def check_lazy_training_config(cfg: DictConfig, num_processes: int) -> None:
     """:func:`~retina_focal.engine.trainer.check_training_values` on the LazyConfig's
     ``dataloader.train.total_batch_size``, ``train.max_iter``, ``optimizer.lr`` and
     ``dataloader.train.num_workers``, the error naming the key; a key the config does not have
@@ -113,7 +114,7 @@ def check_lazy_training_config(cfg, num_processes: int) -> None:
         raise e.naming(LAZY_TRAINING_KEYS) from e
 
 
-def build_lazy_model(cfg) -> nn.Module:
+def build_lazy_model(cfg: DictConfig) -> nn.Module:
     """``cfg.model`` instantiated, moved to ``train.device`` and given the device speed-ups
     ``train.memory_format`` / ``train.fold_frozen_bn``, before any optimizer or
     ``DistributedDataParallel`` sees its parameters."""
@@ -126,7 +127,7 @@ def build_lazy_model(cfg) -> nn.Module:
         )
     check_device_available(cfg.train.device, "train.device")
     try:
-        model = instantiate(cfg.model)
+        model: nn.Module = instantiate(cfg.model)
     except InvalidArgument as e:  # named by its full key, e.g. model.head.prior_prob
         raise e.naming(argument_keys(cfg.model, "model", e)) from e
     model.to(cfg.train.device)
@@ -138,7 +139,7 @@ def build_lazy_model(cfg) -> nn.Module:
         raise e.naming(DEVICE_SPEEDUP_KEYS) from e
 
 
-def build_lazy_model_and_load(cfg) -> nn.Module:
+def build_lazy_model_and_load(cfg: DictConfig) -> nn.Module:
     """:func:`build_lazy_model` wrapped for several processes, with the weights of
     ``train.init_checkpoint`` read by :class:`RetinaFocalCheckpointer` (a missing, truncated or
     mismatched file is an error naming it): what ``--eval-only`` evaluates."""
@@ -151,7 +152,7 @@ def build_lazy_model_and_load(cfg) -> nn.Module:
     return model
 
 
-def run_evaluation(cfg, model) -> Dict[str, Any]:
+def run_evaluation(cfg: DictConfig, model: nn.Module) -> Dict[str, Any]:
     """Evaluate ``model`` on ``dataloader.test`` with ``dataloader.evaluator``; return the
     results (empty on processes other than the main one, and without an evaluator)."""
     if cfg.dataloader.get("evaluator") is None:
@@ -160,7 +161,7 @@ def run_evaluation(cfg, model) -> Dict[str, Any]:
     loader = instantiate(cfg.dataloader.test)
     evaluator = instantiate(cfg.dataloader.evaluator)
     sync_buffers_from_main(model)  # the checkpoint's buffers on every process
-    results = inference_on_dataset(model, loader, evaluator)
+    results: Dict[str, Any] = inference_on_dataset(model, loader, evaluator)
     if comm.is_main_process():
         print_csv_format(results)
     return results
@@ -180,7 +181,7 @@ class LazyReliableTrainer(ReliableTrainerBase):
         trainer.train()
     """
 
-    def __init__(self, cfg):
+    def __init__(self, cfg: DictConfig) -> None:
         setup_logging()
         check_lazy_training_config(cfg, comm.get_world_size())
         model = build_lazy_model(cfg)
@@ -201,7 +202,7 @@ class LazyReliableTrainer(ReliableTrainerBase):
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
 
-    def build_hooks(self):
+    def build_hooks(self) -> List[Optional[HookBase]]:
         cfg = self.cfg
         main_process = comm.is_main_process()
         return [
@@ -214,12 +215,12 @@ class LazyReliableTrainer(ReliableTrainerBase):
             if main_process else None,
         ]
 
-    def train(self):
+    def train(self) -> None:
         """Train from ``start_iter`` (see :meth:`resume_or_load`) to ``train.max_iter``."""
         super().train(self.start_iter, self.max_iter)
 
 
-def train_lazy(cfg, resume: bool = False) -> nn.Module:
+def train_lazy(cfg: DictConfig, resume: bool = False) -> nn.Module:
     """Train with :class:`LazyReliableTrainer` (``resume``: continue from the last checkpoint
     of ``train.output_dir``, if any); return the trained model (wrapped for several processes
     when there are several)."""
@@ -229,7 +230,7 @@ def train_lazy(cfg, resume: bool = False) -> nn.Module:
     return trainer.model
 
 
-def setup_lazy_cfg(args):
+def setup_lazy_cfg(args: argparse.Namespace) -> DictConfig:
     """The LazyConfig of ``args.config_file`` with the ``key=value`` overrides ``args.opts``,
     after registering the ``--dataset`` datasets; the model's class count checked against the
     datasets it names; the run takes ``train.output_dir``
@@ -245,7 +246,7 @@ def setup_lazy_cfg(args):
     register_datasets_from_args(args)
     # a .yaml LazyConfig is read safely (LazyConfig.load would use yaml.unsafe_load)
     check_lazy_config(config_file, allow_unsafe=getattr(args, "allow_unsafe_config", False))
-    cfg = LazyConfig.load(config_file)
+    cfg: DictConfig = LazyConfig.load(config_file)
     # a misspelt key (override or LazyCall argument): ConfigError naming it, not ignored
     check_lazy_overrides(cfg, args.opts)
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
@@ -259,6 +260,7 @@ def setup_lazy_cfg(args):
     return cfg
 
 
-def lazy_output_dir(cfg) -> str:
+def lazy_output_dir(cfg: DictConfig) -> str:
     """The LazyConfig's ``train.output_dir`` ("" when it has none)."""
-    return OmegaConf.select(cfg, "train.output_dir", default="")
+    output_dir: str = OmegaConf.select(cfg, "train.output_dir", default="")
+    return output_dir

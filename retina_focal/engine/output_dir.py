@@ -37,7 +37,7 @@ import os
 import shlex
 import socket
 import sys
-from typing import Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Literal, Optional, Tuple, Union
 
 from detectron2.utils import comm
 from torch import nn
@@ -108,7 +108,7 @@ def _process_gone(pid: int) -> bool:
         return False
 
 
-def _describe(owner: Optional[dict]) -> str:
+def _describe(owner: Optional[Dict[str, Any]]) -> str:
     if not owner:
         return "an unknown run (its lock file is empty or unreadable)"
     return (f"host {owner.get('host')!s}, pid {owner.get('pid')!s}, started "
@@ -137,14 +137,14 @@ class OutputDirLock:
             return None
 
     @staticmethod
-    def _parse(text: str) -> Optional[dict]:
+    def _parse(text: str) -> Optional[Dict[str, Any]]:
         try:
             owner = json.loads(text)
         except ValueError:
             return None
         return owner if isinstance(owner, dict) else None
 
-    def _stale(self, owner: Optional[dict]) -> bool:
+    def _stale(self, owner: Optional[Dict[str, Any]]) -> bool:
         """A lock of this host whose process is gone, or one with this process's pid that this
         process does not hold (a previous process of the same pid: pids are reused)."""
         if not owner or owner.get("host") != self.owner["host"]:
@@ -187,7 +187,7 @@ class OutputDirLock:
         raise OutputDirInUse(f"Could not lock the output directory {self.output_dir}: other "
                              f"runs keep taking its lock file {self.path}")
 
-    def _in_use_message(self, owner: Optional[dict]) -> str:
+    def _in_use_message(self, owner: Optional[Dict[str, Any]]) -> str:
         return (
             f"The output directory {self.output_dir} is in use by another run: "
             f"{_describe(owner)} (lock file {self.path}). Two runs in one directory overwrite "
@@ -431,15 +431,15 @@ class keep_run_config:
         self.active = bool(active and output_dir and is_local_path(output_dir)
                            and comm.is_main_process() and os.path.isdir(output_dir)
                            and _run_files(output_dir) and os.path.isfile(self.path))
-        self.kept = None
+        self.kept: Optional[bytes] = None
 
-    def __enter__(self):
+    def __enter__(self) -> "keep_run_config":
         if self.active:
             with open(self.path, "rb") as f:
                 self.kept = f.read()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         if self.kept is None:
             return False
         with open(self.path, "rb") as f:
@@ -460,7 +460,7 @@ class _Snapshot:
     def __init__(self, output_dir: str):
         self.output_dir = output_dir
         self.existed = os.path.isdir(output_dir)
-        self.files: Dict[str, tuple] = {}
+        self.files: Dict[str, Tuple[int, int]] = {}  # size, mtime (ns)
         self.contents: Dict[str, bytes] = {}
         if self.existed:
             for root, _, names in os.walk(output_dir):

@@ -31,16 +31,26 @@ import logging
 import math
 import time
 import weakref
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Union
 
 import torch
+from detectron2.config import CfgNode
 from detectron2.data import build_detection_test_loader
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
+from detectron2.engine import (
+    AMPTrainer,
+    DefaultTrainer,
+    HookBase,
+    SimpleTrainer,
+    TrainerBase,
+    hooks,
+)
 from detectron2.engine.defaults import create_ddp_model
+from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
 
 from retina_focal.config import InvalidArgument, check, check_integer
 from retina_focal.data.build import ResumableLoader, build_resumable_train_loader
@@ -66,6 +76,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+# A training data loader: an endless iterable of batches, each a list of the model's input dicts
+# (a ResumableLoader, or any loader Detectron2's trainers take)
+TrainingLoader = Iterable[List[Dict[str, Any]]]
+
 # The YAML config's keys for the arguments of check_training_values.
 TRAINING_KEYS = {
     "batch_size": "SOLVER.IMS_PER_BATCH",
@@ -76,8 +90,9 @@ TRAINING_KEYS = {
 }
 
 
-def check_training_values(*, batch_size, max_iter, base_lr, num_workers,
-                          num_processes: int, cpu_bfloat16=None) -> None:
+def check_training_values(*, batch_size: object, max_iter: object, base_lr: object,
+                          num_workers: object, num_processes: int,
+                          cpu_bfloat16: object = None) -> None:
     """Raise :class:`~retina_focal.config.InvalidArgument` (naming the argument, which the
     callers rename to their config key) unless the values a training run uses make sense:
 
@@ -110,7 +125,7 @@ def check_training_values(*, batch_size, max_iter, base_lr, num_workers,
 
 
 def wrap_distributed(model: nn.Module, *, broadcast_buffers: bool = False,
-                     fp16_compression: bool = False, **kwargs) -> nn.Module:
+                     fp16_compression: bool = False, **kwargs: Any) -> nn.Module:
     """``DistributedDataParallel`` when there are several processes, else ``model``.
 
     A GPU model goes through Detectron2's ``create_ddp_model`` (its local GPU, optional fp16
@@ -122,8 +137,9 @@ def wrap_distributed(model: nn.Module, *, broadcast_buffers: bool = False,
     if comm.get_world_size() == 1:
         return model
     if next(model.parameters()).device.type == "cuda":
-        return create_ddp_model(model, broadcast_buffers=broadcast_buffers,
-                                fp16_compression=fp16_compression, **kwargs)
+        ddp_model: nn.Module = create_ddp_model(model, broadcast_buffers=broadcast_buffers,
+                                                fp16_compression=fp16_compression, **kwargs)
+        return ddp_model
     if fp16_compression:
         logger.warning("fp16 gradient compression is for GPUs: CPU processes exchange float32")
     return DistributedDataParallel(model, broadcast_buffers=broadcast_buffers, **kwargs)
@@ -136,8 +152,8 @@ class _FiniteLossCheck:
 
     iter: int  # the step trainer's
 
-    def _write_metrics(self, loss_dict: Dict[str, torch.Tensor], data_time: float, *args,
-                       **kwargs):
+    def _write_metrics(self, loss_dict: Dict[str, torch.Tensor], data_time: float, *args: Any,
+                       **kwargs: Any) -> None:
         bad = sorted(k for k, v in loss_dict.items() if not torch.isfinite(v.detach()).all())
         all_bad: List[List[str]] = comm.all_gather(bad) if comm.get_world_size() > 1 else [bad]
         where = "; ".join(f"{', '.join(b)} on process {r}" for r, b in enumerate(all_bad) if b)
@@ -152,11 +168,12 @@ class _FiniteLossCheck:
             raise FloatingPointError(detail)
 
 
-class CheckedSimpleTrainer(_FiniteLossCheck, SimpleTrainer):
+# Detectron2 has no type information: its classes are Any to mypy (here and below)
+class CheckedSimpleTrainer(_FiniteLossCheck, SimpleTrainer):  # type: ignore[misc]
     """Detectron2's ``SimpleTrainer`` with the all-process non-finite loss check."""
 
 
-class CheckedAMPTrainer(_FiniteLossCheck, AMPTrainer):
+class CheckedAMPTrainer(_FiniteLossCheck, AMPTrainer):  # type: ignore[misc]
     """Detectron2's ``AMPTrainer`` (CUDA) with the all-process non-finite loss check."""
 
 
@@ -167,7 +184,7 @@ class CPUAutocastTrainer(CheckedSimpleTrainer):
     losses that must be exact (the focal loss casts its logits) compute in float32.
     """
 
-    def run_step(self):
+    def run_step(self) -> None:
         assert self.model.training, "[CPUAutocastTrainer] model was changed to eval mode!"
         start = time.perf_counter()
         data = next(self._data_loader_iter)
@@ -183,7 +200,8 @@ class CPUAutocastTrainer(CheckedSimpleTrainer):
         self.optimizer.step()
 
 
-def build_step_trainer(model, data_loader, optimizer, *, amp: bool,
+def build_step_trainer(model: nn.Module, data_loader: TrainingLoader,
+                       optimizer: torch.optim.Optimizer, *, amp: bool,
                        cpu_bfloat16: str = "native") -> SimpleTrainer:
     """The per-iteration trainer: plain, CUDA AMP, or CPU bfloat16 autocast (``amp`` on a CPU
     model, where :func:`~retina_focal.engine.device.use_cpu_bfloat16` of ``cpu_bfloat16``
@@ -223,7 +241,7 @@ def sync_buffers_from_main(model: nn.Module) -> None:
         torch.distributed.broadcast(buf.data, src=0)
 
 
-class ReliableTrainerBase(TrainerBase):
+class ReliableTrainerBase(TrainerBase):  # type: ignore[misc]  # Detectron2's: Any to mypy
     """The training loop both config systems share, assembled from built parts: a model, its
     optimizer and the training data loader. It wraps the model for several processes
     (:func:`wrap_distributed`), picks the step trainer (:func:`build_step_trainer`) and
@@ -236,9 +254,10 @@ class ReliableTrainerBase(TrainerBase):
     :class:`ReliableTrainer` (YAML) and ``retina_focal.engine.lazy.LazyReliableTrainer``.
     """
 
-    def __init__(self, model: nn.Module, data_loader, optimizer: torch.optim.Optimizer, *,
-                 amp: bool, output_dir: str, init_checkpoint: str, max_iter: int,
-                 ddp: Optional[Dict[str, Any]] = None, cpu_bfloat16: str = "native"):
+    def __init__(self, model: nn.Module, data_loader: TrainingLoader,
+                 optimizer: torch.optim.Optimizer, *, amp: bool, output_dir: str,
+                 init_checkpoint: str, max_iter: int, ddp: Optional[Dict[str, Any]] = None,
+                 cpu_bfloat16: str = "native") -> None:
         """
         Args:
             model: the built model, on its device (not yet wrapped for several processes).
@@ -273,14 +292,34 @@ class ReliableTrainerBase(TrainerBase):
         self.max_iter = max_iter
 
     # the step trainer's objects, as Detectron2's DefaultTrainer exposes them
-    model = property(lambda self: self._trainer.model,
-                     lambda self, value: setattr(self._trainer, "model", value))
-    data_loader = property(lambda self: self._trainer.data_loader,
-                           lambda self, value: setattr(self._trainer, "data_loader", value))
-    optimizer = property(lambda self: self._trainer.optimizer,
-                         lambda self, value: setattr(self._trainer, "optimizer", value))
+    @property
+    def model(self) -> nn.Module:
+        model: nn.Module = self._trainer.model
+        return model
 
-    def run_step(self):
+    @model.setter
+    def model(self, value: nn.Module) -> None:
+        self._trainer.model = value
+
+    @property
+    def data_loader(self) -> TrainingLoader:
+        data_loader: TrainingLoader = self._trainer.data_loader
+        return data_loader
+
+    @data_loader.setter
+    def data_loader(self, value: TrainingLoader) -> None:
+        self._trainer.data_loader = value
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        optimizer: torch.optim.Optimizer = self._trainer.optimizer
+        return optimizer
+
+    @optimizer.setter
+    def optimizer(self, value: torch.optim.Optimizer) -> None:
+        self._trainer.optimizer = value
+
+    def run_step(self) -> None:
         self._trainer.iter = self.iter
         try:
             self._trainer.run_step()
@@ -290,13 +329,14 @@ class ReliableTrainerBase(TrainerBase):
 
     _step_failed = False
 
-    def after_train(self):
+    def after_train(self) -> None:
         """Detectron2's ``after_train`` of every hook, except that a run whose step failed is
         not evaluated: Detectron2's ``EvalHook`` skips a failed run only when it stopped
         before its last iteration, so a failure there printed a final evaluation (and its
         ``copypaste:`` lines) of a broken model before the error."""
         if not self._step_failed:
-            return super().after_train()
+            super().after_train()
+            return
         self.storage.iter = self.iter
         for h in self._hooks:
             if isinstance(h, hooks.EvalHook):
@@ -308,19 +348,19 @@ class ReliableTrainerBase(TrainerBase):
     # Detectron2 0.6's DefaultTrainer checkpoints only the iteration and the hooks: the
     # optimizer (momentum, and the LR it runs the next iteration with) is lost on resume.
     # Official detectron2 saves it under the same "_trainer" key.
-    def state_dict(self):
-        ret = TrainerBase.state_dict(self)
+    def state_dict(self) -> Dict[str, Any]:
+        ret: Dict[str, Any] = TrainerBase.state_dict(self)
         ret["_trainer"] = self._trainer.state_dict()
         return ret
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         TrainerBase.load_state_dict(self, state_dict)
         if "_trainer" in state_dict:
             self._trainer.load_state_dict(state_dict["_trainer"])
         else:
             logger.warning("The checkpoint has no optimizer state: momentum restarts from zero")
 
-    def resume_or_load(self, resume: bool = True):
+    def resume_or_load(self, resume: bool = True) -> None:
         """With ``resume`` and a ``last_checkpoint`` in the output directory, load everything
         from it and continue after its iteration (the data stream too); otherwise load the
         model weights of ``init_checkpoint`` (if any) and start at iteration 0."""
@@ -337,12 +377,12 @@ class ReliableTrainerBase(TrainerBase):
                 logger.info(f"Training data stream resumes at iteration {self.start_iter}")
 
 
-class ReliableTrainer(ReliableTrainerBase, DefaultTrainer):
+class ReliableTrainer(ReliableTrainerBase, DefaultTrainer):  # type: ignore[misc]  # (Any base)
     """``DefaultTrainer`` (hooks, evaluation, ``build_*`` methods) on
     :class:`ReliableTrainerBase`: resumable data, complete and atomic checkpoints, CPU
     multi-process and CPU mixed precision (see the module docstring)."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg: CfgNode) -> None:
         setup_logging()
         world_size = comm.get_world_size()
         # divisibility is checked on the scaled batch when REFERENCE_WORLD_SIZE rescales it
@@ -365,24 +405,28 @@ class ReliableTrainer(ReliableTrainerBase, DefaultTrainer):
         self.register_hooks(self.build_hooks())
 
     @classmethod
-    def test(cls, cfg, model, evaluators=None):
+    def test(cls, cfg: CfgNode, model: nn.Module,
+             evaluators: Union[DatasetEvaluator, List[DatasetEvaluator], None] = None
+             ) -> Dict[str, Any]:
         """``DefaultTrainer.test`` on the main process's buffers (:func:`sync_buffers_from_main`),
         so that a multi-process evaluation scores the model the checkpoint holds."""
         sync_buffers_from_main(model)
-        return super().test(cfg, model, evaluators)
+        results: Dict[str, Any] = super().test(cfg, model, evaluators)
+        return results
 
-    def build_hooks(self):
+    def build_hooks(self) -> List[Optional[HookBase]]:
         """``DefaultTrainer``'s hooks, with :class:`AllRanksPeriodicCheckpointer` on every
         process in place of its main-process ``PeriodicCheckpointer`` (at the same place:
         before evaluation), so checkpoints hold every process's random generators."""
-        ret = [h for h in super().build_hooks() if not isinstance(h, hooks.PeriodicCheckpointer)]
+        ret: List[Optional[HookBase]] = [
+            h for h in super().build_hooks() if not isinstance(h, hooks.PeriodicCheckpointer)]
         at = next((i for i, h in enumerate(ret) if isinstance(h, hooks.EvalHook)), len(ret))
         ret.insert(at, AllRanksPeriodicCheckpointer(self.checkpointer,
                                                     self.cfg.SOLVER.CHECKPOINT_PERIOD))
         return ret
 
     @staticmethod
-    def check_training_config(cfg, num_processes: int) -> None:
+    def check_training_config(cfg: CfgNode, num_processes: int) -> None:
         """:func:`check_training_values` on ``SOLVER.IMS_PER_BATCH``, ``SOLVER.MAX_ITER``,
         ``SOLVER.BASE_LR``, ``DATALOADER.NUM_WORKERS`` and
         ``MODEL.RETINA_FOCAL.CPU_BFLOAT16``, the error naming the key."""
@@ -395,12 +439,14 @@ class ReliableTrainer(ReliableTrainerBase, DefaultTrainer):
             raise e.naming(TRAINING_KEYS) from e
 
     @classmethod
-    def build_train_loader(cls, cfg):
+    def build_train_loader(cls, cfg: CfgNode) -> TrainingLoader:
         return build_resumable_train_loader(cfg)
 
     @classmethod
-    def build_test_loader(cls, cfg, dataset_name):
+    def build_test_loader(cls, cfg: CfgNode,
+                          dataset_name: str) -> "DataLoader[Dict[str, Any]]":
         """Detectron2's test loader with :class:`RobustDatasetMapper` (any image mode; an
         unreadable file is an error naming it)."""
-        return build_detection_test_loader(cfg, dataset_name,
-                                           mapper=RobustDatasetMapper(cfg, False))
+        loader: "DataLoader[Dict[str, Any]]" = build_detection_test_loader(
+            cfg, dataset_name, mapper=RobustDatasetMapper(cfg, False))
+        return loader
