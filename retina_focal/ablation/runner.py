@@ -1,6 +1,7 @@
 """Runs an ablation study: one training run per setting, several at a time, resumable.
 
-Each setting trains with ``retina-focal train`` in a subprocess, in ``DIR/NN_<label>/``; its
+Each setting trains with :func:`retina_focal.engine.defaults.train_config` (what
+``retina-focal train`` runs) in a process of its own, in ``DIR/NN_<label>/``; its
 final COCO evaluation (read from that run's ``metrics.json``) is saved to ``result.json`` there
 (written last: its presence means the setting is complete), with, in a timed study (Table 1e),
 the run's inference time per image read from its ``log.txt``. Running the same study again
@@ -31,14 +32,17 @@ from retina_focal.ablation.studies import get_schedule, get_study, resolve_overr
 from retina_focal.config.zoo import resolve_config_file
 from retina_focal.data.datasets.coco import check_registered
 from retina_focal.engine.defaults import build_cfg
-from retina_focal.utils.file_io import atomic_write_json
+from retina_focal.utils.file_io import atomic_write_json, atomic_write_text
 
 __all__ = ["RESULT_FILE", "StudyRunner", "build_plan", "parse_seeds", "setting_dirname"]
 
 RESULT_FILE = "result.json"
+# a setting's process: retina_focal.engine.defaults.train_config(CONFIG_FILE, OPTS)
+TRAIN_PROGRAM = ("import sys; from retina_focal.engine.defaults import train_config; "
+                 "train_config(sys.argv[1], sys.argv[2:])")
 # lines of a training run worth echoing: Detectron2's per-iteration metrics (with ETA), the
 # evaluation's progress and the final AP
-ECHO = re.compile(r" iter: \d|Inference done|copypaste: \d|Traceback|Error")
+ECHO = re.compile(r" iter: \d|Inference done|copypaste: \d|Traceback|Error|^error: ")
 
 _print_lock = threading.Lock()
 
@@ -272,24 +276,32 @@ class StudyRunner:
         if os.path.exists(out):  # an interrupted or outdated run: start it again from scratch
             shutil.rmtree(out)
         os.makedirs(out)
-        # the package's own train command (no tools/ needed), in a process of its own
-        cmd = [sys.executable, "-m", "retina_focal.cli", "train", "--config-file",
-               self.config_file] + run["opts"] + ["OUTPUT_DIR", out]
+        # the engine's training run, in a process of its own (its threads, memory and
+        # output stay its own; the log is the process's output)
+        cmd = [sys.executable, "-c", TRAIN_PROGRAM, self.config_file] + run["opts"] + [
+            "OUTPUT_DIR", out]
         log(f"start {label!r} (setting {run['index']} of study {self.study.name}) -> {out}")
         t0 = time.time()
-        with open(os.path.join(out, "train_stdout.txt"), "w") as logf:
-            logf.write("$ " + " ".join(cmd) + "\n")
+        log_path = os.path.join(out, "train_stdout.txt")
+        lines = ["$ " + " ".join(cmd) + "\n"]
+        with open(log_path, "w") as logf:
+            logf.write(lines[0])
+            logf.flush()
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     text=True, env=self.env, bufsize=1)
-            tail: List[str] = []
+            assert proc.stdout is not None
             for line in proc.stdout:
                 logf.write(line)
                 logf.flush()
-                tail = (tail + [line])[-40:]
+                lines.append(line)
                 if ECHO.search(line):
                     with _print_lock:
                         print(f"  [{label}] {line.rstrip()}", flush=True)
             code = proc.wait()
+        # written whole again: a run refused before it started puts its output directory
+        # back as it found it, which would leave this log as it was then (empty)
+        atomic_write_text(log_path, "".join(lines))
+        tail = lines[-40:]
         wall = time.time() - t0
         metrics = read_final_metrics(out, self.study.task) if code == 0 else None
         timing: Dict = {}

@@ -50,7 +50,7 @@ from retina_focal.engine.output_dir import (
 )
 from retina_focal.engine.trainer import ReliableTrainer
 from retina_focal.evaluation.coco_report import COCOReportEvaluator
-from retina_focal.utils.errors import UserError
+from retina_focal.utils.errors import UserError, reports_user_errors
 
 __all__ = [
     "LoadedModel",
@@ -65,6 +65,7 @@ __all__ = [
     "RunSettings",
     "setup_cfg",
     "start_run",
+    "train_config",
     "train_or_evaluate",
 ]
 
@@ -344,3 +345,18 @@ def train_or_evaluate(output_dir: str, *, eval_only: bool, resume: bool,
     finally:
         start_output_dir(output_dir)
         release_output_dir(output_dir)
+
+
+@reports_user_errors
+def train_config(config_file: str, opts: Sequence[str] = ()) -> Any:
+    """Train the YAML config ``config_file`` with the ``KEY VALUE`` overrides ``opts`` in this
+    process, from scratch (no resume), then evaluate as the config says: the run of
+    ``retina-focal train --config-file CONFIG_FILE OPTS...`` on one process, with the same
+    setup, checks and output-directory guarantees (:func:`setup_cfg`,
+    :func:`train_or_evaluate`). For code that trains a run of its own, e.g. the ablation runner
+    (one process per setting). A :class:`~retina_focal.utils.errors.UserError` ends it with
+    ``error: <message>`` and status 1. Returns the trainer's final evaluation."""
+    args = default_argument_parser().parse_args(["--config-file", config_file, *opts])
+    cfg = setup_cfg(args)
+    return train_or_evaluate(cfg.OUTPUT_DIR, eval_only=False, resume=False,
+                             evaluate=lambda: None, build_trainer=lambda: Trainer(cfg))

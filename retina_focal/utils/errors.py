@@ -9,9 +9,14 @@ of a dependency, and keeps its traceback.
 The concrete errors subclass it together with the built-in type callers already catch
 (``ConfigError`` is a ``ValueError``, ``OutputDirInUse`` a ``RuntimeError``, ...).
 """
+import functools
 import os
+from typing import Callable, TypeVar
 
-__all__ = ["TRACEBACK_ENV", "DataError", "DataFileNotFound", "UserError", "wants_traceback"]
+__all__ = ["TRACEBACK_ENV", "DataError", "DataFileNotFound", "UserError", "reports_user_errors",
+           "wants_traceback"]
+
+_Result = TypeVar("_Result")
 
 # set to 1 to see the traceback of a UserError too
 TRACEBACK_ENV = "RETINA_FOCAL_TRACEBACK"
@@ -33,3 +38,20 @@ class DataError(UserError, ValueError):
 
 class DataFileNotFound(UserError, FileNotFoundError):
     """A dataset's annotation file or image folder that does not exist; the message names it."""
+
+
+def reports_user_errors(run: Callable[..., _Result]) -> Callable[..., _Result]:
+    """Decorate an entry point (a command's ``run(argv)``, or a training run's process): a
+    :class:`UserError` raised below it becomes ``SystemExit("error: <message>")`` (printed on
+    stderr, status 1), with no traceback unless :func:`wants_traceback`."""
+
+    @functools.wraps(run)
+    def wrapper(*args: object, **kwargs: object) -> _Result:
+        try:
+            return run(*args, **kwargs)
+        except UserError as e:
+            if wants_traceback():
+                raise
+            raise SystemExit(f"error: {e}") from e
+
+    return wrapper

@@ -562,3 +562,21 @@ def test_imbalance_results_do_not_rank_settings_of_different_datasets(tmp_path):
     assert "vs the best" not in md
     assert "| synthetic_shapes FL | 2 | 0.5 | 0.0 | 1.0 | 1.0 |\n" in md
     assert "| FL beats CE on synthetic_shapes | " in md and "| -10.0 | not reproduced |" in md
+
+
+def test_a_setting_refused_by_the_trainer_fails_with_its_error_line(tmp_path):
+    """Each setting runs the engine's training (``train_config``, not the ``retina-focal``
+    command) in a process of its own: a run the trainer refuses (here SOLVER.BASE_LR -1,
+    refused once the config is built) is a failed setting whose one-line error, naming the
+    key, is shown, and the study goes on to its other setting."""
+    study_dir = str(tmp_path / "study")
+    labels = ["gamma=0.0 alpha=0.75", "gamma=2.0 alpha=0.25"]
+    proc = run_tool(["tools/ablate.py", "--config-file", TINY_CONFIG, "--study", "1b",
+                     "--schedule", "tiny", "--output", study_dir, "--settings",
+                     ",".join(labels), "SOLVER.BASE_LR", "-1.0"], cwd=REPO)
+    out = proc.stdout + proc.stderr
+    assert "FAILED (exit code 1" in out, out[-4000:]
+    assert "error: " in out and "SOLVER.BASE_LR" in out and "Traceback" not in out
+    assert "2/2 settings finished" in out  # the second setting ran after the first failed
+    log = open(os.path.join(study_dir, "01_gamma=0.0_alpha=0.75", "train_stdout.txt")).read()
+    assert "train_config" in log and "retina_focal.cli" not in log
