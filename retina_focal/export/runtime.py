@@ -30,6 +30,7 @@ import os
 from typing import Callable, Dict, List, Optional
 
 import torch
+from detectron2.modeling.meta_arch.retinanet import RetinaNet
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, ImageList, Instances
 from torch import Tensor, nn
@@ -248,7 +249,7 @@ class ExportedModel(nn.Module):
         backend: :func:`onnx_backend` or :func:`program_backend`.
     """
 
-    def __init__(self, model: nn.Module, backend: _Backend):
+    def __init__(self, model: RetinaNet, backend: _Backend):
         super().__init__()
         self.model = model
         self.backend = backend
