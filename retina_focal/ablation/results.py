@@ -190,7 +190,8 @@ def seed_summary(rows: List[Dict], metric: str) -> Dict[str, Dict]:
         lo, hi = (min(values), max(values)) if values else (None, None)
         out[label] = {"values": values, "seeds": len(values),
                       "mean": sum(values) / len(values) if values else None,
-                      "min": lo, "max": hi, "spread": None if lo is None else hi - lo}
+                      "min": lo, "max": hi,
+                      "spread": None if lo is None or hi is None else hi - lo}
     return out
 
 

@@ -91,7 +91,8 @@ def build_plan(args) -> Dict:
     except (KeyError, AssertionError, ValueError) as e:
         raise ValueError(f"Bad override in the schedule {schedule.name!r} or on the command "
                          f"line ({list(args.opts)}) for {args.config_file}: {e}") from e
-    seeds = parse_seeds(args.seeds)
+    # [None]: without --seeds, one run per setting with no SEED override
+    seeds: List[Optional[int]] = [*parse_seeds(args.seeds)] or [None]
     runs = []
     for setting in settings:
         index = study.settings.index(setting) + 1
@@ -111,7 +112,7 @@ def build_plan(args) -> Dict:
                              how="ablate trains each setting in a new process, which knows the "
                                  "datasets retina_focal registers (the synthetic presets): use "
                                  "one of those")
-        for seed in seeds or [None]:
+        for seed in seeds:
             # with --seeds, one run per seed (SEED last: it wins), labelled by both
             seed_opts = [] if seed is None else ["SEED", str(seed)]
             label = setting.label if seed is None else f"{setting.label} seed={seed}"
@@ -166,7 +167,7 @@ class StudyRunner:
         # the metric named in progress lines: box AP, or proposal AR@100
         self.headline = TASK_METRICS[self.study.task][0]
         self.out_dir = plan["out_dir"]
-        self.rows = {}
+        self.rows: Dict[str, Dict] = {}  # run label -> result row
         self.started = time.time()
         self.trained_walls: List[float] = []
         self.finished = 0
@@ -289,7 +290,7 @@ class StudyRunner:
             logf.flush()
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     text=True, env=self.env, bufsize=1)
-            assert proc.stdout is not None
+            assert proc.stdout is not None  # stdout=PIPE
             for line in proc.stdout:
                 logf.write(line)
                 logf.flush()

@@ -166,7 +166,7 @@ def _stats(values: Sequence[float]) -> Dict[str, Optional[float]]:
     if len(values) == 0:
         return {k: None for k in keys}
     v = np.asarray(values, dtype=np.float64)
-    out = {"mean": float(v.mean()), "min": float(v.min())}
+    out: Dict[str, Optional[float]] = {"mean": float(v.mean()), "min": float(v.min())}
     out.update({f"p{p}": float(np.percentile(v, p)) for p in PERCENTILES})
     out["max"] = float(v.max())
     return out

@@ -17,7 +17,7 @@ COCO's figures come from the same functions on COCO-like images drawn by
 the paper's anchors at its ablation scale (600 px).
 """
 import math
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from detectron2.structures import BoxMode
@@ -43,7 +43,7 @@ __all__ = [
 # most common size. The within-bucket size and the shape are not published: the sampler
 # assumes an area log-uniform in each bucket (``bucket_areas``: small objects from 8x8, large
 # ones up to 400x400) and a w/h ratio log-uniform in [1/3, 3].
-COCO_REFERENCE = {
+COCO_REFERENCE: Dict[str, Any] = {
     "objects_per_image": 860001 / 118287,
     "size_shares": {"small": 0.41, "medium": 0.34, "large": 0.25},
     "bucket_areas": {"small": (8.0 ** 2, 32.0 ** 2), "medium": (32.0 ** 2, 96.0 ** 2),

@@ -57,7 +57,7 @@ def image_size_of(d: Dict) -> Tuple[int, int]:
 class AssignmentSetting:
     """The model's anchor generator and assigner for one config, applied image by image."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg) -> None:
         rcfg = cfg.MODEL.RETINANET
         backbone = build_backbone(cfg)
         feature_shapes = head_feature_shapes(backbone, rcfg.IN_FEATURES)
@@ -67,7 +67,7 @@ class AssignmentSetting:
         self.anchor_generator = build_anchor_generator(cfg, feature_shapes)
         self.assigner = build_assigner(cfg)
         self.min_size, self.max_size = cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST
-        self._anchor_cache: Dict[Tuple[int, int], List[Boxes]] = {}
+        self._anchor_cache: Dict[Tuple[int, ...], List[Boxes]] = {}
         del backbone
 
     def anchors(self, image_size: Tuple[int, int]) -> List[Boxes]:

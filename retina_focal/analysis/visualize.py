@@ -49,7 +49,10 @@ def draw_assignment(
         the ground truth itself (thick) in that ground truth's colour.
     """
     h, w = image.shape[:2]
-    canvas = Image.fromarray(image).resize((round(w * scale), round(h * scale)), Image.NEAREST)
+    # Image.NEAREST: Pillow 9.0 (setup.py allows it) has no Image.Resampling; Pillow's own
+    # annotations declare the constant only as Image.Resampling.NEAREST
+    canvas = Image.fromarray(image).resize((round(w * scale), round(h * scale)),
+                                           Image.NEAREST)  # type: ignore[attr-defined]
     # margin so that anchors reaching outside the image stay visible
     pad = int(round(0.15 * max(canvas.size)))
     out = Image.new("RGB", (canvas.width + 2 * pad, canvas.height + 2 * pad), (255, 255, 255))

@@ -1,6 +1,8 @@
 """Section 1: the focal loss forward + backward on one COCO-scale batch, ours (fused and
 portable) against fvcore (eager and TorchScript), torchvision and Detectron2's whole loss path.
 """
+from typing import Dict
+
 import torch
 import torch.nn.functional as F
 
@@ -39,7 +41,7 @@ def bench_focal(settings: BenchSettings, device):
     valid = flat_labels >= 0
     valid_logits = logits.flatten(0, 1)[valid].contiguous()
     valid_targets = F.one_hot(flat_labels[valid], K + 1)[:, :K].to(logits.dtype)
-    leaves = {}
+    leaves: Dict[str, torch.Tensor] = {}
 
     def leaf(name, t):
         x = leaves.get(name)

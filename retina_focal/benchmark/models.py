@@ -3,6 +3,7 @@ Detectron2's RetinaNet built from the same config with the same weights."""
 import copy
 import inspect
 import os
+from typing import Callable, Dict
 
 import torch
 
@@ -167,7 +168,7 @@ def bench_train(settings: BenchSettings, device):
     precisions = ["float32"] + (["bfloat16"] if settings.train_bfloat16 else [])
     if "bfloat16" in precisions and device != "cpu":
         raise ValueError("--train-bfloat16 measures CPU bfloat16 autocast: use --device cpu")
-    steps = {}
+    steps: Dict[str, Callable[[], None]] = {}
     for precision in precisions:
         for name, model in models.items():
             model.train()

@@ -3,7 +3,7 @@ wall and CPU time, peak extra memory from the profiler's allocation events, and 
 lines with an ETA."""
 import statistics
 import time
-from typing import Callable, Dict, List
+from typing import Any, Callable, Dict, List
 
 import torch
 
@@ -51,7 +51,7 @@ def alternate(fns: Dict[str, Callable[[], None]], repeats: int, warmup: int, dev
         for _ in range(warmup):
             fn()
         progress.step(f"warm-up {name}")
-    times = {name: [] for name in fns}
+    times: Dict[str, List[tuple]] = {name: [] for name in fns}
     names = list(fns)
     for r in range(repeats):
         order = names[r % len(names):] + names[:r % len(names)]
@@ -88,8 +88,12 @@ def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
     ``repeats`` runs, on PyTorch's current threads: a practical ceiling for any float32
     convolution on this CPU, measured in the same run as the figures it bounds."""
     a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.mm(a, b)
-    best = min(timed(lambda: torch.mm(a, b), "cpu")[0] for _ in range(repeats))
+
+    def product() -> None:
+        torch.mm(a, b)
+
+    product()
+    best = min(timed(product, "cpu")[0] for _ in range(repeats))
     return 2 * size ** 3 / best / 1e9
 
 
@@ -109,7 +113,7 @@ def peak_extra_bytes(fn: Callable[[], None]) -> int:
     return peak
 
 
-def summarize(times: List[tuple]) -> Dict[str, object]:
+def summarize(times: List[tuple]) -> Dict[str, Any]:
     """Wall-clock median/min/all, and the median CPU time of the process (all its threads):
     on a machine shared with other jobs, CPU time tracks the work done far more steadily
     than wall time, which also counts the time other processes held the cores."""

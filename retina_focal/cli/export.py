@@ -229,9 +229,13 @@ def main(args) -> int:
     elif args.format != "torchscript":  # the graph ends at a dense head
         check_dense_detector(model, f"--format {args.format}")
     if args.format == "exported-program":  # refused before a file it cannot run is written
+        from detectron2.modeling.meta_arch.dense_detector import DenseDetector
+
         from retina_focal.export.exported_program import min_side, test_size_too_small
 
-        too_small = test_size_too_small(cfg, min_side(model), model.backbone.size_divisibility)
+        detector: DenseDetector = model  # check_dense_detector passed
+        too_small = test_size_too_small(cfg, min_side(detector),
+                                        detector.backbone.size_divisibility)
         if too_small:
             raise SystemExit(f"error: --format exported-program: {too_small}")
     if cfg.MODEL.WEIGHTS and loaded.class_map is None:

@@ -70,7 +70,8 @@ def fl_minus_ce(results: Dict, rows: Dict[str, Dict]) -> List[Dict]:
     verdicts = {c["better"]: c["verdict"] for c in results.get("claims", [])}
     levels = []
     for prefix, row in rows.items():
-        fl, ce = summary.get(f"{prefix} FL"), summary.get(f"{prefix} CE")
+        fl: Dict = summary.get(f"{prefix} FL") or {}  # {}: the setting has no summary
+        ce: Dict = summary.get(f"{prefix} CE") or {}
         done = fl and ce and fl["mean"] is not None and ce["mean"] is not None
         levels.append({
             "name": prefix, "negatives_per_positive": row["negatives_per_positive"],
@@ -143,13 +144,14 @@ def main(args) -> int:
         lines = ["| dataset | negatives per positive anchor | seeds | AP FL | AP CE | "
                  "AP(FL) - AP(CE) | spread (half) | verdict |", "|---|---|---|---|---|---|---|---|"]
 
-        def f(v, spec="{:.1f}"):
+        def fmt(v, spec="{:.1f}"):
             return "-" if v is None else spec.format(v)
 
         for lv in levels:
             lines.append(f"| {lv['name']} | {lv['negatives_per_positive']:,.0f} | {lv['seeds']} | "
-                         f"{f(lv['ap_fl'])} | {f(lv['ap_ce'])} | {f(lv['difference'], '{:+.1f}')} "
-                         f"| {f(lv['half_width'])} | {lv['verdict']} |")
+                         f"{fmt(lv['ap_fl'])} | {fmt(lv['ap_ce'])} | "
+                         f"{fmt(lv['difference'], '{:+.1f}')} "
+                         f"| {fmt(lv['half_width'])} | {lv['verdict']} |")
         atomic_write_text(os.path.join(args.output, "fl_minus_ce.md"), "\n".join(lines) + "\n")
         print("\n" + "\n".join(lines))
         out["fl_minus_ce"] = levels

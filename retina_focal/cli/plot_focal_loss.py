@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import time
+from typing import Any, Dict
 
 from retina_focal.analysis.loss_curves import (
     anchor_probabilities,
@@ -114,7 +115,7 @@ def figure4(args) -> str:
                          f"and {neg_p.size} negative samples; Figure 4 needs both")
     data = {"dataset": dataset, "num_images": len(dicts), "weights": cfg.MODEL.WEIGHTS}
     for kind, p_t in (("positive", pos_p), ("negative", 1.0 - neg_p)):
-        entry = {"num_samples": int(p_t.size), "cdf": {}}
+        entry: Dict[str, Any] = {"num_samples": int(p_t.size), "cdf": {}}
         for g in args.fig4_gammas:
             entry["fraction"], cdf = loss_cdf(p_t, g)
             entry["cdf"][repr(g)] = cdf.tolist()

@@ -50,7 +50,7 @@ def read_image_any(file_name: str, format: Optional[str] = "BGR") -> np.ndarray:
     """
     try:
         with PathManager.open(file_name, "rb") as f:
-            image = Image.open(f)
+            image: Image.Image = Image.open(f)
             image = utils._apply_exif_orientation(image)
             image.load()  # decode now: a truncated file fails here, inside this try
             if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
@@ -219,13 +219,13 @@ def _transform_box_annotations(dataset_dict: Dict, transforms: T.TransformList,
     for (is_int, mode), rows in groups.items():
         group = [list(annos[i]["bbox"]) for i in rows]
         if mode == BoxMode.XYXY_ABS:
-            group = np.array(group, dtype=np.int64 if is_int else np.float64)
+            array = np.array(group, dtype=np.int64 if is_int else np.float64)
         else:  # XYWH_ABS, converted as BoxMode.convert converts a list
-            group = torch.tensor(group, dtype=torch.int64 if is_int else torch.float32)
-            group[:, 2:] += group[:, :2]
-            group = group.numpy() if is_int else group.double().numpy()
-        group = transforms.apply_box(group).clip(min=0)
-        boxes[rows] = np.minimum(group, [width, height, width, height])
+            tensor = torch.tensor(group, dtype=torch.int64 if is_int else torch.float32)
+            tensor[:, 2:] += tensor[:, :2]
+            array = tensor.numpy() if is_int else tensor.double().numpy()
+        array = transforms.apply_box(array).clip(min=0)
+        boxes[rows] = np.minimum(array, [width, height, width, height])
     instances = Instances(image_shape)
     instances.gt_boxes = Boxes(boxes)
     instances.gt_classes = torch.tensor([int(a["category_id"]) for a in annos],

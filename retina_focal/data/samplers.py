@@ -84,7 +84,8 @@ class ResumableTrainingSampler(Sampler):
 
     def __iter__(self) -> Iterator[Tuple[int, int]]:
         position = self._start_iter * self._total_batch_size + self._rank
-        epoch, perm = -1, None
+        # position >= 0, so the first pass (epoch >= 0) always replaces this empty permutation
+        epoch, perm = -1, []
         while True:
             e = position // self._size
             if e != epoch:

@@ -16,7 +16,7 @@ import io
 import json
 import logging
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -98,8 +98,10 @@ class COCOReportEvaluator(COCOEvaluator):
         meta = self._metadata
         if meta.get("thing_classes") is not None and \
                 meta.get("thing_dataset_id_to_contiguous_id"):
-            return class_map_from_metadata(meta.thing_classes,
+            cmap = class_map_from_metadata(meta.thing_classes,
                                            meta.thing_dataset_id_to_contiguous_id)
+            assert cmap is not None  # None only when thing_classes is None, checked above
+            return cmap
         return class_map_from_categories(self._coco_api.dataset["categories"])
 
     def process(self, inputs, outputs):
@@ -115,6 +117,7 @@ class COCOReportEvaluator(COCOEvaluator):
         instances = output["instances"]
         fields = dict(instances.get_fields())
         classes = fields["pred_classes"]
+        assert self._class_perm is not None  # process() renumbers only with a permutation
         fields["pred_classes"] = self._class_perm.to(classes.device)[classes]
         return dict(output, instances=Instances(instances.image_size, **fields))
 
@@ -198,7 +201,7 @@ def coco_eval_report(coco_eval, class_names: Optional[Sequence[str]] = None,
     per_category = []
     for k, (cid, name) in enumerate(zip(cat_ids, class_names)):
         p = precision[:, :, k, :, m_last]  # (T, R, A)
-        row = {"id": int(cid), "name": name, "num_gt": num_gt[cid]}
+        row: Dict[str, Any] = {"id": int(cid), "name": name, "num_gt": num_gt[cid]}
         for label, thr in (("AP", None), ("AP50", 0.5), ("AP75", 0.75)):
             sel = p[:, :, 0] if thr is None else p[iou_index(thr), :, 0]
             valid = sel[sel > -1]

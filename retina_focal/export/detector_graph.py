@@ -153,16 +153,17 @@ class DetectorGraph(nn.Module):
         super().__init__()
         check_whole_detector(model)
         self.network = DenseHeadGraph(model, preprocess=True)  # refuses a model in training
-        generator = model.anchor_generator
+        detector: RetinaNet = model  # check_whole_detector: a RetinaNet (or a subclass)
+        generator = detector.anchor_generator
         self.strides = [float(s) for s in generator.strides]
         self.offset = float(generator.offset)
         self.cell_anchors = [a.detach().clone() for a in generator.cell_anchors]
-        self.num_classes = int(model.num_classes)
-        self.num_logits = int(getattr(model, "num_cls_logits", self.num_classes))
-        self.score_thresh = float(model.test_score_thresh)
-        self.topk = int(model.test_topk_candidates)
-        self.nms_thresh = float(model.test_nms_thresh)
-        self.max_det = int(model.max_detections_per_image)
+        self.num_classes = int(detector.num_classes)
+        self.num_logits = int(getattr(detector, "num_cls_logits", self.num_classes))
+        self.score_thresh = float(detector.test_score_thresh)
+        self.topk = int(detector.test_topk_candidates)
+        self.nms_thresh = float(detector.test_nms_thresh)
+        self.max_det = int(detector.max_detections_per_image)
 
     def _scores(self, logits: Tensor) -> Tensor:
         """(R, C) logits -> (R, K) class scores, as the model's inference scores them."""

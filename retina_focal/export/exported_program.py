@@ -20,7 +20,7 @@ import json
 from typing import Dict, Optional
 
 import torch
-from torch import nn
+from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 
 from retina_focal.export.graph import DenseHeadGraph
 
@@ -32,7 +32,7 @@ INFO_FILE = "retina_focal.json"
 MAX_SIDE = 8192  # the largest padded side the program accepts
 
 
-def min_side(model: nn.Module) -> int:
+def min_side(model: DenseDetector) -> int:
     """The smallest padded side the program takes: the largest level stride + the size
     divisibility (every level at least 2 pixels)."""
     strides = [model.backbone.output_shape()[f].stride for f in model.head_in_features]
@@ -56,7 +56,7 @@ def test_size_too_small(cfg, low: int, divisibility: int) -> Optional[str]:
             f"which takes any size, or INPUT.MIN_SIZE_TEST {low} or more")
 
 
-def export_program(model: nn.Module, image: torch.Tensor, path: str, info: Dict,
+def export_program(model: DenseDetector, image: torch.Tensor, path: str, info: Dict,
                    class_map: Optional[list]) -> str:
     """Export ``model`` (eval mode) cut at its head with ``torch.export`` to ``path`` (.pt2).
 

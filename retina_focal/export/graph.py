@@ -18,6 +18,7 @@ tensors (1, A*4, Hi, Wi) of box deltas (``num_levels`` = len(outputs) // 2).
 """
 from typing import List, Tuple
 
+from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 from torch import Tensor, nn
 
 from retina_focal.utils.errors import UserError
@@ -73,7 +74,9 @@ class DenseHeadGraph(nn.Module):
         if model.training:
             raise ValueError("export needs a model in eval mode: call model.eval() first")
         check_dense_detector(model, "ONNX / exported-program")
-        self.model = model
+        # a RetinaNet-style DenseDetector, checked above; typed as one because nn.Module's own
+        # attribute type (Tensor | Module) hides its backbone, head and methods
+        self.model: DenseDetector = model
         self.preprocess = preprocess
 
     def forward(self, image: Tensor) -> Tuple[Tensor, ...]:

@@ -76,10 +76,12 @@ def export_onnx(model: nn.Module, image: torch.Tensor, path: str, info: Dict,
         dynamic_axes.update({name: {0: "detections"} for name in names})
         image = image.to(INPUT_DTYPES[input_dtype])
     else:
-        module = DenseHeadGraph(model, preprocess=True).eval()
-        num_levels = len(model.head_in_features)
-        names = ([f"logits_{f}" for f in model.head_in_features]
-                 + [f"deltas_{f}" for f in model.head_in_features])
+        head_graph = DenseHeadGraph(model, preprocess=True).eval()
+        module = head_graph
+        in_features = head_graph.model.head_in_features  # model's, checked by DenseHeadGraph
+        num_levels = len(in_features)
+        names = ([f"logits_{f}" for f in in_features]
+                 + [f"deltas_{f}" for f in in_features])
         for i, name in enumerate(names):
             level = i % num_levels
             dynamic_axes[name] = {2: f"height_{level}", 3: f"width_{level}"}

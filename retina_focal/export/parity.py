@@ -3,7 +3,7 @@ dataset (``retina-focal export ... --verify-dataset NAME``, ``tests/export/test_
 """
 import math
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from detectron2.data import build_detection_test_loader
@@ -65,8 +65,9 @@ def compare_instances(eager, exported, atol: float = ATOL, box_rtol: float = BOX
     (``box_atol`` None: ``atol``).
     Detections whose scores tie within ``atol`` are compared in either order
     (:func:`_pair_ties`)."""
-    out = {"detections": [len(eager), len(exported)], "same_classes": False,
-           "max_box_difference": None, "max_score_difference": None, "same": False}
+    out: Dict[str, Any] = {"detections": [len(eager), len(exported)], "same_classes": False,
+                           "max_box_difference": None, "max_score_difference": None,
+                           "same": False}
     if len(eager) != len(exported):
         return out
     if len(eager):

@@ -27,9 +27,10 @@ Images run one at a time (batch 1), as evaluation and the predictor run the eage
 import json
 import logging
 import os
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
+from detectron2.modeling.meta_arch.retinanet import RetinaNet
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, ImageList, Instances
 from torch import Tensor, nn
@@ -248,7 +249,7 @@ class ExportedModel(nn.Module):
         backend: :func:`onnx_backend` or :func:`program_backend`.
     """
 
-    def __init__(self, model: nn.Module, backend: _Backend):
+    def __init__(self, model: RetinaNet, backend: _Backend):
         super().__init__()
         self.model = model
         self.backend = backend
@@ -317,7 +318,8 @@ def load_exported(cfg, path: Optional[str] = None, *, threads: int = 0,
     with torch.random.fork_rng():  # the unused initial weights: leave the global RNG alone
         model = build_model(cfg)
     if not backend.raw_input:
-        too_small = test_size_too_small(cfg, backend.min_side, model.backbone.size_divisibility)
+        backbone: Any = model.backbone  # a Detectron2 Backbone (untyped)
+        too_small = test_size_too_small(cfg, backend.min_side, backbone.size_divisibility)
         if too_small:
             raise ExportedModelError(f"{path!r}: {too_small}")
     return LoadedModel(ExportedModel(model.to("cpu"), backend), backend.class_map, path)

@@ -65,7 +65,7 @@ def bench_focal_cuda(args, device: str) -> Dict:
     from retina_focal.ops.focal_loss import resolve_impl
 
     N, K, alpha, gamma = args.images, args.classes, 0.25, 2.0
-    R = args.anchors or anchor_count(*args.image_size, images=N)
+    R = args.anchors or anchor_count(args.image_size[0], args.image_size[1], images=N)
     logits, labels = focal_problem(N, R, K, device)
     flat_labels = labels.flatten()
     valid = flat_labels >= 0

@@ -2,7 +2,7 @@
 over batches of other anchor counts, alone and in RetinaFocal's training step."""
 import logging
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -12,7 +12,7 @@ from retina_focal.benchmark.gpu.cuda import anchor_count, image_sizes
 class _RecompileLog(logging.Handler):
     """Collects torch's "recompiles" log records and its recompile-limit warnings."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.messages: List[str] = []
 
@@ -51,7 +51,7 @@ def count_compiles(calls: Sequence[Tuple[str, Callable[[], None]]], device: str,
     dynamo_logger = logging.getLogger("torch._dynamo")
     dynamo_logger.addHandler(handler)
     torch._logging.set_logs(recompiles=True)
-    per_call = []
+    per_call: List[Dict[str, Any]] = []
     try:
         for label, fn in calls:
             before, n_msgs = _dynamo_counts(), len(handler.messages)

@@ -5,7 +5,7 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from typing import Dict, Sequence
+from typing import Any, Dict, Sequence
 
 from retina_focal.benchmark.timing import log
 
@@ -47,8 +47,8 @@ def run_tests(root: str, selection: Sequence[str], junit: str, timeout_s: float)
         returncode = None
         output = ((e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes)
                   else (e.stdout or "")) + f"\n[gpu-checks] pytest timed out after {timeout_s} s"
-    result = {"command": " ".join(command[1:]), "returncode": returncode,
-              "seconds": time.perf_counter() - start, "output_tail": output[-6000:]}
+    result: Dict[str, Any] = {"command": " ".join(command[1:]), "returncode": returncode,
+                              "seconds": time.perf_counter() - start, "output_tail": output[-6000:]}
     if os.path.exists(junit):
         result.update(parse_junit(junit))
     print(output[-3000:], flush=True)

@@ -64,7 +64,7 @@ def check_coco_boxes(data: Dict, json_file: str, dataset: str) -> None:
     there fails with a bare ``TypeError``, and 3 numbers or strings fail later in training with
     no file or image named. The message names the dataset, ``json_file``, the image file and
     id, the annotation id and the value, and counts the other malformed boxes."""
-    bad = []
+    bad: List[Tuple[Optional[Dict], str]] = []  # (annotation or None if not a dict, problem)
     for ann in data.get("annotations") or []:
         if not isinstance(ann, dict):
             bad.append((None, f"annotation {ann!r} is not a JSON object"))

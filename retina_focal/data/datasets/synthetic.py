@@ -27,7 +27,7 @@ import math
 import multiprocessing
 import os
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -117,11 +117,11 @@ def _background(rng: np.random.Generator, h: int, w: int, num_clutter: int) -> n
             cv2.ellipse(img, c, axes, 0, start, start + float(rng.uniform(40, 160)), color, 1,
                         cv2.LINE_AA)
         else:  # low-contrast irregular blob
-            c = rng.uniform(0, (w, h))
+            center = rng.uniform(0, (w, h))
             n = int(rng.integers(5, 9))
             ang = np.sort(rng.uniform(0, 2 * np.pi, n))
             rad = rng.uniform(4, 22, n)
-            pts = np.stack([c[0] + rad * np.cos(ang), c[1] + rad * np.sin(ang)], 1)
+            pts = np.stack([center[0] + rad * np.cos(ang), center[1] + rad * np.sin(ang)], 1)
             blob_color = tuple(int(v) for v in (base + rng.uniform(-25, 25, 3)).clip(0, 255))
             cv2.fillPoly(img, [pts.astype(np.int32)], blob_color, cv2.LINE_AA)
     noise = rng.normal(0, 6, img.shape).astype(np.float32)
@@ -285,7 +285,8 @@ def write_split(cfg: SyntheticConfig, split: str, root: str, progress: bool = Tr
     count = cfg.num_train if split == "train" else cfg.num_val
     image_dir = os.path.join(root, split)
     os.makedirs(image_dir, exist_ok=True)
-    images, annotations = [], []
+    images: List[Dict[str, Any]] = []
+    annotations: List[Dict[str, Any]] = []
     workers = _default_workers(count) if workers is None else workers
     pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
     try:
