@@ -5,10 +5,9 @@ Detectron2's eager RetinaNet and our eager RetinaFocal, on the same image and we
 section 3."""
 import os
 import tempfile
+from typing import Dict
 
-import torch
-
-from retina_focal.benchmark.models import build_models, make_batch, trained_like_scores
+from retina_focal.benchmark.models import inference_models, inference_run
 from retina_focal.benchmark.settings import BenchSettings
 from retina_focal.benchmark.timing import Progress, alternate, conv_flops, matmul_gflops, summarize
 
@@ -28,13 +27,7 @@ def bench_export(settings: BenchSettings, device):
     from retina_focal.export.parity import compare_instances
     from retina_focal.export.runtime import ExportedModel, onnx_backend
 
-    cfg, ours, theirs = build_models(settings, device)
-    trained_like_scores(ours)
-    theirs.load_state_dict(ours.state_dict())
-    ours.eval()
-    theirs.eval()
-    image = make_batch(1, *settings.image_size, settings.classes, device, seed=1)
-    image = [{k: v for k, v in image[0].items() if k != "instances"}]
+    cfg, ours, theirs, image = inference_models(settings, device)
     backends = {}
     with tempfile.TemporaryDirectory() as tmp:
         size_mb = {}
@@ -47,16 +40,11 @@ def bench_export(settings: BenchSettings, device):
                                           opt_level=settings.ort_opt_level)
             size_mb[graph] = os.path.getsize(path) / 2 ** 20
     exported = {name: ExportedModel(ours, backend) for name, backend in backends.items()}
-    outs = {}
-
-    def infer(model, name):
-        def run():
-            with torch.no_grad():
-                outs[name] = model(image)[0]["instances"]
-        return run
-
-    fns = {ORT_DETECTOR: infer(exported[ORT_DETECTOR], ORT_DETECTOR),
-           ORT: infer(exported[ORT], ORT), OURS: infer(ours, OURS), D2: infer(theirs, D2)}
+    outs: Dict = {}
+    fns = {ORT_DETECTOR: inference_run(exported[ORT_DETECTOR], image, outs, ORT_DETECTOR),
+           ORT: inference_run(exported[ORT], image, outs, ORT),
+           OURS: inference_run(ours, image, outs, OURS),
+           D2: inference_run(theirs, image, outs, D2)}
     progress = Progress("export", len(fns) + settings.repeats)
     times = alternate(fns, settings.repeats, warmup=max(2, settings.warmup), device=device,
                       progress=progress)
@@ -71,7 +59,7 @@ def bench_export(settings: BenchSettings, device):
     whole, d2 = results[ORT_DETECTOR], results[D2]
     # what a ratio of 0.5 would take: the graph's convolutions at twice Detectron2's speed,
     # against the float32 ceiling of this CPU measured now (exact export: float32 only)
-    flops = conv_flops(ours, infer(ours, "flops"))
+    flops = conv_flops(ours, inference_run(ours, image, outs, "flops"))
     ceiling = matmul_gflops() if device == "cpu" else None
     compute = {"conv_gflop": flops / 1e9,
                "whole_conv_gflops": flops / 1e9 / whole["median_s"],

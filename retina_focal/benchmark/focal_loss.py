@@ -1,7 +1,7 @@
 """Section 1: the focal loss forward + backward on one COCO-scale batch, ours (fused and
 portable) against fvcore (eager and TorchScript), torchvision and Detectron2's whole loss path.
 """
-from typing import Dict
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from retina_focal.benchmark.settings import BenchSettings
 from retina_focal.benchmark.timing import Progress, alternate, peak_extra_bytes, summarize
 
-__all__ = ["bench_focal", "compiled_closed_form", "focal_problem"]
+__all__ = ["bench_focal", "compiled_closed_form", "describe_problem", "focal_methods",
+           "focal_problem"]
 
 
 def focal_problem(num_images, anchors, num_classes, device, seed=0):
@@ -26,7 +27,16 @@ def focal_problem(num_images, anchors, num_classes, device, seed=0):
     return logits.to(device), labels.to(device)
 
 
-def bench_focal(settings: BenchSettings, device):
+def focal_methods(logits: torch.Tensor, labels: torch.Tensor, num_classes: int, alpha: float,
+                  gamma: float, bfloat16_logits: bool = False
+                  ) -> Tuple[Dict[str, Callable[[], None]], Dict[str, torch.Tensor]]:
+    """The methods both focal-loss benchmarks time (this one and the GPU checks'), each a
+    forward + backward (reduction "sum") of ``logits`` (N, R/N, K) against ``labels``: ours
+    (fused and portable; with ``bfloat16_logits`` also fused on bfloat16 logits), fvcore eager
+    and TorchScript and torchvision (given the valid rows and their one-hot targets, prepared
+    here, outside the timed region) and Detectron2's whole loss path. Returns the functions by
+    name, in the report's order, and the leaf tensors they differentiate (by name: a caller may
+    clear their gradients)."""
     from fvcore.nn import sigmoid_focal_loss as fvcore_eager
     from fvcore.nn import sigmoid_focal_loss_jit as fvcore_jit
     from torchvision.ops import sigmoid_focal_loss as tv_loss
@@ -34,9 +44,7 @@ def bench_focal(settings: BenchSettings, device):
     from retina_focal.ops import sigmoid_focal_loss_labels
     from retina_focal.ops.focal_loss import resolve_impl
 
-    N, R, K = settings.images, settings.anchors, settings.classes
-    alpha, gamma = 0.25, 2.0
-    logits, labels = focal_problem(N, R, K, device)
+    K = num_classes
     flat_labels = labels.flatten()
     valid = flat_labels >= 0
     valid_logits = logits.flatten(0, 1)[valid].contiguous()
@@ -50,9 +58,13 @@ def bench_focal(settings: BenchSettings, device):
         x.grad = None
         return x
 
-    def ours(impl):
+    inputs = {torch.float32: logits}
+    if bfloat16_logits:
+        inputs[torch.bfloat16] = logits.to(torch.bfloat16)
+
+    def ours(impl, dtype=torch.float32):
         def run():
-            x = leaf("ours", logits)
+            x = leaf(f"ours {impl} {dtype}", inputs[dtype])
             sigmoid_focal_loss_labels(x.flatten(0, 1), flat_labels, alpha, gamma, "sum",
                                       impl=impl).backward()
         return run
@@ -71,16 +83,47 @@ def bench_focal(settings: BenchSettings, device):
         fvcore_jit(x[valid_mask], target.to(x.dtype), alpha=alpha, gamma=gamma,
                    reduction="sum").backward()
 
-    fns = {
-        "ours (fused)": ours("fused" if resolve_impl(None, logits) == "fused" else "portable"),
+    fused = resolve_impl(None, logits)
+    fns = {"ours (fused)": ours(fused)}
+    if bfloat16_logits:
+        fns["ours (fused), bfloat16 logits"] = ours(fused, torch.bfloat16)
+    fns.update({
         "ours (portable)": ours("portable"),
         "fvcore eager": dense(fvcore_eager, "fve"),
         "fvcore TorchScript": dense(fvcore_jit, "fvj"),
         "torchvision": dense(tv_loss, "tv"),
         "Detectron2 loss path": detectron2_path,
+    })
+    return fns, leaves
+
+
+def describe_problem(logits: torch.Tensor, labels: torch.Tensor, images: int, anchors: int,
+                     alpha: float, gamma: float, device: str,
+                     image_size: Optional[Sequence[int]] = None) -> Dict[str, Any]:
+    """The report's ``problem``: the batch's sizes and label counts, the loss's parameters and
+    the fused implementation these logits get."""
+    from retina_focal.ops.focal_loss import resolve_impl
+
+    K = logits.shape[-1]
+    flat_labels = labels.flatten()
+    return {
+        "images": images, **({"image_size": list(image_size)} if image_size else {}),
+        "anchors": anchors, "classes": K,
+        "positive": int(((flat_labels >= 0) & (flat_labels < K)).sum()),
+        "ignored": int((flat_labels < 0).sum()), "alpha": alpha, "gamma": gamma,
+        "dtype": str(logits.dtype).replace("torch.", ""), "device": device,
+        "fused_impl": resolve_impl(None, logits),
     }
+
+
+def bench_focal(settings: BenchSettings, device):
+    N, R, K = settings.images, settings.anchors, settings.classes
+    alpha, gamma = 0.25, 2.0
+    logits, labels = focal_problem(N, R, K, device)
+    fns, _ = focal_methods(logits, labels, K, alpha, gamma)
     if settings.with_compile:
-        fns["closed form, torch.compile"] = compiled_closed_form(logits, flat_labels, alpha, gamma)
+        fns["closed form, torch.compile"] = compiled_closed_form(logits, labels.flatten(), alpha,
+                                                                 gamma)
     progress = Progress("focal loss", len(fns) * 2 + settings.repeats)  # warm-up, rounds, memory
     times = alternate(fns, settings.repeats, warmup=settings.warmup, device=device,
                       progress=progress)
@@ -96,13 +139,7 @@ def bench_focal(settings: BenchSettings, device):
         r["cpu_time_vs_ours"] = r["median_cpu_s"] / results["ours (fused)"]["median_cpu_s"]
         if "peak_extra_mb" in r:
             r["memory_vs_ours"] = r["peak_extra_mb"] / results["ours (fused)"]["peak_extra_mb"]
-    problem = {
-        "images": N, "anchors": R, "classes": K,
-        "positive": int(((flat_labels >= 0) & (flat_labels < K)).sum()),
-        "ignored": int((~valid).sum()), "alpha": alpha, "gamma": gamma,
-        "dtype": str(logits.dtype).replace("torch.", ""), "device": device,
-        "fused_impl": resolve_impl(None, logits),
-    }
+    problem = describe_problem(logits, labels, N, R, alpha, gamma, device)
     return {"problem": problem, "results": results}
 
 

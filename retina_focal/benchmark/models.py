@@ -1,8 +1,7 @@
 """Sections 2 and 3: one training iteration and one image's inference of RetinaFocal against
 Detectron2's RetinaNet built from the same config with the same weights."""
-import copy
-import inspect
 import os
+from contextlib import nullcontext
 from typing import Callable, Dict
 
 import torch
@@ -10,9 +9,10 @@ import torch
 from retina_focal.benchmark.settings import BenchSettings
 from retina_focal.benchmark.timing import Progress, alternate, ratios, summarize, sync
 from retina_focal.engine.device import resolve_memory_format
+from retina_focal.modeling.detectron2_reference import detectron2_head_kind
 
 __all__ = ["DEFAULT_CONFIG", "QUICK_CONFIG", "bench_inference", "bench_train", "build_models",
-           "compare_detections", "detectron2_head", "make_batch"]
+           "compare_detections", "inference_models", "inference_run", "make_batch", "sgd_step"]
 
 # the source checkout (the report names the config relative to it)
 SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -23,11 +23,8 @@ QUICK_CONFIG = "Synthetic/retina_focal_R_18_FPN_tiny.yaml"
 
 def build_models(settings: BenchSettings, device):
     """RetinaFocal from the config and Detectron2's RetinaNet with the same modules/weights."""
-    from detectron2.modeling import RetinaNet, build_backbone
-    from detectron2.modeling.matcher import Matcher
-
     from retina_focal.engine.defaults import build_cfg, build_model
-    from retina_focal.modeling.meta_arch import RetinaFocal
+    from retina_focal.modeling.detectron2_reference import detectron2_retinanet
 
     cfg = build_cfg(settings.config_file, freeze=False)
     cfg.MODEL.WEIGHTS = ""
@@ -39,58 +36,8 @@ def build_models(settings: BenchSettings, device):
     cfg.freeze()
     torch.manual_seed(0)
     ours = build_model(cfg)  # as every command builds it: with the device speed-ups
-    # Detectron2's RetinaNet as Detectron2 builds it from the same config (its own backbone
-    # builder, RetinaNetHead and Matcher, NCHW), with our weights: the same parameters. Of
-    # RetinaFocal's constructor arguments it takes those RetinaNet has (the RetinaFocal-only
-    # ones: loss, assigner, sampler, normaliser, ...); head and backbone are rebuilt below.
-    accepted = inspect.signature(RetinaNet.__init__).parameters
-    kwargs = {k: v for k, v in RetinaFocal.from_config(cfg).items()
-              if k in accepted and k not in ("head", "backbone")}
-    rcfg = cfg.MODEL.RETINANET
-    backbone = build_backbone(cfg)
-    shapes = [backbone.output_shape()[f] for f in rcfg.IN_FEATURES]
-    kwargs.update(
-        backbone=backbone, head=detectron2_head(cfg, shapes, ours.head),
-        anchor_matcher=Matcher(rcfg.IOU_THRESHOLDS, rcfg.IOU_LABELS,
-                               allow_low_quality_matches=True),
-    )
-    theirs = RetinaNet(**kwargs).to(device)
-    theirs.load_state_dict(ours.state_dict())
+    theirs = detectron2_retinanet(cfg, ours)
     return cfg, ours, theirs
-
-
-# the head norms every Detectron2 version's RetinaNetHead builds
-_D2_HEAD_NORMS = ("", "BN", "SyncBN")
-
-
-def detectron2_head(cfg, shapes, our_head):
-    """Detectron2's RetinaNetHead for ``cfg``. Detectron2 0.6 cannot build it with a norm
-    whose 1-channel instance is invalid (its ``get_norm(norm, 1)`` type check fails for "GN"),
-    so there, and only there, it is the same layers in the same order (conv, norm,
-    ReLU(inplace=False)), NCHW, which is what RetinaNetHead builds in later Detectron2
-    versions (:func:`detectron2_head_kind` says which one a report measured)."""
-    from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
-
-    try:
-        return RetinaNetHead(cfg, shapes)
-    except ValueError:
-        if cfg.MODEL.RETINANET.NORM in _D2_HEAD_NORMS:
-            raise  # a head Detectron2 can build: its error is a real one
-        head = copy.deepcopy(our_head).to(memory_format=torch.contiguous_format)
-        for module in head.modules():
-            if isinstance(module, torch.nn.ReLU):
-                module.inplace = False
-        return head
-
-
-def detectron2_head_kind(cfg, theirs) -> str:
-    """What the Detectron2 side's head is, for the report."""
-    from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
-
-    if isinstance(theirs.head, RetinaNetHead):
-        return "RetinaNetHead"
-    return (f"RetinaFocalHead's layers in NCHW (this Detectron2's RetinaNetHead cannot be "
-            f"built with MODEL.RETINANET.NORM={cfg.MODEL.RETINANET.NORM!r})")
 
 
 def compare_detections(a, b, box_atol=1e-3, score_atol=1e-4):
@@ -155,6 +102,22 @@ def profile_step(step, device: str, runs: int = 2) -> dict:
             "top_ops": {e.key: e.self_cpu_time_total / 1e6 / runs for e in top}}
 
 
+def sgd_step(model: torch.nn.Module, batch, optimizer: torch.optim.Optimizer,
+             bfloat16: bool = False) -> Callable[[], None]:
+    """One training step of ``model`` on ``batch`` (forward, the sum of its losses backward,
+    ``optimizer`` step), as a function of no arguments; ``bfloat16``: the forward under CPU
+    bfloat16 autocast (the losses summed in float32). Every step the benchmarks time or
+    count is this one (the caller provides the EventStorage Detectron2's models log to)."""
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16) if bfloat16 else nullcontext():
+            losses = model(batch)
+        total = sum(v.float() for v in losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+    return step
+
+
 def bench_train(settings: BenchSettings, device):
     """One SGD iteration (forward, backward, step) of RetinaFocal and of Detectron2's
     RetinaNet, same weights and batch, in float32; with ``settings.train_bfloat16`` also both under
@@ -173,15 +136,8 @@ def bench_train(settings: BenchSettings, device):
         for name, model in models.items():
             model.train()
             opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
-
-            def step(model=model, opt=opt, bf16=precision == "bfloat16"):
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                    losses = model(batch)
-                total = sum(v.float() for v in losses.values())
-                opt.zero_grad(set_to_none=True)
-                total.backward()
-                opt.step()
-            steps[name if precision == "float32" else f"{name} bf16"] = step
+            steps[name if precision == "float32" else f"{name} bf16"] = sgd_step(
+                model, batch, opt, bfloat16=precision == "bfloat16")
     # same weights and batch: the first losses must agree (Detectron2 parity)
     with EventStorage(0), torch.no_grad():
         first = {n: {k: float(v) for k, v in m(batch).items()} for n, m in models.items()}
@@ -248,7 +204,10 @@ def trained_like_scores(model, prior_bias=-4.0, spread=1.0, seed=0):
                         + torch.randn(conv.bias.shape, generator=g) * 0.5)
 
 
-def bench_inference(settings: BenchSettings, device):
+def inference_models(settings: BenchSettings, device):
+    """The inference sections' setup (this one and the export's): both models in eval mode
+    with the same trained-like weights, and one image (without its annotations) as a batch.
+    Returns ``(cfg, ours, theirs, batch)``."""
     cfg, ours, theirs = build_models(settings, device)
     trained_like_scores(ours)
     theirs.load_state_dict(ours.state_dict())
@@ -256,16 +215,23 @@ def bench_inference(settings: BenchSettings, device):
     image = [{k: v for k, v in image[0].items() if k != "instances"}]
     ours.eval()
     theirs.eval()
-    outs = {}
+    return cfg, ours, theirs, image
 
-    def infer(model, name):
-        def run():
-            with torch.no_grad():
-                outs[name] = model(image)[0]["instances"]
-        return run
 
-    fns = {"RetinaFocal": infer(ours, "RetinaFocal"),
-           "Detectron2 RetinaNet": infer(theirs, "Detectron2 RetinaNet")}
+def inference_run(model, image, outs: Dict, name: str) -> Callable[[], None]:
+    """A function of no arguments that runs ``model`` on ``image`` without gradients and keeps
+    the detections in ``outs[name]``."""
+    def run():
+        with torch.no_grad():
+            outs[name] = model(image)[0]["instances"]
+    return run
+
+
+def bench_inference(settings: BenchSettings, device):
+    cfg, ours, theirs, image = inference_models(settings, device)
+    outs: Dict = {}
+    fns = {"RetinaFocal": inference_run(ours, image, outs, "RetinaFocal"),
+           "Detectron2 RetinaNet": inference_run(theirs, image, outs, "Detectron2 RetinaNet")}
     progress = Progress("inference", len(fns) + settings.repeats)
     times = alternate(fns, settings.repeats, warmup=1, device=device, progress=progress)
     # candidates above the score threshold, as the post-processing sees them

@@ -111,7 +111,7 @@ def test_detectron2_side_is_detectron2s_own_retinanet_head(norm):
 
 
 def test_gn_head_falls_back_only_where_detectron2_cannot_build_it():
-    from retina_focal.benchmark.models import detectron2_head_kind
+    from retina_focal.modeling.detectron2_reference import detectron2_head_kind
 
     cfg, _, theirs = build_models(_args(gn_head=True), "cpu")
     try:

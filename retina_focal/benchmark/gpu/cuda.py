@@ -55,61 +55,12 @@ def bench_focal_cuda(args, device: str) -> Dict:
     """Focal loss forward + backward: times (medians of alternating rounds) and, on CUDA,
     the peak memory of each method. The same methods and problem as the CPU benchmark
     (:mod:`retina_focal.benchmark.focal_loss`)."""
-    import torch.nn.functional as F
-    from fvcore.nn import sigmoid_focal_loss as fvcore_eager
-    from fvcore.nn import sigmoid_focal_loss_jit as fvcore_jit
-    from torchvision.ops import sigmoid_focal_loss as tv_loss
-
-    from retina_focal.benchmark.focal_loss import focal_problem
-    from retina_focal.ops import sigmoid_focal_loss_labels
-    from retina_focal.ops.focal_loss import resolve_impl
+    from retina_focal.benchmark.focal_loss import describe_problem, focal_methods, focal_problem
 
     N, K, alpha, gamma = args.images, args.classes, 0.25, 2.0
     R = args.anchors or anchor_count(args.image_size[0], args.image_size[1], images=N)
     logits, labels = focal_problem(N, R, K, device)
-    flat_labels = labels.flatten()
-    valid = flat_labels >= 0
-    valid_logits = logits.flatten(0, 1)[valid].contiguous()
-    valid_targets = F.one_hot(flat_labels[valid], K + 1)[:, :K].to(logits.dtype)
-    leaves: Dict[str, torch.Tensor] = {}
-
-    def leaf(name, t):
-        if name not in leaves:
-            leaves[name] = t.detach().clone().requires_grad_()
-        leaves[name].grad = None
-        return leaves[name]
-
-    inputs = {torch.float32: logits, torch.bfloat16: logits.to(torch.bfloat16)}
-
-    def ours(impl, dtype=torch.float32):
-        def run():
-            x = leaf(f"ours {impl} {dtype}", inputs[dtype])
-            sigmoid_focal_loss_labels(x.flatten(0, 1), flat_labels, alpha, gamma, "sum",
-                                      impl=impl).backward()
-        return run
-
-    def dense(fn, name):
-        def run():
-            fn(leaf(name, valid_logits), valid_targets, alpha, gamma, "sum").backward()
-        return run
-
-    def detectron2_path():  # Detectron2's RetinaNet.losses, classification term
-        x = leaf("d2", logits)
-        mask = labels >= 0
-        target = F.one_hot(labels[mask], num_classes=K + 1)[:, :-1]
-        fvcore_jit(x[mask], target.to(x.dtype), alpha=alpha, gamma=gamma,
-                   reduction="sum").backward()
-
-    fused = resolve_impl(None, logits)
-    fns = {
-        "ours (fused)": ours(fused),
-        "ours (fused), bfloat16 logits": ours(fused, torch.bfloat16),
-        "ours (portable)": ours("portable"),
-        "fvcore eager": dense(fvcore_eager, "fve"),
-        "fvcore TorchScript": dense(fvcore_jit, "fvj"),
-        "torchvision": dense(tv_loss, "tv"),
-        "Detectron2 loss path": detectron2_path,
-    }
+    fns, leaves = focal_methods(logits, labels, K, alpha, gamma, bfloat16_logits=True)
     progress = Progress("focal loss", len(fns) + args.repeats)
     # the first call of the fused path compiles it: timed apart, then warm-up as usual
     start = time.perf_counter()
@@ -130,13 +81,8 @@ def bench_focal_cuda(args, device: str) -> Dict:
     if "peak_mb" in base:
         for r in results.values():
             r["memory_vs_ours"] = r["peak_mb"] / base["peak_mb"]
-    problem = {
-        "images": N, "image_size": list(args.image_size), "anchors": R, "classes": K,
-        "positive": int(((flat_labels >= 0) & (flat_labels < K)).sum()),
-        "ignored": int((~valid).sum()), "alpha": alpha, "gamma": gamma,
-        "dtype": str(logits.dtype).replace("torch.", ""), "device": device,
-        "fused_impl": fused, "fused_first_call_s": first_call_s,
-    }
+    problem = {**describe_problem(logits, labels, N, R, alpha, gamma, device, args.image_size),
+               "fused_first_call_s": first_call_s}
     return {"status": "measured", "problem": problem, "results": results}
 
 
@@ -145,7 +91,7 @@ def bench_train_cuda(args, device: str) -> Dict:
     losses agree), plus the peak CUDA memory of one training step of each model."""
     from detectron2.utils.events import EventStorage
 
-    from retina_focal.benchmark.models import bench_train, build_models, make_batch
+    from retina_focal.benchmark.models import bench_train, build_models, make_batch, sgd_step
 
     report = bench_train(args, device)
     if device.startswith("cuda"):
@@ -154,13 +100,8 @@ def bench_train_cuda(args, device: str) -> Dict:
                            device)
         for name, model in (("RetinaFocal", ours), ("Detectron2 RetinaNet", theirs)):
             model.train()
-            opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-
-            def step(model=model, opt=opt):
-                losses = model(batch)
-                opt.zero_grad(set_to_none=True)
-                sum(losses.values()).backward()
-                opt.step()
+            step = sgd_step(model, batch, torch.optim.SGD(model.parameters(), lr=1e-3,
+                                                          momentum=0.9))
             with EventStorage(0):
                 step()  # momentum buffers and cuDNN workspaces exist after one step
                 report["results"][name]["peak_mb"] = peak_cuda_bytes(step, device) / 2**20

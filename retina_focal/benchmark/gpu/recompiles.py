@@ -106,7 +106,7 @@ def model_recompiles(args, device: str, batches: int) -> Dict:
     image sizes: what the loss compiles inside a real step."""
     from detectron2.utils.events import EventStorage
 
-    from retina_focal.benchmark.models import build_models, make_batch
+    from retina_focal.benchmark.models import build_models, make_batch, sgd_step
 
     _, model, theirs = build_models(args, device)
     del theirs  # (built alongside; only RetinaFocal is stepped here)
@@ -115,12 +115,6 @@ def model_recompiles(args, device: str, batches: int) -> Dict:
     calls = []
     for i, (h, w) in enumerate(image_sizes(batches, args.image_size, seed=1)):
         batch = make_batch(args.images, h, w, args.classes, device, seed=i)
-
-        def step(batch=batch):
-            with EventStorage(0):
-                losses = model(batch)
-                opt.zero_grad(set_to_none=True)
-                sum(losses.values()).backward()
-                opt.step()
-        calls.append((f"training step {args.images}x{h}x{w}", step))
-    return count_compiles(calls, device)
+        calls.append((f"training step {args.images}x{h}x{w}", sgd_step(model, batch, opt)))
+    with EventStorage(0):
+        return count_compiles(calls, device)
