@@ -1,16 +1,16 @@
 """The benchmark's report: the environment it ran in, the printed tables and the JSON file."""
-import json
 import os
 import platform
-import time
 from typing import Dict
 
 import torch
 
 from retina_focal.benchmark.timing import log
 from retina_focal.utils.cpu import cpu_info, describe_cpu
+from retina_focal.utils.environment import load_average, utc_time
+from retina_focal.utils.file_io import atomic_write_json
 
-__all__ = ["environment", "print_report", "write_json"]
+__all__ = ["environment", "print_report", "save_json", "write_json"]
 
 
 def environment(command: str, repeats: int) -> Dict:
@@ -21,8 +21,7 @@ def environment(command: str, repeats: int) -> Dict:
         "cpu": describe_cpu(), "cpu_info": cpu_info().as_dict(),
         "python": platform.python_version(),
         "command": command,
-        "repeats": repeats, "time": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "repeats": repeats, "time": utc_time(), "load_average": load_average(),
     }
 
 
@@ -48,15 +47,13 @@ def print_report(report) -> None:
         sec = report[key]
         s = sec["setup"]
         log(f"{title}: {s.get('config', '')} {s['image_size']} on {s['device']}")
-        for name, r in sec["results"].items():
-            log(f"  {name:<26} {r['median_s'] * 1e3:10.1f} ms (min {r['min_s'] * 1e3:.1f}), "
-                f"CPU {r['median_cpu_s'] * 1e3:.1f} ms")
-        log(f"  ratio RetinaFocal / Detectron2: {sec['ratio_ours_over_d2']:.3f} wall, "
-            f"{sec['cpu_ratio_ours_over_d2']:.3f} CPU time; our median over their fastest "
-            f"round {sec['ratio_ours_median_over_d2_min']:.3f}")
+        _log_times(sec["results"], 26)
+        log(_ratio("ratio RetinaFocal / Detectron2", sec["ratio_ours_over_d2"],
+                   sec["cpu_ratio_ours_over_d2"])
+            + f"; our median over their fastest round {sec['ratio_ours_median_over_d2_min']:.3f}")
         for what, r in sec.get("bfloat16", {}).items():
-            log(f"  bfloat16 ratio ({what}): {r['ratio_ours_over_d2']:.3f} wall, "
-                f"{r['cpu_ratio_ours_over_d2']:.3f} CPU time")
+            log(_ratio(f"bfloat16 ratio ({what})", r["ratio_ours_over_d2"],
+                       r["cpu_ratio_ours_over_d2"]))
         if "profile" in sec:
             prof = sec["profile"]
             for name in ("RetinaFocal", "Detectron2 RetinaNet"):
@@ -71,18 +68,14 @@ def print_report(report) -> None:
         log(f"Inference, one image, exported (ONNX, onnxruntime {s['providers']}, "
             f"{s['ort_threads'] or 'default'} threads, optimisation {s['ort_opt_level']}): "
             f"{s['image_size']} on {s['device']}")
-        for name, r in sec["results"].items():
-            log(f"  {name:<22} {r['median_s'] * 1e3:10.1f} ms (min {r['min_s'] * 1e3:.1f}), "
-                f"CPU {r['median_cpu_s'] * 1e3:.1f} ms")
-        log(f"  ratio ONNX Runtime, whole detector graph / Detectron2: "
-            f"{sec['ratio_ort_detector_over_d2']:.3f} wall, "
-            f"{sec['cpu_ratio_ort_detector_over_d2']:.3f} CPU time (detections equal to eager: "
-            f"{s['whole_same_detections_as_eager']})")
-        log(f"  ratio ONNX Runtime, head graph + eager post-processing / Detectron2: "
-            f"{sec['ratio_ort_over_d2']:.3f} wall, "
-            f"{sec['cpu_ratio_ort_over_d2']:.3f} CPU time; our median over their fastest round "
-            f"{sec['ratio_ort_median_over_d2_min']:.3f}; ONNX Runtime / RetinaFocal eager "
-            f"{sec['ratio_ort_over_ours']:.3f}")
+        _log_times(sec["results"], 22)
+        log(_ratio("ratio ONNX Runtime, whole detector graph / Detectron2",
+                   sec["ratio_ort_detector_over_d2"], sec["cpu_ratio_ort_detector_over_d2"])
+            + f" (detections equal to eager: {s['whole_same_detections_as_eager']})")
+        log(_ratio("ratio ONNX Runtime, head graph + eager post-processing / Detectron2",
+                   sec["ratio_ort_over_d2"], sec["cpu_ratio_ort_over_d2"])
+            + f"; our median over their fastest round {sec['ratio_ort_median_over_d2_min']:.3f}"
+            f"; ONNX Runtime / RetinaFocal eager {sec['ratio_ort_over_ours']:.3f}")
         c = sec.get("compute")
         if c:
             log(f"  convolutions: {c['conv_gflop']:.1f} GFLOP per image; run at "
@@ -94,8 +87,27 @@ def print_report(report) -> None:
                     f"{c['matmul_gflops_float32']:.0f} GFLOP/s")
 
 
-def write_json(report: Dict, path: str) -> None:
+def _log_times(results: Dict, width: int) -> None:
+    """One line per method: median wall time (and the fastest round), median CPU time."""
+    for name, r in results.items():
+        log(f"  {name:<{width}} {r['median_s'] * 1e3:10.1f} ms (min {r['min_s'] * 1e3:.1f}), "
+            f"CPU {r['median_cpu_s'] * 1e3:.1f} ms")
+
+
+def _ratio(label: str, wall: float, cpu: float) -> str:
+    """``  label: W wall, C CPU time`` (the start of every ratio line)."""
+    return f"  {label}: {wall:.3f} wall, {cpu:.3f} CPU time"
+
+
+def save_json(report: Dict, path: str) -> None:
+    """``report`` as indented JSON at ``path`` (its folder made), atomically: a run stopped
+    while writing keeps the previous complete file; a value JSON has no type for is written
+    as its text."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(report, f, indent=2)
+    atomic_write_json(path, report, indent=2, default=str)
+
+
+def write_json(report: Dict, path: str) -> None:
+    """:func:`save_json`, then say so."""
+    save_json(report, path)
     log(f"wrote {path}")

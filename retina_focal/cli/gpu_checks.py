@@ -17,11 +17,11 @@ import sys
 
 from retina_focal.benchmark.gpu import SECTIONS, run_checks
 from retina_focal.benchmark.models import DEFAULT_CONFIG, QUICK_CONFIG, SOURCE_ROOT
+from retina_focal.benchmark.report import save_json
 from retina_focal.benchmark.timing import log
 from retina_focal.cli import benchmark
 from retina_focal.cli._args import command_parser
 from retina_focal.cli._errors import reports_user_errors
-from retina_focal.utils.file_io import atomic_write_json
 
 __all__ = ["build_parser", "main", "parse_args", "run"]
 
@@ -87,15 +87,10 @@ def parse_args(argv=None):
     return args
 
 
-def write_report(report, path: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    atomic_write_json(path, report, indent=2, default=str)
-
-
 def main(args, command: str = ""):
     """Run the checks, write the JSON after each section, print the summary; return the
     report."""
-    report = run_checks(args, command, lambda r: write_report(r, args.output))
+    report = run_checks(args, command, lambda r: save_json(r, args.output))
     log("\n== gpu-checks summary")
     for name, section in report["sections"].items():
         why = section.get("reason") or section.get("error") or ""

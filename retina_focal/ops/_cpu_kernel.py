@@ -20,7 +20,7 @@ from typing import List, Optional
 
 from retina_focal.utils.cpu import cpu_info
 
-__all__ = ["load_kernel", "KernelUnavailable"]
+__all__ = ["is_built", "load_kernel", "KernelUnavailable"]
 
 logger = logging.getLogger(__name__)
 
@@ -147,3 +147,8 @@ def load_kernel() -> ctypes.CDLL:
             _error = str(e)
             raise
         return _cached
+
+
+def is_built() -> bool:
+    """Whether this process has loaded the kernel (built or found in the cache) so far."""
+    return _cached is not None

@@ -21,7 +21,8 @@ Sections, each recorded as ``{"status": ..., ...}`` in the report:
 
 Without CUDA every section is skipped with the reason (a dry run of a second or two).
 
-One module per concern: :mod:`.environment` (versions, devices, why CUDA is missing),
+One module per concern: :mod:`.environment` (versions, devices; why CUDA is missing:
+:mod:`retina_focal.utils.environment`),
 :mod:`.suite` (the CUDA tests), :mod:`.cuda` (the benchmarks), :mod:`.recompiles`; this one
 runs the sections and writes the report.
 """
@@ -36,14 +37,11 @@ from retina_focal.benchmark.gpu.cuda import (
     bench_train_cuda,
     image_sizes,
 )
-from retina_focal.benchmark.gpu.environment import (
-    cpu_kernel_built,
-    cuda_unavailable_reason,
-    gpu_environment,
-)
+from retina_focal.benchmark.gpu.environment import cpu_kernel_built, gpu_environment
 from retina_focal.benchmark.gpu.recompiles import count_compiles, loss_recompiles, model_recompiles
 from retina_focal.benchmark.gpu.suite import parse_junit, run_tests
 from retina_focal.benchmark.timing import log
+from retina_focal.utils.environment import cuda_unavailable_reason
 
 __all__ = [
     "SECTIONS", "anchor_count", "bench_focal_cuda", "bench_train_cuda", "count_compiles",
