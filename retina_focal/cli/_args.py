@@ -2,7 +2,8 @@
 option (``error: argument --iou-bins: 0 is not an integer >= 1``), before anything runs."""
 import argparse
 
-__all__ = ["command_parser", "int_at_least", "int_in", "positive_float"]
+__all__ = ["command_parser", "int_at_least", "int_in", "launch_settings", "positive_float",
+           "run_options"]
 
 
 def command_parser(**kwargs) -> argparse.ArgumentParser:
@@ -50,3 +51,29 @@ def positive_float(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"{value} is not a number > 0")
     return value
+
+
+# the options of engine.defaults.default_argument_parser that run_options passes by name
+_RUN_OPTIONS = ("config_file", "opts", "eval_only", "resume", "dataset", "allow_unsafe_config",
+                "num_gpus", "num_machines", "machine_rank", "dist_url")
+
+
+def launch_settings(args: argparse.Namespace):
+    """The processes a command line of ``default_argument_parser`` asks for."""
+    from retina_focal.engine.launch import LaunchSettings
+
+    return LaunchSettings(num_gpus=args.num_gpus, num_machines=args.num_machines,
+                          machine_rank=args.machine_rank, dist_url=args.dist_url)
+
+
+def run_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of ``setup_cfg`` / ``setup_lazy_cfg`` from a command line of
+    ``default_argument_parser``; the command's own options go as ``extra_options`` (Detectron2's
+    ``default_setup`` logs the whole command line)."""
+    return dict(config_file=args.config_file, opts=list(args.opts or []),
+                eval_only=args.eval_only, resume=args.resume,
+                # Detectron2's own parser has neither option
+                datasets=list(getattr(args, "dataset", None) or []),
+                allow_unsafe=getattr(args, "allow_unsafe_config", False),
+                launch=launch_settings(args),
+                extra_options={k: v for k, v in vars(args).items() if k not in _RUN_OPTIONS})

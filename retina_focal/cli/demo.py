@@ -49,7 +49,7 @@ from retina_focal.data.class_map import (
     outputs_class_map,
     results_category_ids,
 )
-from retina_focal.data.datasets.coco import add_dataset_argument, register_datasets_from_args
+from retina_focal.data.datasets.coco import add_dataset_argument, register_dataset_specs
 from retina_focal.data.mapper import read_image_any
 from retina_focal.engine.checkpoint import CheckpointReadError
 from retina_focal.engine.defaults import build_cfg
@@ -176,7 +176,7 @@ def check_output_files(output: str, names: List[str], images: List[str]) -> None
 
 
 def setup(args):
-    register_datasets_from_args(args)
+    register_dataset_specs(args.dataset)
     cfg = build_cfg(args.config_file, args.opts, freeze=False,
                     allow_unsafe=args.allow_unsafe_config)
     if args.device:

@@ -29,10 +29,11 @@ import os
 
 import detectron2.utils.comm as comm
 
+from retina_focal.cli._args import launch_settings, run_options
 from retina_focal.cli._errors import reports_user_errors
 from retina_focal.config.loading import ConfigError
 from retina_focal.engine.defaults import default_argument_parser, evaluate_checkpoint, setup_cfg
-from retina_focal.engine.launch import launch_from_args
+from retina_focal.engine.launch import launch_run
 from retina_focal.engine.output_dir import (
     release_output_dir,
     rollback_output_dir,
@@ -81,7 +82,7 @@ def evaluate_results(args):
 def main(args):
     """One process of a checkpoint's evaluation on the config's DATASETS.TEST."""
     args.eval_only = True  # the checkpoint is the model's side: DATASETS.TRAIN is not read
-    cfg = setup_cfg(args)
+    cfg = setup_cfg(**run_options(args))
     try:
         if not cfg.MODEL.WEIGHTS:
             raise ConfigError("MODEL.WEIGHTS is empty: give the checkpoint to evaluate, e.g. "
@@ -135,5 +136,5 @@ def run(argv=None) -> int:
                          "or --results with --gt-json to evaluate a detections file")
     args = prepare_model_args(args)
     print("Command Line Args:", args)
-    launch_from_args(main, args)
+    launch_run(main, (args,), launch_settings(args))
     return 0

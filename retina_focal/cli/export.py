@@ -53,7 +53,7 @@ from retina_focal.config.loading import add_allow_unsafe_config_argument
 from retina_focal.data.datasets.coco import (
     add_dataset_argument,
     check_registered,
-    register_datasets_from_args,
+    register_dataset_specs,
 )
 from retina_focal.engine.checkpoint import CheckpointReadError
 from retina_focal.engine.defaults import build_cfg, load_model_for_inference
@@ -214,7 +214,7 @@ def main(args) -> int:
         raise SystemExit("error: --max-images goes with --verify-dataset (it limits the images "
                          "checked)")
     check_graph_options(args)
-    register_datasets_from_args(args)
+    register_dataset_specs(args.dataset)
     if args.verify_dataset:  # before anything is exported or written
         check_registered(args.verify_dataset, "--verify-dataset")
     if not cfg.MODEL.WEIGHTS:

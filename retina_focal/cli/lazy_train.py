@@ -11,9 +11,10 @@ lives in :mod:`retina_focal.engine.lazy`, the run's in
 Overrides are ``key=value`` (Hydra syntax). ``--dataset NAME=JSON:IMAGE_DIR`` registers a
 COCO-format dataset, e.g. for ``dataloader.train.dataset.names=NAME``.
 """
+from retina_focal.cli._args import launch_settings, run_options
 from retina_focal.cli._errors import reports_user_errors
 from retina_focal.engine.defaults import default_argument_parser, train_or_evaluate
-from retina_focal.engine.launch import launch_from_args
+from retina_focal.engine.launch import launch_run
 from retina_focal.engine.lazy import (
     LazyReliableTrainer,
     build_lazy_model_and_load,
@@ -33,7 +34,7 @@ def main(args):
     """One process of a run: ``--eval-only`` evaluates ``train.init_checkpoint``; otherwise
     train (``--resume``: from the last checkpoint), evaluating at the end (the EvalHook). The
     output directory is released at the end, whatever happens."""
-    cfg = setup_lazy_cfg(args)
+    cfg = setup_lazy_cfg(**run_options(args))
     return train_or_evaluate(
         lazy_output_dir(cfg), eval_only=args.eval_only, resume=args.resume,
         evaluate=lambda: run_evaluation(cfg, build_lazy_model_and_load(cfg)),
@@ -42,5 +43,6 @@ def main(args):
 
 @reports_user_errors
 def run(argv=None) -> int:
-    launch_from_args(main, build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    launch_run(main, (args,), launch_settings(args))
     return 0

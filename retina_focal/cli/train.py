@@ -16,6 +16,7 @@ import logging
 
 import detectron2.utils.comm as comm
 
+from retina_focal.cli._args import launch_settings, run_options
 from retina_focal.cli._errors import reports_user_errors
 from retina_focal.engine.defaults import (
     Trainer,
@@ -24,7 +25,7 @@ from retina_focal.engine.defaults import (
     setup_cfg,
     train_or_evaluate,
 )
-from retina_focal.engine.launch import launch_from_args
+from retina_focal.engine.launch import launch_run
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -39,7 +40,7 @@ def main(args):
     """One process of the run: train (resuming with ``--resume``), or evaluate with
     ``--eval-only``. The run holds OUTPUT_DIR (a second run there stops at once) until it ends,
     whatever happens."""
-    cfg = setup_cfg(args)
+    cfg = setup_cfg(**run_options(args))
 
     def evaluate():
         results = evaluate_checkpoint(cfg, resume=args.resume)
@@ -55,5 +56,5 @@ def main(args):
 def run(argv=None) -> int:
     args = build_parser().parse_args(argv)
     print("Command Line Args:", args)
-    launch_from_args(main, args)
+    launch_run(main, (args,), launch_settings(args))
     return 0

@@ -4,12 +4,11 @@ to a model: one argument parser (:func:`default_argument_parser`: Detectron2's p
 training and evaluation runs), one way to build a model (:func:`build_model`) and one way to
 load its weights (:func:`build_model_and_load`), and the trainer (:class:`Trainer`)."""
 import argparse
-import copy
 import functools
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Union
 
 from detectron2.config import CfgNode, get_cfg
 from detectron2.engine import default_argument_parser as d2_default_argument_parser
@@ -30,13 +29,14 @@ from retina_focal.data.class_map import ClassMap, class_map_of_datasets, trainin
 from retina_focal.data.datasets.coco import (
     add_dataset_argument,
     check_registered,
-    register_datasets_from_args,
+    register_dataset_specs,
 )
 from retina_focal.engine.checkpoint import CLASS_MAP_KEY, RetinaFocalCheckpointer
 from retina_focal.engine.device import (
     apply_device_speedups_from_config,
     check_device_available,
 )
+from retina_focal.engine.launch import LaunchSettings
 from retina_focal.engine.output_dir import (
     check_evaluation_start,
     check_training_start,
@@ -59,6 +59,7 @@ __all__ = [
     "build_model",
     "build_model_and_load",
     "default_argument_parser",
+    "default_launch",
     "evaluate_checkpoint",
     "evaluate_loaded",
     "load_model_for_inference",
@@ -125,7 +126,7 @@ def coco_report_evaluator(cfg: CfgNode, dataset_name: str, class_map: Optional[C
 def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentParser:
     """Detectron2's ``default_argument_parser`` (``--config-file``, ``--resume``,
     ``--eval-only``, ``--num-gpus``, ..., trailing ``KEY VALUE`` overrides) plus the repeatable
-    ``--dataset NAME=JSON:IMAGE_DIR`` (:func:`register_datasets_from_args` registers them) and
+    ``--dataset NAME=JSON:IMAGE_DIR`` (:func:`register_dataset_specs` registers them) and
     ``--allow-unsafe-config`` (a YAML config with Python tags runs code: refused without it,
     see :mod:`retina_focal.config.loading`)."""
     parser = add_dataset_argument(d2_default_argument_parser(epilog))
@@ -179,8 +180,20 @@ class RunSettings:
         weights="MODEL.WEIGHTS", max_iter="SOLVER.MAX_ITER"))
 
 
-def start_run(cfg: Union[CfgNode, DictConfig], args: argparse.Namespace, run: RunSettings,
-              prepare: Callable[[], Any]) -> None:
+def default_launch() -> LaunchSettings:
+    """The processes a command asks for without ``--num-gpus`` and the like: the defaults of
+    :func:`default_argument_parser`."""
+    parser = default_argument_parser()
+    return LaunchSettings(num_gpus=parser.get_default("num_gpus"),
+                          num_machines=parser.get_default("num_machines"),
+                          machine_rank=parser.get_default("machine_rank"),
+                          dist_url=parser.get_default("dist_url"))
+
+
+def start_run(cfg: Union[CfgNode, DictConfig], run: RunSettings, prepare: Callable[[], Any], *,
+              config_file: str, opts: Sequence[str], eval_only: bool, resume: bool,
+              datasets: Sequence[str], allow_unsafe: bool, launch: Optional[LaunchSettings],
+              extra_options: Optional[Mapping[str, Any]] = None) -> None:
     """The start of a run, the same for both config systems (:func:`setup_cfg`,
     ``setup_lazy_cfg``): its datasets must be registered (training's only when it trains),
     then ``prepare()`` (the class-count check); then the run takes its output directory
@@ -189,60 +202,74 @@ def start_run(cfg: Union[CfgNode, DictConfig], args: argparse.Namespace, run: Ru
     (:func:`~retina_focal.engine.output_dir.check_training_start`) or an evaluation that would
     fail or overwrite another model's results (``check_evaluation_start``), remembers the
     directory to put it back if the run is refused before it starts, and runs Detectron2's
-    ``default_setup`` (a run's own ``config.yaml`` stays when it is evaluated there)."""
+    ``default_setup`` (a run's own ``config.yaml`` stays when it is evaluated there).
+
+    ``default_setup`` reads and logs a command line: it is given the one of a command of
+    :func:`default_argument_parser` with these options (``launch`` None:
+    :func:`default_launch`), then ``extra_options`` (a command's own options, logged too)."""
     keys = run.keys
-    if not args.eval_only:
+    if not eval_only:
         check_registered(run.train_datasets, keys["train"])
     check_registered(run.test_datasets, keys["test"])
     prepare()
-    if args.eval_only:  # an unreadable checkpoint, or another run's directory: refused here
+    if eval_only:  # an unreadable checkpoint, or another run's directory: refused here
         check = functools.partial(check_evaluation_start, run.output_dir, run.weights,
-                                  resume=args.resume, weights_key=keys["weights"],
+                                  resume=resume, weights_key=keys["weights"],
                                   output_key=keys["output"])
     else:
         check = functools.partial(
-            check_training_start, run.output_dir, resume=args.resume,
+            check_training_start, run.output_dir, resume=resume,
             class_map=functools.partial(training_class_map, run.train_datasets),
             classes_desc=f"{keys['train']} ({', '.join(run.train_datasets)})",
             output_key=keys["output"], max_iter=run.max_iter, max_iter_key=keys["max_iter"],
             weights=run.weights, weights_key=keys["weights"])
     claim_output_dir(run.output_dir, check)
     snapshot_output_dir(run.output_dir)  # put back if the run is refused before it starts
-    with keep_run_config(run.output_dir, active=args.eval_only):  # a run's config.yaml stays
-        default_setup(cfg, args)
+    launch = launch or default_launch()
+    # the fields, in their order, of the command line of default_argument_parser
+    command_line = argparse.Namespace(
+        config_file=config_file, resume=resume, eval_only=eval_only,
+        num_gpus=launch.num_gpus, num_machines=launch.num_machines,
+        machine_rank=launch.machine_rank, dist_url=launch.dist_url, opts=list(opts),
+        dataset=list(datasets), allow_unsafe_config=allow_unsafe, **(extra_options or {}))
+    with keep_run_config(run.output_dir, active=eval_only):  # a run's config.yaml stays
+        default_setup(cfg, command_line)
     log_to_output_dir(run.output_dir)
 
 
-def setup_cfg(args: argparse.Namespace) -> CfgNode:
-    """Build a frozen config from ``args.config_file`` and the trailing ``args.opts``
-    (:func:`build_cfg`), then run Detectron2's ``default_setup`` (output dir, logging, seed,
-    config dump).
+def setup_cfg(config_file: str, opts: Sequence[str] = (), *, eval_only: bool = False,
+              resume: bool = False, datasets: Sequence[str] = (), allow_unsafe: bool = False,
+              launch: Optional[LaunchSettings] = None,
+              extra_options: Optional[Mapping[str, Any]] = None) -> CfgNode:
+    """Build a frozen config from ``config_file`` and the trailing ``KEY VALUE`` overrides
+    ``opts`` (:func:`build_cfg`; ``allow_unsafe``: ``--allow-unsafe-config``), then run
+    Detectron2's ``default_setup`` (output dir, logging, seed, config dump; ``launch`` and
+    ``extra_options``: the rest of the command line it logs, see :func:`start_run`).
 
-    ``args.dataset`` (``--dataset NAME=JSON:IMAGE_DIR``) datasets are registered first, and the
+    ``datasets`` (``--dataset NAME=JSON:IMAGE_DIR``) are registered first, and the
     model's class count is checked against every dataset the config names (with
-    ``--eval-only``: ``DATASETS.TEST`` only, see :func:`check_num_classes`). Then the run
+    ``eval_only``: ``DATASETS.TEST`` only, see :func:`check_num_classes`). Then the run
     takes ``OUTPUT_DIR`` (:func:`~retina_focal.engine.output_dir.claim_output_dir`: a second
     run there stops before writing anything; release it with ``release_output_dir``), and a
-    training run is refused there if it would replace a run's checkpoints (no ``--resume``) or
+    training run is refused there if it would replace a run's checkpoints (no ``resume``) or
     resume one trained on other class names
     (:func:`~retina_focal.engine.output_dir.check_training_start`)."""
-    register_datasets_from_args(args)
-    # args from Detectron2's own parser have no --allow-unsafe-config: they load safely
+    register_dataset_specs(datasets)
     # a path, or a shipped config's name: Detectron2's default_setup reads the file too
-    args = copy.copy(args)
-    args.config_file = check_config_kind(args.config_file, "yaml")
-    cfg = build_cfg(args.config_file, args.opts, freeze=False,
-                    allow_unsafe=getattr(args, "allow_unsafe_config", False))
+    config_file = check_config_kind(config_file, "yaml")
+    cfg = build_cfg(config_file, opts, freeze=False, allow_unsafe=allow_unsafe)
 
     def prepare() -> None:
         # the class count is checked, then the config frozen, after the datasets
-        check_num_classes(cfg, evaluation_only=args.eval_only)
+        check_num_classes(cfg, evaluation_only=eval_only)
         cfg.freeze()
 
-    start_run(cfg, args, RunSettings(
+    start_run(cfg, RunSettings(
         output_dir=cfg.OUTPUT_DIR, train_datasets=list(cfg.DATASETS.TRAIN),
         test_datasets=list(cfg.DATASETS.TEST), weights=cfg.MODEL.WEIGHTS,
-        max_iter=cfg.SOLVER.MAX_ITER), prepare)
+        max_iter=cfg.SOLVER.MAX_ITER), prepare, config_file=config_file, opts=opts,
+        eval_only=eval_only, resume=resume, datasets=datasets, allow_unsafe=allow_unsafe,
+        launch=launch, extra_options=extra_options)
     return cfg
 
 
@@ -356,7 +383,6 @@ def train_config(config_file: str, opts: Sequence[str] = ()) -> Any:
     :func:`train_or_evaluate`). For code that trains a run of its own, e.g. the ablation runner
     (one process per setting). A :class:`~retina_focal.utils.errors.UserError` ends it with
     ``error: <message>`` and status 1. Returns the trainer's final evaluation."""
-    args = default_argument_parser().parse_args(["--config-file", config_file, *opts])
-    cfg = setup_cfg(args)
+    cfg = setup_cfg(config_file, opts)
     return train_or_evaluate(cfg.OUTPUT_DIR, eval_only=False, resume=False,
                              evaluate=lambda: None, build_trainer=lambda: Trainer(cfg))

@@ -11,12 +11,12 @@ Its CPU worker processes die with the launching process (a SIGKILL of the comman
 worker training on), and a :class:`~retina_focal.utils.errors.UserError` in any of them
 ends the command with its one ``error:`` line, as in a run of one process.
 """
-import argparse
 import os
 import shutil
 import signal
 import sys
 import tempfile
+from dataclasses import dataclass
 from datetime import timedelta
 from multiprocessing.queues import SimpleQueue
 from typing import Any, Callable, Optional, Tuple, TypeVar
@@ -30,7 +30,7 @@ from torch.multiprocessing.spawn import ProcessExitedException, ProcessRaisedExc
 from retina_focal.utils.compat import release_local_process_group, set_local_process_group
 from retina_focal.utils.errors import UserError, wants_traceback
 
-__all__ = ["InvalidLaunch", "WorkerUserError", "launch", "launch_from_args",
+__all__ = ["InvalidLaunch", "LaunchSettings", "WorkerUserError", "launch", "launch_run",
            "leave_process_group", "DEFAULT_TIMEOUT"]
 
 
@@ -113,19 +113,30 @@ def launch(main_func: Callable[..., _T], num_gpus_per_machine: int, num_machines
     return None  # the spawned processes' results stay in them
 
 
-def launch_from_args(main_func: Callable[[argparse.Namespace], _T],
-                     args: argparse.Namespace) -> Optional[_T]:
-    """``main_func(args)`` in every process that ``args`` (Detectron2's
-    ``default_argument_parser``: ``--num-gpus``, ``--num-machines``, ``--machine-rank``,
-    ``--dist-url``) asks for, with :func:`launch`. ``main_func`` must be importable (a
-    module-level function of the package), so that spawned worker processes can unpickle it."""
+@dataclass(frozen=True)
+class LaunchSettings:
+    """The processes of a run, as Detectron2's ``default_argument_parser`` gives them:
+    ``--num-gpus`` (processes per machine), ``--num-machines``, ``--machine-rank``,
+    ``--dist-url`` (see :func:`launch`)."""
+
+    num_gpus: int
+    num_machines: int
+    machine_rank: int
+    dist_url: str
+
+
+def launch_run(main_func: Callable[..., _T], args: Tuple[Any, ...],
+               settings: LaunchSettings) -> Optional[_T]:
+    """``main_func(*args)`` in every process that ``settings`` asks for, with :func:`launch`.
+    ``main_func`` must be importable (a module-level function of the package), so that
+    spawned worker processes can unpickle it."""
     return launch(
         main_func,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
+        settings.num_gpus,
+        num_machines=settings.num_machines,
+        machine_rank=settings.machine_rank,
+        dist_url=settings.dist_url,
+        args=args,
     )
 
 

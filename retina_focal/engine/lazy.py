@@ -23,13 +23,11 @@ A config has Detectron2's LazyConfig layout, so Detectron2's own
 
 Use it from Python as the tool does::
 
-    cfg = setup_lazy_cfg(args)            # load, overrides, class-count check, default_setup
+    cfg = setup_lazy_cfg(config_file, opts)  # load, overrides, class-count check, default_setup
     model = train_lazy(cfg, resume=False)  # or: run_evaluation(cfg, build_lazy_model_and_load(cfg))
 """
-import argparse
-import copy
 import logging
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import HookBase, default_writers, hooks
@@ -47,7 +45,7 @@ from retina_focal.config.lazy_keys import (
 from retina_focal.config.loading import check_config_kind, check_lazy_config
 from retina_focal.data.checks import check_lazy_num_classes, lazy_dataset_names
 from retina_focal.data.class_map import class_map_of_datasets
-from retina_focal.data.datasets.coco import register_datasets_from_args
+from retina_focal.data.datasets.coco import register_dataset_specs
 from retina_focal.engine.checkpoint import (
     CLASS_MAP_KEY,
     AllRanksPeriodicCheckpointer,
@@ -55,6 +53,7 @@ from retina_focal.engine.checkpoint import (
 )
 from retina_focal.engine.defaults import RunSettings, start_run
 from retina_focal.engine.device import apply_device_speedups, check_device_available
+from retina_focal.engine.launch import LaunchSettings
 from retina_focal.engine.trainer import (
     ReliableTrainerBase,
     check_training_values,
@@ -230,33 +229,41 @@ def train_lazy(cfg: DictConfig, resume: bool = False) -> nn.Module:
     return trainer.model
 
 
-def setup_lazy_cfg(args: argparse.Namespace) -> DictConfig:
-    """The LazyConfig of ``args.config_file`` with the ``key=value`` overrides ``args.opts``,
-    after registering the ``--dataset`` datasets; the model's class count checked against the
-    datasets it names; the run takes ``train.output_dir``
+def setup_lazy_cfg(config_file: str, opts: Sequence[str] = (), *, eval_only: bool = False,
+                   resume: bool = False, datasets: Sequence[str] = (),
+                   allow_unsafe: bool = False, launch: Optional[LaunchSettings] = None,
+                   extra_options: Optional[Mapping[str, Any]] = None) -> DictConfig:
+    """The LazyConfig of ``config_file`` with the ``key=value`` overrides ``opts``,
+    after registering the ``datasets`` (``--dataset``); the model's class count checked against
+    the datasets it names; the run takes ``train.output_dir``
     (:func:`~retina_focal.engine.output_dir.claim_output_dir`: a second run there stops before
     writing anything, and a training run that would replace a run's checkpoints or resume
     one trained on other class names is refused, see
     :func:`~retina_focal.engine.output_dir.check_training_start`); Detectron2's
-    ``default_setup`` run (output dir, logging, seed, config dump)."""
+    ``default_setup`` run (output dir, logging, seed, config dump; ``launch`` and
+    ``extra_options``: the rest of the command line it logs, see
+    :func:`~retina_focal.engine.defaults.start_run`)."""
     # a missing file or a Detectron2 YAML config: ConfigError naming the fix
     # a path, or a shipped config's name: Detectron2's default_setup reads the file too
-    args = copy.copy(args)
-    args.config_file = config_file = check_config_kind(args.config_file, "lazy")
-    register_datasets_from_args(args)
+    config_file = check_config_kind(config_file, "lazy")
+    register_dataset_specs(datasets)
     # a .yaml LazyConfig is read safely (LazyConfig.load would use yaml.unsafe_load)
-    check_lazy_config(config_file, allow_unsafe=getattr(args, "allow_unsafe_config", False))
+    check_lazy_config(config_file, allow_unsafe=allow_unsafe)
     cfg: DictConfig = LazyConfig.load(config_file)
     # a misspelt key (override or LazyCall argument): ConfigError naming it, not ignored
-    check_lazy_overrides(cfg, args.opts)
-    cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    opts = list(opts)
+    check_lazy_overrides(cfg, opts)
+    cfg = LazyConfig.apply_overrides(cfg, opts)
     check_lazy_call_arguments(cfg)
-    start_run(cfg, args, RunSettings(
+    start_run(cfg, RunSettings(
         output_dir=lazy_output_dir(cfg), train_datasets=lazy_dataset_names(cfg, "train"),
         test_datasets=lazy_dataset_names(cfg, "test"),
         weights=OmegaConf.select(cfg, "train.init_checkpoint", default=""),
         max_iter=OmegaConf.select(cfg, "train.max_iter"), keys=LAZY_RUN_KEYS),
-        lambda: check_lazy_num_classes(cfg, evaluation_only=args.eval_only))
+        lambda: check_lazy_num_classes(cfg, evaluation_only=eval_only),
+        config_file=config_file, opts=opts, eval_only=eval_only, resume=resume,
+        datasets=datasets, allow_unsafe=allow_unsafe, launch=launch,
+        extra_options=extra_options)
     return cfg
 
 

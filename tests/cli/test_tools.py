@@ -106,7 +106,8 @@ def test_num_classes_mismatch_stops_before_training(trained, tmp_path):
          "DATASETS.TEST", "()", "MODEL.RETINANET.NUM_CLASSES", "3", "OUTPUT_DIR", str(tmp_path)])
     with pytest.raises(ValueError, match=r"MODEL.RETINANET.NUM_CLASSES=3 but dataset "
                                          r"'mine_train' has 6 categories \(ellipse, "):
-        setup_cfg(args)  # what tools/train_net.py runs first: nothing was set up or written
+        # what tools/train_net.py runs first: nothing was set up or written
+        setup_cfg(args.config_file, args.opts, datasets=args.dataset)
     assert os.listdir(tmp_path) == []
 
 

@@ -9,6 +9,7 @@ import pytest
 from conftest import CONFIGS, TINY_CONFIG
 
 from retina_focal.analysis.settings import load_cfg
+from retina_focal.cli._args import run_options
 from retina_focal.config.loading import (
     UnsafeConfigError,
     check_lazy_config,
@@ -114,9 +115,9 @@ def test_the_shared_parser_has_the_opt_in_and_setup_cfg_passes_it(tmp_path):
     args = parser.parse_args(argv)
     assert args.allow_unsafe_config is False
     with pytest.raises(UnsafeConfigError, match="--allow-unsafe-config"):
-        setup_cfg(args)
+        setup_cfg(**run_options(args))
     assert not (tmp_path / "out").exists()  # refused before anything was set up
-    cfg = setup_cfg(parser.parse_args(["--allow-unsafe-config"] + argv))
+    cfg = setup_cfg(**run_options(parser.parse_args(["--allow-unsafe-config"] + argv)))
     assert len(cfg.MODEL.ANCHOR_GENERATOR.SIZES) == 5
 
 

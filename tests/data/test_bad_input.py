@@ -372,7 +372,7 @@ _TRAIN_ON_COCO = textwrap.dedent("""
 
     register_coco_instances("corrupt_test", {}, sys.argv[1], sys.argv[2])
     args = default_argument_parser().parse_args(sys.argv[3:])
-    trainer = Trainer(setup_cfg(args))
+    trainer = Trainer(setup_cfg(args.config_file, args.opts))
     trainer.resume_or_load(resume=False)
     trainer.train()
 """)

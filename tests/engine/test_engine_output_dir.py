@@ -14,6 +14,7 @@ import pytest
 from conftest import CONFIGS, REPO, TINY_CONFIG
 
 from retina_focal import cli
+from retina_focal.cli._args import run_options
 from retina_focal.engine.defaults import default_argument_parser, setup_cfg
 from retina_focal.engine.launch import launch
 from retina_focal.engine.lazy import setup_lazy_cfg
@@ -56,8 +57,9 @@ def holder(tmp_path):
 
 
 def yaml_args(out, *flags):
-    return default_argument_parser().parse_args(
-        ["--config-file", TINY_CONFIG, *flags, "OUTPUT_DIR", out])
+    """setup_cfg's arguments from the command line ``retina-focal train`` would parse."""
+    return run_options(default_argument_parser().parse_args(
+        ["--config-file", TINY_CONFIG, *flags, "OUTPUT_DIR", out]))
 
 
 def test_a_second_run_in_a_used_output_dir_stops_before_writing_anything(holder, capsys):
@@ -66,13 +68,13 @@ def test_a_second_run_in_a_used_output_dir_stops_before_writing_anything(holder,
                 rf"{socket.gethostname()}, pid {pid}, started \S+, command: .*"
                 r"--marker-of-the-first-run")
     with pytest.raises(OutputDirInUse, match=expected):
-        setup_cfg(yaml_args(out))
+        setup_cfg(**yaml_args(out))
     with pytest.raises(OutputDirInUse, match=expected):
-        setup_cfg(yaml_args(out, "--eval-only"))  # evaluation writes there too
+        setup_cfg(**yaml_args(out, "--eval-only"))  # evaluation writes there too
     lazy_args = default_argument_parser().parse_args(
         ["--config-file", TINY_LAZY_CONFIG, f"train.output_dir={out}"])
     with pytest.raises(OutputDirInUse, match=expected):
-        setup_lazy_cfg(lazy_args)
+        setup_lazy_cfg(**run_options(lazy_args))
     # the commands: exit status 1 and the message, nothing else
     for command, opts in (("train", ["OUTPUT_DIR", out]),
                           ("lazy-train", [f"train.output_dir={out}"])):
@@ -106,7 +108,7 @@ def test_a_lock_of_a_dead_process_is_reported_and_taken_over(tmp_path, caplog):
     assert not any(is_temporary_file(n) for n in others)
 
     with caplog.at_level(logging.WARNING, logger="retina_focal"):
-        cfg = setup_cfg(yaml_args(out, "--resume"))
+        cfg = setup_cfg(**yaml_args(out, "--resume"))
     try:
         log = caplog.text
         assert (f"{out}: taking over the lock of a run that ended without releasing it "

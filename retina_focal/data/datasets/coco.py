@@ -1,6 +1,6 @@
 """COCO-format datasets from the command line: ``--dataset NAME=JSON:IMAGE_DIR`` (repeatable).
 
-Every tool calls :func:`add_dataset_argument` on its parser and :func:`register_datasets_from_args`
+Every tool calls :func:`add_dataset_argument` on its parser and :func:`register_dataset_specs`
 in each process (before the config is used), so a config can name the datasets in
 ``DATASETS.TRAIN`` / ``DATASETS.TEST``. Class names (and their count) come from the JSON's
 ``categories``; :func:`retina_focal.data.checks.check_num_classes` compares them with the
@@ -31,7 +31,7 @@ __all__ = [
     "check_registered",
     "parse_dataset_spec",
     "register_coco_dataset",
-    "register_datasets_from_args",
+    "register_dataset_specs",
 ]
 
 DatasetSpec = Tuple[str, str, str]  # (name, json_file, image_root)
@@ -248,10 +248,11 @@ def add_dataset_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     return parser
 
 
-def register_datasets_from_args(args) -> List[str]:
-    """Register every ``--dataset`` of ``args``; return their names."""
+def register_dataset_specs(specs: Sequence[str]) -> List[str]:
+    """Register every ``NAME=JSON:IMAGE_DIR`` of ``specs`` (the ``--dataset`` options of a
+    command); return their names."""
     names: List[str] = []
-    for spec in getattr(args, "dataset", None) or []:
+    for spec in specs:
         name, json_file, image_root = parse_dataset_spec(spec)
         register_coco_dataset(name, json_file, image_root)
         names.append(name)
