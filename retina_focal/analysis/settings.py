@@ -1,15 +1,20 @@
-"""Glue between a config / dataset and the pure statistics of :mod:`.assignment`.
+"""Glue between a config / dataset and the pure statistics of :mod:`.assignment` (and the
+drawing of :mod:`.visualize`).
 
 This is the one place in ``retina_focal.analysis`` that reads a config: it builds the anchor
 generator, the backbone's strides and padding, and the assigner exactly as ``RetinaFocal``
 does, so the analysis sees the anchors and labels the model would train with.
 """
-from typing import Dict, List, Tuple
+import os
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.transforms import ResizeTransform
 from detectron2.modeling import build_backbone
 from detectron2.modeling.anchor_generator import build_anchor_generator
-from detectron2.structures import Boxes
+from detectron2.structures import Boxes, Instances
 
 from retina_focal.analysis.assignment import (
     analyze_image,
@@ -17,12 +22,25 @@ from retina_focal.analysis.assignment import (
     gt_as_model_sees_it,
     resized_image_size,
 )
-from retina_focal.data.datasets.coco import parse_dataset_spec, register_coco_dataset
+from retina_focal.analysis.visualize import (
+    draw_assignment,
+    gt_index_labels,
+    legend_lines,
+    save_png,
+)
+from retina_focal.data.datasets.coco import (
+    check_registered,
+    parse_dataset_spec,
+    register_coco_dataset,
+)
+from retina_focal.data.mapper import read_image_any
 from retina_focal.engine.defaults import build_cfg
 from retina_focal.modeling.anchor_assignment import build_assigner
 from retina_focal.modeling.meta_arch import head_feature_shapes
+from retina_focal.utils.errors import DataError
 
-__all__ = ["AssignmentSetting", "load_cfg", "register_dataset_arg", "image_size_of"]
+__all__ = ["AssignmentDrawing", "AssignmentSetting", "assignment_dataset", "draw_dataset_image",
+           "load_cfg", "pick_image", "register_dataset_arg", "image_size_of"]
 
 
 def load_cfg(config_file: str, opts: List[str], *, allow_unsafe: bool = False):
@@ -97,3 +115,84 @@ class AssignmentSetting:
         record = analyze_image(self.anchors(size), boxes, classes, areas, size, self.assigner)
         record["image_size"] = list(size)
         return record
+
+
+def assignment_dataset(cfg, dataset_name: Optional[str], registered: Sequence[str]) -> str:
+    """The dataset ``retina-focal visualize`` takes its image from: ``dataset_name``
+    (``--dataset-name``), else the only one of ``registered`` (the ``--dataset`` options),
+    else the config's first ``DATASETS.TEST``; a :class:`DataError` when there is none or it is
+    not registered."""
+    dataset = dataset_name or (registered[0] if len(registered) == 1 else None) or \
+        (cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else None)
+    if dataset is None:
+        raise DataError("no dataset: give --dataset-name, --dataset "
+                        "NAME=JSON:IMAGE_DIR, or DATASETS.TEST")
+    check_registered(dataset, "--dataset-name" if dataset_name else "the dataset")
+    return dataset
+
+
+def pick_image(dicts: Sequence[Dict], image: str) -> Dict:
+    """The dataset dict ``image`` names in ``dicts``: an index (digits), else a file name (its
+    base name is enough; the first match); a :class:`DataError` naming ``--image`` when there
+    is none."""
+    if image.isdigit():
+        i = int(image)
+        if not 0 <= i < len(dicts):
+            raise DataError(f"--image {image}: the dataset has {len(dicts)} images "
+                            f"(indices 0..{len(dicts) - 1})")
+        return dicts[i]
+    hits = [d for d in dicts if d["file_name"] == image
+            or os.path.basename(d["file_name"]) == os.path.basename(image)]
+    if not hits:
+        raise DataError(f"--image {image!r}: no image of that file name in the dataset")
+    return hits[0]
+
+
+class AssignmentDrawing(NamedTuple):
+    """What :func:`draw_dataset_image` drew."""
+
+    file_name: str  # the dataset image's file
+    size: Tuple[int, int]  # (h, w) as the model sees it at test time
+    assigner: str  # the assigner, as it prints itself
+    counts: str  # "positive P, ignored I, negative N" anchors
+    legend: List[str]  # per ground truth: its caption and positive anchors (legend_lines)
+
+
+def draw_dataset_image(cfg, dataset: str, image: str, output: str,
+                       scale: Optional[float] = None) -> AssignmentDrawing:
+    """Draw, on one image of the registered ``dataset`` as the model sees it at test time,
+    the ground truth and the anchors the config's assigner makes positive (in the colour of
+    their ground truth) or ignored (grey); write it to the PNG file ``output``
+    (:func:`~retina_focal.analysis.visualize.save_png`).
+
+    Args:
+        cfg: the config (its anchors, assigner and test size, see :class:`AssignmentSetting`).
+        dataset: the dataset's name (e.g. :func:`assignment_dataset`).
+        image: an index into the dataset or an image file name (:func:`pick_image`).
+        output: the PNG file to write (check it first with
+            :func:`~retina_focal.analysis.visualize.check_output_png`).
+        scale: magnification of the drawing (default: longer side >= 640 px).
+    """
+    d = pick_image(DatasetCatalog.get(dataset), image)
+    class_names = MetadataCatalog.get(dataset).get("thing_classes")
+    setting = AssignmentSetting(cfg)
+    size, boxes, classes, _ = setting.prepare(d)
+
+    pixels = read_image_any(d["file_name"], format="RGB")  # 16-bit scaled; unreadable: named
+    pixels = ResizeTransform(pixels.shape[0], pixels.shape[1], size[0], size[1]).apply_image(
+        pixels)
+    anchors = setting.anchors(size)
+    m = len(boxes)
+    gt = Instances(size, gt_boxes=Boxes(boxes), gt_classes=classes)
+    with torch.no_grad():
+        labels = gt_index_labels(*setting.assigner(anchors, gt), m)
+    text = [f"{g}: {class_names[c] if class_names else c}" for g, c in enumerate(classes.tolist())]
+    scale = scale or max(1.0, 640.0 / max(size))
+    counts = (f"positive {int(((labels >= 0) & (labels < m)).sum())}, "
+              f"ignored {int((labels == -1).sum())}, negative {int((labels == m).sum())}")
+    drawing = draw_assignment(np.ascontiguousarray(pixels), boxes, text,
+                              Boxes.cat(anchors).tensor, labels, scale,
+                              title=f"{type(setting.assigner).__name__}: {counts}")
+    save_png(drawing, output)
+    return AssignmentDrawing(d["file_name"], tuple(size), str(setting.assigner), counts,
+                             legend_lines(text, labels, m))

@@ -1,11 +1,17 @@
-"""Draw what an assigner did on one image: ground truth, positive and ignored anchors."""
+"""Draw what an assigner did on one image: ground truth, positive and ignored anchors; write the
+drawing as a PNG file marked as ``retina-focal visualize``'s."""
+import os
 from typing import List, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, PngImagePlugin
 
-__all__ = ["PALETTE", "IGNORED_COLOR", "draw_assignment", "gt_index_labels", "legend_lines"]
+from retina_focal.utils.errors import DataError
+from retina_focal.utils.file_io import make_output_dir
+
+__all__ = ["PALETTE", "IGNORED_COLOR", "PNG_MARK", "check_output_png", "draw_assignment",
+           "gt_index_labels", "legend_lines", "save_png"]
 
 # one colour per ground truth (cycled); its positive anchors are drawn in the same colour
 PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
@@ -84,3 +90,37 @@ def legend_lines(gt_text: Sequence[str], labels: torch.Tensor, m: int) -> List[s
     """One line per ground truth: its caption and number of positive anchors."""
     counts = torch.bincount(labels[(labels >= 0) & (labels < m)], minlength=m).tolist()
     return [f"{t}: {c} positive anchor(s)" for t, c in zip(gt_text, counts)]
+
+
+# the PNG text entry that marks a file as this command's drawing (it may be written again)
+PNG_MARK = ("Software", "retina-focal visualize")
+
+
+def check_output_png(path: str) -> None:
+    """Refuse (:class:`DataError`, before anything is read) an ``--output`` that is not a
+    ``.png`` path, is a folder, or is an existing file this command did not write (an image of
+    a dataset, say)."""
+    if os.path.isdir(path):
+        raise DataError(f"--output {path!r} is a folder; give the PNG file to write, e.g. "
+                        f"{os.path.join(path, 'assignment.png')}")
+    if not path.lower().endswith(".png"):
+        raise DataError(f"--output {path!r} is not a .png file name; the drawing is a PNG")
+    if os.path.lexists(path):
+        try:
+            with Image.open(path) as im:
+                ours = im.format == "PNG" and im.info.get(PNG_MARK[0]) == PNG_MARK[1]
+        except (OSError, ValueError):
+            ours = False
+        if not ours:
+            raise DataError(f"--output {path!r} exists and is not a drawing of this command; "
+                            "give a new file name (it was left as it was)")
+
+
+def save_png(drawing: Image.Image, path: str) -> None:
+    """Write ``drawing`` to ``path`` (its folder created if needed; a file in the way is a
+    :class:`DataError` naming ``--output``) as a PNG carrying :data:`PNG_MARK`, so that
+    :func:`check_output_png` lets it be written again."""
+    make_output_dir(os.path.dirname(os.path.abspath(path)), "--output")
+    info = PngImagePlugin.PngInfo()
+    info.add_text(*PNG_MARK)
+    drawing.save(path, format="PNG", pnginfo=info)

@@ -24,53 +24,26 @@ exported ``.onnx`` / ``.pt2`` model of ``retina-focal export``, run with onnxrun
 torch.export: a whole-detector graph as it is, a head graph with the eager post-processing).
 """
 import argparse
-import glob
-import json
-import logging
-import os
 import re
 import sys
-from typing import Dict, List, Optional, Tuple
 
-import cv2
-from detectron2.data.catalog import Metadata
-from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.utils.logger import setup_logger
-from detectron2.utils.visualizer import Visualizer
-from tqdm import tqdm
 
 from retina_focal.cli._args import command_parser
 from retina_focal.cli._errors import reports_user_errors
 from retina_focal.config.loading import add_allow_unsafe_config_argument
-from retina_focal.data.class_map import (
-    ClassMap,
-    class_map_from_categories,
-    class_map_of_datasets,
-    outputs_class_map,
-    results_category_ids,
-)
 from retina_focal.data.datasets.coco import add_dataset_argument, register_dataset_specs
-from retina_focal.data.mapper import read_image_any
-from retina_focal.engine.checkpoint import CheckpointReadError
-from retina_focal.engine.defaults import build_cfg
-from retina_focal.export.predictor import Predictor
-from retina_focal.export.runtime import ExportedModelError, is_exported_model
-from retina_focal.utils.errors import DataError
-from retina_focal.utils.file_io import make_output_dir, read_json
+from retina_focal.data.image_files import collect_images
+from retina_focal.export.demo import demo_cfg, run_demo
 
 __all__ = [
     "build_parser",
-    "collect_images",
-    "data_classes",
     "main",
     "parse_args",
     "run",
 ]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
-
-logger = logging.getLogger("retina_focal.demo")
 
 
 def build_parser():
@@ -116,98 +89,6 @@ def parse_args(argv=None):
     return args
 
 
-def collect_images(inputs):
-    """Expand files, folders and globs into a sorted-per-input, duplicate-free list of paths."""
-    paths = []
-    for item in inputs:
-        if os.path.isdir(item):
-            found = sorted(os.path.join(item, f) for f in os.listdir(item)
-                           if f.lower().endswith(IMAGE_EXTENSIONS))
-        elif os.path.isfile(item):
-            found = [item]
-        else:
-            found = sorted(p for p in glob.glob(item) if p.lower().endswith(IMAGE_EXTENSIONS))
-        if not found:
-            raise SystemExit(f"error: --input {item!r} matches no image file "
-                             f"(extensions: {', '.join(IMAGE_EXTENSIONS)})")
-        paths.extend(p for p in found if p not in paths)
-    return paths
-
-
-def output_names(images: List[str]) -> List[str]:
-    """The annotated image's file name in ``--output`` for each input path: its base name,
-    prefixed with its index where two inputs share one."""
-    names, used = [], set()
-    for i, path in enumerate(images):
-        name = os.path.basename(path)
-        if name in used:  # same file name in two input folders
-            name = f"{i:05d}_{name}"
-        used.add(name)
-        names.append(name)
-    return names
-
-
-def _is_demo_output(folder: str) -> bool:
-    """Whether ``folder`` holds an earlier demo's output (its ``images.json``)."""
-    try:
-        with open(os.path.join(folder, "images.json")) as f:
-            return "skipped_images" in json.load(f)
-    except (OSError, ValueError, TypeError):
-        return False
-
-
-def check_output_files(output: str, names: List[str], images: List[str]) -> None:
-    """Refuse (:class:`DataError`, before anything is written) an ``--output`` where the demo
-    would overwrite one of its input images, or files that an earlier demo did not write
-    there; an earlier demo's output folder may be written again."""
-    targets = [os.path.join(output, n) for n in names + ["results.json", "images.json"]]
-    inputs = {os.path.realpath(p) for p in images}
-    clash = [t for t in targets if os.path.realpath(t) in inputs]
-    if clash:
-        raise DataError(f"--output {output!r}: the annotated images would overwrite the input "
-                        f"image {clash[0]!r} ({len(clash)} in all); choose another folder")
-    existing = [t for t in targets if os.path.lexists(t)]
-    if existing and not _is_demo_output(output):
-        more = (f" and {len(existing) - 1} more of the files to write"
-                if len(existing) > 1 else "")
-        raise DataError(f"--output {output!r} already holds {os.path.basename(existing[0])!r}"
-                        f"{more}, not an earlier demo's output (no demo images.json there); "
-                        "choose a new or empty folder (nothing was written)")
-
-
-def setup(args):
-    register_dataset_specs(args.dataset)
-    cfg = build_cfg(args.config_file, args.opts, freeze=False,
-                    allow_unsafe=args.allow_unsafe_config)
-    if args.device:
-        cfg.MODEL.DEVICE = args.device
-    cfg.MODEL.RETINANET.SCORE_THRESH_TEST = args.score_thresh
-    if not cfg.MODEL.WEIGHTS:
-        raise SystemExit("error: MODEL.WEIGHTS is empty: add `MODEL.WEIGHTS path/to/model.pth`")
-    cfg.freeze()
-    return cfg
-
-
-def data_classes(cfg, gt: Optional[Dict]) -> Tuple[Optional[ClassMap], str]:
-    """The classes results are written for: --coco-json's categories, else those of the
-    config's first DATASETS.TEST (when it has any); ``(None, "")`` when there are none."""
-    if gt is not None:
-        return class_map_from_categories(gt["categories"]), "--coco-json"
-    if len(cfg.DATASETS.TEST):
-        cmap = class_map_of_datasets(cfg.DATASETS.TEST[:1])
-        if cmap is not None:
-            return cmap, f"DATASETS.TEST '{cfg.DATASETS.TEST[0]}'"
-    return None, ""
-
-
-# for images of another dataset than DATASETS.TEST, when the classes do not match
-_OTHER_DATASET_HINT = (
-    "\nThe config's DATASETS.TEST is taken to be the dataset of the images. For images of "
-    "another dataset give its categories: --coco-json FILE, or --dataset NAME=JSON:IMAGE_DIR "
-    "with DATASETS.TEST \"('NAME',)\"; DATASETS.TEST \"()\" writes the checkpoint's own "
-    "classes and ids")
-
-
 def main(args):
     """Run the model on every input image; write the annotated images, results.json and
     images.json.
@@ -220,77 +101,14 @@ def main(args):
         ``{"results": detections (COCO results format), "skipped": [{"file_name", "error"}]}``
     """
     setup_logger(name="retina_focal")
-    cfg = setup(args)
+    register_dataset_specs(args.dataset)
+    cfg = demo_cfg(args.config_file, args.opts, device=args.device,
+                   score_thresh=args.score_thresh, allow_unsafe=args.allow_unsafe_config)
     images = collect_images(args.input)
-    image_ids, gt = None, None
-    if args.coco_json:  # read and checked before anything is written
-        gt = read_json(args.coco_json, "--coco-json")
-        if not isinstance(gt, dict) or not isinstance(gt.get("images"), list) or \
-                not isinstance(gt.get("categories"), list):
-            raise SystemExit(f"error: --coco-json {args.coco_json} is not a COCO file: it needs "
-                             "'images' and 'categories' lists")
-        by_name = {os.path.basename(im["file_name"]): im["id"] for im in gt["images"]}
-        missing = [p for p in images if os.path.basename(p) not in by_name]
-        if missing:
-            raise SystemExit(f"error: {len(missing)} input image(s) are not in {args.coco_json} "
-                             f"(by file name), e.g. {missing[:3]}")
-        image_ids = [by_name[os.path.basename(p)] for p in images]
-    names = output_names(images)
-    check_output_files(args.output, names, images)
-    try:
-        predictor = Predictor(cfg)  # the checkpoint must fit the model exactly
-    except ExportedModelError as e:
-        if e.key == "MODEL.RETINANET.SCORE_THRESH_TEST":  # set by --score-thresh
-            raise SystemExit(
-                f"error: --score-thresh {args.score_thresh} is below the score threshold the "
-                f"whole-detector graph {cfg.MODEL.WEIGHTS!r} was exported with ({e.stored}): "
-                f"use --score-thresh {e.stored} or more, or export it with "
-                f"MODEL.RETINANET.SCORE_THRESH_TEST 0.0 to choose any threshold later")
-        raise SystemExit(f"error: {e}")
-    except (ValueError, FileNotFoundError, CheckpointReadError) as e:
-        raise SystemExit(f"error: {e}")
-    make_output_dir(args.output, "--output")  # after every check: a refused run writes nothing
-    data_map, data_desc = data_classes(cfg, gt)
-    model_map = outputs_class_map(
-        predictor.class_map, cfg.MODEL.RETINANET.NUM_CLASSES,
-        list(cfg.DATASETS.TEST) or list(cfg.DATASETS.TRAIN), data_map, "--coco-json",
-        weights=cfg.MODEL.WEIGHTS)
-    to_dataset_id, categories = results_category_ids(
-        model_map, data_map, data_desc,
-        f"{'exported model' if is_exported_model(cfg.MODEL.WEIGHTS) else 'checkpoint'} "
-        f"{os.path.basename(cfg.MODEL.WEIGHTS)!r}",
-        hint="" if data_desc == "--coco-json" else _OTHER_DATASET_HINT)
-    metadata = Metadata(name="retina_focal_demo", thing_classes=[c["name"] for c in model_map])
-
-    results, image_entries, skipped = [], [], []
-    for i, path in enumerate(tqdm(images, desc="demo", unit="img", disable=None)):
-        try:
-            img = read_image_any(path, format="BGR")  # 16-bit scaled, not saturated
-        except Exception as e:  # any reader error: the image is skipped, the others go on
-            skipped.append({"file_name": os.path.abspath(path),
-                            "error": f"{type(e).__name__}: {e}"})
-            logger.error(f"{path}: cannot read the image, skipped ({type(e).__name__}: {e})")
-            continue
-        instances = predictor(img)["instances"].to("cpu")
-        instances = instances[instances.scores >= args.score_thresh]
-        image_id = image_ids[i] if image_ids else i + 1
-        for det in instances_to_coco_json(instances, image_id):
-            det["category_id"] = to_dataset_id[det["category_id"]]
-            results.append(det)
-        image_entries.append({"id": image_id, "file_name": os.path.abspath(path),
-                              "height": img.shape[0], "width": img.shape[1]})
-
-        vis = Visualizer(img[:, :, ::-1], metadata=metadata)
-        drawn = vis.draw_instance_predictions(instances).get_image()[:, :, ::-1]
-        cv2.imwrite(os.path.join(args.output, names[i]), drawn)
-        logger.info(f"{path}: {len(instances)} detections")
-
-    with open(os.path.join(args.output, "results.json"), "w") as f:
-        json.dump(results, f)
-    with open(os.path.join(args.output, "images.json"), "w") as f:
-        json.dump({"images": image_entries, "categories": categories, "annotations": [],
-                   "skipped_images": skipped}, f)
-    print(f"{len(image_entries)} images, {len(results)} detections with score >= "
+    out = run_demo(cfg, images, args.output, score_thresh=args.score_thresh,
+                   coco_json=args.coco_json)
+    results, skipped = out.results, out.skipped
+    print(f"{len(out.images)} images, {len(results)} detections with score >= "
           f"{args.score_thresh}: annotated images and results.json / images.json in "
           f"{args.output}")
     if skipped:  # the command's one error line (exit status 1)

@@ -27,25 +27,15 @@ Reports go to OUTPUT_DIR/inference/<dataset>/ (checkpoint) or --output (default
 import logging
 import os
 
-import detectron2.utils.comm as comm
-
 from retina_focal.cli._args import launch_settings, run_options
 from retina_focal.cli._errors import reports_user_errors
-from retina_focal.config.loading import ConfigError
-from retina_focal.engine.defaults import default_argument_parser, evaluate_checkpoint, setup_cfg
+from retina_focal.engine.defaults import default_argument_parser, setup_cfg
 from retina_focal.engine.launch import launch_run
-from retina_focal.engine.output_dir import (
-    release_output_dir,
-    rollback_output_dir,
-    start_output_dir,
-)
 from retina_focal.evaluation import REPORT_FILE, evaluate_results_file
-from retina_focal.export.runtime import evaluate_exported, is_exported_model
-from retina_focal.utils.errors import UserError
+from retina_focal.evaluation.results_file import default_report_dir
+from retina_focal.export.runtime import evaluate_weights
 
 __all__ = ["build_parser", "evaluate_results", "main", "prepare_model_args", "run"]
-
-logger = logging.getLogger("retina_focal")
 
 
 def build_parser():
@@ -66,7 +56,7 @@ def build_parser():
 def evaluate_results(args):
     """Evaluate the detections file ``args.results`` against ``args.gt_json``; print the
     tables; return the report."""
-    output = args.output or os.path.splitext(args.results)[0] + "_report"
+    output = args.output or default_report_dir(args.results)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     report = evaluate_results_file(args.results, args.gt_json, output_dir=output)
@@ -82,27 +72,7 @@ def evaluate_results(args):
 def main(args):
     """One process of a checkpoint's evaluation on the config's DATASETS.TEST."""
     args.eval_only = True  # the checkpoint is the model's side: DATASETS.TRAIN is not read
-    cfg = setup_cfg(**run_options(args))
-    try:
-        if not cfg.MODEL.WEIGHTS:
-            raise ConfigError("MODEL.WEIGHTS is empty: give the checkpoint to evaluate, e.g. "
-                              "`MODEL.WEIGHTS output/model_final.pth` at the end of the command")
-        if is_exported_model(cfg.MODEL.WEIGHTS):
-            results = evaluate_exported(cfg)
-        else:
-            results = evaluate_checkpoint(cfg)
-        if comm.is_main_process():
-            for name in cfg.DATASETS.TEST:
-                path = os.path.join(cfg.OUTPUT_DIR, "inference", name, REPORT_FILE)
-                if os.path.exists(path):
-                    logger.info(f"{name}: report {path} (PR curves pr_*.png next to it)")
-        return results
-    except UserError:
-        rollback_output_dir(cfg.OUTPUT_DIR)  # refused: nothing changed there
-        raise
-    finally:
-        start_output_dir(cfg.OUTPUT_DIR)
-        release_output_dir(cfg.OUTPUT_DIR)
+    return evaluate_weights(setup_cfg(**run_options(args)))
 
 
 def prepare_model_args(args):

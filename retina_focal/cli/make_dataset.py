@@ -13,11 +13,8 @@ import os
 
 from retina_focal.cli._args import command_parser, int_at_least, int_in
 from retina_focal.cli._errors import reports_user_errors
-from retina_focal.data.datasets.synthetic import SyntheticConfig, write_split
-from retina_focal.utils.errors import DataError
-from retina_focal.utils.file_io import make_output_dir
+from retina_focal.data.datasets.synthetic import write_coco_folder
 
-SPLITS = ("train", "val")
 MAX_SIZE = 4096  # px: a 4096 x 4096 image is 48 MB to draw
 
 __all__ = ["build_parser", "main", "run"]
@@ -35,37 +32,14 @@ def build_parser():
     return parser
 
 
-def check_output_is_free(output: str) -> None:
-    """Raise :class:`DataError` if ``output`` already holds a split: ``<split>.json`` or a
-    non-empty ``<split>/`` folder (a file there too)."""
-    found = []
-    for split in SPLITS:
-        json_file, image_dir = os.path.join(output, f"{split}.json"), os.path.join(output, split)
-        if os.path.lexists(json_file):
-            found.append(f"{split}.json")
-        files = os.listdir(image_dir) if os.path.isdir(image_dir) else []
-        if files:
-            found.append(f"{split}/ ({len(files)} files)")
-        elif os.path.lexists(image_dir) and not os.path.isdir(image_dir):
-            found.append(f"{split} (a file)")
-    if found:
-        raise DataError(f"--output {output!r} already holds a dataset ({', '.join(found)}); "
-                        "give an empty or new folder, or remove those first (nothing was "
-                        "written)")
-
-
 def main(args):
-    """Write both splits; return {split: COCO JSON path}."""
-    config = SyntheticConfig(num_train=args.num_train, num_val=args.num_val,
-                             image_size=(args.size, args.size), max_size=args.size / 2,
-                             seed=args.seed)
-    make_output_dir(args.output, "--output")
-    check_output_is_free(args.output)
-    paths = {}
-    for split in SPLITS:
-        paths[split] = write_split(config, split, args.output)  # a progress bar on a terminal
-        print(f"{split}: {paths[split]} + {os.path.join(args.output, split)}/")
-    return paths
+    """Write both splits; return {split: COCO JSON path}
+    (:func:`~retina_focal.data.datasets.synthetic.write_coco_folder`)."""
+    return write_coco_folder(
+        args.output, num_train=args.num_train, num_val=args.num_val, size=args.size,
+        seed=args.seed,
+        on_split=lambda split, path: print(f"{split}: {path} + "
+                                           f"{os.path.join(args.output, split)}/"))
 
 
 @reports_user_errors

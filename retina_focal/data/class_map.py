@@ -15,8 +15,9 @@ in one and "dog" in the other: every AP would be computed under the wrong name.
 :func:`match_class_maps` compares by name and returns how to renumber the model's outputs
 into the dataset's classes; different names are an error showing both lists.
 
-Every function here is pure (no catalog access) except :func:`class_map_of_datasets` and
-:func:`outputs_class_map`, which read Detectron2's ``MetadataCatalog``.
+Every function here is pure (no catalog access) except :func:`class_map_of_datasets`,
+:func:`data_class_map` and :func:`outputs_class_map`, which read Detectron2's
+``MetadataCatalog``.
 """
 import logging
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -28,6 +29,7 @@ __all__ = [
     "class_map_from_categories",
     "class_map_from_metadata",
     "class_map_of_datasets",
+    "data_class_map",
     "format_class_map",
     "training_class_map",
     "match_class_maps",
@@ -112,6 +114,21 @@ def class_map_of_datasets(names: Sequence[str]) -> Optional[ClassMap]:
             elif other["id"] is not None and other["id"] != entry["id"]:
                 entry["id"] = None
     return result
+
+
+def data_class_map(categories: Optional[Sequence[Mapping[str, Any]]],
+                   test_datasets: Sequence[str],
+                   categories_desc: str = "--coco-json") -> Tuple[Optional[ClassMap], str]:
+    """The classes results are written for, and how messages name them: ``categories`` (a
+    COCO file's, named ``categories_desc``), else those of the first of ``test_datasets``
+    (the config's DATASETS.TEST) when it has any; ``(None, "")`` when there are none."""
+    if categories is not None:
+        return class_map_from_categories(categories), categories_desc
+    if len(test_datasets):
+        cmap = class_map_of_datasets(test_datasets[:1])
+        if cmap is not None:
+            return cmap, f"DATASETS.TEST '{test_datasets[0]}'"
+    return None, ""
 
 
 def training_class_map(names: Sequence[str]) -> Optional[ClassMap]:

@@ -16,7 +16,7 @@ from retina_focal.evaluation.coco_report import coco_eval_report, run_cocoeval, 
 from retina_focal.utils.errors import DataError
 from retina_focal.utils.file_io import read_json
 
-__all__ = ["check_results_against_gt", "evaluate_results_file"]
+__all__ = ["check_results_against_gt", "default_report_dir", "evaluate_results_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +96,12 @@ def check_results_against_gt(results: List[Dict], coco_gt, results_name: str = "
             f"{results_name}: category_id {_ids(bad_cats)} not in {gt_name}, whose "
             f"category ids are {_ids(coco_gt.getCatIds())}"
         )
+
+
+def default_report_dir(results_file: str) -> str:
+    """Where the report of ``results_file`` goes unless told otherwise: ``<results>_report/``
+    beside it (its extension dropped)."""
+    return os.path.splitext(results_file)[0] + "_report"
 
 
 def evaluate_results_file(results_file: str, gt_json: str,

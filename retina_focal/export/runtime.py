@@ -29,13 +29,26 @@ import logging
 import os
 from typing import Any, Callable, Dict, List, Optional
 
+import detectron2.utils.comm as comm
 import torch
 from detectron2.modeling.meta_arch.retinanet import RetinaNet
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, ImageList, Instances
 from torch import Tensor, nn
 
-from retina_focal.engine.defaults import LoadedModel, build_model, evaluate_loaded
+from retina_focal.config.loading import ConfigError
+from retina_focal.engine.defaults import (
+    LoadedModel,
+    build_model,
+    evaluate_checkpoint,
+    evaluate_loaded,
+)
+from retina_focal.engine.output_dir import (
+    release_output_dir,
+    rollback_output_dir,
+    start_output_dir,
+)
+from retina_focal.evaluation import REPORT_FILE
 from retina_focal.export.detector_graph import INPUT_DTYPES
 from retina_focal.export.exported_program import CLASS_MAP_FILE, INFO_FILE, test_size_too_small
 from retina_focal.export.graph import split_outputs
@@ -48,6 +61,7 @@ __all__ = [
     "ORT_OPT_LEVELS",
     "check_export_config",
     "evaluate_exported",
+    "evaluate_weights",
     "export_config",
     "is_exported_model",
     "load_exported",
@@ -56,6 +70,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+# the logger of retina-focal eval's report paths (its name, as the command has always logged)
+_eval_logger = logging.getLogger("retina_focal")
 
 # file extension -> format name
 EXPORTED_FORMATS = {".onnx": "onnx", ".pt2": "exported-program"}
@@ -330,3 +346,36 @@ def evaluate_exported(cfg):
     :func:`~retina_focal.engine.defaults.evaluate_checkpoint` evaluates a checkpoint (same
     evaluator, report and class-map matching); return Detectron2's results."""
     return evaluate_loaded(cfg, load_exported(cfg), "exported model")
+
+
+def evaluate_weights(cfg):
+    """Evaluate ``cfg.MODEL.WEIGHTS`` on every ``DATASETS.TEST``: a checkpoint
+    (:func:`~retina_focal.engine.defaults.evaluate_checkpoint`) or an exported model
+    (:func:`evaluate_exported`), with their reports in ``OUTPUT_DIR/inference/<dataset>/``
+    (logged by the main process). What ``retina-focal eval`` runs in each of its processes,
+    once :func:`~retina_focal.engine.defaults.setup_cfg` has taken ``OUTPUT_DIR``.
+
+    A refused run (a :class:`~retina_focal.utils.errors.UserError`, e.g. an empty
+    ``MODEL.WEIGHTS``) leaves ``OUTPUT_DIR`` as it was; the directory is released either way.
+    Returns Detectron2's results.
+    """
+    try:
+        if not cfg.MODEL.WEIGHTS:
+            raise ConfigError("MODEL.WEIGHTS is empty: give the checkpoint to evaluate, e.g. "
+                              "`MODEL.WEIGHTS output/model_final.pth` at the end of the command")
+        if is_exported_model(cfg.MODEL.WEIGHTS):
+            results = evaluate_exported(cfg)
+        else:
+            results = evaluate_checkpoint(cfg)
+        if comm.is_main_process():
+            for name in cfg.DATASETS.TEST:
+                path = os.path.join(cfg.OUTPUT_DIR, "inference", name, REPORT_FILE)
+                if os.path.exists(path):
+                    _eval_logger.info(f"{name}: report {path} (PR curves pr_*.png next to it)")
+        return results
+    except UserError:
+        rollback_output_dir(cfg.OUTPUT_DIR)  # refused: nothing changed there
+        raise
+    finally:
+        start_output_dir(cfg.OUTPUT_DIR)
+        release_output_dir(cfg.OUTPUT_DIR)

@@ -186,9 +186,11 @@ def test_demo_annotates_and_writes_coco_results(trained, tmp_path):
 
 def test_demo_input_errors(tmp_path):
     from retina_focal.cli import demo
+    from retina_focal.data.image_files import collect_images
+    from retina_focal.utils.errors import DataError
 
-    with pytest.raises(SystemExit, match="matches no image file"):
-        demo.collect_images([str(tmp_path / "*.png")])
+    with pytest.raises(DataError, match="matches no image file"):
+        collect_images([str(tmp_path / "*.png")])
     args = demo.parse_args(["--config-file", TINY_CONFIG, "--input", "a.png", "b/",
                             "MODEL.WEIGHTS", "w.pth", "MODEL.DEVICE", "cpu"])
     assert args.input == ["a.png", "b/"]

@@ -27,13 +27,13 @@ import math
 import multiprocessing
 import os
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
 
 from retina_focal.utils.errors import DataError
-from retina_focal.utils.file_io import atomic_write_bytes
+from retina_focal.utils.file_io import atomic_write_bytes, make_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ CLASS_NAMES = ("ellipse", "rectangle", "triangle", "cross", "star", "ring")
 # Relative frequencies; max / min = 6.
 CLASS_WEIGHTS = (0.36, 0.22, 0.15, 0.11, 0.10, 0.06)
 FORMAT_VERSION = 1  # bump when the drawing code changes, so caches are regenerated
+# the splits of a dataset folder written by write_coco_folder (``retina-focal make-dataset``)
+SPLITS = ("train", "val")
 
 
 @dataclass(frozen=True)
@@ -324,6 +326,56 @@ def write_split(cfg: SyntheticConfig, split: str, root: str, progress: bool = Tr
     # The JSON appears only once every image is written, so its presence means "complete".
     atomic_write_bytes(json_path, json.dumps(coco).encode())
     return json_path
+
+
+def check_output_is_free(output: str) -> None:
+    """Raise :class:`DataError` if ``output`` already holds a split: ``<split>.json`` or a
+    non-empty ``<split>/`` folder (a file there too)."""
+    found = []
+    for split in SPLITS:
+        json_file, image_dir = os.path.join(output, f"{split}.json"), os.path.join(output, split)
+        if os.path.lexists(json_file):
+            found.append(f"{split}.json")
+        files = os.listdir(image_dir) if os.path.isdir(image_dir) else []
+        if files:
+            found.append(f"{split}/ ({len(files)} files)")
+        elif os.path.lexists(image_dir) and not os.path.isdir(image_dir):
+            found.append(f"{split} (a file)")
+    if found:
+        raise DataError(f"--output {output!r} already holds a dataset ({', '.join(found)}); "
+                        "give an empty or new folder, or remove those first (nothing was "
+                        "written)")
+
+
+def write_coco_folder(output: str, *, num_train: int = 200, num_val: int = 50,
+                      size: int = 128, seed: int = 0,
+                      on_split: Optional[Callable[[str, str], None]] = None) -> Dict[str, str]:
+    """Write the synthetic dataset as a plain COCO-format dataset folder (what
+    ``retina-focal make-dataset`` writes): ``output/<split>.json`` and ``output/<split>/*.png``
+    for each of :data:`SPLITS`.
+
+    Args:
+        output: the folder (created if needed; messages name it ``--output``). One that already
+            holds a split is refused (:func:`check_output_is_free`) before anything is written.
+        num_train, num_val: the number of images of each split.
+        size: image height and width in pixels; objects are up to ``size / 2``.
+        seed: the generator's seed.
+        on_split: called with ``(split, json_path)`` once each split is written.
+
+    Returns:
+        ``{split: COCO JSON path}``.
+    """
+    config = SyntheticConfig(num_train=num_train, num_val=num_val,
+                             image_size=(size, size), max_size=size / 2,
+                             seed=seed)
+    make_output_dir(output, "--output")
+    check_output_is_free(output)
+    paths = {}
+    for split in SPLITS:
+        paths[split] = write_split(config, split, output)  # a progress bar on a terminal
+        if on_split is not None:
+            on_split(split, paths[split])
+    return paths
 
 
 def _encode_png(img: np.ndarray) -> bytes:
