@@ -16,25 +16,38 @@ COCO's figures come from the same functions on COCO-like images drawn by
 :func:`coco_like_dicts` from COCO's published object statistics (:data:`COCO_REFERENCE`), with
 the paper's anchors at its ablation scale (600 px).
 """
+import json
 import math
+import os
+import sys
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from detectron2.structures import BoxMode
 
 from retina_focal.config.defaults import PAPER_BEST_LOSSES
-from retina_focal.utils.file_io import atomic_write_bytes
+from retina_focal.utils.errors import UserError
+from retina_focal.utils.file_io import atomic_write_bytes, atomic_write_text
 from retina_focal.utils.plotting import pyplot
 
 __all__ = [
     "COCO_REFERENCE",
+    "COCO_ROW",
     "IMBALANCE_LOSSES",
+    "ImbalanceStudyError",
     "coco_like_dicts",
     "element_counts",
+    "fl_minus_ce",
+    "fl_minus_ce_markdown",
     "format_markdown",
     "imbalance_row",
     "init_loss_shares",
+    "measure_coco",
+    "measure_datasets",
+    "measure_imbalance",
     "plot_fl_minus_ce",
+    "read_imbalance_study",
+    "write_imbalance_report",
 ]
 
 # COCO's published object statistics (train2017: 860,001 boxes on 118,287 images; the size
@@ -54,6 +67,13 @@ COCO_REFERENCE: Dict[str, Any] = {
 }
 # The losses compared, as (alpha, gamma): Table 1a's best CE and Table 1b's best FL
 IMBALANCE_LOSSES = {"CE": PAPER_BEST_LOSSES["CE"], "FL": PAPER_BEST_LOSSES["FL"]}
+# the name of COCO's row (:func:`measure_coco`) in the tables
+COCO_ROW = "COCO (the paper's anchors at 600 px)"
+
+
+class ImbalanceStudyError(UserError, ValueError):
+    """A ``--study`` folder without the imbalance study's readable ``results.json``; the
+    message names the folder."""
 
 
 def coco_like_dicts(num_images: int, seed: int = 0,
@@ -203,3 +223,142 @@ def plot_fl_minus_ce(levels: Sequence[Dict], path: str,
     fig.tight_layout()
     atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
+
+
+def measure_imbalance(cfg, dicts: Sequence[Dict], num_classes: int, desc: str) -> Dict:
+    """:func:`imbalance_row` of the dataset dicts ``dicts``, each image's anchors labelled by
+    ``cfg``'s anchors and assigner at test size
+    (:class:`~retina_focal.analysis.settings.AssignmentSetting`; no pixel is read), with a
+    progress bar named ``desc`` on stderr."""
+    from tqdm import tqdm
+
+    from retina_focal.analysis.settings import AssignmentSetting
+
+    setting = AssignmentSetting(cfg)
+    progress = tqdm(dicts, desc=desc, unit="img", file=sys.stderr, mininterval=2.0)
+    records = [setting.analyze(d) for d in progress]
+    return imbalance_row(records, num_classes)
+
+
+def measure_datasets(config_file: str, names: Sequence[str],
+                     max_images: int = 0) -> Dict[str, Dict]:
+    """:func:`measure_imbalance` of each registered dataset of ``names`` (its first
+    ``max_images`` images, 0: all) under the config file ``config_file``; returns
+    ``{name: row}``, a ``*_val`` name keyed by its preset's prefix. The class count is the
+    dataset's (its ``thing_classes``), else the config's ``MODEL.RETINANET.NUM_CLASSES``."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from retina_focal.analysis.settings import load_cfg
+
+    cfg = load_cfg(config_file, [])
+    rows: Dict[str, Dict] = {}
+    for name in names:
+        dicts = DatasetCatalog.get(name)
+        if max_images:
+            dicts = dicts[:max_images]
+        classes = MetadataCatalog.get(name).get("thing_classes") or []
+        key = name[:-len("_val")] if name.endswith("_val") else name
+        rows[key] = measure_imbalance(cfg, dicts,
+                                      len(classes) or cfg.MODEL.RETINANET.NUM_CLASSES, name)
+    return rows
+
+
+def measure_coco(coco_config: str, num_images: int) -> Dict:
+    """COCO's row: :func:`measure_imbalance` of ``num_images`` COCO-like images
+    (:func:`coco_like_dicts`) under the paper's RetinaNet config ``coco_config`` at 600 px
+    (``INPUT.MIN_SIZE_TEST 600``, ``MAX_SIZE_TEST 1000``), with COCO's 80 classes."""
+    from retina_focal.analysis.settings import load_cfg
+
+    coco_cfg = load_cfg(coco_config, ["INPUT.MIN_SIZE_TEST", "600",
+                                      "INPUT.MAX_SIZE_TEST", "1000"])
+    return measure_imbalance(coco_cfg, coco_like_dicts(num_images),
+                             COCO_REFERENCE["num_classes"], "COCO-like")
+
+
+def read_imbalance_study(study_dir: str) -> Dict:
+    """The imbalance study's results (``results.json`` in ``study_dir``, as ``retina-focal
+    ablate --study imbalance`` writes it); :class:`ImbalanceStudyError` if it cannot be read or
+    holds another study."""
+    path = os.path.join(study_dir, "results.json")
+    try:
+        with open(path) as f:
+            study = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ImbalanceStudyError(f"--study {study_dir!r}: cannot read {path}: {e}")
+    if study.get("study") != "imbalance":
+        raise ImbalanceStudyError(f"--study {study_dir!r} holds study {study.get('study')!r}"
+                                  ", not the imbalance study (retina-focal ablate --study "
+                                  "imbalance)")
+    return study
+
+
+def fl_minus_ce(results: Dict, rows: Dict[str, Dict]) -> List[Dict]:
+    """Per level of the imbalance study's ``results`` (its results.json) whose dataset is
+    in ``rows`` (name -> imbalance_row, keyed by the preset's prefix): the mean AP of FL
+    minus that of CE, half the sum of their ranges over seeds (the error bar; with two seeds
+    the two ranges overlap exactly when the difference is inside it) and the claim's verdict."""
+    summary = results.get("seed_summary") or {}
+    verdicts = {c["better"]: c["verdict"] for c in results.get("claims", [])}
+    levels = []
+    for prefix, row in rows.items():
+        fl: Dict = summary.get(f"{prefix} FL") or {}  # {}: the setting has no summary
+        ce: Dict = summary.get(f"{prefix} CE") or {}
+        done = fl and ce and fl["mean"] is not None and ce["mean"] is not None
+        levels.append({
+            "name": prefix, "negatives_per_positive": row["negatives_per_positive"],
+            "ap_fl": fl["mean"] if done else None, "ap_ce": ce["mean"] if done else None,
+            "seeds": min(fl["seeds"], ce["seeds"]) if done else 0,
+            "difference": fl["mean"] - ce["mean"] if done else None,
+            "half_width": (fl["spread"] + ce["spread"]) / 2 if done else None,
+            "verdict": verdicts.get(f"{prefix} FL", "not run"),
+        })
+    return levels
+
+
+def fl_minus_ce_markdown(levels: Sequence[Dict]) -> str:
+    """``levels`` (:func:`fl_minus_ce`) as a Markdown table ("-" for a level not run)."""
+    lines = ["| dataset | negatives per positive anchor | seeds | AP FL | AP CE | "
+             "AP(FL) - AP(CE) | spread (half) | verdict |", "|---|---|---|---|---|---|---|---|"]
+
+    def fmt(v, spec="{:.1f}"):
+        return "-" if v is None else spec.format(v)
+
+    for lv in levels:
+        lines.append(f"| {lv['name']} | {lv['negatives_per_positive']:,.0f} | {lv['seeds']} | "
+                     f"{fmt(lv['ap_fl'])} | {fmt(lv['ap_ce'])} | "
+                     f"{fmt(lv['difference'], '{:+.1f}')} "
+                     f"| {fmt(lv['half_width'])} | {lv['verdict']} |")
+    return "\n".join(lines)
+
+
+def write_imbalance_report(output: str, rows: Dict[str, Dict], config_file: str,
+                           coco_config: Optional[str] = None,
+                           study: Optional[Dict] = None) -> Dict[str, Optional[str]]:
+    """Write ``rows`` (name -> :func:`imbalance_row`; COCO's named :data:`COCO_ROW`) into the
+    folder ``output`` (made if missing): ``imbalance.md`` (:func:`format_markdown`) and
+    ``imbalance.json`` (the rows, the config files, COCO's reference figures); with the
+    imbalance study's ``study`` (:func:`read_imbalance_study`) also ``fl_minus_ce.png``
+    (:func:`plot_fl_minus_ce`, COCO's imbalance as the reference line) and ``fl_minus_ce.md``
+    (:func:`fl_minus_ce_markdown`), and the levels in ``imbalance.json``.
+
+    Returns:
+        ``{"table": imbalance.md's table, "fl_minus_ce": fl_minus_ce.md's table or None}``.
+    """
+    os.makedirs(output, exist_ok=True)
+    table = format_markdown(rows)
+    out: Dict[str, Any] = {"config_file": config_file, "coco_config": coco_config or None,
+                           "coco_reference": {k: v for k, v in COCO_REFERENCE.items()},
+                           "datasets": rows}
+    atomic_write_text(os.path.join(output, "imbalance.md"), table + "\n")
+    fl_table = None
+    if study is not None:
+        levels = fl_minus_ce(study, {k: v for k, v in rows.items() if not k.startswith("COCO")})
+        coco = next((v["negatives_per_positive"] for k, v in rows.items()
+                     if k.startswith("COCO")), None)
+        plot_fl_minus_ce(levels, os.path.join(output, "fl_minus_ce.png"),
+                         reference=None if coco is None else ("COCO", coco))
+        fl_table = fl_minus_ce_markdown(levels)
+        atomic_write_text(os.path.join(output, "fl_minus_ce.md"), fl_table + "\n")
+        out["fl_minus_ce"] = levels
+    atomic_write_text(os.path.join(output, "imbalance.json"), json.dumps(out, indent=2))
+    return {"table": table, "fl_minus_ce": fl_table}

@@ -12,7 +12,11 @@ ground-truth class at foreground anchors (``p_t = p``), negatives are every clas
 background anchors (``p_t = 1 - p``); ignored anchors are left out. alpha is a constant per
 group, so it cancels in the normalisation and is not used here.
 """
-from typing import Dict, Iterable, List, Sequence, Tuple
+import json
+import logging
+import os
+import time
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -22,11 +26,16 @@ from retina_focal.utils.plotting import pyplot
 __all__ = [
     "anchor_probabilities",
     "figure1_data",
+    "figure4",
     "focal_loss_of_pt",
     "loss_cdf",
     "plot_figure1",
     "plot_figure4",
+    "write_figure1",
 ]
+
+# the logger of ``retina-focal plot-focal-loss`` (tests and users filter on its name)
+logger = logging.getLogger("retina_focal.plot_focal_loss")
 
 
 def focal_loss_of_pt(p_t: np.ndarray, gamma: float) -> np.ndarray:
@@ -152,3 +161,87 @@ def plot_figure4(data: Dict, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def write_figure1(gammas: Sequence[float], output: str) -> str:
+    """Write Figure 1 for ``gammas`` into the existing folder ``output``: ``figure1.json``
+    (:func:`figure1_data`, the plotted values) and ``figure1.png``; return the PNG's path."""
+    data = figure1_data(gammas)
+    with open(os.path.join(output, "figure1.json"), "w") as f:
+        json.dump(data, f)
+    path = os.path.join(output, "figure1.png")
+    plot_figure1(data, path)
+    return path
+
+
+def figure4(config_file: str, opts: Sequence[str], output: str, dataset: Optional[str] = None,
+            num_images: int = 100, gammas: Sequence[float] = (0.0, 0.5, 1.0, 2.0),
+            allow_unsafe: bool = False) -> str:
+    """Write Figure 4 of the trained model of ``config_file`` (with the ``KEY VALUE``
+    overrides ``opts``, e.g. ``MODEL.WEIGHTS``) into the existing folder ``output``:
+    ``figure4.json`` (the plotted values: per kind of sample, its count, the fraction axis and
+    one cumulative curve per gamma of ``gammas``) and ``figure4.png``; return the PNG's path.
+
+    The model runs on the first ``num_images`` images of the registered ``dataset`` (None: the
+    config's first ``DATASETS.TEST``) at test size, its anchors labelled by its own assigner
+    (:func:`anchor_probabilities`), printing its progress. ``allow_unsafe``: read Python tags
+    in the config (``--allow-unsafe-config``). A missing dataset, a bad image count or an
+    unreadable checkpoint is a ``ValueError`` naming it; images with no positive or no
+    negative sample are one too."""
+    from detectron2.data import DatasetCatalog, DatasetMapper
+    from detectron2.data import transforms as T
+
+    from retina_focal.data.datasets.coco import check_registered
+    from retina_focal.engine.checkpoint import CheckpointReadError
+    from retina_focal.engine.defaults import build_cfg, build_model_and_load
+
+    given_dataset = dataset
+    cfg = build_cfg(config_file, list(opts), allow_unsafe=allow_unsafe)
+    dataset = dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)
+    if dataset is None:
+        raise ValueError("No dataset: pass --dataset NAME or set DATASETS.TEST in the config")
+    check_registered(dataset, "--dataset" if given_dataset else "DATASETS.TEST",
+                     can_register=False)
+    if num_images < 1:
+        raise ValueError(f"--num-images={num_images} is invalid: use 1 or more")
+
+    if not cfg.MODEL.WEIGHTS:
+        logger.warning("MODEL.WEIGHTS is empty: Figure 4 of a randomly initialised model")
+    try:  # every tensor from the checkpoint: a model of another class count is an error
+        model = build_model_and_load(cfg)
+    except CheckpointReadError as e:  # truncated / corrupt: an error message like the others
+        raise ValueError(str(e)) from e
+    # test-time resizing, but keep the annotations (is_train=True) to label the anchors
+    mapper = DatasetMapper(
+        is_train=True,
+        augmentations=[T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)],
+        image_format=cfg.INPUT.FORMAT,
+    )
+    dicts = DatasetCatalog.get(dataset)[:num_images]
+    batch_size = 4
+
+    def batches():
+        t0 = time.time()
+        for i in range(0, len(dicts), batch_size):
+            yield [mapper(dict(d)) for d in dicts[i:i + batch_size]]
+            done = min(i + batch_size, len(dicts))
+            eta = (time.time() - t0) / done * (len(dicts) - done)
+            print(f"Figure 4: {done}/{len(dicts)} images, ETA {eta:.0f} s", flush=True)
+
+    pos_p, neg_p = anchor_probabilities(model, batches())
+    if pos_p.size == 0 or neg_p.size == 0:
+        raise ValueError(f"{dataset}: the first {len(dicts)} images gave {pos_p.size} positive "
+                         f"and {neg_p.size} negative samples; Figure 4 needs both")
+    data = {"dataset": dataset, "num_images": len(dicts), "weights": cfg.MODEL.WEIGHTS}
+    for kind, p_t in (("positive", pos_p), ("negative", 1.0 - neg_p)):
+        entry: Dict[str, Any] = {"num_samples": int(p_t.size), "cdf": {}}
+        for g in gammas:
+            entry["fraction"], cdf = loss_cdf(p_t, g)
+            entry["cdf"][repr(g)] = cdf.tolist()
+        entry["fraction"] = entry["fraction"].tolist()
+        data[kind] = entry
+    path = os.path.join(output, "figure4.png")
+    with open(os.path.join(output, "figure4.json"), "w") as f:
+        json.dump(data, f)
+    plot_figure4(data, path)
+    return path

@@ -5,7 +5,9 @@ This is the one place in ``retina_focal.analysis`` that reads a config: it build
 generator, the backbone's strides and padding, and the assigner exactly as ``RetinaFocal``
 does, so the analysis sees the anchors and labels the model would train with.
 """
+import json
 import os
+import sys
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
@@ -15,12 +17,15 @@ from detectron2.data.transforms import ResizeTransform
 from detectron2.modeling import build_backbone
 from detectron2.modeling.anchor_generator import build_anchor_generator
 from detectron2.structures import Boxes, Instances
+from tqdm import tqdm
 
 from retina_focal.analysis.assignment import (
     analyze_image,
     feature_grid_sizes,
     gt_as_model_sees_it,
+    plot_summaries,
     resized_image_size,
+    summarize,
 )
 from retina_focal.analysis.visualize import (
     draw_assignment,
@@ -39,8 +44,9 @@ from retina_focal.modeling.anchor_assignment import build_assigner
 from retina_focal.modeling.meta_arch import head_feature_shapes
 from retina_focal.utils.errors import DataError
 
-__all__ = ["AssignmentDrawing", "AssignmentSetting", "assignment_dataset", "draw_dataset_image",
-           "load_cfg", "pick_image", "register_dataset_arg", "image_size_of"]
+__all__ = ["AssignmentDrawing", "AssignmentSetting", "analyze_settings", "choose_dataset",
+           "dataset_dicts", "describe", "draw_dataset_image", "image_size_of", "load_cfg",
+           "pick_image", "register_dataset_arg", "run_setting", "write_assignment_report"]
 
 
 def load_cfg(config_file: str, opts: List[str], *, allow_unsafe: bool = False):
@@ -117,14 +123,37 @@ class AssignmentSetting:
         return record
 
 
-def assignment_dataset(cfg, dataset_name: Optional[str], registered: Sequence[str]) -> str:
-    """The dataset ``retina-focal visualize`` takes its image from: ``dataset_name``
-    (``--dataset-name``), else the only one of ``registered`` (the ``--dataset`` options),
-    else the config's first ``DATASETS.TEST``; a :class:`DataError` when there is none or it is
-    not registered."""
-    dataset = dataset_name or (registered[0] if len(registered) == 1 else None) or \
-        (cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else None)
-    if dataset is None:
+def describe(config_file: str, opts: Sequence[str]) -> str:
+    """A setting's name in tables and progress bars: the config file's stem and its
+    overrides."""
+    name = os.path.splitext(os.path.basename(config_file))[0]
+    return " ".join([name] + list(opts))
+
+
+def run_setting(setting: AssignmentSetting, dicts: Sequence[Dict], desc: str) -> List[Dict]:
+    """:meth:`AssignmentSetting.analyze`'s record of every dataset dict of ``dicts``, with its
+    ``image_id`` and ``file_name`` (the base name), and a progress bar named ``desc`` on
+    stderr."""
+    records = []
+    for d in tqdm(dicts, desc=desc, unit="img", dynamic_ncols=True, file=sys.stderr):
+        rec = setting.analyze(d)
+        rec.update(image_id=d.get("image_id"), file_name=os.path.basename(d["file_name"]))
+        records.append(rec)
+    return records
+
+
+def choose_dataset(dataset_name: Optional[str], registered: Sequence[str], cfg) -> str:
+    """The dataset to analyse or draw from: ``dataset_name`` (``--dataset-name``), else the
+    only dataset of ``registered`` (``--dataset NAME=JSON:IMAGE_DIR``), else ``cfg``'s first
+    ``DATASETS.TEST``; an error (:class:`~retina_focal.utils.errors.DataError`) if there is
+    none, or it is not registered."""
+    if dataset_name:
+        dataset = dataset_name
+    elif len(registered) == 1:
+        dataset = registered[0]
+    elif len(cfg.DATASETS.TEST):
+        dataset = cfg.DATASETS.TEST[0]
+    else:
         raise DataError("no dataset: give --dataset-name, --dataset "
                         "NAME=JSON:IMAGE_DIR, or DATASETS.TEST")
     check_registered(dataset, "--dataset-name" if dataset_name else "the dataset")
@@ -167,7 +196,7 @@ def draw_dataset_image(cfg, dataset: str, image: str, output: str,
 
     Args:
         cfg: the config (its anchors, assigner and test size, see :class:`AssignmentSetting`).
-        dataset: the dataset's name (e.g. :func:`assignment_dataset`).
+        dataset: the dataset's name (e.g. :func:`choose_dataset`).
         image: an index into the dataset or an image file name (:func:`pick_image`).
         output: the PNG file to write (check it first with
             :func:`~retina_focal.analysis.visualize.check_output_png`).
@@ -196,3 +225,58 @@ def draw_dataset_image(cfg, dataset: str, image: str, output: str,
     save_png(drawing, output)
     return AssignmentDrawing(d["file_name"], tuple(size), str(setting.assigner), counts,
                              legend_lines(text, labels, m))
+
+
+def dataset_dicts(dataset: str, max_images: int = 0) -> Tuple[List[Dict], List[str]]:
+    """The registered ``dataset``'s dicts (the first ``max_images``, 0: all) and class names
+    (its ``thing_classes``, else ``"0"``, ``"1"``, ... up to its largest category id)."""
+    dicts = DatasetCatalog.get(dataset)
+    if max_images > 0:
+        dicts = dicts[: max_images]
+    class_names = MetadataCatalog.get(dataset).get("thing_classes")
+    if class_names is None:
+        num = 1 + max((a["category_id"] for d in dicts for a in d.get("annotations", [])),
+                      default=-1)
+        class_names = [str(i) for i in range(num)]
+    return dicts, class_names
+
+
+def analyze_settings(specs: Sequence[Tuple[str, Sequence[str]]], cfgs: Sequence,
+                     dicts: Sequence[Dict], class_names: Sequence[str],
+                     iou_bins: int = 20) -> Tuple[List[Dict], Dict[str, Dict]]:
+    """Analyse every setting on ``dicts``: ``specs`` are the settings' ``(config file,
+    overrides)``, ``cfgs`` their configs (:func:`load_cfg`), named A, B, ... in order.
+
+    Returns:
+        ``(settings, summaries)``: per setting, ``{"name", "config_file", "opts",
+        "description", "assigner", "level_names", "summary", "images"}`` (the per-image
+        records of :func:`run_setting`); ``{name: summary}``
+        (:func:`~retina_focal.analysis.assignment.summarize`, ``iou_bins`` bins of best IoU).
+    """
+    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    settings_out, summaries = [], {}
+    for i, ((config_file, opts), cfg) in enumerate(zip(specs, cfgs)):
+        label = letters[i % 26] + (str(i // 26) if i >= 26 else "")
+        setting = AssignmentSetting(cfg)
+        records = run_setting(setting, dicts, f"{label}: {describe(config_file, opts)}")
+        summary = summarize(records, class_names, setting.level_names, iou_bins)
+        summaries[label] = summary
+        settings_out.append({
+            "name": label, "config_file": config_file, "opts": list(opts),
+            "description": describe(config_file, opts), "assigner": repr(setting.assigner),
+            "level_names": setting.level_names, "summary": summary, "images": records,
+        })
+    return settings_out, summaries
+
+
+def write_assignment_report(output: str, dataset: str, class_names: Sequence[str],
+                            settings: List[Dict],
+                            summaries: Dict[str, Dict]) -> Tuple[str, List[str]]:
+    """Write :func:`analyze_settings`'s result into the existing folder ``output``:
+    ``assignment.json`` (the dataset, its class names, every setting) and the PNG plots
+    (:func:`~retina_focal.analysis.assignment.plot_summaries`); return their paths."""
+    json_path = os.path.join(output, "assignment.json")
+    with open(json_path, "w") as f:
+        json.dump({"dataset": dataset, "class_names": list(class_names),
+                   "settings": settings}, f, indent=1)
+    return json_path, plot_summaries(summaries, output)

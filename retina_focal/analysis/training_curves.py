@@ -10,14 +10,15 @@ import json
 import logging
 import math
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from retina_focal.utils.file_io import make_output_dir
 from retina_focal.utils.plotting import pyplot
 
-__all__ = ["FIGURES", "PANELS", "load_metrics", "plot_runs", "running_mean"]
+__all__ = ["FIGURES", "PANELS", "default_plot_dir", "load_metrics", "load_runs", "plot_runs",
+           "running_mean"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +88,28 @@ def load_metrics(path: str) -> Dict[str, List[Tuple[int, float]]]:
     if not series:
         raise ValueError(f"{path} holds no metrics")
     return {k: sorted(v.items()) for k, v in series.items()}
+
+
+def load_runs(paths: Sequence[str], labels: Optional[Sequence[str]] = None
+              ) -> List[Tuple[str, Dict[str, List[Tuple[int, float]]]]]:
+    """``[(label, metrics), ...]`` of every run of ``paths`` (a run's folder, OUTPUT_DIR, or its
+    ``metrics.json``; :func:`load_metrics`), for :func:`plot_runs`. ``labels``: one legend
+    label per run (None: each run folder's name). An unreadable run is :func:`load_metrics`'s
+    ``OSError`` or ``ValueError``, naming the file."""
+    runs = []
+    for i, run_path in enumerate(paths):
+        folder = run_path if os.path.isdir(run_path) else \
+            os.path.dirname(os.path.abspath(run_path))
+        label = labels[i] if labels else os.path.basename(os.path.normpath(folder))
+        runs.append((label, load_metrics(run_path)))
+    return runs
+
+
+def default_plot_dir(run_path: str) -> str:
+    """Where the plots of runs whose first is ``run_path`` go by default: ``plots/`` in its
+    folder."""
+    first = run_path if os.path.isdir(run_path) else os.path.dirname(run_path)
+    return os.path.join(first, "plots")
 
 
 def running_mean(y: np.ndarray, window: int) -> np.ndarray:

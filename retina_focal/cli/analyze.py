@@ -15,20 +15,22 @@ pixel is read. Output: a text table on stdout, ``assignment.json`` and PNG plots
 ``--output``.
 """
 import argparse
-import json
 import logging
-import os
 import sys
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from tqdm import tqdm
-
-from retina_focal.analysis import format_table, plot_summaries, summarize
-from retina_focal.analysis.settings import AssignmentSetting, load_cfg, register_dataset_arg
+from retina_focal.analysis import format_table
+from retina_focal.analysis.settings import (
+    analyze_settings,
+    choose_dataset,
+    dataset_dicts,
+    load_cfg,
+    register_dataset_arg,
+    write_assignment_report,
+)
 from retina_focal.cli._args import command_parser, int_at_least
 from retina_focal.cli._errors import reports_user_errors
 from retina_focal.config.loading import add_allow_unsafe_config_argument
-from retina_focal.data.datasets.coco import add_dataset_argument, check_registered
+from retina_focal.data.datasets.coco import add_dataset_argument
 from retina_focal.utils.file_io import make_output_dir
 
 
@@ -65,20 +67,6 @@ def split_compare(argv):
     return main, chunks
 
 
-def describe(config_file, opts):
-    name = os.path.splitext(os.path.basename(config_file))[0]
-    return " ".join([name] + list(opts))
-
-
-def run_setting(setting, dicts, desc):
-    records = []
-    for d in tqdm(dicts, desc=desc, unit="img", dynamic_ncols=True, file=sys.stderr):
-        rec = setting.analyze(d)
-        rec.update(image_id=d.get("image_id"), file_name=os.path.basename(d["file_name"]))
-        records.append(rec)
-    return records
-
-
 def parse_args(argv=None):
     """argv -> (the main config's arguments, [(compared config, its overrides), ...])."""
     argv = sys.argv[1:] if argv is None else argv
@@ -92,44 +80,13 @@ def main(args, compares=()):
     registered = [register_dataset_arg(spec) for spec in args.dataset]
     specs = [(args.config_file, args.opts)] + list(compares)
     cfgs = [load_cfg(f, o, allow_unsafe=args.allow_unsafe_config) for f, o in specs]
-    if args.dataset_name:
-        dataset = args.dataset_name
-    elif len(registered) == 1:
-        dataset = registered[0]
-    elif len(cfgs[0].DATASETS.TEST):
-        dataset = cfgs[0].DATASETS.TEST[0]
-    else:
-        raise SystemExit("error: no dataset: give --dataset-name, --dataset, or DATASETS.TEST")
-    check_registered(dataset, "--dataset-name" if args.dataset_name else "the dataset")
-    dicts = DatasetCatalog.get(dataset)
-    if args.max_images > 0:
-        dicts = dicts[: args.max_images]
-    class_names = MetadataCatalog.get(dataset).get("thing_classes")
-    if class_names is None:
-        num = 1 + max((a["category_id"] for d in dicts for a in d.get("annotations", [])),
-                      default=-1)
-        class_names = [str(i) for i in range(num)]
-
-    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-    settings_out, summaries = [], {}
-    for i, ((config_file, opts), cfg) in enumerate(zip(specs, cfgs)):
-        label = letters[i % 26] + (str(i // 26) if i >= 26 else "")
-        setting = AssignmentSetting(cfg)
-        records = run_setting(setting, dicts, f"{label}: {describe(config_file, opts)}")
-        summary = summarize(records, class_names, setting.level_names, args.iou_bins)
-        summaries[label] = summary
-        settings_out.append({
-            "name": label, "config_file": config_file, "opts": list(opts),
-            "description": describe(config_file, opts), "assigner": repr(setting.assigner),
-            "level_names": setting.level_names, "summary": summary, "images": records,
-        })
+    dataset = choose_dataset(args.dataset_name, registered, cfgs[0])
+    dicts, class_names = dataset_dicts(dataset, args.max_images)
+    settings_out, summaries = analyze_settings(specs, cfgs, dicts, class_names, args.iou_bins)
 
     make_output_dir(args.output, "--output")
-    json_path = os.path.join(args.output, "assignment.json")
-    with open(json_path, "w") as f:
-        json.dump({"dataset": dataset, "class_names": list(class_names),
-                   "settings": settings_out}, f, indent=1)
-    pngs = plot_summaries(summaries, args.output)
+    json_path, pngs = write_assignment_report(args.output, dataset, class_names, settings_out,
+                                              summaries)
 
     print(f"\nAnchor assignment on {dataset} ({len(dicts)} images, test-time size)")
     for s in settings_out:

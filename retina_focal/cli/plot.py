@@ -17,9 +17,8 @@ Each run is an output folder (holding ``metrics.json``) or the file itself. Writ
 ``--smooth N`` draws a running mean over N logged points (the raw curve stays, faint).
 """
 import argparse
-import os
 
-from retina_focal.analysis.training_curves import load_metrics, plot_runs
+from retina_focal.analysis.training_curves import default_plot_dir, load_runs, plot_runs
 from retina_focal.cli._args import command_parser
 from retina_focal.cli._errors import reports_user_errors
 
@@ -40,17 +39,11 @@ def build_parser():
 
 def main(args):
     """Read every run, write the plots and summary.json; return {name: path}."""
-    runs = []
-    for i, run_path in enumerate(args.runs):
-        folder = run_path if os.path.isdir(run_path) else \
-            os.path.dirname(os.path.abspath(run_path))
-        label = args.labels[i] if args.labels else os.path.basename(os.path.normpath(folder))
-        try:
-            runs.append((label, load_metrics(run_path)))
-        except (OSError, ValueError) as e:
-            raise SystemExit(f"error: {e}")
-    first = args.runs[0] if os.path.isdir(args.runs[0]) else os.path.dirname(args.runs[0])
-    output = args.output or os.path.join(first, "plots")
+    try:
+        runs = load_runs(args.runs, args.labels)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"error: {e}")
+    output = args.output or default_plot_dir(args.runs[0])
     files = plot_runs(runs, output, smooth=args.smooth)
     print(f"Wrote {', '.join(sorted(files.values()))}")
     return files

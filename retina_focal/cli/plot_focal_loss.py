@@ -12,27 +12,15 @@ Writes ``figure1.png`` + ``figure1.json`` (the plotted values) and, with ``--con
 ``figure4.png`` + ``figure4.json``. Anchors are labelled by the model's own assigner.
 """
 import argparse
-import json
 import logging
-import os
-import time
-from typing import Any, Dict
 
-from retina_focal.analysis.loss_curves import (
-    anchor_probabilities,
-    figure1_data,
-    loss_cdf,
-    plot_figure1,
-    plot_figure4,
-)
+from retina_focal.analysis.loss_curves import figure4, write_figure1
 from retina_focal.cli._args import command_parser
 from retina_focal.cli._errors import reports_user_errors
 from retina_focal.config.loading import add_allow_unsafe_config_argument
 from retina_focal.utils.file_io import make_output_dir
 
-__all__ = ["build_parser", "figure4", "main", "parse_args", "run"]
-
-logger = logging.getLogger("retina_focal.plot_focal_loss")
+__all__ = ["build_parser", "main", "parse_args", "run"]
 
 
 def _gammas(text: str):
@@ -69,79 +57,19 @@ def parse_args(argv=None):
     return build_parser().parse_args(argv)
 
 
-def figure4(args) -> str:
-    from detectron2.data import DatasetCatalog, DatasetMapper
-    from detectron2.data import transforms as T
-
-    from retina_focal.data.datasets.coco import check_registered
-    from retina_focal.engine.checkpoint import CheckpointReadError
-    from retina_focal.engine.defaults import build_cfg, build_model_and_load
-
-    cfg = build_cfg(args.config_file, args.opts, allow_unsafe=args.allow_unsafe_config)
-    dataset = args.dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)
-    if dataset is None:
-        raise ValueError("No dataset: pass --dataset NAME or set DATASETS.TEST in the config")
-    check_registered(dataset, "--dataset" if args.dataset else "DATASETS.TEST",
-                     can_register=False)
-    if args.num_images < 1:
-        raise ValueError(f"--num-images={args.num_images} is invalid: use 1 or more")
-
-    if not cfg.MODEL.WEIGHTS:
-        logger.warning("MODEL.WEIGHTS is empty: Figure 4 of a randomly initialised model")
-    try:  # every tensor from the checkpoint: a model of another class count is an error
-        model = build_model_and_load(cfg)
-    except CheckpointReadError as e:  # truncated / corrupt: an error message like the others
-        raise ValueError(str(e)) from e
-    # test-time resizing, but keep the annotations (is_train=True) to label the anchors
-    mapper = DatasetMapper(
-        is_train=True,
-        augmentations=[T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)],
-        image_format=cfg.INPUT.FORMAT,
-    )
-    dicts = DatasetCatalog.get(dataset)[: args.num_images]
-    batch_size = 4
-
-    def batches():
-        t0 = time.time()
-        for i in range(0, len(dicts), batch_size):
-            yield [mapper(dict(d)) for d in dicts[i:i + batch_size]]
-            done = min(i + batch_size, len(dicts))
-            eta = (time.time() - t0) / done * (len(dicts) - done)
-            print(f"Figure 4: {done}/{len(dicts)} images, ETA {eta:.0f} s", flush=True)
-
-    pos_p, neg_p = anchor_probabilities(model, batches())
-    if pos_p.size == 0 or neg_p.size == 0:
-        raise ValueError(f"{dataset}: the first {len(dicts)} images gave {pos_p.size} positive "
-                         f"and {neg_p.size} negative samples; Figure 4 needs both")
-    data = {"dataset": dataset, "num_images": len(dicts), "weights": cfg.MODEL.WEIGHTS}
-    for kind, p_t in (("positive", pos_p), ("negative", 1.0 - neg_p)):
-        entry: Dict[str, Any] = {"num_samples": int(p_t.size), "cdf": {}}
-        for g in args.fig4_gammas:
-            entry["fraction"], cdf = loss_cdf(p_t, g)
-            entry["cdf"][repr(g)] = cdf.tolist()
-        entry["fraction"] = entry["fraction"].tolist()
-        data[kind] = entry
-    path = os.path.join(args.output, "figure4.png")
-    with open(os.path.join(args.output, "figure4.json"), "w") as f:
-        json.dump(data, f)
-    plot_figure4(data, path)
-    return path
-
-
 def main(args) -> int:
     """Write Figure 1 (and Figure 4 with ``--config-file``, first: a bad input stops the
     command before either figure is written); 0, or ``SystemExit("error: ...")``."""
     make_output_dir(args.output, "--output")
     if args.config_file:
         try:
-            print(f"wrote {figure4(args)}")
+            path = figure4(args.config_file, args.opts, args.output, dataset=args.dataset,
+                           num_images=args.num_images, gammas=args.fig4_gammas,
+                           allow_unsafe=args.allow_unsafe_config)
+            print(f"wrote {path}")
         except (ValueError, FileNotFoundError) as e:
             raise SystemExit(f"error: {e}") from e
-    data = figure1_data(args.gammas)
-    with open(os.path.join(args.output, "figure1.json"), "w") as f:
-        json.dump(data, f)
-    plot_figure1(data, os.path.join(args.output, "figure1.png"))
-    print(f"wrote {os.path.join(args.output, 'figure1.png')}")
+    print(f"wrote {write_figure1(args.gammas, args.output)}")
     return 0
 
 

@@ -11,7 +11,7 @@ import argparse
 import os
 
 from retina_focal.analysis.settings import (
-    assignment_dataset,
+    choose_dataset,
     draw_dataset_image,
     load_cfg,
     register_dataset_arg,
@@ -47,7 +47,7 @@ def main(args):
     check_output_png(args.output)
     registered = [register_dataset_arg(spec) for spec in args.dataset]
     cfg = load_cfg(args.config_file, args.opts, allow_unsafe=args.allow_unsafe_config)
-    dataset = assignment_dataset(cfg, args.dataset_name, registered)
+    dataset = choose_dataset(args.dataset_name, registered, cfg)
     drawn = draw_dataset_image(cfg, dataset, args.image, args.output, scale=args.scale)
     print(f"{os.path.basename(drawn.file_name)} at {drawn.size[1]}x{drawn.size[0]}, "
           f"{drawn.assigner}")

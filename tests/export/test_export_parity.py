@@ -83,7 +83,7 @@ def test_dataset_parity_reads_16_bit_images_as_evaluation_does(trained, tmp_path
 def test_an_export_clears_the_earlier_exports_files_from_its_folder(tmp_path):
     """Stranger test: an export into a folder of an earlier one left its verify/ report (and
     other formats' files), which then described another model."""
-    from retina_focal.cli.export import clear_earlier_export
+    from retina_focal.export.checked import clear_earlier_export
 
     for name in ("model.onnx", "model.pt2", "class_map.json", "notes.txt"):
         (tmp_path / name).write_text("x")
