@@ -91,6 +91,9 @@ def check_config_kind(config_file: str, kind: str) -> str:
     if kind == "yaml" and config_file.endswith(".py"):
         raise ConfigError(f"{config_file} is a LazyConfig (.py): run it with {_LAZY_COMMAND}; "
                           "this command reads Detectron2 YAML configs")
+    if kind == "lazy" and not config_file.endswith((".py", ".yaml", ".yml")):
+        raise ConfigError(f"{config_file} is not a LazyConfig: {_LAZY_COMMAND} reads a .py "
+                          "LazyConfig (or the .yaml that LazyConfig.save writes)")
     if config_file.endswith((".yaml", ".yml")) or kind == "yaml":
         data = read_yaml_text(config_file)  # not text, empty, not YAML: named here
     if kind == "lazy" and config_file.endswith((".yaml", ".yml")):

@@ -185,6 +185,9 @@ def test_lazy_train_refuses_a_yaml_lazy_config_with_a_python_tag(tmp_path):
      "retina-focal train"),
     ("train", "no_such.yaml", "config file 'no_such.yaml' does not exist"),
     ("lazy-train", "no_such.py", "config file 'no_such.py' does not exist"),
+    # an image given as the config: one line, not Detectron2's ValueError traceback
+    ("lazy-train", os.path.join(os.path.dirname(CONFIGS), "docs", "images", "web_page.png"),
+     "web_page.png is not a LazyConfig: retina-focal lazy-train"),
 ])
 def test_a_config_of_the_other_system_or_none_is_one_error_line(
         tmp_path, monkeypatch, capsys, command, config, fragment):
