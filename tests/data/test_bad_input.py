@@ -209,6 +209,9 @@ def test_an_image_folder_that_is_a_file_is_named_as_such(tmp_path):
     path = _coco_with(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"image folder '.*a\.png' is a file, not a folder"):
         register_coco_dataset("folder_is_file", path, str(tmp_path / "a.png"))
+    # and the other way round: a folder given as the annotation file
+    with pytest.raises(FileNotFoundError, match=r"annotation file '.*' is a folder, not a file"):
+        register_coco_dataset("json_is_folder", str(tmp_path), str(tmp_path))
 
 
 def test_a_coco_json_whose_references_resolve_registers_with_its_class_names(tmp_path):

@@ -188,7 +188,8 @@ def register_coco_dataset(name: str, json_file: str, image_root: str) -> List[st
     """
     json_file, image_root = os.path.abspath(json_file), os.path.abspath(image_root)
     if not os.path.isfile(json_file):
-        raise DataFileNotFound(f"--dataset {name}: annotation file {json_file!r} does not exist")
+        what = "is a folder, not a file" if os.path.isdir(json_file) else "does not exist"
+        raise DataFileNotFound(f"--dataset {name}: annotation file {json_file!r} {what}")
     if not os.path.isdir(image_root):
         what = "is a file, not a folder" if os.path.exists(image_root) else "does not exist"
         raise DataFileNotFound(f"--dataset {name}: image folder {image_root!r} {what}")
