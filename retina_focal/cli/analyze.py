@@ -63,7 +63,8 @@ def split_compare(argv):
             current.append(arg)
     for c in chunks:
         if not c:
-            raise SystemExit("--compare needs a config file: --compare CONFIG [KEY VALUE ...]")
+            raise SystemExit("error: --compare needs a config file: --compare CONFIG "
+                             "[KEY VALUE ...]")
     return main, chunks
 
 

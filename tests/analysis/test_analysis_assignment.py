@@ -210,3 +210,14 @@ def test_bad_dataset_argument_is_explained(tmp_path, spec, fragment):
     (tmp_path / "a.json").write_text("{}")
     with pytest.raises((ValueError, FileNotFoundError), match=fragment):
         register_dataset_arg(spec.format(tmp=tmp_path))
+
+
+def test_a_compare_without_a_config_is_one_error_line(tmp_path):
+    """`analyze ... --compare` with nothing after it ends like every other bad option: one
+    `error:` line, status 1, nothing written."""
+    from retina_focal.cli import analyze
+
+    with pytest.raises(SystemExit, match=r"^error: --compare needs a config file"):
+        analyze.run(["--config-file", TINY_CONFIG, "--output", str(tmp_path / "out"),
+                     "--compare"])
+    assert not (tmp_path / "out").exists()
