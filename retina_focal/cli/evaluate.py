@@ -96,6 +96,16 @@ def run(argv=None) -> int:
     if args.results:
         if not args.gt_json:
             raise SystemExit("error: --results needs --gt-json (the ground truth to compare with)")
+        # a results file is evaluated without a model: what only a model reads would be
+        # ignored, so it is refused instead
+        unused = [opt for opt, given in (
+            ("--config-file", args.config_file), ("--image-dir", args.image_dir),
+            ("--dataset", args.dataset), ("KEY VALUE overrides", args.opts),
+            ("--eval-only", args.eval_only), ("--resume", args.resume)) if given]
+        if unused:
+            raise SystemExit(f"error: --results evaluates a detections file without a model: "
+                             f"{', '.join(unused)} would have no effect; leave "
+                             f"{'it' if len(unused) == 1 else 'them'} out")
         try:
             evaluate_results(args)
         except (ValueError, FileNotFoundError) as e:

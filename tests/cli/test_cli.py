@@ -48,6 +48,14 @@ def test_errors_become_exit_status_and_message(no_subprocess, capsys):
     # a SystemExit("error: ...") of the command: status 1, the message on stderr
     assert cli.main(["eval", "--results", "missing.json"]) == 1
     assert "--results needs --gt-json" in capsys.readouterr().err
+    # what only a model reads is refused with a results file, not silently ignored
+    assert cli.main(["eval", "--results", "missing.json", "--gt-json", "gt.json",
+                     "MODEL.WEIGHTS", "x.pth"]) == 1
+    assert "KEY VALUE overrides would have no effect" in capsys.readouterr().err
+    assert cli.main(["eval", "--results", "missing.json", "--gt-json", "gt.json",
+                     "--config-file", "c.yaml", "--image-dir", "img"]) == 1
+    assert "--config-file, --image-dir would have no effect; leave them out" in \
+        capsys.readouterr().err
     # argparse's own errors keep their status 2
     assert cli.main(["make-dataset"]) == 2
     assert "--output" in capsys.readouterr().err
