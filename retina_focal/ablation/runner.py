@@ -13,6 +13,7 @@ import glob
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -284,7 +285,7 @@ class StudyRunner:
         log(f"start {label!r} (setting {run['index']} of study {self.study.name}) -> {out}")
         t0 = time.time()
         log_path = os.path.join(out, "train_stdout.txt")
-        lines = ["$ " + " ".join(cmd) + "\n"]
+        lines = ["$ " + shlex.join(cmd) + "\n"]  # a line that pastes into a shell
         with open(log_path, "w") as logf:
             logf.write(lines[0])
             logf.flush()

@@ -580,3 +580,10 @@ def test_a_setting_refused_by_the_trainer_fails_with_its_error_line(tmp_path):
     assert "2/2 settings finished" in out  # the second setting ran after the first failed
     log = open(os.path.join(study_dir, "01_gamma=0.0_alpha=0.75", "train_stdout.txt")).read()
     assert "train_config" in log and "retina_focal.cli" not in log
+    # its first line is the setting's command, quoted so that it pastes into a shell
+    import shlex
+
+    first = shlex.split(log.splitlines()[0])
+    assert first[0] == "$" and first[2] == "-c" and "train_config(" in first[3]
+    assert first[4] == TINY_CONFIG and first[-2:] == ["OUTPUT_DIR", os.path.dirname(
+        os.path.join(study_dir, "01_gamma=0.0_alpha=0.75", "x"))]
