@@ -37,7 +37,7 @@ import os
 import shlex
 import socket
 import sys
-from typing import Any, Callable, Dict, List, Literal, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Literal, Optional, Set, Tuple, Union
 
 from detectron2.utils import comm
 from torch import nn
@@ -236,10 +236,18 @@ def remove_leftover_temporaries(output_dir: str) -> int:
     return len(removed)
 
 
+# output directories (real paths) this process's claim created; a run refused before it
+# started removes the one it created (empty by then) when it lets it go
+_CREATED: Set[str] = set()
+_REMOVE_ON_RELEASE: Set[str] = set()
+
+
 def _claim(output_dir: str) -> OutputDirLock:
     key = _key(output_dir)
     if key in _HELD:
         return _HELD[key]
+    if not os.path.isdir(output_dir):
+        _CREATED.add(key)
     os.makedirs(output_dir, exist_ok=True)
     lock = OutputDirLock(output_dir)
     lock.acquire()
@@ -272,6 +280,7 @@ def claim_output_dir(output_dir: str, check: Optional[Callable[[], None]] = None
             if check is not None:
                 check()
         except UserError as e:
+            _remove_on_release(output_dir)
             release_output_dir(output_dir)
             lock, refused = None, e
     if comm.get_world_size() > 1:
@@ -284,9 +293,24 @@ def claim_output_dir(output_dir: str, check: Optional[Callable[[], None]] = None
 def release_output_dir(output_dir: str) -> None:
     """Release the lock this process holds on ``output_dir`` (nothing if it holds none)."""
     if output_dir and is_local_path(output_dir):
-        lock = _HELD.pop(_key(output_dir), None)
+        key = _key(output_dir)
+        lock = _HELD.pop(key, None)
         if lock is not None:
             lock.release()
+        _CREATED.discard(key)
+        if key in _REMOVE_ON_RELEASE:
+            _REMOVE_ON_RELEASE.discard(key)
+            try:
+                os.rmdir(output_dir)  # only where nothing is left in it
+            except OSError:
+                pass
+
+
+def _remove_on_release(output_dir: str) -> None:
+    """A refused run: the directory its claim created goes when it is released (if empty)."""
+    key = _key(output_dir)
+    if key in _CREATED:
+        _REMOVE_ON_RELEASE.add(key)
 
 
 @atexit.register
@@ -514,8 +538,10 @@ def start_output_dir(output_dir: str) -> None:
 def rollback_output_dir(output_dir: str) -> None:
     """A run refused before it started (a :class:`UserError` while its model was built or
     loaded): restore ``output_dir`` as it was when the run took it (config.yaml, log.txt, no
-    new event or metrics files), so that a refused run changes no file there."""
+    new event or metrics files), so that a refused run changes no file there; a directory the
+    run's claim created is removed when it is released (:func:`release_output_dir`)."""
     snapshot = _SNAPSHOTS.pop(_key(output_dir), None) if output_dir else None
     if snapshot is None:
         return
     snapshot.restore()
+    _remove_on_release(output_dir)  # a directory the run created: removed with its lock

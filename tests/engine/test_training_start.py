@@ -116,3 +116,34 @@ def test_the_check_lets_through_what_is_the_same_run(finished_run, tmp_path):
     torch.save(data, os.path.join(finished_run, "model_final.pth"))
     check_training_start(finished_run, resume=True, class_map=[{"id": 1, "name": "z"}],
                          classes_desc="x")
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["train", "--config-file", TINY_CONFIG, "MODEL.WEIGHTS", "{tmp}/nope.pth"], "nope.pth"),
+    (["train", "--config-file", TINY_CONFIG, "--eval-only", "MODEL.WEIGHTS", "{tmp}/nope.pth"],
+     "nope.pth"),
+    (["eval", "--config-file", TINY_CONFIG, "MODEL.WEIGHTS", "{tmp}/nope.pth"], "nope.pth"),
+    # a file that is no checkpoint: refused while the model is loaded (after setup wrote its
+    # config and log there)
+    (["train", "--config-file", TINY_CONFIG, "MODEL.WEIGHTS", "{tmp}/bad.pth"], "bad.pth"),
+    (["lazy-train", "--config-file", LAZY_TINY, "train.device=cpu",
+      "train.init_checkpoint={tmp}/nope.pth"], "nope.pth"),
+])
+def test_a_refused_run_leaves_no_output_directory_it_created(tmp_path, capsys, argv, fragment):
+    """A run refused before it starts (a checkpoint that does not exist, or is no checkpoint)
+    into an OUTPUT_DIR that did not exist leaves none behind (it created it to lock it); one
+    that existed stays, unchanged."""
+    (tmp_path / "bad.pth").write_text('{"not": "a checkpoint"}')
+    out = tmp_path / "new_run"
+    key = ["train.output_dir={}".format(out)] if argv[0] == "lazy-train" else [
+        "OUTPUT_DIR", str(out)]
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv] + key
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and fragment in err, err[-2000:]
+    assert not out.exists()
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    before = snapshot(str(out))
+    assert main(argv) == 1
+    assert snapshot(str(out)) == before
