@@ -416,6 +416,8 @@ def check_evaluation_start(output_dir: str, weights: str, *, resume: bool = Fals
     """Refuse an evaluation-only run, before it writes anything, that would fail on its
     checkpoint or overwrite another model's results:
 
+    * no ``weights`` (and no run in ``output_dir`` to ``resume``): it would score an
+      untrained model;
     * ``weights`` that do not exist or cannot be read as a checkpoint (exported models,
       ``.onnx`` / ``.pt2`` / ``.ts``, are read by their own runtime and not checked here);
     * an ``output_dir`` that holds a training run while ``weights`` is not one of that run's
@@ -426,6 +428,13 @@ def check_evaluation_start(output_dir: str, weights: str, *, resume: bool = Fals
         CheckpointNotFound, CheckpointReadError: the weights (named).
         TrainingRefused: the directory holds another run (named, with the fix).
     """
+    if not weights and not (resume and output_dir and os.path.isfile(
+            os.path.join(output_dir, "last_checkpoint"))):
+        raise CheckpointNotFound(
+            f"{weights_key} is empty: an evaluation needs the checkpoint to evaluate (e.g. "
+            f"`{weights_key} output/model_final.pth`), or --resume with an {output_key} "
+            "holding a run (its last checkpoint); without one it would score an untrained "
+            "model")
     if not resume:
         check_weights_readable(weights, weights_key)
     if not output_dir or not is_local_path(output_dir) or not os.path.isdir(output_dir) or resume:

@@ -167,16 +167,23 @@ def test_only_the_main_process_locks_and_every_process_stops_when_it_cannot(hold
     assert os.listdir(used) == [LOCK_FILE]
 
 
-def test_the_commands_release_the_output_dir_when_they_end_or_fail(tmp_path, capsys):
+def test_the_commands_release_the_output_dir_when_they_end_or_fail(trained, tmp_path, capsys):
     out = str(tmp_path / "run")
     lock = os.path.join(out, LOCK_FILE)
     yaml = ["train", "--config-file", TINY_CONFIG, "--eval-only", "DATASETS.TEST", "()",
             "OUTPUT_DIR", out]
     lazy = ["lazy-train", "--config-file", TINY_LAZY_CONFIG, "--eval-only",
             "dataloader.evaluator=null", f"train.output_dir={out}"]
-    for command in (yaml, lazy):
+    weights = trained["weights"]
+    for command in (yaml + ["MODEL.WEIGHTS", weights], lazy + [f"train.init_checkpoint={weights}"]):
         assert cli.main(command) == 0
         assert os.path.exists(os.path.join(out, "config.yaml")) and not os.path.exists(lock)
+    # an evaluation without a checkpoint would score an untrained model: refused, naming the key
+    for command, key in ((yaml, "MODEL.WEIGHTS is empty"),
+                         (lazy, "train.init_checkpoint is empty")):
+        assert cli.main(command) == 1
+        assert key in capsys.readouterr().err
+        assert not os.path.exists(lock)
     missing = str(tmp_path / "missing.pth")
     for command in (yaml + ["MODEL.WEIGHTS", missing],
                     lazy + [f"train.init_checkpoint={missing}"]):
