@@ -25,7 +25,7 @@ import sys
 from retina_focal.ablation.runner import StudyRunner, build_plan
 from retina_focal.ablation.studies import SCHEDULES, STUDIES
 from retina_focal.cli._args import command_parser
-from retina_focal.cli._errors import reports_user_errors
+from retina_focal.utils.errors import reports_user_errors
 
 __all__ = ["build_parser", "main", "run"]
 

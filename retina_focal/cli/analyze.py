@@ -28,9 +28,9 @@ from retina_focal.analysis.settings import (
     write_assignment_report,
 )
 from retina_focal.cli._args import command_parser, int_at_least
-from retina_focal.cli._errors import reports_user_errors
 from retina_focal.config.loading import add_allow_unsafe_config_argument
 from retina_focal.data.datasets.coco import add_dataset_argument
+from retina_focal.utils.errors import reports_user_errors
 from retina_focal.utils.file_io import make_output_dir
 
 

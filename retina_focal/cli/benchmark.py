@@ -58,9 +58,9 @@ from retina_focal.benchmark.models import DEFAULT_CONFIG, QUICK_CONFIG
 from retina_focal.benchmark.settings import BenchSettings
 from retina_focal.benchmark.timing import log
 from retina_focal.cli._args import command_parser, int_at_least
-from retina_focal.cli._errors import reports_user_errors
 from retina_focal.config.zoo import resolve_config_file
 from retina_focal.engine.device import check_device_available
+from retina_focal.utils.errors import reports_user_errors
 
 __all__ = ["build_parser", "main", "parse_args", "run"]
 

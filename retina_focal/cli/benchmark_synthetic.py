@@ -7,7 +7,7 @@ import sys
 import torch
 
 from retina_focal.cli._args import command_parser
-from retina_focal.cli._errors import reports_user_errors
+from retina_focal.utils.errors import reports_user_errors
 
 __all__ = ["build_parser", "main", "run"]
 

@@ -30,11 +30,11 @@ import sys
 from detectron2.utils.logger import setup_logger
 
 from retina_focal.cli._args import command_parser
-from retina_focal.cli._errors import reports_user_errors
 from retina_focal.config.loading import add_allow_unsafe_config_argument
 from retina_focal.data.datasets.coco import add_dataset_argument, register_dataset_specs
 from retina_focal.data.image_files import collect_images
 from retina_focal.export.demo import demo_cfg, run_demo
+from retina_focal.utils.errors import reports_user_errors
 
 __all__ = [
     "build_parser",

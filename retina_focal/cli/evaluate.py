@@ -28,12 +28,12 @@ import logging
 import os
 
 from retina_focal.cli._args import launch_settings, run_options
-from retina_focal.cli._errors import reports_user_errors
 from retina_focal.engine.defaults import default_argument_parser, setup_cfg
 from retina_focal.engine.launch import launch_run
 from retina_focal.evaluation import REPORT_FILE, evaluate_results_file
 from retina_focal.evaluation.results_file import default_report_dir
 from retina_focal.export.runtime import evaluate_weights
+from retina_focal.utils.errors import reports_user_errors
 
 __all__ = ["build_parser", "evaluate_results", "main", "prepare_model_args", "run"]
 

@@ -43,7 +43,6 @@ import logging
 from detectron2.utils.logger import setup_logger
 
 from retina_focal.cli._args import command_parser, int_at_least
-from retina_focal.cli._errors import reports_user_errors
 from retina_focal.config.loading import add_allow_unsafe_config_argument
 from retina_focal.data.datasets.coco import (
     add_dataset_argument,
@@ -63,6 +62,7 @@ from retina_focal.export.detector_graph import INPUT_DTYPES
 from retina_focal.export.files import CLASS_MAP_FILE, FORMATS, read_sample_image
 from retina_focal.export.onnx import GRAPHS
 from retina_focal.export.torchscript import sample_image
+from retina_focal.utils.errors import reports_user_errors
 from retina_focal.utils.file_io import make_output_dir
 
 __all__ = ["AP_TOLERANCE", "build_parser", "main", "run"]

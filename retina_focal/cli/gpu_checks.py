@@ -21,7 +21,7 @@ from retina_focal.benchmark.report import save_json
 from retina_focal.benchmark.timing import log
 from retina_focal.cli import benchmark
 from retina_focal.cli._args import command_parser
-from retina_focal.cli._errors import reports_user_errors
+from retina_focal.utils.errors import reports_user_errors
 
 __all__ = ["build_parser", "main", "parse_args", "run"]
 

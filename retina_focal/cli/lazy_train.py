@@ -12,7 +12,6 @@ Overrides are ``key=value`` (Hydra syntax). ``--dataset NAME=JSON:IMAGE_DIR`` re
 COCO-format dataset, e.g. for ``dataloader.train.dataset.names=NAME``.
 """
 from retina_focal.cli._args import launch_settings, run_options
-from retina_focal.cli._errors import reports_user_errors
 from retina_focal.engine.defaults import default_argument_parser, train_or_evaluate
 from retina_focal.engine.launch import launch_run
 from retina_focal.engine.lazy import (
@@ -22,6 +21,7 @@ from retina_focal.engine.lazy import (
     run_evaluation,
     setup_lazy_cfg,
 )
+from retina_focal.utils.errors import reports_user_errors
 
 __all__ = ["build_parser", "main", "run"]
 

@@ -12,8 +12,8 @@ import argparse
 import os
 
 from retina_focal.cli._args import command_parser, int_at_least, int_in
-from retina_focal.cli._errors import reports_user_errors
 from retina_focal.data.datasets.synthetic import write_coco_folder
+from retina_focal.utils.errors import reports_user_errors
 
 MAX_SIZE = 4096  # px: a 4096 x 4096 image is 48 MB to draw
 

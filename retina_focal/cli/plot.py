@@ -20,7 +20,7 @@ import argparse
 
 from retina_focal.analysis.training_curves import default_plot_dir, load_runs, plot_runs
 from retina_focal.cli._args import command_parser
-from retina_focal.cli._errors import reports_user_errors
+from retina_focal.utils.errors import reports_user_errors
 
 __all__ = ["build_parser", "main", "run"]
 

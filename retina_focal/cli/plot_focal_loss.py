@@ -16,8 +16,8 @@ import logging
 
 from retina_focal.analysis.loss_curves import figure4, write_figure1
 from retina_focal.cli._args import command_parser
-from retina_focal.cli._errors import reports_user_errors
 from retina_focal.config.loading import add_allow_unsafe_config_argument
+from retina_focal.utils.errors import reports_user_errors
 from retina_focal.utils.file_io import make_output_dir
 
 __all__ = ["build_parser", "main", "parse_args", "run"]

@@ -17,7 +17,6 @@ import logging
 import detectron2.utils.comm as comm
 
 from retina_focal.cli._args import launch_settings, run_options
-from retina_focal.cli._errors import reports_user_errors
 from retina_focal.engine.defaults import (
     Trainer,
     default_argument_parser,
@@ -26,6 +25,7 @@ from retina_focal.engine.defaults import (
     train_or_evaluate,
 )
 from retina_focal.engine.launch import launch_run
+from retina_focal.utils.errors import reports_user_errors
 
 __all__ = ["build_parser", "main", "run"]
 

@@ -18,9 +18,9 @@ from retina_focal.analysis.settings import (
 )
 from retina_focal.analysis.visualize import check_output_png
 from retina_focal.cli._args import command_parser, positive_float
-from retina_focal.cli._errors import reports_user_errors
 from retina_focal.config.loading import add_allow_unsafe_config_argument
 from retina_focal.data.datasets.coco import add_dataset_argument
+from retina_focal.utils.errors import reports_user_errors
 
 
 def build_parser():
