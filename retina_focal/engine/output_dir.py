@@ -37,7 +37,7 @@ import os
 import shlex
 import socket
 import sys
-from typing import Any, Callable, Dict, List, Literal, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, List, Literal, Optional, Tuple, Union
 
 from detectron2.utils import comm
 from torch import nn
@@ -128,6 +128,10 @@ class OutputDirLock:
             "command": shlex.join([sys.executable] + sys.argv),
         }
         self._text = json.dumps(self.owner)
+        # this process's claim created the directory (set by _claim); a run refused before it
+        # started then removes it, empty by then, once it lets the lock go
+        self.created = False
+        self.remove_on_release = False
 
     def _read(self) -> Optional[str]:
         try:
@@ -236,20 +240,14 @@ def remove_leftover_temporaries(output_dir: str) -> int:
     return len(removed)
 
 
-# output directories (real paths) this process's claim created; a run refused before it
-# started removes the one it created (empty by then) when it lets it go
-_CREATED: Set[str] = set()
-_REMOVE_ON_RELEASE: Set[str] = set()
-
-
 def _claim(output_dir: str) -> OutputDirLock:
     key = _key(output_dir)
     if key in _HELD:
         return _HELD[key]
-    if not os.path.isdir(output_dir):
-        _CREATED.add(key)
+    created = not os.path.isdir(output_dir)
     os.makedirs(output_dir, exist_ok=True)
     lock = OutputDirLock(output_dir)
+    lock.created = created
     lock.acquire()
     _HELD[key] = lock
     remove_leftover_temporaries(output_dir)
@@ -293,24 +291,21 @@ def claim_output_dir(output_dir: str, check: Optional[Callable[[], None]] = None
 def release_output_dir(output_dir: str) -> None:
     """Release the lock this process holds on ``output_dir`` (nothing if it holds none)."""
     if output_dir and is_local_path(output_dir):
-        key = _key(output_dir)
-        lock = _HELD.pop(key, None)
+        lock = _HELD.pop(_key(output_dir), None)
         if lock is not None:
             lock.release()
-        _CREATED.discard(key)
-        if key in _REMOVE_ON_RELEASE:
-            _REMOVE_ON_RELEASE.discard(key)
-            try:
-                os.rmdir(output_dir)  # only where nothing is left in it
-            except OSError:
-                pass
+            if lock.remove_on_release:
+                try:
+                    os.rmdir(output_dir)  # only where nothing is left in it
+                except OSError:
+                    pass
 
 
 def _remove_on_release(output_dir: str) -> None:
     """A refused run: the directory its claim created goes when it is released (if empty)."""
-    key = _key(output_dir)
-    if key in _CREATED:
-        _REMOVE_ON_RELEASE.add(key)
+    lock = _HELD.get(_key(output_dir))
+    if lock is not None and lock.created:
+        lock.remove_on_release = True
 
 
 @atexit.register
@@ -332,7 +327,8 @@ def log_to_output_dir(output_dir: str) -> None:
 
 
 # what a training run leaves in its output directory that training from scratch would replace
-_RUN_FILES = ("last_checkpoint", "model_final.pth")
+_LAST_CHECKPOINT = "last_checkpoint"  # Detectron2's pointer to a run's latest checkpoint
+_RUN_FILES = (_LAST_CHECKPOINT, "model_final.pth")
 
 
 def check_training_start(output_dir: str, *, resume: bool,
@@ -429,7 +425,7 @@ def check_evaluation_start(output_dir: str, weights: str, *, resume: bool = Fals
         TrainingRefused: the directory holds another run (named, with the fix).
     """
     if not weights and not (resume and output_dir and os.path.isfile(
-            os.path.join(output_dir, "last_checkpoint"))):
+            os.path.join(output_dir, _LAST_CHECKPOINT))):
         raise CheckpointNotFound(
             f"{weights_key} is empty: an evaluation needs the checkpoint to evaluate (e.g. "
             f"`{weights_key} output/model_final.pth`), or --resume with an {output_key} "
