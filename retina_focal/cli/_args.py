@@ -1,6 +1,7 @@
 """Argument types the commands share: a bad number is argparse's usage error naming the
 option (``error: argument --iou-bins: 0 is not an integer >= 1``), before anything runs."""
 import argparse
+from dataclasses import fields
 
 __all__ = ["command_parser", "int_at_least", "int_in", "launch_settings", "positive_float",
            "run_options"]
@@ -62,8 +63,8 @@ def launch_settings(args: argparse.Namespace):
     """The processes a command line of ``default_argument_parser`` asks for."""
     from retina_focal.engine.launch import LaunchSettings
 
-    return LaunchSettings(num_gpus=args.num_gpus, num_machines=args.num_machines,
-                          machine_rank=args.machine_rank, dist_url=args.dist_url)
+    # the settings' fields are named as the parser's options
+    return LaunchSettings(**{f.name: getattr(args, f.name) for f in fields(LaunchSettings)})
 
 
 def run_options(args: argparse.Namespace) -> dict:

@@ -7,7 +7,7 @@ import argparse
 import functools
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Union
 
 from detectron2.config import CfgNode, get_cfg
@@ -184,10 +184,8 @@ def default_launch() -> LaunchSettings:
     """The processes a command asks for without ``--num-gpus`` and the like: the defaults of
     :func:`default_argument_parser`."""
     parser = default_argument_parser()
-    return LaunchSettings(num_gpus=parser.get_default("num_gpus"),
-                          num_machines=parser.get_default("num_machines"),
-                          machine_rank=parser.get_default("machine_rank"),
-                          dist_url=parser.get_default("dist_url"))
+    # the settings' fields are named as the parser's options
+    return LaunchSettings(**{f.name: parser.get_default(f.name) for f in fields(LaunchSettings)})
 
 
 def start_run(cfg: Union[CfgNode, DictConfig], run: RunSettings, prepare: Callable[[], Any], *,
