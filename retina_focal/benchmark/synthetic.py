@@ -10,8 +10,6 @@ import statistics
 import time
 from typing import Dict, List
 
-import torch
-
 from retina_focal.benchmark.timing import log
 
 __all__ = ["bench_head_norm", "bench_mapper"]
@@ -52,6 +50,7 @@ def bench_head_norm(cfg, steps: int, rounds: int) -> Dict:
     from detectron2.solver import build_optimizer
     from detectron2.utils.events import EventStorage
 
+    from retina_focal.benchmark.models import sgd_step
     from retina_focal.data.build import build_resumable_train_loader
     from retina_focal.engine.defaults import build_model
     from retina_focal.modeling.head import CycleBatchNormFusedList
@@ -63,15 +62,13 @@ def bench_head_norm(cfg, steps: int, rounds: int) -> Dict:
     batches = [next(loader) for _ in range(steps)]
     fused = CycleBatchNormFusedList.forward
 
+    steps = [sgd_step(model, data, optimizer, bfloat16=True) for data in batches]
+
     def run_steps():
         start = time.perf_counter()
-        for data in batches:
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                losses = model(data)
-            optimizer.zero_grad()
-            sum(v.float() for v in losses.values()).backward()
-            optimizer.step()
-        return (time.perf_counter() - start) / len(batches)
+        for step in steps:
+            step()
+        return (time.perf_counter() - start) / len(steps)
 
     times: Dict[str, List[float]] = {"fused": [], "detectron2": []}
     try:

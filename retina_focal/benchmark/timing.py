@@ -97,8 +97,17 @@ def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
     return 2 * size ** 3 / best / 1e9
 
 
-def peak_extra_bytes(fn: Callable[[], None]) -> int:
-    """Largest CPU tensor memory live during ``fn()`` beyond what was live before it."""
+def peak_extra_bytes(fn: Callable[[], None], device: str = "cpu") -> int:
+    """Largest tensor memory live during ``fn()`` beyond what was live before it: on CUDA the
+    caching allocator's peak, on the CPU from the allocation and free events the profiler
+    records (``profile_memory=True``)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:

@@ -1,48 +1,20 @@
 """``retina-focal benchmark`` (``tools/benchmark.py``): measure RetinaFocal against Detectron2:
-focal loss, a training iteration, inference.
+focal loss, a training iteration, inference (and, named with ``--only export``, the exported
+model in onnxruntime).
 
     retina-focal benchmark --output benchmark.json            # full run, ~10-20 min, 2 cores
     retina-focal benchmark --repeats 3 --image-size 384 480   # a few minutes
     retina-focal benchmark --quick --output /tmp/b.json       # seconds: a smoke test
 
-Every figure is measured for both sides in the same process, alternating A/B (A B A B ...)
-after warm-up runs, and reported as the median of the repeats with the ratio ours/theirs,
-so a shared or noisy machine moves both sides alike. Nothing here is a pass/fail check.
-
-1. Focal loss forward + backward on one COCO-scale batch (2 images, 240k anchors, 80
-   classes, 1% positive, 5% ignored anchors): ours (``sigmoid_focal_loss_labels``, fused
-   and portable) against fvcore eager, fvcore TorchScript, torchvision, and Detectron2's
-   whole path (one-hot of the valid anchors' labels, copy of the valid rows, fvcore's
-   TorchScript loss). fvcore and torchvision get the valid rows and their one-hot float
-   targets prepared outside the timed region. Peak extra memory: the largest amount of
-   CPU tensor memory live at any moment of one forward + backward beyond what existed
-   before it (the gradient included), from the allocation and free events the PyTorch
-   profiler records (``profile_memory=True``); the fused kernel allocates nothing outside
-   PyTorch's allocator beyond a few bytes per thread.
-2. One training iteration (forward, backward, SGD step) of RetinaFocal and of Detectron2's
-   RetinaNet built from the same config (R50-FPN, GroupNorm head, 80 classes, 2 images of
-   512x640 with 7 boxes each) and the same initial weights. Detectron2 0.6's RetinaNetHead
-   cannot build a GroupNorm head (it probes the norm with one channel), so Detectron2's
-   RetinaNet is given RetinaFocal's head module (same parameters and state-dict keys):
-   backbone, head, anchors and box loss are the same modules, and the two sides differ in
-   anchor labelling and the classification-loss path only.
-3. Inference latency on one 512x640 image, both models with the same weights, with the
-   classification bias and weights set so that scores look like a trained model's (most
-   anchors low, many above the 0.05 test threshold, every level filling its top-1000
-   candidates). Both run Detectron2's post-processing (RetinaFocal inherits it).
-
-4. ``--only export``: the same inference, with our model exported to ONNX and run by
-   onnxruntime (the graph to the head, then the eager post-processing), against both eager
-   models; ratios ONNX Runtime / Detectron2 and ONNX Runtime / RetinaFocal. ``--ort-threads``
-   and ``--ort-opt-level`` set onnxruntime's intra-op threads and graph optimisation. Not in
-   the default run (it needs the ``deploy`` extra).
-
-Results are printed as a table and written as JSON with ``--output``.
+Both sides are measured in one process, alternating after warm-up, and reported as medians
+and ratios; what each section measures and how is in docs/performance.md ("Benchmark tool")
+and in each section's function in :mod:`retina_focal.benchmark`.
 """
 import argparse
 import os
 import sys
 from dataclasses import fields
+from typing import Optional, Tuple
 
 import torch
 
@@ -65,22 +37,30 @@ from retina_focal.utils.errors import reports_user_errors
 __all__ = ["build_parser", "main", "parse_args", "run"]
 
 
-def build_parser():
-    p = command_parser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--output", help="write the results as JSON to this file")
+def add_model_options(p: argparse.ArgumentParser, repeats: int, image_size: Tuple[int, int],
+                      anchors: Optional[int], anchors_help: str) -> None:
+    """The options of the model and loss sections (this command's and gpu-checks')."""
     p.add_argument("--quick", action="store_true",
                    help="tiny sizes and one repeat (a smoke test of the tool, not a measurement)")
-    p.add_argument("--repeats", type=int, default=7, help="timed rounds per figure (median)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed runs of each loss first")
-    p.add_argument("--anchors", type=int_at_least(1), default=240000,
-                   help="anchors in the loss batch")
+    p.add_argument("--repeats", type=int_at_least(1), default=repeats,
+                   help="timed rounds per figure (median)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed runs of each method first")
+    p.add_argument("--anchors", type=int_at_least(1), default=anchors, help=anchors_help)
     p.add_argument("--classes", type=int_at_least(1), default=80)
-    p.add_argument("--images", type=int_at_least(1), default=2)
-    p.add_argument("--image-size", type=int, nargs=2, default=(512, 640), metavar=("H", "W"))
+    p.add_argument("--images", type=int_at_least(1), default=2, help="images per batch")
+    p.add_argument("--image-size", type=int, nargs=2, default=image_size, metavar=("H", "W"))
     p.add_argument("--config-file", default=None,
                    help="model config (default R50-FPN; with --quick the tiny config)")
     p.add_argument("--no-gn-head", dest="gn_head", action="store_false",
                    help="keep the config's head norm instead of GroupNorm")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+
+
+def build_parser():
+    p = command_parser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--output", help="write the results as JSON to this file")
+    add_model_options(p, repeats=7, image_size=(512, 640), anchors=240000,
+                      anchors_help="anchors in the loss batch")
     p.add_argument("--only", choices=("loss", "train", "inference", "export"), action="append",
                    help="run only these sections (repeatable; export runs only when named)")
     p.add_argument("--ort-threads", type=int, default=0,
@@ -100,29 +80,34 @@ def build_parser():
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--with-compile", action="store_true",
                    help="also time the closed form compiled by torch.compile (compiles ~15 s)")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return p
+
+
+def check_model_options(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``--quick``'s sizes; the config (a missing one refused now, not after the sections
+    before the one that reads it); ``--output`` not a folder."""
+    if args.quick:
+        args.repeats, args.warmup, args.image_size = 1, 1, (128, 160)
+    if args.config_file is None:  # a config given with --quick is the one used
+        args.config_file = QUICK_CONFIG if args.quick else DEFAULT_CONFIG
+    if args.output and os.path.isdir(args.output):
+        p.error(f"--output {args.output!r} is a folder; give the JSON file to write")
+    args.config_file = resolve_config_file(args.config_file)
 
 
 def parse_args(argv=None):
     p = build_parser()
     args = p.parse_args(argv)
     if args.quick:
-        args.repeats, args.warmup, args.anchors, args.image_size = 1, 1, 4000, (128, 160)
-    if args.config_file is None:  # a config given with --quick is the one used
-        args.config_file = QUICK_CONFIG if args.quick else DEFAULT_CONFIG
-    if args.repeats < 1:
-        p.error("--repeats must be >= 1")
-    if args.output and os.path.isdir(args.output):
-        p.error(f"--output {args.output!r} is a folder; give the JSON file to write")
-    # a missing config is refused now, not after the sections before the one that reads it
-    args.config_file = resolve_config_file(args.config_file)
+        args.anchors = 4000
+    check_model_options(p, args)
     return args
 
 
 def settings_from_args(args) -> BenchSettings:
-    """The sections' settings from the command's options."""
-    values = {f.name: getattr(args, f.name) for f in fields(BenchSettings)}
+    """The sections' settings from the command's options (the settings' defaults for those
+    a command does not have)."""
+    values = {f.name: getattr(args, f.name) for f in fields(BenchSettings) if hasattr(args, f.name)}
     return BenchSettings(**dict(values, opts=tuple(args.opts), image_size=tuple(args.image_size)))
 
 

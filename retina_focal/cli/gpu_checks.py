@@ -9,45 +9,34 @@ torch.compile's recompilation counts over batches of other image sizes, into one
 
 Without CUDA every section is skipped with its reason in the JSON, and the exit status is 0
 (a dry run). The exit status is 1 when a test failed or a section stopped with an error.
-The sections are described in :mod:`retina_focal.benchmark.gpu`.
+docs/performance.md ("GPU") says what each section measures.
 """
-import argparse
 import os
 import sys
 
-from retina_focal.benchmark.gpu import SECTIONS, run_checks
-from retina_focal.benchmark.models import DEFAULT_CONFIG, QUICK_CONFIG, SOURCE_ROOT
+from retina_focal.benchmark.gpu import SECTIONS, GpuChecks, anchor_count, run_checks
+from retina_focal.benchmark.models import SOURCE_ROOT
 from retina_focal.benchmark.report import save_json
 from retina_focal.benchmark.timing import log
-from retina_focal.cli import benchmark
-from retina_focal.cli._args import command_parser
+from retina_focal.cli._args import command_parser, int_at_least
+from retina_focal.cli.benchmark import add_model_options, check_model_options, settings_from_args
 from retina_focal.utils.errors import reports_user_errors
 
-__all__ = ["build_parser", "main", "parse_args", "run"]
+__all__ = ["build_parser", "checks_from_args", "main", "parse_args", "run"]
 
 
 def build_parser():
     p = command_parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--output", required=True, help="the JSON report (written after each section)")
+    add_model_options(p, repeats=5, image_size=(800, 1333), anchors=None,
+                      anchors_help="anchors of the focal-loss batch (default: RetinaNet's for "
+                                   "--images of --image-size, ~400k)")
     p.add_argument("--only", choices=SECTIONS, action="append",
                    help="run only these sections (repeatable; default: all)")
     p.add_argument("--device", default="cuda",
                    help="cuda (default), or cpu: the measurements on the CPU, a smoke test of "
-                        "the harness (no memory figures, no tests)")
-    p.add_argument("--quick", action="store_true",
-                   help="tiny sizes, one repeat, 3 compile batches: a smoke test, not figures")
-    p.add_argument("--repeats", type=int, default=5, help="timed rounds per figure (median)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed runs of each method first")
-    p.add_argument("--images", type=int, default=2, help="images per batch")
-    p.add_argument("--image-size", type=int, nargs=2, default=(800, 1333), metavar=("H", "W"))
-    p.add_argument("--anchors", type=int, default=0,
-                   help="anchors of the focal-loss batch (default: RetinaNet's for --images of "
-                        "--image-size, ~400k)")
-    p.add_argument("--classes", type=int, default=80)
-    p.add_argument("--config-file", default=DEFAULT_CONFIG, help="model config (default R50-FPN)")
-    p.add_argument("--no-gn-head", dest="gn_head", action="store_false",
-                   help="keep the config's head norm instead of GroupNorm")
-    p.add_argument("--compile-batches", type=int,
+                        "the harness (no tests)")
+    p.add_argument("--compile-batches", type=int_at_least(1),
                    help="batches of different image sizes for the recompilation counts "
                         "(default 10; 3 with --quick)")
     p.add_argument("--tests-path", default="tests",
@@ -56,41 +45,38 @@ def build_parser():
     p.add_argument("--tests-timeout-s", type=float, default=240)
     p.add_argument("--budget-s", type=float, default=450,
                    help="stop starting sections after this many seconds (default 7.5 min)")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return p
 
 
 def parse_args(argv=None):
     p = build_parser()
     args = p.parse_args(argv)
-    if args.quick:
-        args.repeats, args.warmup, args.image_size = 1, 1, (128, 160)
-        args.config_file = QUICK_CONFIG
+    check_model_options(p, args)
     if args.compile_batches is None:
         args.compile_batches = 3 if args.quick else 10
-    if args.repeats < 1 or args.compile_batches < 1:
-        p.error("--repeats and --compile-batches must be >= 1")
-    # the model sections run retina-focal benchmark's code: its own parser gives every
-    # option it reads, with its defaults, and ours where they differ
-    args.model_args = benchmark.parse_args(
-        ["--device", args.device, "--repeats", str(args.repeats), "--warmup", str(args.warmup),
-         "--images", str(args.images), "--image-size", *map(str, args.image_size),
-         "--classes", str(args.classes), "--config-file", args.config_file]
-        + ([] if args.gn_head else ["--no-gn-head"]) + list(args.opts))
+    if args.anchors is None:
+        args.anchors = anchor_count(*args.image_size, images=args.images)
     args.only = args.only or list(SECTIONS)
-    args.root = SOURCE_ROOT
-    args.tests = [args.tests_path, "-k", args.tests_k]
-    args.junit = os.path.splitext(os.path.abspath(args.output))[0] + "_tests.xml"
-    if not os.path.exists(os.path.join(args.root, args.tests_path)) and "tests" in args.only:
-        p.error(f"--tests-path {args.tests_path!r}: not found in {args.root} (the tests need "
+    if not os.path.exists(os.path.join(SOURCE_ROOT, args.tests_path)) and "tests" in args.only:
+        p.error(f"--tests-path {args.tests_path!r}: not found in {SOURCE_ROOT} (the tests need "
                 f"the source checkout; leave them out with --only)")
     return args
+
+
+def checks_from_args(args) -> GpuChecks:
+    """What to run, from the command's options."""
+    return GpuChecks(
+        bench=settings_from_args(args), tests_root=SOURCE_ROOT,
+        junit=os.path.splitext(os.path.abspath(args.output))[0] + "_tests.xml",
+        device=args.device, only=tuple(args.only), compile_batches=args.compile_batches,
+        tests=(args.tests_path, "-k", args.tests_k), tests_timeout_s=args.tests_timeout_s,
+        budget_s=args.budget_s)
 
 
 def main(args, command: str = ""):
     """Run the checks, write the JSON after each section, print the summary; return the
     report."""
-    report = run_checks(args, command, lambda r: save_json(r, args.output))
+    report = run_checks(checks_from_args(args), command, lambda r: save_json(r, args.output))
     log("\n== gpu-checks summary")
     for name, section in report["sections"].items():
         why = section.get("reason") or section.get("error") or ""

@@ -159,7 +159,8 @@ def test_harness_on_the_cpu(tmp_path):
     results = s["focal_loss"]["results"]
     assert {"ours (fused)", "ours (portable)", "fvcore TorchScript", "torchvision",
             "Detectron2 loss path"} <= set(results)
-    assert all(r["median_s"] > 0 and "peak_mb" not in r for r in results.values())
+    # the peak extra memory of each method, measured as the CPU benchmark measures it
+    assert all(r["median_s"] > 0 and r["peak_extra_mb"] > 0 for r in results.values())
     rc = s["recompiles"]
     assert rc["status"] == "measured"
     assert len(rc["loss"]["calls"]) == 3 * 2 and len(rc["training_step"]["calls"]) == 2
