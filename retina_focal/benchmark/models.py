@@ -40,23 +40,13 @@ def build_models(settings: BenchSettings, device):
     return cfg, ours, theirs
 
 
-def compare_detections(a, b, box_atol=1e-3, score_atol=1e-4):
-    """Whether Instances ``a`` and ``b`` are the same detections: the same classes in the same
-    order, boxes within ``box_atol`` pixels and scores within ``score_atol`` (float32 rounding
-    of another memory layout). Returns ``(same, details)``."""
-    details = {"detections": [len(a), len(b)], "same_classes": False,
-               "max_box_difference": None, "max_score_difference": None}
-    if len(a) != len(b):
-        return False, details
-    details["same_classes"] = bool(torch.equal(a.pred_classes, b.pred_classes))
-    if len(a):
-        details["max_box_difference"] = float(
-            (a.pred_boxes.tensor - b.pred_boxes.tensor).abs().max())
-        details["max_score_difference"] = float((a.scores - b.scores).abs().max())
-    same = details["same_classes"] and (not len(a) or (
-        details["max_box_difference"] <= box_atol
-        and details["max_score_difference"] <= score_atol))
-    return same, details
+def compare_detections(a, b) -> Dict:
+    """How Instances ``a`` and ``b`` differ (:func:`retina_focal.export.parity.compare_instances`)
+    with the tolerances of two eager models in other memory layouts: scores within 1e-4 (float32
+    rounding), boxes within 1e-3 px."""
+    from retina_focal.export.parity import compare_instances
+
+    return compare_instances(a, b, atol=1e-4, box_rtol=0.0, box_atol=1e-3)
 
 
 def make_batch(num_images, height, width, num_classes, device, boxes_per_image=7, seed=0):
@@ -240,7 +230,7 @@ def bench_inference(settings: BenchSettings, device):
         features = [ours.backbone(images.tensor)[f] for f in ours.head_in_features]
         logits, _ = ours.head(features)
         scores = torch.cat([x.sigmoid().flatten() for x in logits])
-    same, differences = compare_detections(outs["RetinaFocal"], outs["Detectron2 RetinaNet"])
+    differences = compare_detections(outs["RetinaFocal"], outs["Detectron2 RetinaNet"])
     results = {name: summarize(t) for name, t in times.items()}
     results["RetinaFocal"]["detections"] = len(outs["RetinaFocal"])
     results["Detectron2 RetinaNet"]["detections"] = len(outs["Detectron2 RetinaNet"])
@@ -250,7 +240,7 @@ def bench_inference(settings: BenchSettings, device):
                   "score_thresh": cfg.MODEL.RETINANET.SCORE_THRESH_TEST,
                   "fraction_above_thresh": float((scores > cfg.MODEL.RETINANET.SCORE_THRESH_TEST)
                                                  .float().mean()),
-                  "same_detections": same,
+                  "same_detections": differences["same"],
                   "detection_differences": differences,
                   "detectron2_head": detectron2_head_kind(cfg, theirs),
                   "backbone": cfg.MODEL.BACKBONE.NAME,

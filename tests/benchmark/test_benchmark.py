@@ -136,13 +136,13 @@ def _instances(boxes, scores, classes):
 def test_same_detections_compares_boxes_and_scores_not_only_classes():
     a = _instances([[0, 0, 10, 10], [5, 5, 20, 30]], [0.9, 0.5], [1, 2])
     assert compare_detections(a, _instances([[0, 0, 10, 10.0005], [5, 5, 20, 30]],
-                                            [0.90005, 0.5], [1, 2]))[0]
+                                            [0.90005, 0.5], [1, 2]))["same"]
     for other in (_instances([[0, 0, 10, 12], [5, 5, 20, 30]], [0.9, 0.5], [1, 2]),
                   _instances([[0, 0, 10, 10], [5, 5, 20, 30]], [0.9, 0.4], [1, 2]),
                   _instances([[0, 0, 10, 10], [5, 5, 20, 30]], [0.9, 0.5], [1, 3]),
                   _instances([[0, 0, 10, 10]], [0.9], [1])):
-        same, details = compare_detections(a, other)
-        assert not same, details
+        details = compare_detections(a, other)
+        assert not details["same"], details
 
 
 def test_synthetic_benchmark_runs_both_sides(tmp_path):
