@@ -1,15 +1,9 @@
 """``retina-focal COMMAND [ARGS...]``: the console entry point (installed with the package).
 
-Every command runs in this process, from the installed package (a wheel is enough: no source
-tree, no ``tools/``). Each lives in a module of this package holding its argument parser,
-``main(args)`` (the work, given parsed arguments; for the commands Detectron2's launcher runs
-in several processes, the function it launches) and ``run(argv)`` (parse, run, exit status).
-The repository's ``tools/*.py`` scripts are thin wrappers of the same modules, with the same
-command lines::
-
     retina-focal train --config-file configs/Synthetic/retina_focal_R_18_FPN_tiny.yaml
     retina-focal eval --results dets.json --gt-json val.json
-    retina-focal demo --config-file CFG --input images/ MODEL.WEIGHTS model_final.pth
+
+docs/tools.md ("The retina-focal command") says how the commands run and what a module holds.
 """
 import importlib
 import sys

@@ -5,18 +5,7 @@ train and evaluate one model per setting.
         --study 1a [--schedule cpu_study] [--seeds 0,1] [--workers N] [--output DIR] \\
         [--settings L1,L2] [KEY VALUE ...]
 
-Studies (``retina_focal/ablation/studies.py``): 1a (alpha at gamma 0), 1b (gamma with its alpha),
-1c (anchor scales x ratios), 1d (FL vs OHEM vs hard-negative mining), 1e (depth x scale: AP
-and inference time per image), table3 (CE vs FL vs FL*), imbalance (FL vs CE on each
-imbalance preset), assigners, extra_losses, focal_rpn_*. Schedules: cpu_study (the default),
-cpu_study_fp32, tiny, cpu_short (a smoke test), cpu_medium, cpu, coco_1x, config. Trailing
-``KEY VALUE`` pairs override the base config for every setting (after the schedule; each
-setting's own keys come last).
-
-Each setting trains with ``retina-focal train`` in a subprocess, in ``DIR/NN_<label>/``; its
-final COCO evaluation (read from that run's ``metrics.json``) is saved to ``result.json`` there.
-Re-running the same command resumes: a setting with a ``result.json`` for the same command line
-is not trained again. ``DIR/results.{md,json,png}`` are rewritten after every setting.
+docs/ablations.md says the studies, the schedules, the options and the files it writes.
 """
 import argparse
 import shlex

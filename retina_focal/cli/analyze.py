@@ -5,14 +5,7 @@ dataset, without training.
     retina-focal analyze --config-file CFG [KEY VALUE ...] \\
         [--compare OTHER_CFG [KEY VALUE ...]] ...
 
-Everything after ``--compare OTHER_CFG`` (up to the next ``--compare``) overrides the compared
-config; the main config's overrides go before the first ``--compare``. ``--compare`` may be
-repeated. The dataset is ``--dataset-name`` (a registered name), else the only
-``--dataset NAME=JSON:IMAGE_DIR`` given, else the main config's first ``DATASETS.TEST``.
-
-Images are taken as the model sees them at test time (shortest-edge resize, padding); no
-pixel is read. Output: a text table on stdout, ``assignment.json`` and PNG plots in
-``--output``.
+docs/assignment.md ("Looking at it") says how --compare and the dataset are read, and the output.
 """
 import argparse
 import logging

@@ -4,24 +4,7 @@ finds.
     retina-focal demo --config-file CFG --input img.jpg photos/ 'more/*.png' \\
         --output demo_out/ --score-thresh 0.3 --device cpu MODEL.WEIGHTS model_final.pth
 
-Inputs are image files, folders (their images, not recursive) and glob patterns. Writes, into
---output: every image annotated with Detectron2's Visualizer, ``results.json`` (the detections in
-COCO results format: image_id, category_id, bbox [x, y, w, h], score) and ``images.json`` (a COCO
-file listing the images and categories those ids refer to, so
-``COCO("images.json").loadRes("results.json")`` works). With ``--coco-json GT`` the ids are
-taken from that ground truth instead (matched by file name), so
-``retina-focal eval --results results.json --gt-json GT`` evaluates them.
-
-Classes come from the checkpoint's class map (the training set's categories, see
-:mod:`retina_focal.data.class_map`) and are matched by name with --coco-json's (else the
-config's first DATASETS.TEST's): the same classes under other ids get that file's ids; other
-names are an error showing both lists. An image that cannot be read is skipped and named in
-the log; everything else is written, images.json lists the skipped images under
-``skipped_images``, and the command exits with status 1.
-
-Trailing ``KEY VALUE`` pairs override the config (``MODEL.WEIGHTS`` is the checkpoint, or an
-exported ``.onnx`` / ``.pt2`` model of ``retina-focal export``, run with onnxruntime /
-torch.export: a whole-detector graph as it is, a head graph with the eager post-processing).
+docs/tools.md ("Demo") says what it writes, how it matches classes and when it exits with 1.
 """
 import argparse
 import re

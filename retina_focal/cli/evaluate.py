@@ -2,27 +2,10 @@
 standard AP table, per-category AP (sorted), precision-recall curves (PNG) per IoU threshold and
 object size, and coco_report.json.
 
-A checkpoint, on the config's DATASETS.TEST (Detectron2's COCOEvaluator; --num-gpus N for N
-processes: Detectron2's launcher on GPUs, GLOO processes on CPU)::
-
     retina-focal eval --config-file CFG MODEL.WEIGHTS model_final.pth
-    # on any COCO JSON + image folder (registered on the fly):
-    retina-focal eval --config-file CFG --gt-json val.json --image-dir val/ \\
-        MODEL.WEIGHTS model_final.pth
-    # or on datasets registered with --dataset NAME=JSON:IMAGE_DIR and named in DATASETS.TEST
-
-An exported model (``retina-focal export --format onnx`` / ``exported-program``) is evaluated
-the same way, named by MODEL.WEIGHTS (the config it was exported from: its keys are checked)::
-
-    retina-focal eval --config-file CFG MODEL.WEIGHTS exported/model.onnx   # onnxruntime
-    retina-focal eval --config-file CFG MODEL.WEIGHTS exported/model.pt2    # torch.export
-
-A detections file in COCO results format, with pycocotools and no model::
-
     retina-focal eval --results coco_instances_results.json --gt-json val.json
 
-Reports go to OUTPUT_DIR/inference/<dataset>/ (checkpoint) or --output (default
-<results>_report/ for a results file).
+docs/tools.md ("Evaluate") says what it evaluates, where the report goes and what it refuses.
 """
 import logging
 import os

@@ -1,41 +1,10 @@
 """``retina-focal export`` (``tools/export_model.py``): export a model, checked against eager.
 
-RetinaFocal or Detectron2's RetinaNet (every format), the focal-RPN Faster R-CNN (TorchScript).
-
     retina-focal export --config-file CFG --output exported/ MODEL.WEIGHTS model.pth
     retina-focal export --format onnx --config-file CFG --output exported/ \\
         --verify-dataset synthetic_shapes_val MODEL.WEIGHTS model.pth
 
-``--format`` (default ``torchscript``, the historical output, kept for existing deployments):
-
-* ``torchscript``: ``<output>/model.ts``, traced through Detectron2's ``TracingAdapter``; the
-  traced module takes one (C, H, W) float image (INPUT.FORMAT, 0-255) and returns flat tensors
-  (boxes, classes, scores, image size). TorchScript is deprecated in PyTorch: prefer the others.
-ONNX and exported-program files hold a RetinaNet-style detector (RetinaFocal, RetinaNet); a
-two-stage model (Faster R-CNN with the focal RPN) exports with ``torchscript`` only.
-
-* ``onnx``: ``<output>/model.onnx`` (opset 17, TorchScript-based ``torch.onnx.export``, H and W
-  dynamic): with ``--graph detector`` (the default) the whole detector, image in, final
-  detections out (``--input-dtype uint8`` for a graph taking uint8 pixels); with ``--graph
-  head`` cut at the head: see :mod:`retina_focal.export.onnx`.
-* ``exported-program``: ``<output>/model.pt2`` (``torch.export``), cut at the head: see
-  :mod:`retina_focal.export.exported_program`.
-
-ONNX and exported-program files run with :mod:`retina_focal.export.runtime` (which applies the
-eager model's own post-processing to a head graph): ``retina-focal eval`` / ``demo`` take them as
-``MODEL.WEIGHTS``. Every format is loaded back and compared with the eager model on a sample
-image (exit status 1 if the detections differ); ``--verify-dataset NAME`` also runs both on
-every image of a registered dataset (a built-in one, or your COCO files registered with
-``--dataset NAME=JSON:IMAGE_DIR``) and prints the per-image maximum differences of boxes and
-scores and both COCO APs (exit status 1 for other classes, scores beyond 1e-5, boxes beyond
-1e-3 px + 1e-5 x |coordinate|, or APs 0.1 apart).
-
-The checkpoint must fit the model exactly (a checkpoint of another class count is an error
-naming MODEL.RETINANET.NUM_CLASSES). Its class map (class k of the exported model is
-``class_map[k]``: ``{"id": category id in the training JSON, "name"}``) is written to
-``<output>/class_map.json`` and inside the exported file (TorchScript: extra file
-``class_map.json``; ONNX: ``metadata_props`` ``class_map``; exported program: extra file
-``class_map.json``), ``null`` for a checkpoint that records none.
+docs/export.md says the formats, the checks (exit status 1), the class map and the refusals.
 """
 import argparse
 import logging

@@ -7,14 +7,7 @@ plot of AP(FL) - AP(CE) against negatives per positive anchor.
         [--study docs/ablations/imbalance_cpu_study] [--datasets NAME,NAME] [--max-images N] \\
         [--coco-config configs/COCO-Detection/retina_focal_R_50_FPN_1x.yaml] [--coco-images N]
 
-For each dataset (default: the validation splits of the imbalance presets,
-``retina_focal.data.IMBALANCE_PRESETS``), the config's assigner labels every anchor at test
-size (no pixel is read): positive, ignored and negative anchors per image, negatives per
-positive anchor and per positive loss element, and the share of the classification loss the
-negatives (all easy at the prior initialisation) carry under CE and under FL. The COCO row is
-the same on COCO-like boxes drawn from COCO's published statistics with the paper's anchors at
-600 px (``--coco-config``, ``INPUT.MIN_SIZE_TEST 600``). Writes ``imbalance.json`` and
-``imbalance.md``; with ``--study``, also ``fl_minus_ce.png`` and ``fl_minus_ce.md``.
+docs/datasets.md ("Imbalance presets") says what it measures, its options and what it writes.
 """
 import os
 import sys

@@ -8,8 +8,7 @@ lives in :mod:`retina_focal.engine.lazy`, the run's in
     retina-focal lazy-train --config-file CFG.py --eval-only train.init_checkpoint=W
     retina-focal lazy-train --config-file CFG.py train.max_iter=100 optimizer.lr=0.01
 
-Overrides are ``key=value`` (Hydra syntax). ``--dataset NAME=JSON:IMAGE_DIR`` registers a
-COCO-format dataset, e.g. for ``dataloader.train.dataset.names=NAME``.
+docs/configs.md ("LazyConfig (Python) configs") says its overrides, --resume and --dataset.
 """
 from retina_focal.cli._args import launch_settings, run_options
 from retina_focal.engine.defaults import default_argument_parser, train_or_evaluate

@@ -5,8 +5,7 @@ workflow on files that look like a user's own:
     retina-focal make-dataset --output my_dataset --num-train 200 --num-val 50
     # -> my_dataset/train.json, my_dataset/train/*.png, my_dataset/val.json, my_dataset/val/*.png
 
-A folder that already holds a split (its JSON, or a non-empty image folder) is refused before
-anything is written: images of a larger earlier dataset would stay beside the new JSON.
+docs/tools.md ("Write the synthetic dataset as files") says its options and what it refuses.
 """
 import argparse
 import os

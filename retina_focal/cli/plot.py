@@ -4,17 +4,7 @@
     retina-focal plot output/run_a output/run_b/metrics.json \\
         --labels baseline gamma0 --output plots/
 
-Each run is an output folder (holding ``metrics.json``) or the file itself. Writes into
---output (default: the first run's folder, under ``plots/``):
-
-* ``losses.png``: total, classification (``loss_cls``) and box (``loss_box_reg``) loss;
-* ``num_pos_anchors.png``: positive anchors per image (logged by RetinaFocal);
-* ``lr.png``: learning rate;
-* ``ap.png``: box AP, AP50 and AP75 at every evaluation (``bbox/AP*``), if any;
-* ``training.png``: all of the above on one page;
-* ``summary.json``: per run, the last value of every plotted series and the best AP.
-
-``--smooth N`` draws a running mean over N logged points (the raw curve stays, faint).
+docs/tools.md ("Training curves") says what it reads and the files it writes.
 """
 import argparse
 

@@ -8,8 +8,7 @@ paper does.
         --config-file configs/Synthetic/retina_focal_R_18_FPN_synthetic.yaml \\
         [--dataset synthetic_shapes_val] [--num-images 100] MODEL.WEIGHTS model_final.pth
 
-Writes ``figure1.png`` + ``figure1.json`` (the plotted values) and, with ``--config-file``,
-``figure4.png`` + ``figure4.json``. Anchors are labelled by the model's own assigner.
+docs/ablations.md ("Figures 1 and 4") says what it draws and the files it writes.
 """
 import argparse
 import logging

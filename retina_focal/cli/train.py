@@ -5,12 +5,7 @@ Detectron2 model) with a YAML config and Detectron2's trainer.
     retina-focal train --config-file CFG --eval-only MODEL.WEIGHTS model_final.pth
     retina-focal train --config-file CFG --num-gpus 8 SOLVER.IMS_PER_BATCH 16
 
-Trailing ``KEY VALUE`` pairs override the config. Evaluation uses Detectron2's COCOEvaluator
-(plus per-category AP, PR curves and coco_report.json in OUTPUT_DIR/inference/<dataset>/).
-``--dataset NAME=JSON:IMAGE_DIR`` (repeatable) registers a COCO-format dataset for the config:
-
-    retina-focal train --config-file CFG --dataset mine_train=train.json:train/ \\
-        DATASETS.TRAIN '("mine_train",)' MODEL.RETINANET.NUM_CLASSES 3
+docs/tools.md ("Train") and docs/datasets.md say its options, what it logs and writes.
 """
 import logging
 

@@ -5,7 +5,7 @@ positive (in the colour of their ground truth) or ignored (grey).
     retina-focal visualize --config-file CFG --image 0 --output assign.png \\
         [--dataset NAME=JSON:IMAGE_DIR] [--dataset-name NAME] [KEY VALUE ...]
 
-``--image`` is an index into the dataset or an image file name (its base name is enough).
+docs/assignment.md ("Looking at it") says how it picks the dataset and the image.
 """
 import argparse
 import os
