@@ -61,14 +61,13 @@ def bench_head_norm(cfg, steps: int, rounds: int) -> Dict:
     loader = iter(build_resumable_train_loader(cfg))
     batches = [next(loader) for _ in range(steps)]
     fused = CycleBatchNormFusedList.forward
-
-    steps = [sgd_step(model, data, optimizer, bfloat16=True) for data in batches]
+    step_fns = [sgd_step(model, data, optimizer, bfloat16=True) for data in batches]
 
     def run_steps():
         start = time.perf_counter()
-        for step in steps:
+        for step in step_fns:
             step()
-        return (time.perf_counter() - start) / len(steps)
+        return (time.perf_counter() - start) / len(step_fns)
 
     times: Dict[str, List[float]] = {"fused": [], "detectron2": []}
     try:

@@ -157,6 +157,7 @@ def test_synthetic_benchmark_runs_both_sides(tmp_path):
         "detectron2_DatasetMapper", "RobustDatasetMapper", "RobustDatasetMapper_cached"}
     assert all(v > 0 for v in report["mapper"]["ms_per_image"].values())
     assert set(report["head_norm"]["s_per_step"]) == {"fused", "detectron2"}
+    assert (report["head_norm"]["steps"], report["head_norm"]["rounds"]) == (1, 1)
     assert "benchmark_synthetic.py" in report["environment"]["command"]
 
 

@@ -71,7 +71,7 @@ def run_checks(checks: GpuChecks, command: str, write: Callable[[Dict], None]) -
     report is written with ``write(report)`` after each section (a run cut short keeps what it
     measured)."""
     start = time.perf_counter()
-    report: Dict = {"environment": gpu_environment(command), "sections": {}}
+    report: Dict = {"environment": gpu_environment(command, checks.bench.repeats), "sections": {}}
     device, bench = checks.device, checks.bench
     no_cuda = cuda_unavailable_reason() if device.startswith("cuda") else None
     report["dry_run"] = no_cuda is not None

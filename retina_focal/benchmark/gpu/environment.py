@@ -1,29 +1,27 @@
-"""The GPU checks' environment: the versions and devices recorded in the report, whether the
-fused CPU kernel is built (why CUDA is unavailable:
-:func:`retina_focal.utils.environment.cuda_unavailable_reason`)."""
+"""The GPU checks' environment: the benchmark report's (:func:`retina_focal.benchmark.report.
+environment`) with the GPU, the CUDA-side versions and whether the fused CPU kernel is built
+(why CUDA is unavailable: :func:`retina_focal.utils.environment.cuda_unavailable_reason`)."""
 import os
-import platform
 from typing import Dict
 
 import torch
 
+from retina_focal.benchmark.report import environment
 from retina_focal.ops._cpu_kernel import is_built as cpu_kernel_built
-from retina_focal.utils.cpu import describe_cpu
-from retina_focal.utils.environment import compilers, package_version, utc_time
+from retina_focal.utils.environment import compilers, package_version
 
 __all__ = ["cpu_kernel_built", "gpu_environment"]
 
 
-def gpu_environment(command: str) -> Dict:
-    """Where the checks ran: versions, the GPU, and whether a C/C++ compiler exists (Triton
-    builds its launcher with one; the fused CPU kernel needs g++)."""
+def gpu_environment(command: str, repeats: int) -> Dict:
+    """Where the checks ran: the benchmark's environment, the GPU and versions, and whether a
+    C/C++ compiler exists (Triton builds its launcher with one; the fused CPU kernel needs
+    g++)."""
     import detectron2
 
     cuda = torch.cuda.is_available()
     return {
-        "command": command,
-        "time": utc_time(),
-        "python": platform.python_version(), "torch": torch.__version__,
+        **environment(command, repeats),
         "torch_cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if cuda else None,
         "cuda_available": cuda,
         "gpu": torch.cuda.get_device_name(0) if cuda else None,
@@ -37,7 +35,6 @@ def gpu_environment(command: str) -> Dict:
         "detectron2_path": os.path.dirname(detectron2.__file__),
         "retina_focal_path": os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
         "compilers": compilers(),
-        "cpu_threads": torch.get_num_threads(), "cpu": describe_cpu(),
         # the C++ CPU focal-loss kernel is built on first use on the CPU only: the GPU checks
         # never need it (False here at the end of a run shows it)
         "cpu_kernel_built_in_this_process": cpu_kernel_built(),
