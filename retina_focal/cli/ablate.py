@@ -2,7 +2,7 @@
 train and evaluate one model per setting.
 
     retina-focal ablate --config-file configs/Synthetic/retina_focal_R_18_FPN_synthetic.yaml \\
-        --study 1a [--schedule cpu_study] [--seeds 0,1] [--workers N] [--output DIR] \\
+        --study 1a [--schedule cpu_fast] [--seeds 0,1] [--workers N] [--output DIR] \\
         [--settings L1,L2] [KEY VALUE ...]
 
 docs/ablations.md says the studies, the schedules, the options and the files it writes.
@@ -25,8 +25,8 @@ def build_parser():
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, metavar="FILE", help="base config")
     parser.add_argument("--study", required=True, help=f"one of: {', '.join(STUDIES)}")
-    parser.add_argument("--schedule", default="cpu_study",
-                        help=f"one of: {', '.join(SCHEDULES)} (default: cpu_study)")
+    parser.add_argument("--schedule", default="cpu_fast",
+                        help=f"one of: {', '.join(SCHEDULES)} (default: cpu_fast)")
     parser.add_argument("--workers", type=int, default=1,
                         help="settings trained at the same time (each in its own process)")
     parser.add_argument("--output", default=None,

@@ -99,8 +99,8 @@ def test_bad_study_schedule_and_key_are_clear_errors(capsys):
     assert ablate.run(["--config-file", TINY_CONFIG, "--study", "1a", "--schedule", "tiny",
                        "MODEL.RETINA_FOCAL.NO_SUCH_KEY", "1"]) == 2
     assert "MODEL.RETINA_FOCAL.NO_SUCH_KEY" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="choices: tiny, cpu_short, cpu_medium, cpu, cpu_study, "
-                       "cpu_study_fp32, coco_1x"):
+    with pytest.raises(ValueError, match="choices: tiny, cpu_short, cpu_medium, cpu, cpu_fast, "
+                       "cpu_fast_fp32, cpu_study, cpu_study_fp32, coco_1x"):
         get_schedule("nope")
 
 
@@ -531,19 +531,24 @@ def build_cfg_for_test():
     return build_cfg(SYNTHETIC_CONFIG, freeze=False)
 
 
-def test_cpu_study_is_the_default_schedule():
-    """Issue 27: every study runs at cpu_study unless told otherwise; cpu_short stays as a
-    smoke test (its description says so) and cpu_study has a float32 twin."""
+def test_cpu_fast_is_the_default_schedule():
+    """Issue 27: every study runs at cpu_fast unless told otherwise; cpu_short stays as a
+    smoke test (its description says so); cpu_fast and cpu_study each have a float32 twin that
+    differs only in LR and precision."""
     from retina_focal.cli import ablate
 
     args = ablate.build_parser().parse_args(["--config-file", TINY_CONFIG, "--study", "1a"])
-    assert args.schedule == "cpu_study"
-    study, fp32 = dict(get_schedule("cpu_study").overrides), \
-        dict(get_schedule("cpu_study_fp32").overrides)
-    assert "SOLVER.AMP.ENABLED" not in study  # the config's own bfloat16 setting
-    assert fp32["SOLVER.AMP.ENABLED"] is False
-    assert {k: v for k, v in study.items() if k != "SOLVER.BASE_LR"} == \
-        {k: v for k, v in fp32.items() if k not in ("SOLVER.BASE_LR", "SOLVER.AMP.ENABLED")}
+    assert args.schedule == "cpu_fast"
+    for name in ("cpu_fast", "cpu_study"):
+        study, fp32 = dict(get_schedule(name).overrides), \
+            dict(get_schedule(name + "_fp32").overrides)
+        assert "SOLVER.AMP.ENABLED" not in study  # the config's own bfloat16 setting
+        assert fp32["SOLVER.AMP.ENABLED"] is False
+        assert {k: v for k, v in study.items() if k != "SOLVER.BASE_LR"} == \
+            {k: v for k, v in fp32.items() if k not in ("SOLVER.BASE_LR", "SOLVER.AMP.ENABLED")}
+    fast = dict(get_schedule("cpu_fast").overrides)
+    assert (fast["SOLVER.IMS_PER_BATCH"], fast["SOLVER.MAX_ITER"], fast["SOLVER.BASE_LR"],
+            fast["SOLVER.STEPS"]) == (4, 1700, 0.08, (1400, 1600))
     assert "smoke test" in get_schedule("cpu_short").description
 
 
