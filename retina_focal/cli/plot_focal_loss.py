@@ -17,7 +17,7 @@ from retina_focal.analysis.loss_curves import figure4, write_figure1
 from retina_focal.cli._args import command_parser
 from retina_focal.config.loading import add_allow_unsafe_config_argument
 from retina_focal.utils.errors import reports_user_errors
-from retina_focal.utils.file_io import make_output_dir
+from retina_focal.utils.file_io import output_dir_of_run
 
 __all__ = ["build_parser", "main", "parse_args", "run"]
 
@@ -59,16 +59,16 @@ def parse_args(argv=None):
 def main(args) -> int:
     """Write Figure 1 (and Figure 4 with ``--config-file``, first: a bad input stops the
     command before either figure is written); 0, or ``SystemExit("error: ...")``."""
-    make_output_dir(args.output, "--output")
-    if args.config_file:
-        try:
-            path = figure4(args.config_file, args.opts, args.output, dataset=args.dataset,
-                           num_images=args.num_images, gammas=args.fig4_gammas,
-                           allow_unsafe=args.allow_unsafe_config)
-            print(f"wrote {path}")
-        except (ValueError, FileNotFoundError) as e:
-            raise SystemExit(f"error: {e}") from e
-    print(f"wrote {write_figure1(args.gammas, args.output)}")
+    with output_dir_of_run(args.output, "--output"):  # a refused run leaves no new folder
+        if args.config_file:
+            try:
+                path = figure4(args.config_file, args.opts, args.output, dataset=args.dataset,
+                               num_images=args.num_images, gammas=args.fig4_gammas,
+                               allow_unsafe=args.allow_unsafe_config)
+                print(f"wrote {path}")
+            except (ValueError, FileNotFoundError) as e:
+                raise SystemExit(f"error: {e}") from e
+        print(f"wrote {write_figure1(args.gammas, args.output)}")
     return 0
 
 

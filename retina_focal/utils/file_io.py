@@ -18,11 +18,13 @@ import json
 import os
 import re
 import threading
-from typing import IO, Any, Callable, Optional
+from contextlib import contextmanager
+from typing import IO, Any, Callable, Iterator, Optional
 
 __all__ = [
     "is_local_path",
     "make_output_dir",
+    "output_dir_of_run",
     "read_json",
     "atomic_write",
     "atomic_write_bytes",
@@ -180,3 +182,29 @@ def make_output_dir(path: str, option: str = "--output") -> str:
         raise DataError(f"{option} {path!r}: cannot create this folder ({e.strerror}); give "
                         "one you can write to") from None
     return path
+
+
+@contextmanager
+def output_dir_of_run(path: str, option: str = "--output") -> Iterator[str]:
+    """:func:`make_output_dir` for the ``with`` block of a command that checks its inputs while
+    it writes: if the block raises, the folders this call created (``path`` and any parents it
+    made) are removed again when they are still empty, so a refused run leaves no trace; an
+    existing folder is never touched."""
+    missing = []
+    head = os.path.abspath(path)
+    while not os.path.exists(head):
+        missing.append(head)
+        parent = os.path.dirname(head)
+        if parent == head:
+            break
+        head = parent
+    make_output_dir(path, option)
+    try:
+        yield path
+    except BaseException:
+        for folder in missing:  # deepest first
+            try:
+                os.rmdir(folder)  # only an empty one
+            except OSError:
+                break
+        raise

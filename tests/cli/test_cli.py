@@ -156,3 +156,13 @@ def test_empty_model_weights_demo_refuses_export_and_figure4_warn(no_subprocess,
     assert _warnings_of(caplog, "retina_focal.plot_focal_loss", "MODEL.WEIGHTS is empty") == \
         {"MODEL.WEIGHTS is empty: Figure 4 of a randomly initialised model"}
     assert any(f.startswith("figure4") for f in os.listdir("fig")), os.listdir("fig")
+
+
+def test_plot_focal_loss_refused_for_a_missing_config_leaves_no_output_folder(tmp_path, capsys):
+    from retina_focal import cli
+
+    out = tmp_path / "plots" / "fig"
+    assert cli.main(["plot-focal-loss", "--output", str(out), "--config-file",
+                     str(tmp_path / "missing.yaml")]) != 0
+    assert "missing.yaml" in capsys.readouterr().err
+    assert not (tmp_path / "plots").exists()

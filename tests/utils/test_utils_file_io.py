@@ -117,3 +117,23 @@ def test_pyplot_draws_without_a_display(tmp_path):
     fig.savefig(tmp_path / "p.png")
     plt.close(fig)
     assert (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_output_dir_of_run_removes_only_the_folders_it_created_when_the_run_fails(tmp_path):
+    from retina_focal.utils.file_io import output_dir_of_run
+
+    target = tmp_path / "new" / "deeper" / "out"
+    with pytest.raises(SystemExit):
+        with output_dir_of_run(str(target)):
+            assert target.is_dir()
+            raise SystemExit("error: refused")
+    assert not (tmp_path / "new").exists()  # the run created new/deeper/out: all gone
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    with pytest.raises(ValueError):
+        with output_dir_of_run(str(kept / "sub")):
+            raise ValueError("bad input")
+    assert kept.is_dir() and not (kept / "sub").exists()  # an existing folder stays
+    with output_dir_of_run(str(tmp_path / "ok")):
+        (tmp_path / "ok" / "f.txt").write_text("x")
+    assert (tmp_path / "ok" / "f.txt").exists()  # a run that succeeds keeps its output
