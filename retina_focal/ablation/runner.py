@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import retina_focal
 from retina_focal.ablation.results import (
@@ -62,22 +62,28 @@ def setting_dirname(index: int, label: str) -> str:
     return f"{index:02d}_" + re.sub(r"[^A-Za-z0-9.=_-]+", "_", label).strip("_")
 
 
-def build_plan(args) -> Dict:
-    """Validate the study, schedule, config and overrides; return the list of runs to make.
-    Every setting's config is built here, so a bad key fails before anything trains."""
-    study = get_study(args.study)
-    schedule = get_schedule(args.schedule)
-    if args.workers < 1:
-        raise ValueError(f"--workers={args.workers} is invalid: use 1 or more")
-    if len(args.opts) % 2:
-        raise ValueError(f"Overrides must be KEY VALUE pairs, got an odd list: {args.opts}")
+def build_plan(config_file: str, study_name: str, schedule_name: str,
+               seeds: Optional[str] = None, settings_text: Optional[str] = None,
+               opts: Sequence[str] = (), output: Optional[str] = None,
+               workers: int = 1) -> Dict:
+    """Validate the study, schedule, config and overrides (the ablate command's options, by
+    name: ``seeds`` "0,1", ``settings_text`` "L1,L2"); return the plan: the runs to make, the
+    config file (resolved), the study's folder and the workers. Every setting's config is built
+    here, so a bad key fails before anything trains."""
+    study = get_study(study_name)
+    schedule = get_schedule(schedule_name)
+    if workers < 1:
+        raise ValueError(f"--workers={workers} is invalid: use 1 or more")
+    opts = list(opts)
+    if len(opts) % 2:
+        raise ValueError(f"Overrides must be KEY VALUE pairs, got an odd list: {opts}")
     # a path, or a shipped config's name (a missing one: ConfigFileNotFound naming it)
-    args.config_file = resolve_config_file(args.config_file)
+    config_file = resolve_config_file(config_file)
     settings = list(study.settings)
-    if args.settings:
-        wanted = [s.strip() for s in args.settings.split(",") if s.strip()]
+    if settings_text:
+        wanted = [s.strip() for s in settings_text.split(",") if s.strip()]
         if not wanted:
-            raise ValueError(f"--settings {args.settings!r} names no setting; its settings: "
+            raise ValueError(f"--settings {settings_text!r} names no setting; its settings: "
                              f"{study.labels()}")
         unknown = [w for w in wanted if w not in study.labels()]
         if unknown:
@@ -85,26 +91,26 @@ def build_plan(args) -> Dict:
                              f"{study.labels()}")
         settings = [s for s in settings if s.label in wanted]
 
-    base = build_cfg(args.config_file, freeze=False)
-    common = resolve_overrides(schedule.overrides, base) + list(args.opts)
+    base = build_cfg(config_file, freeze=False)
+    common = resolve_overrides(schedule.overrides, base) + opts
     try:
         base.merge_from_list(common)
     except (KeyError, AssertionError, ValueError) as e:
         raise ValueError(f"Bad override in the schedule {schedule.name!r} or on the command "
-                         f"line ({list(args.opts)}) for {args.config_file}: {e}") from e
+                         f"line ({opts}) for {config_file}: {e}") from e
     # [None]: without --seeds, one run per setting with no SEED override
-    seeds: List[Optional[int]] = [*parse_seeds(args.seeds)] or [None]
+    seed_list: List[Optional[int]] = [*parse_seeds(seeds)] or [None]
     runs = []
     for setting in settings:
         index = study.settings.index(setting) + 1
-        opts = resolve_overrides(setting.overrides, base)
+        own = resolve_overrides(setting.overrides, base)
         cfg = base.clone()
         try:
-            cfg.merge_from_list(opts)
+            cfg.merge_from_list(own)
         except (KeyError, AssertionError, ValueError) as e:
             raise ValueError(
-                f"Study {study.name}, setting {setting.label!r}: the overrides {opts} do not "
-                f"apply to {args.config_file}: {e}. (Keys a study needs must exist in "
+                f"Study {study.name}, setting {setting.label!r}: the overrides {own} do not "
+                f"apply to {config_file}: {e}. (Keys a study needs must exist in "
                 "retina_focal.add_retina_focal_config or the base config.)") from e
         # checked once here, not in every run (the runs register no datasets of their own)
         for key in ("DATASETS.TRAIN", "DATASETS.TEST"):
@@ -113,14 +119,15 @@ def build_plan(args) -> Dict:
                              how="ablate trains each setting in a new process, which knows the "
                                  "datasets retina_focal registers (the synthetic presets): use "
                                  "one of those")
-        for seed in seeds:
+        for seed in seed_list:
             # with --seeds, one run per seed (SEED last: it wins), labelled by both
             seed_opts = [] if seed is None else ["SEED", str(seed)]
             label = setting.label if seed is None else f"{setting.label} seed={seed}"
             runs.append({"index": index, "setting": setting, "label": label, "seed": seed,
-                         "opts": [str(o) for o in common + opts + seed_opts]})
-    out_dir = args.output or os.path.join("output", "ablations", f"{study.name}_{schedule.name}")
-    return {"study": study, "schedule": schedule, "runs": runs, "out_dir": out_dir}
+                         "opts": [str(o) for o in common + own + seed_opts]})
+    out_dir = output or os.path.join("output", "ablations", f"{study.name}_{schedule.name}")
+    return {"study": study, "schedule": schedule, "runs": runs, "out_dir": out_dir,
+            "config_file": config_file, "workers": workers}
 
 
 def parse_seeds(text: Optional[str]) -> List[int]:
@@ -149,19 +156,18 @@ def _read_json(path: str):
 
 
 class StudyRunner:
-    """Trains the settings of a :func:`build_plan` plan, ``args.workers`` at a time, each in
+    """Trains the settings of a :func:`build_plan` plan, ``plan["workers"]`` at a time, each in
     its own process (``retina-focal train``), skipping those already done (resume), and
     rewrites the study's results after every setting with progress and an ETA.
 
     Args:
-        args: the ablate command's arguments (``config_file``, ``workers``).
         plan: :func:`build_plan`'s output.
         command: the command line recorded in the results (how to run the study again).
     """
 
-    def __init__(self, args, plan, command: str = ""):
-        self.args = args
+    def __init__(self, plan: Dict, command: str = ""):
         self.command = command
+        self.workers: int = plan["workers"]
         self.study = plan["study"]
         self.schedule = plan["schedule"]
         self.runs = plan["runs"]
@@ -173,15 +179,16 @@ class StudyRunner:
         self.trained_walls: List[float] = []
         self.finished = 0
         self.lock = threading.Lock()
-        self.config_file = os.path.abspath(self.args.config_file)
+        self.config_file_arg: str = plan["config_file"]  # as given (resolved)
+        self.config_file = os.path.abspath(self.config_file_arg)
         self.env = dict(os.environ)
         # children import the same retina_focal as this process
         pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(retina_focal.__file__)))
         self.env["PYTHONPATH"] = os.pathsep.join(
             [pkg_root] + [p for p in self.env.get("PYTHONPATH", "").split(os.pathsep) if p])
-        if args.workers > 1 and "OMP_NUM_THREADS" not in self.env:
+        if self.workers > 1 and "OMP_NUM_THREADS" not in self.env:
             # share the cores between the workers instead of oversubscribing them
-            self.env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.workers))
+            self.env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.workers))
 
     def run_dir(self, run) -> str:
         return os.path.join(self.out_dir, setting_dirname(run["index"], run["label"]))
@@ -249,11 +256,11 @@ class StudyRunner:
         rows = [self.rows.get(r["label"]) or self.row(r, "pending") for r in self.runs]
         header = {
             "command": self.command,
-            "config_file": self.args.config_file,
+            "config_file": self.config_file_arg,
             "schedule": self.schedule.name,
             "schedule_description": self.schedule.description,
             "schedule_overrides": resolve_overrides(self.schedule.overrides, None),
-            "workers": self.args.workers,
+            "workers": self.workers,
         }
         with self.lock:
             return write_results(self.study, rows, self.out_dir, header)
@@ -265,7 +272,7 @@ class StudyRunner:
             remaining = total - done
             if self.trained_walls and remaining:
                 mean = sum(self.trained_walls) / len(self.trained_walls)
-                eta = mean * -(-remaining // self.args.workers)
+                eta = mean * -(-remaining // self.workers)
                 eta_text = f", study ETA {_fmt_s(eta)} ({_fmt_s(mean)} per setting)"
             else:
                 eta_text = ""
@@ -346,18 +353,18 @@ class StudyRunner:
             else:
                 todo.append(run)
         log(f"study {self.study.name} ({self.study.title}), schedule {self.schedule.name}: "
-            f"{len(todo)} of {len(self.runs)} settings to train, {self.args.workers} worker(s), "
+            f"{len(todo)} of {len(self.runs)} settings to train, {self.workers} worker(s), "
             f"output {self.out_dir}")
         self.write()
-        if self.study.timed and self.args.workers > 1 and len(todo) > 1:
-            log(f"study {self.study.name} times inference: with {self.args.workers} workers "
+        if self.study.timed and self.workers > 1 and len(todo) > 1:
+            log(f"study {self.study.name} times inference: with {self.workers} workers "
                 "the settings share the cores while they are timed; use --workers 1 (on an "
                 "otherwise idle machine) for times that compare")
-        if self.args.workers == 1:
+        if self.workers == 1:
             for run in todo:
                 self.train(run)
         else:
-            with ThreadPoolExecutor(max_workers=self.args.workers) as pool:
+            with ThreadPoolExecutor(max_workers=self.workers) as pool:
                 for fut in [pool.submit(self.train, run) for run in todo]:
                     fut.result()
         paths = self.write()

@@ -16,7 +16,7 @@ from retina_focal.ablation.studies import SCHEDULES, STUDIES
 from retina_focal.cli._args import command_parser
 from retina_focal.utils.errors import reports_user_errors
 
-__all__ = ["build_parser", "main", "run"]
+__all__ = ["build_parser", "main", "plan_from_args", "run"]
 
 
 def build_parser():
@@ -41,15 +41,22 @@ def build_parser():
     return parser
 
 
+def plan_from_args(args: argparse.Namespace) -> dict:
+    """:func:`~retina_focal.ablation.runner.build_plan` of the command's options."""
+    return build_plan(args.config_file, args.study, args.schedule, seeds=args.seeds,
+                      settings_text=args.settings, opts=args.opts, output=args.output,
+                      workers=args.workers)
+
+
 def main(args, command: str = "") -> int:
     """Plan (every setting's config checked first), then train what is not done yet; 0 when
     every setting finished, 1 if one failed, 2 on a bad study / schedule / override."""
     try:
-        plan = build_plan(args)
+        plan = plan_from_args(args)
     except (ValueError, FileNotFoundError) as e:
-        print(f"ablate.py: error: {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 2
-    return StudyRunner(args, plan, command=command).run()
+    return StudyRunner(plan, command=command).run()
 
 
 @reports_user_errors

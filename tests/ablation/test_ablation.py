@@ -192,7 +192,6 @@ def test_final_metrics_are_the_last_evaluation_and_no_detection_is_zero(tmp_path
 
 def test_workers_settings_and_config_file_errors_are_refused_before_anything_runs(
         tmp_path, monkeypatch, capsys):
-    from retina_focal.ablation.runner import build_plan
     from retina_focal.cli import ablate
 
     monkeypatch.chdir(tmp_path)
@@ -201,7 +200,7 @@ def test_workers_settings_and_config_file_errors_are_refused_before_anything_run
 
     def refused(argv, error, message):
         with pytest.raises(error) as e:
-            build_plan(ablate.build_parser().parse_args(argv))
+            ablate.plan_from_args(ablate.build_parser().parse_args(argv))
         assert str(e.value) == message
         assert ablate.run(argv) == 2
         assert f"error: {message}" in capsys.readouterr().err
@@ -279,9 +278,7 @@ def test_proposal_recall_is_read_and_seeds_repeat_each_setting(tmp_path):
             parse_seeds(bad)
     config = os.path.join(REPO, "configs", "Synthetic",
                           "faster_rcnn_focal_rpn_R_18_FPN_synthetic.yaml")
-    from retina_focal.ablation.runner import build_plan
-
-    plan = build_plan(ablate.build_parser().parse_args(
+    plan = ablate.plan_from_args(ablate.build_parser().parse_args(
         ["--config-file", config, "--study", "focal_rpn_proposals", "--schedule", "tiny",
          "--settings", "FL + sampler,FL all anchors prior .01", "--seeds", "3,4"]))
     runs = plan["runs"]
@@ -426,12 +423,11 @@ def test_a_timed_study_records_the_runs_inference_time(tmp_path, capsys):
     del result["inference_s_per_image"]
     json.dump(result, open(os.path.join(run_dir, "result.json"), "w"))
     open(os.path.join(run_dir, "log.txt"), "w").write(log.replace("pure compute", "compute"))
-    from retina_focal.ablation.runner import StudyRunner, build_plan
+    from retina_focal.ablation.runner import StudyRunner
     from retina_focal.cli import ablate
 
-    parsed = ablate.build_parser().parse_args(args[1:])
-    plan = build_plan(parsed)
-    runner = StudyRunner(parsed, plan)
+    plan = ablate.plan_from_args(ablate.build_parser().parse_args(args[1:]))
+    runner = StudyRunner(plan)
     assert runner.load_done(plan["runs"][0]) is None  # not taken as done: retrained
     out = capsys.readouterr().out
     assert os.path.join(run_dir, "log.txt") in out and "pure compute time" in out

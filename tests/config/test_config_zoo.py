@@ -66,7 +66,6 @@ def test_the_wheel_carries_every_config(tmp_path):
 def test_benchmark_and_ablate_find_configs_by_name_from_another_folder(tmp_path, monkeypatch):
     """A stranger's find: from a wheel, benchmark's default config pointed into site-packages
     beside the package, and ablate refused a shipped config's name."""
-    from retina_focal.ablation.runner import build_plan
     from retina_focal.cli import ablate, benchmark
 
     monkeypatch.chdir(tmp_path)
@@ -75,5 +74,4 @@ def test_benchmark_and_ablate_find_configs_by_name_from_another_folder(tmp_path,
     args = ablate.build_parser().parse_args([
         "--config-file", "configs/Synthetic/retina_focal_R_18_FPN_tiny.yaml", "--study", "1a",
         "--schedule", "tiny", "--settings", "alpha=0.75", "--output", str(tmp_path / "ab")])
-    build_plan(args)
-    assert os.path.isfile(args.config_file)
+    assert os.path.isfile(ablate.plan_from_args(args)["config_file"])
