@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 from dataclasses import fields
-from typing import Optional, Tuple
+from typing import Any, Dict
 
 import torch
 
@@ -31,24 +31,36 @@ from retina_focal.benchmark.settings import BenchSettings
 from retina_focal.benchmark.timing import log
 from retina_focal.cli._args import command_parser, int_at_least
 from retina_focal.config.zoo import resolve_config_file
+from retina_focal.engine.defaults import build_cfg
 from retina_focal.engine.device import check_device_available
 from retina_focal.utils.errors import reports_user_errors
 
 __all__ = ["build_parser", "main", "parse_args", "run"]
 
 
-def add_model_options(p: argparse.ArgumentParser, repeats: int, image_size: Tuple[int, int],
-                      anchors: Optional[int], anchors_help: str) -> None:
-    """The options of the model and loss sections (this command's and gpu-checks')."""
+# --quick's sizes: for each option the user did not give
+QUICK = {"repeats": 1, "warmup": 1, "image_size": (128, 160), "anchors": 4000}
+# this command's defaults of the options add_model_options shares with gpu-checks
+DEFAULTS = {"repeats": 7, "warmup": 2, "image_size": (512, 640), "anchors": 240000}
+
+
+def add_model_options(p: argparse.ArgumentParser, defaults: Dict[str, Any],
+                      anchors_help: str) -> None:
+    """The options of the model and loss sections (this command's and gpu-checks'); those of
+    ``defaults`` are filled by :func:`check_model_options` (from ``--quick``'s sizes where the
+    user gave none)."""
     p.add_argument("--quick", action="store_true",
-                   help="tiny sizes and one repeat (a smoke test of the tool, not a measurement)")
-    p.add_argument("--repeats", type=int_at_least(1), default=repeats,
-                   help="timed rounds per figure (median)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed runs of each method first")
-    p.add_argument("--anchors", type=int_at_least(1), default=anchors, help=anchors_help)
+                   help="tiny sizes and one repeat, for the options not given (a smoke test of "
+                        "the tool, not a measurement)")
+    p.add_argument("--repeats", type=int_at_least(1),
+                   help=f"timed rounds per figure (median; default {defaults['repeats']})")
+    p.add_argument("--warmup", type=int_at_least(0),
+                   help=f"untimed runs of each method first (default {defaults['warmup']})")
+    p.add_argument("--anchors", type=int_at_least(1), help=anchors_help)
     p.add_argument("--classes", type=int_at_least(1), default=80)
     p.add_argument("--images", type=int_at_least(1), default=2, help="images per batch")
-    p.add_argument("--image-size", type=int, nargs=2, default=image_size, metavar=("H", "W"))
+    p.add_argument("--image-size", type=int_at_least(32), nargs=2, metavar=("H", "W"),
+                   help="image height and width (default %d %d)" % defaults["image_size"])
     p.add_argument("--config-file", default=None,
                    help="model config (default R50-FPN; with --quick the tiny config)")
     p.add_argument("--no-gn-head", dest="gn_head", action="store_false",
@@ -59,8 +71,7 @@ def add_model_options(p: argparse.ArgumentParser, repeats: int, image_size: Tupl
 def build_parser():
     p = command_parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--output", help="write the results as JSON to this file")
-    add_model_options(p, repeats=7, image_size=(512, 640), anchors=240000,
-                      anchors_help="anchors in the loss batch")
+    add_model_options(p, DEFAULTS, anchors_help="anchors in the loss batch (default 240000)")
     p.add_argument("--only", choices=("loss", "train", "inference", "export"), action="append",
                    help="run only these sections (repeatable; export runs only when named)")
     p.add_argument("--ort-threads", type=int, default=0,
@@ -68,7 +79,7 @@ def build_parser():
     p.add_argument("--ort-opt-level", default="all",
                    choices=("disable", "basic", "extended", "all"),
                    help="export section: onnxruntime graph optimisation level")
-    p.add_argument("--threads", type=int, default=0,
+    p.add_argument("--threads", type=int_at_least(0), default=0,
                    help="torch intra-op threads (default: torch's choice); 1 is steadier on a "
                         "machine shared with other jobs, where OpenMP barriers stall")
     p.add_argument("--train-bfloat16", action="store_true",
@@ -83,24 +94,28 @@ def build_parser():
     return p
 
 
-def check_model_options(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """``--quick``'s sizes; the config (a missing one refused now, not after the sections
-    before the one that reads it); ``--output`` not a folder."""
-    if args.quick:
-        args.repeats, args.warmup, args.image_size = 1, 1, (128, 160)
+def check_model_options(p: argparse.ArgumentParser, args: argparse.Namespace,
+                        defaults: Dict[str, Any], check_device: bool = True) -> None:
+    """Fill the options the user did not give (``--quick``'s sizes, else ``defaults``);
+    refuse now, before any section runs: a missing config, a bad override, an option placed
+    among the overrides, a device this machine lacks, ``--output`` a folder."""
+    for name, value in defaults.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, QUICK[name] if args.quick and name in QUICK else value)
     if args.config_file is None:  # a config given with --quick is the one used
         args.config_file = QUICK_CONFIG if args.quick else DEFAULT_CONFIG
     if args.output and os.path.isdir(args.output):
         p.error(f"--output {args.output!r} is a folder; give the JSON file to write")
     args.config_file = resolve_config_file(args.config_file)
+    build_cfg(args.config_file, args.opts)  # a bad key or value: ConfigError naming it
+    if check_device:
+        check_device_available(args.device, "--device")
 
 
 def parse_args(argv=None):
     p = build_parser()
     args = p.parse_args(argv)
-    if args.quick:
-        args.anchors = 4000
-    check_model_options(p, args)
+    check_model_options(p, args, DEFAULTS)
     return args
 
 
@@ -114,7 +129,6 @@ def settings_from_args(args) -> BenchSettings:
 def main(args, command: str = ""):
     """Run the sections ``args`` asks for; print the tables, write the JSON; return the
     report."""
-    check_device_available(args.device, "--device")
     if args.threads:
         torch.set_num_threads(args.threads)
     sections = args.only or ["loss", "train", "inference"]

@@ -2,6 +2,7 @@
 config's data path and fused head BatchNorm against what they replace, alternating in one
 process (:mod:`retina_focal.benchmark.synthetic`)."""
 import argparse
+import os
 import sys
 
 import torch
@@ -35,13 +36,25 @@ def main(args, command: str = "") -> dict:
     import retina_focal  # noqa: F401  (registers the synthetic datasets)
     from retina_focal.benchmark.report import environment, write_json
     from retina_focal.benchmark.synthetic import bench_head_norm, bench_mapper
+    from retina_focal.config.zoo import resolve_config_file
+    from retina_focal.data.datasets.coco import check_registered
     from retina_focal.engine.defaults import build_cfg
 
     if min(args.images, args.steps, args.rounds) < 1:
         raise SystemExit("error: --images, --steps and --rounds must be >= 1")
-    cfg = build_cfg(args.config_file, args.opts)
-    report = {"environment": environment(command, args.rounds), "config_file": args.config_file}
+    if args.output and os.path.isdir(args.output):
+        raise SystemExit(f"error: --output {args.output!r} is a folder; give the JSON file to "
+                         "write")
+    config_file = resolve_config_file(args.config_file)
+    cfg = build_cfg(config_file, args.opts)
+    check_registered(cfg.DATASETS.TRAIN, "DATASETS.TRAIN", can_register=False)
     sections = args.only or ["mapper", "head_norm"]
+    if "head_norm" in sections and cfg.MODEL.RETINANET.NORM != "BN":
+        raise SystemExit(f"error: the head_norm section times the head's fused BatchNorm, but "
+                         f"{args.config_file} has MODEL.RETINANET.NORM "
+                         f"{cfg.MODEL.RETINANET.NORM!r} (both sides would run the same code): "
+                         "use a config with a BN head, or --only mapper")
+    report = {"environment": environment(command, args.rounds), "config_file": config_file}
     print(f"benchmark-synthetic: {', '.join(sections)}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads", flush=True)
     if "mapper" in sections:

@@ -18,19 +18,22 @@ from retina_focal.benchmark.gpu import SECTIONS, GpuChecks, anchor_count, run_ch
 from retina_focal.benchmark.models import SOURCE_ROOT
 from retina_focal.benchmark.report import save_json
 from retina_focal.benchmark.timing import log
-from retina_focal.cli._args import command_parser, int_at_least
+from retina_focal.cli._args import command_parser, int_at_least, positive_float
 from retina_focal.cli.benchmark import add_model_options, check_model_options, settings_from_args
 from retina_focal.utils.errors import reports_user_errors
 
 __all__ = ["build_parser", "checks_from_args", "main", "parse_args", "run"]
 
 
+# the defaults of the options shared with benchmark: COCO's image size (the anchors follow it)
+DEFAULTS = {"repeats": 5, "warmup": 2, "image_size": (800, 1333), "anchors": None}
+
+
 def build_parser():
     p = command_parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--output", required=True, help="the JSON report (written after each section)")
-    add_model_options(p, repeats=5, image_size=(800, 1333), anchors=None,
-                      anchors_help="anchors of the focal-loss batch (default: RetinaNet's for "
-                                   "--images of --image-size, ~400k)")
+    add_model_options(p, DEFAULTS, anchors_help="anchors of the focal-loss batch (default: "
+                                                "RetinaNet's for --images of --image-size)")
     p.add_argument("--only", choices=SECTIONS, action="append",
                    help="run only these sections (repeatable; default: all)")
     p.add_argument("--device", default="cuda",
@@ -42,8 +45,8 @@ def build_parser():
     p.add_argument("--tests-path", default="tests",
                    help="the test folder or files (relative to the source checkout)")
     p.add_argument("-k", dest="tests_k", default="cuda", help="pytest -k expression of the tests")
-    p.add_argument("--tests-timeout-s", type=float, default=240)
-    p.add_argument("--budget-s", type=float, default=450,
+    p.add_argument("--tests-timeout-s", type=positive_float, default=240)
+    p.add_argument("--budget-s", type=positive_float, default=450,
                    help="stop starting sections after this many seconds (default 7.5 min)")
     return p
 
@@ -51,15 +54,15 @@ def build_parser():
 def parse_args(argv=None):
     p = build_parser()
     args = p.parse_args(argv)
-    check_model_options(p, args)
+    if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
+        p.error(f"--device {args.device!r}: use cuda, cuda:N or cpu")
+    # without CUDA, "cuda" is a dry run (each section says why it is skipped), not an error
+    check_model_options(p, args, DEFAULTS, check_device=False)
     if args.compile_batches is None:
         args.compile_batches = 3 if args.quick else 10
     if args.anchors is None:
         args.anchors = anchor_count(*args.image_size, images=args.images)
     args.only = args.only or list(SECTIONS)
-    if not os.path.exists(os.path.join(SOURCE_ROOT, args.tests_path)) and "tests" in args.only:
-        p.error(f"--tests-path {args.tests_path!r}: not found in {SOURCE_ROOT} (the tests need "
-                f"the source checkout; leave them out with --only)")
     return args
 
 

@@ -149,8 +149,10 @@ def test_synthetic_benchmark_runs_both_sides(tmp_path):
     """tools/benchmark_synthetic.py (docs/performance.md, the data path): a smoke run on the
     tiny config; the figures are times, so only their presence is checked."""
     out = tmp_path / "synthetic.json"
+    # a BatchNorm head: the head_norm section times the head's fused BatchNorm
     proc = run_tool(["tools/benchmark_synthetic.py", "--config-file", TINY_CONFIG, "--images",
-                     "4", "--steps", "1", "--rounds", "1", "--output", str(out)], cwd=REPO)
+                     "4", "--steps", "1", "--rounds", "1", "--output", str(out),
+                     "MODEL.RETINANET.NORM", "BN"], cwd=REPO)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     report = json.load(open(out))
     assert set(report["mapper"]["ms_per_image"]) == {
@@ -183,3 +185,59 @@ def test_export_section_prints_the_whole_graphs_ratio(tmp_path):
     assert c["conv_gflop"] > 0 and c["matmul_gflops_float32"] > 0
     assert c["conv_gflops_for_half"] == pytest.approx(c["conv_gflop"] / (0.5 * d2_s))
     assert "a ratio of 0.5 needs" in proc.stdout and "ceiling of this CPU" in proc.stdout
+
+
+def test_quick_fills_only_the_sizes_not_given():
+    """A stranger's find: --quick overrode --image-size, --repeats and --anchors given with it
+    (and the report recorded the command line asking for them)."""
+    from retina_focal.cli import benchmark
+
+    given = benchmark.parse_args(["--quick", "--image-size", "96", "96", "--repeats", "3",
+                                  "--anchors", "123", "--warmup", "0"])
+    assert (given.image_size, given.repeats, given.anchors, given.warmup) == ([96, 96], 3, 123, 0)
+    quick = benchmark.parse_args(["--quick"])
+    assert (tuple(quick.image_size), quick.repeats, quick.anchors) == ((128, 160), 1, 4000)
+    full = benchmark.parse_args([])
+    assert (tuple(full.image_size), full.repeats, full.anchors, full.warmup) == \
+        ((512, 640), 7, 240000, 2)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["MODEL.RETINANET.NUM_CLASSESX", "3"], "unknown config key MODEL.RETINANET.NUM_CLASSESX"),
+    (["MODEL.RETINANET.NUM_CLASSES", "3", "--output", "x.json"],
+     "option --output comes after the KEY VALUE config overrides"),
+    (["--device", "cuda:7"], "--device"),
+])
+def test_benchmark_refuses_bad_overrides_and_devices_before_any_section(argv, message, capsys):
+    """One error line, exit status 1, no traceback, before anything is measured."""
+    from retina_focal import cli
+
+    assert cli.main(["benchmark", "--quick", "--only", "inference"] + argv) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [["--threads", "-3"], ["--image-size", "0", "0"],
+                                  ["--warmup", "-1"], ["--repeats", "0"]])
+def test_benchmark_refuses_bad_numbers_as_usage_errors(argv, capsys):
+    from retina_focal import cli
+
+    assert cli.main(["benchmark", "--quick", "--only", "loss"] + argv) == 2
+    assert argv[0] in capsys.readouterr().err
+
+
+def test_benchmark_synthetic_refuses_before_it_measures(tmp_path, capsys):
+    """A stranger's finds: an --output folder failed after the whole run; a GroupNorm head
+    timed the same code on both sides; an unregistered dataset was a KeyError traceback."""
+    from retina_focal import cli
+
+    base = ["benchmark-synthetic", "--config-file", TINY_CONFIG, "--images", "2", "--steps",
+            "1", "--rounds", "1"]
+    for argv, message in (
+            (["--output", str(tmp_path)], "is a folder"),
+            (["--only", "head_norm"], "MODEL.RETINANET.NORM 'GN'"),
+            (["--only", "mapper", "DATASETS.TRAIN", "('nope',)"], "nope")):
+        assert cli.main(base + argv) == 1, argv
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []

@@ -165,3 +165,29 @@ def test_harness_on_the_cpu(tmp_path):
     assert rc["status"] == "measured"
     assert len(rc["loss"]["calls"]) == 3 * 2 and len(rc["training_step"]["calls"]) == 2
     assert rc["loss"]["frames_compiled"] == 0
+
+
+def test_dry_run_from_a_wheel_without_the_tests_folder(no_cuda, tmp_path, monkeypatch):
+    """A stranger's find: installed from the wheel (no tests/ beside the package), the dry run
+    was refused (exit 2) instead of exiting 0; on a CUDA machine the tests section is skipped
+    with the reason."""
+    out = tmp_path / "g.json"
+    assert cli.main(["gpu-checks", "--output", str(out), "--tests-path", "no_such_tests"]) == 0
+    assert json.loads(out.read_text())["dry_run"] is True
+    monkeypatch.setattr(gpu, "cuda_unavailable_reason", lambda: None)  # as with CUDA
+    assert cli.main(["gpu-checks", "--output", str(out), "--tests-path", "no_such_tests",
+                     "--only", "tests"]) == 0
+    reason = json.loads(out.read_text())["sections"]["tests"]["reason"]
+    assert "'no_such_tests' is not in" in reason and "source checkout" in reason
+
+
+@pytest.mark.parametrize("argv, status, message", [
+    (["--device", "tpu"], 2, "--device 'tpu'"),
+    (["--budget-s", "-1"], 2, "--budget-s"),
+    (["MODEL.FOO", "1"], 1, "unknown config key MODEL.FOO"),
+])
+def test_bad_input_is_refused_before_any_section(argv, status, message, tmp_path, capsys):
+    out = tmp_path / "g.json"
+    assert cli.main(["gpu-checks", "--output", str(out), "--device", "cpu", "--quick",
+                     "--only", "inference"] + argv) == status
+    assert message in capsys.readouterr().err and not out.exists()

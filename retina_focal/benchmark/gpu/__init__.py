@@ -2,6 +2,7 @@
 "GPU", says what each section measures): the CUDA tests (:mod:`.suite`), the benchmarks
 (:mod:`retina_focal.benchmark` and :mod:`.cuda`) and torch.compile's recompilation counts
 (:mod:`.recompiles`), into one report; without CUDA every section is skipped with its reason."""
+import os
 import time
 import traceback
 from dataclasses import dataclass
@@ -97,6 +98,10 @@ def run_checks(checks: GpuChecks, command: str, write: Callable[[Dict], None]) -
             skip = no_cuda
         elif name == "tests" and not device.startswith("cuda"):
             skip = f"--device {device}: the tests selected are the CUDA ones"
+        elif name == "tests" and not os.path.exists(os.path.join(checks.tests_root,
+                                                                 checks.tests[0])):
+            skip = (f"{checks.tests[0]!r} is not in {checks.tests_root}: the tests run from "
+                    "the source checkout (an installed wheel has none)")
         elif remaining() < 20:
             skip = f"the time budget of {checks.budget_s:.0f} s is spent (--budget-s)"
         if skip is None:
