@@ -91,6 +91,7 @@ def build_plan(config_file: str, study_name: str, schedule_name: str,
                              f"{study.labels()}")
         settings = [s for s in settings if s.label in wanted]
 
+    build_cfg(config_file, opts)  # the command line's overrides alone: ConfigError naming them
     base = build_cfg(config_file, freeze=False)
     common = resolve_overrides(schedule.overrides, base) + opts
     try:
@@ -131,9 +132,9 @@ def build_plan(config_file: str, study_name: str, schedule_name: str,
 
 
 def parse_seeds(text: Optional[str]) -> List[int]:
-    """``--seeds`` "0,1,2" as [0, 1, 2] (None or "": no repetition); a value that is not a
-    non-negative integer, or a repeated one, is a ValueError."""
-    if not text:
+    """``--seeds`` "0,1,2" as [0, 1, 2] (None: no repetition); a value that is not a
+    non-negative integer (an empty one too), or a repeated one, is a ValueError."""
+    if text is None:
         return []
     seeds = []
     for part in text.split(","):

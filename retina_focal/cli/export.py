@@ -44,7 +44,8 @@ logger = logging.getLogger(LOGGER_NAME)
 def build_parser():
     parser = command_parser(description=__doc__.splitlines()[0])
     parser.add_argument("--config-file", required=True)
-    parser.add_argument("--output", required=True, help="output directory")
+    # required, checked in main: placed after the overrides it is read as one of them
+    parser.add_argument("--output", help="output directory (required)")
     parser.add_argument("--format", choices=tuple(FORMATS), default="torchscript",
                         help="what to export (default torchscript)")
     parser.add_argument("--graph", choices=GRAPHS, default=None,
@@ -67,6 +68,9 @@ def build_parser():
 def main(args) -> int:
     """Export; 0 when the exported model's detections equal the eager model's, else 1."""
     setup_logger(name=LOGGER_NAME)
+    if args.output is None:  # an --output among the overrides: build_cfg names it
+        if "--output" not in args.opts:
+            raise SystemExit("error: the following arguments are required: --output")
     cfg = build_cfg(args.config_file, args.opts, allow_unsafe=args.allow_unsafe_config)
     if args.verify_dataset and args.format == "torchscript":
         raise SystemExit("error: --verify-dataset needs --format onnx or exported-program")

@@ -165,7 +165,6 @@ def run_demo(cfg, images: Sequence[str], output: str, *, score_thresh: float,
     names = output_names(images)
     check_output_files(output, names, images)
     predictor = load_predictor(cfg, score_thresh)
-    make_output_dir(output, "--output")  # after every check: a refused run writes nothing
     data_map, data_desc = data_class_map(gt["categories"] if gt is not None else None,
                                          list(cfg.DATASETS.TEST))
     model_map = outputs_class_map(
@@ -178,6 +177,7 @@ def run_demo(cfg, images: Sequence[str], output: str, *, score_thresh: float,
         f"{os.path.basename(cfg.MODEL.WEIGHTS)!r}",
         hint="" if data_desc == "--coco-json" else _OTHER_DATASET_HINT)
     metadata = Metadata(name="retina_focal_demo", thing_classes=[c["name"] for c in model_map])
+    make_output_dir(output, "--output")  # after every check: a refused run writes nothing
 
     results: List[Dict[str, Any]] = []
     image_entries: List[Dict[str, Any]] = []

@@ -273,7 +273,7 @@ def test_proposal_recall_is_read_and_seeds_repeat_each_setting(tmp_path):
     assert read_final_metrics(str(tmp_path)) is None  # no box AP in a proposal run
 
     assert parse_seeds("0, 1,2") == [0, 1, 2] and parse_seeds(None) == []
-    for bad in ("a", "-1", "1,1"):
+    for bad in ("a", "-1", "1,1", "", ","):  # an empty --seeds names no seed: refused
         with pytest.raises(ValueError, match="--seeds"):
             parse_seeds(bad)
     config = os.path.join(REPO, "configs", "Synthetic",
