@@ -426,11 +426,13 @@ def check_evaluation_start(output_dir: str, weights: str, *, resume: bool = Fals
     """
     if not weights and not (resume and output_dir and os.path.isfile(
             os.path.join(output_dir, _LAST_CHECKPOINT))):
+        # a LazyConfig key (lower case) is set as key=value, a YAML one as KEY VALUE
+        example = f"{weights_key}{'=' if weights_key.islower() else ' '}output/model_final.pth"
+        article = "an" if output_key[:1].lower() in "aeiou" else "a"
         raise CheckpointNotFound(
             f"{weights_key} is empty: an evaluation needs the checkpoint to evaluate (e.g. "
-            f"`{weights_key} output/model_final.pth`), or --resume with an {output_key} "
-            "holding a run (its last checkpoint); without one it would score an untrained "
-            "model")
+            f"`{example}`), or --resume with {article} {output_key} holding a run (its last "
+            "checkpoint); without one it would score an untrained model")
     if not resume:
         check_weights_readable(weights, weights_key)
     if not output_dir or not is_local_path(output_dir) or not os.path.isdir(output_dir) or resume:

@@ -179,10 +179,15 @@ def test_the_commands_release_the_output_dir_when_they_end_or_fail(trained, tmp_
         assert cli.main(command) == 0
         assert os.path.exists(os.path.join(out, "config.yaml")) and not os.path.exists(lock)
     # an evaluation without a checkpoint would score an untrained model: refused, naming the key
-    for command, key in ((yaml, "MODEL.WEIGHTS is empty"),
-                         (lazy, "train.init_checkpoint is empty")):
+    # each with its own config system's syntax in the example
+    for command, key, example in (
+            (yaml, "MODEL.WEIGHTS is empty", "`MODEL.WEIGHTS output/model_final.pth`"),
+            (lazy, "train.init_checkpoint is empty",
+             "`train.init_checkpoint=output/model_final.pth`), or --resume with a "
+             "train.output_dir")):
         assert cli.main(command) == 1
-        assert key in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert key in err and example in err, err
         assert not os.path.exists(lock)
     missing = str(tmp_path / "missing.pth")
     for command in (yaml + ["MODEL.WEIGHTS", missing],
