@@ -53,7 +53,19 @@ def build_parser():
 
 
 def parse_args(argv=None):
-    return build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.config_file:  # Figure 1 only: what only Figure 4 reads is refused, not ignored
+        unused = [opt for opt, given in (
+            ("--dataset", args.dataset is not None),
+            ("--num-images", args.num_images != parser.get_default("num_images")),
+            ("--fig4-gammas", args.fig4_gammas != parser.get_default("fig4_gammas")),
+            ("KEY VALUE overrides", bool(args.opts))) if given]
+        if unused:
+            raise SystemExit(f"error: {', '.join(unused)} {'is' if len(unused) == 1 else 'are'} "
+                             "for Figure 4, which needs --config-file (the trained model's "
+                             "config); without it only Figure 1 is drawn")
+    return args
 
 
 def main(args) -> int:

@@ -344,6 +344,9 @@ BAD = [
      "option --output comes after the KEY VALUE config overrides"),
     ("export-output-missing", f"export --format onnx --config-file {TINY_CONFIG} "
      "MODEL.WEIGHTS {weights.pth}", "the following arguments are required: --output"),
+    ("plot-focal-loss-figure4-options-without-config", "plot-focal-loss --output {dir}/f2 "
+     "--num-images 5 MODEL.WEIGHTS {weights.pth}",
+     "--num-images, KEY VALUE overrides are for Figure 4, which needs --config-file"),
     ("benchmark-config-missing", "benchmark --only loss --quick --config-file {dir}/nope.yaml "
      "--output {dir}/k1.json", "nope.yaml"),
     ("benchmark-device-unknown", "benchmark --only loss --quick --device gpu --output "
