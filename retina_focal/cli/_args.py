@@ -2,9 +2,10 @@
 option (``error: argument --iou-bins: 0 is not an integer >= 1``), before anything runs."""
 import argparse
 from dataclasses import fields
+from typing import Sequence, Tuple
 
 __all__ = ["command_parser", "int_at_least", "int_in", "launch_settings", "positive_float",
-           "run_options"]
+           "refuse_unused", "run_options"]
 
 
 def command_parser(**kwargs) -> argparse.ArgumentParser:
@@ -78,3 +79,13 @@ def run_options(args: argparse.Namespace) -> dict:
                 allow_unsafe=getattr(args, "allow_unsafe_config", False),
                 launch=launch_settings(args),
                 extra_options={k: v for k, v in vars(args).items() if k not in _RUN_OPTIONS})
+
+
+def refuse_unused(given: Sequence[Tuple[str, bool]], mode: str) -> None:
+    """Refuse, naming them, the options of ``given`` (``(option, was given)`` pairs) that have
+    no effect in ``mode`` (how the command runs now, e.g. "--results evaluates a detections
+    file without a model"): what would be ignored is an error, not silently dropped."""
+    unused = [option for option, was_given in given if was_given]
+    if unused:
+        raise SystemExit(f"error: {mode}: {', '.join(unused)} would have no effect; leave "
+                         f"{'it' if len(unused) == 1 else 'them'} out")

@@ -10,7 +10,7 @@ docs/tools.md ("Evaluate") says what it evaluates, where the report goes and wha
 import logging
 import os
 
-from retina_focal.cli._args import launch_settings, run_options
+from retina_focal.cli._args import launch_settings, refuse_unused, run_options
 from retina_focal.engine.defaults import default_argument_parser, setup_cfg
 from retina_focal.engine.launch import launch_run
 from retina_focal.evaluation import REPORT_FILE, evaluate_results_file
@@ -81,14 +81,11 @@ def run(argv=None) -> int:
             raise SystemExit("error: --results needs --gt-json (the ground truth to compare with)")
         # a results file is evaluated without a model: what only a model reads would be
         # ignored, so it is refused instead
-        unused = [opt for opt, given in (
-            ("--config-file", args.config_file), ("--image-dir", args.image_dir),
-            ("--dataset", args.dataset), ("KEY VALUE overrides", args.opts),
-            ("--eval-only", args.eval_only), ("--resume", args.resume)) if given]
-        if unused:
-            raise SystemExit(f"error: --results evaluates a detections file without a model: "
-                             f"{', '.join(unused)} would have no effect; leave "
-                             f"{'it' if len(unused) == 1 else 'them'} out")
+        refuse_unused((("--config-file", bool(args.config_file)),
+                       ("--image-dir", bool(args.image_dir)), ("--dataset", bool(args.dataset)),
+                       ("KEY VALUE overrides", bool(args.opts)), ("--eval-only", args.eval_only),
+                       ("--resume", args.resume)),
+                      "--results evaluates a detections file without a model")
         try:
             evaluate_results(args)
         except (ValueError, FileNotFoundError) as e:

@@ -14,7 +14,7 @@ import argparse
 import logging
 
 from retina_focal.analysis.loss_curves import figure4, write_figure1
-from retina_focal.cli._args import command_parser
+from retina_focal.cli._args import command_parser, refuse_unused
 from retina_focal.config.loading import add_allow_unsafe_config_argument
 from retina_focal.utils.errors import reports_user_errors
 from retina_focal.utils.file_io import output_dir_of_run
@@ -56,15 +56,12 @@ def parse_args(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.config_file:  # Figure 1 only: what only Figure 4 reads is refused, not ignored
-        unused = [opt for opt, given in (
-            ("--dataset", args.dataset is not None),
-            ("--num-images", args.num_images != parser.get_default("num_images")),
-            ("--fig4-gammas", args.fig4_gammas != parser.get_default("fig4_gammas")),
-            ("KEY VALUE overrides", bool(args.opts))) if given]
-        if unused:
-            raise SystemExit(f"error: {', '.join(unused)} {'is' if len(unused) == 1 else 'are'} "
-                             "for Figure 4, which needs --config-file (the trained model's "
-                             "config); without it only Figure 1 is drawn")
+        refuse_unused((("--dataset", args.dataset is not None),
+                       ("--num-images", args.num_images != parser.get_default("num_images")),
+                       ("--fig4-gammas", args.fig4_gammas != parser.get_default("fig4_gammas")),
+                       ("KEY VALUE overrides", bool(args.opts))),
+                      "without --config-file only Figure 1 is drawn (Figure 4 needs the "
+                      "trained model's config)")
     return args
 
 

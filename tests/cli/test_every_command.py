@@ -346,7 +346,7 @@ BAD = [
      "MODEL.WEIGHTS {weights.pth}", "the following arguments are required: --output"),
     ("plot-focal-loss-figure4-options-without-config", "plot-focal-loss --output {dir}/f2 "
      "--num-images 5 MODEL.WEIGHTS {weights.pth}",
-     "--num-images, KEY VALUE overrides are for Figure 4, which needs --config-file"),
+     "--num-images, KEY VALUE overrides would have no effect"),
     ("benchmark-config-missing", "benchmark --only loss --quick --config-file {dir}/nope.yaml "
      "--output {dir}/k1.json", "nope.yaml"),
     ("benchmark-device-unknown", "benchmark --only loss --quick --device gpu --output "
