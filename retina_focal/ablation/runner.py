@@ -30,6 +30,7 @@ from retina_focal.ablation.results import (
     write_results,
 )
 from retina_focal.ablation.studies import get_schedule, get_study, resolve_overrides
+from retina_focal.config.loading import merge_config_overrides
 from retina_focal.config.zoo import resolve_config_file
 from retina_focal.data.datasets.coco import check_registered
 from retina_focal.engine.defaults import build_cfg
@@ -91,8 +92,9 @@ def build_plan(config_file: str, study_name: str, schedule_name: str,
                              f"{study.labels()}")
         settings = [s for s in settings if s.label in wanted]
 
-    build_cfg(config_file, opts)  # the command line's overrides alone: ConfigError naming them
     base = build_cfg(config_file, freeze=False)
+    # the command line's overrides alone first: a ConfigError naming the key or the option
+    merge_config_overrides(base.clone(), opts)
     common = resolve_overrides(schedule.overrides, base) + opts
     try:
         base.merge_from_list(common)
