@@ -7,18 +7,28 @@ from typing import Callable, Dict
 import torch
 
 from retina_focal.benchmark.settings import BenchSettings
-from retina_focal.benchmark.timing import Progress, alternate, ratios, summarize, sync
+from retina_focal.benchmark.timing import (
+    Progress,
+    alternate,
+    peak_extra_bytes,
+    ratios,
+    summarize,
+    sync,
+)
 from retina_focal.engine.device import resolve_memory_format
 from retina_focal.modeling.detectron2_reference import detectron2_head_kind
 
-__all__ = ["DEFAULT_CONFIG", "QUICK_CONFIG", "bench_inference", "bench_train", "build_models",
-           "compare_detections", "inference_models", "inference_run", "make_batch", "sgd_step"]
+__all__ = ["DEFAULT_CONFIG", "EAGER_TOLERANCES", "QUICK_CONFIG", "bench_inference", "bench_train",
+           "build_models", "inference_models", "inference_run", "make_batch", "sgd_step"]
 
 # the source checkout (the report names the config relative to it)
 SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # shipped configs, by name (retina_focal.config.get_config_file finds them in a wheel too)
 DEFAULT_CONFIG = "COCO-Detection/retina_focal_R_50_FPN_1x.yaml"
 QUICK_CONFIG = "Synthetic/retina_focal_R_18_FPN_tiny.yaml"
+# two eager models in other memory layouts: scores within 1e-4 (float32 rounding), boxes within
+# 1e-3 px (export.parity.compare_instances's tolerances)
+EAGER_TOLERANCES = dict(atol=1e-4, box_rtol=0.0, box_atol=1e-3)
 
 
 def build_models(settings: BenchSettings, device):
@@ -38,15 +48,6 @@ def build_models(settings: BenchSettings, device):
     ours = build_model(cfg)  # as every command builds it: with the device speed-ups
     theirs = detectron2_retinanet(cfg, ours)
     return cfg, ours, theirs
-
-
-def compare_detections(a, b) -> Dict:
-    """How Instances ``a`` and ``b`` differ (:func:`retina_focal.export.parity.compare_instances`)
-    with the tolerances of two eager models in other memory layouts: scores within 1e-4 (float32
-    rounding), boxes within 1e-3 px."""
-    from retina_focal.export.parity import compare_instances
-
-    return compare_instances(a, b, atol=1e-4, box_rtol=0.0, box_atol=1e-3)
 
 
 def make_batch(num_images, height, width, num_classes, device, boxes_per_image=7, seed=0):
@@ -112,7 +113,9 @@ def bench_train(settings: BenchSettings, device):
     """One SGD iteration (forward, backward, step) of RetinaFocal and of Detectron2's
     RetinaNet, same weights and batch, in float32; with ``settings.train_bfloat16`` also both under
     CPU bfloat16 autocast (what ``SOLVER.AMP.ENABLED`` trains in on a CPU with bfloat16
-    instructions); with ``settings.profile`` the convolutions' share of each float32 step."""
+    instructions); with ``settings.profile`` the convolutions' share of each float32 step; on
+    CUDA also the peak extra memory of one float32 step of each model (after the warm-up: the
+    momentum buffers and cuDNN workspaces exist)."""
     from detectron2.utils.events import EventStorage
 
     cfg, ours, theirs = build_models(settings, device)
@@ -145,7 +148,11 @@ def bench_train(settings: BenchSettings, device):
                           progress=progress)
         profiles = ({name: profile_step(steps[name], device) for name in models}
                     if settings.profile else None)
+        memory = ({name: peak_extra_bytes(steps[name], device) / 2**20 for name in models}
+                  if device.startswith("cuda") else {})
     results = {name: summarize(t) for name, t in times.items()}
+    for name, mb in memory.items():
+        results[name]["peak_extra_mb"] = mb
     out = {
         **ratios(results, "RetinaFocal", "Detectron2 RetinaNet"),
         "setup": {"config": os.path.relpath(settings.config_file, SOURCE_ROOT),
@@ -170,6 +177,8 @@ def bench_train(settings: BenchSettings, device):
             "ours_bf16_vs_d2_float32": ratios(results, "RetinaFocal bf16",
                                               "Detectron2 RetinaNet"),
         }
+    if memory:
+        out["memory_ratio_ours_over_d2"] = memory["RetinaFocal"] / memory["Detectron2 RetinaNet"]
     if profiles is not None:
         out["profile"] = {
             **profiles,
@@ -218,6 +227,8 @@ def inference_run(model, image, outs: Dict, name: str) -> Callable[[], None]:
 
 
 def bench_inference(settings: BenchSettings, device):
+    from retina_focal.export.parity import compare_instances
+
     cfg, ours, theirs, image = inference_models(settings, device)
     outs: Dict = {}
     fns = {"RetinaFocal": inference_run(ours, image, outs, "RetinaFocal"),
@@ -230,7 +241,8 @@ def bench_inference(settings: BenchSettings, device):
         features = [ours.backbone(images.tensor)[f] for f in ours.head_in_features]
         logits, _ = ours.head(features)
         scores = torch.cat([x.sigmoid().flatten() for x in logits])
-    differences = compare_detections(outs["RetinaFocal"], outs["Detectron2 RetinaNet"])
+    differences = compare_instances(outs["RetinaFocal"], outs["Detectron2 RetinaNet"],
+                                    **EAGER_TOLERANCES)
     results = {name: summarize(t) for name, t in times.items()}
     results["RetinaFocal"]["detections"] = len(outs["RetinaFocal"])
     results["Detectron2 RetinaNet"]["detections"] = len(outs["Detectron2 RetinaNet"])

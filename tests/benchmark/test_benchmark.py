@@ -10,8 +10,9 @@ from conftest import REPO, TINY_CONFIG, run_tool
 from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 from detectron2.structures import Boxes, Instances
 
-from retina_focal.benchmark.models import QUICK_CONFIG, build_models, compare_detections
+from retina_focal.benchmark.models import EAGER_TOLERANCES, QUICK_CONFIG, build_models
 from retina_focal.benchmark.settings import BenchSettings
+from retina_focal.export.parity import compare_instances
 
 
 def test_benchmark_quick_mode_writes_all_figures(tmp_path):
@@ -90,6 +91,22 @@ def test_training_step_in_bfloat16_and_the_convolution_profile(tmp_path):
     assert "floor of the ratio" in proc.stdout and "bfloat16 ratio (both_bf16)" in proc.stdout
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_step_on_cuda_records_each_models_peak_memory():
+    """The GPU checks' train_step section: on CUDA the train section also records the peak
+    extra memory of one step of each model and their ratio."""
+    from retina_focal.benchmark.models import bench_train
+
+    settings = BenchSettings(config_file=QUICK_CONFIG, classes=6, gn_head=False,
+                             image_size=(128, 160), repeats=1, warmup=1)
+    sec = bench_train(settings, "cuda")
+    mb = {name: sec["results"][name]["peak_extra_mb"]
+          for name in ("RetinaFocal", "Detectron2 RetinaNet")}
+    assert all(v > 0 for v in mb.values())
+    assert sec["memory_ratio_ours_over_d2"] == pytest.approx(
+        mb["RetinaFocal"] / mb["Detectron2 RetinaNet"])
+
+
 def _args(*opts, gn_head=False):
     return BenchSettings(config_file=QUICK_CONFIG, classes=6, gn_head=gn_head, opts=opts)
 
@@ -131,6 +148,10 @@ def _instances(boxes, scores, classes):
     inst.scores = torch.tensor(scores)
     inst.pred_classes = torch.tensor(classes)
     return inst
+
+
+def compare_detections(a, b):
+    return compare_instances(a, b, **EAGER_TOLERANCES)
 
 
 def test_same_detections_compares_boxes_and_scores_not_only_classes():

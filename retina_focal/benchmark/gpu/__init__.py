@@ -1,6 +1,6 @@
 """The GPU checks (``retina-focal gpu-checks``, ``scripts/gpu_checks.sh``; docs/performance.md,
 "GPU", says what each section measures): the CUDA tests (:mod:`.suite`), the benchmarks
-(:mod:`retina_focal.benchmark` and :mod:`.cuda`) and torch.compile's recompilation counts
+(:mod:`retina_focal.benchmark`; sizes: :mod:`.sizes`) and torch.compile's recompilation counts
 (:mod:`.recompiles`), into one report; without CUDA every section is skipped with its reason."""
 import os
 import time
@@ -9,17 +9,17 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Tuple
 
 from retina_focal.benchmark.focal_loss import bench_focal
-from retina_focal.benchmark.gpu.cuda import anchor_count, bench_train_cuda, image_sizes
 from retina_focal.benchmark.gpu.environment import cpu_kernel_built, gpu_environment
 from retina_focal.benchmark.gpu.recompiles import count_compiles, loss_recompiles, model_recompiles
+from retina_focal.benchmark.gpu.sizes import anchor_count, image_sizes
 from retina_focal.benchmark.gpu.suite import parse_junit, run_tests
-from retina_focal.benchmark.models import bench_inference
+from retina_focal.benchmark.models import bench_inference, bench_train
 from retina_focal.benchmark.settings import BenchSettings
 from retina_focal.benchmark.timing import log
 from retina_focal.utils.environment import cuda_unavailable_reason
 
 __all__ = [
-    "GpuChecks", "SECTIONS", "anchor_count", "bench_train_cuda", "count_compiles",
+    "GpuChecks", "SECTIONS", "anchor_count", "count_compiles",
     "cuda_unavailable_reason", "gpu_environment", "image_sizes", "parse_junit", "run_checks",
     "run_tests",
 ]
@@ -84,7 +84,7 @@ def run_checks(checks: GpuChecks, command: str, write: Callable[[Dict], None]) -
         "tests": lambda: run_tests(checks.tests_root, checks.tests, checks.junit,
                                    min(checks.tests_timeout_s, remaining())),
         "focal_loss": lambda: {"status": "measured", **bench_focal(bench, device)},
-        "train_step": lambda: bench_train_cuda(bench, device),
+        "train_step": lambda: {"status": "measured", **bench_train(bench, device)},
         "inference": lambda: {"status": "measured", **bench_inference(bench, device)},
         "recompiles": lambda: {
             "status": "measured", "loss": loss_recompiles(bench, device, checks.compile_batches),

@@ -6,7 +6,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from retina_focal.benchmark.gpu.cuda import anchor_count, image_sizes
+from retina_focal.benchmark.gpu.sizes import anchor_count, image_sizes
 from retina_focal.benchmark.settings import BenchSettings
 
 
