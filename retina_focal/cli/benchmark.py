@@ -105,7 +105,8 @@ def check_model_options(p: argparse.ArgumentParser, args: argparse.Namespace,
     if args.config_file is None:  # a config given with --quick is the one used
         args.config_file = QUICK_CONFIG if args.quick else DEFAULT_CONFIG
     if args.output and os.path.isdir(args.output):
-        p.error(f"--output {args.output!r} is a folder; give the JSON file to write")
+        raise SystemExit(f"error: --output {args.output!r} is a folder; give the JSON file to "
+                         "write")
     args.config_file = resolve_config_file(args.config_file)
     build_cfg(args.config_file, args.opts)  # a bad key or value: ConfigError naming it
     if check_device:

@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from retina_focal.cli._args import command_parser
+from retina_focal.cli._args import command_parser, int_at_least
 from retina_focal.utils.errors import reports_user_errors
 
 __all__ = ["build_parser", "main", "run"]
@@ -22,9 +22,12 @@ def build_parser(prog: str = "retina-focal benchmark-synthetic") -> argparse.Arg
         "the bfloat16 synthetic training step with the fused head BatchNorm against "
         "Detectron2's, alternating in one process (~2 min on 2 cores).")
     p.add_argument("--config-file", default=DEFAULT_CONFIG)
-    p.add_argument("--images", type=int, default=300, help="training images each mapper maps")
-    p.add_argument("--steps", type=int, default=5, help="training steps per timed round")
-    p.add_argument("--rounds", type=int, default=6, help="alternating rounds of each side")
+    p.add_argument("--images", type=int_at_least(1), default=300,
+                   help="training images each mapper maps")
+    p.add_argument("--steps", type=int_at_least(1), default=5,
+                   help="training steps per timed round")
+    p.add_argument("--rounds", type=int_at_least(1), default=6,
+                   help="alternating rounds of each side")
     p.add_argument("--only", choices=("mapper", "head_norm"), action="append")
     p.add_argument("--output", help="write the results as JSON to this file")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
@@ -40,8 +43,6 @@ def main(args, command: str = "") -> dict:
     from retina_focal.data.datasets.coco import check_registered
     from retina_focal.engine.defaults import build_cfg
 
-    if min(args.images, args.steps, args.rounds) < 1:
-        raise SystemExit("error: --images, --steps and --rounds must be >= 1")
     if args.output and os.path.isdir(args.output):
         raise SystemExit(f"error: --output {args.output!r} is a folder; give the JSON file to "
                          "write")

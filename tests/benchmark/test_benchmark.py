@@ -262,3 +262,10 @@ def test_benchmark_synthetic_refuses_before_it_measures(tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, err
     assert list(tmp_path.iterdir()) == []
+    # an --output folder: the same status from both benchmark commands (1, one error line); a
+    # number out of range: argparse's usage error (2), as docs/tools.md says
+    assert cli.main(["benchmark", "--quick", "--output", str(tmp_path)]) == 1
+    assert "is a folder" in capsys.readouterr().err
+    for option in ("--images", "--steps", "--rounds"):
+        assert cli.main(base + [option, "0"]) == 2
+        assert option in capsys.readouterr().err
