@@ -27,7 +27,7 @@ from detectron2.structures import BoxMode
 
 from retina_focal.config.defaults import PAPER_BEST_LOSSES
 from retina_focal.utils.errors import UserError
-from retina_focal.utils.file_io import atomic_write_bytes, atomic_write_text
+from retina_focal.utils.file_io import atomic_write_bytes, atomic_write_text, make_output_dir
 from retina_focal.utils.plotting import pyplot
 
 __all__ = [
@@ -344,7 +344,7 @@ def write_imbalance_report(output: str, rows: Dict[str, Dict], config_file: str,
     Returns:
         ``{"table": imbalance.md's table, "fl_minus_ce": fl_minus_ce.md's table or None}``.
     """
-    os.makedirs(output, exist_ok=True)
+    make_output_dir(output)  # a file in the way: an error naming --output
     table = format_markdown(rows)
     out: Dict[str, Any] = {"config_file": config_file, "coco_config": coco_config or None,
                            "coco_reference": {k: v for k, v in COCO_REFERENCE.items()},

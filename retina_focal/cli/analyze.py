@@ -24,7 +24,7 @@ from retina_focal.cli._args import command_parser, int_at_least
 from retina_focal.config.loading import add_allow_unsafe_config_argument
 from retina_focal.data.datasets.coco import add_dataset_argument
 from retina_focal.utils.errors import reports_user_errors
-from retina_focal.utils.file_io import make_output_dir
+from retina_focal.utils.file_io import check_output_dir, make_output_dir
 
 
 def build_parser():
@@ -71,6 +71,7 @@ def parse_args(argv=None):
 def main(args, compares=()):
     """Analyse every setting on the dataset; print the table, write assignment.json and the
     plots; return the settings' records."""
+    check_output_dir(args.output, "--output")  # a file in the way: refused before the work
     registered = [register_dataset_arg(spec) for spec in args.dataset]
     specs = [(args.config_file, args.opts)] + list(compares)
     cfgs = [load_cfg(f, o, allow_unsafe=args.allow_unsafe_config) for f, o in specs]

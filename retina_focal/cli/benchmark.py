@@ -11,7 +11,6 @@ and ratios; what each section measures and how is in docs/performance.md ("Bench
 and in each section's function in :mod:`retina_focal.benchmark`.
 """
 import argparse
-import os
 import sys
 from dataclasses import fields
 from typing import Any, Dict
@@ -34,6 +33,7 @@ from retina_focal.config.zoo import resolve_config_file
 from retina_focal.engine.defaults import build_cfg
 from retina_focal.engine.device import check_device_available
 from retina_focal.utils.errors import reports_user_errors
+from retina_focal.utils.file_io import check_output_file
 
 __all__ = ["build_parser", "main", "parse_args", "run"]
 
@@ -98,15 +98,15 @@ def check_model_options(p: argparse.ArgumentParser, args: argparse.Namespace,
                         defaults: Dict[str, Any], check_device: bool = True) -> None:
     """Fill the options the user did not give (``--quick``'s sizes, else ``defaults``);
     refuse now, before any section runs: a missing config, a bad override, an option placed
-    among the overrides, a device this machine lacks, ``--output`` a folder."""
+    among the overrides, a device this machine lacks, an ``--output`` that is a folder or
+    whose folder cannot be made."""
     for name, value in defaults.items():
         if getattr(args, name, None) is None:
             setattr(args, name, QUICK[name] if args.quick and name in QUICK else value)
     if args.config_file is None:  # a config given with --quick is the one used
         args.config_file = QUICK_CONFIG if args.quick else DEFAULT_CONFIG
-    if args.output and os.path.isdir(args.output):
-        raise SystemExit(f"error: --output {args.output!r} is a folder; give the JSON file to "
-                         "write")
+    if args.output:  # a folder, or in a folder that cannot be made: refused before any work
+        check_output_file(args.output, "--output")
     args.config_file = resolve_config_file(args.config_file)
     build_cfg(args.config_file, args.opts)  # a bad key or value: ConfigError naming it
     if check_device:

@@ -2,13 +2,13 @@
 config's data path and fused head BatchNorm against what they replace, alternating in one
 process (:mod:`retina_focal.benchmark.synthetic`)."""
 import argparse
-import os
 import sys
 
 import torch
 
 from retina_focal.cli._args import command_parser, int_at_least
 from retina_focal.utils.errors import reports_user_errors
+from retina_focal.utils.file_io import check_output_file
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -43,9 +43,8 @@ def main(args, command: str = "") -> dict:
     from retina_focal.data.datasets.coco import check_registered
     from retina_focal.engine.defaults import build_cfg
 
-    if args.output and os.path.isdir(args.output):
-        raise SystemExit(f"error: --output {args.output!r} is a folder; give the JSON file to "
-                         "write")
+    if args.output:  # a folder, or in a folder that cannot be made: refused before any work
+        check_output_file(args.output, "--output")
     config_file = resolve_config_file(args.config_file)
     cfg = build_cfg(config_file, args.opts)
     check_registered(cfg.DATASETS.TRAIN, "DATASETS.TRAIN", can_register=False)

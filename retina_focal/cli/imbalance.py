@@ -14,6 +14,7 @@ import sys
 
 from retina_focal.cli._args import command_parser
 from retina_focal.utils.errors import reports_user_errors
+from retina_focal.utils.file_io import check_output_dir
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -53,6 +54,7 @@ def main(args) -> int:
 
     if args.max_images < 0 or args.coco_images < 1:
         raise SystemExit("error: --max-images must be >= 0 and --coco-images >= 1")
+    check_output_dir(args.output, "--output")  # a file in the way: refused before measuring
     study = read_imbalance_study(args.study) if args.study else None
     names = ([n.strip() for n in args.datasets.split(",") if n.strip()] if args.datasets
              else [f"{p}_val" for p in IMBALANCE_PRESETS])

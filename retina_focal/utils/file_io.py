@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from typing import IO, Any, Callable, Iterator, Optional
 
 __all__ = [
+    "check_output_dir",
+    "check_output_file",
     "is_local_path",
     "make_output_dir",
     "output_dir_of_run",
@@ -165,14 +167,74 @@ def is_local_path(path: str) -> bool:
     return "://" not in path
 
 
+def _existing_part(path: str) -> str:
+    """The longest leading part of ``path`` that exists (``path`` itself, a parent, or the
+    current folder for a relative path none of whose parts exists)."""
+    head = os.path.normpath(path)
+    while not os.path.exists(head):
+        parent = os.path.dirname(head) or os.curdir
+        if parent == head:
+            break
+        head = parent
+    return head
+
+
+def _folder_problem(path: str) -> Optional[str]:
+    """Why the folder ``path`` cannot be made or written into, seen without writing anything
+    (None: nothing stops it): ``path`` or a part of it is a file, or the deepest existing part
+    is not writable (no permission, a read-only file system)."""
+    head = _existing_part(path)
+    if not os.path.isdir(head):
+        if head == os.path.normpath(path):
+            return "is a file"
+        return f"{head!r} is a file, not a folder"
+    if not os.access(head, os.W_OK | os.X_OK):
+        return f"{head!r} is not writable"
+    return None
+
+
+def check_output_dir(path: str, option: str = "--output") -> str:
+    """Refuse, before a command does any work or writes anything, an output folder ``path``
+    that cannot be made or written into: a :class:`~retina_focal.utils.errors.DataError`
+    naming ``option`` and the part of the path in the way (a file, a folder without write
+    permission). Nothing is created; :func:`make_output_dir` creates it when the results are
+    there to write. Returns ``path``."""
+    from retina_focal.utils.errors import DataError
+
+    problem = _folder_problem(path)
+    if problem == "is a file":
+        raise DataError(f"{option} {path!r} is a file; give a folder (it is created if needed)")
+    if problem is not None:
+        raise DataError(f"{option} {path!r}: cannot create this folder ({problem}); give one "
+                        "you can write to")
+    return path
+
+
+def check_output_file(path: str, option: str = "--output") -> str:
+    """:func:`check_output_dir` for an output file: ``path`` must not be a folder, and the
+    folder it goes into must be one that can be made or written into. Returns ``path``."""
+    from retina_focal.utils.errors import DataError
+
+    if os.path.isdir(path):
+        raise DataError(f"{option} {path!r} is a folder; give the file to write")
+    folder = os.path.dirname(path) or os.curdir
+    problem = _folder_problem(folder)
+    if problem == "is a file":
+        problem = f"{folder!r} is a file, not a folder"
+    if problem is not None:
+        raise DataError(f"{option} {path!r}: its folder cannot be made ({problem}); give a "
+                        "path in a folder you can write to")
+    return path
+
+
 def make_output_dir(path: str, option: str = "--output") -> str:
     """Create the folder ``path`` (and its parents) for a command's output; a file in the way
     is a :class:`~retina_focal.utils.errors.DataError` naming ``option`` (not a
-    ``FileExistsError`` traceback). Returns ``path``."""
+    ``FileExistsError`` traceback), as :func:`check_output_dir` (which a command calls first,
+    before its work) refuses it. Returns ``path``."""
     from retina_focal.utils.errors import DataError
 
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise DataError(f"{option} {path!r} is a file; give a folder (it is created if needed)")
+    check_output_dir(path, option)
     try:
         os.makedirs(path, exist_ok=True)
     except (FileExistsError, NotADirectoryError):

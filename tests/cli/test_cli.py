@@ -166,3 +166,51 @@ def test_plot_focal_loss_refused_for_a_missing_config_leaves_no_output_folder(tm
                      str(tmp_path / "missing.yaml")]) != 0
     assert "missing.yaml" in capsys.readouterr().err
     assert not (tmp_path / "plots").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["benchmark", "--quick", "--only", "loss", "--output", "afile/x.json"],
+     "--output 'afile/x.json': its folder cannot be made ('afile' is a file, not a folder)"),
+    (["benchmark-synthetic", "--config-file", TINY_CONFIG, "--only", "mapper", "--output",
+      "afile/x.json"], "--output 'afile/x.json': its folder cannot be made"),
+    (["gpu-checks", "--device", "cpu", "--quick", "--only", "focal_loss", "--output",
+      "afile/g.json"], "--output 'afile/g.json': its folder cannot be made"),
+    (["imbalance", "--config-file", TINY_CONFIG, "--datasets", "synthetic_shapes_tiny_val",
+      "--coco-config", "", "--output", "afile"], "--output 'afile' is a file; give a folder"),
+    (["imbalance", "--config-file", TINY_CONFIG, "--datasets", "synthetic_shapes_tiny_val",
+      "--coco-config", "", "--output", "afile/sub"],
+     "--output 'afile/sub': cannot create this folder ('afile' is a file, not a folder)"),
+    (["analyze", "--config-file", TINY_CONFIG, "--output", "afile"],
+     "--output 'afile' is a file; give a folder"),
+    (["analyze", "--config-file", TINY_CONFIG, "--output", "afile/sub"],
+     "--output 'afile/sub': cannot create this folder ('afile' is a file, not a folder)"),
+], ids=["benchmark", "benchmark-synthetic", "gpu-checks", "imbalance-file", "imbalance-below",
+        "analyze-file", "analyze-below"])
+def test_an_output_that_cannot_be_written_is_refused_before_the_work(
+        argv, message, tmp_path, monkeypatch, capsys):
+    """A stranger's finds: benchmark printed its whole table, then a FileExistsError traceback
+    lost the results; imbalance measured every dataset, analyze every image, before learning
+    that --output was a file (or below one). Now: one error line, before any measuring (the
+    work functions here fail the test if called), and nothing written."""
+    import retina_focal.analysis.imbalance as imbalance_lib
+    import retina_focal.benchmark.synthetic as synthetic_lib
+    from retina_focal.cli import analyze, benchmark, gpu_checks
+
+    def work(*args, **kwargs):
+        raise AssertionError("the command started its work before checking --output")
+
+    for module, names in ((benchmark, ("bench_focal", "bench_train", "bench_inference")),
+                          (gpu_checks, ("run_checks",)),
+                          (synthetic_lib, ("bench_mapper", "bench_head_norm")),
+                          (imbalance_lib, ("measure_datasets", "measure_coco")),
+                          (analyze, ("dataset_dicts", "analyze_settings"))):
+        for name in names:
+            monkeypatch.setattr(module, name, work)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("not a folder")
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error: " in line]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in err, err
+    assert os.listdir(tmp_path) == ["afile"] and (tmp_path / "afile").read_text() == \
+        "not a folder"

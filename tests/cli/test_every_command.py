@@ -351,6 +351,13 @@ BAD = [
      "--output {dir}/k1.json", "nope.yaml"),
     ("benchmark-device-unknown", "benchmark --only loss --quick --device gpu --output "
      "{dir}/k2.json", "--device='gpu' is not a device torch knows"),
+    # an output below a file (or a file where a folder goes): refused before the work
+    ("benchmark-output-below-a-file", "benchmark --only loss --quick --output "
+     "{results.json}/k4.json", "its folder cannot be made ("),
+    ("imbalance-output-is-a-file", f"imbalance --config-file {TINY_CONFIG} --output "
+     "{results.json}", "is a file; give a folder"),
+    ("analyze-output-below-a-file", f"analyze --config-file {TINY_CONFIG} --output "
+     "{results.json}/a5", "cannot create this folder ("),
 ]
 
 

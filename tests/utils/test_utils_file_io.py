@@ -137,3 +137,40 @@ def test_output_dir_of_run_removes_only_the_folders_it_created_when_the_run_fail
     with output_dir_of_run(str(tmp_path / "ok")):
         (tmp_path / "ok" / "f.txt").write_text("x")
     assert (tmp_path / "ok" / "f.txt").exists()  # a run that succeeds keeps its output
+
+
+def test_output_checks_refuse_a_file_in_the_way_and_create_nothing(tmp_path, monkeypatch):
+    """A stranger's find: commands learnt that their output folder was a file (or below one)
+    only after their work, from a FileExistsError traceback. The checks see it first, and
+    write nothing."""
+    from retina_focal.utils.errors import DataError
+    from retina_focal.utils.file_io import check_output_dir, check_output_file
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(DataError, match=r"--output 'afile' is a file; give a folder"):
+        check_output_dir("afile")
+    with pytest.raises(DataError, match=r"--out 'afile/sub/deeper': cannot create this folder "
+                                        r"\('afile' is a file, not a folder\)"):
+        check_output_dir("afile/sub/deeper", "--out")
+    with pytest.raises(DataError, match=r"--output 'afile/x.json': its folder cannot be made "
+                                        r"\('afile' is a file, not a folder\)"):
+        check_output_file("afile/x.json")
+    with pytest.raises(DataError, match=r"--output 'folder' is a folder; give the file"):
+        check_output_file("folder")
+    assert check_output_dir("new/deeper") == "new/deeper"
+    assert check_output_file("new/x.json") == "new/x.json"
+    assert check_output_file("x.json") == "x.json"
+    assert check_output_dir(str(tmp_path / "folder")) == str(tmp_path / "folder")
+    assert sorted(os.listdir(tmp_path)) == ["afile", "folder"]  # nothing was created
+    # a folder without write permission (root may write anywhere: not checkable as root)
+    if os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
+        try:
+            with pytest.raises(DataError, match="is not writable"):
+                check_output_file(str(locked / "sub" / "x.json"))
+        finally:
+            locked.chmod(stat.S_IRWXU)
