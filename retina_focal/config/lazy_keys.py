@@ -22,7 +22,8 @@ from omegaconf import DictConfig, ListConfig
 
 from retina_focal.config.loading import ConfigError
 
-__all__ = ["argument_keys", "check_lazy_call_arguments", "check_lazy_overrides"]
+__all__ = ["argument_keys", "check_lazy_call_arguments", "check_lazy_overrides",
+           "lazy_call_nodes"]
 
 _TARGET = "_target_"
 
@@ -148,23 +149,25 @@ def check_lazy_overrides(cfg: DictConfig, overrides: Sequence[str]) -> None:
                               "group of keys")
 
 
-def _lazy_call_nodes(node: Any, path: str = "") -> Iterator[Tuple[str, DictConfig]]:
+def lazy_call_nodes(node: Any, path: str = "") -> Iterator[Tuple[str, DictConfig]]:
+    """``(dotted path, node)`` of every ``LazyCall`` node (a node with a ``_target_``) of the
+    LazyConfig tree ``node`` (itself included), whose path is ``path``."""
     if isinstance(node, DictConfig):
         if _TARGET in node:
             yield path, node
         for key in node.keys():
             child = node._get_node(key)
-            yield from _lazy_call_nodes(child, f"{path}.{key!s}" if path else str(key))
+            yield from lazy_call_nodes(child, f"{path}.{key!s}" if path else str(key))
     elif isinstance(node, ListConfig):
         for i in range(len(node)):
-            yield from _lazy_call_nodes(node._get_node(i), f"{path}.{i}")
+            yield from lazy_call_nodes(node._get_node(i), f"{path}.{i}")
 
 
 def check_lazy_call_arguments(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` naming the first key of a ``LazyCall`` node that its target
     does not accept (``model.head.prior_prb``: ``RetinaFocalHead has no argument 'prior_prb'.
     Did you mean 'prior_prob'?``), before anything is instantiated."""
-    for path, node in _lazy_call_nodes(cfg):
+    for path, node in lazy_call_nodes(cfg):
         target = _target_callable(node)
         accepted = _parameters(target) if target is not None else None
         if accepted is None:

@@ -41,8 +41,9 @@ from retina_focal.config.lazy_keys import (
     argument_keys,
     check_lazy_call_arguments,
     check_lazy_overrides,
+    lazy_call_nodes,
 )
-from retina_focal.config.loading import check_config_kind, check_lazy_config
+from retina_focal.config.loading import ConfigError, check_config_kind, check_lazy_config
 from retina_focal.data.checks import check_lazy_num_classes, lazy_dataset_names
 from retina_focal.data.class_map import class_map_of_datasets
 from retina_focal.data.datasets.coco import register_dataset_specs
@@ -67,6 +68,7 @@ __all__ = [
     "DEVICE_SPEEDUP_KEYS",
     "LAZY_TRAINING_KEYS",
     "LazyReliableTrainer",
+    "check_lazy_schedule",
     "check_lazy_training_config",
     "build_lazy_model",
     "build_lazy_model_and_load",
@@ -111,6 +113,56 @@ def check_lazy_training_config(cfg: DictConfig, num_processes: int) -> None:
         check_training_values(**values, num_processes=num_processes)
     except InvalidArgument as e:
         raise e.naming(LAZY_TRAINING_KEYS) from e
+
+
+def _interpolated_key(node: DictConfig, key: str) -> Optional[str]:
+    """The key that ``node.key`` is a plain ``${other.key}`` interpolation of, if it is one."""
+    raw = node._get_node(key)
+    if raw is None or not raw._is_interpolation():
+        return None
+    text = str(raw._value())
+    inner = text[2:-1]
+    simple = text.startswith("${") and text.endswith("}") and "${" not in inner and ":" not in inner
+    return inner if simple else None
+
+
+def check_lazy_schedule(cfg: DictConfig) -> None:
+    """Refuse, before a training run writes anything, an ``lr_multiplier`` that its scheduler
+    classes would refuse only when the trainer builds it (fvcore's bare ``ValueError``, naming
+    no key, after ``config.yaml`` and ``log.txt`` are written).
+
+    A step schedule (a ``LazyCall`` with ``milestones`` and ``num_updates``, e.g. fvcore's
+    ``MultiStepParamScheduler`` of ``configs/common/schedule.py``) must have every milestone
+    below its ``num_updates``, which the shipped configs set to ``${train.max_iter}``: a
+    smaller ``train.max_iter=30`` meets the file's milestones [1100, 1300]. The message names
+    both keys. (Detectron2's YAML path drops ``SOLVER.STEPS`` beyond ``SOLVER.MAX_ITER`` with
+    a warning instead; a LazyConfig's scheduler is the file's own object and is not edited
+    here.) Then the schedule is built once, so that any other error of it names
+    ``lr_multiplier``."""
+    schedule = cfg.get("lr_multiplier")
+    if schedule is None:
+        return
+    for path, node in lazy_call_nodes(schedule, "lr_multiplier"):
+        if "milestones" not in node or "num_updates" not in node:
+            continue
+        milestones, num_updates = node.get("milestones"), node.get("num_updates")
+        if not isinstance(num_updates, int) or milestones is None:
+            continue  # nothing to compare: the scheduler reports it when built below
+        values = list(milestones)
+        late = [m for m in values if isinstance(m, (int, float)) and m >= num_updates]
+        if not late:
+            continue
+        source = _interpolated_key(node, "num_updates")
+        length = f"{source}={num_updates}" if source else f"{path}.num_updates={num_updates}"
+        raise ConfigError(
+            f"{path}.milestones={values} has {'milestones' if len(late) > 1 else 'a milestone'} "
+            f"{', '.join(map(str, late))} at or beyond {length}, the number of iterations the "
+            f"schedule spans (fvcore refuses it): give {path}.milestones increasing values "
+            f"below {num_updates}, or a {source or path + '.num_updates'} above {max(late)}")
+    try:
+        instantiate(schedule)
+    except Exception as e:  # the scheduler's own check, e.g. fvcore's ValueError
+        raise ConfigError(f"lr_multiplier cannot be built: {type(e).__name__}: {e}") from e
 
 
 def build_lazy_model(cfg: DictConfig) -> nn.Module:
@@ -255,6 +307,8 @@ def setup_lazy_cfg(config_file: str, opts: Sequence[str] = (), *, eval_only: boo
     check_lazy_overrides(cfg, opts)
     cfg = LazyConfig.apply_overrides(cfg, opts)
     check_lazy_call_arguments(cfg)
+    if not eval_only:  # milestones beyond train.max_iter: refused before anything is written
+        check_lazy_schedule(cfg)
     start_run(cfg, RunSettings(
         output_dir=lazy_output_dir(cfg), train_datasets=lazy_dataset_names(cfg, "train"),
         test_datasets=lazy_dataset_names(cfg, "test"),

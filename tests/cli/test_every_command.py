@@ -19,6 +19,7 @@ from PIL import Image
 from retina_focal.cli import main
 
 LAZY_TINY = os.path.join(CONFIGS, "Synthetic", "retina_focal_R_18_FPN_tiny.py")
+LAZY_SYNTHETIC = os.path.join(CONFIGS, "Synthetic", "retina_focal_R_18_FPN_synthetic.py")
 RPN_YAML = os.path.join(CONFIGS, "Synthetic", "faster_rcnn_focal_rpn_R_18_FPN_synthetic.yaml")
 CPU = ["MODEL.DEVICE", "cpu"]
 
@@ -193,6 +194,9 @@ BAD = [
      "train.device=cpu", "already holds a training run"),
     ("lazy-dataset-unregistered", f"lazy-train --config-file {LAZY_TINY} "
      "dataloader.train.dataset.names=my_train", "dataset 'my_train' is not registered"),
+    ("lazy-milestones-beyond-max-iter", f"lazy-train --config-file {LAZY_SYNTHETIC} "
+     "train.output_dir={dir}/l1 train.max_iter=30", "lr_multiplier.scheduler.milestones=[1100, "
+     "1300] has milestones 1100, 1300 at or beyond train.max_iter=30"),
     # ---- eval ------------------------------------------------------------------------------
     ("eval-results-missing", "eval --results {dir}/nope.json --gt-json {gt_json}", "nope.json"),
     ("eval-results-empty", "eval --results {empty.json} --gt-json {gt_json}", "empty.json"),
