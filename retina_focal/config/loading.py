@@ -35,6 +35,7 @@ __all__ = [
     "UnsafeConfigError",
     "add_allow_unsafe_config_argument",
     "check_lazy_config",
+    "load_lazy_config",
     "ConfigError",
     "ConfigFileNotFound",
     "check_config_kind",
@@ -337,3 +338,57 @@ def check_lazy_config(config_file: str, *, allow_unsafe: bool = False) -> None:
     unless ``allow_unsafe``. A ``.py`` file is Python code and is not checked."""
     if not allow_unsafe and config_file.endswith((".yaml", ".yml")):
         check_yaml_config(config_file)
+
+
+def _line_in(error: BaseException, config_file: str) -> str:
+    """", line N" of the last frame of ``error``'s traceback that runs ``config_file`` (the
+    line of the config that failed, or that imported what failed); "" when none does."""
+    import traceback
+
+    where = os.path.abspath(config_file)
+    lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__)
+             if frame.filename and os.path.abspath(frame.filename) == where]
+    return f", line {lines[-1]}" if lines else ""
+
+
+def load_lazy_config(config_file: str, *, allow_unsafe: bool = False) -> Any:
+    """``LazyConfig.load(config_file)`` after :func:`check_lazy_config`; a ``.py`` file that
+    cannot be run is a :class:`ConfigError` naming the file, the line and what is wrong (not
+    the traceback of the ``SyntaxError``, ``ImportError``, ``NameError``, ... that Python
+    raised running it: a ``.py`` config is the user's program, so whatever it raises is a fault
+    of the config)."""
+    import builtins
+
+    from detectron2.config import LazyConfig
+
+    check_lazy_config(config_file, allow_unsafe=allow_unsafe)
+    if config_file.endswith(".py"):
+        try:
+            with open(config_file, "rb") as f:
+                source = f.read()
+            source.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"{config_file} is not a text file (a LazyConfig .py file is "
+                              "Python source)") from None
+        try:  # the file's own syntax: Detectron2's SyntaxError names no line
+            compile(source, config_file, "exec", dont_inherit=True)
+        except SyntaxError as e:
+            raise ConfigError(f"{config_file}, line {e.lineno} is not valid Python: {e.msg}; "
+                              "fix the file (a LazyConfig .py file is a Python program)") \
+                from None
+    # Detectron2 patches builtins.__import__ while the file runs, and leaves it patched when the
+    # file raises: put it back whatever happens
+    import_function = builtins.__import__
+    try:
+        return LazyConfig.load(config_file)
+    except SyntaxError as e:  # in a file it imports (Detectron2 names that file)
+        cause = e.__cause__ if isinstance(e.__cause__, SyntaxError) else e
+        raise ConfigError(f"{config_file}{_line_in(e, config_file)}: {e} (line {cause.lineno}: "
+                          f"{cause.msg}); fix that file") from e
+    except Exception as e:  # what the config's code raised: ImportError, NameError, ...
+        fix = ("fix the import, or install the module" if isinstance(e, ImportError)
+               else "fix the config")
+        raise ConfigError(f"{config_file}{_line_in(e, config_file)}: running the config raised "
+                          f"{type(e).__name__}: {e}; {fix}") from e
+    finally:
+        builtins.__import__ = import_function

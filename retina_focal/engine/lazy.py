@@ -43,7 +43,7 @@ from retina_focal.config.lazy_keys import (
     check_lazy_overrides,
     lazy_call_nodes,
 )
-from retina_focal.config.loading import ConfigError, check_config_kind, check_lazy_config
+from retina_focal.config.loading import ConfigError, check_config_kind, load_lazy_config
 from retina_focal.data.checks import check_lazy_num_classes, lazy_dataset_names
 from retina_focal.data.class_map import class_map_of_datasets
 from retina_focal.data.datasets.coco import register_dataset_specs
@@ -68,6 +68,7 @@ __all__ = [
     "DEVICE_SPEEDUP_KEYS",
     "LAZY_TRAINING_KEYS",
     "LazyReliableTrainer",
+    "check_lazy_layout",
     "check_lazy_schedule",
     "check_lazy_training_config",
     "build_lazy_model",
@@ -113,6 +114,33 @@ def check_lazy_training_config(cfg: DictConfig, num_processes: int) -> None:
         check_training_values(**values, num_processes=num_processes)
     except InvalidArgument as e:
         raise e.naming(LAZY_TRAINING_KEYS) from e
+
+
+# The top-level keys a run reads (module docstring), and the data loader of each kind of run
+LAZY_TOP_KEYS = ("model", "dataloader", "optimizer", "lr_multiplier", "train")
+LAZY_EVAL_TOP_KEYS = ("model", "dataloader", "train")
+
+
+def check_lazy_layout(cfg: DictConfig, config_file: str, eval_only: bool = False) -> None:
+    """Refuse, naming ``config_file``, a LazyConfig without the top-level keys a training run
+    (``eval_only``: an evaluation) reads, or without its ``dataloader.train`` (``.test``),
+    before anything runs: an empty file or one of plain values (``x = 1``, which
+    ``LazyConfig.load`` leaves out) otherwise fails deep inside the trainer with omegaconf's
+    ``Missing key train``."""
+    needed = LAZY_EVAL_TOP_KEYS if eval_only else LAZY_TOP_KEYS
+    missing = [key for key in needed if key not in cfg]
+    loader = "dataloader.test" if eval_only else "dataloader.train"
+    if "dataloader" not in missing and OmegaConf.select(cfg, loader, default=None) is None:
+        missing.append(loader)
+    if not missing:
+        return
+    has = ", ".join(str(k) for k in cfg.keys()) or "no config object at all"
+    raise ConfigError(
+        f"{config_file} is not a LazyConfig {'for evaluation' if eval_only else 'for training'}: "
+        f"it defines no {', '.join(missing)} (it has {has}). A LazyConfig defines "
+        f"{', '.join(needed)} at its top level, as config objects (LazyCall nodes or dicts; "
+        "plain values are not read); start from a shipped one, e.g. "
+        "configs/Synthetic/retina_focal_R_18_FPN_tiny.py")
 
 
 def _interpolated_key(node: DictConfig, key: str) -> Optional[str]:
@@ -299,9 +327,10 @@ def setup_lazy_cfg(config_file: str, opts: Sequence[str] = (), *, eval_only: boo
     # a path, or a shipped config's name: Detectron2's default_setup reads the file too
     config_file = check_config_kind(config_file, "lazy")
     register_dataset_specs(datasets)
-    # a .yaml LazyConfig is read safely (LazyConfig.load would use yaml.unsafe_load)
-    check_lazy_config(config_file, allow_unsafe=allow_unsafe)
-    cfg: DictConfig = LazyConfig.load(config_file)
+    # a .yaml LazyConfig is read safely (LazyConfig.load would use yaml.unsafe_load); a .py
+    # file that cannot run (syntax, a failed import, ...) is an error naming the file and line
+    cfg: DictConfig = load_lazy_config(config_file, allow_unsafe=allow_unsafe)
+    check_lazy_layout(cfg, config_file, eval_only=eval_only)
     # a misspelt key (override or LazyCall argument): ConfigError naming it, not ignored
     opts = list(opts)
     check_lazy_overrides(cfg, opts)

@@ -51,6 +51,11 @@ def files(trained, tmp_path_factory):
     put("image_as_config.yaml", b"\x89PNG\r\n\x1a\n" + b"\x00" * 32)
     put("misspelt.yaml", f'_BASE_: "{TINY_CONFIG}"\nMODEL:\n  RETINANET:\n    NUM_CLASSE: 6\n')
     put("empty.json", "")
+    # LazyConfig .py files that cannot be run, or define no config object
+    put("empty.py", "")
+    put("plain_values.py", "x = 1\n")
+    put("import_missing.py", "import nonexistent_mod\n")
+    put("syntax_error.py", "model = dict(\n")
     put("truncated.json", '{"images": [{"id": 1, "file_name": "a.png"')
     put("list.json", "[1, 2, 3]\n")
     put("no_categories.json", json.dumps({"images": [], "annotations": []}))
@@ -197,6 +202,15 @@ BAD = [
     ("lazy-milestones-beyond-max-iter", f"lazy-train --config-file {LAZY_SYNTHETIC} "
      "train.output_dir={dir}/l1 train.max_iter=30", "lr_multiplier.scheduler.milestones=[1100, "
      "1300] has milestones 1100, 1300 at or beyond train.max_iter=30"),
+    ("lazy-config-empty", "lazy-train --config-file {empty.py}",
+     "empty.py is not a LazyConfig for training: it defines no model, dataloader"),
+    ("lazy-config-plain-values", "lazy-train --config-file {plain_values.py} --eval-only",
+     "plain_values.py is not a LazyConfig for evaluation: it defines no model"),
+    ("lazy-config-import-fails", "lazy-train --config-file {import_missing.py}",
+     "import_missing.py, line 1: running the config raised ModuleNotFoundError: No module "
+     "named 'nonexistent_mod'"),
+    ("lazy-config-syntax-error", "lazy-train --config-file {syntax_error.py}",
+     "syntax_error.py, line 1 is not valid Python"),
     # ---- eval ------------------------------------------------------------------------------
     ("eval-results-missing", "eval --results {dir}/nope.json --gt-json {gt_json}", "nope.json"),
     ("eval-results-empty", "eval --results {empty.json} --gt-json {gt_json}", "empty.json"),

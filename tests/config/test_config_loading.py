@@ -224,3 +224,55 @@ def test_config_kind_check_accepts_what_each_command_reads(tmp_path):
         check_config_kind(str(tmp_path / "yacs.yaml"), "lazy")
     with pytest.raises(ValueError, match="kind="):
         check_config_kind(TINY_CONFIG, "json")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("model = dict(\n", r"c\.py, line 1 is not valid Python: '\(' was never closed"),
+    ("# a comment\nimport nonexistent_mod\n", r"c\.py, line 2: running the config raised "
+     r"ModuleNotFoundError: No module named 'nonexistent_mod'; fix the import"),
+    ("model = dict(a=undefined_name)\n", r"c\.py, line 1: running the config raised NameError: "
+     r"name 'undefined_name' is not defined; fix the config"),
+    ("from .base import x\n", r"c\.py, line 1: Config file .*base\.py has syntax error! "
+     r"\(line 1: '\(' was never closed\); fix that file"),
+    (b"\xff\xfe\x00", r"c\.py is not a text file"),
+], ids=["syntax", "import", "name", "syntax-in-an-imported-file", "binary"])
+def test_a_lazy_config_that_cannot_run_names_the_file_and_line(text, message, tmp_path,
+                                                               monkeypatch):
+    """A stranger's find: a broken .py config was a SyntaxError, ModuleNotFoundError, ...
+    traceback; now one ConfigError naming the file and the line, and Detectron2's patched
+    import is put back."""
+    import builtins
+
+    from retina_focal.config.loading import ConfigError, load_lazy_config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "base.py").write_text("x = (\n")
+    (tmp_path / "c.py").write_bytes(text if isinstance(text, bytes) else text.encode())
+    import_function = builtins.__import__
+    with pytest.raises(ConfigError, match=message):
+        load_lazy_config("c.py")
+    assert builtins.__import__ is import_function
+
+
+@pytest.mark.parametrize("text, eval_only, message", [
+    ("", False, "c.py is not a LazyConfig for training: it defines no model, dataloader, "
+                "optimizer, lr_multiplier, train (it has no config object at all)"),
+    ("x = 1\n", True, "c.py is not a LazyConfig for evaluation: it defines no model, dataloader, "
+                      "train (it has no config object at all)"),
+    ("train = dict(max_iter=1)\nmodel = dict()\noptimizer = dict()\nlr_multiplier = dict()\n"
+     "dataloader = dict(test=dict())\n", False, "it defines no dataloader.train (it has train, "
+                                                "model, optimizer, lr_multiplier, dataloader)"),
+], ids=["empty-training", "plain-values-evaluation", "no-training-loader"])
+def test_a_lazy_config_without_the_top_level_keys_of_a_run_is_refused_before_it_runs(
+        text, eval_only, message, tmp_path, monkeypatch):
+    """A stranger's find: an empty file or ``x = 1`` ran until the trainer read cfg.train
+    (omegaconf's ``Missing key train`` traceback). Refused before anything is written."""
+    from retina_focal.config.loading import ConfigError
+    from retina_focal.engine.lazy import setup_lazy_cfg
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.py").write_text(text)
+    with pytest.raises(ConfigError) as e:
+        setup_lazy_cfg("c.py", [], eval_only=eval_only)
+    assert message in str(e.value)
+    assert os.listdir(tmp_path) == ["c.py"]
