@@ -32,7 +32,7 @@ def print_report(report) -> None:
         p = fl["problem"]
         log(f"Focal loss forward+backward: {p['images']} images, {p['anchors']} anchors, "
             f"{p['classes']} classes ({p['positive']} positive, {p['ignored']} ignored), "
-            f"{p['dtype']} on {p['device']}")
+            f"alpha {p['alpha']}, gamma {p['gamma']}, {p['dtype']} on {p['device']}")
         log(f"  {'method':<26} {'median ms':>10} {'x ours':>7} {'CPU ms':>9} {'x ours':>7} "
             f"{'peak extra MB':>14} {'x ours':>7}")
         for name, r in fl["results"].items():

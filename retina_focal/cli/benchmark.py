@@ -25,6 +25,7 @@ from retina_focal.benchmark import (
     print_report,
     write_json,
 )
+from retina_focal.benchmark.focal_loss import focal_params
 from retina_focal.benchmark.models import DEFAULT_CONFIG, QUICK_CONFIG
 from retina_focal.benchmark.settings import BenchSettings
 from retina_focal.benchmark.timing import log
@@ -38,6 +39,7 @@ from retina_focal.utils.file_io import check_output_file
 __all__ = ["build_parser", "main", "parse_args", "run"]
 
 
+NUM_CLASSES_KEY = "MODEL.RETINANET.NUM_CLASSES"
 # --quick's sizes: for each option the user did not give
 QUICK = {"repeats": 1, "warmup": 1, "image_size": (128, 160), "anchors": 4000}
 # this command's defaults of the options add_model_options shares with gpu-checks
@@ -57,7 +59,9 @@ def add_model_options(p: argparse.ArgumentParser, defaults: Dict[str, Any],
     p.add_argument("--warmup", type=int_at_least(0),
                    help=f"untimed runs of each method first (default {defaults['warmup']})")
     p.add_argument("--anchors", type=int_at_least(1), help=anchors_help)
-    p.add_argument("--classes", type=int_at_least(1), default=80)
+    p.add_argument("--classes", type=int_at_least(1), default=80,
+                   help="classes of every section: the models (MODEL.RETINANET.NUM_CLASSES), "
+                        "the training labels and the loss batch (default 80)")
     p.add_argument("--images", type=int_at_least(1), default=2, help="images per batch")
     p.add_argument("--image-size", type=int_at_least(32), nargs=2, metavar=("H", "W"),
                    help="image height and width (default %d %d)" % defaults["image_size"])
@@ -97,9 +101,10 @@ def build_parser():
 def check_model_options(p: argparse.ArgumentParser, args: argparse.Namespace,
                         defaults: Dict[str, Any], check_device: bool = True) -> None:
     """Fill the options the user did not give (``--quick``'s sizes, else ``defaults``);
-    refuse now, before any section runs: a missing config, a bad override, an option placed
-    among the overrides, a device this machine lacks, an ``--output`` that is a folder or
-    whose folder cannot be made."""
+    refuse now, before any section runs: a missing config, a bad override (a bad focal-loss
+    alpha or gamma included), ``MODEL.RETINANET.NUM_CLASSES`` among the overrides (the
+    sections' classes are ``--classes``), an option placed among the overrides, a device this
+    machine lacks, an ``--output`` that is a folder or whose folder cannot be made."""
     for name, value in defaults.items():
         if getattr(args, name, None) is None:
             setattr(args, name, QUICK[name] if args.quick and name in QUICK else value)
@@ -108,7 +113,15 @@ def check_model_options(p: argparse.ArgumentParser, args: argparse.Namespace,
     if args.output:  # a folder, or in a folder that cannot be made: refused before any work
         check_output_file(args.output, "--output")
     args.config_file = resolve_config_file(args.config_file)
-    build_cfg(args.config_file, args.opts)  # a bad key or value: ConfigError naming it
+    cfg = build_cfg(args.config_file, args.opts)  # a bad key or value: ConfigError naming it
+    keys = args.opts[::2]
+    if NUM_CLASSES_KEY in keys:  # --classes gives the models, batches and loss their classes
+        value = args.opts[2 * keys.index(NUM_CLASSES_KEY) + 1]
+        wanted = value if value.isdigit() and int(value) >= 1 else "N (an integer >= 1)"
+        raise SystemExit(f"error: {NUM_CLASSES_KEY} {value} among the overrides: the classes of "
+                         f"every section (models, training labels, loss batch) are --classes "
+                         f"(now {args.classes}); give --classes {wanted} instead")
+    focal_params(cfg)  # the loss section's alpha and gamma: a bad value names its key
     if check_device:
         check_device_available(args.device, "--device")
 

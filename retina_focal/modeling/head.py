@@ -9,7 +9,7 @@ from detectron2.modeling.anchor_generator import build_anchor_generator
 from torch import nn
 from torch.nn import functional as F
 
-from retina_focal.config import check_range, config_values, configurable
+from retina_focal.config import check_integer, check_range, config_values, configurable
 from retina_focal.modeling.losses import cls_loss_class
 from retina_focal.modeling.registry import RETINA_FOCAL_HEAD_REGISTRY, get_component
 
@@ -94,6 +94,7 @@ class RetinaFocalHead(nn.Module):
     ):
         super().__init__()
         check_range(prior_prob, 0.0, 1.0, key="prior_prob", open_low=True, open_high=True)
+        check_integer(num_classes, key="num_classes", low=1)
         if len({s.channels for s in input_shape}) != 1:
             raise ValueError(
                 f"All head input features must have the same channels, got "

@@ -112,7 +112,7 @@ class RetinaFocal(RetinaNet, HasTrainingState):  # type: ignore[misc]
         for name in ("test_score_thresh", "test_nms_thresh"):
             if name in kwargs:
                 check_range(kwargs[name], 0.0, 1.0, key=name)
-        for name in ("test_topk_candidates", "max_detections_per_image"):
+        for name in ("num_classes", "test_topk_candidates", "max_detections_per_image"):
             if name in kwargs:
                 check_integer(kwargs[name], key=name, low=1)
         sampler = sampler if sampler is not None else AllAnchors()
@@ -137,6 +137,7 @@ class RetinaFocal(RetinaNet, HasTrainingState):  # type: ignore[misc]
             )
 
     config_keys = {"normalizer": "MODEL.RETINA_FOCAL.NORMALIZER",
+                   "num_classes": "MODEL.RETINANET.NUM_CLASSES",
                    "test_score_thresh": "MODEL.RETINANET.SCORE_THRESH_TEST",
                    "test_nms_thresh": "MODEL.RETINANET.NMS_THRESH_TEST",
                    "test_topk_candidates": "MODEL.RETINANET.TOPK_CANDIDATES_TEST",
@@ -150,6 +151,9 @@ class RetinaFocal(RetinaNet, HasTrainingState):  # type: ignore[misc]
                 "before merging a config that uses RetinaFocal"
             )
         rcfg = cfg.MODEL.RETINANET
+        # before the head and the loss, whose sizes it gives (0 classes built a model that
+        # failed in its first step; -1, a tensor of negative size): named by __init__'s key
+        check_integer(rcfg.NUM_CLASSES, key="num_classes", low=1)
         backbone = build_backbone(cfg)
         feature_shapes = head_feature_shapes(backbone, rcfg.IN_FEATURES)
         return {
@@ -161,7 +165,6 @@ class RetinaFocal(RetinaNet, HasTrainingState):  # type: ignore[misc]
             "cls_loss": build_cls_loss(cfg),
             "assigner": build_assigner(cfg),
             "sampler": build_sampler(cfg),
-            "num_classes": rcfg.NUM_CLASSES,
             "smooth_l1_beta": rcfg.SMOOTH_L1_LOSS_BETA,
             "box_reg_loss_type": rcfg.BBOX_REG_LOSS_TYPE,
             **config_values(cfg, cls.config_keys),

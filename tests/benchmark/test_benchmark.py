@@ -269,3 +269,61 @@ def test_benchmark_synthetic_refuses_before_it_measures(tmp_path, capsys):
     for option in ("--images", "--steps", "--rounds"):
         assert cli.main(base + [option, "0"]) == 2
         assert option in capsys.readouterr().err
+
+
+def test_the_loss_section_takes_the_configs_alpha_and_gamma(tmp_path, monkeypatch, capsys):
+    """A stranger's find: ``--only loss MODEL.RETINANET.FOCAL_LOSS_GAMMA 5.0`` timed the loss
+    with gamma 2.0, the override silently ignored. The section takes the config's alpha and
+    gamma, with its overrides (the defaults give the published figures' 0.25 and 2.0)."""
+    from retina_focal import cli
+    from retina_focal.benchmark import focal_loss
+
+    seen = []
+    methods = focal_loss.focal_methods
+
+    def recording(logits, labels, num_classes, alpha, gamma, **kwargs):
+        seen.append((logits.shape[-1], alpha, gamma))
+        return methods(logits, labels, num_classes, alpha, gamma, **kwargs)
+
+    monkeypatch.setattr(focal_loss, "focal_methods", recording)
+    base = ["benchmark", "--quick", "--only", "loss", "--anchors", "400", "--classes", "3"]
+    for overrides, expected in (
+            ([], (3, 0.25, 2.0)),
+            (["MODEL.RETINANET.FOCAL_LOSS_GAMMA", "5.0", "MODEL.RETINANET.FOCAL_LOSS_ALPHA",
+              "0.5"], (3, 0.5, 5.0))):
+        out = tmp_path / "loss.json"
+        assert cli.main(base + ["--output", str(out)] + overrides) == 0
+        assert seen[-1] == expected
+        problem = json.loads(out.read_text())["focal_loss"]["problem"]
+        assert (problem["classes"], problem["alpha"], problem["gamma"]) == expected
+        assert f"alpha {expected[1]}, gamma {expected[2]}" in capsys.readouterr().out
+    # a value the model would refuse: refused before any section, naming the key
+    assert cli.main(base + ["MODEL.RETINANET.FOCAL_LOSS_GAMMA", "-1.0"]) == 1
+    err = capsys.readouterr().err
+    assert "error: MODEL.RETINANET.FOCAL_LOSS_GAMMA=-1.0 is invalid" in err
+    assert len(seen) == 2
+
+
+@pytest.mark.parametrize("section, value", [("train", "0"), ("inference", "0"), ("loss", "3")])
+def test_num_classes_among_the_overrides_is_refused_for_classes(section, value, monkeypatch,
+                                                                capsys):
+    """A stranger's find: ``MODEL.RETINANET.NUM_CLASSES 0`` ended in a RuntimeError (train)
+    or IndexError (inference) traceback, and ``3`` was ignored by the loss section (80
+    classes). --classes sets the classes of every section; the key among the overrides is
+    refused, before any section, saying so."""
+    from retina_focal import cli
+    from retina_focal.cli import benchmark
+
+    def section_ran(*args, **kwargs):
+        raise AssertionError("a section ran")
+
+    for name in ("bench_focal", "bench_train", "bench_inference"):
+        monkeypatch.setattr(benchmark, name, section_ran)
+    assert cli.main(["benchmark", "--quick", "--only", section, "MODEL.RETINANET.NUM_CLASSES",
+                     value]) == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error: " in line]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    assert errors[0].startswith(f"error: MODEL.RETINANET.NUM_CLASSES {value} among the "
+                                "overrides: the classes of every section")
+    assert ("give --classes 3 instead" if value == "3" else "give --classes N") in errors[0]

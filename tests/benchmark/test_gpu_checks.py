@@ -185,6 +185,9 @@ def test_dry_run_from_a_wheel_without_the_tests_folder(no_cuda, tmp_path, monkey
     (["--device", "tpu"], 2, "--device 'tpu'"),
     (["--budget-s", "-1"], 2, "--budget-s"),
     (["MODEL.FOO", "1"], 1, "unknown config key MODEL.FOO"),
+    (["MODEL.RETINANET.NUM_CLASSES", "3"], 1, "give --classes 3 instead"),
+    (["MODEL.RETINANET.FOCAL_LOSS_ALPHA", "2.0"], 1, "MODEL.RETINANET.FOCAL_LOSS_ALPHA=2.0 is "
+                                                     "invalid"),
 ])
 def test_bad_input_is_refused_before_any_section(argv, status, message, tmp_path, capsys):
     out = tmp_path / "g.json"

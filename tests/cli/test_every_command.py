@@ -376,6 +376,14 @@ BAD = [
      "{results.json}", "is a file; give a folder"),
     ("analyze-output-below-a-file", f"analyze --config-file {TINY_CONFIG} --output "
      "{results.json}/a5", "cannot create this folder ("),
+    # no class: refused where the model is built (it failed in its first step); the benchmark
+    # takes its classes from --classes
+    ("export-num-classes-zero", f"export --config-file {TINY_CONFIG} --output {{dir}}/x10 "
+     "MODEL.RETINANET.NUM_CLASSES 0", "MODEL.RETINANET.NUM_CLASSES=0 is invalid: use an integer "
+     ">= 1"),
+    ("benchmark-num-classes-override", "benchmark --only train --quick --output {dir}/k5.json "
+     "MODEL.RETINANET.NUM_CLASSES 0", "MODEL.RETINANET.NUM_CLASSES 0 among the overrides: the "
+     "classes of every section"),
 ]
 
 

@@ -149,6 +149,13 @@ BAD = [
                                                         "[0.5, 0.4]", "increasing"]),
     (["MODEL.RETINANET.IOU_LABELS", "[0, 1]"], ["MODEL.RETINANET.IOU_LABELS", "[0, 1]",
                                                 "3 labels"]),
+    # a stranger's find: 0 classes built a model that failed in its first step (RuntimeError,
+    # IndexError); -1, a tensor of negative size
+    (["MODEL.RETINANET.NUM_CLASSES", "0"], ["MODEL.RETINANET.NUM_CLASSES=0 is invalid: use an "
+                                            "integer >= 1"]),
+    (["MODEL.RETINANET.NUM_CLASSES", "-1"], ["MODEL.RETINANET.NUM_CLASSES=-1 is invalid"]),
+    (["MODEL.RETINANET.NUM_CLASSES", "0", "MODEL.RETINA_FOCAL.LOSS_NAME", "SoftmaxFocalLoss"],
+     ["MODEL.RETINANET.NUM_CLASSES=0 is invalid"]),
 ]
 
 
@@ -168,6 +175,17 @@ def test_cfg_without_retina_focal_keys_is_explained():
     cfg.MODEL.DEVICE = "cpu"
     with pytest.raises(ValueError, match="add_retina_focal_config"):
         build_model(cfg)
+
+
+def test_a_head_of_no_class_is_refused():
+    from detectron2.layers import ShapeSpec
+
+    from retina_focal import RetinaFocalHead
+
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match=rf"num_classes={bad} is invalid: use an integer"):
+            RetinaFocalHead(input_shape=[ShapeSpec(channels=8, stride=8)], num_classes=bad,
+                            num_anchors=1, conv_dims=[8])
 
 
 def test_head_init_follows_the_paper(tiny_cfg):
@@ -200,8 +218,10 @@ SAME_CHECK = [
     (["MODEL.RETINA_FOCAL.SAMPLER_NAME", "HardNegativeMiner",
       "MODEL.RETINA_FOCAL.HNM_MIN_NEGATIVES", "-1"], "HardNegativeMiner", {"min_negatives": -1},
      "min_negatives", "MODEL.RETINA_FOCAL.HNM_MIN_NEGATIVES"),
-    (["MODEL.RETINA_FOCAL.NORMALIZER", "mean"], "RetinaFocal", None, "normalizer",
-     "MODEL.RETINA_FOCAL.NORMALIZER"),
+    (["MODEL.RETINA_FOCAL.NORMALIZER", "mean"], "RetinaFocal", {"normalizer": "mean"},
+     "normalizer", "MODEL.RETINA_FOCAL.NORMALIZER"),
+    (["MODEL.RETINANET.NUM_CLASSES", "0"], "RetinaFocal", {"num_classes": 0}, "num_classes",
+     "MODEL.RETINANET.NUM_CLASSES"),
 ]
 
 
@@ -215,8 +235,8 @@ def test_one_check_names_the_argument_or_the_cfg_key(tiny_cfg, opts, name, kwarg
     import retina_focal
 
     cls = getattr(retina_focal, name)
-    if kwargs is None:  # the model: every other argument from the (valid) cfg
-        kwargs = dict(cls.from_config(tiny_cfg), **{argument: "mean"})
+    if name == "RetinaFocal":  # the model: every other argument from the (valid) cfg
+        kwargs = dict(cls.from_config(tiny_cfg), **kwargs)
     with pytest.raises(ValueError) as direct:
         cls(**kwargs)
     tiny_cfg.merge_from_list(opts)
