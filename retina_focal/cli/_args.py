@@ -2,10 +2,10 @@
 option (``error: argument --iou-bins: 0 is not an integer >= 1``), before anything runs."""
 import argparse
 from dataclasses import fields
-from typing import Sequence, Tuple
+from typing import List, Sequence, Tuple
 
-__all__ = ["command_parser", "int_at_least", "int_in", "launch_settings", "positive_float",
-           "refuse_unused", "run_options"]
+__all__ = ["command_parser", "comma_separated", "int_at_least", "int_in", "launch_settings",
+           "positive_float", "refuse_unused", "run_options"]
 
 
 def command_parser(**kwargs) -> argparse.ArgumentParser:
@@ -53,6 +53,20 @@ def positive_float(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"{value} is not a number > 0")
     return value
+
+
+def comma_separated(text: str) -> List[str]:
+    """An ``argparse`` type: names separated by commas (``a,b``; spaces around a name are
+    dropped). An empty name (``a,,b``, a comma at either end, nothing at all) is refused, not
+    silently skipped."""
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has an empty name: give NAME,NAME,... with one comma between names")
+    return names
+
+
+comma_separated.__name__ = "NAME,NAME,..."
 
 
 # the options of engine.defaults.default_argument_parser that run_options passes by name

@@ -12,7 +12,7 @@ docs/datasets.md ("Imbalance presets") says what it measures, its options and wh
 import os
 import sys
 
-from retina_focal.cli._args import command_parser
+from retina_focal.cli._args import comma_separated, command_parser, int_at_least
 from retina_focal.utils.errors import reports_user_errors
 from retina_focal.utils.file_io import check_output_dir
 
@@ -25,13 +25,13 @@ def build_parser():
     p = command_parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config-file", required=True, metavar="FILE",
                    help="the config whose anchors and assigner label the datasets")
-    p.add_argument("--datasets", default=None,
+    p.add_argument("--datasets", type=comma_separated, default=None,
                    help="comma-separated registered datasets (default: the imbalance presets' "
                         "validation splits)")
-    p.add_argument("--max-images", type=int, default=0, help="per dataset (0: all)")
+    p.add_argument("--max-images", type=int_at_least(0), default=0, help="per dataset (0: all)")
     p.add_argument("--coco-config", default=_COCO_CONFIG, metavar="FILE",
                    help="the paper's RetinaNet config for the COCO row ('' to leave it out)")
-    p.add_argument("--coco-images", type=int, default=500,
+    p.add_argument("--coco-images", type=int_at_least(1), default=500,
                    help="COCO-like images drawn for the COCO row")
     p.add_argument("--study", default=None, metavar="DIR",
                    help="the imbalance study's directory (its results.json): plot "
@@ -52,12 +52,9 @@ def main(args) -> int:
     from retina_focal.data import IMBALANCE_PRESETS
     from retina_focal.data.datasets.coco import check_registered
 
-    if args.max_images < 0 or args.coco_images < 1:
-        raise SystemExit("error: --max-images must be >= 0 and --coco-images >= 1")
     check_output_dir(args.output, "--output")  # a file in the way: refused before measuring
     study = read_imbalance_study(args.study) if args.study else None
-    names = ([n.strip() for n in args.datasets.split(",") if n.strip()] if args.datasets
-             else [f"{p}_val" for p in IMBALANCE_PRESETS])
+    names = args.datasets or [f"{p}_val" for p in IMBALANCE_PRESETS]
     check_registered(names, "--datasets", can_register=False)
     rows = measure_datasets(args.config_file, names, args.max_images)
     if args.coco_config:

@@ -121,3 +121,25 @@ def test_command_measures_datasets_and_plots_fl_minus_ce(tmp_path, capsys):
     with pytest.raises(SystemExit, match="no_such_val"):
         imbalance.run(["--config-file", TINY_CONFIG, "--datasets", "no_such_val",
                        "--coco-config", "", "--output", str(out)])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--max-images", "-1"], "argument --max-images: -1 is not an integer >= 0"),
+    (["--coco-images", "0"], "argument --coco-images: 0 is not an integer >= 1"),
+    (["--datasets", "synthetic_shapes_val,,x"],
+     "argument --datasets: 'synthetic_shapes_val,,x' has an empty name"),
+    (["--datasets", "synthetic_shapes_tiny_val,"],
+     "argument --datasets: 'synthetic_shapes_tiny_val,' has an empty name"),
+])
+def test_bad_numbers_and_empty_dataset_names_are_usage_errors_naming_the_option(
+        argv, message, tmp_path, capsys):
+    """A stranger's finds: --max-images -1 and --coco-images 0 got one message naming neither
+    option (exit status 1), and an empty name in --datasets was silently dropped. Now
+    argparse's usage error (exit status 2) naming the option, before anything is measured."""
+    from retina_focal import cli
+
+    assert cli.main(["imbalance", "--config-file", TINY_CONFIG, "--coco-config", "",
+                     "--output", str(tmp_path / "out")] + argv) == 2
+    err = capsys.readouterr().err
+    assert f"retina-focal imbalance: error: {message}" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

@@ -384,6 +384,13 @@ BAD = [
     ("benchmark-num-classes-override", "benchmark --only train --quick --output {dir}/k5.json "
      "MODEL.RETINANET.NUM_CLASSES 0", "MODEL.RETINANET.NUM_CLASSES 0 among the overrides: the "
      "classes of every section"),
+    ("imbalance-max-images-negative", f"imbalance --config-file {TINY_CONFIG} --max-images -1 "
+     "--output {dir}/i3", "argument --max-images: -1 is not an integer >= 0"),
+    ("imbalance-coco-images-zero", f"imbalance --config-file {TINY_CONFIG} --coco-images 0 "
+     "--output {dir}/i4", "argument --coco-images: 0 is not an integer >= 1"),
+    ("imbalance-datasets-empty-name", f"imbalance --config-file {TINY_CONFIG} --datasets "
+     "synthetic_shapes_tiny_val,,x --output {dir}/i5",
+     "argument --datasets: 'synthetic_shapes_tiny_val,,x' has an empty name"),
 ]
 
 
