@@ -7,7 +7,7 @@
 #   1. torch + torchvision from the package registry (a working pair is kept as it is);
 #   2. detectron2: an already importable one is used untouched; otherwise the registry's
 #      pb1-detectron2 0.6 sdist is installed without its C++ extension (see
-#      scripts/install_detectron2.py for the exact, checked adjustments);
+#      retina_focal/utils/install_detectron2.py for the exact, checked adjustments);
 #   3. this package in editable mode, with its runtime, test and deploy (onnx, onnxruntime)
 #      dependencies.
 # Re-running is safe: every step checks first and skips what is already in place.
@@ -41,7 +41,7 @@ step "detectron2"
 if "$PY" -c 'import detectron2' 2>/dev/null; then
     echo "[setup] detectron2 $("$PY" -c 'import detectron2; print(detectron2.__version__)') is importable: using it as it is"
 else
-    "$PY" "$ROOT/scripts/install_detectron2.py"
+    "$PY" "$ROOT/retina_focal/utils/install_detectron2.py"
 fi
 
 step "retina_focal (editable) and its dependencies"

@@ -1,6 +1,11 @@
 #!/usr/bin/env python
 """Install detectron2 0.6 from the package registry into the running Python environment.
 
+Run it as a file, by path (it imports nothing of retina_focal, which needs detectron2 to
+import): ``scripts/setup.sh`` does so in the source tree; with only the wheel installed,
+docs/install.md ("The wheel, without the source tree") gives the command that finds it in the
+installed package.
+
 The official detectron2 is not on PyPI. PyPI's ``pb1-detectron2==0.6`` is an sdist of
 detectron2 v0.6's Python sources without the C++/CUDA sources of ``detectron2._C``, so a
 plain ``pip install pb1-detectron2`` fails while building. RetinaNet needs no compiled op
@@ -23,12 +28,20 @@ Every adjustment asserts that the text it replaces is there exactly as expected,
 changed sdist stops the install with a message instead of producing a half-working package.
 The sdist's sha256 is pinned. Nothing is downloaded except from the package index pip uses.
 """
-import hashlib
 import os
-import subprocess
 import sys
-import tarfile
-import tempfile
+
+# Run as a file, Python puts this file's folder (retina_focal/utils/) first on sys.path, where
+# its siblings (errors.py, compat.py, ...) would shadow top-level modules of those names for
+# every import below (torch's included): take it off.
+if sys.path and os.path.abspath(sys.path[0] or os.curdir) == \
+        os.path.dirname(os.path.abspath(__file__)):
+    del sys.path[0]
+
+import hashlib  # noqa: E402
+import subprocess  # noqa: E402
+import tarfile  # noqa: E402
+import tempfile  # noqa: E402
 
 PACKAGE = "pb1-detectron2"
 VERSION = "0.6"
