@@ -4,9 +4,10 @@ Each setting trains with :func:`retina_focal.engine.defaults.train_config` (what
 ``retina-focal train`` runs) in a process of its own, in ``DIR/NN_<label>/``; its
 final COCO evaluation (read from that run's ``metrics.json``) is saved to ``result.json`` there
 (written last: its presence means the setting is complete), with, in a timed study (Table 1e),
-the run's inference time per image read from its ``log.txt``. Running the same study again
-resumes: a setting with a ``result.json`` for the same command line is not trained again, and
-one made by another study beside this one with the same command line is reused.
+the run's inference time per image read from its ``log.txt``, and the run's key: the hash of
+its fully resolved config (:mod:`retina_focal.ablation.records`). Running the same study again
+resumes: a setting with a ``result.json`` of the same resolved config is not trained again,
+and one made by another study beside this one with the same resolved config is reused.
 ``DIR/results.{md,json,png}`` are rewritten after every setting.
 """
 import glob
@@ -20,9 +21,16 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Set
 
 import retina_focal
+from retina_focal.ablation.records import (
+    LEGACY,
+    RESULT_FILE,
+    compare_record,
+    resolved_config,
+    run_signature,
+)
 from retina_focal.ablation.results import (
     TASK_METRICS,
     read_final_metrics,
@@ -38,7 +46,6 @@ from retina_focal.utils.file_io import atomic_write_json, atomic_write_text
 
 __all__ = ["RESULT_FILE", "StudyRunner", "build_plan", "parse_seeds", "setting_dirname"]
 
-RESULT_FILE = "result.json"
 # a setting's process: retina_focal.engine.defaults.train_config(CONFIG_FILE, OPTS)
 TRAIN_PROGRAM = ("import sys; from retina_focal.engine.defaults import train_config; "
                  "train_config(sys.argv[1], sys.argv[2:])")
@@ -47,6 +54,9 @@ TRAIN_PROGRAM = ("import sys; from retina_focal.engine.defaults import train_con
 ECHO = re.compile(r" iter: \d|Inference done|copypaste: \d|Traceback|Error|^error: ")
 
 _print_lock = threading.Lock()
+# said of a run taken from a record without the config's hash
+_UNCHECKED = (" (its record predates the config check: the content of its config was not "
+              "compared; delete its folder to train it again)")
 
 
 def log(msg: str) -> None:
@@ -126,8 +136,14 @@ def build_plan(config_file: str, study_name: str, schedule_name: str,
             # with --seeds, one run per seed (SEED last: it wins), labelled by both
             seed_opts = [] if seed is None else ["SEED", str(seed)]
             label = setting.label if seed is None else f"{setting.label} seed={seed}"
+            run_opts = [str(o) for o in common + own + seed_opts]
+            # what the run trains, whatever it came from: its key (records.py)
+            run_cfg = cfg.clone()
+            run_cfg.merge_from_list(seed_opts)
+            config = resolved_config(run_cfg)
             runs.append({"index": index, "setting": setting, "label": label, "seed": seed,
-                         "opts": [str(o) for o in common + own + seed_opts]})
+                         "opts": run_opts, "config": config,
+                         "signature": run_signature(config_file, run_opts, config)})
     out_dir = output or os.path.join("output", "ablations", f"{study.name}_{schedule.name}")
     return {"study": study, "schedule": schedule, "runs": runs, "out_dir": out_dir,
             "config_file": config_file, "workers": workers}
@@ -182,6 +198,8 @@ class StudyRunner:
         self.trained_walls: List[float] = []
         self.finished = 0
         self.lock = threading.Lock()
+        # runs taken from records written before the key had the config's hash
+        self.unchecked: Set[str] = set()
         self.config_file_arg: str = plan["config_file"]  # as given (resolved)
         self.config_file = os.path.abspath(self.config_file_arg)
         self.env = dict(os.environ)
@@ -197,19 +215,26 @@ class StudyRunner:
         return os.path.join(self.out_dir, setting_dirname(run["index"], run["label"]))
 
     def signature(self, run) -> Dict:
-        return {"config_file": self.config_file, "opts": run["opts"]}
+        """The key of ``run`` (:func:`~retina_focal.ablation.records.run_signature`)."""
+        return run["signature"]
 
     def load_done(self, run):
-        """The saved result of ``run`` if it finished with the same command line; else the
+        """The saved result of ``run`` if it finished with the same resolved config; else the
         result of an identical run of another study beside this one (same parent directory),
-        copied here; else None."""
+        copied here; else None. A record without the config's hash (written before the key
+        had it) is taken when its config file and overrides are the same, and said to be
+        unchecked (in the log; a run of this folder in ``self.unchecked``)."""
         path = os.path.join(self.run_dir(run), RESULT_FILE)
         result = _read_json(path)
-        if result is not None and result.get("signature") == self.signature(run):
+        match = None if result is None else compare_record(result, self.signature(run))
+        if match is not None:
             # the metrics are read again from the run's own files where they are there
             metrics = read_final_metrics(self.run_dir(run), self.study.task)
             result = result if metrics is None else dict(result, metrics=metrics)
-            return self._timed(run, result, self.run_dir(run))
+            result = self._timed(run, result, self.run_dir(run))
+            if result is not None and match == LEGACY:
+                self.unchecked.add(run["label"])
+            return result
         if result is not None:
             log(f"{run['label']!r}: {path} was made with other settings; retraining")
             return None
@@ -218,7 +243,9 @@ class StudyRunner:
             if os.path.dirname(os.path.dirname(other)) == os.path.abspath(self.out_dir):
                 continue
             found = _read_json(other)
-            if found is not None and found.get("signature") == self.signature(run):
+            match = None if not isinstance(found, dict) else compare_record(
+                found, self.signature(run))
+            if match is not None:
                 found = self._timed(run, dict(found, label=run["label"],
                                               reused_from=os.path.dirname(other)),
                                     os.path.dirname(other))
@@ -227,7 +254,8 @@ class StudyRunner:
                 os.makedirs(self.run_dir(run), exist_ok=True)
                 atomic_write_json(path, found, indent=2)
                 log(f"{run['label']!r}: the same run was already made in "
-                    f"{os.path.dirname(other)}; its result is reused")
+                    f"{os.path.dirname(other)}{_UNCHECKED if match == LEGACY else ''}; its "
+                    "result is reused")
                 return found
         return None
 
@@ -332,7 +360,9 @@ class StudyRunner:
             return
         result = {"label": label, "metrics": metrics, **timing, "wall_s": wall,
                   "signature": self.signature(run), "command": cmd,
-                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                  # the resolved config the key hashes: a later mismatch says what differs
+                  "config": run["config"]}
         # its presence means "complete"
         atomic_write_json(os.path.join(out, RESULT_FILE), result, indent=2)
         with self.lock:
@@ -351,7 +381,8 @@ class StudyRunner:
             if result is not None:
                 self.rows[run["label"]] = self.row(run, "done", result)
                 log(f"{run['label']!r}: already done ({self.run_dir(run)}/{RESULT_FILE}, "
-                    f"{self.headline} {result['metrics'][self.headline]}), skipped")
+                    f"{self.headline} {result['metrics'][self.headline]}), skipped"
+                    + (_UNCHECKED if run["label"] in self.unchecked else ""))
                 self.finished += 1
             else:
                 todo.append(run)

@@ -1,0 +1,86 @@
+"""retina_focal/ablation/runner.py and records.py: which finished run is taken for which
+setting (the key is the resolved config), what a study folder may hold, and how a study stops.
+Records are written by hand where no training is needed; the runs that train use the tiny
+config and a few iterations."""
+import json
+import os
+
+from conftest import TINY_CONFIG
+
+from retina_focal.ablation.results import METRICS
+from retina_focal.ablation.runner import StudyRunner
+
+
+def _plan(argv):
+    from retina_focal.cli import ablate
+
+    return ablate.plan_from_args(ablate.build_parser().parse_args(argv))
+
+
+def _record(run_dir, run, signature, ap=12.5, config=None):
+    """A finished run's folder as the runner leaves it: metrics.json with a final evaluation,
+    then result.json (``signature``: its key)."""
+    os.makedirs(run_dir, exist_ok=True)
+    metrics = {m: ap + i for i, m in enumerate(METRICS)}
+    with open(os.path.join(run_dir, "metrics.json"), "w") as f:
+        f.write(json.dumps({f"bbox/{m}": v for m, v in metrics.items()}) + "\n")
+    record = {"label": run["label"], "metrics": metrics, "wall_s": 1.0, "signature": signature}
+    if config is not None:
+        record["config"] = config
+    with open(os.path.join(run_dir, "result.json"), "w") as f:
+        json.dump(record, f)
+
+
+def _base_config(tmp_path, extra=""):
+    path = tmp_path / "base.yaml"
+    path.write_text(f'_BASE_: "{TINY_CONFIG}"\n{extra}')
+    return str(path)
+
+
+EDITED_ANCHORS = "MODEL:\n  ANCHOR_GENERATOR:\n    SIZES: [[24], [48], [96], [192], [384]]\n"
+
+
+def test_a_run_is_reused_only_for_the_same_resolved_config(tmp_path, capsys):
+    """Stranger's find: a run of another study was reused after the base config file was
+    edited (the key was the config's path and the overrides). The key is the hash of the
+    resolved config; a record without it (written before) is reused on the old key, and the
+    log says that its config was not compared."""
+    config = _base_config(tmp_path)
+    second = tmp_path / "studies" / "second"
+    argv = ["--config-file", config, "--study", "1a", "--settings", "alpha=0.75", "--schedule",
+            "tiny", "--output", str(second)]
+    plan = _plan(argv)
+    run = plan["runs"][0]
+    assert len(run["signature"]["config_sha256"]) == 64
+    sibling = str(tmp_path / "studies" / "first" / "04_alpha=0.75")
+    _record(sibling, run, run["signature"])
+    found = StudyRunner(plan).load_done(run)
+    assert found["reused_from"] == sibling and found["metrics"]["AP"] == 12.5
+    assert "04_alpha=0.75" in os.listdir(second)  # copied into the study: resumed from there
+    for name in os.listdir(second):
+        os.remove(os.path.join(second, name, "result.json"))
+        os.rmdir(os.path.join(second, name))
+
+    # the same file, edited: the same overrides, another resolved config
+    _base_config(tmp_path, EDITED_ANCHORS)
+    edited = _plan(argv)
+    run2 = edited["runs"][0]
+    assert run2["opts"] == run["opts"] and run2["signature"]["config_file"] == \
+        run["signature"]["config_file"]
+    assert run2["signature"]["config_sha256"] != run["signature"]["config_sha256"]
+    assert run2["config"]["MODEL"]["ANCHOR_GENERATOR"]["SIZES"][0] == [24]
+    assert StudyRunner(edited).load_done(run2) is None  # trained, not reused
+    assert os.listdir(second) == []
+
+    # a record written before the key had the hash: reused on the old key, and said so
+    capsys.readouterr()
+    _record(sibling, run, {"config_file": run["signature"]["config_file"], "opts": run["opts"]})
+    assert StudyRunner(edited).load_done(run2)["reused_from"] == sibling
+    out = capsys.readouterr().out
+    assert f"the same run was already made in {sibling} (its record predates the config " \
+        "check" in out
+    # ... but not with other overrides
+    for name in os.listdir(second):
+        os.remove(os.path.join(second, name, "result.json"))
+    other = _plan(argv + ["SOLVER.BASE_LR", "0.02"])
+    assert StudyRunner(other).load_done(other["runs"][0]) is None
