@@ -42,7 +42,11 @@ from retina_focal.config.loading import merge_config_overrides
 from retina_focal.config.zoo import resolve_config_file
 from retina_focal.data.datasets.coco import check_registered
 from retina_focal.engine.defaults import build_cfg
-from retina_focal.utils.file_io import atomic_write_json, atomic_write_text
+from retina_focal.utils.file_io import (
+    atomic_write_json,
+    atomic_write_text,
+    check_output_dir,
+)
 
 __all__ = ["RESULT_FILE", "StudyRunner", "build_plan", "parse_seeds", "setting_dirname"]
 
@@ -88,10 +92,16 @@ def build_plan(config_file: str, study_name: str, schedule_name: str,
     opts = list(opts)
     if len(opts) % 2:
         raise ValueError(f"Overrides must be KEY VALUE pairs, got an odd list: {opts}")
+    if output is not None and not output.strip():  # e.g. an unset shell variable
+        raise ValueError(f"--output {output!r} is empty: give the study's folder, or leave "
+                         "--output out for output/ablations/<study>_<schedule>")
+    out_dir = output or os.path.join("output", "ablations", f"{study.name}_{schedule.name}")
+    # a file, or a path under one: refused before anything is written or trained
+    check_output_dir(out_dir, "--output")
     # a path, or a shipped config's name (a missing one: ConfigFileNotFound naming it)
     config_file = resolve_config_file(config_file)
     settings = list(study.settings)
-    if settings_text:
+    if settings_text is not None:  # "" too (an unset shell variable): it names no setting
         wanted = [s.strip() for s in settings_text.split(",") if s.strip()]
         if not wanted:
             raise ValueError(f"--settings {settings_text!r} names no setting; its settings: "
@@ -144,16 +154,18 @@ def build_plan(config_file: str, study_name: str, schedule_name: str,
             runs.append({"index": index, "setting": setting, "label": label, "seed": seed,
                          "opts": run_opts, "config": config,
                          "signature": run_signature(config_file, run_opts, config)})
-    out_dir = output or os.path.join("output", "ablations", f"{study.name}_{schedule.name}")
     return {"study": study, "schedule": schedule, "runs": runs, "out_dir": out_dir,
             "config_file": config_file, "workers": workers}
 
 
 def parse_seeds(text: Optional[str]) -> List[int]:
-    """``--seeds`` "0,1,2" as [0, 1, 2] (None: no repetition); a value that is not a
-    non-negative integer (an empty one too), or a repeated one, is a ValueError."""
+    """``--seeds`` "0,1,2" as [0, 1, 2] (None: no repetition); an empty value, a value that
+    is not a non-negative integer, or a repeated one, is a ValueError."""
     if text is None:
         return []
+    if not text.strip():  # e.g. an unset shell variable
+        raise ValueError(f"--seeds {text!r} is empty: give comma-separated integers >= 0 (e.g. "
+                         "0,1), or leave --seeds out for one run per setting")
     seeds = []
     for part in text.split(","):
         part = part.strip()

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from typing import IO, Any, Callable, Iterator, Optional
 
 __all__ = [
+    "check_output_dir",
     "is_local_path",
     "make_output_dir",
     "output_dir_of_run",
@@ -181,6 +182,32 @@ def make_output_dir(path: str, option: str = "--output") -> str:
     except OSError as e:  # no permission, a read-only or virtual file system, ...
         raise DataError(f"{option} {path!r}: cannot create this folder ({e.strerror}); give "
                         "one you can write to") from None
+    return path
+
+
+def check_output_dir(path: str, option: str = "--output") -> str:
+    """Refuse, before anything is written, a folder ``path`` that :func:`make_output_dir`
+    could not make: an empty name, a file, a path under a file, or one under a folder this
+    process may not write to; each is a :class:`~retina_focal.utils.errors.DataError` naming
+    ``option``. Creates nothing. Returns ``path``."""
+    from retina_focal.utils.errors import DataError
+
+    if not path.strip():
+        raise DataError(f"{option} {path!r} is empty: give a folder")
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise DataError(f"{option} {path!r} is a file; give a folder (it is created if "
+                            "needed)")
+        return path
+    head = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(head):
+        head = os.path.dirname(head)
+    if not os.path.isdir(head):
+        raise DataError(f"{option} {path!r}: {head!r} is a file, not a folder, so the folder "
+                        "cannot be made there; give another folder")
+    if not os.access(head, os.W_OK | os.X_OK):
+        raise DataError(f"{option} {path!r}: cannot create this folder (no permission to write "
+                        f"in {head!r}); give one you can write to")
     return path
 
 

@@ -84,3 +84,31 @@ def test_a_run_is_reused_only_for_the_same_resolved_config(tmp_path, capsys):
         os.remove(os.path.join(second, name, "result.json"))
     other = _plan(argv + ["SOLVER.BASE_LR", "0.02"])
     assert StudyRunner(other).load_done(other["runs"][0]) is None
+
+
+def _refused(argv, capsys, fragment):
+    """``ablate argv`` exits 2 with one ``error:`` line holding ``fragment``, no traceback."""
+    from retina_focal.cli import ablate
+
+    assert ablate.run(argv) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "error: " in line]
+    assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_empty_values_and_an_output_that_cannot_be_a_folder_are_refused(
+        tmp_path, monkeypatch, capsys):
+    """Stranger's finds: ``--settings ""`` (an unset shell variable) ran every setting,
+    ``--output ""`` fell back to the default folder, ``--output afile`` and ``afile/sub`` were
+    tracebacks. Each is one error line, exit 2, and nothing is written."""
+    monkeypatch.chdir(tmp_path)
+    open("afile", "w").write("mine\n")
+    base = ["--config-file", TINY_CONFIG, "--study", "1a", "--schedule", "tiny"]
+    _refused(base + ["--settings", "", "--output", "s"], capsys, "--settings '' names no setting")
+    _refused(base + ["--seeds", " ", "--output", "s"], capsys, "--seeds ' ' is empty")
+    _refused(base + ["--output", ""], capsys, "--output '' is empty")
+    _refused(base + ["--output", "afile"], capsys, "--output 'afile' is a file; give a folder")
+    _refused(base + ["--output", "afile/sub"], capsys,
+             f"--output 'afile/sub': {str(tmp_path / 'afile')!r} is a file, not a folder")
+    assert os.listdir(tmp_path) == ["afile"] and open("afile").read() == "mine\n"
