@@ -48,7 +48,8 @@ from retina_focal.utils.file_io import (
     check_output_dir,
 )
 
-__all__ = ["RESULT_FILE", "StudyRunner", "build_plan", "parse_seeds", "setting_dirname"]
+__all__ = ["RESULT_FILE", "StudyRunner", "build_plan", "check_results_folder", "parse_seeds",
+           "setting_dirname"]
 
 # a setting's process: retina_focal.engine.defaults.train_config(CONFIG_FILE, OPTS)
 TRAIN_PROGRAM = ("import sys; from retina_focal.engine.defaults import train_config; "
@@ -96,8 +97,10 @@ def build_plan(config_file: str, study_name: str, schedule_name: str,
         raise ValueError(f"--output {output!r} is empty: give the study's folder, or leave "
                          "--output out for output/ablations/<study>_<schedule>")
     out_dir = output or os.path.join("output", "ablations", f"{study.name}_{schedule.name}")
-    # a file, or a path under one: refused before anything is written or trained
+    # a file, or a path under one, or another study's folder: refused before anything is
+    # written or trained
     check_output_dir(out_dir, "--output")
+    check_results_folder(out_dir, study.name, schedule.name)
     # a path, or a shipped config's name (a missing one: ConfigFileNotFound naming it)
     config_file = resolve_config_file(config_file)
     settings = list(study.settings)
@@ -156,6 +159,34 @@ def build_plan(config_file: str, study_name: str, schedule_name: str,
                          "signature": run_signature(config_file, run_opts, config)})
     return {"study": study, "schedule": schedule, "runs": runs, "out_dir": out_dir,
             "config_file": config_file, "workers": workers}
+
+
+def check_results_folder(out_dir: str, study_name: str, schedule_name: str) -> None:
+    """Refuse (ValueError naming the folder and what it holds) a study folder ``out_dir`` whose
+    ``results.{json,md,png}`` this study would overwrite but are not its own: those of another
+    study or schedule, or files that no study wrote (a ``results.md`` or ``results.png``
+    without a study's ``results.json``)."""
+    path = os.path.join(out_dir, "results.json")
+    if not os.path.exists(path):
+        for name in ("results.md", "results.png"):
+            if os.path.exists(os.path.join(out_dir, name)):
+                raise ValueError(f"--output {out_dir!r} holds a {name} that no ablation study "
+                                 "wrote (it has no results.json); this study would overwrite "
+                                 "it: choose another --output")
+        return
+    found = _read_json(path)
+    if not isinstance(found, dict) or not isinstance(found.get("study"), str):
+        raise ValueError(f"--output {out_dir!r} holds a results.json that is not an ablation "
+                         f"study's ({path}); this study would overwrite it: choose another "
+                         "--output")
+    if found["study"] != study_name:
+        raise ValueError(f"--output {out_dir!r} holds the results of study {found['study']} "
+                         f"({path}), which this run of study {study_name} would overwrite: "
+                         "choose another --output")
+    if found.get("schedule") != schedule_name:
+        raise ValueError(f"--output {out_dir!r} holds the results of study {study_name} at "
+                         f"schedule {found.get('schedule')} ({path}), which this run at "
+                         f"schedule {schedule_name} would overwrite: choose another --output")
 
 
 def parse_seeds(text: Optional[str]) -> List[int]:

@@ -112,3 +112,31 @@ def test_empty_values_and_an_output_that_cannot_be_a_folder_are_refused(
     _refused(base + ["--output", "afile/sub"], capsys,
              f"--output 'afile/sub': {str(tmp_path / 'afile')!r} is a file, not a folder")
     assert os.listdir(tmp_path) == ["afile"] and open("afile").read() == "mine\n"
+
+
+def test_a_folder_of_another_study_is_refused_and_left_as_it_was(tmp_path, capsys):
+    """Stranger's find: ``--output`` naming another study's folder overwrote its
+    results.md/json/png. Refused (exit 2, naming the folder and the study it holds) before
+    anything is written; so are another schedule's results and results files no study
+    wrote."""
+    from conftest import snapshot
+
+    from retina_focal.ablation.results import write_results
+    from retina_focal.ablation.studies import get_study
+
+    other, fast, mine, notes = (tmp_path / n for n in ("other", "fast", "mine", "notes"))
+    for folder in (other, fast, mine, notes):
+        folder.mkdir()
+    write_results(get_study("1b"), [], str(other), {"schedule": "tiny"})
+    write_results(get_study("1a"), [], str(fast), {"schedule": "cpu_fast"})
+    (mine / "results.json").write_text("[]\n")  # e.g. a demo's detections
+    (notes / "results.md").write_text("# my notes\n")
+    before = snapshot(str(tmp_path))
+    base = ["--config-file", TINY_CONFIG, "--study", "1a", "--settings", "alpha=0.75",
+            "--schedule", "tiny", "--output"]
+    _refused(base + [str(other)], capsys, f"--output {str(other)!r} holds the results of "
+             "study 1b")
+    _refused(base + [str(fast)], capsys, "holds the results of study 1a at schedule cpu_fast")
+    _refused(base + [str(mine)], capsys, "holds a results.json that is not an ablation study's")
+    _refused(base + [str(notes)], capsys, "holds a results.md that no ablation study wrote")
+    assert snapshot(str(tmp_path)) == before

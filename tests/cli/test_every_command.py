@@ -88,6 +88,8 @@ def files(trained, tmp_path_factory):
     f["dataset"] = str(d / "dataset")
     f["dataset_image"] = os.path.join(f["dataset"], "train", sorted(os.listdir(
         d / "dataset" / "train"))[0])
+    # another study's folder (ablate --study 1b wrote it)
+    put("study_1b/results.json", json.dumps({"study": "1b", "schedule": "tiny", "settings": []}))
     put("empty_metrics/metrics.json", "")
     put("list_metrics/metrics.json", "[1, 2]\n")
     return f
@@ -327,6 +329,8 @@ BAD = [
      "--output {results.json}", "is a file; give a folder"),
     ("ablate-output-under-a-file", f"ablate --config-file {TINY_CONFIG} --study 1a --schedule "
      "tiny --output {results.json}/sub", "is a file, not a folder, so the folder cannot be made"),
+    ("ablate-output-other-study", f"ablate --config-file {TINY_CONFIG} --study 1a --schedule "
+     "tiny --output {dir}/study_1b", "holds the results of study 1b"),
     ("imbalance-option-abbreviated", f"imbalance --config-file {TINY_CONFIG} --dataset "
      "my_val --output {dir}/i2", "unrecognized arguments: --dataset"),
     ("imbalance-datasets-unregistered", f"imbalance --config-file {TINY_CONFIG} --datasets "
