@@ -125,7 +125,8 @@ def describe_difference(record: Dict[str, Any], signature: Dict[str, Any],
              for key in sorted(set(then) | set(now)) if then.get(key) != now.get(key)]
     if theirs.get("datasets", []) != signature.get("datasets", []):
         asked.append("other --dataset files (or files changed since)")
-    parts += asked
+    parts += asked[:limit] + ([f"{len(asked) - limit} more override(s)"]
+                              if len(asked) > limit else [])
     if not asked and "config_sha256" in theirs:  # asked alike: the config's content differs
         stored = record.get("config")
         keys: List[str] = []

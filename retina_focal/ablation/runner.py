@@ -21,14 +21,17 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, List, Optional, Sequence, Set
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import retina_focal
 from retina_focal.ablation.records import (
     LEGACY,
     RESULT_FILE,
     compare_record,
+    describe_difference,
+    finished_runs,
     resolved_config,
+    run_of_label,
     run_signature,
 )
 from retina_focal.ablation.results import (
@@ -37,7 +40,13 @@ from retina_focal.ablation.results import (
     read_inference_time,
     write_results,
 )
-from retina_focal.ablation.studies import get_schedule, get_study, resolve_overrides
+from retina_focal.ablation.studies import (
+    Setting,
+    Study,
+    get_schedule,
+    get_study,
+    resolve_overrides,
+)
 from retina_focal.config.loading import merge_config_overrides
 from retina_focal.config.zoo import resolve_config_file
 from retina_focal.data.datasets.coco import check_registered
@@ -48,8 +57,8 @@ from retina_focal.utils.file_io import (
     check_output_dir,
 )
 
-__all__ = ["RESULT_FILE", "StudyRunner", "build_plan", "check_results_folder", "parse_seeds",
-           "setting_dirname"]
+__all__ = ["RESULT_FILE", "RunMadeOtherwise", "StudyRunner", "build_plan",
+           "check_finished_runs", "check_results_folder", "parse_seeds", "setting_dirname"]
 
 # a setting's process: retina_focal.engine.defaults.train_config(CONFIG_FILE, OPTS)
 TRAIN_PROGRAM = ("import sys; from retina_focal.engine.defaults import train_config; "
@@ -126,9 +135,10 @@ def build_plan(config_file: str, study_name: str, schedule_name: str,
                          f"line ({opts}) for {config_file}: {e}") from e
     # [None]: without --seeds, one run per setting with no SEED override
     seed_list: List[Optional[int]] = [*parse_seeds(seeds)] or [None]
-    runs = []
-    for setting in settings:
-        index = study.settings.index(setting) + 1
+
+    def runs_of(setting: Setting, seeds: Sequence[Optional[int]], check: bool = True) -> List:
+        """The runs of ``setting``, one per seed; ``check``: its datasets must be registered
+        (checked once here, not in every run)."""
         own = resolve_overrides(setting.overrides, base)
         cfg = base.clone()
         try:
@@ -138,14 +148,14 @@ def build_plan(config_file: str, study_name: str, schedule_name: str,
                 f"Study {study.name}, setting {setting.label!r}: the overrides {own} do not "
                 f"apply to {config_file}: {e}. (Keys a study needs must exist in "
                 "retina_focal.add_retina_focal_config or the base config.)") from e
-        # checked once here, not in every run (the runs register no datasets of their own)
-        for key in ("DATASETS.TRAIN", "DATASETS.TEST"):
+        for key in ("DATASETS.TRAIN", "DATASETS.TEST") if check else ():
             check_registered(getattr(cfg.DATASETS, key.split(".")[1]),
                              f"{key} of setting {setting.label!r}",
                              how="ablate trains each setting in a new process, which knows the "
                                  "datasets retina_focal registers (the synthetic presets): use "
                                  "one of those")
-        for seed in seed_list:
+        runs = []
+        for seed in seeds:
             # with --seeds, one run per seed (SEED last: it wins), labelled by both
             seed_opts = [] if seed is None else ["SEED", str(seed)]
             label = setting.label if seed is None else f"{setting.label} seed={seed}"
@@ -154,11 +164,62 @@ def build_plan(config_file: str, study_name: str, schedule_name: str,
             run_cfg = cfg.clone()
             run_cfg.merge_from_list(seed_opts)
             config = resolved_config(run_cfg)
-            runs.append({"index": index, "setting": setting, "label": label, "seed": seed,
-                         "opts": run_opts, "config": config,
+            runs.append({"index": study.settings.index(setting) + 1, "setting": setting,
+                         "label": label, "seed": seed, "opts": run_opts, "config": config,
                          "signature": run_signature(config_file, run_opts, config)})
+        return runs
+
+    runs = [run for setting in settings for run in runs_of(setting, seed_list)]
+    tabled, foreign = check_finished_runs(out_dir, study, runs,
+                                          lambda s, seed: runs_of(s, [seed], check=False)[0])
     return {"study": study, "schedule": schedule, "runs": runs, "out_dir": out_dir,
-            "config_file": config_file, "workers": workers}
+            "config_file": config_file, "workers": workers, "tabled": tabled,
+            "foreign": foreign}
+
+
+class RunMadeOtherwise(ValueError):
+    """A study folder holds a finished run of one of the study's settings made with other
+    settings (another resolved config), which the study would train again over, or table
+    beside its own runs as if made alike; the message names the folder and what differs."""
+
+
+def made_otherwise(run_dir: str, run: Dict, record: Dict, planned: bool) -> RunMadeOtherwise:
+    """The refusal of the finished run in ``run_dir`` (its ``record``), made otherwise than
+    ``run`` (``planned``: a run this command trains; else one it would table)."""
+    what = ("this command would train it again over it" if planned else
+            "its result would be tabled beside this command's runs as if made alike")
+    return RunMadeOtherwise(
+        f"{run_dir} holds a finished run of {run['label']!r} made with other settings "
+        f"({describe_difference(record, run['signature'], run['config'])}); {what}: choose "
+        "another --output, or delete that run folder")
+
+
+def check_finished_runs(out_dir: str, study: Study, runs: List[Dict],
+                        run_of: Callable[[Setting, Optional[int]], Dict]
+                        ) -> Tuple[List[Dict], List[str]]:
+    """Match the finished runs in ``out_dir`` (their ``result.json``) with this study's runs
+    before anything trains: a finished run made with other settings than this command's
+    (``run_of(setting, seed)`` builds a run it does not train) is refused
+    (:class:`RunMadeOtherwise`). Returns the runs of the study finished in the folder that the
+    command does not train (tabled in the results with its own), and the run folders that are
+    not runs of the study (left out)."""
+    planned = {run["label"]: run for run in runs}
+    tabled, foreign = [], []
+    for run_dir, record in finished_runs(out_dir):
+        found = run_of_label(study, record.get("label"))
+        if found is None:
+            foreign.append(run_dir)
+            continue
+        label = record["label"]
+        run = planned.get(label) or run_of(*found)
+        if os.path.basename(run_dir) != setting_dirname(run["index"], label):
+            foreign.append(run_dir)
+            continue
+        if compare_record(record, run["signature"]) is None:
+            raise made_otherwise(run_dir, run, record, planned=label in planned)
+        if label not in planned:
+            tabled.append(run)
+    return tabled, foreign
 
 
 def check_results_folder(out_dir: str, study_name: str, schedule_name: str) -> None:
@@ -233,6 +294,10 @@ class StudyRunner:
         self.study = plan["study"]
         self.schedule = plan["schedule"]
         self.runs = plan["runs"]
+        # the study's runs finished in its folder that this command does not train: tabled
+        # with its own (check_finished_runs); run folders that are not the study's
+        self.tabled: List[Dict] = plan.get("tabled", [])
+        self.foreign: List[str] = plan.get("foreign", [])
         # the metric named in progress lines: box AP, or proposal AR@100
         self.headline = TASK_METRICS[self.study.task][0]
         self.out_dir = plan["out_dir"]
@@ -278,9 +343,8 @@ class StudyRunner:
             if result is not None and match == LEGACY:
                 self.unchecked.add(run["label"])
             return result
-        if result is not None:
-            log(f"{run['label']!r}: {path} was made with other settings; retraining")
-            return None
+        if result is not None:  # refused when planned: the folder changed since
+            raise made_otherwise(self.run_dir(run), run, result, planned=True)
         parent = os.path.dirname(os.path.abspath(self.out_dir))
         for other in sorted(glob.glob(os.path.join(parent, "*", "*", RESULT_FILE))):
             if os.path.dirname(os.path.dirname(other)) == os.path.abspath(self.out_dir):
@@ -326,8 +390,14 @@ class StudyRunner:
                 "wall_s": (result or {}).get("wall_s"), **timed, "overrides": run["opts"],
                 "output_dir": self.run_dir(run)}
 
+    def all_runs(self) -> List[Dict]:
+        """The runs of the results: this command's and the study's other runs finished in its
+        folder (those that are done), in study order (setting, then seed)."""
+        runs = self.runs + [r for r in self.tabled if r["label"] in self.rows]
+        return sorted(runs, key=lambda r: (r["index"], -1 if r["seed"] is None else r["seed"]))
+
     def write(self) -> Dict[str, str]:
-        rows = [self.rows.get(r["label"]) or self.row(r, "pending") for r in self.runs]
+        rows = [self.rows.get(r["label"]) or self.row(r, "pending") for r in self.all_runs()]
         header = {
             "command": self.command,
             "config_file": self.config_file_arg,
@@ -356,7 +426,9 @@ class StudyRunner:
     def train(self, run) -> None:
         label = run["label"]
         out = self.run_dir(run)
-        if os.path.exists(out):  # an interrupted or outdated run: start it again from scratch
+        if os.path.exists(out):  # an unfinished run (no record): start it again from scratch
+            log(f"{label!r}: {out} holds an unfinished run (no {RESULT_FILE}); it is trained "
+                "again from scratch, its files replaced")
             shutil.rmtree(out)
         os.makedirs(out)
         # the engine's training run, in a process of its own (its threads, memory and
@@ -429,6 +501,17 @@ class StudyRunner:
                 self.finished += 1
             else:
                 todo.append(run)
+        for run in self.tabled:  # finished before, with the same settings (checked)
+            result = self.load_done(run)
+            if result is not None:
+                self.rows[run["label"]] = self.row(run, "done", result)
+                log(f"{run['label']!r}: finished before ({self.run_dir(run)}/{RESULT_FILE}, "
+                    f"{self.headline} {result['metrics'][self.headline]}), in the results "
+                    "with this command's runs"
+                    + (_UNCHECKED if run["label"] in self.unchecked else ""))
+        for run_dir in self.foreign:
+            log(f"{run_dir} holds a finished run that is not one of study {self.study.name}'s "
+                "settings: it is left out of the results")
         log(f"study {self.study.name} ({self.study.title}), schedule {self.schedule.name}: "
             f"{len(todo)} of {len(self.runs)} settings to train, {self.workers} worker(s), "
             f"output {self.out_dir}")

@@ -11,7 +11,7 @@ import argparse
 import shlex
 import sys
 
-from retina_focal.ablation.runner import StudyRunner, build_plan
+from retina_focal.ablation.runner import RunMadeOtherwise, StudyRunner, build_plan
 from retina_focal.ablation.studies import SCHEDULES, STUDIES
 from retina_focal.cli._args import command_parser
 from retina_focal.utils.errors import reports_user_errors
@@ -56,7 +56,11 @@ def main(args, command: str = "") -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return StudyRunner(plan, command=command).run()
+    try:
+        return StudyRunner(plan, command=command).run()
+    except RunMadeOtherwise as e:  # the folder changed after the plan checked it
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 @reports_user_errors

@@ -140,3 +140,76 @@ def test_a_folder_of_another_study_is_refused_and_left_as_it_was(tmp_path, capsy
     _refused(base + [str(mine)], capsys, "holds a results.json that is not an ablation study's")
     _refused(base + [str(notes)], capsys, "holds a results.md that no ablation study wrote")
     assert snapshot(str(tmp_path)) == before
+
+
+def test_a_partial_run_tables_every_finished_run_and_refuses_runs_made_otherwise(
+        tmp_path, capsys):
+    """Stranger's finds: rerunning one setting rewrote the results with that row alone ("not
+    run" for the runs finished in the folder), and a finished run made with other settings
+    was silently trained again over its model_final.pth. The results cover every finished run
+    of the study in the folder; a finished run made otherwise is refused (exit 2, before
+    anything trains), naming its folder and what differs."""
+    from conftest import snapshot
+
+    from retina_focal.ablation.records import run_of_label
+    from retina_focal.ablation.studies import get_study
+    from retina_focal.cli import ablate
+
+    study = get_study("1a")
+    assert run_of_label(study, "alpha=0.75 seed=3") == (study.settings[3], 3)
+    assert run_of_label(study, "alpha=0.75") == (study.settings[3], None)
+    assert run_of_label(study, "alpha=0.33") is None and run_of_label(study, None) is None
+
+    config = _base_config(tmp_path)
+    out = str(tmp_path / "study")
+    argv = ["--config-file", config, "--study", "1a", "--schedule", "tiny", "--output", out]
+    # finished before: alpha .25 by this command line, alpha .5 before runs had the config's
+    # hash; alpha .99 was killed half-way (no record)
+    first = _plan(argv + ["--settings", "alpha=0.25"])["runs"][0]
+    _record(os.path.join(out, "02_alpha=0.25"), first, first["signature"], ap=20.0,
+            config=first["config"])
+    legacy = _plan(argv + ["--settings", "alpha=0.5"])["runs"][0]
+    _record(os.path.join(out, "03_alpha=0.5"), legacy,
+            {"config_file": legacy["signature"]["config_file"], "opts": legacy["opts"]},
+            ap=30.0)
+    os.makedirs(os.path.join(out, "06_alpha=0.99"))
+    open(os.path.join(out, "06_alpha=0.99", "metrics.json"), "w").write("")
+
+    assert ablate.run(argv + ["--settings", "alpha=0.75"]) == 0
+    out_text = capsys.readouterr().out
+    assert "1 of 1 settings to train" in out_text and "start 'alpha=0.75'" in out_text
+    assert "'alpha=0.5': finished before" in out_text and "predates the config check" in \
+        out_text
+    results = json.load(open(os.path.join(out, "results.json")))
+    rows = {r["label"]: r for r in results["settings"]}
+    assert list(rows) == ["alpha=0.25", "alpha=0.5", "alpha=0.75"]
+    assert [r["status"] for r in rows.values()] == ["done"] * 3
+    assert (rows["alpha=0.25"]["metrics"]["AP"], rows["alpha=0.5"]["metrics"]["AP"]) == \
+        (20.0, 30.0)
+    md = open(os.path.join(out, "results.md")).read()
+    assert "| alpha=0.25 | 20.0 |" in md and "| alpha=0.5 | 30.0 |" in md
+    assert "| alpha=0.75 |" in md and "not run" not in md.split("The paper's orderings")[0]
+    assert os.listdir(os.path.join(out, "06_alpha=0.99")) == ["metrics.json"]  # not a result
+
+    # the base config edited: alpha .25's run was made with another config
+    _base_config(tmp_path, EDITED_ANCHORS)
+    before = snapshot(out)
+    line = _refused(argv + ["--settings", "alpha=0.25,alpha=0.75"], capsys,
+                    f"{os.path.join(out, '02_alpha=0.25')} holds a finished run of "
+                    "'alpha=0.25' made with other settings (MODEL.ANCHOR_GENERATOR.SIZES")
+    assert "this command would train it again over it: choose another --output, or delete " \
+        "that run folder" in line
+    # ... and tabling it beside this command's runs is refused too
+    _refused(argv + ["--settings", "alpha=0.75"], capsys, "its result would be tabled beside")
+    assert snapshot(out) == before
+
+    # a finished run of another setting made with other overrides
+    _base_config(tmp_path)
+    other = _plan(argv + ["--settings", "alpha=0.9", "--output", str(tmp_path / "elsewhere"),
+                          "SOLVER.BASE_LR", "0.02"])["runs"][0]
+    _record(os.path.join(out, "05_alpha=0.9"), other, other["signature"])
+    before = snapshot(out)
+    _refused(argv + ["--settings", "alpha=0.75"], capsys,
+             f"{os.path.join(out, '05_alpha=0.9')} holds a finished run of 'alpha=0.9' made "
+             "with other settings (SOLVER.BASE_LR 0.02 there, (not set) here)")
+    assert snapshot(out) == before

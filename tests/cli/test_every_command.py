@@ -90,6 +90,16 @@ def files(trained, tmp_path_factory):
         d / "dataset" / "train"))[0])
     # another study's folder (ablate --study 1b wrote it)
     put("study_1b/results.json", json.dumps({"study": "1b", "schedule": "tiny", "settings": []}))
+    # a study folder with a finished run made with other overrides than the row's
+    put("study_1a/results.json", json.dumps({"study": "1a", "schedule": "tiny", "settings": []}))
+    put("study_1a/04_alpha=0.75/result.json", json.dumps({
+        "label": "alpha=0.75", "metrics": {"AP": 1.0}, "signature": {
+            "config_file": TINY_CONFIG, "opts": [
+                "SOLVER.MAX_ITER", "7", "SOLVER.WARMUP_ITERS", "1", "SOLVER.STEPS", "()",
+                "SOLVER.CHECKPOINT_PERIOD", "100000", "TEST.EVAL_PERIOD", "0",
+                "MODEL.RETINANET.FOCAL_LOSS_ALPHA", "0.75",
+                "MODEL.RETINANET.FOCAL_LOSS_GAMMA", "0.0"],
+            "config_sha256": "0" * 64}}))
     put("empty_metrics/metrics.json", "")
     put("list_metrics/metrics.json", "[1, 2]\n")
     return f
@@ -331,6 +341,9 @@ BAD = [
      "tiny --output {results.json}/sub", "is a file, not a folder, so the folder cannot be made"),
     ("ablate-output-other-study", f"ablate --config-file {TINY_CONFIG} --study 1a --schedule "
      "tiny --output {dir}/study_1b", "holds the results of study 1b"),
+    ("ablate-run-made-otherwise", f"ablate --config-file {TINY_CONFIG} --study 1a --settings "
+     "alpha=0.75 --schedule tiny --output {dir}/study_1a",
+     "holds a finished run of 'alpha=0.75' made with other settings (SOLVER.MAX_ITER 7 there"),
     ("imbalance-option-abbreviated", f"imbalance --config-file {TINY_CONFIG} --dataset "
      "my_val --output {dir}/i2", "unrecognized arguments: --dataset"),
     ("imbalance-datasets-unregistered", f"imbalance --config-file {TINY_CONFIG} --datasets "
