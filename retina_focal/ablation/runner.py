@@ -58,7 +58,8 @@ from retina_focal.utils.file_io import (
 )
 
 __all__ = ["RESULT_FILE", "RunMadeOtherwise", "StudyRunner", "build_plan",
-           "check_finished_runs", "check_results_folder", "parse_seeds", "setting_dirname"]
+           "check_finished_runs", "check_overrides_kept", "check_results_folder", "parse_seeds",
+           "setting_dirname"]
 
 # a setting's process: retina_focal.engine.defaults.train_config(CONFIG_FILE, OPTS)
 TRAIN_PROGRAM = ("import sys; from retina_focal.engine.defaults import train_config; "
@@ -127,6 +128,7 @@ def build_plan(config_file: str, study_name: str, schedule_name: str,
     base = build_cfg(config_file, freeze=False)
     # the command line's overrides alone first: a ConfigError naming the key or the option
     merge_config_overrides(base.clone(), opts)
+    check_overrides_kept(opts, study, settings, seeds is not None)
     common = resolve_overrides(schedule.overrides, base) + opts
     try:
         base.merge_from_list(common)
@@ -175,6 +177,26 @@ def build_plan(config_file: str, study_name: str, schedule_name: str,
     return {"study": study, "schedule": schedule, "runs": runs, "out_dir": out_dir,
             "config_file": config_file, "workers": workers, "tabled": tabled,
             "foreign": foreign}
+
+
+def check_overrides_kept(opts: Sequence[str], study: Study, settings: Sequence[Setting],
+                         with_seeds: bool) -> None:
+    """Refuse (ValueError naming the key and the settings) a ``KEY VALUE`` override of the
+    command line that would be lost: a key that one of ``settings`` sets itself (a setting's
+    keys are applied after the command line's), or ``SEED`` when ``--seeds`` sets each run's
+    (``with_seeds``). A key of the schedule may be overridden: the command line comes after
+    it."""
+    given = dict(zip(opts[::2], opts[1::2]))  # the last value of a key is the one merged
+    for key, value in given.items():
+        setters = [s.label for s in settings if key in {k for k, _ in s.overrides}]
+        if setters:
+            raise ValueError(
+                f"the override {key} {value} would be lost: the setting(s) {setters} of study "
+                f"{study.name} set {key} themselves, after the command line's overrides; leave "
+                "it out, or choose settings that do not set it with --settings")
+        if key == "SEED" and with_seeds:
+            raise ValueError(f"the override SEED {value} would be lost: --seeds sets the SEED of "
+                             "each run; leave one of them out")
 
 
 class RunMadeOtherwise(ValueError):

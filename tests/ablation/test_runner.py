@@ -5,6 +5,7 @@ config and a few iterations."""
 import json
 import os
 
+import pytest
 from conftest import TINY_CONFIG
 
 from retina_focal.ablation.results import METRICS
@@ -87,9 +88,13 @@ def test_a_run_is_reused_only_for_the_same_resolved_config(tmp_path, capsys):
 
 
 def _refused(argv, capsys, fragment):
-    """``ablate argv`` exits 2 with one ``error:`` line holding ``fragment``, no traceback."""
+    """``ablate argv`` is refused when planned (before anything trains: so a broken check fails
+    here, without training), and exits 2 with one ``error:`` line holding ``fragment``, no
+    traceback."""
     from retina_focal.cli import ablate
 
+    with pytest.raises((ValueError, FileNotFoundError)):
+        _plan(argv)
     assert ablate.run(argv) == 2
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if "error: " in line]
@@ -213,3 +218,36 @@ def test_a_partial_run_tables_every_finished_run_and_refuses_runs_made_otherwise
              f"{os.path.join(out, '05_alpha=0.9')} holds a finished run of 'alpha=0.9' made "
              "with other settings (SOLVER.BASE_LR 0.02 there, (not set) here)")
     assert snapshot(out) == before
+
+
+def test_an_override_that_a_setting_sets_itself_is_refused(tmp_path, capsys):
+    """Stranger's find: a command-line override of a key a setting also sets lost silently to
+    the setting's value (the documented order). Refused, naming the key and the settings; a
+    key of the schedule may still be overridden."""
+    from retina_focal.ablation.studies import get_study
+
+    out = ["--output", str(tmp_path / "s")]
+    line = _refused(["--config-file", TINY_CONFIG, "--study", "imbalance", "--settings",
+                     "synthetic_shapes_sparser FL", "--schedule", "tiny"] + out
+                    + ["DATASETS.TRAIN", "('synthetic_shapes_sparse_train',)"], capsys,
+                    "the override DATASETS.TRAIN ('synthetic_shapes_sparse_train',) would be "
+                    "lost: the setting(s) ['synthetic_shapes_sparser FL'] of study imbalance "
+                    "set DATASETS.TRAIN themselves")
+    assert "choose settings that do not set it with --settings" in line
+    fl = [s.label for s in get_study("table3").settings
+          if "MODEL.RETINANET.FOCAL_LOSS_GAMMA" in dict(s.overrides)]
+    assert fl == ["CE alpha=.75", "FL gamma=2 alpha=.25"]
+    _refused(["--config-file", TINY_CONFIG, "--study", "table3", "--schedule", "tiny"] + out
+             + ["MODEL.RETINANET.FOCAL_LOSS_GAMMA", "3.0"], capsys,
+             f"the override MODEL.RETINANET.FOCAL_LOSS_GAMMA 3.0 would be lost: the setting(s) "
+             f"{fl} of study table3")
+    _refused(["--config-file", TINY_CONFIG, "--study", "1a", "--schedule", "tiny", "--seeds",
+              "0,1"] + out + ["SEED", "5"], capsys,
+             "the override SEED 5 would be lost: --seeds sets the SEED of each run")
+    # the FL* settings do not set gamma: no setting would override the user's value
+    plan = _plan(["--config-file", TINY_CONFIG, "--study", "table3", "--schedule", "tiny",
+                  "--settings", "FL* gamma*=4 beta=0"] + out
+                 + ["MODEL.RETINANET.FOCAL_LOSS_GAMMA", "3.0", "SOLVER.MAX_ITER", "3"])
+    assert plan["runs"][0]["config"]["MODEL"]["RETINANET"]["FOCAL_LOSS_GAMMA"] == 3.0
+    assert plan["runs"][0]["config"]["SOLVER"]["MAX_ITER"] == 3  # over the schedule's 2
+    assert not os.path.exists(tmp_path / "s")

@@ -344,6 +344,9 @@ BAD = [
     ("ablate-run-made-otherwise", f"ablate --config-file {TINY_CONFIG} --study 1a --settings "
      "alpha=0.75 --schedule tiny --output {dir}/study_1a",
      "holds a finished run of 'alpha=0.75' made with other settings (SOLVER.MAX_ITER 7 there"),
+    ("ablate-override-set-by-setting", f"ablate --config-file {TINY_CONFIG} --study table3 "
+     "--schedule tiny --output {dir}/b12 MODEL.RETINANET.FOCAL_LOSS_GAMMA 3.0",
+     "the override MODEL.RETINANET.FOCAL_LOSS_GAMMA 3.0 would be lost"),
     ("imbalance-option-abbreviated", f"imbalance --config-file {TINY_CONFIG} --dataset "
      "my_val --output {dir}/i2", "unrecognized arguments: --dataset"),
     ("imbalance-datasets-unregistered", f"imbalance --config-file {TINY_CONFIG} --datasets "
@@ -387,7 +390,8 @@ BAD = [
 LEAVE_NO_FOLDER = {"demo-coco-json-other-classes", "ablate-option-after-overrides",
                    "benchmark-option-after-overrides", "export-output-after-overrides",
                    "ablate-settings-empty-value", "ablate-seeds-empty", "ablate-output-empty",
-                   "ablate-output-is-a-file", "ablate-output-under-a-file"}
+                   "ablate-output-is-a-file", "ablate-output-under-a-file",
+                   "ablate-override-set-by-setting"}
 
 
 def _argv(template, files):
