@@ -137,6 +137,13 @@ def build_plan(config_file: str, study_name: str, schedule_name: str,
                          f"line ({opts}) for {config_file}: {e}") from e
     # [None]: without --seeds, one run per setting with no SEED override
     seed_list: List[Optional[int]] = [*parse_seeds(seeds)] or [None]
+    # what ran, for the results: the command line's overrides (those of the schedule's keys
+    # beside the schedule's value) and the solver settings they and the schedule leave
+    scheduled = dict(zip(*[iter(resolve_overrides(schedule.overrides, base))] * 2))
+    overrides = [{"key": k, "value": v, **({"schedule_value": scheduled[k]} if k in scheduled
+                                           else {})}
+                 for k, v in dict(zip(opts[::2], opts[1::2])).items()]
+    solver = {key: _config_value(base, key) for key in SOLVER_KEYS}
 
     def runs_of(setting: Setting, seeds: Sequence[Optional[int]], check: bool = True) -> List:
         """The runs of ``setting``, one per seed; ``check``: its datasets must be registered
@@ -176,7 +183,18 @@ def build_plan(config_file: str, study_name: str, schedule_name: str,
                                           lambda s, seed: runs_of(s, [seed], check=False)[0])
     return {"study": study, "schedule": schedule, "runs": runs, "out_dir": out_dir,
             "config_file": config_file, "workers": workers, "tabled": tabled,
-            "foreign": foreign}
+            "foreign": foreign, "overrides": overrides, "solver": solver}
+
+
+# the solver settings results.md says a study ran with (after the schedule and the overrides)
+SOLVER_KEYS = ("SOLVER.IMS_PER_BATCH", "SOLVER.BASE_LR", "SOLVER.MAX_ITER",
+               "SOLVER.WARMUP_ITERS", "SOLVER.STEPS", "SOLVER.AMP.ENABLED")
+
+
+def _config_value(cfg, key: str):
+    for part in key.split("."):
+        cfg = cfg[part]
+    return list(cfg) if isinstance(cfg, tuple) else cfg
 
 
 def check_overrides_kept(opts: Sequence[str], study: Study, settings: Sequence[Setting],
@@ -320,6 +338,8 @@ class StudyRunner:
         # with its own (check_finished_runs); run folders that are not the study's
         self.tabled: List[Dict] = plan.get("tabled", [])
         self.foreign: List[str] = plan.get("foreign", [])
+        self.overrides: List[Dict] = plan.get("overrides", [])
+        self.solver: Dict = plan.get("solver", {})
         # the metric named in progress lines: box AP, or proposal AR@100
         self.headline = TASK_METRICS[self.study.task][0]
         self.out_dir = plan["out_dir"]
@@ -426,6 +446,10 @@ class StudyRunner:
             "schedule": self.schedule.name,
             "schedule_description": self.schedule.description,
             "schedule_overrides": resolve_overrides(self.schedule.overrides, None),
+            # the command line's, each with the schedule's value of its key if it has one
+            "overrides": self.overrides,
+            # what ran (the schedule's description does not know the overrides)
+            "solver": self.solver,
             "workers": self.workers,
         }
         with self.lock:

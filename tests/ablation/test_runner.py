@@ -251,3 +251,30 @@ def test_an_override_that_a_setting_sets_itself_is_refused(tmp_path, capsys):
     assert plan["runs"][0]["config"]["MODEL"]["RETINANET"]["FOCAL_LOSS_GAMMA"] == 3.0
     assert plan["runs"][0]["config"]["SOLVER"]["MAX_ITER"] == 3  # over the schedule's 2
     assert not os.path.exists(tmp_path / "s")
+
+
+def test_results_say_which_keys_of_the_schedule_the_overrides_changed(tmp_path):
+    """Stranger's find: results.md described the named schedule (cpu_short: 300 iterations)
+    when SOLVER.MAX_ITER 30 had replaced its length. results.md and results.json list the
+    overrides, each key of the schedule beside the schedule's value, and the solver settings
+    the runs had."""
+    out = str(tmp_path / "study")
+    plan = _plan(["--config-file", TINY_CONFIG, "--study", "1a", "--settings", "alpha=0.75",
+                  "--schedule", "cpu_short", "--output", out, "SOLVER.MAX_ITER", "30",
+                  "MODEL.RETINANET.SCORE_THRESH_TEST", "0.0"])
+    os.makedirs(out)
+    paths = StudyRunner(plan).write()
+    md = open(paths["md"]).read()
+    assert "300 iterations of 4 images" in md  # the schedule's own description ...
+    # ... and what changed it
+    assert ("- overrides (every setting, after the schedule's keys): `SOLVER.MAX_ITER 30` (the "
+            "schedule's: `300`), `MODEL.RETINANET.SCORE_THRESH_TEST 0.0`\n") in md
+    assert ("- solver (what ran): `SOLVER.IMS_PER_BATCH 4`, `SOLVER.BASE_LR 0.01`, "
+            "`SOLVER.MAX_ITER 30`, `SOLVER.WARMUP_ITERS 50`, `SOLVER.STEPS (240, 285)`, "
+            "`SOLVER.AMP.ENABLED False`\n") in md
+    saved = json.load(open(paths["json"]))
+    assert saved["overrides"] == [
+        {"key": "SOLVER.MAX_ITER", "value": "30", "schedule_value": "300"},
+        {"key": "MODEL.RETINANET.SCORE_THRESH_TEST", "value": "0.0"}]
+    assert saved["solver"]["SOLVER.MAX_ITER"] == 30
+    assert saved["solver"]["SOLVER.STEPS"] == [240, 285]
