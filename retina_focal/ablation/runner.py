@@ -16,12 +16,14 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
+from contextlib import contextmanager
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import retina_focal
 from retina_focal.ablation.records import (
@@ -57,7 +59,7 @@ from retina_focal.utils.file_io import (
     check_output_dir,
 )
 
-__all__ = ["RESULT_FILE", "RunMadeOtherwise", "StudyRunner", "build_plan",
+__all__ = ["RESULT_FILE", "RunMadeOtherwise", "StudyInterrupted", "StudyRunner", "build_plan",
            "check_finished_runs", "check_overrides_kept", "check_results_folder", "parse_seeds",
            "setting_dirname"]
 
@@ -68,7 +70,13 @@ TRAIN_PROGRAM = ("import sys; from retina_focal.engine.defaults import train_con
 # evaluation's progress and the final AP
 ECHO = re.compile(r" iter: \d|Inference done|copypaste: \d|Traceback|Error|^error: ")
 
-_print_lock = threading.Lock()
+# re-entrant: a signal handler (in the main thread) may log while the thread holds it
+_print_lock = threading.RLock()
+# the signals that stop a study: its settings' processes are stopped, then the runner exits
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                     if hasattr(signal, name))
+# seconds a setting's process has to end after SIGTERM before it is killed
+STOP_GRACE_S = 10.0
 # said of a run taken from a record without the config's hash
 _UNCHECKED = (" (its record predates the config check: the content of its config was not "
               "compared; delete its folder to train it again)")
@@ -318,6 +326,29 @@ def _read_json(path: str):
         return None
 
 
+class StudyInterrupted(Exception):
+    """A signal (``signum``: SIGINT, SIGTERM or SIGHUP) stopped the study; its settings'
+    processes have ended. A command exits with status 128 + ``signum`` (130 for Ctrl-C, 143 for
+    SIGTERM)."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+        super().__init__(f"interrupted by {self.name}")
+
+
+def _signal_group(proc: subprocess.Popen, signum: int) -> None:
+    """Send ``signum`` to the process group ``proc`` leads (``start_new_session``); to
+    ``proc`` alone where there are no process groups. One that has ended is left alone."""
+    try:
+        if hasattr(os, "killpg"):
+            os.killpg(proc.pid, signum)
+        else:
+            proc.send_signal(signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 class StudyRunner:
     """Trains the settings of a :func:`build_plan` plan, ``plan["workers"]`` at a time, each in
     its own process (``retina-focal train``), skipping those already done (resume), and
@@ -347,7 +378,11 @@ class StudyRunner:
         self.started = time.time()
         self.trained_walls: List[float] = []
         self.finished = 0
-        self.lock = threading.Lock()
+        # re-entrant: the signal handler (main thread) takes it, maybe while the thread has it
+        self.lock = threading.RLock()
+        # the settings' training processes running now, and the signal that stops the study
+        self.procs: List[subprocess.Popen] = []
+        self.stopping: Optional[int] = None
         # runs taken from records written before the key had the config's hash
         self.unchecked: Set[str] = set()
         self.config_file_arg: str = plan["config_file"]  # as given (resolved)
@@ -470,6 +505,8 @@ class StudyRunner:
             f"{_fmt_s(time.time() - self.started)}{eta_text}")
 
     def train(self, run) -> None:
+        if self.stopping is not None:  # the study is stopping: no new setting starts
+            return
         label = run["label"]
         out = self.run_dir(run)
         if os.path.exists(out):  # an unfinished run (no record): start it again from scratch
@@ -481,24 +518,38 @@ class StudyRunner:
         # output stay its own; the log is the process's output)
         cmd = [sys.executable, "-c", TRAIN_PROGRAM, self.config_file] + run["opts"] + [
             "OUTPUT_DIR", out]
-        log(f"start {label!r} (setting {run['index']} of study {self.study.name}) -> {out}")
         t0 = time.time()
         log_path = os.path.join(out, "train_stdout.txt")
         lines = ["$ " + shlex.join(cmd) + "\n"]  # a line that pastes into a shell
         with open(log_path, "w") as logf:
             logf.write(lines[0])
             logf.flush()
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    text=True, env=self.env, bufsize=1)
-            assert proc.stdout is not None  # stdout=PIPE
-            for line in proc.stdout:
-                logf.write(line)
-                logf.flush()
-                lines.append(line)
-                if ECHO.search(line):
-                    with _print_lock:
-                        print(f"  [{label}] {line.rstrip()}", flush=True)
-            code = proc.wait()
+            with self.lock:  # a stop (signal) sees every process started
+                if self.stopping is not None:
+                    return
+                # its own process group (session): a Ctrl-C at the terminal reaches the runner
+                # alone, which stops the group (the run and its data-loading workers)
+                proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        text=True, env=self.env, bufsize=1,
+                                        start_new_session=True)
+                self.procs.append(proc)
+            log(f"start {label!r} (setting {run['index']} of study {self.study.name}) -> {out} "
+                f"(process {proc.pid})")
+            try:
+                assert proc.stdout is not None  # stdout=PIPE
+                for line in proc.stdout:
+                    logf.write(line)
+                    logf.flush()
+                    lines.append(line)
+                    if ECHO.search(line) and self.stopping is None:
+                        with _print_lock:
+                            print(f"  [{label}] {line.rstrip()}", flush=True)
+                code = proc.wait()
+            finally:
+                with self.lock:
+                    self.procs.remove(proc)
+        if self.stopping is not None:  # stopped by a signal: neither a result nor a failure
+            return
         # written whole again: a run refused before it started puts its output directory
         # back as it found it, which would leave this log as it was then (empty)
         atomic_write_text(log_path, "".join(lines))
@@ -534,7 +585,52 @@ class StudyRunner:
                       if headline is not None else f"done in {wall:.0f} s")
         self.write()
 
+    @contextmanager
+    def stop_on_signals(self) -> Iterator[None]:
+        """While the settings train: SIGINT (Ctrl-C), SIGTERM or SIGHUP stops every setting's
+        process (:meth:`stop`) and raises :class:`StudyInterrupted`; the finished settings
+        keep their records, an interrupted one has none (it is trained again on resume).
+        Only in the main thread (where Python runs signal handlers)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def on_signal(signum, frame):
+            if self.stopping is not None:  # a second signal while stopping
+                return
+            self.stopping = signum
+            self.stop()
+            raise StudyInterrupted(signum)
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Stop the settings' processes: SIGTERM to each one's process group, SIGKILL to those
+        still running ``grace_s`` seconds later; return when every one has ended."""
+        with self.lock:
+            procs = list(self.procs)
+        for proc in procs:
+            _signal_group(proc, signal.SIGTERM)
+        deadline = time.time() + grace_s
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                _signal_group(proc, getattr(signal, "SIGKILL", signal.SIGTERM))
+                proc.wait()
+
     def run(self) -> int:
+        """Train what is not done, then write the results; 0 when every setting finished, 1
+        if one failed. A signal stops it (:meth:`stop_on_signals`): StudyInterrupted."""
+        with self.stop_on_signals():
+            return self._run()
+
+    def _run(self) -> int:
         os.makedirs(self.out_dir, exist_ok=True)
         todo = []
         for run in self.runs:
@@ -570,9 +666,12 @@ class StudyRunner:
             for run in todo:
                 self.train(run)
         else:
-            with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            pool = ThreadPoolExecutor(max_workers=self.workers)
+            try:
                 for fut in [pool.submit(self.train, run) for run in todo]:
                     fut.result()
+            finally:  # after a stop, the settings not started are dropped
+                pool.shutdown(wait=True, cancel_futures=True)
         paths = self.write()
         with open(paths["md"]) as f:
             print(f.read(), flush=True)

@@ -11,7 +11,12 @@ import argparse
 import shlex
 import sys
 
-from retina_focal.ablation.runner import RunMadeOtherwise, StudyRunner, build_plan
+from retina_focal.ablation.runner import (
+    RunMadeOtherwise,
+    StudyInterrupted,
+    StudyRunner,
+    build_plan,
+)
 from retina_focal.ablation.studies import SCHEDULES, STUDIES
 from retina_focal.cli._args import command_parser
 from retina_focal.utils.errors import reports_user_errors
@@ -50,7 +55,9 @@ def plan_from_args(args: argparse.Namespace) -> dict:
 
 def main(args, command: str = "") -> int:
     """Plan (every setting's config checked first), then train what is not done yet; 0 when
-    every setting finished, 1 if one failed, 2 on a bad study / schedule / override."""
+    every setting finished, 1 if one failed, 2 on a bad study / schedule / override / folder,
+    128 + the signal's number when SIGINT (130), SIGTERM (143) or SIGHUP (129) stopped it
+    (its settings' processes stopped first)."""
     try:
         plan = plan_from_args(args)
     except (ValueError, FileNotFoundError) as e:
@@ -61,10 +68,20 @@ def main(args, command: str = "") -> int:
     except RunMadeOtherwise as e:  # the folder changed after the plan checked it
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except StudyInterrupted as e:  # its settings' processes have ended
+        print(f"error: {e}; the settings being trained were stopped, the finished settings "
+              f"are kept in {plan['out_dir']}: run the same command again to resume",
+              file=sys.stderr)
+        return 128 + e.signum
 
 
 @reports_user_errors
 def run(argv=None, prog: str = "retina-focal ablate") -> int:
     """``prog`` + ``argv`` is the command line recorded in the study's results."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    return main(build_parser().parse_args(argv), command=shlex.join(prog.split() + argv))
+    args = build_parser().parse_args(argv)
+    try:
+        return main(args, command=shlex.join(prog.split() + argv))
+    except KeyboardInterrupt:  # Ctrl-C while the study was planned: nothing was written
+        print("error: interrupted by SIGINT before any setting started", file=sys.stderr)
+        return 130

@@ -278,3 +278,70 @@ def test_results_say_which_keys_of_the_schedule_the_overrides_changed(tmp_path):
         {"key": "MODEL.RETINANET.SCORE_THRESH_TEST", "value": "0.0"}]
     assert saved["solver"]["SOLVER.MAX_ITER"] == 30
     assert saved["solver"]["SOLVER.STEPS"] == [240, 285]
+
+
+def _start_lines(proc, count):
+    """Read the study's output until ``count`` settings have started; their process ids."""
+    import re
+
+    pids = []
+    while len(pids) < count:
+        line = proc.stdout.readline()
+        assert line, "the study ended before its settings started"
+        match = re.search(r"^\[ablate [0-9:]+\] start '.*' \(setting .*\) -> .* "
+                          r"\(process (\d+)\)$", line)
+        if match:
+            pids.append(int(match.group(1)))
+    return pids
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("signame,workers,status", [("SIGTERM", 2, 143), ("SIGINT", 1, 130)])
+def test_a_signal_stops_the_settings_processes_then_the_study(tmp_path, signame, workers,
+                                                              status):
+    """Stranger's find: ``kill -TERM <ablate>`` left the setting's training running (re-parented
+    to PID 1) and writing into the study folder. The runner stops its settings' processes
+    first, then exits with one error line (128 + the signal: 143, 130 for Ctrl-C), no
+    traceback; nothing writes into the folder afterwards, and the interrupted settings have
+    no record (they are trained again on resume)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO, snapshot
+
+    out = str(tmp_path / "study")
+    labels = ["alpha=0.5", "alpha=0.75"][:workers]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [REPO] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    proc = subprocess.Popen(
+        [sys.executable, "tools/ablate.py", "--config-file", TINY_CONFIG, "--study", "1a",
+         "--schedule", "tiny", "--settings", ",".join(labels), "--workers", str(workers),
+         "--output", out, "SOLVER.MAX_ITER", "20"], cwd=REPO, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        children = _start_lines(proc, workers)
+        assert all(_alive(pid) for pid in children)
+        proc.send_signal(getattr(signal, signame))
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == status, err[-3000:]
+    errors = [line for line in err.splitlines() if "error: " in line]
+    assert errors == [f"error: interrupted by {signame}; the settings being trained were "
+                      f"stopped, the finished settings are kept in {out}: run the same "
+                      "command again to resume"], err[-3000:]
+    assert "Traceback" not in err
+    assert not any(_alive(pid) for pid in children)  # stopped, and reaped
+    kept = snapshot(out)
+    time.sleep(1.5)
+    assert snapshot(out) == kept  # nothing writes there any more
+    assert not [f for f in kept if f.endswith("result.json")]
