@@ -151,6 +151,8 @@ BAD = [
     ("train-option-after-overrides",
      f"train --config-file {TINY_CONFIG} MODEL.DEVICE cpu --dataset x={{gt_json}}:{{images}}",
      "option --dataset comes after the KEY VALUE"),
+    ("train-option-not-its-own", f"train --config-file {TINY_CONFIG} MODEL.DEVICE cpu --output "
+     "{dir}/o8", "--output is not an option of retina-focal train (its options:"),
     ("train-weights-missing", f"train --config-file {TINY_CONFIG} OUTPUT_DIR {{dir}}/o1 "
      "MODEL.WEIGHTS {dir}/nope.pth", "nope.pth' does not exist"),
     ("train-weights-truncated", f"train --config-file {TINY_CONFIG} OUTPUT_DIR {{dir}}/o2 "
@@ -367,6 +369,10 @@ BAD = [
     ("ablate-option-after-overrides", f"ablate --config-file {TINY_CONFIG} --study 1a "
      "--schedule tiny MODEL.RETINANET.NUM_CLASSES 6 --output {dir}/b9",
      "option --output comes after the KEY VALUE config overrides"),
+    # train's option: not one of ablate's (not "misplaced")
+    ("ablate-option-not-its-own", f"ablate --config-file {TINY_CONFIG} --study 1a --schedule "
+     "tiny --output {dir}/b13 MODEL.RETINANET.NUM_CLASSES 6 --resume",
+     "--resume is not an option of retina-focal ablate (its options: --help, --config-file"),
     ("benchmark-option-after-overrides", "benchmark --only loss --quick "
      "MODEL.RETINANET.NUM_CLASSES 3 --output {dir}/k3.json",
      "option --output comes after the KEY VALUE config overrides"),
@@ -391,7 +397,8 @@ LEAVE_NO_FOLDER = {"demo-coco-json-other-classes", "ablate-option-after-override
                    "benchmark-option-after-overrides", "export-output-after-overrides",
                    "ablate-settings-empty-value", "ablate-seeds-empty", "ablate-output-empty",
                    "ablate-output-is-a-file", "ablate-output-under-a-file",
-                   "ablate-override-set-by-setting"}
+                   "ablate-override-set-by-setting", "ablate-option-not-its-own",
+                   "train-option-not-its-own"}
 
 
 def _argv(template, files):
