@@ -115,7 +115,8 @@ def describe_difference(record: Dict[str, Any], signature: Dict[str, Any],
     """What differs between the run of ``record`` and the run of ``signature`` (its resolved
     ``config``), in words: the base config file, the overrides (key by key), the datasets, or
     the keys of the resolved config (up to ``limit``)."""
-    theirs = record.get("signature") if isinstance(record.get("signature"), dict) else {}
+    stored_signature = record.get("signature")
+    theirs: Dict[str, Any] = stored_signature if isinstance(stored_signature, dict) else {}
     parts = []
     if theirs.get("config_file") != signature["config_file"]:
         parts.append(f"base config {theirs.get('config_file')} there, "
