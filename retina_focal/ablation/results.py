@@ -128,7 +128,8 @@ def write_results(study: Study, rows: List[Dict], out_dir: str, header: Dict) ->
         header: run information (config, schedule, command, ...), stored in the JSON and
             printed above the Markdown table; ``overrides`` (``[{"key", "value",
             "schedule_value" if the schedule sets the key}]``, the command line's) and
-            ``solver`` ({key: value} as the runs had them) are printed as what ran.
+            ``solver`` ({key: value} as the runs had them) are printed as what ran, and
+            ``datasets`` (the ``--dataset`` specs) as the datasets registered.
 
     Returns:
         {"json", "md", "png"}, and "speed_accuracy" for a timed study: the paths written.
@@ -186,6 +187,8 @@ def _what_ran(header: Dict) -> List[str]:
                     else "") for o in header["overrides"]]
         lines.append("- overrides (every setting, after the schedule's keys): "
                      + ", ".join(given))
+    if header.get("datasets"):
+        lines.append("- datasets (--dataset): " + ", ".join(f"`{d}`" for d in header["datasets"]))
     if header.get("solver"):
         lines.append("- solver (what ran): " + ", ".join(
             f"`{key} {tuple(v) if isinstance(v, list) else v}`"

@@ -30,6 +30,7 @@ from retina_focal.ablation.records import (
     LEGACY,
     RESULT_FILE,
     compare_record,
+    dataset_fingerprints,
     describe_difference,
     finished_runs,
     resolved_config,
@@ -51,7 +52,12 @@ from retina_focal.ablation.studies import (
 )
 from retina_focal.config.loading import merge_config_overrides
 from retina_focal.config.zoo import resolve_config_file
-from retina_focal.data.datasets.coco import check_registered
+from retina_focal.data.checks import check_num_classes
+from retina_focal.data.datasets.coco import (
+    check_registered,
+    parse_dataset_spec,
+    register_dataset_specs,
+)
 from retina_focal.engine.defaults import build_cfg
 from retina_focal.utils.file_io import (
     atomic_write_json,
@@ -63,9 +69,11 @@ __all__ = ["RESULT_FILE", "RunMadeOtherwise", "StudyInterrupted", "StudyRunner",
            "check_finished_runs", "check_overrides_kept", "check_results_folder", "parse_seeds",
            "setting_dirname"]
 
-# a setting's process: retina_focal.engine.defaults.train_config(CONFIG_FILE, OPTS)
+# a setting's process, given CONFIG_FILE [NAME=JSON:IMAGE_DIR ...] -- OPTS:
+# retina_focal.engine.defaults.train_config(CONFIG_FILE, OPTS, datasets=[NAME=JSON:IMAGE_DIR])
 TRAIN_PROGRAM = ("import sys; from retina_focal.engine.defaults import train_config; "
-                 "train_config(sys.argv[1], sys.argv[2:])")
+                 "n = sys.argv.index('--'); "
+                 "train_config(sys.argv[1], sys.argv[n + 1:], datasets=sys.argv[2:n])")
 # lines of a training run worth echoing: Detectron2's per-iteration metrics (with ETA), the
 # evaluation's progress and the final AP
 ECHO = re.compile(r" iter: \d|Inference done|copypaste: \d|Traceback|Error|^error: ")
@@ -99,11 +107,14 @@ def setting_dirname(index: int, label: str) -> str:
 def build_plan(config_file: str, study_name: str, schedule_name: str,
                seeds: Optional[str] = None, settings_text: Optional[str] = None,
                opts: Sequence[str] = (), output: Optional[str] = None,
-               workers: int = 1) -> Dict:
+               workers: int = 1, datasets: Sequence[str] = ()) -> Dict:
     """Validate the study, schedule, config and overrides (the ablate command's options, by
-    name: ``seeds`` "0,1", ``settings_text`` "L1,L2"); return the plan: the runs to make, the
-    config file (resolved), the study's folder and the workers. Every setting's config is built
-    here, so a bad key fails before anything trains."""
+    name: ``seeds`` "0,1", ``settings_text`` "L1,L2", ``datasets`` the ``--dataset
+    NAME=JSON:IMAGE_DIR`` specs, registered here and in every setting's process); return the
+    plan: the runs to make, the config file (resolved), the study's folder and the workers.
+    Every setting's config is built and checked here (its keys, its datasets and their class
+    count), and the study's folder too, so bad input fails before anything is written or
+    trained."""
     study = get_study(study_name)
     schedule = get_schedule(schedule_name)
     if workers < 1:
@@ -132,6 +143,13 @@ def build_plan(config_file: str, study_name: str, schedule_name: str,
             raise ValueError(f"--settings: {unknown} not in study {study.name}; its settings: "
                              f"{study.labels()}")
         settings = [s for s in settings if s.label in wanted]
+
+    # the user's COCO files: read and checked now (a bad file fails before anything trains);
+    # each setting's process registers them again, from absolute paths
+    specs = [parse_dataset_spec(spec) for spec in datasets]
+    register_dataset_specs(datasets)
+    dataset_args = [f"{name}={os.path.abspath(j)}:{os.path.abspath(d)}" for name, j, d in specs]
+    fingerprints = {f["name"]: f for f in dataset_fingerprints(specs)}
 
     base = build_cfg(config_file, freeze=False)
     # the command line's overrides alone first: a ConfigError naming the key or the option
@@ -168,9 +186,18 @@ def build_plan(config_file: str, study_name: str, schedule_name: str,
         for key in ("DATASETS.TRAIN", "DATASETS.TEST") if check else ():
             check_registered(getattr(cfg.DATASETS, key.split(".")[1]),
                              f"{key} of setting {setting.label!r}",
-                             how="ablate trains each setting in a new process, which knows the "
-                                 "datasets retina_focal registers (the synthetic presets): use "
-                                 "one of those")
+                             how="Each setting trains in a new process, which knows the "
+                                 "synthetic presets and the datasets of --dataset: register "
+                                 "your COCO files with --dataset NAME=JSON:IMAGE_DIR, or use "
+                                 "a registered dataset")
+        if check:  # the model's class count against its datasets', before anything trains
+            try:
+                check_num_classes(cfg)
+            except ValueError as e:
+                raise ValueError(f"setting {setting.label!r}: {e}") from None
+        # the --dataset files the setting's runs read: part of their key
+        used = [fingerprints[n] for n in dict.fromkeys([*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST])
+                if n in fingerprints]
         runs = []
         for seed in seeds:
             # with --seeds, one run per seed (SEED last: it wins), labelled by both
@@ -183,7 +210,7 @@ def build_plan(config_file: str, study_name: str, schedule_name: str,
             config = resolved_config(run_cfg)
             runs.append({"index": study.settings.index(setting) + 1, "setting": setting,
                          "label": label, "seed": seed, "opts": run_opts, "config": config,
-                         "signature": run_signature(config_file, run_opts, config)})
+                         "signature": run_signature(config_file, run_opts, config, used)})
         return runs
 
     runs = [run for setting in settings for run in runs_of(setting, seed_list)]
@@ -191,7 +218,8 @@ def build_plan(config_file: str, study_name: str, schedule_name: str,
                                           lambda s, seed: runs_of(s, [seed], check=False)[0])
     return {"study": study, "schedule": schedule, "runs": runs, "out_dir": out_dir,
             "config_file": config_file, "workers": workers, "tabled": tabled,
-            "foreign": foreign, "overrides": overrides, "solver": solver}
+            "foreign": foreign, "overrides": overrides, "solver": solver,
+            "datasets": dataset_args}
 
 
 # the solver settings results.md says a study ran with (after the schedule and the overrides)
@@ -371,6 +399,8 @@ class StudyRunner:
         self.foreign: List[str] = plan.get("foreign", [])
         self.overrides: List[Dict] = plan.get("overrides", [])
         self.solver: Dict = plan.get("solver", {})
+        # --dataset NAME=JSON:IMAGE_DIR (absolute paths), registered by every setting's process
+        self.datasets: List[str] = plan.get("datasets", [])
         # the metric named in progress lines: box AP, or proposal AR@100
         self.headline = TASK_METRICS[self.study.task][0]
         self.out_dir = plan["out_dir"]
@@ -485,6 +515,7 @@ class StudyRunner:
             "overrides": self.overrides,
             # what ran (the schedule's description does not know the overrides)
             "solver": self.solver,
+            "datasets": self.datasets,
             "workers": self.workers,
         }
         with self.lock:
@@ -516,8 +547,8 @@ class StudyRunner:
         os.makedirs(out)
         # the engine's training run, in a process of its own (its threads, memory and
         # output stay its own; the log is the process's output)
-        cmd = [sys.executable, "-c", TRAIN_PROGRAM, self.config_file] + run["opts"] + [
-            "OUTPUT_DIR", out]
+        cmd = [sys.executable, "-c", TRAIN_PROGRAM, self.config_file, *self.datasets, "--",
+               *run["opts"], "OUTPUT_DIR", out]
         t0 = time.time()
         log_path = os.path.join(out, "train_stdout.txt")
         lines = ["$ " + shlex.join(cmd) + "\n"]  # a line that pastes into a shell

@@ -3,7 +3,7 @@ train and evaluate one model per setting.
 
     retina-focal ablate --config-file configs/Synthetic/retina_focal_R_18_FPN_synthetic.yaml \\
         --study 1a [--schedule cpu_fast] [--seeds 0,1] [--workers N] [--output DIR] \\
-        [--settings L1,L2] [KEY VALUE ...]
+        [--settings L1,L2] [--dataset NAME=JSON:IMAGE_DIR ...] [KEY VALUE ...]
 
 docs/ablations.md says the studies, the schedules, the options and the files it writes.
 """
@@ -19,6 +19,7 @@ from retina_focal.ablation.runner import (
 )
 from retina_focal.ablation.studies import SCHEDULES, STUDIES
 from retina_focal.cli._args import command_parser
+from retina_focal.data.datasets.coco import add_dataset_argument
 from retina_focal.utils.errors import reports_user_errors
 
 __all__ = ["build_parser", "main", "plan_from_args", "run"]
@@ -41,6 +42,7 @@ def build_parser():
     parser.add_argument("--seeds", default=None,
                         help="comma-separated SEEDs: run every setting once per seed (the "
                              "run-to-run spread is tabled in results.md)")
+    add_dataset_argument(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[],
                         help="KEY VALUE config overrides applied to every setting")
     return parser
@@ -50,7 +52,7 @@ def plan_from_args(args: argparse.Namespace) -> dict:
     """:func:`~retina_focal.ablation.runner.build_plan` of the command's options."""
     return build_plan(args.config_file, args.study, args.schedule, seeds=args.seeds,
                       settings_text=args.settings, opts=args.opts, output=args.output,
-                      workers=args.workers)
+                      workers=args.workers, datasets=args.dataset)
 
 
 def main(args, command: str = "") -> int:

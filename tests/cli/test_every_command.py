@@ -369,6 +369,11 @@ BAD = [
     ("ablate-option-after-overrides", f"ablate --config-file {TINY_CONFIG} --study 1a "
      "--schedule tiny MODEL.RETINANET.NUM_CLASSES 6 --output {dir}/b9",
      "option --output comes after the KEY VALUE config overrides"),
+    ("ablate-dataset-json-missing", f"ablate --config-file {TINY_CONFIG} --study 1a --schedule "
+     "tiny --output {dir}/b14 --dataset d10={dir}/nope.json:{images}", "annotation file"),
+    ("ablate-dataset-classes-other-count", f"ablate --config-file {TINY_CONFIG} --study 1a "
+     "--schedule tiny --output {dir}/b15 --dataset d11={other_classes.json}:{images} "
+     "DATASETS.TRAIN ('d11',)", "has 3 categories"),
     # train's option: not one of ablate's (not "misplaced")
     ("ablate-option-not-its-own", f"ablate --config-file {TINY_CONFIG} --study 1a --schedule "
      "tiny --output {dir}/b13 MODEL.RETINANET.NUM_CLASSES 6 --resume",
@@ -398,6 +403,7 @@ LEAVE_NO_FOLDER = {"demo-coco-json-other-classes", "ablate-option-after-override
                    "ablate-settings-empty-value", "ablate-seeds-empty", "ablate-output-empty",
                    "ablate-output-is-a-file", "ablate-output-under-a-file",
                    "ablate-override-set-by-setting", "ablate-option-not-its-own",
+                   "ablate-dataset-json-missing", "ablate-dataset-classes-other-count",
                    "train-option-not-its-own"}
 
 
