@@ -148,6 +148,9 @@ def test_study_runs_two_workers_then_resumes_without_retraining(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     assert "2 of 2 settings to train, 2 worker(s)" in out
+    # the interrupted run holds no result: trained again from scratch, and the log says so
+    assert f"'gamma=2.0 alpha=0.25': {stale} holds an unfinished run (no result.json); it is " \
+        "trained again from scratch" in out
     # both settings started before either finished: they ran at the same time
     starts = [out.index(f"start '{label}'") for label in labels]
     assert max(starts) < out.index("1/2 settings finished")
