@@ -621,7 +621,8 @@ class StudyRunner:
         """While the settings train: SIGINT (Ctrl-C), SIGTERM or SIGHUP stops every setting's
         process (:meth:`stop`) and raises :class:`StudyInterrupted`; the finished settings
         keep their records, an interrupted one has none (it is trained again on resume).
-        Only in the main thread (where Python runs signal handlers)."""
+        Only in the main thread (where Python runs signal handlers), and not for a signal this
+        process ignores (``nohup``'s SIGHUP)."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -633,7 +634,9 @@ class StudyRunner:
             self.stop()
             raise StudyInterrupted(signum)
 
-        previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
+        # a signal ignored (nohup's SIGHUP, SIGINT of a background job) stays ignored
+        previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS
+                    if signal.getsignal(sig) != signal.SIG_IGN}
         try:
             yield
         finally:

@@ -413,3 +413,22 @@ def test_a_study_runs_on_the_users_coco_dataset(tmp_path, monkeypatch, capsys):
     _refused(argv[:-16] + ["--output", "elsewhere", "--dataset",
                            "nope=data/nope.json:data/val"], capsys, "annotation file")
     assert not os.path.exists("elsewhere")
+
+
+def test_a_signal_the_process_ignores_stays_ignored(tmp_path):
+    """Under ``nohup`` (SIGHUP ignored) a closed terminal must not stop the study: the runner
+    handles only the stop signals that are not ignored, and puts the handlers back after."""
+    import signal
+
+    plan = _plan(["--config-file", TINY_CONFIG, "--study", "1a", "--settings", "alpha=0.75",
+                  "--schedule", "tiny", "--output", str(tmp_path / "s")])
+    runner = StudyRunner(plan)
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    term = signal.getsignal(signal.SIGTERM)
+    try:
+        with runner.stop_on_signals():
+            assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) not in (term, signal.SIG_IGN)
+        assert signal.getsignal(signal.SIGTERM) == term
+    finally:
+        signal.signal(signal.SIGHUP, before)
