@@ -86,10 +86,14 @@ def copypaste_ap(log):
 
 
 def run_tool(args, cwd, timeout=600):
-    """Run a repository tool in a fresh Python process; return CompletedProcess (text)."""
+    """Run a repository tool in a fresh Python process; return CompletedProcess (text). The
+    process imports this checkout's retina_focal (a tools/ script's folder is on its path,
+    not the checkout), whichever copy of the package the environment has installed."""
     import subprocess
 
     env = dict(os.environ, PYTHONWARNINGS="ignore")
+    env["PYTHONPATH"] = os.pathsep.join(
+        [REPO] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     return subprocess.run(
         [sys.executable] + args, cwd=cwd, env=env, capture_output=True, text=True,
         timeout=timeout,

@@ -4,7 +4,7 @@ setting.
 
     python tools/ablate.py --config-file configs/Synthetic/retina_focal_R_18_FPN_synthetic.yaml \\
         --study 1a --schedule cpu_short [--workers N] [--output DIR] [--settings L1,L2] \\
-        [KEY VALUE ...]
+        [--dataset NAME=JSON:IMAGE_DIR ...] [KEY VALUE ...]
 
 The same as ``retina-focal ablate``: the command lives in
 :mod:`retina_focal.cli.ablate` (options: ``--help``).

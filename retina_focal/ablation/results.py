@@ -126,7 +126,10 @@ def write_results(study: Study, rows: List[Dict], out_dir: str, header: Dict) ->
             (``study.timed``), also ``inference_s_per_image`` (float or None), ``paper_ms``
             and ``curve`` (``[line, point]``).
         header: run information (config, schedule, command, ...), stored in the JSON and
-            printed above the Markdown table.
+            printed above the Markdown table; ``overrides`` (``[{"key", "value",
+            "schedule_value" if the schedule sets the key}]``, the command line's) and
+            ``solver`` ({key: value} as the runs had them) are printed as what ran, and
+            ``datasets`` (the ``--dataset`` specs) as the datasets registered.
 
     Returns:
         {"json", "md", "png"}, and "speed_accuracy" for a timed study: the paths written.
@@ -145,6 +148,7 @@ def write_results(study: Study, rows: List[Dict], out_dir: str, header: Dict) ->
     for key in ("command", "config_file", "schedule", "schedule_description"):
         if header.get(key):
             lines.append(f"- {key.replace('_', ' ')}: `{header[key]}`")
+    lines += _what_ran(header)
     # a timed study: our inference ms per image, then the paper's, after the paper's AP
     timed = " ms / image | paper ms |" if study.timed else ""
     lines += ["", "| setting | " + " | ".join(names) + f" | paper AP |{timed} train+eval s |",
@@ -170,6 +174,26 @@ def write_results(study: Study, rows: List[Dict], out_dir: str, header: Dict) ->
                             title=f"Study {study.name}: {study.title}",
                             metric=TASK_METRICS[study.task][0])
     return paths
+
+
+def _what_ran(header: Dict) -> List[str]:
+    """results.md's lines of the command line's overrides (a key of the schedule beside the
+    schedule's value: the description above is the schedule's own) and of the solver settings
+    the runs had."""
+    lines = []
+    if header.get("overrides"):
+        given = [f"`{o['key']} {o['value']}`"
+                 + (f" (the schedule's: `{o['schedule_value']}`)" if "schedule_value" in o
+                    else "") for o in header["overrides"]]
+        lines.append("- overrides (every setting, after the schedule's keys): "
+                     + ", ".join(given))
+    if header.get("datasets"):
+        lines.append("- datasets (--dataset): " + ", ".join(f"`{d}`" for d in header["datasets"]))
+    if header.get("solver"):
+        lines.append("- solver (what ran): " + ", ".join(
+            f"`{key} {tuple(v) if isinstance(v, list) else v}`"
+            for key, v in header["solver"].items()))
+    return lines
 
 
 def seed_summary(rows: List[Dict], metric: str) -> Dict[str, Dict]:

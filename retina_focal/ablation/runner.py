@@ -4,9 +4,10 @@ Each setting trains with :func:`retina_focal.engine.defaults.train_config` (what
 ``retina-focal train`` runs) in a process of its own, in ``DIR/NN_<label>/``; its
 final COCO evaluation (read from that run's ``metrics.json``) is saved to ``result.json`` there
 (written last: its presence means the setting is complete), with, in a timed study (Table 1e),
-the run's inference time per image read from its ``log.txt``. Running the same study again
-resumes: a setting with a ``result.json`` for the same command line is not trained again, and
-one made by another study beside this one with the same command line is reused.
+the run's inference time per image read from its ``log.txt``, and the run's key: the hash of
+its fully resolved config (:mod:`retina_focal.ablation.records`). Running the same study again
+resumes: a setting with a ``result.json`` of the same resolved config is not trained again,
+and one made by another study beside this one with the same resolved config is reused.
 ``DIR/results.{md,json,png}`` are rewritten after every setting.
 """
 import glob
@@ -15,38 +16,78 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, List, Optional, Sequence
+from contextlib import contextmanager
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import retina_focal
+from retina_focal.ablation.records import (
+    LEGACY,
+    RESULT_FILE,
+    compare_record,
+    dataset_fingerprints,
+    describe_difference,
+    finished_runs,
+    resolved_config,
+    run_of_label,
+    run_signature,
+)
 from retina_focal.ablation.results import (
     TASK_METRICS,
     read_final_metrics,
     read_inference_time,
     write_results,
 )
-from retina_focal.ablation.studies import get_schedule, get_study, resolve_overrides
+from retina_focal.ablation.studies import (
+    Setting,
+    Study,
+    get_schedule,
+    get_study,
+    resolve_overrides,
+)
 from retina_focal.config.loading import merge_config_overrides
 from retina_focal.config.zoo import resolve_config_file
-from retina_focal.data.datasets.coco import check_registered
+from retina_focal.data.checks import check_num_classes
+from retina_focal.data.datasets.coco import (
+    check_registered,
+    parse_dataset_spec,
+    register_dataset_specs,
+)
 from retina_focal.engine.defaults import build_cfg
-from retina_focal.utils.file_io import atomic_write_json, atomic_write_text
+from retina_focal.utils.file_io import (
+    atomic_write_json,
+    atomic_write_text,
+    check_output_dir,
+)
 
-__all__ = ["RESULT_FILE", "StudyRunner", "build_plan", "parse_seeds", "setting_dirname"]
+__all__ = ["RESULT_FILE", "RunMadeOtherwise", "StudyInterrupted", "StudyRunner", "build_plan",
+           "check_finished_runs", "check_overrides_kept", "check_results_folder", "parse_seeds",
+           "setting_dirname"]
 
-RESULT_FILE = "result.json"
-# a setting's process: retina_focal.engine.defaults.train_config(CONFIG_FILE, OPTS)
+# a setting's process, given CONFIG_FILE [NAME=JSON:IMAGE_DIR ...] -- OPTS:
+# retina_focal.engine.defaults.train_config(CONFIG_FILE, OPTS, datasets=[NAME=JSON:IMAGE_DIR])
 TRAIN_PROGRAM = ("import sys; from retina_focal.engine.defaults import train_config; "
-                 "train_config(sys.argv[1], sys.argv[2:])")
+                 "n = sys.argv.index('--'); "
+                 "train_config(sys.argv[1], sys.argv[n + 1:], datasets=sys.argv[2:n])")
 # lines of a training run worth echoing: Detectron2's per-iteration metrics (with ETA), the
 # evaluation's progress and the final AP
 ECHO = re.compile(r" iter: \d|Inference done|copypaste: \d|Traceback|Error|^error: ")
 
-_print_lock = threading.Lock()
+# re-entrant: a signal handler (in the main thread) may log while the thread holds it
+_print_lock = threading.RLock()
+# the signals that stop a study: its settings' processes are stopped, then the runner exits
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                     if hasattr(signal, name))
+# seconds a setting's process has to end after SIGTERM before it is killed
+STOP_GRACE_S = 10.0
+# said of a run taken from a record without the config's hash
+_UNCHECKED = (" (its record predates the config check: the content of its config was not "
+              "compared; delete its folder to train it again)")
 
 
 def log(msg: str) -> None:
@@ -66,11 +107,14 @@ def setting_dirname(index: int, label: str) -> str:
 def build_plan(config_file: str, study_name: str, schedule_name: str,
                seeds: Optional[str] = None, settings_text: Optional[str] = None,
                opts: Sequence[str] = (), output: Optional[str] = None,
-               workers: int = 1) -> Dict:
+               workers: int = 1, datasets: Sequence[str] = ()) -> Dict:
     """Validate the study, schedule, config and overrides (the ablate command's options, by
-    name: ``seeds`` "0,1", ``settings_text`` "L1,L2"); return the plan: the runs to make, the
-    config file (resolved), the study's folder and the workers. Every setting's config is built
-    here, so a bad key fails before anything trains."""
+    name: ``seeds`` "0,1", ``settings_text`` "L1,L2", ``datasets`` the ``--dataset
+    NAME=JSON:IMAGE_DIR`` specs, registered here and in every setting's process); return the
+    plan: the runs to make, the config file (resolved), the study's folder and the workers.
+    Every setting's config is built and checked here (its keys, its datasets and their class
+    count), and the study's folder too, so bad input fails before anything is written or
+    trained."""
     study = get_study(study_name)
     schedule = get_schedule(schedule_name)
     if workers < 1:
@@ -78,10 +122,18 @@ def build_plan(config_file: str, study_name: str, schedule_name: str,
     opts = list(opts)
     if len(opts) % 2:
         raise ValueError(f"Overrides must be KEY VALUE pairs, got an odd list: {opts}")
+    if output is not None and not output.strip():  # e.g. an unset shell variable
+        raise ValueError(f"--output {output!r} is empty: give the study's folder, or leave "
+                         "--output out for output/ablations/<study>_<schedule>")
+    out_dir = output or os.path.join("output", "ablations", f"{study.name}_{schedule.name}")
+    # a file, or a path under one, or another study's folder: refused before anything is
+    # written or trained
+    check_output_dir(out_dir, "--output")
+    check_results_folder(out_dir, study.name, schedule.name)
     # a path, or a shipped config's name (a missing one: ConfigFileNotFound naming it)
     config_file = resolve_config_file(config_file)
     settings = list(study.settings)
-    if settings_text:
+    if settings_text is not None:  # "" too (an unset shell variable): it names no setting
         wanted = [s.strip() for s in settings_text.split(",") if s.strip()]
         if not wanted:
             raise ValueError(f"--settings {settings_text!r} names no setting; its settings: "
@@ -92,9 +144,17 @@ def build_plan(config_file: str, study_name: str, schedule_name: str,
                              f"{study.labels()}")
         settings = [s for s in settings if s.label in wanted]
 
+    # the user's COCO files: read and checked now (a bad file fails before anything trains);
+    # each setting's process registers them again, from absolute paths
+    specs = [parse_dataset_spec(spec) for spec in datasets]
+    register_dataset_specs(datasets)
+    dataset_args = [f"{name}={os.path.abspath(j)}:{os.path.abspath(d)}" for name, j, d in specs]
+    fingerprints = {f["name"]: f for f in dataset_fingerprints(specs)}
+
     base = build_cfg(config_file, freeze=False)
     # the command line's overrides alone first: a ConfigError naming the key or the option
     merge_config_overrides(base.clone(), opts)
+    check_overrides_kept(opts, study, settings, seeds is not None)
     common = resolve_overrides(schedule.overrides, base) + opts
     try:
         base.merge_from_list(common)
@@ -103,9 +163,17 @@ def build_plan(config_file: str, study_name: str, schedule_name: str,
                          f"line ({opts}) for {config_file}: {e}") from e
     # [None]: without --seeds, one run per setting with no SEED override
     seed_list: List[Optional[int]] = [*parse_seeds(seeds)] or [None]
-    runs = []
-    for setting in settings:
-        index = study.settings.index(setting) + 1
+    # what ran, for the results: the command line's overrides (those of the schedule's keys
+    # beside the schedule's value) and the solver settings they and the schedule leave
+    scheduled = dict(zip(*[iter(resolve_overrides(schedule.overrides, base))] * 2))
+    overrides = [{"key": k, "value": v, **({"schedule_value": scheduled[k]} if k in scheduled
+                                           else {})}
+                 for k, v in dict(zip(opts[::2], opts[1::2])).items()]
+    solver = {key: _config_value(base, key) for key in SOLVER_KEYS}
+
+    def runs_of(setting: Setting, seeds: Sequence[Optional[int]], check: bool = True) -> List:
+        """The runs of ``setting``, one per seed; ``check``: its datasets must be registered
+        (checked once here, not in every run)."""
         own = resolve_overrides(setting.overrides, base)
         cfg = base.clone()
         try:
@@ -115,29 +183,157 @@ def build_plan(config_file: str, study_name: str, schedule_name: str,
                 f"Study {study.name}, setting {setting.label!r}: the overrides {own} do not "
                 f"apply to {config_file}: {e}. (Keys a study needs must exist in "
                 "retina_focal.add_retina_focal_config or the base config.)") from e
-        # checked once here, not in every run (the runs register no datasets of their own)
-        for key in ("DATASETS.TRAIN", "DATASETS.TEST"):
+        for key in ("DATASETS.TRAIN", "DATASETS.TEST") if check else ():
             check_registered(getattr(cfg.DATASETS, key.split(".")[1]),
                              f"{key} of setting {setting.label!r}",
-                             how="ablate trains each setting in a new process, which knows the "
-                                 "datasets retina_focal registers (the synthetic presets): use "
-                                 "one of those")
-        for seed in seed_list:
+                             how="Each setting trains in a new process, which knows the "
+                                 "synthetic presets and the datasets of --dataset: register "
+                                 "your COCO files with --dataset NAME=JSON:IMAGE_DIR, or use "
+                                 "a registered dataset")
+        if check:  # the model's class count against its datasets', before anything trains
+            try:
+                check_num_classes(cfg)
+            except ValueError as e:
+                raise ValueError(f"setting {setting.label!r}: {e}") from None
+        # the --dataset files the setting's runs read: part of their key
+        used = [fingerprints[n] for n in dict.fromkeys([*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST])
+                if n in fingerprints]
+        runs = []
+        for seed in seeds:
             # with --seeds, one run per seed (SEED last: it wins), labelled by both
             seed_opts = [] if seed is None else ["SEED", str(seed)]
             label = setting.label if seed is None else f"{setting.label} seed={seed}"
-            runs.append({"index": index, "setting": setting, "label": label, "seed": seed,
-                         "opts": [str(o) for o in common + own + seed_opts]})
-    out_dir = output or os.path.join("output", "ablations", f"{study.name}_{schedule.name}")
+            run_opts = [str(o) for o in common + own + seed_opts]
+            # what the run trains, whatever it came from: its key (records.py)
+            run_cfg = cfg.clone()
+            run_cfg.merge_from_list(seed_opts)
+            config = resolved_config(run_cfg)
+            runs.append({"index": study.settings.index(setting) + 1, "setting": setting,
+                         "label": label, "seed": seed, "opts": run_opts, "config": config,
+                         "signature": run_signature(config_file, run_opts, config, used)})
+        return runs
+
+    runs = [run for setting in settings for run in runs_of(setting, seed_list)]
+    tabled, foreign = check_finished_runs(out_dir, study, runs,
+                                          lambda s, seed: runs_of(s, [seed], check=False)[0])
     return {"study": study, "schedule": schedule, "runs": runs, "out_dir": out_dir,
-            "config_file": config_file, "workers": workers}
+            "config_file": config_file, "workers": workers, "tabled": tabled,
+            "foreign": foreign, "overrides": overrides, "solver": solver,
+            "datasets": dataset_args}
+
+
+# the solver settings results.md says a study ran with (after the schedule and the overrides)
+SOLVER_KEYS = ("SOLVER.IMS_PER_BATCH", "SOLVER.BASE_LR", "SOLVER.MAX_ITER",
+               "SOLVER.WARMUP_ITERS", "SOLVER.STEPS", "SOLVER.AMP.ENABLED")
+
+
+def _config_value(cfg, key: str):
+    for part in key.split("."):
+        cfg = cfg[part]
+    return list(cfg) if isinstance(cfg, tuple) else cfg
+
+
+def check_overrides_kept(opts: Sequence[str], study: Study, settings: Sequence[Setting],
+                         with_seeds: bool) -> None:
+    """Refuse (ValueError naming the key and the settings) a ``KEY VALUE`` override of the
+    command line that would be lost: a key that one of ``settings`` sets itself (a setting's
+    keys are applied after the command line's), or ``SEED`` when ``--seeds`` sets each run's
+    (``with_seeds``). A key of the schedule may be overridden: the command line comes after
+    it."""
+    given = dict(zip(opts[::2], opts[1::2]))  # the last value of a key is the one merged
+    for key, value in given.items():
+        setters = [s.label for s in settings if key in {k for k, _ in s.overrides}]
+        if setters:
+            raise ValueError(
+                f"the override {key} {value} would be lost: the setting(s) {setters} of study "
+                f"{study.name} set {key} themselves, after the command line's overrides; leave "
+                "it out, or choose settings that do not set it with --settings")
+        if key == "SEED" and with_seeds:
+            raise ValueError(f"the override SEED {value} would be lost: --seeds sets the SEED of "
+                             "each run; leave one of them out")
+
+
+class RunMadeOtherwise(ValueError):
+    """A study folder holds a finished run of one of the study's settings made with other
+    settings (another resolved config), which the study would train again over, or table
+    beside its own runs as if made alike; the message names the folder and what differs."""
+
+
+def made_otherwise(run_dir: str, run: Dict, record: Dict, planned: bool) -> RunMadeOtherwise:
+    """The refusal of the finished run in ``run_dir`` (its ``record``), made otherwise than
+    ``run`` (``planned``: a run this command trains; else one it would table)."""
+    what = ("this command would train it again over it" if planned else
+            "its result would be tabled beside this command's runs as if made alike")
+    return RunMadeOtherwise(
+        f"{run_dir} holds a finished run of {run['label']!r} made with other settings "
+        f"({describe_difference(record, run['signature'], run['config'])}); {what}: choose "
+        "another --output, or delete that run folder")
+
+
+def check_finished_runs(out_dir: str, study: Study, runs: List[Dict],
+                        run_of: Callable[[Setting, Optional[int]], Dict]
+                        ) -> Tuple[List[Dict], List[str]]:
+    """Match the finished runs in ``out_dir`` (their ``result.json``) with this study's runs
+    before anything trains: a finished run made with other settings than this command's
+    (``run_of(setting, seed)`` builds a run it does not train) is refused
+    (:class:`RunMadeOtherwise`). Returns the runs of the study finished in the folder that the
+    command does not train (tabled in the results with its own), and the run folders that are
+    not runs of the study (left out)."""
+    planned = {run["label"]: run for run in runs}
+    tabled, foreign = [], []
+    for run_dir, record in finished_runs(out_dir):
+        found = run_of_label(study, record.get("label"))
+        if found is None:
+            foreign.append(run_dir)
+            continue
+        label = record["label"]
+        run = planned.get(label) or run_of(*found)
+        if os.path.basename(run_dir) != setting_dirname(run["index"], label):
+            foreign.append(run_dir)
+            continue
+        if compare_record(record, run["signature"]) is None:
+            raise made_otherwise(run_dir, run, record, planned=label in planned)
+        if label not in planned:
+            tabled.append(run)
+    return tabled, foreign
+
+
+def check_results_folder(out_dir: str, study_name: str, schedule_name: str) -> None:
+    """Refuse (ValueError naming the folder and what it holds) a study folder ``out_dir`` whose
+    ``results.{json,md,png}`` this study would overwrite but are not its own: those of another
+    study or schedule, or files that no study wrote (a ``results.md`` or ``results.png``
+    without a study's ``results.json``)."""
+    path = os.path.join(out_dir, "results.json")
+    if not os.path.exists(path):
+        for name in ("results.md", "results.png"):
+            if os.path.exists(os.path.join(out_dir, name)):
+                raise ValueError(f"--output {out_dir!r} holds a {name} that no ablation study "
+                                 "wrote (it has no results.json); this study would overwrite "
+                                 "it: choose another --output")
+        return
+    found = _read_json(path)
+    if not isinstance(found, dict) or not isinstance(found.get("study"), str):
+        raise ValueError(f"--output {out_dir!r} holds a results.json that is not an ablation "
+                         f"study's ({path}); this study would overwrite it: choose another "
+                         "--output")
+    if found["study"] != study_name:
+        raise ValueError(f"--output {out_dir!r} holds the results of study {found['study']} "
+                         f"({path}), which this run of study {study_name} would overwrite: "
+                         "choose another --output")
+    if found.get("schedule") != schedule_name:
+        raise ValueError(f"--output {out_dir!r} holds the results of study {study_name} at "
+                         f"schedule {found.get('schedule')} ({path}), which this run at "
+                         f"schedule {schedule_name} would overwrite: choose another --output")
 
 
 def parse_seeds(text: Optional[str]) -> List[int]:
-    """``--seeds`` "0,1,2" as [0, 1, 2] (None: no repetition); a value that is not a
-    non-negative integer (an empty one too), or a repeated one, is a ValueError."""
+    """``--seeds`` "0,1,2" as [0, 1, 2] (None: no repetition); an empty value, a value that
+    is not a non-negative integer, or a repeated one, is a ValueError."""
     if text is None:
         return []
+    if not text.strip():  # e.g. an unset shell variable
+        raise ValueError(f"--seeds {text!r} is empty: give comma-separated integers >= 0 (e.g. "
+                         "0,1), or leave --seeds out for one run per setting")
     seeds = []
     for part in text.split(","):
         part = part.strip()
@@ -158,6 +354,29 @@ def _read_json(path: str):
         return None
 
 
+class StudyInterrupted(Exception):
+    """A signal (``signum``: SIGINT, SIGTERM or SIGHUP) stopped the study; its settings'
+    processes have ended. A command exits with status 128 + ``signum`` (130 for Ctrl-C, 143 for
+    SIGTERM)."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+        super().__init__(f"interrupted by {self.name}")
+
+
+def _signal_group(proc: subprocess.Popen, signum: int) -> None:
+    """Send ``signum`` to the process group ``proc`` leads (``start_new_session``); to
+    ``proc`` alone where there are no process groups. One that has ended is left alone."""
+    try:
+        if hasattr(os, "killpg"):
+            os.killpg(proc.pid, signum)
+        else:
+            proc.send_signal(signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 class StudyRunner:
     """Trains the settings of a :func:`build_plan` plan, ``plan["workers"]`` at a time, each in
     its own process (``retina-focal train``), skipping those already done (resume), and
@@ -174,6 +393,14 @@ class StudyRunner:
         self.study = plan["study"]
         self.schedule = plan["schedule"]
         self.runs = plan["runs"]
+        # the study's runs finished in its folder that this command does not train: tabled
+        # with its own (check_finished_runs); run folders that are not the study's
+        self.tabled: List[Dict] = plan.get("tabled", [])
+        self.foreign: List[str] = plan.get("foreign", [])
+        self.overrides: List[Dict] = plan.get("overrides", [])
+        self.solver: Dict = plan.get("solver", {})
+        # --dataset NAME=JSON:IMAGE_DIR (absolute paths), registered by every setting's process
+        self.datasets: List[str] = plan.get("datasets", [])
         # the metric named in progress lines: box AP, or proposal AR@100
         self.headline = TASK_METRICS[self.study.task][0]
         self.out_dir = plan["out_dir"]
@@ -181,7 +408,13 @@ class StudyRunner:
         self.started = time.time()
         self.trained_walls: List[float] = []
         self.finished = 0
-        self.lock = threading.Lock()
+        # re-entrant: the signal handler (main thread) takes it, maybe while the thread has it
+        self.lock = threading.RLock()
+        # the settings' training processes running now, and the signal that stops the study
+        self.procs: List[subprocess.Popen] = []
+        self.stopping: Optional[int] = None
+        # runs taken from records written before the key had the config's hash
+        self.unchecked: Set[str] = set()
         self.config_file_arg: str = plan["config_file"]  # as given (resolved)
         self.config_file = os.path.abspath(self.config_file_arg)
         self.env = dict(os.environ)
@@ -197,28 +430,36 @@ class StudyRunner:
         return os.path.join(self.out_dir, setting_dirname(run["index"], run["label"]))
 
     def signature(self, run) -> Dict:
-        return {"config_file": self.config_file, "opts": run["opts"]}
+        """The key of ``run`` (:func:`~retina_focal.ablation.records.run_signature`)."""
+        return run["signature"]
 
     def load_done(self, run):
-        """The saved result of ``run`` if it finished with the same command line; else the
+        """The saved result of ``run`` if it finished with the same resolved config; else the
         result of an identical run of another study beside this one (same parent directory),
-        copied here; else None."""
+        copied here; else None. A record without the config's hash (written before the key
+        had it) is taken when its config file and overrides are the same, and said to be
+        unchecked (in the log; a run of this folder in ``self.unchecked``)."""
         path = os.path.join(self.run_dir(run), RESULT_FILE)
         result = _read_json(path)
-        if result is not None and result.get("signature") == self.signature(run):
+        match = None if result is None else compare_record(result, self.signature(run))
+        if match is not None:
             # the metrics are read again from the run's own files where they are there
             metrics = read_final_metrics(self.run_dir(run), self.study.task)
             result = result if metrics is None else dict(result, metrics=metrics)
-            return self._timed(run, result, self.run_dir(run))
-        if result is not None:
-            log(f"{run['label']!r}: {path} was made with other settings; retraining")
-            return None
+            result = self._timed(run, result, self.run_dir(run))
+            if result is not None and match == LEGACY:
+                self.unchecked.add(run["label"])
+            return result
+        if result is not None:  # refused when planned: the folder changed since
+            raise made_otherwise(self.run_dir(run), run, result, planned=True)
         parent = os.path.dirname(os.path.abspath(self.out_dir))
         for other in sorted(glob.glob(os.path.join(parent, "*", "*", RESULT_FILE))):
             if os.path.dirname(os.path.dirname(other)) == os.path.abspath(self.out_dir):
                 continue
             found = _read_json(other)
-            if found is not None and found.get("signature") == self.signature(run):
+            match = None if not isinstance(found, dict) else compare_record(
+                found, self.signature(run))
+            if match is not None:
                 found = self._timed(run, dict(found, label=run["label"],
                                               reused_from=os.path.dirname(other)),
                                     os.path.dirname(other))
@@ -227,7 +468,8 @@ class StudyRunner:
                 os.makedirs(self.run_dir(run), exist_ok=True)
                 atomic_write_json(path, found, indent=2)
                 log(f"{run['label']!r}: the same run was already made in "
-                    f"{os.path.dirname(other)}; its result is reused")
+                    f"{os.path.dirname(other)}{_UNCHECKED if match == LEGACY else ''}; its "
+                    "result is reused")
                 return found
         return None
 
@@ -255,14 +497,25 @@ class StudyRunner:
                 "wall_s": (result or {}).get("wall_s"), **timed, "overrides": run["opts"],
                 "output_dir": self.run_dir(run)}
 
+    def all_runs(self) -> List[Dict]:
+        """The runs of the results: this command's and the study's other runs finished in its
+        folder (those that are done), in study order (setting, then seed)."""
+        runs = self.runs + [r for r in self.tabled if r["label"] in self.rows]
+        return sorted(runs, key=lambda r: (r["index"], -1 if r["seed"] is None else r["seed"]))
+
     def write(self) -> Dict[str, str]:
-        rows = [self.rows.get(r["label"]) or self.row(r, "pending") for r in self.runs]
+        rows = [self.rows.get(r["label"]) or self.row(r, "pending") for r in self.all_runs()]
         header = {
             "command": self.command,
             "config_file": self.config_file_arg,
             "schedule": self.schedule.name,
             "schedule_description": self.schedule.description,
             "schedule_overrides": resolve_overrides(self.schedule.overrides, None),
+            # the command line's, each with the schedule's value of its key if it has one
+            "overrides": self.overrides,
+            # what ran (the schedule's description does not know the overrides)
+            "solver": self.solver,
+            "datasets": self.datasets,
             "workers": self.workers,
         }
         with self.lock:
@@ -283,33 +536,51 @@ class StudyRunner:
             f"{_fmt_s(time.time() - self.started)}{eta_text}")
 
     def train(self, run) -> None:
+        if self.stopping is not None:  # the study is stopping: no new setting starts
+            return
         label = run["label"]
         out = self.run_dir(run)
-        if os.path.exists(out):  # an interrupted or outdated run: start it again from scratch
+        if os.path.exists(out):  # an unfinished run (no record): start it again from scratch
+            log(f"{label!r}: {out} holds an unfinished run (no {RESULT_FILE}); it is trained "
+                "again from scratch, its files replaced")
             shutil.rmtree(out)
         os.makedirs(out)
         # the engine's training run, in a process of its own (its threads, memory and
         # output stay its own; the log is the process's output)
-        cmd = [sys.executable, "-c", TRAIN_PROGRAM, self.config_file] + run["opts"] + [
-            "OUTPUT_DIR", out]
-        log(f"start {label!r} (setting {run['index']} of study {self.study.name}) -> {out}")
+        cmd = [sys.executable, "-c", TRAIN_PROGRAM, self.config_file, *self.datasets, "--",
+               *run["opts"], "OUTPUT_DIR", out]
         t0 = time.time()
         log_path = os.path.join(out, "train_stdout.txt")
         lines = ["$ " + shlex.join(cmd) + "\n"]  # a line that pastes into a shell
         with open(log_path, "w") as logf:
             logf.write(lines[0])
             logf.flush()
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    text=True, env=self.env, bufsize=1)
-            assert proc.stdout is not None  # stdout=PIPE
-            for line in proc.stdout:
-                logf.write(line)
-                logf.flush()
-                lines.append(line)
-                if ECHO.search(line):
-                    with _print_lock:
-                        print(f"  [{label}] {line.rstrip()}", flush=True)
-            code = proc.wait()
+            with self.lock:  # a stop (signal) sees every process started
+                if self.stopping is not None:
+                    return
+                # its own process group (session): a Ctrl-C at the terminal reaches the runner
+                # alone, which stops the group (the run and its data-loading workers)
+                proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        text=True, env=self.env, bufsize=1,
+                                        start_new_session=True)
+                self.procs.append(proc)
+            log(f"start {label!r} (setting {run['index']} of study {self.study.name}) -> {out} "
+                f"(process {proc.pid})")
+            try:
+                assert proc.stdout is not None  # stdout=PIPE
+                for line in proc.stdout:
+                    logf.write(line)
+                    logf.flush()
+                    lines.append(line)
+                    if ECHO.search(line) and self.stopping is None:
+                        with _print_lock:
+                            print(f"  [{label}] {line.rstrip()}", flush=True)
+                code = proc.wait()
+            finally:
+                with self.lock:
+                    self.procs.remove(proc)
+        if self.stopping is not None:  # stopped by a signal: neither a result nor a failure
+            return
         # written whole again: a run refused before it started puts its output directory
         # back as it found it, which would leave this log as it was then (empty)
         atomic_write_text(log_path, "".join(lines))
@@ -332,7 +603,9 @@ class StudyRunner:
             return
         result = {"label": label, "metrics": metrics, **timing, "wall_s": wall,
                   "signature": self.signature(run), "command": cmd,
-                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                  # the resolved config the key hashes: a later mismatch says what differs
+                  "config": run["config"]}
         # its presence means "complete"
         atomic_write_json(os.path.join(out, RESULT_FILE), result, indent=2)
         with self.lock:
@@ -343,7 +616,55 @@ class StudyRunner:
                       if headline is not None else f"done in {wall:.0f} s")
         self.write()
 
+    @contextmanager
+    def stop_on_signals(self) -> Iterator[None]:
+        """While the settings train: SIGINT (Ctrl-C), SIGTERM or SIGHUP stops every setting's
+        process (:meth:`stop`) and raises :class:`StudyInterrupted`; the finished settings
+        keep their records, an interrupted one has none (it is trained again on resume).
+        Only in the main thread (where Python runs signal handlers), and not for a signal this
+        process ignores (``nohup``'s SIGHUP)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def on_signal(signum, frame):
+            if self.stopping is not None:  # a second signal while stopping
+                return
+            self.stopping = signum
+            self.stop()
+            raise StudyInterrupted(signum)
+
+        # a signal ignored (nohup's SIGHUP, SIGINT of a background job) stays ignored
+        previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS
+                    if signal.getsignal(sig) != signal.SIG_IGN}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Stop the settings' processes: SIGTERM to each one's process group, SIGKILL to those
+        still running ``grace_s`` seconds later; return when every one has ended."""
+        with self.lock:
+            procs = list(self.procs)
+        for proc in procs:
+            _signal_group(proc, signal.SIGTERM)
+        deadline = time.time() + grace_s
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                _signal_group(proc, getattr(signal, "SIGKILL", signal.SIGTERM))
+                proc.wait()
+
     def run(self) -> int:
+        """Train what is not done, then write the results; 0 when every setting finished, 1
+        if one failed. A signal stops it (:meth:`stop_on_signals`): StudyInterrupted."""
+        with self.stop_on_signals():
+            return self._run()
+
+    def _run(self) -> int:
         os.makedirs(self.out_dir, exist_ok=True)
         todo = []
         for run in self.runs:
@@ -351,10 +672,22 @@ class StudyRunner:
             if result is not None:
                 self.rows[run["label"]] = self.row(run, "done", result)
                 log(f"{run['label']!r}: already done ({self.run_dir(run)}/{RESULT_FILE}, "
-                    f"{self.headline} {result['metrics'][self.headline]}), skipped")
+                    f"{self.headline} {result['metrics'][self.headline]}), skipped"
+                    + (_UNCHECKED if run["label"] in self.unchecked else ""))
                 self.finished += 1
             else:
                 todo.append(run)
+        for run in self.tabled:  # finished before, with the same settings (checked)
+            result = self.load_done(run)
+            if result is not None:
+                self.rows[run["label"]] = self.row(run, "done", result)
+                log(f"{run['label']!r}: finished before ({self.run_dir(run)}/{RESULT_FILE}, "
+                    f"{self.headline} {result['metrics'][self.headline]}), in the results "
+                    "with this command's runs"
+                    + (_UNCHECKED if run["label"] in self.unchecked else ""))
+        for run_dir in self.foreign:
+            log(f"{run_dir} holds a finished run that is not one of study {self.study.name}'s "
+                "settings: it is left out of the results")
         log(f"study {self.study.name} ({self.study.title}), schedule {self.schedule.name}: "
             f"{len(todo)} of {len(self.runs)} settings to train, {self.workers} worker(s), "
             f"output {self.out_dir}")
@@ -367,9 +700,12 @@ class StudyRunner:
             for run in todo:
                 self.train(run)
         else:
-            with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            pool = ThreadPoolExecutor(max_workers=self.workers)
+            try:
                 for fut in [pool.submit(self.train, run) for run in todo]:
                     fut.result()
+            finally:  # after a stop, the settings not started are dropped
+                pool.shutdown(wait=True, cancel_futures=True)
         paths = self.write()
         with open(paths["md"]) as f:
             print(f.read(), flush=True)

@@ -4,14 +4,48 @@ import argparse
 from dataclasses import fields
 from typing import List, Sequence, Tuple
 
-__all__ = ["command_parser", "comma_separated", "int_at_least", "int_in", "launch_settings",
-           "positive_float", "refuse_unused", "run_options"]
+__all__ = ["CommandParser", "command_parser", "comma_separated", "int_at_least", "int_in",
+           "launch_settings", "positive_float", "refuse_unknown_options", "refuse_unused",
+           "run_options"]
 
 
 def command_parser(**kwargs) -> argparse.ArgumentParser:
     """A command's ``ArgumentParser`` (``kwargs`` as argparse's), whose options must be written
-    in full: argparse's default would silently take ``--dataset`` for ``--datasets``."""
-    return argparse.ArgumentParser(allow_abbrev=False, **kwargs)
+    in full: argparse's default would silently take ``--dataset`` for ``--datasets``; an
+    option it does not have, written among its trailing ``KEY VALUE`` overrides, is refused
+    as such (:func:`refuse_unknown_options`)."""
+    return CommandParser(allow_abbrev=False, **kwargs)
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` that refuses, after parsing, an option it does not have among the
+    trailing ``KEY VALUE`` overrides (:func:`refuse_unknown_options`)."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        parsed, extras = super().parse_known_args(args, namespace)
+        refuse_unknown_options(self, parsed)
+        return parsed, extras
+
+
+def refuse_unknown_options(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                           pairs: bool = True) -> None:
+    """Refuse (argparse's usage error, status 2) a ``--name`` that ``parser`` does not have,
+    written where its trailing overrides (its ``nargs=REMAINDER`` argument) take a key: the
+    override checks would call it an option misplaced after the overrides, which is wrong
+    advice for a command without it. The error says it is not an option of the command and
+    lists the command's options. ``pairs``: the overrides are ``KEY VALUE`` pairs (a key every
+    other word); else each word is one (``key=value``)."""
+    options = [o for action in parser._actions for o in action.option_strings
+               if o.startswith("--")]
+    for action in parser._actions:
+        if action.nargs != argparse.REMAINDER:
+            continue
+        words = [str(w) for w in getattr(args, action.dest, None) or []]
+        for word in words[::2] if pairs else words:
+            name = word.split("=", 1)[0]
+            if name.startswith("--") and name not in options:
+                parser.error(f"{name} is not an option of {parser.prog} (its options: "
+                             f"{', '.join(options)}; {parser.prog} --help says what each does)")
 
 
 def int_at_least(low: int):

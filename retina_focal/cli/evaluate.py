@@ -10,7 +10,12 @@ docs/tools.md ("Evaluate") says what it evaluates, where the report goes and wha
 import logging
 import os
 
-from retina_focal.cli._args import launch_settings, refuse_unused, run_options
+from retina_focal.cli._args import (
+    launch_settings,
+    refuse_unknown_options,
+    refuse_unused,
+    run_options,
+)
 from retina_focal.engine.defaults import default_argument_parser, setup_cfg
 from retina_focal.engine.launch import launch_run
 from retina_focal.evaluation import REPORT_FILE, evaluate_results_file
@@ -75,7 +80,10 @@ def prepare_model_args(args):
 
 @reports_user_errors
 def run(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # an option it does not have, among the overrides: named as such
+    refuse_unknown_options(parser, args)
     if args.results:
         if not args.gt_json:
             raise SystemExit("error: --results needs --gt-json (the ground truth to compare with)")

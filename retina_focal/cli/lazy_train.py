@@ -10,7 +10,7 @@ lives in :mod:`retina_focal.engine.lazy`, the run's in
 
 docs/configs.md ("LazyConfig (Python) configs") says its overrides, --resume and --dataset.
 """
-from retina_focal.cli._args import launch_settings, run_options
+from retina_focal.cli._args import launch_settings, refuse_unknown_options, run_options
 from retina_focal.engine.defaults import default_argument_parser, train_or_evaluate
 from retina_focal.engine.launch import launch_run
 from retina_focal.engine.lazy import (
@@ -42,6 +42,9 @@ def main(args):
 
 @reports_user_errors
 def run(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # an option it does not have, among the overrides: named as such
+    refuse_unknown_options(parser, args, pairs=False)
     launch_run(main, (args,), launch_settings(args))
     return 0

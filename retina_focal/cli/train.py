@@ -11,7 +11,7 @@ import logging
 
 import detectron2.utils.comm as comm
 
-from retina_focal.cli._args import launch_settings, run_options
+from retina_focal.cli._args import launch_settings, refuse_unknown_options, run_options
 from retina_focal.engine.defaults import (
     Trainer,
     default_argument_parser,
@@ -49,7 +49,10 @@ def main(args):
 
 @reports_user_errors
 def run(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # an option it does not have, among the overrides: named as such
+    refuse_unknown_options(parser, args)
     print("Command Line Args:", args)
     launch_run(main, (args,), launch_settings(args))
     return 0

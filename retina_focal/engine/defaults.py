@@ -373,14 +373,16 @@ def train_or_evaluate(output_dir: str, *, eval_only: bool, resume: bool,
 
 
 @reports_user_errors
-def train_config(config_file: str, opts: Sequence[str] = ()) -> Any:
+def train_config(config_file: str, opts: Sequence[str] = (),
+                 datasets: Sequence[str] = ()) -> Any:
     """Train the YAML config ``config_file`` with the ``KEY VALUE`` overrides ``opts`` in this
     process, from scratch (no resume), then evaluate as the config says: the run of
-    ``retina-focal train --config-file CONFIG_FILE OPTS...`` on one process, with the same
+    ``retina-focal train --config-file CONFIG_FILE [--dataset SPEC ...] OPTS...`` on one
+    process (``datasets``: the ``NAME=JSON:IMAGE_DIR`` specs it registers first), with the same
     setup, checks and output-directory guarantees (:func:`setup_cfg`,
     :func:`train_or_evaluate`). For code that trains a run of its own, e.g. the ablation runner
     (one process per setting). A :class:`~retina_focal.utils.errors.UserError` ends it with
     ``error: <message>`` and status 1. Returns the trainer's final evaluation."""
-    cfg = setup_cfg(config_file, opts)
+    cfg = setup_cfg(config_file, opts, datasets=datasets)
     return train_or_evaluate(cfg.OUTPUT_DIR, eval_only=False, resume=False,
                              evaluate=lambda: None, build_trainer=lambda: Trainer(cfg))

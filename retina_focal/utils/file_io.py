@@ -201,6 +201,8 @@ def check_output_dir(path: str, option: str = "--output") -> str:
     there to write. Returns ``path``."""
     from retina_focal.utils.errors import DataError
 
+    if not path.strip():
+        raise DataError(f"{option} {path!r} is empty: give a folder")
     problem = _folder_problem(path)
     if problem == "is a file":
         raise DataError(f"{option} {path!r} is a file; give a folder (it is created if needed)")

@@ -148,12 +148,24 @@ def test_study_runs_two_workers_then_resumes_without_retraining(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     assert "2 of 2 settings to train, 2 worker(s)" in out
+    # the interrupted run holds no result: trained again from scratch, and the log says so
+    assert f"'gamma=2.0 alpha=0.25': {stale} holds an unfinished run (no result.json); it is " \
+        "trained again from scratch" in out
     # both settings started before either finished: they ran at the same time
     starts = [out.index(f"start '{label}'") for label in labels]
     assert max(starts) < out.index("1/2 settings finished")
     assert "iter: 1 " in out  # Detectron2's per-iteration line (with ETA) is passed through
     rows = _check_outputs(study_dir, labels, [31.1, 34.0])
     assert rows[1]["output_dir"] == stale and rows[1]["metrics"]["AP"] != 99.0  # retrained
+    # each record's key is the hash of the config the run trained (its config.yaml)
+    from retina_focal.ablation.records import config_digest, resolved_config
+    from retina_focal.engine.defaults import build_cfg
+
+    for r in rows:
+        record = json.load(open(os.path.join(r["output_dir"], "result.json")))
+        trained = resolved_config(build_cfg(os.path.join(r["output_dir"], "config.yaml")))
+        assert record["config"] == trained
+        assert record["signature"]["config_sha256"] == config_digest(trained)
     assert all(r["metrics"]["AP"] is not None for r in rows)
     kept = {(d, f): os.stat(os.path.join(d, f)).st_mtime_ns for d in (r["output_dir"] for r in rows)
             for f in ("result.json", "metrics.json", "model_final.pth")}

@@ -94,6 +94,18 @@ def files(trained, tmp_path_factory):
     f["dataset"] = str(d / "dataset")
     f["dataset_image"] = os.path.join(f["dataset"], "train", sorted(os.listdir(
         d / "dataset" / "train"))[0])
+    # another study's folder (ablate --study 1b wrote it)
+    put("study_1b/results.json", json.dumps({"study": "1b", "schedule": "tiny", "settings": []}))
+    # a study folder with a finished run made with other overrides than the row's
+    put("study_1a/results.json", json.dumps({"study": "1a", "schedule": "tiny", "settings": []}))
+    put("study_1a/04_alpha=0.75/result.json", json.dumps({
+        "label": "alpha=0.75", "metrics": {"AP": 1.0}, "signature": {
+            "config_file": TINY_CONFIG, "opts": [
+                "SOLVER.MAX_ITER", "7", "SOLVER.WARMUP_ITERS", "1", "SOLVER.STEPS", "()",
+                "SOLVER.CHECKPOINT_PERIOD", "100000", "TEST.EVAL_PERIOD", "0",
+                "MODEL.RETINANET.FOCAL_LOSS_ALPHA", "0.75",
+                "MODEL.RETINANET.FOCAL_LOSS_GAMMA", "0.0"],
+            "config_sha256": "0" * 64}}))
     put("empty_metrics/metrics.json", "")
     put("list_metrics/metrics.json", "[1, 2]\n")
     return f
@@ -145,6 +157,8 @@ BAD = [
     ("train-option-after-overrides",
      f"train --config-file {TINY_CONFIG} MODEL.DEVICE cpu --dataset x={{gt_json}}:{{images}}",
      "option --dataset comes after the KEY VALUE"),
+    ("train-option-not-its-own", f"train --config-file {TINY_CONFIG} MODEL.DEVICE cpu --output "
+     "{dir}/o8", "--output is not an option of retina-focal train (its options:"),
     ("train-weights-missing", f"train --config-file {TINY_CONFIG} OUTPUT_DIR {{dir}}/o1 "
      "MODEL.WEIGHTS {dir}/nope.pth", "nope.pth' does not exist"),
     ("train-weights-truncated", f"train --config-file {TINY_CONFIG} OUTPUT_DIR {{dir}}/o2 "
@@ -334,6 +348,25 @@ BAD = [
      "DATASETS.TRAIN of setting 'alpha=0.1': dataset 'my_train' is not registered"),
     ("ablate-settings-empty", f"ablate --config-file {TINY_CONFIG} --study 1a --settings , "
      "--schedule tiny --output {dir}/b6", "--settings ',' names no setting"),
+    # an unset shell variable ('' is an empty argument)
+    ("ablate-settings-empty-value", f"ablate --config-file {TINY_CONFIG} --study 1a --settings "
+     "'' --schedule tiny --output {dir}/b10", "--settings '' names no setting"),
+    ("ablate-seeds-empty", f"ablate --config-file {TINY_CONFIG} --study 1a --seeds '' "
+     "--schedule tiny --output {dir}/b11", "--seeds '' is empty"),
+    ("ablate-output-empty", f"ablate --config-file {TINY_CONFIG} --study 1a --schedule tiny "
+     "--output ''", "--output '' is empty"),
+    ("ablate-output-is-a-file", f"ablate --config-file {TINY_CONFIG} --study 1a --schedule tiny "
+     "--output {results.json}", "is a file; give a folder"),
+    ("ablate-output-under-a-file", f"ablate --config-file {TINY_CONFIG} --study 1a --schedule "
+     "tiny --output {results.json}/sub", "is a file, not a folder); give one"),
+    ("ablate-output-other-study", f"ablate --config-file {TINY_CONFIG} --study 1a --schedule "
+     "tiny --output {dir}/study_1b", "holds the results of study 1b"),
+    ("ablate-run-made-otherwise", f"ablate --config-file {TINY_CONFIG} --study 1a --settings "
+     "alpha=0.75 --schedule tiny --output {dir}/study_1a",
+     "holds a finished run of 'alpha=0.75' made with other settings (SOLVER.MAX_ITER 7 there"),
+    ("ablate-override-set-by-setting", f"ablate --config-file {TINY_CONFIG} --study table3 "
+     "--schedule tiny --output {dir}/b12 MODEL.RETINANET.FOCAL_LOSS_GAMMA 3.0",
+     "the override MODEL.RETINANET.FOCAL_LOSS_GAMMA 3.0 would be lost"),
     ("imbalance-option-abbreviated", f"imbalance --config-file {TINY_CONFIG} --dataset "
      "my_val --output {dir}/i2", "unrecognized arguments: --dataset"),
     ("imbalance-datasets-unregistered", f"imbalance --config-file {TINY_CONFIG} --datasets "
@@ -354,6 +387,15 @@ BAD = [
     ("ablate-option-after-overrides", f"ablate --config-file {TINY_CONFIG} --study 1a "
      "--schedule tiny MODEL.RETINANET.NUM_CLASSES 6 --output {dir}/b9",
      "option --output comes after the KEY VALUE config overrides"),
+    ("ablate-dataset-json-missing", f"ablate --config-file {TINY_CONFIG} --study 1a --schedule "
+     "tiny --output {dir}/b14 --dataset d10={dir}/nope.json:{images}", "annotation file"),
+    ("ablate-dataset-classes-other-count", f"ablate --config-file {TINY_CONFIG} --study 1a "
+     "--schedule tiny --output {dir}/b15 --dataset d11={other_classes.json}:{images} "
+     "DATASETS.TRAIN ('d11',)", "has 3 categories"),
+    # train's option: not one of ablate's (not "misplaced")
+    ("ablate-option-not-its-own", f"ablate --config-file {TINY_CONFIG} --study 1a --schedule "
+     "tiny --output {dir}/b13 MODEL.RETINANET.NUM_CLASSES 6 --resume",
+     "--resume is not an option of retina-focal ablate (its options: --help, --config-file"),
     ("benchmark-option-after-overrides", "benchmark --only loss --quick "
      "MODEL.RETINANET.NUM_CLASSES 3 --output {dir}/k3.json",
      "option --output comes after the KEY VALUE config overrides"),
@@ -397,12 +439,18 @@ BAD = [
 # rows refused by a check that comes before their output folder is made (a stranger's find:
 # demo made its --output before matching the classes)
 LEAVE_NO_FOLDER = {"demo-coco-json-other-classes", "ablate-option-after-overrides",
-                   "benchmark-option-after-overrides", "export-output-after-overrides"}
+                   "benchmark-option-after-overrides", "export-output-after-overrides",
+                   "ablate-settings-empty-value", "ablate-seeds-empty", "ablate-output-empty",
+                   "ablate-output-is-a-file", "ablate-output-under-a-file",
+                   "ablate-override-set-by-setting", "ablate-option-not-its-own",
+                   "ablate-dataset-json-missing", "ablate-dataset-classes-other-count",
+                   "train-option-not-its-own"}
 
 
 def _argv(template, files):
-    # split first (paths have no spaces here), then fill the {name} placeholders
-    return [re.sub(r"\{([^{}]+)\}", lambda m: files[m.group(1)], part)
+    # split first (paths have no spaces here), then fill the {name} placeholders; '' is an
+    # empty argument
+    return ["" if part == "''" else re.sub(r"\{([^{}]+)\}", lambda m: files[m.group(1)], part)
             for part in template.split()]
 
 
@@ -481,7 +529,7 @@ def test_the_happy_path_of_every_command(row, files, capsys, monkeypatch):
         training_config = open(os.path.join(files["run"], "config.yaml")).read()
     _quiet_stale_handlers()
     before = snapshot(files["run"])
-    argv = [a if a != "''" else "" for a in _argv(template, files)]
+    argv = _argv(template, files)
     status = main(argv)
     captured = capsys.readouterr()
     assert status == 0, captured.out[-2000:] + captured.err[-3000:]
