@@ -115,7 +115,7 @@ def test_empty_values_and_an_output_that_cannot_be_a_folder_are_refused(
     _refused(base + ["--output", ""], capsys, "--output '' is empty")
     _refused(base + ["--output", "afile"], capsys, "--output 'afile' is a file; give a folder")
     _refused(base + ["--output", "afile/sub"], capsys,
-             f"--output 'afile/sub': {str(tmp_path / 'afile')!r} is a file, not a folder")
+             "--output 'afile/sub': cannot create this folder ('afile' is a file, not a folder)")
     assert os.listdir(tmp_path) == ["afile"] and open("afile").read() == "mine\n"
 
 
