@@ -326,7 +326,10 @@ def test_a_signal_stops_the_settings_processes_then_the_study(tmp_path, signame,
         [sys.executable, "tools/ablate.py", "--config-file", TINY_CONFIG, "--study", "1a",
          "--schedule", "tiny", "--settings", ",".join(labels), "--workers", str(workers),
          "--output", out, "SOLVER.MAX_ITER", "20"], cwd=REPO, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # as from a terminal: a test run started as a background job has SIGINT ignored, which
+        # the tool would keep ignoring (test_a_signal_the_process_ignores_stays_ignored)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         children = _start_lines(proc, workers)
         assert all(_alive(pid) for pid in children)
@@ -372,7 +375,8 @@ def test_a_study_runs_on_the_users_coco_dataset(tmp_path, monkeypatch, capsys):
     """``ablate --dataset NAME=JSON:IMAGE_DIR`` (repeatable, as ``train`` has it): a study on
     the user's own COCO files. Each setting's process registers them, trains on one and
     evaluates on the other; the files are part of the run's key. A bad file is refused before
-    anything trains. (cpu_short, cut to 5 iterations of 2 images.)"""
+    anything trains. (cpu_short, cut to 5 iterations of 2 images; the names are this test's
+    own: the test process's catalog keeps them for later tests.)"""
     from retina_focal import cli
     from retina_focal.cli import ablate
 
@@ -381,27 +385,28 @@ def test_a_study_runs_on_the_users_coco_dataset(tmp_path, monkeypatch, capsys):
                      "--size", "64"]) == 0
     argv = ["--config-file", TINY_CONFIG, "--study", "1a", "--settings", "alpha=0.75",
             "--schedule", "cpu_short", "--output", "study",
-            "--dataset", "mine_train=data/train.json:data/train",
-            "--dataset", "mine_val=data/val.json:data/val",
+            "--dataset", "ablate_mine_train=data/train.json:data/train",
+            "--dataset", "ablate_mine_val=data/val.json:data/val",
             "SOLVER.MAX_ITER", "5", "SOLVER.IMS_PER_BATCH", "2",
-            "DATASETS.TRAIN", "('mine_train',)", "DATASETS.TEST", "('mine_val',)",
+            "DATASETS.TRAIN", "('ablate_mine_train',)", "DATASETS.TEST", "('ablate_mine_val',)",
             "MODEL.RETINANET.SCORE_THRESH_TEST", "0.0"]
     capsys.readouterr()
     assert ablate.run(argv) == 0, capsys.readouterr().out[-3000:]
     run_dir = os.path.join("study", "04_alpha=0.75")
-    # trained on mine_train, evaluated on mine_val, in the setting's own process
-    assert os.listdir(os.path.join(run_dir, "inference")) == ["mine_val"]
+    # trained on ablate_mine_train, evaluated on ablate_mine_val, in the setting's own process
+    assert os.listdir(os.path.join(run_dir, "inference")) == ["ablate_mine_val"]
     log = open(os.path.join(run_dir, "log.txt")).read()
-    assert "mine_train" in log
+    assert "ablate_mine_train" in log
     first = open(os.path.join(run_dir, "train_stdout.txt")).readline()
-    assert f"mine_train={tmp_path}/data/train.json:{tmp_path}/data/train" in first
+    assert f"ablate_mine_train={tmp_path}/data/train.json:{tmp_path}/data/train" in first
     record = json.load(open(os.path.join(run_dir, "result.json")))
-    assert [d["name"] for d in record["signature"]["datasets"]] == ["mine_train", "mine_val"]
+    names = [d["name"] for d in record["signature"]["datasets"]]
+    assert names == ["ablate_mine_train", "ablate_mine_val"]
     assert all(len(d["json_sha256"]) == 64 for d in record["signature"]["datasets"])
     assert record["metrics"]["AP"] is not None
     md = open(os.path.join("study", "results.md")).read()
     assert "`SOLVER.MAX_ITER 5` (the schedule's: `300`)" in md
-    assert f"- datasets (--dataset): `mine_train={tmp_path}/data/train.json:" in md
+    assert f"- datasets (--dataset): `ablate_mine_train={tmp_path}/data/train.json:" in md
 
     # the same command again: done; other annotations under the same name: another run
     assert ablate.run(argv) == 0
