@@ -10,7 +10,7 @@ from retina_focal.benchmark.settings import BenchSettings
 from retina_focal.benchmark.timing import Progress, alternate, peak_extra_bytes, summarize, timed
 
 __all__ = ["bench_focal", "compiled_closed_form", "describe_problem", "focal_methods",
-           "focal_params", "focal_params_of", "focal_problem"]
+           "focal_params", "focal_problem"]
 
 ALPHA_KEY = "MODEL.RETINANET.FOCAL_LOSS_ALPHA"
 GAMMA_KEY = "MODEL.RETINANET.FOCAL_LOSS_GAMMA"
@@ -26,13 +26,6 @@ def focal_params(cfg: Any) -> Tuple[float, float]:
     alpha, gamma = cfg.MODEL.RETINANET.FOCAL_LOSS_ALPHA, cfg.MODEL.RETINANET.FOCAL_LOSS_GAMMA
     check_focal_params(alpha, gamma, alpha_key=ALPHA_KEY, gamma_key=GAMMA_KEY)
     return float(alpha), float(gamma)
-
-
-def focal_params_of(settings: BenchSettings) -> Tuple[float, float]:
-    """:func:`focal_params` of ``settings``' config with its overrides."""
-    from retina_focal.engine.defaults import build_cfg
-
-    return focal_params(build_cfg(settings.config_file, list(settings.opts)))
 
 
 def focal_problem(num_images, anchors, num_classes, device, seed=0):
@@ -139,14 +132,15 @@ def describe_problem(logits: torch.Tensor, labels: torch.Tensor, images: int, an
 def bench_focal(settings: BenchSettings, device: str) -> Dict[str, Any]:
     """Every method of :func:`focal_methods` (on CUDA also ours on bfloat16 logits; with
     ``settings.with_compile`` the compiled closed form) on one batch of ``settings.images``
-    images, ``settings.anchors`` anchors and ``settings.classes`` classes, with the alpha and
-    gamma of the config and its overrides (:func:`focal_params_of`): the medians of
+    images, ``settings.anchors`` anchors and ``settings.classes`` classes, with
+    ``settings.alpha`` and ``settings.gamma`` (the command's: :func:`focal_params` of the config
+    and its overrides): the medians of
     alternating rounds and the peak extra memory of one forward + backward
     (:func:`~retina_focal.benchmark.timing.peak_extra_bytes`), each also against ours (fused).
     The fused path's first call (on CUDA, its compilation) is timed apart, before the
     warm-up."""
     N, R, K = settings.images, settings.anchors, settings.classes
-    alpha, gamma = focal_params_of(settings)  # the config's (with its overrides)
+    alpha, gamma = settings.alpha, settings.gamma
     logits, labels = focal_problem(N, R, K, device)
     fns, leaves = focal_methods(logits, labels, K, alpha, gamma,
                                 bfloat16_logits=device.startswith("cuda"))

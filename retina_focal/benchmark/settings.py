@@ -18,6 +18,8 @@ class BenchSettings:
         image_size: (H, W) of the inference / export image and of the training batch.
         images: images per training batch.
         anchors: anchors in the loss section's batch.
+        alpha, gamma: the focal loss's of the loss section and the recompilation counts (the
+            command takes them from the config and its overrides, ``focal_params``).
         repeats: timed rounds per figure (the median is reported).
         warmup: untimed runs first.
         train_bfloat16, profile, with_compile: the training / loss sections' extras.
@@ -32,6 +34,8 @@ class BenchSettings:
     image_size: Tuple[int, int] = (512, 640)
     images: int = 2
     anchors: int = 240000
+    alpha: float = 0.25
+    gamma: float = 2.0
     repeats: int = 7
     warmup: int = 2
     train_bfloat16: bool = False

@@ -121,7 +121,8 @@ def check_model_options(p: argparse.ArgumentParser, args: argparse.Namespace,
         raise SystemExit(f"error: {NUM_CLASSES_KEY} {value} among the overrides: the classes of "
                          f"every section (models, training labels, loss batch) are --classes "
                          f"(now {args.classes}); give --classes {wanted} instead")
-    focal_params(cfg)  # the loss section's alpha and gamma: a bad value names its key
+    # the loss section's alpha and gamma, from the config built here: a bad value names its key
+    args.alpha, args.gamma = focal_params(cfg)
     if check_device:
         check_device_available(args.device, "--device")
 

@@ -83,10 +83,10 @@ def loss_recompiles(settings: BenchSettings, device: str, batches: int) -> Dict:
     """The fused loss (forward + backward, "sum") over ``batches`` batches of other image sizes
     (up to ``settings.image_size``), then the same sizes again in bfloat16 and with per-anchor
     weights."""
-    from retina_focal.benchmark.focal_loss import focal_params_of, focal_problem
+    from retina_focal.benchmark.focal_loss import focal_problem
     from retina_focal.ops import sigmoid_focal_loss_labels
 
-    alpha, gamma = focal_params_of(settings)  # the config's, as the focal-loss section's
+    alpha, gamma = settings.alpha, settings.gamma  # as the focal-loss section's
     sizes = image_sizes(batches, settings.image_size)
     calls = []
     for variant in ("float32", "bfloat16", "float32 + weights"):
