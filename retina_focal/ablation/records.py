@@ -19,8 +19,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from retina_focal.ablation.studies import Setting, Study
 
 __all__ = ["RESULT_FILE", "compare_record", "config_digest", "dataset_fingerprints",
-           "describe_difference", "finished_runs", "resolved_config", "run_of_label",
-           "run_signature"]
+           "describe_difference", "finished_runs", "override_pairs", "resolved_config",
+           "run_of_label", "run_signature"]
 
 # a run's record, written last: its presence means the run finished
 RESULT_FILE = "result.json"
@@ -92,9 +92,9 @@ def compare_record(record: Dict[str, Any], signature: Dict[str, Any]) -> Optiona
     return LEGACY if same else None
 
 
-def _pairs(opts: Sequence[Any]) -> Dict[str, str]:
+def override_pairs(opts: Sequence[Any]) -> Dict[Any, Any]:
     """``KEY VALUE`` overrides as {key: value}, the last one of a key winning (as in yacs)."""
-    opts = [str(o) for o in opts]
+    opts = list(opts)
     return dict(zip(opts[::2], opts[1::2]))
 
 
@@ -121,7 +121,8 @@ def describe_difference(record: Dict[str, Any], signature: Dict[str, Any],
     if theirs.get("config_file") != signature["config_file"]:
         parts.append(f"base config {theirs.get('config_file')} there, "
                      f"{signature['config_file']} here")
-    then, now = _pairs(theirs.get("opts") or []), _pairs(signature["opts"])
+    then = override_pairs([str(o) for o in theirs.get("opts") or []])
+    now = override_pairs([str(o) for o in signature["opts"]])
     asked = [f"{key} {then.get(key, '(not set)')} there, {now.get(key, '(not set)')} here"
              for key in sorted(set(then) | set(now)) if then.get(key) != now.get(key)]
     if theirs.get("datasets", []) != signature.get("datasets", []):

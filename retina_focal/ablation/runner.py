@@ -33,6 +33,7 @@ from retina_focal.ablation.records import (
     dataset_fingerprints,
     describe_difference,
     finished_runs,
+    override_pairs,
     resolved_config,
     run_of_label,
     run_signature,
@@ -165,10 +166,10 @@ def build_plan(config_file: str, study_name: str, schedule_name: str,
     seed_list: List[Optional[int]] = [*parse_seeds(seeds)] or [None]
     # what ran, for the results: the command line's overrides (those of the schedule's keys
     # beside the schedule's value) and the solver settings they and the schedule leave
-    scheduled = dict(zip(*[iter(resolve_overrides(schedule.overrides, base))] * 2))
+    scheduled = override_pairs(resolve_overrides(schedule.overrides, base))
     overrides = [{"key": k, "value": v, **({"schedule_value": scheduled[k]} if k in scheduled
                                            else {})}
-                 for k, v in dict(zip(opts[::2], opts[1::2])).items()]
+                 for k, v in override_pairs(opts).items()]
     solver = {key: _config_value(base, key) for key in SOLVER_KEYS}
 
     def runs_of(setting: Setting, seeds: Sequence[Optional[int]], check: bool = True) -> List:
@@ -240,7 +241,7 @@ def check_overrides_kept(opts: Sequence[str], study: Study, settings: Sequence[S
     keys are applied after the command line's), or ``SEED`` when ``--seeds`` sets each run's
     (``with_seeds``). A key of the schedule may be overridden: the command line comes after
     it."""
-    given = dict(zip(opts[::2], opts[1::2]))  # the last value of a key is the one merged
+    given = override_pairs(opts)  # the last value of a key is the one merged
     for key, value in given.items():
         setters = [s.label for s in settings if key in {k for k, _ in s.overrides}]
         if setters:
