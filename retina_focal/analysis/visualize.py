@@ -8,7 +8,7 @@ import torch
 from PIL import Image, ImageDraw, PngImagePlugin
 
 from retina_focal.utils.errors import DataError
-from retina_focal.utils.file_io import make_output_dir
+from retina_focal.utils.file_io import check_output_file, make_output_dir
 
 __all__ = ["PALETTE", "IGNORED_COLOR", "PNG_MARK", "check_output_png", "draw_assignment",
            "gt_index_labels", "legend_lines", "save_png"]
@@ -98,13 +98,15 @@ PNG_MARK = ("Software", "retina-focal visualize")
 
 def check_output_png(path: str) -> None:
     """Refuse (:class:`DataError`, before anything is read) an ``--output`` that is not a
-    ``.png`` path, is a folder, or is an existing file this command did not write (an image of
-    a dataset, say)."""
+    ``.png`` path, is a folder, is in a folder that cannot be made (a file in the way:
+    :func:`~retina_focal.utils.file_io.check_output_file`), or is an existing file this
+    command did not write (an image of a dataset, say)."""
     if os.path.isdir(path):
         raise DataError(f"--output {path!r} is a folder; give the PNG file to write, e.g. "
                         f"{os.path.join(path, 'assignment.png')}")
     if not path.lower().endswith(".png"):
         raise DataError(f"--output {path!r} is not a .png file name; the drawing is a PNG")
+    check_output_file(path, "--output")
     if os.path.lexists(path):
         try:
             with Image.open(path) as im:

@@ -184,8 +184,10 @@ def test_plot_focal_loss_refused_for_a_missing_config_leaves_no_output_folder(tm
      "--output 'afile' is a file; give a folder"),
     (["analyze", "--config-file", TINY_CONFIG, "--output", "afile/sub"],
      "--output 'afile/sub': cannot create this folder ('afile' is a file, not a folder)"),
+    (["visualize", "--config-file", TINY_CONFIG, "--output", "afile/v.png"],
+     "--output 'afile/v.png': its folder cannot be made ('afile' is a file, not a folder)"),
 ], ids=["benchmark", "benchmark-synthetic", "gpu-checks", "imbalance-file", "imbalance-below",
-        "analyze-file", "analyze-below"])
+        "analyze-file", "analyze-below", "visualize-below"])
 def test_an_output_that_cannot_be_written_is_refused_before_the_work(
         argv, message, tmp_path, monkeypatch, capsys):
     """A stranger's finds: benchmark printed its whole table, then a FileExistsError traceback
@@ -194,7 +196,7 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_work(
     work functions here fail the test if called), and nothing written."""
     import retina_focal.analysis.imbalance as imbalance_lib
     import retina_focal.benchmark.synthetic as synthetic_lib
-    from retina_focal.cli import analyze, benchmark, gpu_checks
+    from retina_focal.cli import analyze, benchmark, gpu_checks, visualize
 
     def work(*args, **kwargs):
         raise AssertionError("the command started its work before checking --output")
@@ -203,7 +205,8 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_work(
                           (gpu_checks, ("run_checks",)),
                           (synthetic_lib, ("bench_mapper", "bench_head_norm")),
                           (imbalance_lib, ("measure_datasets", "measure_coco")),
-                          (analyze, ("dataset_dicts", "analyze_settings"))):
+                          (analyze, ("dataset_dicts", "analyze_settings")),
+                          (visualize, ("draw_dataset_image",))):
         for name in names:
             monkeypatch.setattr(module, name, work)
     monkeypatch.chdir(tmp_path)
