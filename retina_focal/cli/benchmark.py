@@ -33,6 +33,7 @@ from retina_focal.cli._args import command_parser, int_at_least
 from retina_focal.config.zoo import resolve_config_file
 from retina_focal.engine.defaults import build_cfg
 from retina_focal.engine.device import check_device_available
+from retina_focal.modeling.detectron2_reference import check_detectron2_comparable
 from retina_focal.utils.errors import reports_user_errors
 from retina_focal.utils.file_io import check_output_file
 
@@ -104,7 +105,9 @@ def check_model_options(p: argparse.ArgumentParser, args: argparse.Namespace,
     refuse now, before any section runs: a missing config, a bad override (a bad focal-loss
     alpha or gamma included), ``MODEL.RETINANET.NUM_CLASSES`` among the overrides (the
     sections' classes are ``--classes``), an option placed among the overrides, a device this
-    machine lacks, an ``--output`` that is a folder or whose folder cannot be made."""
+    machine lacks, an ``--output`` that is a folder or whose folder cannot be made, a config
+    whose RetinaFocal is not Detectron2's RetinaNet (another loss, assigner, sampler, head,
+    normaliser or meta-architecture: the sections would compare different models)."""
     for name, value in defaults.items():
         if getattr(args, name, None) is None:
             setattr(args, name, QUICK[name] if args.quick and name in QUICK else value)
@@ -121,6 +124,10 @@ def check_model_options(p: argparse.ArgumentParser, args: argparse.Namespace,
         raise SystemExit(f"error: {NUM_CLASSES_KEY} {value} among the overrides: the classes of "
                          f"every section (models, training labels, loss batch) are --classes "
                          f"(now {args.classes}); give --classes {wanted} instead")
+    # every section compares RetinaFocal with Detectron2 (or fvcore's, torchvision's and
+    # Detectron2's sigmoid focal loss): a config that makes it another model is refused
+    check_detectron2_comparable(cfg, "the benchmark compares RetinaFocal with Detectron2's "
+                                     "RetinaNet built from the same config")
     # the loss section's alpha and gamma, from the config built here: a bad value names its key
     args.alpha, args.gamma = focal_params(cfg)
     if check_device:

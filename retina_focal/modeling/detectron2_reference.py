@@ -13,7 +13,38 @@ from detectron2.modeling.matcher import Matcher
 
 from retina_focal.modeling.meta_arch import RetinaFocal
 
-__all__ = ["detectron2_head", "detectron2_head_kind", "detectron2_retinanet"]
+__all__ = ["check_detectron2_comparable", "detectron2_head", "detectron2_head_kind",
+           "detectron2_retinanet"]
+
+# The MODEL.RETINA_FOCAL keys that change what RetinaFocal computes, with the value at which it
+# computes what Detectron2's RetinaNet does. The others change how (kernel, memory layout,
+# folded norms, precision, data loading) or act only with one of these changed (a loss's or a
+# sampler's parameters).
+DETECTRON2_EQUIVALENT = {
+    "HEAD_NAME": "RetinaFocalHead", "LOSS_NAME": "SigmoidFocalLoss",
+    "ASSIGNER_NAME": "IoUThresholdMatcher", "ALLOW_LOW_QUALITY_MATCHES": True,
+    "LOW_QUALITY_MATCH_ORDER": "detectron2", "LOW_QUALITY_MIN_IOU": 0.0, "ALPHA_PER_CLASS": [],
+    "SAMPLER_NAME": "AllAnchors", "NORMALIZER": "ema",
+}
+
+
+def check_detectron2_comparable(cfg: CfgNode, purpose: str) -> None:
+    """Refuse (:class:`~retina_focal.config.ConfigError` naming the key, its value and the
+    value to use) a ``cfg`` whose RetinaFocal is not the model Detectron2's RetinaNet builds
+    from it: another meta-architecture, or a :data:`DETECTRON2_EQUIVALENT` key changed.
+    ``purpose``: what needs the two to be the same model (the start of the message)."""
+    from retina_focal.config.loading import ConfigError
+
+    arch = cfg.MODEL.META_ARCHITECTURE
+    if arch != "RetinaFocal":
+        raise ConfigError(f"{purpose}, but MODEL.META_ARCHITECTURE is {arch!r}: use a "
+                          f"RetinaFocal config")
+    for key, value in DETECTRON2_EQUIVALENT.items():
+        given = cfg.MODEL.RETINA_FOCAL[key]
+        if given != value and not (isinstance(value, list) and list(given) == value):
+            raise ConfigError(f"{purpose}, but MODEL.RETINA_FOCAL.{key} is {given!r} "
+                              f"(Detectron2's RetinaNet has no such setting): leave the key at "
+                              f"{value!r}")
 
 
 def detectron2_retinanet(cfg: CfgNode, ours: torch.nn.Module) -> RetinaNet:

@@ -327,3 +327,36 @@ def test_num_classes_among_the_overrides_is_refused_for_classes(section, value, 
     assert errors[0].startswith(f"error: MODEL.RETINANET.NUM_CLASSES {value} among the "
                                 "overrides: the classes of every section")
     assert ("give --classes 3 instead" if value == "3" else "give --classes N") in errors[0]
+
+
+_NOT_DETECTRON2 = {"HEAD_NAME": "MyHead", "LOSS_NAME": "SoftmaxFocalLoss",
+                   "ASSIGNER_NAME": "ATSSAssigner", "ALLOW_LOW_QUALITY_MATCHES": False,
+                   "LOW_QUALITY_MATCH_ORDER": "detectron", "LOW_QUALITY_MIN_IOU": 0.3,
+                   "ALPHA_PER_CLASS": [0.3] * 6, "SAMPLER_NAME": "OHEMSampler",
+                   "NORMALIZER": "batch"}
+
+
+def test_only_a_config_detectron2s_retinanet_reproduces_is_benchmarked(tiny_cfg):
+    """The defaults of every key the check reads are Detectron2's model (the benchmark's own
+    first-loss check holds for them: test_benchmark_quick_mode_writes_all_figures); each key
+    changed, and a two-stage meta-architecture, is refused naming the key and its value."""
+    from retina_focal.config.loading import ConfigError
+    from retina_focal.modeling.detectron2_reference import (
+        DETECTRON2_EQUIVALENT,
+        check_detectron2_comparable,
+    )
+
+    assert set(_NOT_DETECTRON2) == set(DETECTRON2_EQUIVALENT)
+    for key, value in DETECTRON2_EQUIVALENT.items():  # the map is the config's defaults
+        assert tiny_cfg.MODEL.RETINA_FOCAL[key] == value, key
+    check_detectron2_comparable(tiny_cfg, "x")
+    for key, value in _NOT_DETECTRON2.items():
+        cfg = tiny_cfg.clone()
+        cfg.MODEL.RETINA_FOCAL[key] = value
+        with pytest.raises(ConfigError, match=f"x, but MODEL.RETINA_FOCAL.{key} is "
+                                              f"{repr(value).replace('[', '.')}"):
+            check_detectron2_comparable(cfg, "x")
+    cfg = tiny_cfg.clone()
+    cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
+    with pytest.raises(ConfigError, match="META_ARCHITECTURE is 'GeneralizedRCNN'"):
+        check_detectron2_comparable(cfg, "x")

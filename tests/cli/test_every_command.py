@@ -426,6 +426,16 @@ BAD = [
     ("benchmark-num-classes-override", "benchmark --only train --quick --output {dir}/k5.json "
      "MODEL.RETINANET.NUM_CLASSES 0", "MODEL.RETINANET.NUM_CLASSES 0 among the overrides: the "
      "classes of every section"),
+    # every section compares with Detectron2's RetinaNet from the same config: a config whose
+    # RetinaFocal is another model was a traceback after the build (a shape error, or "first
+    # losses differ"); now refused before any section, naming the key
+    ("benchmark-loss-not-detectron2s", "benchmark --only train --quick --output {dir}/k6.json "
+     "MODEL.RETINA_FOCAL.LOSS_NAME SoftmaxFocalLoss", "but MODEL.RETINA_FOCAL.LOSS_NAME is "
+     "'SoftmaxFocalLoss' (Detectron2's RetinaNet has no such setting): leave the key at "
+     "'SigmoidFocalLoss'"),
+    ("benchmark-two-stage-config", "benchmark --only train --quick --output {dir}/k7.json "
+     "--config-file Synthetic/faster_rcnn_focal_rpn_R_18_FPN_synthetic.yaml",
+     "but MODEL.META_ARCHITECTURE is 'GeneralizedRCNN': use a RetinaFocal config"),
     ("imbalance-max-images-negative", f"imbalance --config-file {TINY_CONFIG} --max-images -1 "
      "--output {dir}/i3", "argument --max-images: -1 is not an integer >= 0"),
     ("imbalance-coco-images-zero", f"imbalance --config-file {TINY_CONFIG} --coco-images 0 "
