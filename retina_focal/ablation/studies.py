@@ -281,6 +281,15 @@ STUDIES: Dict[str, Study] = {
                   for sc, ar, ap in [(1, 1, 30.3), (2, 1, 31.9), (3, 1, 31.8), (1, 3, 32.4),
                                      (2, 3, 34.2), (3, 3, 34.0), (4, 3, 33.8)]),
             _TABLE1_NOTE,
+            claims=(
+                Claim("9 anchors (3 scales x 3 ratios) beat 1", "3 scale x 3 ratio",
+                      "1 scale x 1 ratio"),
+                Claim("2 scales beat 1 (1 ratio)", "2 scale x 1 ratio", "1 scale x 1 ratio"),
+                Claim("3 ratios beat 1 (1 scale)", "1 scale x 3 ratio", "1 scale x 1 ratio"),
+                Claim("3 scales beat 1 (3 ratios)", "3 scale x 3 ratio", "1 scale x 3 ratio"),
+                Claim("beyond 9 anchors nothing is gained (4 x 3 ties 3 x 3)",
+                      "4 scale x 3 ratio", "3 scale x 3 ratio", relation="ties"),
+            ),
         ),
         Study(
             "1d", "Table 1d: focal loss vs OHEM (CE) vs 1:3 hard-negative mining (CE)",
@@ -315,6 +324,16 @@ STUDIES: Dict[str, Study] = {
             "of the run's final evaluation, on its own device; never compare them with the "
             "paper's in ms.",
             timed=True,
+            # the paper's trends (Table 1e, Figure 2: R101 over R50 at each scale, larger
+            # images better at each depth), at the images' own scale and for R18
+            claims=(
+                Claim("deeper is better: R34 beats R18 (256 px)", "R34-256", "R18-256"),
+                Claim("deeper is better: R50 beats R34 (256 px)", "R50-256", "R34-256"),
+                Claim("larger images are better: 256 beats 192 px (R18)", "R18-256",
+                      "R18-192"),
+                Claim("larger images are better: 320 beats 256 px (R18)", "R18-320",
+                      "R18-256"),
+            ),
             paper_speed=tuple((f"R{d}", str(s), ap, float(ms))
                               for d, s, ap, ms in PAPER_TABLE_1E),
         ),
@@ -368,6 +387,9 @@ STUDIES: Dict[str, Study] = {
             ),
             "The paper fixes IoU bands [0.4, 0.5] with low-quality matches; it has no numbers "
             "for the others (ATSS: Zhang et al., CVPR 2020).",
+            # ATSS's paper: its assignment beats RetinaNet's IoU bands (COCO, Table 5 there)
+            claims=(Claim("ATSS beats the IoU bands [0.4, 0.5] (Zhang et al.)", "ATSS top-9",
+                          "IoU [0.4, 0.5]"),),
         ),
         Study(
             "extra_losses", "Losses beyond the paper: softmax FL, QFL (GFL), VFL",

@@ -600,3 +600,24 @@ def test_a_setting_refused_by_the_trainer_fails_with_its_error_line(tmp_path):
     assert first[0] == "$" and first[2] == "-c" and "train_config(" in first[3]
     assert first[4] == TINY_CONFIG and first[-2:] == ["OUTPUT_DIR", os.path.dirname(
         os.path.join(study_dir, "01_gamma=0.0_alpha=0.75", "x"))]
+
+
+def test_every_claim_is_the_papers_ordering_where_the_paper_has_both_numbers():
+    """A claim says what the paper found: where the paper has both settings' AP, "beats" is
+    the higher paper AP over the lower, and "ties" two paper APs within 0.5 (Table 1c's 33.8
+    and 34.0)."""
+    from retina_focal.ablation.studies import STUDIES
+
+    checked = 0
+    for study in STUDIES.values():
+        paper = {s.label: s.paper_ap for s in study.settings}
+        for claim in study.claims:
+            a, b = paper[claim.better], paper[claim.worse]
+            if a is None or b is None:
+                continue
+            checked += 1
+            if claim.relation == "ties":
+                assert abs(a - b) <= 0.5, (study.name, claim.text)
+            else:
+                assert a > b, (study.name, claim.text)
+    assert checked >= 15
