@@ -139,7 +139,8 @@ def write_results(study: Study, rows: List[Dict], out_dir: str, header: Dict) ->
         paths["speed_accuracy"] = os.path.join(out_dir, "speed_accuracy.png")
     names = TASK_METRICS[study.task]
     summary = seed_summary(rows, names[0])
-    claim_lines, claims = _claims_table(study, summary)
+    # the orderings are judged on every finished run (one run each: "too few seeds")
+    claim_lines, claims = _claims_table(study, seed_summary(rows, names[0], every_run=True))
     atomic_write_text(paths["json"], json.dumps(
         {"study": study.name, "title": study.title, "paper_note": study.paper_note,
          **header, "settings": rows, "seed_summary": summary, "claims": claims}, indent=2))
@@ -196,18 +197,22 @@ def _what_ran(header: Dict) -> List[str]:
     return lines
 
 
-def seed_summary(rows: List[Dict], metric: str) -> Dict[str, Dict]:
+def seed_summary(rows: List[Dict], metric: str, every_run: bool = False) -> Dict[str, Dict]:
     """Per setting repeated over seeds (rows with ``setting`` and ``seed``), in row order:
     ``{"values": [metric of each finished seed], "seeds": n, "mean", "min", "max", "spread"}``
     (``spread`` = max - min, the run-to-run spread; None where no seed finished). Empty when
-    the study ran without ``--seeds``."""
+    the study ran without ``--seeds``, unless ``every_run``: then a run without a seed counts
+    as one run of its setting (a run tabled twice, with and without its seed, once)."""
     by_setting: Dict[str, List[float]] = {}
+    seen = set()
     for r in rows:
-        if r.get("seed") is None:
+        if r.get("seed") is None and not every_run:
             continue
-        values = by_setting.setdefault(r["setting"], [])
+        values = by_setting.setdefault(r.get("setting", r["label"]), [])
         value = (r.get("metrics") or {}).get(metric)
-        if r["status"] == "done" and value is not None:
+        run = r.get("output_dir") or r["label"]
+        if r["status"] == "done" and value is not None and run not in seen:
+            seen.add(run)
             values.append(float(value))
     out = {}
     for label, values in by_setting.items():
@@ -237,13 +242,17 @@ def separation(a: Sequence[float], b: Sequence[float]) -> str:
 def verdict(claim: Claim, summary: Dict[str, Dict]) -> str:
     """The verdict on one of the paper's orderings from :func:`seed_summary`'s output:
     "reproduced", "not reproduced" or "not separable" (for a "ties" claim, two settings
-    within each other's spread are "reproduced (not separable)", two apart are "not
-    reproduced"); "not run" or "too few seeds" where the runs are missing."""
+    reproduced"); "not run" or "too few seeds" where the runs are missing; "every run scored 0:
+    nothing to compare" where every run of either setting scored 0 (a model that detects
+    nothing scores 0: two such settings neither tie nor differ)."""
     if claim.better not in summary or claim.worse not in summary:
         return "not run"
-    found = separation(summary[claim.better]["values"], summary[claim.worse]["values"])
+    better, worse = summary[claim.better]["values"], summary[claim.worse]["values"]
+    found = separation(better, worse)
     if found == "too few seeds":
         return found
+    if max(better) == 0 or max(worse) == 0:
+        return "every run scored 0: nothing to compare"
     if claim.relation == "ties":
         return "reproduced (not separable)" if found == "not separable" else "not reproduced"
     return {"higher": "reproduced", "lower": "not reproduced"}.get(found, found)

@@ -47,6 +47,7 @@ from retina_focal.ablation.results import (
 from retina_focal.ablation.studies import (
     Setting,
     Study,
+    check_study_model,
     get_schedule,
     get_study,
     resolve_overrides,
@@ -135,10 +136,13 @@ def build_plan(config_file: str, study_name: str, schedule_name: str,
     config_file = resolve_config_file(config_file)
     settings = list(study.settings)
     if settings_text is not None:  # "" too (an unset shell variable): it names no setting
-        wanted = [s.strip() for s in settings_text.split(",") if s.strip()]
-        if not wanted:
+        wanted = [s.strip() for s in settings_text.split(",")]
+        if not any(wanted):
             raise ValueError(f"--settings {settings_text!r} names no setting; its settings: "
                              f"{study.labels()}")
+        if not all(wanted):  # "a,,b" or a comma at an end: refused, as --seeds refuses it
+            raise ValueError(f"--settings {settings_text!r} has an empty label: give "
+                             f"LABEL,LABEL,... with one comma between labels")
         unknown = [w for w in wanted if w not in study.labels()]
         if unknown:
             raise ValueError(f"--settings: {unknown} not in study {study.name}; its settings: "
@@ -192,6 +196,7 @@ def build_plan(config_file: str, study_name: str, schedule_name: str,
                                  "your COCO files with --dataset NAME=JSON:IMAGE_DIR, or use "
                                  "a registered dataset")
         if check:  # the model's class count against its datasets', before anything trains
+            check_study_model(study, cfg, setting.label, config_file)
             try:
                 check_num_classes(cfg)
             except ValueError as e:

@@ -86,6 +86,10 @@ class Study:
     # whether results.md compares each setting with the best one (not where the settings
     # train on different datasets, as in the imbalance study)
     compare_to_best: bool = True
+    # the model whose keys the settings set: "RetinaFocal" (MODEL.META_ARCHITECTURE) or
+    # "FocalRPN" (MODEL.PROPOSAL_GENERATOR.NAME); a base config of another model would train
+    # the same model in every setting (:func:`check_study_model`)
+    model: str = "RetinaFocal"
 
     def __post_init__(self):
         for claim in self.claims:
@@ -103,6 +107,25 @@ class Schedule:
     name: str
     description: str
     overrides: Tuple[Tuple[str, Any], ...] = field(default_factory=tuple)
+
+
+def check_study_model(study: Study, cfg: Any, label: str, config_file: str) -> None:
+    """Refuse (ValueError) a setting's config ``cfg`` whose model does not read the keys the
+    study's settings set (:attr:`Study.model`): every setting would train the same model, and
+    the study would compare identical runs."""
+    arch, proposals = cfg.MODEL.META_ARCHITECTURE, cfg.MODEL.PROPOSAL_GENERATOR.NAME
+    if study.model == "RetinaFocal" and arch != "RetinaFocal":
+        found, wanted = f"MODEL.META_ARCHITECTURE {arch!r}", (
+            "a RetinaFocal config, e.g. configs/Synthetic/retina_focal_R_18_FPN_synthetic.yaml")
+    elif study.model == "FocalRPN" and proposals != "FocalRPN":
+        found, wanted = (f"MODEL.META_ARCHITECTURE {arch!r} with MODEL.PROPOSAL_GENERATOR.NAME "
+                         f"{proposals!r}"), ("a FocalRPN config, e.g. configs/Synthetic/"
+                                             "faster_rcnn_focal_rpn_R_18_FPN_synthetic.yaml")
+    else:
+        return
+    raise ValueError(f"study {study.name} varies {study.model}'s settings, but {config_file} "
+                     f"(setting {label!r}) has {found}, which does not read them: every setting "
+                     f"would train the same model. Use {wanted}")
 
 
 def _focal(alpha: float, gamma: float) -> Tuple[Tuple[str, Any], ...]:
@@ -371,7 +394,7 @@ STUDIES: Dict[str, Study] = {
             compare_to_best=False,
         ),
         Study(
-            "assigners", "Anchor assignment (issue 5): IoU bands, low-quality matches, ATSS "
+            "assigners", "Anchor assignment: IoU bands, low-quality matches, ATSS "
             "(FL, gamma 2, alpha .25)",
             (
                 Setting("IoU [0.4, 0.5]", _focal(0.25, 2.0)),
@@ -406,19 +429,21 @@ STUDIES: Dict[str, Study] = {
             "The paper has no numbers for these losses.",
         ),
         Study(
-            "focal_rpn_proposals", "Focal RPN (issue 17), the RPN alone (ProposalNetwork): "
-            "proposal recall",
+            "focal_rpn_proposals", "Focal RPN, the RPN alone (ProposalNetwork): proposal "
+            "recall",
             tuple(Setting(s.label, s.overrides + (
                 ("MODEL.META_ARCHITECTURE", "ProposalNetwork"),
                 ("MODEL.RPN.POST_NMS_TOPK_TEST", 1000),  # for AR@1000
             )) for s in _FOCAL_RPN_SETTINGS),
             _FOCAL_RPN_NOTE,
             task="box_proposals",
+            model="FocalRPN",
         ),
         Study(
-            "focal_rpn_detector", "Focal RPN (issue 17) in Faster R-CNN: box AP",
+            "focal_rpn_detector", "Focal RPN in Faster R-CNN: box AP",
             _FOCAL_RPN_SETTINGS,
             _FOCAL_RPN_NOTE,
+            model="FocalRPN",
         ),
     ]
 }

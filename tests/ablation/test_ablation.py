@@ -9,7 +9,7 @@ from detectron2.config import get_cfg
 from PIL import Image
 
 from retina_focal import add_retina_focal_config
-from retina_focal.ablation.results import METRICS
+from retina_focal.ablation.results import METRICS, write_results
 from retina_focal.ablation.studies import (
     STUDIES,
     get_schedule,
@@ -621,3 +621,32 @@ def test_every_claim_is_the_papers_ordering_where_the_paper_has_both_numbers():
             else:
                 assert a > b, (study.name, claim.text)
     assert checked >= 15
+
+
+def test_orderings_without_seeds_and_of_models_that_detect_nothing(tmp_path):
+    """Without --seeds each setting has one run: its ordering is "too few seeds", with the
+    runs' AP, not "not run" (a stranger's find); a run tabled twice (with and without its
+    seed) counts once; a setting that scored 0 in every run (a model that detects nothing) is
+    compared with nothing."""
+    study = get_study("table3")
+    metrics = {m: 0.0 for m in METRICS}
+    rows = [{"label": "CE alpha=.75", "paper_ap": None, "status": "done", "wall_s": 1.0,
+             "overrides": [], "metrics": dict(metrics, AP=40.0), "output_dir": "ce"},
+            {"label": "FL gamma=2 alpha=.25", "paper_ap": None, "status": "done",
+             "wall_s": 1.0, "overrides": [], "metrics": dict(metrics, AP=42.0),
+             "output_dir": "fl"}]
+    saved = json.load(open(write_results(study, rows, str(tmp_path), {})["json"]))
+    fl_vs_ce = next(c for c in saved["claims"] if c["claim"] == "FL beats CE")
+    assert fl_vs_ce["verdict"] == "too few seeds" and fl_vs_ce["difference"] == 2.0
+    assert saved["seed_summary"] == {}  # the spread table stays one of seeds
+
+    seeded = [dict(r, label=f"{r['label']} seed={k}", setting=r["label"], seed=k,
+                   output_dir=f"{r['output_dir']}{k}", metrics=dict(metrics))
+              for r in rows for k in (0, 1)]
+    # the seed-0 run of CE tabled again without its seed (it is the config's SEED)
+    again = dict(seeded[0], label="CE alpha=.75", output_dir="ce0")
+    del again["seed"], again["setting"]
+    saved = json.load(open(write_results(study, seeded + [again], str(tmp_path), {})["json"]))
+    fl_vs_ce = next(c for c in saved["claims"] if c["claim"] == "FL beats CE")
+    assert fl_vs_ce["verdict"] == "every run scored 0: nothing to compare"
+    assert saved["seed_summary"]["CE alpha=.75"]["seeds"] == 2

@@ -351,6 +351,18 @@ BAD = [
     # an unset shell variable ('' is an empty argument)
     ("ablate-settings-empty-value", f"ablate --config-file {TINY_CONFIG} --study 1a --settings "
      "'' --schedule tiny --output {dir}/b10", "--settings '' names no setting"),
+    # a stranger's finds: a trailing comma was a silently dropped label; a study on a config
+    # whose model does not read its keys trained one model under every label
+    ("ablate-settings-trailing-comma", f"ablate --config-file {TINY_CONFIG} --study 1a "
+     "--settings alpha=0.25, --schedule tiny --output {dir}/b16",
+     "--settings 'alpha=0.25,' has an empty label"),
+    ("ablate-study-of-another-model", "ablate --config-file "
+     "Synthetic/faster_rcnn_focal_rpn_R_18_FPN_synthetic.yaml --study table3 --schedule tiny "
+     "--output {dir}/b17", "study table3 varies RetinaFocal's settings, but"),
+    ("ablate-focal-rpn-study-on-retinafocal", f"ablate --config-file {TINY_CONFIG} --study "
+     "focal_rpn_detector --schedule tiny --output {dir}/b18",
+     "has MODEL.META_ARCHITECTURE 'RetinaFocal' with MODEL.PROPOSAL_GENERATOR.NAME 'RPN', "
+     "which does not read them"),
     ("ablate-seeds-empty", f"ablate --config-file {TINY_CONFIG} --study 1a --seeds '' "
      "--schedule tiny --output {dir}/b11", "--seeds '' is empty"),
     ("ablate-output-empty", f"ablate --config-file {TINY_CONFIG} --study 1a --schedule tiny "
@@ -450,7 +462,9 @@ BAD = [
 # demo made its --output before matching the classes)
 LEAVE_NO_FOLDER = {"demo-coco-json-other-classes", "ablate-option-after-overrides",
                    "benchmark-option-after-overrides", "export-output-after-overrides",
-                   "ablate-settings-empty-value", "ablate-seeds-empty", "ablate-output-empty",
+                   "ablate-settings-empty-value", "ablate-seeds-empty",
+                   "ablate-settings-trailing-comma", "ablate-study-of-another-model",
+                   "ablate-focal-rpn-study-on-retinafocal", "ablate-output-empty",
                    "ablate-output-is-a-file", "ablate-output-under-a-file",
                    "ablate-override-set-by-setting", "ablate-option-not-its-own",
                    "ablate-dataset-json-missing", "ablate-dataset-classes-other-count",
