@@ -20,11 +20,16 @@ def focal_params(cfg: Any) -> Tuple[float, float]:
     """The focal loss's ``(alpha, gamma)`` of the YAML config ``cfg``
     (``MODEL.RETINANET.FOCAL_LOSS_ALPHA`` / ``_GAMMA``; Detectron2's defaults, the paper's
     0.25 and 2.0, unless the config or its overrides change them), checked as the model checks
-    them: a bad value is an error naming its key."""
+    them: a bad value is an error naming its key. ``MODEL.RETINA_FOCAL.FOCAL_LOSS_IMPL`` is
+    checked too (the section times both implementations, whatever it says)."""
     from retina_focal.config import check_focal_params
+    from retina_focal.config.validation import check_choice
+    from retina_focal.ops.focal_loss import IMPLS
 
     alpha, gamma = cfg.MODEL.RETINANET.FOCAL_LOSS_ALPHA, cfg.MODEL.RETINANET.FOCAL_LOSS_GAMMA
     check_focal_params(alpha, gamma, alpha_key=ALPHA_KEY, gamma_key=GAMMA_KEY)
+    check_choice(cfg.MODEL.RETINA_FOCAL.FOCAL_LOSS_IMPL, IMPLS,
+                 key="MODEL.RETINA_FOCAL.FOCAL_LOSS_IMPL")
     return float(alpha), float(gamma)
 
 

@@ -113,7 +113,8 @@ def check_model_options(p: argparse.ArgumentParser, args: argparse.Namespace,
             setattr(args, name, QUICK[name] if args.quick and name in QUICK else value)
     if args.config_file is None:  # a config given with --quick is the one used
         args.config_file = QUICK_CONFIG if args.quick else DEFAULT_CONFIG
-    if args.output:  # a folder, or in a folder that cannot be made: refused before any work
+    if args.output is not None:  # empty, a folder, or in a folder that cannot be made:
+        # refused before any work
         check_output_file(args.output, "--output")
     args.config_file = resolve_config_file(args.config_file)
     cfg = build_cfg(args.config_file, args.opts)  # a bad key or value: ConfigError naming it
@@ -169,7 +170,7 @@ def main(args, command: str = ""):
 
         report["export"] = bench_export(settings, args.device)
     print_report(report)
-    if args.output:
+    if args.output is not None:
         write_json(report, args.output)
     return report
 

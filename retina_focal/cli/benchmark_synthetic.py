@@ -43,7 +43,8 @@ def main(args, command: str = "") -> dict:
     from retina_focal.data.datasets.coco import check_registered
     from retina_focal.engine.defaults import build_cfg
 
-    if args.output:  # a folder, or in a folder that cannot be made: refused before any work
+    if args.output is not None:  # empty, a folder, or in a folder that cannot be made:
+        # refused before any work
         check_output_file(args.output, "--output")
     config_file = resolve_config_file(args.config_file)
     cfg = build_cfg(config_file, args.opts)
@@ -61,7 +62,7 @@ def main(args, command: str = "") -> dict:
         report["mapper"] = bench_mapper(cfg, args.images, args.rounds)
     if "head_norm" in sections:
         report["head_norm"] = bench_head_norm(cfg, args.steps, args.rounds)
-    if args.output:
+    if args.output is not None:
         write_json(report, args.output)
     return report
 

@@ -22,6 +22,7 @@ from retina_focal.evaluation import REPORT_FILE, evaluate_results_file
 from retina_focal.evaluation.results_file import default_report_dir
 from retina_focal.export.runtime import evaluate_weights
 from retina_focal.utils.errors import reports_user_errors
+from retina_focal.utils.file_io import check_output_dir
 
 __all__ = ["build_parser", "evaluate_results", "main", "prepare_model_args", "run"]
 
@@ -84,6 +85,8 @@ def run(argv=None) -> int:
     args = parser.parse_args(argv)
     # an option it does not have, among the overrides: named as such
     refuse_unknown_options(parser, args)
+    if args.output is not None:  # "" (an unset variable) or a file in the way: refused now
+        check_output_dir(args.output, "--output")
     if args.results:
         if not args.gt_json:
             raise SystemExit("error: --results needs --gt-json (the ground truth to compare with)")

@@ -31,7 +31,8 @@ DEFAULTS = {"repeats": 5, "warmup": 2, "image_size": (800, 1333), "anchors": Non
 
 def build_parser():
     p = command_parser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--output", required=True, help="the JSON report (written after each section)")
+    # required, checked in parse_args: placed after the overrides it is read as one of them
+    p.add_argument("--output", help="the JSON report (written after each section; required)")
     add_model_options(p, DEFAULTS, anchors_help="anchors of the focal-loss batch (default: "
                                                 "RetinaNet's for --images of --image-size)")
     p.add_argument("--only", choices=SECTIONS, action="append",
@@ -54,6 +55,8 @@ def build_parser():
 def parse_args(argv=None):
     p = build_parser()
     args = p.parse_args(argv)
+    if args.output is None and "--output" not in args.opts:  # else: named as misplaced
+        p.error("the following arguments are required: --output")
     if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
         p.error(f"--device {args.device!r}: use cuda, cuda:N or cpu")
     # without CUDA, "cuda" is a dry run (each section says why it is skipped), not an error

@@ -11,6 +11,7 @@ import argparse
 from retina_focal.analysis.training_curves import default_plot_dir, load_runs, plot_runs
 from retina_focal.cli._args import command_parser
 from retina_focal.utils.errors import reports_user_errors
+from retina_focal.utils.file_io import check_output_dir
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -47,5 +48,7 @@ def run(argv=None) -> int:
         parser.error(f"--labels has {len(args.labels)} entries for {len(args.runs)} runs")
     if args.smooth < 1:
         parser.error(f"--smooth {args.smooth} is invalid: use an integer >= 1")
+    if args.output is not None:  # "" (an unset variable) or a file in the way: refused now
+        check_output_dir(args.output, "--output")
     main(args)
     return 0

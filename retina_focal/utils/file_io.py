@@ -217,6 +217,8 @@ def check_output_file(path: str, option: str = "--output") -> str:
     folder it goes into must be one that can be made or written into. Returns ``path``."""
     from retina_focal.utils.errors import DataError
 
+    if not path.strip():  # an unset shell variable, most likely: nothing would be written
+        raise DataError(f"{option} {path!r} is empty: give the file to write")
     if os.path.isdir(path):
         raise DataError(f"{option} {path!r} is a folder; give the file to write")
     folder = os.path.dirname(path) or os.curdir

@@ -423,6 +423,22 @@ BAD = [
      "--output {dir}/k1.json", "nope.yaml"),
     ("benchmark-device-unknown", "benchmark --only loss --quick --device gpu --output "
      "{dir}/k2.json", "--device='gpu' is not a device torch knows"),
+    # an empty --output (an unset shell variable): benchmark wrote nothing and exited 0,
+    # gpu-checks failed after its work with a traceback, eval and plot used their defaults
+    ("benchmark-output-empty", "benchmark --only loss --quick --output ''",
+     "--output '' is empty: give the file to write"),
+    ("gpu-checks-output-empty", "gpu-checks --device cpu --quick --only focal_loss --output ''",
+     "--output '' is empty: give the file to write"),
+    ("eval-output-empty", "eval --results {results.json} --gt-json {gt_json} --output ''",
+     "--output '' is empty: give a folder"),
+    ("plot-output-empty", "plot {dir} --output ''", "--output '' is empty: give a folder"),
+    ("gpu-checks-output-after-overrides", "gpu-checks --device cpu --quick --only focal_loss "
+     "MODEL.RETINANET.FOCAL_LOSS_GAMMA 1.0 --output {dir}/g7.json",
+     "option --output comes after the KEY VALUE config overrides"),
+    # the loss section times both implementations, but a bad value is still refused
+    ("benchmark-loss-impl-invalid", "benchmark --only loss --quick --output {dir}/k8.json "
+     "MODEL.RETINA_FOCAL.FOCAL_LOSS_IMPL fast", "MODEL.RETINA_FOCAL.FOCAL_LOSS_IMPL='fast' is "
+     "invalid: use one of 'auto', 'portable', 'fused'"),
     # an output below a file (or a file where a folder goes): refused before the work
     ("benchmark-output-below-a-file", "benchmark --only loss --quick --output "
      "{results.json}/k4.json", "its folder cannot be made ("),
