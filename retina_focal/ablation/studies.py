@@ -343,9 +343,9 @@ STUDIES: Dict[str, Study] = {
             "400-800 px, COCO test-dev AP, ms per image on an Nvidia M40 GPU. It has no R18 or "
             "R34 rows ('-'); beside our R50 at 192 / 256 / 320 px are its R50 at 400 / 600 / "
             "800 px (0.67x / 1x / 1.33x its ablation scale; ours are 0.75x / 1x / 1.25x the "
-            "images' 256 px). Our times: Detectron2's pure compute time per image (batch 1) "
-            "of the run's final evaluation, on its own device; never compare them with the "
-            "paper's in ms.",
+            "synthetic dataset's 256 px images). Our times: Detectron2's pure compute time "
+            "per image (batch 1) of the run's final evaluation, on its own device; never "
+            "compare them with the paper's in ms.",
             timed=True,
             # the paper's trends (Table 1e, Figure 2: R101 over R50 at each scale, larger
             # images better at each depth), at the images' own scale and for R18

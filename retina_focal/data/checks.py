@@ -81,13 +81,14 @@ def check_dataset_classes(num_classes: int, key: str, fix: str, train: Tuple[str
     ``key``) against every dataset of ``test`` and, unless ``evaluation_only``, of ``train``
     (each a ``(key, dataset names)`` pair), ``fix`` being the advice formatted with a
     dataset's count (``name_split``: the message also names the split's key); and when
-    training, the test sets' class names against the training sets'."""
+    training, the test sets' class names against the training sets' (first: when they differ,
+    the advice to change ``key`` to one dataset's count would fail on the other's)."""
+    if not evaluation_only:  # first: with the datasets at odds, no NUM_CLASSES fits both
+        _check_test_classes(train[1], test[1], train[0], test[0])
     for split_key, names in [test] if evaluation_only else [train, test]:
         for name in names:
             _check_dataset_classes(name, num_classes, key, fix,
                                    where=f" ({split_key})" if name_split else "")
-    if not evaluation_only:
-        _check_test_classes(train[1], test[1], train[0], test[0])
 
 
 def model_num_classes(cfg) -> Optional[int]:

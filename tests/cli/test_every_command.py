@@ -186,7 +186,12 @@ BAD = [
     ("train-dataset-unregistered", f"train --config-file {TINY_CONFIG} DATASETS.TRAIN "
      "('my_train',)", "DATASETS.TRAIN: dataset 'my_train' is not registered"),
     ("train-classes-other-count", f"train --config-file {TINY_CONFIG} --dataset "
-     "d7={other_classes.json}:{images} DATASETS.TRAIN ('d7',)", "has 3 categories"),
+     "d7={other_classes.json}:{images} DATASETS.TRAIN ('d7',) DATASETS.TEST ('d7',)",
+     "has 3 categories"),
+    # train and test sets at odds: said first (the count's advice fitted only one of them)
+    ("train-test-classes-differ", f"train --config-file {TINY_CONFIG} --dataset "
+     "d12={other_classes.json}:{images} DATASETS.TRAIN ('d12',)",
+     "The classes of DATASETS.TRAIN (d12) and DATASETS.TEST"),
     ("train-over-finished-run", f"train --config-file {TINY_CONFIG} OUTPUT_DIR {{run}}",
      "already holds a training run"),
     ("train-resume-beyond-max-iter", f"train --config-file {TINY_CONFIG} --resume OUTPUT_DIR "
@@ -403,7 +408,7 @@ BAD = [
      "tiny --output {dir}/b14 --dataset d10={dir}/nope.json:{images}", "annotation file"),
     ("ablate-dataset-classes-other-count", f"ablate --config-file {TINY_CONFIG} --study 1a "
      "--schedule tiny --output {dir}/b15 --dataset d11={other_classes.json}:{images} "
-     "DATASETS.TRAIN ('d11',)", "has 3 categories"),
+     "DATASETS.TRAIN ('d11',) DATASETS.TEST ('d11',)", "has 3 categories"),
     # train's option: not one of ablate's (not "misplaced")
     ("ablate-option-not-its-own", f"ablate --config-file {TINY_CONFIG} --study 1a --schedule "
      "tiny --output {dir}/b13 MODEL.RETINANET.NUM_CLASSES 6 --resume",
