@@ -106,6 +106,36 @@ def setting_dirname(index: int, label: str) -> str:
     return f"{index:02d}_" + re.sub(r"[^A-Za-z0-9.=_-]+", "_", label).strip("_")
 
 
+def split_labels(text: str, labels: Sequence[str], study: str = "") -> List[str]:
+    """The settings ``--settings`` names: labels separated by commas, where a label may hold
+    commas itself (``IoU [0.4, 0.5],ATSS top-9``: the pieces are joined until they spell a
+    label). Raises ValueError naming the text and the study's ``labels`` when it names
+    none, holds an empty label (``a,,b``, a comma at an end) or a piece no label starts."""
+    pieces = [p.strip() for p in text.split(",")]
+    if not any(pieces):
+        raise ValueError(f"--settings {text!r} names no setting; its settings: {list(labels)}")
+    if not all(pieces):  # "a,,b" or a comma at an end: refused, as --seeds refuses it
+        raise ValueError(f"--settings {text!r} has an empty label: give LABEL,LABEL,... with "
+                         "one comma between labels")
+    wanted: List[str] = []
+    unknown: List[str] = []
+    pending = ""
+    for piece in text.split(","):
+        pending = f"{pending},{piece}" if pending else piece
+        if pending.strip() in labels:
+            wanted.append(pending.strip())
+            pending = ""
+        elif not any(label.startswith(pending.strip()) for label in labels):
+            unknown.append(pending.strip())
+            pending = ""
+    if pending:
+        unknown.append(pending.strip())
+    if unknown:
+        raise ValueError(f"--settings: {unknown} not in study {study}; its settings: "
+                         f"{list(labels)}")
+    return wanted
+
+
 def build_plan(config_file: str, study_name: str, schedule_name: str,
                seeds: Optional[str] = None, settings_text: Optional[str] = None,
                opts: Sequence[str] = (), output: Optional[str] = None,
@@ -136,17 +166,7 @@ def build_plan(config_file: str, study_name: str, schedule_name: str,
     config_file = resolve_config_file(config_file)
     settings = list(study.settings)
     if settings_text is not None:  # "" too (an unset shell variable): it names no setting
-        wanted = [s.strip() for s in settings_text.split(",")]
-        if not any(wanted):
-            raise ValueError(f"--settings {settings_text!r} names no setting; its settings: "
-                             f"{study.labels()}")
-        if not all(wanted):  # "a,,b" or a comma at an end: refused, as --seeds refuses it
-            raise ValueError(f"--settings {settings_text!r} has an empty label: give "
-                             f"LABEL,LABEL,... with one comma between labels")
-        unknown = [w for w in wanted if w not in study.labels()]
-        if unknown:
-            raise ValueError(f"--settings: {unknown} not in study {study.name}; its settings: "
-                             f"{study.labels()}")
+        wanted = split_labels(settings_text, study.labels(), study.name)
         settings = [s for s in settings if s.label in wanted]
 
     # the user's COCO files: read and checked now (a bad file fails before anything trains);

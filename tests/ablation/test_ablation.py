@@ -650,3 +650,22 @@ def test_orderings_without_seeds_and_of_models_that_detect_nothing(tmp_path):
     fl_vs_ce = next(c for c in saved["claims"] if c["claim"] == "FL beats CE")
     assert fl_vs_ce["verdict"] == "every run scored 0: nothing to compare"
     assert saved["seed_summary"]["CE alpha=.75"]["seeds"] == 2
+
+
+def test_settings_names_labels_that_hold_commas():
+    """The assigners study's labels hold commas ("IoU [0.4, 0.5]"): --settings could not name
+    them (each piece was taken for a label)."""
+    from retina_focal.ablation.runner import split_labels
+    from retina_focal.cli import ablate
+
+    labels = get_study("assigners").labels()
+    assert split_labels("IoU [0.4, 0.5],IoU [0.3, 0.7],low-quality off, ATSS top-9", labels) \
+        == ["IoU [0.4, 0.5]", "IoU [0.3, 0.7]", "low-quality off", "ATSS top-9"]
+    for text, message in (("IoU [0.4", r"\['IoU \[0.4'\] not in study"),
+                          ("nope,ATSS top-9", r"\['nope'\] not in study"),
+                          ("ATSS top-9,", "has an empty label"), (" , ", "names no setting")):
+        with pytest.raises(ValueError, match=message):
+            split_labels(text, labels, "assigners")
+    assert [r["label"] for r in ablate.plan_from_args(ablate.build_parser().parse_args(
+        ["--config-file", TINY_CONFIG, "--study", "assigners", "--schedule", "tiny",
+         "--settings", "ATSS top-9,IoU [0.4, 0.5]"]))["runs"]] == ["IoU [0.4, 0.5]", "ATSS top-9"]
