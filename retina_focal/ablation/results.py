@@ -370,22 +370,45 @@ def _plot(study: Study, rows: List[Dict], summary: Dict[str, Dict], path: str) -
     plt.close(fig)
 
 
-def plot_speed_accuracy(rows: Sequence[Dict], paper: Sequence[Tuple[str, str, float, float]],
-                        path: str, title: str = "", metric: str = "AP") -> None:
-    """The paper's Figure 2 for a timed study, as a PNG at ``path``: inference ms per image
-    (x) against ``metric`` (y), one line per ``curve[0]`` through its points in row order,
-    each point labelled ``curve[1]``. Left: ``rows`` (``write_results``'s; those not done or
-    without a time or metric are left out). Right, on axes of its own (other hardware, other
-    data): ``paper``, ``(line, point, AP, ms)``."""
-    plt = pyplot()
-    fig, (ours_ax, paper_ax) = plt.subplots(1, 2, figsize=(11.0, 4.5))
-    ours: Dict[str, List[Tuple[str, float, float]]] = {}
+def speed_points(rows: Sequence[Dict], metric: str = "AP"
+                 ) -> Dict[str, Dict[str, List[Tuple[float, float]]]]:
+    """``{line: {point: [(ms per image, metric) of each finished run]}}`` of a timed study's
+    ``rows`` (its seeds of one setting are one point's runs), in row order."""
+    out: Dict[str, Dict[str, List[Tuple[float, float]]]] = {}
     for r in rows:
         value = (r.get("metrics") or {}).get(metric)
         ms = _ms(r.get("inference_s_per_image"))
         if r["status"] == "done" and value is not None and ms is not None and r.get("curve"):
             line, point = r["curve"]
-            ours.setdefault(line, []).append((point, ms, value))
+            out.setdefault(line, {}).setdefault(point, []).append((ms, value))
+    return out
+
+
+def speed_curves(runs: Dict[str, Dict[str, List[Tuple[float, float]]]]
+                 ) -> Dict[str, List[Tuple[str, float, float]]]:
+    """``{line: [(point, mean ms, mean metric)]}``: :func:`speed_points`' runs averaged per
+    point (a setting's seeds)."""
+    return {line: [(point, sum(r[0] for r in rs) / len(rs), sum(r[1] for r in rs) / len(rs))
+                   for point, rs in points.items()] for line, points in runs.items()}
+
+
+def plot_speed_accuracy(rows: Sequence[Dict], paper: Sequence[Tuple[str, str, float, float]],
+                        path: str, title: str = "", metric: str = "AP") -> None:
+    """The paper's Figure 2 for a timed study, as a PNG at ``path``: inference ms per image
+    (x) against ``metric`` (y), one line per ``curve[0]`` through its points in row order,
+    each point labelled ``curve[1]`` and placed at the mean of its seeds' runs (each a dot).
+    Left: ``rows`` (``write_results``'s; those not done or without a time or metric are left
+    out). Right, on axes of its own (other hardware, other
+    data): ``paper``, ``(line, point, AP, ms)``."""
+    plt = pyplot()
+    fig, (ours_ax, paper_ax) = plt.subplots(1, 2, figsize=(11.0, 4.5))
+    runs = speed_points(rows, metric)
+    ours = speed_curves(runs)  # a point per setting at the mean over its seeds
+    for by_point in runs.values():
+        for rs in by_point.values():
+            if len(rs) > 1:
+                ours_ax.scatter([r[0] for r in rs], [r[1] for r in rs], s=10, color="0.4",
+                                zorder=3)
     theirs: Dict[str, List[Tuple[str, float, float]]] = {}
     for line, point, ap, ms in paper:
         theirs.setdefault(line, []).append((point, float(ms), ap))

@@ -669,3 +669,19 @@ def test_settings_names_labels_that_hold_commas():
     assert [r["label"] for r in ablate.plan_from_args(ablate.build_parser().parse_args(
         ["--config-file", TINY_CONFIG, "--study", "assigners", "--schedule", "tiny",
          "--settings", "ATSS top-9,IoU [0.4, 0.5]"]))["runs"]] == ["IoU [0.4, 0.5]", "ATSS top-9"]
+
+
+def test_speed_accuracy_plot_has_one_point_per_setting_over_its_seeds(tmp_path):
+    """Two seeds of a setting were drawn as two points of its depth's line, joined as if they
+    were two scales; now one point per setting (at the seeds' mean) and each run a dot."""
+    from retina_focal.ablation.results import plot_speed_accuracy, speed_curves, speed_points
+
+    rows = [{"status": "done", "metrics": {"AP": ap}, "inference_s_per_image": s,
+             "curve": ["R18", size]}
+            for ap, s, size in ((40.0, 0.030, "256"), (42.0, 0.032, "256"), (50.0, 0.040, "320"),
+                                (52.0, 0.044, "320"))]
+    assert speed_points(rows) == {"R18": {"256": [(30.0, 40.0), (32.0, 42.0)],
+                                          "320": [(40.0, 50.0), (44.0, 52.0)]}}
+    assert speed_curves(speed_points(rows)) == {"R18": [("256", 31.0, 41.0), ("320", 42.0, 51.0)]}
+    plot_speed_accuracy(rows, (), str(tmp_path / "s.png"))
+    assert (tmp_path / "s.png").stat().st_size > 1000
