@@ -242,6 +242,7 @@ def separation(a: Sequence[float], b: Sequence[float]) -> str:
 def verdict(claim: Claim, summary: Dict[str, Dict]) -> str:
     """The verdict on one of the paper's orderings from :func:`seed_summary`'s output:
     "reproduced", "not reproduced" or "not separable" (for a "ties" claim, two settings
+    within each other's spread are "reproduced (not separable)", two apart are "not
     reproduced"); "not run" or "too few seeds" where the runs are missing; "every run scored 0:
     nothing to compare" where every run of either setting scored 0 (a model that detects
     nothing scores 0: two such settings neither tie nor differ)."""

@@ -111,16 +111,16 @@ def split_labels(text: str, labels: Sequence[str], study: str = "") -> List[str]
     commas itself (``IoU [0.4, 0.5],ATSS top-9``: the pieces are joined until they spell a
     label). Raises ValueError naming the text and the study's ``labels`` when it names
     none, holds an empty label (``a,,b``, a comma at an end) or a piece no label starts."""
-    pieces = [p.strip() for p in text.split(",")]
-    if not any(pieces):
+    pieces = text.split(",")
+    if not any(p.strip() for p in pieces):
         raise ValueError(f"--settings {text!r} names no setting; its settings: {list(labels)}")
-    if not all(pieces):  # "a,,b" or a comma at an end: refused, as --seeds refuses it
+    if not all(p.strip() for p in pieces):  # "a,,b" or a comma at an end: refused, as --seeds
         raise ValueError(f"--settings {text!r} has an empty label: give LABEL,LABEL,... with "
                          "one comma between labels")
     wanted: List[str] = []
     unknown: List[str] = []
     pending = ""
-    for piece in text.split(","):
+    for piece in pieces:
         pending = f"{pending},{piece}" if pending else piece
         if pending.strip() in labels:
             wanted.append(pending.strip())
