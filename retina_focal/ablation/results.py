@@ -274,15 +274,33 @@ def _claims_table(study: Study, summary: Dict[str, Dict]) -> Tuple[List[str], Li
             a["mean"] - b["mean"]
         entries.append({"claim": claim.text, "better": claim.better, "worse": claim.worse,
                         "relation": claim.relation, "difference": diff, "verdict": found})
-        lines.append(f"| {claim.text} | {claim.better}: {_range(a)} | {claim.worse}: "
-                     f"{_range(b)} | {'-' if diff is None else f'{diff:+.1f}'} | {found} |")
+        digits = range_digits(a, b)
+        lines.append(f"| {claim.text} | {claim.better}: {_range(a, digits)} | {claim.worse}: "
+                     f"{_range(b, digits)} | {'-' if diff is None else f'{diff:+.{digits}f}'} "
+                     f"| {found} |")
     return lines, entries
 
 
-def _range(summary: Optional[Dict]) -> str:
+def range_digits(a: Optional[Dict], b: Optional[Dict], most: int = 3) -> int:
+    """The decimals (1 to ``most``) that show two settings' ranges over seeds (``a`` and
+    ``b``, :func:`seed_summary` entries) as they are: at one decimal two ranges apart by less
+    than 0.05 can print as touching, and a verdict of "higher" would read as contradicted by
+    its own numbers; so digits are added until the printed ends order as the exact ones do."""
+    if not a or not b or a["mean"] is None or b["mean"] is None:
+        return 1
+    for digits in range(1, most + 1):
+        pairs = ((a["min"], b["max"]), (b["min"], a["max"]))
+        shown = [tuple(float(f"{v:.{digits}f}") for v in pair) for pair in pairs]
+        if all((x > y) == (sx > sy) for (x, y), (sx, sy) in zip(pairs, shown)):
+            return digits
+    return most
+
+
+def _range(summary: Optional[Dict], digits: int = 1) -> str:
     if not summary or summary["mean"] is None:
         return "-"
-    return f"{summary['mean']:.1f} ({summary['min']:.1f}-{summary['max']:.1f})"
+    return (f"{summary['mean']:.{digits}f} ({summary['min']:.{digits}f}-"
+            f"{summary['max']:.{digits}f})")
 
 
 def _spread_lines(summary: Dict[str, Dict], metric: str, compare: bool = True) -> List[str]:

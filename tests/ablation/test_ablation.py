@@ -491,6 +491,14 @@ def test_verdicts_follow_the_spread_over_seeds(tmp_path):
     assert ("| FL beats CE | FL gamma=2 alpha=.25: 44.5 (44.0-45.0) | CE alpha=.75: 40.5 "
             "(40.0-41.0) | +4.0 | reproduced |") in md
     assert "| FL and FL* (2, 1) are equal |" in md and "| not reproduced |" in md
+    # ranges 0.001 apart are printed with the digits that show them apart, not as touching
+    close = {"CE alpha=.75": [45.35, 45.4], "FL gamma=2 alpha=.25": [45.401, 45.45]}
+    close_rows = [dict(r, metrics={m: close[r["setting"]][r["seed"]] for m in METRICS})
+                  for r in rows if r["setting"] in close]
+    (tmp_path / "close").mkdir()
+    close_md = open(write_results(study, close_rows, str(tmp_path / "close"), {})["md"]).read()
+    assert ("| FL beats CE | FL gamma=2 alpha=.25: 45.425 (45.401-45.450) | CE alpha=.75: "
+            "45.375 (45.350-45.400) | +0.050 | reproduced |") in close_md
     saved = json.load(open(paths["json"]))
     assert [c["verdict"] for c in saved["claims"]] == [
         "reproduced", "not separable", "not reproduced"]
