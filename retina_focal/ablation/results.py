@@ -244,15 +244,16 @@ def verdict(claim: Claim, summary: Dict[str, Dict]) -> str:
     "reproduced", "not reproduced" or "not separable" (for a "ties" claim, two settings
     within each other's spread are "reproduced (not separable)", two apart are "not
     reproduced"); "not run" or "too few seeds" where the runs are missing; "every run scored 0:
-    nothing to compare" where every run of either setting scored 0 (a model that detects
-    nothing scores 0: two such settings neither tie nor differ)."""
+    nothing to compare" where every run of both settings scored 0 (a model that detects
+    nothing scores 0: two such settings neither tie nor differ; one setting at 0 is below
+    the other, as the paper's alpha .10 in Table 1a)."""
     if claim.better not in summary or claim.worse not in summary:
         return "not run"
     better, worse = summary[claim.better]["values"], summary[claim.worse]["values"]
     found = separation(better, worse)
     if found == "too few seeds":
         return found
-    if max(better) == 0 or max(worse) == 0:
+    if max(better) == 0 and max(worse) == 0:
         return "every run scored 0: nothing to compare"
     if claim.relation == "ties":
         return "reproduced (not separable)" if found == "not separable" else "not reproduced"

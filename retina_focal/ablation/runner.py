@@ -23,7 +23,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import retina_focal
 from retina_focal.ablation.records import (
@@ -225,6 +225,7 @@ def build_plan(config_file: str, study_name: str, schedule_name: str,
         used = [fingerprints[n] for n in dict.fromkeys([*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST])
                 if n in fingerprints]
         runs = []
+        datasets_read = [*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST]
         for seed in seeds:
             # with --seeds, one run per seed (SEED last: it wins), labelled by both
             seed_opts = [] if seed is None else ["SEED", str(seed)]
@@ -236,16 +237,35 @@ def build_plan(config_file: str, study_name: str, schedule_name: str,
             config = resolved_config(run_cfg)
             runs.append({"index": study.settings.index(setting) + 1, "setting": setting,
                          "label": label, "seed": seed, "opts": run_opts, "config": config,
+                         "datasets_read": datasets_read,
                          "signature": run_signature(config_file, run_opts, config, used)})
         return runs
 
     runs = [run for setting in settings for run in runs_of(setting, seed_list)]
+    check_datasets_used(fingerprints, runs)
     tabled, foreign = check_finished_runs(out_dir, study, runs,
                                           lambda s, seed: runs_of(s, [seed], check=False)[0])
     return {"study": study, "schedule": schedule, "runs": runs, "out_dir": out_dir,
             "config_file": config_file, "workers": workers, "tabled": tabled,
             "foreign": foreign, "overrides": overrides, "solver": solver,
             "datasets": dataset_args}
+
+
+def check_datasets_used(registered: Dict[str, Any], runs: Sequence[Dict]) -> None:
+    """Refuse (ValueError naming them) the ``--dataset`` names (``registered``) that no run
+    trains or evaluates on: such a study trains on the base config's datasets while its
+    results list the user's as if used (the ``DATASETS.TRAIN`` / ``DATASETS.TEST`` overrides
+    forgotten, or replaced by the settings' own)."""
+    read = {name for run in runs for name in run["datasets_read"]}
+    unused = [name for name in registered if name not in read]
+    if unused:
+        given = ", ".join(repr(n) for n in unused)
+        raise ValueError(
+            f"--dataset {given}: no run of this study trains or evaluates on "
+            f"{'it' if len(unused) == 1 else 'them'} (the runs read {sorted(read)}); add "
+            f"DATASETS.TRAIN \"('NAME',)\" DATASETS.TEST \"('NAME',)\" to the overrides, or "
+            "leave --dataset out (a study whose settings choose their datasets, such as "
+            "imbalance, cannot take yours)")
 
 
 # the solver settings results.md says a study ran with (after the schedule and the overrides)
@@ -352,6 +372,10 @@ def check_results_folder(out_dir: str, study_name: str, schedule_name: str) -> N
                          f"schedule {schedule_name} would overwrite: choose another --output")
 
 
+# the largest SEED a run can take: Detectron2 seeds numpy with it (32 bits)
+MAX_SEED = 2**32 - 1
+
+
 def parse_seeds(text: Optional[str]) -> List[int]:
     """``--seeds`` "0,1,2" as [0, 1, 2] (None: no repetition); an empty value, a value that
     is not a non-negative integer, or a repeated one, is a ValueError."""
@@ -367,6 +391,10 @@ def parse_seeds(text: Optional[str]) -> List[int]:
             raise ValueError(f"--seeds={text!r} is invalid: use comma-separated integers >= 0, "
                              "e.g. 0,1,2")
         seeds.append(int(part))
+    too_large = [seed for seed in seeds if seed > MAX_SEED]
+    if too_large:  # numpy's seed, which Detectron2 sets from SEED, takes 32 bits
+        raise ValueError(f"--seeds={text!r}: {too_large[0]} is too large: a seed is an integer "
+                         f"in [0, {MAX_SEED}] (2**32 - 1)")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds={text!r} repeats a seed: each seed is one run per setting")
     return seeds

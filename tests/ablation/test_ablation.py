@@ -514,8 +514,11 @@ def test_verdicts_follow_the_spread_over_seeds(tmp_path):
 
 def test_imbalance_study_pairs_fl_and_ce_on_every_preset():
     """Issue 27: the imbalance study trains Table 1b's FL and Table 1a's CE on each preset's
-    train split and evaluates on its val split; the default preset sets no dataset key, so
-    its runs are Table 3's CE and FL runs (reused on resume)."""
+    train split and evaluates on its val split, the default preset's too (a level trains on
+    the preset it is tabled under, whatever the base config's datasets); on the synthetic
+    config the default preset's runs have the key of Table 3's CE and FL runs (reused on
+    resume)."""
+    from retina_focal.ablation.runner import build_plan
     from retina_focal.ablation.studies import IMBALANCE_LEVELS
     from retina_focal.data import IMBALANCE_PRESETS
 
@@ -528,12 +531,20 @@ def test_imbalance_study_pairs_fl_and_ce_on_every_preset():
         o = _overrides(setting)
         assert (o["MODEL.RETINANET.FOCAL_LOSS_GAMMA"], o["MODEL.RETINANET.FOCAL_LOSS_ALPHA"]) \
             == {"FL": (2.0, 0.25), "CE": (0.0, 0.75)}[loss]
-        if prefix == "synthetic_shapes":
-            assert setting.overrides == table3[
-                {"FL": "FL gamma=2 alpha=.25", "CE": "CE alpha=.75"}[loss]]
-        else:
-            assert o["DATASETS.TRAIN"] == (f"{prefix}_train",)
-            assert o["DATASETS.TEST"] == (f"{prefix}_val",)
+        same_loss = table3[{"FL": "FL gamma=2 alpha=.25", "CE": "CE alpha=.75"}[loss]]
+        assert set(o) - set(dict(same_loss)) == {"DATASETS.TRAIN", "DATASETS.TEST"}
+        assert o["DATASETS.TRAIN"] == (f"{prefix}_train",)
+        assert o["DATASETS.TEST"] == (f"{prefix}_val",)
+    keys = {}
+    for name, labels in (("imbalance", "synthetic_shapes FL,synthetic_shapes CE"),
+                         ("table3", "FL gamma=2 alpha=.25,CE alpha=.75")):
+        for config in (SYNTHETIC_CONFIG, TINY_CONFIG):
+            plan = build_plan(config, name, "cpu_short", settings_text=labels,
+                              output=os.path.join("output", "not_made"))
+            keys[name, config] = {r["signature"]["config_sha256"] for r in plan["runs"]}
+    assert keys["imbalance", SYNTHETIC_CONFIG] == keys["table3", SYNTHETIC_CONFIG]
+    # the tiny config trains on synthetic_shapes_tiny: its Table 3 runs are other runs
+    assert keys["imbalance", TINY_CONFIG] != keys["table3", TINY_CONFIG]
     assert [(c.better, c.worse) for c in study.claims] == [
         (f"{p} FL", f"{p} CE") for p in IMBALANCE_LEVELS]
     base = build_cfg_for_test()
@@ -634,8 +645,9 @@ def test_every_claim_is_the_papers_ordering_where_the_paper_has_both_numbers():
 def test_orderings_without_seeds_and_of_models_that_detect_nothing(tmp_path):
     """Without --seeds each setting has one run: its ordering is "too few seeds", with the
     runs' AP, not "not run" (a stranger's find); a run tabled twice (with and without its
-    seed) counts once; a setting that scored 0 in every run (a model that detects nothing) is
-    compared with nothing."""
+    seed) counts once; two settings that scored 0 in every run (models that detect nothing)
+    are not compared; one at 0 is below the other (a stranger's find: it read "every run
+    scored 0" too)."""
     study = get_study("table3")
     metrics = {m: 0.0 for m in METRICS}
     rows = [{"label": "CE alpha=.75", "paper_ap": None, "status": "done", "wall_s": 1.0,
@@ -658,6 +670,16 @@ def test_orderings_without_seeds_and_of_models_that_detect_nothing(tmp_path):
     fl_vs_ce = next(c for c in saved["claims"] if c["claim"] == "FL beats CE")
     assert fl_vs_ce["verdict"] == "every run scored 0: nothing to compare"
     assert saved["seed_summary"]["CE alpha=.75"]["seeds"] == 2
+    # one setting at 0 in every run is below the other: an ordering like any other
+    from retina_focal.ablation.results import seed_summary, verdict
+    from retina_focal.ablation.studies import Claim
+
+    one_zero = [dict(r, metrics=dict(metrics, AP=30.0 + r["seed"]))
+                if r["setting"] == "FL gamma=2 alpha=.25" else r for r in seeded]
+    summary = seed_summary(one_zero, "AP")
+    assert verdict(study.claims[0], summary) == "reproduced"  # FL beats CE
+    assert verdict(Claim("CE beats FL", "CE alpha=.75", "FL gamma=2 alpha=.25"),
+                   summary) == "not reproduced"
 
 
 def test_settings_names_labels_that_hold_commas():

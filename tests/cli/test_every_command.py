@@ -410,6 +410,17 @@ BAD = [
      "--schedule tiny --output {dir}/b15 --dataset d11={other_classes.json}:{images} "
      "DATASETS.TRAIN ('d11',) DATASETS.TEST ('d11',)", "has 3 categories"),
     # train's option: not one of ablate's (not "misplaced")
+    # a --dataset no run reads: the study would train on the base config's datasets
+    ("ablate-dataset-unused", f"ablate --config-file {TINY_CONFIG} --study 1a --schedule tiny "
+     "--output {dir}/b16 --dataset d12={dataset}/train.json:{dataset}/train",
+     "--dataset 'd12': no run of this study trains or evaluates on it"),
+    # the imbalance study's levels choose their datasets: an override of them would be lost
+    ("ablate-imbalance-datasets-override", f"ablate --config-file {TINY_CONFIG} --study "
+     "imbalance --schedule tiny --output {dir}/b17 "
+     "DATASETS.TRAIN ('synthetic_shapes_tiny_train',)",
+     "the override DATASETS.TRAIN ('synthetic_shapes_tiny_train',) would be lost"),
+    ("ablate-seeds-too-large", f"ablate --config-file {TINY_CONFIG} --study 1a --schedule tiny "
+     "--seeds 0,4294967296 --output {dir}/b18", "4294967296 is too large"),
     ("ablate-option-not-its-own", f"ablate --config-file {TINY_CONFIG} --study 1a --schedule "
      "tiny --output {dir}/b13 MODEL.RETINANET.NUM_CLASSES 6 --resume",
      "--resume is not an option of retina-focal ablate (its options: --help, --config-file"),
@@ -489,6 +500,8 @@ LEAVE_NO_FOLDER = {"demo-coco-json-other-classes", "ablate-option-after-override
                    "ablate-output-is-a-file", "ablate-output-under-a-file",
                    "ablate-override-set-by-setting", "ablate-option-not-its-own",
                    "ablate-dataset-json-missing", "ablate-dataset-classes-other-count",
+                   "ablate-dataset-unused", "ablate-imbalance-datasets-override",
+                   "ablate-seeds-too-large",
                    "train-option-not-its-own"}
 
 
