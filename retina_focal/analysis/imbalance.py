@@ -213,6 +213,11 @@ def plot_fl_minus_ce(levels: Sequence[Dict], path: str,
     if not done:
         ax.text(0.5, 0.5, "no finished level yet", ha="center", va="center",
                 transform=ax.transAxes)
+        # the levels' own imbalance sets the axis: a log axis needs a positive range
+        marks = [lv["negatives_per_positive"] for lv in levels
+                 if (lv.get("negatives_per_positive") or 0) > 0]
+        marks += [reference[1]] if reference is not None else []
+        ax.set_xlim(min(marks, default=10.0) / 2, max(marks, default=1e4) * 2)
     ax.set_xscale("log")
     ax.set_xlabel("negative anchors per positive anchor (log)")
     ax.set_ylabel("AP(FL) - AP(CE)  (AP points)")

@@ -114,6 +114,17 @@ def test_command_measures_datasets_and_plots_fl_minus_ce(tmp_path, capsys):
     assert Image.open(out / "fl_minus_ce.png").size[0] > 300
     assert "| synthetic_shapes_tiny | 8 |" in (out / "imbalance.md").read_text()
 
+    # a study with no level seeded yet (run without --seeds, or not finished) and no COCO
+    # line: the plot says so (it was a log-axis traceback, after imbalance.md was written)
+    (study_dir / "results.json").write_text(json.dumps({"study": "imbalance",
+                                                        "seed_summary": {}, "claims": []}))
+    assert imbalance.run(["--config-file", TINY_CONFIG, "--datasets", "synthetic_shapes_tiny_val",
+                          "--coco-config", "", "--study", str(study_dir),
+                          "--output", str(tmp_path / "none")]) == 0
+    assert json.load(open(tmp_path / "none" / "imbalance.json"))["fl_minus_ce"][0][
+        "difference"] is None
+    assert Image.open(tmp_path / "none" / "fl_minus_ce.png").size[0] > 300
+
     (study_dir / "results.json").write_text(json.dumps({"study": "1a"}))
     with pytest.raises(SystemExit, match="not the imbalance study"):
         imbalance.run(["--config-file", TINY_CONFIG, "--datasets", "synthetic_shapes_tiny_val",
