@@ -489,8 +489,9 @@ class StudyRunner:
 
     def load_done(self, run):
         """The saved result of ``run`` if it finished with the same resolved config; else the
-        result of an identical run of another study beside this one (same parent directory),
-        copied here; else None. A record without the config's hash (written before the key
+        result of an identical run in this study's folder (a run made without ``--seeds`` is
+        its ``SEED``'s run) or in another study's beside it (same parent directory), copied
+        here; else None. A record without the config's hash (written before the key
         had it) is taken when its config file and overrides are the same, and said to be
         unchecked (in the log; a run of this folder in ``self.unchecked``)."""
         path = os.path.join(self.run_dir(run), RESULT_FILE)
@@ -508,7 +509,8 @@ class StudyRunner:
             raise made_otherwise(self.run_dir(run), run, result, planned=True)
         parent = os.path.dirname(os.path.abspath(self.out_dir))
         for other in sorted(glob.glob(os.path.join(parent, "*", "*", RESULT_FILE))):
-            if os.path.dirname(os.path.dirname(other)) == os.path.abspath(self.out_dir):
+            # this study's other runs too: a run without --seeds is the seed=SEED run
+            if os.path.abspath(other) == os.path.abspath(path):
                 continue
             found = _read_json(other)
             match = None if not isinstance(found, dict) else compare_record(

@@ -87,6 +87,25 @@ def test_a_run_is_reused_only_for_the_same_resolved_config(tmp_path, capsys):
     assert StudyRunner(other).load_done(other["runs"][0]) is None
 
 
+def test_a_seeded_run_reuses_the_same_run_made_without_seeds(tmp_path):
+    """Stranger's find: a study made without --seeds (the config's SEED, 0) and then with
+    --seeds 0,1 in the same folder trained its seed=0 run again, though its resolved config
+    is the seedless run's."""
+    out = str(tmp_path / "study")
+    argv = ["--config-file", TINY_CONFIG, "--study", "1a", "--settings", "alpha=0.75",
+            "--schedule", "tiny", "--output", out]
+    seedless = _plan(argv)["runs"][0]
+    runner = StudyRunner(_plan(argv))
+    _record(runner.run_dir(seedless), seedless, seedless["signature"])
+    seeded = _plan(argv + ["--seeds", "0,1"])
+    zero, one = seeded["runs"]
+    assert zero["signature"]["config_sha256"] == seedless["signature"]["config_sha256"]
+    runner = StudyRunner(seeded)
+    found = runner.load_done(zero)
+    assert found["reused_from"] == runner.run_dir(seedless) and found["metrics"]["AP"] == 12.5
+    assert runner.load_done(one) is None  # seed 1 is another run: trained
+
+
 def _refused(argv, capsys, fragment):
     """``ablate argv`` is refused when planned (before anything trains: so a broken check fails
     here, without training), and exits 2 with one ``error:`` line holding ``fragment``, no
