@@ -115,17 +115,21 @@ def check_study_model(study: Study, cfg: Any, label: str, config_file: str) -> N
     the study would compare identical runs."""
     arch, proposals = cfg.MODEL.META_ARCHITECTURE, cfg.MODEL.PROPOSAL_GENERATOR.NAME
     if study.model == "RetinaFocal" and arch != "RetinaFocal":
-        found, wanted = f"MODEL.META_ARCHITECTURE {arch!r}", (
+        found, keys, wanted = f"MODEL.META_ARCHITECTURE {arch!r}", ["MODEL.META_ARCHITECTURE"], (
             "a RetinaFocal config, e.g. configs/Synthetic/retina_focal_R_18_FPN_synthetic.yaml")
     elif study.model == "FocalRPN" and proposals != "FocalRPN":
-        found, wanted = (f"MODEL.META_ARCHITECTURE {arch!r} with MODEL.PROPOSAL_GENERATOR.NAME "
-                         f"{proposals!r}"), ("a FocalRPN config, e.g. configs/Synthetic/"
-                                             "faster_rcnn_focal_rpn_R_18_FPN_synthetic.yaml")
+        found = (f"MODEL.META_ARCHITECTURE {arch!r} with MODEL.PROPOSAL_GENERATOR.NAME "
+                 f"{proposals!r}")
+        keys = ["MODEL.META_ARCHITECTURE", "MODEL.PROPOSAL_GENERATOR.NAME"]
+        wanted = ("a FocalRPN config, e.g. configs/Synthetic/"
+                  "faster_rcnn_focal_rpn_R_18_FPN_synthetic.yaml")
     else:
         return
-    raise ValueError(f"study {study.name} varies {study.model}'s settings, but {config_file} "
-                     f"(setting {label!r}) has {found}, which does not read them: every setting "
-                     f"would train the same model. Use {wanted}")
+    raise ValueError(f"study {study.name} varies {study.model}'s settings, but the config of "
+                     f"setting {label!r} ({config_file} with the schedule's and the command "
+                     f"line's overrides) has {found}: another model ignores some of the keys "
+                     f"its settings set, and the study would compare runs that differ less than "
+                     f"their labels say. Use {wanted}, without overriding {' or '.join(keys)}")
 
 
 def _focal(alpha: float, gamma: float) -> Tuple[Tuple[str, Any], ...]:

@@ -366,8 +366,8 @@ BAD = [
      "--output {dir}/b17", "study table3 varies RetinaFocal's settings, but"),
     ("ablate-focal-rpn-study-on-retinafocal", f"ablate --config-file {TINY_CONFIG} --study "
      "focal_rpn_detector --schedule tiny --output {dir}/b18",
-     "has MODEL.META_ARCHITECTURE 'RetinaFocal' with MODEL.PROPOSAL_GENERATOR.NAME 'RPN', "
-     "which does not read them"),
+     "has MODEL.META_ARCHITECTURE 'RetinaFocal' with MODEL.PROPOSAL_GENERATOR.NAME 'RPN': "
+     "another model ignores some of the keys"),
     ("ablate-seeds-empty", f"ablate --config-file {TINY_CONFIG} --study 1a --seeds '' "
      "--schedule tiny --output {dir}/b11", "--seeds '' is empty"),
     ("ablate-output-empty", f"ablate --config-file {TINY_CONFIG} --study 1a --schedule tiny "
@@ -412,15 +412,15 @@ BAD = [
     # train's option: not one of ablate's (not "misplaced")
     # a --dataset no run reads: the study would train on the base config's datasets
     ("ablate-dataset-unused", f"ablate --config-file {TINY_CONFIG} --study 1a --schedule tiny "
-     "--output {dir}/b16 --dataset d12={dataset}/train.json:{dataset}/train",
+     "--output {dir}/b20 --dataset d12={dataset}/train.json:{dataset}/train",
      "--dataset 'd12': no run of this study trains or evaluates on it"),
     # the imbalance study's levels choose their datasets: an override of them would be lost
     ("ablate-imbalance-datasets-override", f"ablate --config-file {TINY_CONFIG} --study "
-     "imbalance --schedule tiny --output {dir}/b17 "
+     "imbalance --schedule tiny --output {dir}/b21 "
      "DATASETS.TRAIN ('synthetic_shapes_tiny_train',)",
      "the override DATASETS.TRAIN ('synthetic_shapes_tiny_train',) would be lost"),
     ("ablate-seeds-too-large", f"ablate --config-file {TINY_CONFIG} --study 1a --schedule tiny "
-     "--seeds 0,4294967296 --output {dir}/b18", "4294967296 is too large"),
+     "--seeds 0,4294967296 --output {dir}/b19", "4294967296 is too large"),
     ("ablate-option-not-its-own", f"ablate --config-file {TINY_CONFIG} --study 1a --schedule "
      "tiny --output {dir}/b13 MODEL.RETINANET.NUM_CLASSES 6 --resume",
      "--resume is not an option of retina-focal ablate (its options: --help, --config-file"),
