@@ -217,6 +217,7 @@ def build_plan(config_file: str, study_name: str, schedule_name: str,
                                  "a registered dataset")
         if check:  # the model's class count against its datasets', before anything trains
             check_study_model(study, cfg, setting.label, config_file)
+            check_model_builds(cfg, setting.label)
             try:
                 check_num_classes(cfg)
             except ValueError as e:
@@ -249,6 +250,23 @@ def build_plan(config_file: str, study_name: str, schedule_name: str,
             "config_file": config_file, "workers": workers, "tabled": tabled,
             "foreign": foreign, "overrides": overrides, "solver": solver,
             "datasets": dataset_args}
+
+
+def check_model_builds(cfg: Any, label: str) -> None:
+    """Build the model of setting ``label`` (its config ``cfg``) once on the CPU and throw it
+    away: a bad value or registry name of a key that only the model reads (a loss, sampler or
+    head name, a loss the RPN cannot take) fails here, as a ValueError naming the setting,
+    before anything trains, rather than in every setting's process after the study began."""
+    from retina_focal.engine.defaults import build_model
+
+    cpu = cfg.clone()
+    cpu.MODEL.DEVICE = "cpu"
+    cpu.MODEL.WEIGHTS = ""
+    try:
+        build_model(cpu)
+    except (ValueError, KeyError, AssertionError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        raise ValueError(f"setting {label!r}: its model cannot be built: {message}") from None
 
 
 def check_datasets_used(registered: Dict[str, Any], runs: Sequence[Dict]) -> None:

@@ -421,6 +421,15 @@ BAD = [
      "the override DATASETS.TRAIN ('synthetic_shapes_tiny_train',) would be lost"),
     ("ablate-seeds-too-large", f"ablate --config-file {TINY_CONFIG} --study 1a --schedule tiny "
      "--seeds 0,4294967296 --output {dir}/b19", "4294967296 is too large"),
+    # a bad value of a key only the model reads: refused before the study begins (it failed
+    # in every setting's process, leaving failed rows)
+    ("ablate-model-key-bad", f"ablate --config-file {TINY_CONFIG} --study 1a --schedule tiny "
+     "--output {dir}/b22 MODEL.RETINA_FOCAL.SAMPLER_NAME Bogus",
+     "its model cannot be built: MODEL.RETINA_FOCAL.SAMPLER_NAME='Bogus' is not registered"),
+    ("ablate-rpn-loss-softmax", "ablate --config-file "
+     "Synthetic/faster_rcnn_focal_rpn_R_18_FPN_synthetic.yaml --study focal_rpn_detector "
+     "--schedule tiny --output {dir}/b23 MODEL.RETINA_FOCAL.RPN.LOSS_NAME SoftmaxFocalLoss",
+     "the RPN head predicts one sigmoid logit per anchor"),
     ("ablate-option-not-its-own", f"ablate --config-file {TINY_CONFIG} --study 1a --schedule "
      "tiny --output {dir}/b13 MODEL.RETINANET.NUM_CLASSES 6 --resume",
      "--resume is not an option of retina-focal ablate (its options: --help, --config-file"),
@@ -501,7 +510,7 @@ LEAVE_NO_FOLDER = {"demo-coco-json-other-classes", "ablate-option-after-override
                    "ablate-override-set-by-setting", "ablate-option-not-its-own",
                    "ablate-dataset-json-missing", "ablate-dataset-classes-other-count",
                    "ablate-dataset-unused", "ablate-imbalance-datasets-override",
-                   "ablate-seeds-too-large",
+                   "ablate-seeds-too-large", "ablate-model-key-bad", "ablate-rpn-loss-softmax",
                    "train-option-not-its-own"}
 
 
