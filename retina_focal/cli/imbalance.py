@@ -49,13 +49,27 @@ def main(args) -> int:
         read_imbalance_study,
         write_imbalance_report,
     )
+    from retina_focal.analysis.settings import AssignmentSetting, load_cfg
     from retina_focal.data import IMBALANCE_PRESETS
     from retina_focal.data.datasets.coco import check_registered
 
     check_output_dir(args.output, "--output")  # a file in the way: refused before measuring
+    if args.study is not None and not args.study.strip():  # e.g. an unset shell variable
+        raise SystemExit(f"error: --study {args.study!r} is empty: give the imbalance study's "
+                         "folder, or leave --study out")
     study = read_imbalance_study(args.study) if args.study else None
     names = args.datasets or [f"{p}_val" for p in IMBALANCE_PRESETS]
     check_registered(names, "--datasets", can_register=False)
+    # both configs' anchors and assigner, before any dataset is measured: a missing file or a
+    # config that is not a RetinaNet's fails now
+    for option, path in (("--config-file", args.config_file), ("--coco-config", args.coco_config)):
+        if path:
+            cfg = load_cfg(path, [])  # a missing file: named by the error
+            try:
+                AssignmentSetting(cfg)
+            except ValueError as e:
+                raise SystemExit(f"error: {option} {path}: {e} (this command labels anchors as "
+                                 "a RetinaNet does: give a RetinaNet or RetinaFocal config)")
     rows = measure_datasets(args.config_file, names, args.max_images)
     if args.coco_config:
         rows[COCO_ROW] = measure_coco(args.coco_config, args.coco_images)

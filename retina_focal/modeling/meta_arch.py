@@ -21,6 +21,7 @@ from retina_focal.config import (
     config_values,
     configurable,
 )
+from retina_focal.config.loading import ConfigError
 from retina_focal.modeling.anchor_assignment import AnchorAssigner, build_assigner
 from retina_focal.modeling.anchor_sampling import AllAnchors, AnchorSampler, build_sampler
 from retina_focal.modeling.head import RetinaFocalHead, build_retina_focal_head
@@ -32,11 +33,12 @@ __all__ = ["RetinaFocal", "anchor_targets", "head_feature_shapes"]
 
 def head_feature_shapes(backbone: Backbone, in_features: List[str]) -> List[ShapeSpec]:
     """The backbone's ShapeSpecs of ``MODEL.RETINANET.IN_FEATURES``, in that order; a name the
-    backbone does not produce is a ValueError listing what it does produce."""
+    backbone does not produce is a :class:`~retina_focal.config.loading.ConfigError` (a
+    ValueError; a command prints it as one line) listing what it does produce."""
     shapes = backbone.output_shape()
     missing = [f for f in in_features if f not in shapes]
     if missing:
-        raise ValueError(
+        raise ConfigError(
             f"MODEL.RETINANET.IN_FEATURES={in_features} names {missing}, which the "
             f"backbone does not produce; it produces {sorted(shapes)}"
         )

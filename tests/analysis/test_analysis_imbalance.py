@@ -154,3 +154,19 @@ def test_bad_numbers_and_empty_dataset_names_are_usage_errors_naming_the_option(
     err = capsys.readouterr().err
     assert f"retina-focal imbalance: error: {message}" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_both_configs_are_checked_before_any_dataset_is_measured(monkeypatch, tmp_path):
+    """A stranger's find: a missing --coco-config was reported only after every dataset had
+    been measured (minutes on the presets)."""
+    import retina_focal.analysis.imbalance as analysis
+    from retina_focal.cli import imbalance
+
+    def measured(*args, **kwargs):
+        raise AssertionError("a dataset was measured before the configs were checked")
+
+    monkeypatch.setattr(analysis, "measure_datasets", measured)
+    with pytest.raises(SystemExit, match="nope.yaml' does not exist"):
+        imbalance.run(["--config-file", TINY_CONFIG, "--coco-config",
+                       str(tmp_path / "nope.yaml"), "--output", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()

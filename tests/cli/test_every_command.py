@@ -388,6 +388,13 @@ BAD = [
      "my_val --output {dir}/i2", "unrecognized arguments: --dataset"),
     ("imbalance-datasets-unregistered", f"imbalance --config-file {TINY_CONFIG} --datasets "
      "my_val --output {dir}/i1", "--datasets: dataset 'my_val' is not registered"),
+    ("imbalance-config-not-a-retinanet", "imbalance --config-file "
+     "Synthetic/faster_rcnn_focal_rpn_R_18_FPN_synthetic.yaml --coco-config '' --output "
+     "{dir}/i6", "faster_rcnn_focal_rpn_R_18_FPN_synthetic.yaml: MODEL.RETINANET.IN_FEATURES"),
+    ("imbalance-coco-config-missing", f"imbalance --config-file {TINY_CONFIG} --coco-config "
+     "{dir}/nope.yaml --output {dir}/i7", "nope.yaml' does not exist"),
+    ("imbalance-study-empty", f"imbalance --config-file {TINY_CONFIG} --study '' --output "
+     "{dir}/i8", "--study '' is empty"),
     ("make-dataset-bad-count", "make-dataset --output {dir}/m1 --num-train -3", "-3"),
     ("make-dataset-too-small", "make-dataset --output {dir}/m2 --size 16", "16 is not an integer"),
     ("make-dataset-over-a-dataset", "make-dataset --output {dataset} --num-train 2",
@@ -501,7 +508,9 @@ BAD = [
 
 # rows refused by a check that comes before their output folder is made (a stranger's find:
 # demo made its --output before matching the classes)
-LEAVE_NO_FOLDER = {"demo-coco-json-other-classes", "ablate-option-after-overrides",
+LEAVE_NO_FOLDER = {"imbalance-config-not-a-retinanet", "imbalance-coco-config-missing",
+                   "imbalance-study-empty",
+                   "demo-coco-json-other-classes", "ablate-option-after-overrides",
                    "benchmark-option-after-overrides", "export-output-after-overrides",
                    "ablate-settings-empty-value", "ablate-seeds-empty",
                    "ablate-settings-trailing-comma", "ablate-study-of-another-model",
