@@ -302,9 +302,13 @@ def check_overrides_kept(opts: Sequence[str], study: Study, settings: Sequence[S
     """Refuse (ValueError naming the key and the settings) a ``KEY VALUE`` override of the
     command line that would be lost: a key that one of ``settings`` sets itself (a setting's
     keys are applied after the command line's), or ``SEED`` when ``--seeds`` sets each run's
-    (``with_seeds``). A key of the schedule may be overridden: the command line comes after
-    it."""
+    (``with_seeds``), or ``OUTPUT_DIR`` (each run's is its folder in the study's). A key of the
+    schedule may be overridden: the command line comes after it."""
     given = override_pairs(opts)  # the last value of a key is the one merged
+    if "OUTPUT_DIR" in given:
+        raise ValueError(f"the override OUTPUT_DIR {given['OUTPUT_DIR']} would be lost: each "
+                         "run writes to its own folder in the study's folder; give --output "
+                         "for the study's folder instead")
     for key, value in given.items():
         setters = [s.label for s in settings if key in {k for k, _ in s.overrides}]
         if setters:

@@ -437,6 +437,8 @@ BAD = [
      "Synthetic/faster_rcnn_focal_rpn_R_18_FPN_synthetic.yaml --study focal_rpn_detector "
      "--schedule tiny --output {dir}/b23 MODEL.RETINA_FOCAL.RPN.LOSS_NAME SoftmaxFocalLoss",
      "the RPN head predicts one sigmoid logit per anchor"),
+    ("ablate-output-dir-override", f"ablate --config-file {TINY_CONFIG} --study 1a --schedule "
+     "tiny --output {dir}/b24 OUTPUT_DIR {dir}/b25", "the override OUTPUT_DIR"),
     ("ablate-option-not-its-own", f"ablate --config-file {TINY_CONFIG} --study 1a --schedule "
      "tiny --output {dir}/b13 MODEL.RETINANET.NUM_CLASSES 6 --resume",
      "--resume is not an option of retina-focal ablate (its options: --help, --config-file"),
@@ -520,6 +522,7 @@ LEAVE_NO_FOLDER = {"imbalance-config-not-a-retinanet", "imbalance-coco-config-mi
                    "ablate-dataset-json-missing", "ablate-dataset-classes-other-count",
                    "ablate-dataset-unused", "ablate-imbalance-datasets-override",
                    "ablate-seeds-too-large", "ablate-model-key-bad", "ablate-rpn-loss-softmax",
+                   "ablate-output-dir-override",
                    "train-option-not-its-own"}
 
 
