@@ -199,16 +199,20 @@ def _what_ran(header: Dict) -> List[str]:
 
 def seed_summary(rows: List[Dict], metric: str, every_run: bool = False) -> Dict[str, Dict]:
     """Per setting repeated over seeds (rows with ``setting`` and ``seed``), in row order:
-    ``{"values": [metric of each finished seed], "seeds": n, "mean", "min", "max", "spread"}``
-    (``spread`` = max - min, the run-to-run spread; None where no seed finished). Empty when
+    ``{"values": [metric of each finished seed], "seeds": n, "mean", "min", "max", "spread",
+    "failed": runs that failed}`` (``spread`` = max - min, the run-to-run spread; None where no
+    seed finished). Empty when
     the study ran without ``--seeds``, unless ``every_run``: then a run without a seed counts
     as one run of its setting (a run tabled twice, with and without its seed, once)."""
     by_setting: Dict[str, List[float]] = {}
+    failed: Dict[str, int] = {}
     seen = set()
     for r in rows:
         if r.get("seed") is None and not every_run:
             continue
         values = by_setting.setdefault(r.get("setting", r["label"]), [])
+        if r["status"] == "failed":
+            failed[r.get("setting", r["label"])] = failed.get(r.get("setting", r["label"]), 0) + 1
         value = (r.get("metrics") or {}).get(metric)
         run = r.get("output_dir") or r["label"]
         if r["status"] == "done" and value is not None and run not in seen:
@@ -220,7 +224,8 @@ def seed_summary(rows: List[Dict], metric: str, every_run: bool = False) -> Dict
         out[label] = {"values": values, "seeds": len(values),
                       "mean": sum(values) / len(values) if values else None,
                       "min": lo, "max": hi,
-                      "spread": None if lo is None or hi is None else hi - lo}
+                      "spread": None if lo is None or hi is None else hi - lo,
+                      "failed": failed.get(label, 0)}
     return out
 
 
@@ -243,7 +248,8 @@ def verdict(claim: Claim, summary: Dict[str, Dict]) -> str:
     """The verdict on one of the paper's orderings from :func:`seed_summary`'s output:
     "reproduced", "not reproduced" or "not separable" (for a "ties" claim, two settings
     within each other's spread are "reproduced (not separable)", two apart are "not
-    reproduced"); "not run" or "too few seeds" where the runs are missing; "every run scored 0:
+    reproduced"); "not run" or "too few seeds" where the runs are missing (naming the settings
+    whose runs failed: "too few seeds: X failed"); "every run scored 0:
     nothing to compare" where every run of both settings scored 0 (a model that detects
     nothing scores 0: two such settings neither tie nor differ; one setting at 0 is below
     the other, as the paper's alpha .10 in Table 1a)."""
@@ -252,7 +258,9 @@ def verdict(claim: Claim, summary: Dict[str, Dict]) -> str:
     better, worse = summary[claim.better]["values"], summary[claim.worse]["values"]
     found = separation(better, worse)
     if found == "too few seeds":
-        return found
+        failed = [label for label in (claim.better, claim.worse)
+                  if summary[label].get("failed")]
+        return f"too few seeds: {' and '.join(failed)} failed" if failed else found
     if max(better) == 0 and max(worse) == 0:
         return "every run scored 0: nothing to compare"
     if claim.relation == "ties":

@@ -472,7 +472,8 @@ def test_verdicts_follow_the_spread_over_seeds(tmp_path):
                  "overrides": [], "metrics": None})
     summary = seed_summary(rows, "AP")
     assert summary["FL gamma=2 alpha=.25"] == {"values": [44.0, 45.0], "seeds": 2, "mean": 44.5,
-                                               "min": 44.0, "max": 45.0, "spread": 1.0}
+                                               "min": 44.0, "max": 45.0, "spread": 1.0,
+                                               "failed": 0}
     assert summary["FL* gamma*=4 beta=0"]["mean"] is None
     assert [verdict(c, summary) for c in study.claims] == [
         "reproduced", "not separable", "not reproduced"]
@@ -482,6 +483,11 @@ def test_verdicts_follow_the_spread_over_seeds(tmp_path):
     assert verdict(ties, summary) == "reproduced (not separable)"
     assert verdict(Claim("x", "CE alpha=.75", "FL* gamma*=4 beta=0"), summary) == \
         "too few seeds"
+    # a setting whose runs failed (diverged) is named: not taken for one that did not run
+    failed = [dict(r, status="failed", metrics=None) if r["setting"] == "CE alpha=.75" and
+              r["seed"] == 1 else r for r in rows]
+    assert verdict(study.claims[0], seed_summary(failed, "AP")) == \
+        "too few seeds: CE alpha=.75 failed"
 
     paths = write_results(study, rows, str(tmp_path), {})
     md = open(paths["md"]).read()
