@@ -110,7 +110,8 @@ def split_labels(text: str, labels: Sequence[str], study: str = "") -> List[str]
     """The settings ``--settings`` names: labels separated by commas, where a label may hold
     commas itself (``IoU [0.4, 0.5],ATSS top-9``: the pieces are joined until they spell a
     label). Raises ValueError naming the text and the study's ``labels`` when it names
-    none, holds an empty label (``a,,b``, a comma at an end) or a piece no label starts."""
+    none, holds an empty label (``a,,b``, a comma at an end), or pieces that spell no label
+    (each named: ``CE,FL`` names ``CE`` and ``FL``)."""
     pieces = text.split(",")
     if not any(p.strip() for p in pieces):
         raise ValueError(f"--settings {text!r} names no setting; its settings: {list(labels)}")
@@ -119,17 +120,17 @@ def split_labels(text: str, labels: Sequence[str], study: str = "") -> List[str]
                          "one comma between labels")
     wanted: List[str] = []
     unknown: List[str] = []
-    pending = ""
-    for piece in pieces:
-        pending = f"{pending},{piece}" if pending else piece
-        if pending.strip() in labels:
-            wanted.append(pending.strip())
-            pending = ""
-        elif not any(label.startswith(pending.strip()) for label in labels):
-            unknown.append(pending.strip())
-            pending = ""
-    if pending:
-        unknown.append(pending.strip())
+    start = 0
+    while start < len(pieces):
+        # the fewest pieces from ``start`` that spell a label; none: this piece is unknown
+        ends = [end for end in range(start + 1, len(pieces) + 1)
+                if ",".join(pieces[start:end]).strip() in labels]
+        if ends:
+            wanted.append(",".join(pieces[start:ends[0]]).strip())
+            start = ends[0]
+        else:
+            unknown.append(pieces[start].strip())
+            start += 1
     if unknown:
         raise ValueError(f"--settings: {unknown} not in study {study}; its settings: "
                          f"{list(labels)}")

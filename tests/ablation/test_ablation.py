@@ -699,9 +699,13 @@ def test_settings_names_labels_that_hold_commas():
         == ["IoU [0.4, 0.5]", "IoU [0.3, 0.7]", "low-quality off", "ATSS top-9"]
     for text, message in (("IoU [0.4", r"\['IoU \[0.4'\] not in study"),
                           ("nope,ATSS top-9", r"\['nope'\] not in study"),
-                          ("ATSS top-9,", "has an empty label"), (" , ", "names no setting")):
+                          ("ATSS top-9,", "has an empty label"), (" , ", "names no setting"),
+                          # each piece that spells no label is named, the valid ones are not
+                          ("IoU [0.4,ATSS top-9", r"\['IoU \[0.4'\] not in study")):
         with pytest.raises(ValueError, match=message):
             split_labels(text, labels, "assigners")
+    with pytest.raises(ValueError, match=r"\['CE', 'FL'\] not in study"):
+        split_labels("CE,FL", get_study("table3").labels(), "table3")
     assert [r["label"] for r in ablate.plan_from_args(ablate.build_parser().parse_args(
         ["--config-file", TINY_CONFIG, "--study", "assigners", "--schedule", "tiny",
          "--settings", "ATSS top-9,IoU [0.4, 0.5]"]))["runs"]] == ["IoU [0.4, 0.5]", "ATSS top-9"]
