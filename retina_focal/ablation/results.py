@@ -319,7 +319,9 @@ def _spread_lines(summary: Dict[str, Dict], metric: str, compare: bool = True) -
     if not summary:
         return []
     done = {k: v for k, v in summary.items() if v["mean"] is not None}
-    best = max(done, key=lambda k: done[k]["mean"]) if done else None
+    # none is best where every finished setting scored 0 (no model detects anything)
+    best = max(done, key=lambda k: done[k]["mean"]) if any(
+        v["mean"] > 0 for v in done.values()) else None
     lines = ["", f"Run-to-run spread of {metric} over seeds:", "",
              f"| setting | seeds done | mean {metric} | min | max | spread |"
              + (" vs the best |" if compare else ""),

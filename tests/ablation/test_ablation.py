@@ -676,6 +676,9 @@ def test_orderings_without_seeds_and_of_models_that_detect_nothing(tmp_path):
     fl_vs_ce = next(c for c in saved["claims"] if c["claim"] == "FL beats CE")
     assert fl_vs_ce["verdict"] == "every run scored 0: nothing to compare"
     assert saved["seed_summary"]["CE alpha=.75"]["seeds"] == 2
+    md = open(tmp_path / "results.md").read()
+    assert "| best |" not in md  # no setting is best when all scored 0
+    assert "| CE alpha=.75 | 2 | 0.0 | 0.0 | 0.0 | 0.0 | - |" in md
     # one setting at 0 in every run is below the other: an ordering like any other
     from retina_focal.ablation.results import seed_summary, verdict
     from retina_focal.ablation.studies import Claim
