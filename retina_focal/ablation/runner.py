@@ -217,7 +217,7 @@ def build_plan(config_file: str, study_name: str, schedule_name: str,
                                  "your COCO files with --dataset NAME=JSON:IMAGE_DIR, or use "
                                  "a registered dataset")
         if check:  # the model's class count against its datasets', before anything trains
-            check_study_model(study, cfg, setting.label, config_file)
+            check_study_model(study, cfg, setting.label, config_file, opts[::2])
             check_model_builds(cfg, setting.label)
             try:
                 check_num_classes(cfg)
@@ -279,12 +279,14 @@ def check_datasets_used(registered: Dict[str, Any], runs: Sequence[Dict]) -> Non
     unused = [name for name in registered if name not in read]
     if unused:
         given = ", ".join(repr(n) for n in unused)
+        chosen = all("DATASETS.TRAIN" in dict(run["setting"].overrides) for run in runs)
+        fix = ("the study's settings choose their own datasets, so it cannot take yours: leave "
+               "--dataset out" if chosen else
+               "add DATASETS.TRAIN \"('NAME',)\" DATASETS.TEST \"('NAME',)\" to the overrides, "
+               "or leave --dataset out")
         raise ValueError(
             f"--dataset {given}: no run of this study trains or evaluates on "
-            f"{'it' if len(unused) == 1 else 'them'} (the runs read {sorted(read)}); add "
-            f"DATASETS.TRAIN \"('NAME',)\" DATASETS.TEST \"('NAME',)\" to the overrides, or "
-            "leave --dataset out (a study whose settings choose their datasets, such as "
-            "imbalance, cannot take yours)")
+            f"{'it' if len(unused) == 1 else 'them'} (the runs read {sorted(read)}); {fix}")
 
 
 # the solver settings results.md says a study ran with (after the schedule and the overrides)
@@ -539,16 +541,16 @@ class StudyRunner:
             match = None if not isinstance(found, dict) else compare_record(
                 found, self.signature(run))
             if match is not None:
-                found = self._timed(run, dict(found, label=run["label"],
-                                              reused_from=os.path.dirname(other)),
+                # the run that trained: a copy names it (its logs and model are there)
+                origin = found.get("reused_from") or os.path.dirname(other)
+                found = self._timed(run, dict(found, label=run["label"], reused_from=origin),
                                     os.path.dirname(other))
                 if found is None:
                     return None
                 os.makedirs(self.run_dir(run), exist_ok=True)
                 atomic_write_json(path, found, indent=2)
                 log(f"{run['label']!r}: the same run was already made in "
-                    f"{os.path.dirname(other)}{_UNCHECKED if match == LEGACY else ''}; its "
-                    "result is reused")
+                    f"{origin}{_UNCHECKED if match == LEGACY else ''}; its result is reused")
                 return found
         return None
 

@@ -109,10 +109,12 @@ class Schedule:
     overrides: Tuple[Tuple[str, Any], ...] = field(default_factory=tuple)
 
 
-def check_study_model(study: Study, cfg: Any, label: str, config_file: str) -> None:
+def check_study_model(study: Study, cfg: Any, label: str, config_file: str,
+                      overridden: Sequence[str] = ()) -> None:
     """Refuse (ValueError) a setting's config ``cfg`` whose model does not read the keys the
     study's settings set (:attr:`Study.model`): every setting would train the same model, and
-    the study would compare identical runs."""
+    the study would compare identical runs. ``overridden``: the keys the command line
+    overrides (a model chosen there is named as the cause)."""
     arch, proposals = cfg.MODEL.META_ARCHITECTURE, cfg.MODEL.PROPOSAL_GENERATOR.NAME
     if study.model == "RetinaFocal" and arch != "RetinaFocal":
         found, keys, wanted = f"MODEL.META_ARCHITECTURE {arch!r}", ["MODEL.META_ARCHITECTURE"], (
@@ -125,11 +127,13 @@ def check_study_model(study: Study, cfg: Any, label: str, config_file: str) -> N
                   "faster_rcnn_focal_rpn_R_18_FPN_synthetic.yaml")
     else:
         return
+    culprits = [key for key in keys if key in overridden]
+    fix = (f"leave the override of {' and '.join(culprits)} out" if culprits else f"use {wanted}")
+    source = "the command line's override" if culprits else config_file
     raise ValueError(f"study {study.name} varies {study.model}'s settings, but the config of "
-                     f"setting {label!r} ({config_file} with the schedule's and the command "
-                     f"line's overrides) has {found}: another model ignores some of the keys "
-                     f"its settings set, and the study would compare runs that differ less than "
-                     f"their labels say. Use {wanted}, without overriding {' or '.join(keys)}")
+                     f"setting {label!r} has {found} (from {source}): another model ignores "
+                     f"some of the keys its settings set, and the study would compare runs "
+                     f"that differ less than their labels say; {fix}")
 
 
 def _focal(alpha: float, gamma: float) -> Tuple[Tuple[str, Any], ...]:

@@ -302,7 +302,8 @@ def fl_minus_ce(results: Dict, rows: Dict[str, Dict]) -> List[Dict]:
     in ``rows`` (name -> imbalance_row, keyed by the preset's prefix): the mean AP of FL
     minus that of CE, half the sum of their ranges over seeds (the error bar; with two seeds
     the two ranges overlap exactly when the difference is inside it) and the claim's verdict."""
-    summary = results.get("seed_summary") or {}
+    # a study run without --seeds has no seed summary: its runs, one per setting
+    summary = results.get("seed_summary") or results.get("run_summary") or {}
     verdicts = {c["better"]: c["verdict"] for c in results.get("claims", [])}
     levels = []
     for prefix, row in rows.items():

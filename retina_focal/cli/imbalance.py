@@ -64,7 +64,10 @@ def main(args) -> int:
     # config that is not a RetinaNet's fails now
     for option, path in (("--config-file", args.config_file), ("--coco-config", args.coco_config)):
         if path:
-            cfg = load_cfg(path, [])  # a missing file: named by the error
+            try:
+                cfg = load_cfg(path, [])
+            except FileNotFoundError as e:
+                raise SystemExit(f"error: {option}: {e}")
             try:
                 AssignmentSetting(cfg)
             except ValueError as e:

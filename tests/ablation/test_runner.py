@@ -105,6 +105,31 @@ def test_a_seeded_run_reuses_the_same_run_made_without_seeds(tmp_path):
     assert found["reused_from"] == runner.run_dir(seedless) and found["metrics"]["AP"] == 12.5
     assert runner.load_done(one) is None  # seed 1 is another run: trained
 
+    # a copy of a copy names the run that trained (its logs and model are there)
+    copy = tmp_path / "aa_copy" / "03_alpha=0.75"
+    _record(str(copy), seedless, seedless["signature"])
+    record = json.loads((copy / "result.json").read_text())
+    (copy / "result.json").write_text(json.dumps(dict(record, reused_from="/elsewhere/trained")))
+    chain = _plan(["--config-file", TINY_CONFIG, "--study", "1a", "--settings", "alpha=0.75",
+                   "--schedule", "tiny", "--output", str(tmp_path / "second")])
+    assert StudyRunner(chain).load_done(chain["runs"][0])["reused_from"] == "/elsewhere/trained"
+
+
+def test_a_dataset_no_run_reads_is_refused_with_the_fix_of_the_study():
+    """--dataset without the DATASETS overrides: refused; for a study whose settings choose
+    their datasets (imbalance) the advice is to leave --dataset out, not to add overrides that
+    the next refusal would reject (a stranger's find)."""
+    from retina_focal.ablation.runner import check_datasets_used
+    from retina_focal.ablation.studies import Setting
+
+    mine = Setting("x", (("MODEL.RETINANET.FOCAL_LOSS_GAMMA", 2.0),))
+    chosen = Setting("y", (("DATASETS.TRAIN", ("a_train",)),))
+    check_datasets_used({"d": {}}, [{"datasets_read": ["d", "a_val"], "setting": mine}])
+    with pytest.raises(ValueError, match="add DATASETS.TRAIN"):
+        check_datasets_used({"d": {}}, [{"datasets_read": ["a_val"], "setting": mine}])
+    with pytest.raises(ValueError, match="choose their own datasets, so it cannot take yours"):
+        check_datasets_used({"d": {}}, [{"datasets_read": ["a_val"], "setting": chosen}])
+
 
 def _refused(argv, capsys, fragment):
     """``ablate argv`` is refused when planned (before anything trains: so a broken check fails

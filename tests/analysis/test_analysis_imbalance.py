@@ -124,6 +124,18 @@ def test_command_measures_datasets_and_plots_fl_minus_ce(tmp_path, capsys):
     assert json.load(open(tmp_path / "none" / "imbalance.json"))["fl_minus_ce"][0][
         "difference"] is None
     assert Image.open(tmp_path / "none" / "fl_minus_ce.png").size[0] > 300
+    # run without --seeds: one run per setting, tabled from the runs' summary (it showed "-")
+    runs = {k: dict(v, values=v["values"][:1], seeds=1, mean=v["values"][0],
+                    min=v["values"][0], max=v["values"][0], spread=0.0)
+            for k, v in summary.items()}
+    (study_dir / "results.json").write_text(json.dumps({
+        "study": "imbalance", "seed_summary": {}, "run_summary": runs,
+        "claims": [{"better": "synthetic_shapes_tiny FL", "verdict": "too few seeds"}]}))
+    assert imbalance.run(["--config-file", TINY_CONFIG, "--datasets", "synthetic_shapes_tiny_val",
+                          "--coco-config", "", "--study", str(study_dir),
+                          "--output", str(tmp_path / "one")]) == 0
+    assert "| 1 | 30.0 | 27.0 | +3.0 | 0.0 | too few seeds |" in (
+        tmp_path / "one" / "fl_minus_ce.md").read_text()
 
     (study_dir / "results.json").write_text(json.dumps({"study": "1a"}))
     with pytest.raises(SystemExit, match="not the imbalance study"):
