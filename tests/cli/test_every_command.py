@@ -419,8 +419,8 @@ BAD = [
     # train's option: not one of ablate's (not "misplaced")
     # a --dataset no run reads: the study would train on the base config's datasets
     ("ablate-dataset-unused", f"ablate --config-file {TINY_CONFIG} --study 1a --schedule tiny "
-     "--output {dir}/b20 --dataset d12={dataset}/train.json:{dataset}/train",
-     "--dataset 'd12': no run of this study trains or evaluates on it"),
+     "--output {dir}/b20 --dataset dunused={dataset}/train.json:{dataset}/train",
+     "--dataset 'dunused': no run of this study trains or evaluates on it"),
     # the imbalance study's levels choose their datasets: an override of them would be lost
     ("ablate-imbalance-datasets-override", f"ablate --config-file {TINY_CONFIG} --study "
      "imbalance --schedule tiny --output {dir}/b21 "
