@@ -110,7 +110,10 @@ def _check_test_classes(train: List[str], test: List[str], train_key: str, test_
         if test_map is not None:
             match_class_maps(train_map, test_map,
                              model_desc=f"{train_key} ({', '.join(train)})",
-                             data_desc=f"{test_key} '{name}'")
+                             data_desc=f"{test_key} '{name}'",
+                             advice=f"Set {test_key} to a dataset with the training set's "
+                                    f"classes (e.g. a split of the same COCO file), or train on "
+                                    f"one with the test set's")
 
 
 def _check_dataset_classes(name: str, num_classes: int, key: str, fix: str, where: str = ""):

@@ -165,7 +165,9 @@ def format_class_map(cmap: ClassMap, limit: int = 20) -> str:
 
 
 def match_class_maps(model: ClassMap, data: ClassMap, *, model_desc: str = "the model",
-                     data_desc: str = "the dataset") -> Optional[List[int]]:
+                     data_desc: str = "the dataset",
+                     advice: str = "Evaluate on data with the model's classes, or use a model "
+                                   "trained on these") -> Optional[List[int]]:
     """Match a model's classes to a dataset's by name.
 
     Args:
@@ -173,6 +175,7 @@ def match_class_maps(model: ClassMap, data: ClassMap, *, model_desc: str = "the 
         data: the dataset's class map, in its contiguous order (Detectron2's numbering of its
             categories).
         model_desc, data_desc: how the two are named in messages.
+        advice: the fix the error ends with.
 
     Returns:
         ``None`` when output ``k`` already is the dataset's class ``k`` (same names in the same
@@ -204,7 +207,7 @@ def match_class_maps(model: ClassMap, data: ClassMap, *, model_desc: str = "the 
             f"The classes of {model_desc} and {data_desc} differ ({detail}):\n"
             f"  {model_desc} ({len(model)}): {format_class_map(model)}\n"
             f"  {data_desc} ({len(data)}): {format_class_map(data)}\n"
-            "Evaluate on data with the model's classes, or use a model trained on these"
+            + advice
         )
     index = {n: j for j, n in enumerate(data_names)}
     perm = [index[n] for n in model_names]

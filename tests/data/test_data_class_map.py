@@ -137,8 +137,12 @@ def test_training_stops_before_it_starts_when_test_classes_differ(tiny_cfg):
     check_num_classes(tiny_cfg)  # another id order: evaluation renumbers by name
     tiny_cfg.DATASETS.TEST = ("cm_t_val_other",)
     with pytest.raises(ValueError, match=r"The classes of DATASETS.TRAIN \(cm_t_train\) and "
-                                         r"DATASETS.TEST 'cm_t_val_other' differ"):
+                                         r"DATASETS.TEST 'cm_t_val_other' differ") as refused:
         check_num_classes(tiny_cfg)
+    # the fix is the test set's (a stranger's find: the advice was the evaluation's)
+    assert str(refused.value).endswith("Set DATASETS.TEST to a dataset with the training set's "
+                                       "classes (e.g. a split of the same COCO file), or train "
+                                       "on one with the test set's")
     check_num_classes(tiny_cfg, evaluation_only=True)  # a checkpoint's side is not TRAIN
 
     lazy = {"model": {"num_classes": 3},
