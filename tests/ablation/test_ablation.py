@@ -728,3 +728,23 @@ def test_speed_accuracy_plot_has_one_point_per_setting_over_its_seeds(tmp_path):
     assert speed_curves(speed_points(rows)) == {"R18": [("256", 31.0, 41.0), ("320", 42.0, 51.0)]}
     plot_speed_accuracy(rows, (), str(tmp_path / "s.png"))
     assert (tmp_path / "s.png").stat().st_size > 1000
+
+
+def test_a_study_without_paper_numbers_has_no_paper_column(tmp_path):
+    """The focal-RPN studies have no paper numbers: their tables carried an empty "paper AP"
+    column (a stranger's find); a study with them keeps it."""
+    study = get_study("focal_rpn_proposals")
+    assert all(s.paper_ap is None for s in study.settings)
+    rows = [{"label": s.label, "paper_ap": None, "status": "done", "wall_s": 5.0,
+             "overrides": [], "metrics": {m: 10.0 for m in (*METRICS, "AR@100")}}
+            for s in study.settings[:2]]
+    md = open(write_results(study, rows, str(tmp_path), {})["md"]).read()
+    header = next(line for line in md.splitlines() if line.startswith("| setting |"))
+    assert "paper AP" not in header and header.endswith("| train+eval s |")
+    row = next(line for line in md.splitlines() if line.startswith(f"| {rows[0]['label']} |"))
+    assert row.count("|") == header.count("|") and row.endswith("| 5 |")
+    (tmp_path / "t3").mkdir()
+    table3 = get_study("table3")
+    md = open(write_results(table3, [dict(rows[0], label="CE alpha=.75", paper_ap=31.1)],
+                            str(tmp_path / "t3"), {})["md"]).read()
+    assert "| paper AP | train+eval s |" in md and "| 31.1 | 5 |" in md
