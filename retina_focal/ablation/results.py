@@ -207,18 +207,19 @@ def seed_summary(rows: List[Dict], metric: str, every_run: bool = False) -> Dict
     """Per setting repeated over seeds (rows with ``setting`` and ``seed``), in row order:
     ``{"values": [metric of each finished seed], "seeds": n, "mean", "min", "max", "spread",
     "failed": runs that failed}`` (``spread`` = max - min, the run-to-run spread; None where no
-    seed finished). Empty when
-    the study ran without ``--seeds``, unless ``every_run``: then a run without a seed counts
-    as one run of its setting (a run tabled twice, with and without its seed, once)."""
+    seed finished). Empty when the study ran without ``--seeds``, unless ``every_run``: then a
+    run without a seed counts as one run of its setting (a run tabled twice, with and without
+    its seed, once)."""
     by_setting: Dict[str, List[float]] = {}
     failed: Dict[str, int] = {}
     seen = set()
     for r in rows:
         if r.get("seed") is None and not every_run:
             continue
-        values = by_setting.setdefault(r.get("setting", r["label"]), [])
+        setting = r.get("setting", r["label"])
+        values = by_setting.setdefault(setting, [])
         if r["status"] == "failed":
-            failed[r.get("setting", r["label"])] = failed.get(r.get("setting", r["label"]), 0) + 1
+            failed[setting] = failed.get(setting, 0) + 1
         value = (r.get("metrics") or {}).get(metric)
         run = r.get("output_dir") or r["label"]
         if r["status"] == "done" and value is not None and run not in seen:

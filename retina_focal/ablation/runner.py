@@ -224,10 +224,9 @@ def build_plan(config_file: str, study_name: str, schedule_name: str,
             except ValueError as e:
                 raise ValueError(f"setting {setting.label!r}: {e}") from None
         # the --dataset files the setting's runs read: part of their key
-        used = [fingerprints[n] for n in dict.fromkeys([*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST])
-                if n in fingerprints]
-        runs = []
         datasets_read = [*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST]
+        used = [fingerprints[n] for n in dict.fromkeys(datasets_read) if n in fingerprints]
+        runs = []
         for seed in seeds:
             # with --seeds, one run per seed (SEED last: it wins), labelled by both
             seed_opts = [] if seed is None else ["SEED", str(seed)]
