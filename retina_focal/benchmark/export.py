@@ -7,9 +7,10 @@ import os
 import tempfile
 from typing import Dict
 
+from retina_focal.analysis.compute import conv_flops, matmul_gflops
 from retina_focal.benchmark.models import inference_models, inference_run
 from retina_focal.benchmark.settings import BenchSettings
-from retina_focal.benchmark.timing import Progress, alternate, conv_flops, matmul_gflops, summarize
+from retina_focal.benchmark.timing import Progress, alternate, summarize
 
 __all__ = ["ORT", "ORT_DETECTOR", "bench_export"]
 

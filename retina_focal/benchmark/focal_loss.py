@@ -6,8 +6,9 @@ from typing import Any, Callable, Dict, Tuple
 import torch
 import torch.nn.functional as F
 
+from retina_focal.analysis.compute import peak_extra_bytes
 from retina_focal.benchmark.settings import BenchSettings
-from retina_focal.benchmark.timing import Progress, alternate, peak_extra_bytes, summarize, timed
+from retina_focal.benchmark.timing import Progress, alternate, summarize, timed
 
 __all__ = ["bench_focal", "compiled_closed_form", "describe_problem", "focal_methods",
            "focal_params", "focal_problem"]
@@ -141,7 +142,7 @@ def bench_focal(settings: BenchSettings, device: str) -> Dict[str, Any]:
     ``settings.alpha`` and ``settings.gamma`` (the command's: :func:`focal_params` of the config
     and its overrides): the medians of
     alternating rounds and the peak extra memory of one forward + backward
-    (:func:`~retina_focal.benchmark.timing.peak_extra_bytes`), each also against ours (fused).
+    (:func:`~retina_focal.analysis.compute.peak_extra_bytes`), each also against ours (fused).
     The fused path's first call (on CUDA, its compilation) is timed apart, before the
     warm-up."""
     N, R, K = settings.images, settings.anchors, settings.classes

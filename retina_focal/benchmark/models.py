@@ -6,15 +6,9 @@ from typing import Callable, Dict
 
 import torch
 
+from retina_focal.analysis.compute import peak_extra_bytes, profile_step
 from retina_focal.benchmark.settings import BenchSettings
-from retina_focal.benchmark.timing import (
-    Progress,
-    alternate,
-    peak_extra_bytes,
-    ratios,
-    summarize,
-    sync,
-)
+from retina_focal.benchmark.timing import Progress, alternate, ratios, summarize
 from retina_focal.engine.device import resolve_memory_format
 from retina_focal.modeling.detectron2_reference import detectron2_head_kind
 
@@ -66,31 +60,6 @@ def make_batch(num_images, height, width, num_classes, device, boxes_per_image=7
         batch.append({"image": image.to(device), "instances": inst.to(device),
                       "height": height, "width": width})
     return batch
-
-
-# The aten operators of a convolution's forward and backward passes on CPU and CUDA.
-CONV_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_slow_conv2d",
-            "aten::cudnn_convolution", "aten::thnn_conv2d", "aten::_convolution_depthwise2d")
-
-
-def profile_step(step, device: str, runs: int = 2) -> dict:
-    """Where one training step's time goes: the self time of the convolutions (forward and
-    backward, :data:`CONV_OPS`) against the step's wall time, averaged over ``runs`` steps
-    under ``torch.profiler``. A model whose step is mostly convolutions cannot get faster by
-    more than its non-convolution share without faster convolutions."""
-    from torch.profiler import ProfilerActivity, profile
-
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
-    with profile(activities=activities) as prof:
-        for _ in range(runs):
-            step()
-            sync(device)
-    events = prof.key_averages()
-    total = sum(e.self_cpu_time_total for e in events) / 1e6 / runs
-    conv = sum(e.self_cpu_time_total for e in events if e.key in CONV_OPS) / 1e6 / runs
-    top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:8]
-    return {"self_time_s": total, "conv_s": conv, "conv_share": conv / total if total else 0.0,
-            "top_ops": {e.key: e.self_cpu_time_total / 1e6 / runs for e in top}}
 
 
 def sgd_step(model: torch.nn.Module, batch, optimizer: torch.optim.Optimizer,

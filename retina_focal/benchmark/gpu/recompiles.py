@@ -1,82 +1,12 @@
 """The GPU checks' ``recompiles`` section: how often torch.compile compiles the closed-form loss
 over batches of other anchor counts, alone and in RetinaFocal's training step."""
-import logging
-import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict
 
 import torch
 
+from retina_focal.analysis.compute import count_compiles
 from retina_focal.benchmark.gpu.sizes import anchor_count, image_sizes
 from retina_focal.benchmark.settings import BenchSettings
-
-
-class _RecompileLog(logging.Handler):
-    """Collects torch's "recompiles" log records and its recompile-limit warnings."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.messages: List[str] = []
-
-    def emit(self, record):
-        msg = record.getMessage()
-        if "recompiles" in record.name or "recompile_limit" in msg or "cache_size_limit" in msg:
-            self.messages.append(msg[:600])
-
-
-def _dynamo_counts() -> Dict[str, int]:
-    from torch._dynamo.utils import counters
-
-    return {"frames": counters["frames"]["total"], "frames_ok": counters["frames"]["ok"],
-            "graphs": counters["stats"]["unique_graphs"]}
-
-
-def _recompile_limit() -> Optional[int]:
-    import torch._dynamo.config as config
-
-    # renamed in torch 2.7 (the old name is an alias there)
-    for name in ("recompile_limit", "cache_size_limit"):
-        if hasattr(config, name):
-            return int(getattr(config, name))
-    return None
-
-
-def count_compiles(calls: Sequence[Tuple[str, Callable[[], None]]], device: str,
-                   reset: bool = True) -> Dict:
-    """Run each ``(label, fn)`` in turn and count what torch.compile did during each: frames
-    compiled (a first compile or a recompile of a function), graphs, and the "recompiles"
-    log's reasons. ``reset``: forget every earlier compilation first (``torch._dynamo.reset``),
-    so that the first call's compile is counted too."""
-    if reset:
-        torch._dynamo.reset()
-    handler = _RecompileLog()
-    dynamo_logger = logging.getLogger("torch._dynamo")
-    dynamo_logger.addHandler(handler)
-    torch._logging.set_logs(recompiles=True)
-    per_call: List[Dict[str, Any]] = []
-    try:
-        for label, fn in calls:
-            before, n_msgs = _dynamo_counts(), len(handler.messages)
-            start = time.perf_counter()
-            fn()
-            if device.startswith("cuda"):
-                torch.cuda.synchronize(device)
-            after = _dynamo_counts()
-            per_call.append({"call": label, "seconds": time.perf_counter() - start,
-                             **{k: after[k] - before[k] for k in after},
-                             "recompiles_logged": len(handler.messages) - n_msgs})
-    finally:
-        torch._logging.set_logs()
-        dynamo_logger.removeHandler(handler)
-    frames = [c["frames"] for c in per_call]
-    return {
-        "calls": per_call,
-        "frames_compiled": sum(frames),
-        "frames_compiled_after_first_call": sum(frames[1:]),
-        "calls_that_compiled": sum(f > 0 for f in frames),
-        "graphs": sum(c["graphs"] for c in per_call),
-        "recompile_limit": _recompile_limit(),
-        "recompile_reasons": handler.messages[:20],
-    }
 
 
 def loss_recompiles(settings: BenchSettings, device: str, batches: int) -> Dict:
