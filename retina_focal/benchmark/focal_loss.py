@@ -13,25 +13,19 @@ from retina_focal.benchmark.timing import Progress, alternate, summarize, timed
 __all__ = ["bench_focal", "compiled_closed_form", "describe_problem", "focal_methods",
            "focal_params", "focal_problem"]
 
-ALPHA_KEY = "MODEL.RETINANET.FOCAL_LOSS_ALPHA"
-GAMMA_KEY = "MODEL.RETINANET.FOCAL_LOSS_GAMMA"
-
 
 def focal_params(cfg: Any) -> Tuple[float, float]:
     """The focal loss's ``(alpha, gamma)`` of the YAML config ``cfg``
     (``MODEL.RETINANET.FOCAL_LOSS_ALPHA`` / ``_GAMMA``; Detectron2's defaults, the paper's
-    0.25 and 2.0, unless the config or its overrides change them), checked as the model checks
-    them: a bad value is an error naming its key. ``MODEL.RETINA_FOCAL.FOCAL_LOSS_IMPL`` is
-    checked too (the section times both implementations, whatever it says)."""
-    from retina_focal.config import check_focal_params
-    from retina_focal.config.validation import check_choice
-    from retina_focal.ops.focal_loss import IMPLS
+    0.25 and 2.0, unless the config or its overrides change them), read by the loss the model
+    builds from it: a bad value, or a bad ``MODEL.RETINA_FOCAL.FOCAL_LOSS_IMPL`` (the section
+    times both implementations, whatever it says), is the model's error naming its key. A
+    per-class alpha is refused before (``check_detectron2_comparable``)."""
+    from retina_focal.modeling.losses.focal import SigmoidFocalLoss
 
-    alpha, gamma = cfg.MODEL.RETINANET.FOCAL_LOSS_ALPHA, cfg.MODEL.RETINANET.FOCAL_LOSS_GAMMA
-    check_focal_params(alpha, gamma, alpha_key=ALPHA_KEY, gamma_key=GAMMA_KEY)
-    check_choice(cfg.MODEL.RETINA_FOCAL.FOCAL_LOSS_IMPL, IMPLS,
-                 key="MODEL.RETINA_FOCAL.FOCAL_LOSS_IMPL")
-    return float(alpha), float(gamma)
+    loss = SigmoidFocalLoss(cfg)
+    assert loss.alpha is not None  # a scalar: ALPHA_PER_CLASS is refused before
+    return float(loss.alpha), loss.gamma
 
 
 def focal_problem(num_images, anchors, num_classes, device, seed=0):
