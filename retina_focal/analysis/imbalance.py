@@ -42,6 +42,9 @@ __all__ = [
     "format_markdown",
     "imbalance_row",
     "init_loss_shares",
+    "COCO_TEST_SIZE",
+    "ImbalanceConfigError",
+    "imbalance_setting",
     "measure_coco",
     "measure_datasets",
     "measure_imbalance",
@@ -69,6 +72,11 @@ COCO_REFERENCE: Dict[str, Any] = {
 IMBALANCE_LOSSES = {"CE": PAPER_BEST_LOSSES["CE"], "FL": PAPER_BEST_LOSSES["FL"]}
 # the name of COCO's row (:func:`measure_coco`) in the tables
 COCO_ROW = "COCO (the paper's anchors at 600 px)"
+
+
+class ImbalanceConfigError(UserError, ValueError):
+    """A ``--config-file`` / ``--coco-config`` that is missing or is not a RetinaNet's; the
+    message names the option and the file."""
 
 
 class ImbalanceStudyError(UserError, ValueError):
@@ -230,32 +238,48 @@ def plot_fl_minus_ce(levels: Sequence[Dict], path: str,
     plt.close(fig)
 
 
-def measure_imbalance(cfg, dicts: Sequence[Dict], num_classes: int, desc: str) -> Dict:
+# COCO's row is measured at the paper's ablation size (600 px)
+COCO_TEST_SIZE = ("INPUT.MIN_SIZE_TEST", "600", "INPUT.MAX_SIZE_TEST", "1000")
+
+
+def imbalance_setting(option: str, config_file: str, opts: Sequence[str] = ()):
+    """The anchors and assigner of ``config_file`` + ``opts``
+    (:class:`~retina_focal.analysis.settings.AssignmentSetting`) that label the images of
+    :func:`measure_datasets` / :func:`measure_coco`, built once and before any dataset is
+    measured: a missing file, or a config that is not a RetinaNet's, is an
+    :class:`ImbalanceConfigError` naming ``option``."""
+    from retina_focal.analysis.settings import AssignmentSetting, load_cfg
+
+    try:
+        cfg = load_cfg(config_file, list(opts))
+    except FileNotFoundError as e:
+        raise ImbalanceConfigError(f"{option}: {e}") from e
+    try:
+        return AssignmentSetting(cfg)
+    except ValueError as e:
+        raise ImbalanceConfigError(
+            f"{option} {config_file}: {e} (this command labels anchors as a RetinaNet does: "
+            "give a RetinaNet or RetinaFocal config)") from e
+
+
+def measure_imbalance(setting, dicts: Sequence[Dict], num_classes: int, desc: str) -> Dict:
     """:func:`imbalance_row` of the dataset dicts ``dicts``, each image's anchors labelled by
-    ``cfg``'s anchors and assigner at test size
-    (:class:`~retina_focal.analysis.settings.AssignmentSetting`; no pixel is read), with a
-    progress bar named ``desc`` on stderr."""
+    ``setting`` (:func:`imbalance_setting`: a config's anchors and assigner at test size; no
+    pixel is read), with a progress bar named ``desc`` on stderr."""
     from tqdm import tqdm
 
-    from retina_focal.analysis.settings import AssignmentSetting
-
-    setting = AssignmentSetting(cfg)
     progress = tqdm(dicts, desc=desc, unit="img", file=sys.stderr, mininterval=2.0)
     records = [setting.analyze(d) for d in progress]
     return imbalance_row(records, num_classes)
 
 
-def measure_datasets(config_file: str, names: Sequence[str],
-                     max_images: int = 0) -> Dict[str, Dict]:
+def measure_datasets(setting, names: Sequence[str], max_images: int = 0) -> Dict[str, Dict]:
     """:func:`measure_imbalance` of each registered dataset of ``names`` (its first
-    ``max_images`` images, 0: all) under the config file ``config_file``; returns
+    ``max_images`` images, 0: all) under ``setting`` (:func:`imbalance_setting`); returns
     ``{name: row}``, a ``*_val`` name keyed by its preset's prefix. The class count is the
     dataset's (its ``thing_classes``), else the config's ``MODEL.RETINANET.NUM_CLASSES``."""
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
-    from retina_focal.analysis.settings import load_cfg
-
-    cfg = load_cfg(config_file, [])
     rows: Dict[str, Dict] = {}
     for name in names:
         dicts = DatasetCatalog.get(name)
@@ -263,20 +287,15 @@ def measure_datasets(config_file: str, names: Sequence[str],
             dicts = dicts[:max_images]
         classes = MetadataCatalog.get(name).get("thing_classes") or []
         key = name[:-len("_val")] if name.endswith("_val") else name
-        rows[key] = measure_imbalance(cfg, dicts,
-                                      len(classes) or cfg.MODEL.RETINANET.NUM_CLASSES, name)
+        rows[key] = measure_imbalance(setting, dicts, len(classes) or setting.num_classes, name)
     return rows
 
 
-def measure_coco(coco_config: str, num_images: int) -> Dict:
+def measure_coco(setting, num_images: int) -> Dict:
     """COCO's row: :func:`measure_imbalance` of ``num_images`` COCO-like images
-    (:func:`coco_like_dicts`) under the paper's RetinaNet config ``coco_config`` at 600 px
-    (``INPUT.MIN_SIZE_TEST 600``, ``MAX_SIZE_TEST 1000``), with COCO's 80 classes."""
-    from retina_focal.analysis.settings import load_cfg
-
-    coco_cfg = load_cfg(coco_config, ["INPUT.MIN_SIZE_TEST", "600",
-                                      "INPUT.MAX_SIZE_TEST", "1000"])
-    return measure_imbalance(coco_cfg, coco_like_dicts(num_images),
+    (:func:`coco_like_dicts`) under ``setting``, the paper's RetinaNet config's at 600 px
+    (:func:`imbalance_setting` with :data:`COCO_TEST_SIZE`), with COCO's 80 classes."""
+    return measure_imbalance(setting, coco_like_dicts(num_images),
                              COCO_REFERENCE["num_classes"], "COCO-like")
 
 

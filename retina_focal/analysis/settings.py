@@ -91,6 +91,7 @@ class AssignmentSetting:
         self.anchor_generator = build_anchor_generator(cfg, feature_shapes)
         self.assigner = build_assigner(cfg)
         self.min_size, self.max_size = cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST
+        self.num_classes = cfg.MODEL.RETINANET.NUM_CLASSES
         self._anchor_cache: Dict[Tuple[int, ...], List[Boxes]] = {}
         del backbone
 

@@ -44,12 +44,13 @@ def main(args) -> int:
     import retina_focal  # noqa: F401  (registers the datasets)
     from retina_focal.analysis.imbalance import (
         COCO_ROW,
+        COCO_TEST_SIZE,
+        imbalance_setting,
         measure_coco,
         measure_datasets,
         read_imbalance_study,
         write_imbalance_report,
     )
-    from retina_focal.analysis.settings import AssignmentSetting, load_cfg
     from retina_focal.data import IMBALANCE_PRESETS
     from retina_focal.data.datasets.coco import check_registered
 
@@ -60,22 +61,13 @@ def main(args) -> int:
     study = read_imbalance_study(args.study) if args.study else None
     names = args.datasets or [f"{p}_val" for p in IMBALANCE_PRESETS]
     check_registered(names, "--datasets", can_register=False)
-    # both configs' anchors and assigner, before any dataset is measured: a missing file or a
-    # config that is not a RetinaNet's fails now
-    for option, path in (("--config-file", args.config_file), ("--coco-config", args.coco_config)):
-        if path:
-            try:
-                cfg = load_cfg(path, [])
-            except FileNotFoundError as e:
-                raise SystemExit(f"error: {option}: {e}")
-            try:
-                AssignmentSetting(cfg)
-            except ValueError as e:
-                raise SystemExit(f"error: {option} {path}: {e} (this command labels anchors as "
-                                 "a RetinaNet does: give a RetinaNet or RetinaFocal config)")
-    rows = measure_datasets(args.config_file, names, args.max_images)
-    if args.coco_config:
-        rows[COCO_ROW] = measure_coco(args.coco_config, args.coco_images)
+    # both configs' anchors and assigner, before any dataset is measured
+    setting = imbalance_setting("--config-file", args.config_file)
+    coco = (imbalance_setting("--coco-config", args.coco_config, COCO_TEST_SIZE)
+            if args.coco_config else None)
+    rows = measure_datasets(setting, names, args.max_images)
+    if coco is not None:
+        rows[COCO_ROW] = measure_coco(coco, args.coco_images)
     tables = write_imbalance_report(args.output, rows, args.config_file, args.coco_config,
                                     study)
     print(tables["table"])

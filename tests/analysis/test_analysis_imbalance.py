@@ -182,3 +182,25 @@ def test_both_configs_are_checked_before_any_dataset_is_measured(monkeypatch, tm
         imbalance.run(["--config-file", TINY_CONFIG, "--coco-config",
                        str(tmp_path / "nope.yaml"), "--output", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+def test_each_config_builds_its_anchors_and_assigner_once(monkeypatch, tmp_path):
+    """The up-front check's setting is the one that measures (each config's backbone, anchors
+    and assigner were built once to check and again per dataset)."""
+    from retina_focal.analysis.settings import AssignmentSetting
+    from retina_focal.cli import imbalance
+
+    built = []
+    init = AssignmentSetting.__init__
+
+    def counted(self, cfg):
+        built.append(cfg.INPUT.MIN_SIZE_TEST)
+        init(self, cfg)
+
+    monkeypatch.setattr(AssignmentSetting, "__init__", counted)
+    assert imbalance.run(["--config-file", TINY_CONFIG, "--datasets",
+                          "synthetic_shapes_tiny_val,synthetic_shapes_tiny_train",
+                          "--coco-images", "2", "--output", str(tmp_path / "out")]) == 0
+    assert len(built) == 2 and built[1] == 600  # the config's, then COCO's at 600 px
+    saved = json.load(open(tmp_path / "out" / "imbalance.json"))
+    assert {"synthetic_shapes_tiny", "synthetic_shapes_tiny_train"} <= set(saved["datasets"])
