@@ -23,7 +23,9 @@ from detectron2.structures import Boxes, BoxMode, Instances, pairwise_iou
 
 __all__ = [
     "COCO_SIZE_BUCKETS",
+    "RETINANET_STRIDES",
     "analyze_image",
+    "anchor_count",
     "feature_grid_sizes",
     "format_table",
     "gt_as_model_sees_it",
@@ -71,6 +73,19 @@ def feature_grid_sizes(
         h = math.ceil(h / size_divisibility) * size_divisibility
         w = math.ceil(w / size_divisibility) * size_divisibility
     return [(math.ceil(h / s), math.ceil(w / s)) for s in strides]
+
+
+# RetinaNet's anchors (the paper's and Detectron2's defaults): FPN levels P3-P7, 3 scales x 3
+# aspect ratios at each location
+RETINANET_STRIDES = (8, 16, 32, 64, 128)
+
+
+def anchor_count(height: int, width: int, images: int = 1,
+                 strides: Sequence[int] = RETINANET_STRIDES, per_location: int = 9) -> int:
+    """Anchors of ``images`` images padded to ``height x width``: ``per_location`` at each
+    location of every level's grid (:func:`feature_grid_sizes`)."""
+    grids = feature_grid_sizes((height, width), strides, 1)
+    return images * per_location * sum(h * w for h, w in grids)
 
 
 def gt_as_model_sees_it(

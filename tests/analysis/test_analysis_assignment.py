@@ -221,3 +221,18 @@ def test_a_compare_without_a_config_is_one_error_line(tmp_path):
         analyze.run(["--config-file", TINY_CONFIG, "--output", str(tmp_path / "out"),
                      "--compare"])
     assert not (tmp_path / "out").exists()
+
+
+def test_anchor_count_is_the_anchor_generators():
+    """RetinaNet's anchor count of a padded image, against the anchors the paper's RetinaNet
+    config's own anchor generator makes for it (and by hand: P3-P7 of 800x1344 are 100x168 +
+    50x84 + 25x42 + 13x21 + 7x11 locations)."""
+    from retina_focal.analysis.assignment import anchor_count
+    from retina_focal.analysis.settings import AssignmentSetting, load_cfg
+
+    config = os.path.join(REPO, "configs", "COCO-Detection", "retina_focal_R_50_FPN_1x.yaml")
+    setting = AssignmentSetting(load_cfg(config, []))
+    for size in ((800, 1344), (512, 640), (96, 160)):
+        assert anchor_count(*size) == sum(len(b) for b in setting.anchors(size))
+    assert anchor_count(800, 1344) == 9 * (16800 + 4200 + 1050 + 273 + 77)
+    assert anchor_count(800, 1344, images=2) == 2 * anchor_count(800, 1344)

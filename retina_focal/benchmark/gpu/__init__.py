@@ -8,11 +8,12 @@ import traceback
 from dataclasses import dataclass
 from typing import Callable, Dict, Tuple
 
+from retina_focal.analysis.assignment import anchor_count
 from retina_focal.analysis.compute import count_compiles
 from retina_focal.benchmark.focal_loss import bench_focal
 from retina_focal.benchmark.gpu.environment import cpu_kernel_built, gpu_environment
 from retina_focal.benchmark.gpu.recompiles import loss_recompiles, model_recompiles
-from retina_focal.benchmark.gpu.sizes import anchor_count, image_sizes
+from retina_focal.benchmark.gpu.sizes import image_sizes
 from retina_focal.benchmark.gpu.suite import parse_junit, run_tests
 from retina_focal.benchmark.models import bench_inference, bench_train
 from retina_focal.benchmark.settings import BenchSettings

@@ -4,8 +4,9 @@ from typing import Dict
 
 import torch
 
+from retina_focal.analysis.assignment import anchor_count
 from retina_focal.analysis.compute import count_compiles
-from retina_focal.benchmark.gpu.sizes import anchor_count, image_sizes
+from retina_focal.benchmark.gpu.sizes import image_sizes
 from retina_focal.benchmark.settings import BenchSettings
 
 

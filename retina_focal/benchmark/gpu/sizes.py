@@ -1,19 +1,8 @@
-"""The GPU checks' sizes: RetinaNet's anchor count of an image size, and batches of other
-sizes for the recompilation counts."""
+"""The GPU checks' batches of other image sizes, for the recompilation counts (their anchor
+counts: :func:`retina_focal.analysis.assignment.anchor_count`)."""
 from typing import List, Tuple
 
 import torch
-
-# RetinaNet's anchors: FPN levels P3-P7 (strides 8..128), 3 scales x 3 aspect ratios.
-ANCHOR_STRIDES = (8, 16, 32, 64, 128)
-ANCHORS_PER_LOCATION = 9
-
-
-def anchor_count(height: int, width: int, images: int = 1) -> int:
-    """RetinaNet's anchors for ``images`` images padded to ``height x width`` (P3-P7, 9 per
-    location)."""
-    per_image = sum(-(-height // s) * -(-width // s) for s in ANCHOR_STRIDES)
-    return images * per_image * ANCHORS_PER_LOCATION
 
 
 def image_sizes(count: int, largest: Tuple[int, int], seed: int = 0,
