@@ -1,28 +1,12 @@
-"""The benchmark's report: the environment it ran in, the printed tables and the JSON file."""
+"""The benchmark's report: the printed tables and the JSON file (the environment it ran in:
+:func:`retina_focal.utils.environment.measurement_environment`)."""
 import os
-import platform
 from typing import Dict
 
-import torch
-
 from retina_focal.benchmark.timing import log
-from retina_focal.utils.cpu import cpu_info, describe_cpu
-from retina_focal.utils.environment import load_average, utc_time
 from retina_focal.utils.file_io import atomic_write_json
 
-__all__ = ["environment", "print_report", "save_json", "write_json"]
-
-
-def environment(command: str, repeats: int) -> Dict:
-    """Where and how the figures were measured."""
-    return {
-        "torch": torch.__version__, "threads": torch.get_num_threads(),
-        # the CPU model and flags: ratios differ between CPUs that look alike
-        "cpu": describe_cpu(), "cpu_info": cpu_info().as_dict(),
-        "python": platform.python_version(),
-        "command": command,
-        "repeats": repeats, "time": utc_time(), "load_average": load_average(),
-    }
+__all__ = ["print_report", "save_json", "write_json"]
 
 
 def print_report(report) -> None:

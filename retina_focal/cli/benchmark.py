@@ -21,7 +21,6 @@ from retina_focal.benchmark import (
     bench_focal,
     bench_inference,
     bench_train,
-    environment,
     print_report,
     write_json,
 )
@@ -34,6 +33,7 @@ from retina_focal.config.zoo import resolve_config_file
 from retina_focal.engine.defaults import build_cfg
 from retina_focal.engine.device import check_device_available
 from retina_focal.modeling.detectron2_reference import check_detectron2_comparable
+from retina_focal.utils.environment import measurement_environment
 from retina_focal.utils.errors import reports_user_errors
 from retina_focal.utils.file_io import check_output_file
 
@@ -156,7 +156,7 @@ def main(args, command: str = ""):
         torch.set_num_threads(args.threads)
     sections = args.only or ["loss", "train", "inference"]
     settings = settings_from_args(args)
-    report = {"environment": environment(command, args.repeats)}
+    report = {"environment": measurement_environment(command, args.repeats)}
     log(f"benchmark: {', '.join(sections)}; {args.repeats} repeats; torch "
         f"{torch.__version__}, {torch.get_num_threads()} threads")
     if "loss" in sections:

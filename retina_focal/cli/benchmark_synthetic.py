@@ -37,11 +37,12 @@ def build_parser(prog: str = "retina-focal benchmark-synthetic") -> argparse.Arg
 def main(args, command: str = "") -> dict:
     """Run the sections ``args`` asks for; write the JSON; return the report."""
     import retina_focal  # noqa: F401  (registers the synthetic datasets)
-    from retina_focal.benchmark.report import environment, write_json
+    from retina_focal.benchmark.report import write_json
     from retina_focal.benchmark.synthetic import bench_head_norm, bench_mapper
     from retina_focal.config.zoo import resolve_config_file
     from retina_focal.data.datasets.coco import check_registered
     from retina_focal.engine.defaults import build_cfg
+    from retina_focal.utils.environment import measurement_environment
 
     if args.output is not None:  # empty, a folder, or in a folder that cannot be made:
         # refused before any work
@@ -55,7 +56,8 @@ def main(args, command: str = "") -> dict:
                          f"{args.config_file} has MODEL.RETINANET.NORM "
                          f"{cfg.MODEL.RETINANET.NORM!r} (both sides would run the same code): "
                          "use a config with a BN head, or --only mapper")
-    report = {"environment": environment(command, args.rounds), "config_file": config_file}
+    report = {"environment": measurement_environment(command, args.rounds),
+              "config_file": config_file}
     print(f"benchmark-synthetic: {', '.join(sections)}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads", flush=True)
     if "mapper" in sections:

@@ -2,14 +2,17 @@
 (:mod:`retina_focal.utils.cpu`): the time, the installed version of a package, the C/C++
 compilers on the PATH, the load average, and why CUDA cannot be used."""
 import os
+import platform
 import shutil
 import time
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ["compilers", "cuda_unavailable_reason", "load_average", "package_version",
-           "utc_time"]
+from retina_focal.utils.cpu import cpu_info, describe_cpu
+
+__all__ = ["compilers", "cuda_unavailable_reason", "load_average", "measurement_environment",
+           "package_version", "utc_time"]
 
 
 def utc_time() -> str:
@@ -43,3 +46,16 @@ def cuda_unavailable_reason() -> Optional[str]:
         return ("no CUDA device: torch.cuda.is_available() is False (torch "
                 f"{torch.__version__}, built {'with CUDA ' + built if built else 'without CUDA'})")
     return None
+
+
+def measurement_environment(command: str, repeats: int) -> Dict[str, Any]:
+    """Where and how a report's figures were measured: torch and its threads, the CPU model
+    and flags (ratios differ between CPUs that look alike), Python, the command line, the
+    repeats, the time and the load average."""
+    return {
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "cpu": describe_cpu(), "cpu_info": cpu_info().as_dict(),
+        "python": platform.python_version(),
+        "command": command,
+        "repeats": repeats, "time": utc_time(), "load_average": load_average(),
+    }

@@ -1,7 +1,7 @@
 """retina_focal.utils.cpu: the CPU model and flags every benchmark records (issue 28 (15): the
 speed ratios differ between CPUs that look alike, so each figure names its CPU model)."""
-from retina_focal.benchmark.report import environment
 from retina_focal.utils.cpu import cpu_info, describe_cpu
+from retina_focal.utils.environment import measurement_environment
 
 AMD = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -35,6 +35,6 @@ def test_the_model_family_and_flags_are_read_from_the_first_processor(tmp_path):
 
 
 def test_every_benchmark_report_records_the_cpu_model():
-    env = environment("tools/benchmark.py", 3)
+    env = measurement_environment("tools/benchmark.py", 3)
     here = cpu_info()
     assert env["cpu"] == describe_cpu(here) and env["cpu_info"]["model"] == here.model

@@ -1,14 +1,14 @@
-"""The GPU checks' environment: the benchmark report's (:func:`retina_focal.benchmark.report.
-environment`) with the GPU, the CUDA-side versions and whether the fused CPU kernel is built
-(why CUDA is unavailable: :func:`retina_focal.utils.environment.cuda_unavailable_reason`)."""
+"""The GPU checks' environment: the benchmark report's
+(:func:`retina_focal.utils.environment.measurement_environment`) with the GPU, the CUDA-side
+versions and whether the fused CPU kernel is built (why CUDA is unavailable:
+:func:`retina_focal.utils.environment.cuda_unavailable_reason`)."""
 import os
 from typing import Dict
 
 import torch
 
-from retina_focal.benchmark.report import environment
 from retina_focal.ops._cpu_kernel import is_built as cpu_kernel_built
-from retina_focal.utils.environment import compilers, package_version
+from retina_focal.utils.environment import compilers, measurement_environment, package_version
 
 __all__ = ["cpu_kernel_built", "gpu_environment"]
 
@@ -21,7 +21,7 @@ def gpu_environment(command: str, repeats: int) -> Dict:
 
     cuda = torch.cuda.is_available()
     return {
-        **environment(command, repeats),
+        **measurement_environment(command, repeats),
         "torch_cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if cuda else None,
         "cuda_available": cuda,
         "gpu": torch.cuda.get_device_name(0) if cuda else None,
