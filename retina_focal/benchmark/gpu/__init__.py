@@ -1,7 +1,8 @@
 """The GPU checks (``retina-focal gpu-checks``, ``scripts/gpu_checks.sh``; docs/performance.md,
-"GPU", says what each section measures): the CUDA tests (:mod:`.suite`), the benchmarks
-(:mod:`retina_focal.benchmark`; sizes: :mod:`.sizes`) and torch.compile's recompilation counts
-(:mod:`.recompiles`), into one report; without CUDA every section is skipped with its reason."""
+"GPU", says what each section measures): the CUDA tests
+(:mod:`retina_focal.utils.pytest_run`), the benchmarks (:mod:`retina_focal.benchmark`; sizes:
+:mod:`.sizes`) and torch.compile's recompilation counts (:mod:`.recompiles`), into one report;
+without CUDA every section is skipped with its reason."""
 import os
 import time
 import traceback
@@ -14,11 +15,11 @@ from retina_focal.benchmark.focal_loss import bench_focal
 from retina_focal.benchmark.gpu.environment import cpu_kernel_built, gpu_environment
 from retina_focal.benchmark.gpu.recompiles import loss_recompiles, model_recompiles
 from retina_focal.benchmark.gpu.sizes import image_sizes
-from retina_focal.benchmark.gpu.suite import parse_junit, run_tests
 from retina_focal.benchmark.models import bench_inference, bench_train
 from retina_focal.benchmark.settings import BenchSettings
 from retina_focal.benchmark.timing import log
 from retina_focal.utils.environment import cuda_unavailable_reason
+from retina_focal.utils.pytest_run import parse_junit, run_tests
 
 __all__ = [
     "GpuChecks", "SECTIONS", "anchor_count", "count_compiles",

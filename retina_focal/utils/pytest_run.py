@@ -1,5 +1,5 @@
-"""The GPU checks' ``tests`` section: ``pytest tests -k cuda`` in a child process, its outcomes
-read from a JUnit XML file."""
+"""pytest in a child process, each test's outcome read from its JUnit XML file: the GPU checks'
+``tests`` section (``pytest tests -k cuda``)."""
 import os
 import subprocess
 import sys
@@ -7,7 +7,7 @@ import time
 import xml.etree.ElementTree as ET
 from typing import Any, Dict, Sequence
 
-from retina_focal.benchmark.timing import log
+__all__ = ["parse_junit", "run_tests"]
 
 
 def parse_junit(path: str) -> Dict:
@@ -37,7 +37,7 @@ def run_tests(root: str, selection: Sequence[str], junit: str, timeout_s: float)
     (a missing optional package) is one error in the report, not a run without tests."""
     command = [sys.executable, "-m", "pytest", "-q", "-rfEs",
                "--continue-on-collection-errors", f"--junitxml={junit}", *selection]
-    log(f"tests: {' '.join(command[1:])} (timeout {timeout_s:.0f} s)")
+    print(f"tests: {' '.join(command[1:])} (timeout {timeout_s:.0f} s)", flush=True)
     start = time.perf_counter()
     try:
         proc = subprocess.run(command, cwd=root, capture_output=True, text=True,
