@@ -1,6 +1,7 @@
 """What a report records about the process it was measured in, beside the CPU
 (:mod:`retina_focal.utils.cpu`): the time, the installed version of a package, the C/C++
-compilers on the PATH, the load average, and why CUDA cannot be used."""
+compilers on the PATH, the load average, the GPU and why CUDA cannot be used; every report's
+(:func:`measurement_environment`) and the GPU checks' (:func:`gpu_environment`)."""
 import os
 import platform
 import shutil
@@ -11,8 +12,8 @@ import torch
 
 from retina_focal.utils.cpu import cpu_info, describe_cpu
 
-__all__ = ["compilers", "cuda_unavailable_reason", "load_average", "measurement_environment",
-           "package_version", "utc_time"]
+__all__ = ["compilers", "cuda_unavailable_reason", "gpu_environment", "load_average",
+           "measurement_environment", "package_version", "utc_time"]
 
 
 def utc_time() -> str:
@@ -58,4 +59,31 @@ def measurement_environment(command: str, repeats: int) -> Dict[str, Any]:
         "python": platform.python_version(),
         "command": command,
         "repeats": repeats, "time": utc_time(), "load_average": load_average(),
+    }
+
+
+def gpu_environment(command: str, repeats: int) -> Dict[str, Any]:
+    """Where the GPU checks ran: :func:`measurement_environment`, the GPU and the CUDA-side
+    versions, the packages' versions and where detectron2 and retina_focal were imported from,
+    and whether a C/C++ compiler exists (Triton builds its launcher with one; the fused CPU
+    kernel needs g++)."""
+    import detectron2
+
+    cuda = torch.cuda.is_available()
+    return {
+        **measurement_environment(command, repeats),
+        "torch_cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "cuda_available": cuda,
+        "gpu": torch.cuda.get_device_name(0) if cuda else None,
+        "gpu_capability": list(torch.cuda.get_device_capability(0)) if cuda else None,
+        "gpu_memory_gib": (torch.cuda.get_device_properties(0).total_memory / 2**30
+                           if cuda else None),
+        "gpu_count": torch.cuda.device_count() if cuda else 0,
+        "torchvision": package_version("torchvision"), "triton": package_version("triton"),
+        "fvcore": package_version("fvcore"),
+        "detectron2": detectron2.__version__,
+        "detectron2_path": os.path.dirname(detectron2.__file__),
+        # this package's folder (utils/ is one below it)
+        "retina_focal_path": os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        "compilers": compilers(),
     }

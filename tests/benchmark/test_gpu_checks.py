@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import REPO
 
+import retina_focal
 from retina_focal import cli
 from retina_focal.benchmark import gpu
 
@@ -31,6 +32,8 @@ def check_dry_run_report(report, fresh_process: bool):
                 "compilers", "python", "command"):
         assert key in env, key
     assert env["cuda_available"] is False and env["gpu"] is None
+    # the package's folder (it named retina_focal/benchmark when the probe lived there)
+    assert env["retina_focal_path"] == os.path.dirname(os.path.abspath(retina_focal.__file__))
     assert isinstance(env["cpu_kernel_built_in_this_process"], bool)
     if fresh_process:
         # the dry run builds nothing: no C++ kernel is needed to import and run it

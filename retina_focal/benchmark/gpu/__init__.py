@@ -12,13 +12,13 @@ from typing import Callable, Dict, Tuple
 from retina_focal.analysis.assignment import anchor_count
 from retina_focal.analysis.compute import count_compiles
 from retina_focal.benchmark.focal_loss import bench_focal
-from retina_focal.benchmark.gpu.environment import cpu_kernel_built, gpu_environment
 from retina_focal.benchmark.gpu.recompiles import loss_recompiles, model_recompiles
 from retina_focal.benchmark.gpu.sizes import image_sizes
 from retina_focal.benchmark.models import bench_inference, bench_train
 from retina_focal.benchmark.settings import BenchSettings
 from retina_focal.benchmark.timing import log
-from retina_focal.utils.environment import cuda_unavailable_reason
+from retina_focal.ops._cpu_kernel import is_built as cpu_kernel_built
+from retina_focal.utils.environment import cuda_unavailable_reason, gpu_environment
 from retina_focal.utils.pytest_run import parse_junit, run_tests
 
 __all__ = [
@@ -76,6 +76,9 @@ def run_checks(checks: GpuChecks, command: str, write: Callable[[Dict], None]) -
     measured)."""
     start = time.perf_counter()
     report: Dict = {"environment": gpu_environment(command, checks.bench.repeats), "sections": {}}
+    # the C++ CPU focal-loss kernel is built on first use on the CPU only: the GPU checks never
+    # need it (False here at the end of a run shows it)
+    report["environment"]["cpu_kernel_built_in_this_process"] = cpu_kernel_built()
     device, bench = checks.device, checks.bench
     no_cuda = cuda_unavailable_reason() if device.startswith("cuda") else None
     report["dry_run"] = no_cuda is not None
