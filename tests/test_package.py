@@ -90,3 +90,24 @@ def test_an_upward_import_inside_a_function_breaks_the_layer_contract(tmp_path):
     proc = _lint_imports(tmp_path)
     assert proc.returncode != 0
     assert "retina_focal.engine.device -> retina_focal.export" in proc.stdout
+
+
+def _lines(subpackage):
+    """Lines of every .py file of ``retina_focal/<subpackage>`` (``find ... | xargs cat | wc
+    -l``)."""
+    total = 0
+    for folder, _, files in os.walk(os.path.join(REPO, "retina_focal", subpackage)):
+        for name in files:
+            if name.endswith(".py"):
+                with open(os.path.join(folder, name), encoding="utf-8") as f:
+                    total += sum(1 for _ in f)
+    return total
+
+
+def test_the_periphery_is_no_larger_than_the_core():
+    """docs/layout.md: the commands (cli/) and the benchmark harness (benchmark/) together are
+    no larger than the detector (modeling/), counted in lines. Logic that grows in a command
+    belongs in the layer it serves; a generic measuring tool, in analysis/ or utils/."""
+    periphery = _lines("cli") + _lines("benchmark")
+    assert periphery <= _lines("modeling"), (
+        f"cli/ + benchmark/ have {periphery} lines, modeling/ {_lines('modeling')}")
