@@ -33,7 +33,7 @@ from retina_focal.config.zoo import resolve_config_file
 from retina_focal.engine.defaults import build_cfg
 from retina_focal.engine.device import check_device_available
 from retina_focal.modeling.detectron2_reference import check_detectron2_comparable
-from retina_focal.utils.environment import measurement_environment
+from retina_focal.utils.environment import measurement_environment, require_packages
 from retina_focal.utils.errors import reports_user_errors
 from retina_focal.utils.file_io import check_output_file
 
@@ -139,6 +139,8 @@ def parse_args(argv=None):
     p = build_parser()
     args = p.parse_args(argv)
     check_model_options(p, args, DEFAULTS)
+    if "export" in (args.only or ()):  # before the other sections run
+        require_packages("--only export")
     return args
 
 

@@ -22,6 +22,7 @@ from retina_focal.export.files import CLASS_MAP_FILE, FORMATS, export_file
 from retina_focal.export.graph import check_dense_detector
 from retina_focal.export.onnx import GRAPHS
 from retina_focal.export.torchscript import export_torchscript
+from retina_focal.utils.environment import require_packages
 from retina_focal.utils.errors import UserError
 
 __all__ = ["AP_TOLERANCE", "LOGGER_NAME", "ExportOptionError", "check_exportable",
@@ -74,6 +75,8 @@ def check_exportable(cfg, model: nn.Module, fmt: str, graph: Optional[str]) -> N
     ``cfg``) cannot be exported as ``fmt`` (with ONNX's ``graph``), before any file is written:
     the whole-detector graph needs a RetinaNet, the head graphs a dense detector, and an
     exported program images the config's test resize makes large enough."""
+    if fmt == "onnx":  # the file is written with onnx and checked with onnxruntime
+        require_packages("--format onnx")
     if fmt == "onnx" and graph == "detector":
         check_whole_detector(model)
     elif fmt != "torchscript":  # the graph ends at a dense head

@@ -52,6 +52,7 @@ from retina_focal.evaluation import REPORT_FILE
 from retina_focal.export.detector_graph import INPUT_DTYPES
 from retina_focal.export.exported_program import CLASS_MAP_FILE, INFO_FILE, test_size_too_small
 from retina_focal.export.graph import split_outputs
+from retina_focal.utils.environment import require_packages
 from retina_focal.utils.errors import UserError
 
 __all__ = [
@@ -200,6 +201,7 @@ def onnx_backend(path: str, threads: int = 0, opt_level: str = "all",
         threads: onnxruntime's intra-op threads (0: its default, one per core).
         opt_level: graph optimisation level, one of :data:`ORT_OPT_LEVELS`.
     """
+    require_packages(f"running the ONNX file {path}", ("onnxruntime",))
     import onnxruntime as ort
 
     if opt_level not in ORT_OPT_LEVELS:

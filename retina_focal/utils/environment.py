@@ -2,6 +2,7 @@
 (:mod:`retina_focal.utils.cpu`): the time, the installed version of a package, the C/C++
 compilers on the PATH, the load average, the GPU and why CUDA cannot be used; every report's
 (:func:`measurement_environment`) and the GPU checks' (:func:`gpu_environment`)."""
+import importlib.util
 import os
 import platform
 import shutil
@@ -12,8 +13,12 @@ import torch
 
 from retina_focal.utils.cpu import cpu_info, describe_cpu
 
-__all__ = ["compilers", "cuda_unavailable_reason", "gpu_environment", "load_average",
-           "measurement_environment", "package_version", "utc_time"]
+__all__ = ["DEPLOY_PACKAGES", "compilers", "cuda_unavailable_reason", "gpu_environment",
+           "load_average", "measurement_environment", "package_version", "require_packages",
+           "utc_time"]
+
+# the packages of the "deploy" extra (setup.py): ONNX export and onnxruntime
+DEPLOY_PACKAGES = ("onnx", "onnxruntime")
 
 
 def utc_time() -> str:
@@ -87,3 +92,18 @@ def gpu_environment(command: str, repeats: int) -> Dict[str, Any]:
         "retina_focal_path": os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
         "compilers": compilers(),
     }
+
+
+def require_packages(what: str, modules: Sequence[str] = DEPLOY_PACKAGES) -> None:
+    """Raise :class:`~retina_focal.utils.errors.MissingPackage` naming those of ``modules``
+    that are not installed and what needs them (``what``, e.g. ``"--format onnx"``), before
+    any work: the ONNX packages are the optional ``deploy`` extra."""
+    from retina_focal.utils.errors import MissingPackage
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        extra = "'retina_focal[deploy]'" if set(missing) <= set(DEPLOY_PACKAGES) else ""
+        raise MissingPackage(f"{what} needs the Python package{'s' if len(missing) > 1 else ''} "
+                             f"{' and '.join(missing)}, not installed here: pip install "
+                             f"{extra or ' '.join(missing)}"
+                             + (f" (or pip install {' '.join(missing)})" if extra else ""))

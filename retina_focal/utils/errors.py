@@ -13,8 +13,8 @@ import functools
 import os
 from typing import Callable, TypeVar
 
-__all__ = ["TRACEBACK_ENV", "DataError", "DataFileNotFound", "UserError", "reports_user_errors",
-           "wants_traceback"]
+__all__ = ["TRACEBACK_ENV", "DataError", "DataFileNotFound", "MissingPackage", "UserError",
+           "reports_user_errors", "wants_traceback"]
 
 _Result = TypeVar("_Result")
 
@@ -38,6 +38,11 @@ class DataError(UserError, ValueError):
 
 class DataFileNotFound(UserError, FileNotFoundError):
     """A dataset's annotation file or image folder that does not exist; the message names it."""
+
+
+class MissingPackage(UserError, ImportError):
+    """An optional package a command needs that is not installed; the message names it and the
+    ``pip install`` that adds it."""
 
 
 def reports_user_errors(run: Callable[..., _Result]) -> Callable[..., _Result]:

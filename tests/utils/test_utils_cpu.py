@@ -1,5 +1,8 @@
 """retina_focal.utils.cpu: the CPU model and flags every benchmark records (issue 28 (15): the
-speed ratios differ between CPUs that look alike, so each figure names its CPU model)."""
+speed ratios differ between CPUs that look alike, so each figure names its CPU model); and
+retina_focal.utils.environment's check of the optional packages."""
+import os
+
 from retina_focal.utils.cpu import cpu_info, describe_cpu
 from retina_focal.utils.environment import measurement_environment
 
@@ -38,3 +41,34 @@ def test_every_benchmark_report_records_the_cpu_model():
     env = measurement_environment("tools/benchmark.py", 3)
     here = cpu_info()
     assert env["cpu"] == describe_cpu(here) and env["cpu_info"]["model"] == here.model
+
+
+def test_a_missing_onnx_package_is_one_error_naming_the_extra(monkeypatch, tmp_path, capsys):
+    """A stranger's find: without the "deploy" extra, ``export --format onnx`` and ``benchmark
+    --only export`` ended in a ModuleNotFoundError traceback (the export had already written
+    class_map.json). Now one error line names the packages and the pip command, before any
+    file is written or any section runs."""
+    import importlib.util
+
+    from retina_focal import cli
+    from retina_focal.utils import environment
+
+    real = importlib.util.find_spec
+
+    def find_spec(name, *args):
+        return None if name in ("onnx", "onnxruntime") else real(name, *args)
+
+    monkeypatch.setattr(environment.importlib.util, "find_spec", find_spec)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["export", "--config-file", "Synthetic/retina_focal_R_18_FPN_tiny.yaml",
+                     "--format", "onnx", "--output", "exported"]) == 1
+    err = capsys.readouterr().err
+    assert ("error: --format onnx needs the Python packages onnx and onnxruntime, not installed "
+            "here: pip install 'retina_focal[deploy]'") in err and "Traceback" not in err
+    assert cli.main(["benchmark", "--quick", "--only", "export", "--output", "b.json"]) == 1
+    assert "error: --only export needs the Python packages onnx and onnxruntime" in (
+        capsys.readouterr().err)
+    assert os.listdir(tmp_path) == []  # nothing written
+    # the packages are there: nothing is refused
+    monkeypatch.setattr(environment.importlib.util, "find_spec", real)
+    environment.require_packages("--format onnx")
