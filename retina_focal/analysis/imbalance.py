@@ -45,11 +45,13 @@ __all__ = [
     "COCO_TEST_SIZE",
     "ImbalanceConfigError",
     "imbalance_setting",
+    "datasets_to_measure",
     "measure_coco",
     "measure_datasets",
     "measure_imbalance",
     "plot_fl_minus_ce",
     "read_imbalance_study",
+    "study_levels",
     "write_imbalance_report",
 ]
 
@@ -242,6 +244,17 @@ def plot_fl_minus_ce(levels: Sequence[Dict], path: str,
 COCO_TEST_SIZE = ("INPUT.MIN_SIZE_TEST", "600", "INPUT.MAX_SIZE_TEST", "1000")
 
 
+def _is_retinanet(meta_architecture: str) -> bool:
+    """Whether the registered meta-architecture is Detectron2's RetinaNet or a subclass
+    (RetinaFocal): the models whose anchors these counts describe."""
+    from detectron2.modeling import META_ARCH_REGISTRY, RetinaNet
+
+    if meta_architecture not in META_ARCH_REGISTRY:
+        return False
+    arch = META_ARCH_REGISTRY.get(meta_architecture)
+    return isinstance(arch, type) and issubclass(arch, RetinaNet)
+
+
 def imbalance_setting(option: str, config_file: str, opts: Sequence[str] = ()):
     """The anchors and assigner of ``config_file`` + ``opts``
     (:class:`~retina_focal.analysis.settings.AssignmentSetting`) that label the images of
@@ -254,6 +267,11 @@ def imbalance_setting(option: str, config_file: str, opts: Sequence[str] = ()):
         cfg = load_cfg(config_file, list(opts))
     except FileNotFoundError as e:
         raise ImbalanceConfigError(f"{option}: {e}") from e
+    if not _is_retinanet(cfg.MODEL.META_ARCHITECTURE):
+        raise ImbalanceConfigError(
+            f"{option} {config_file}: MODEL.META_ARCHITECTURE is "
+            f"{cfg.MODEL.META_ARCHITECTURE!r}: this command labels anchors as a RetinaNet does: "
+            "give a RetinaNet or RetinaFocal config")
     try:
         return AssignmentSetting(cfg)
     except ValueError as e:
@@ -278,11 +296,13 @@ def measure_datasets(setting, names: Sequence[str], max_images: int = 0) -> Dict
     ``max_images`` images, 0: all) under ``setting`` (:func:`imbalance_setting`); returns
     ``{name: row}``, a ``*_val`` name keyed by its preset's prefix. The class count is the
     dataset's (its ``thing_classes``), else the config's ``MODEL.RETINANET.NUM_CLASSES``."""
-    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.data import MetadataCatalog
+
+    from retina_focal.data.datasets.coco import load_registered
 
     rows: Dict[str, Dict] = {}
     for name in names:
-        dicts = DatasetCatalog.get(name)
+        dicts = load_registered(name, "--datasets")
         if max_images:
             dicts = dicts[:max_images]
         classes = MetadataCatalog.get(name).get("thing_classes") or []
@@ -309,11 +329,52 @@ def read_imbalance_study(study_dir: str) -> Dict:
             study = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
         raise ImbalanceStudyError(f"--study {study_dir!r}: cannot read {path}: {e}")
-    if study.get("study") != "imbalance":
-        raise ImbalanceStudyError(f"--study {study_dir!r} holds study {study.get('study')!r}"
-                                  ", not the imbalance study (retina-focal ablate --study "
-                                  "imbalance)")
+    kind = study.get("study") if isinstance(study, dict) else None
+    if kind != "imbalance":
+        held = (f"study {kind!r}" if kind is not None else
+                f"no study's results (a JSON {type(study).__name__} without a 'study' key)")
+        raise ImbalanceStudyError(f"--study {study_dir!r}: {path} holds {held}, not the "
+                                  "imbalance study's (retina-focal ablate --study imbalance)")
     return study
+
+
+def study_levels(study: Dict) -> List[str]:
+    """The dataset prefixes of the imbalance study's levels (its settings ``"<prefix> FL"`` /
+    ``"<prefix> CE"``, with or without `` seed=N``), in order."""
+    levels: List[str] = []
+    for row in study.get("settings") or []:
+        label = str(row.get("label", "")).split(" seed=")[0] if isinstance(row, dict) else ""
+        prefix, _, loss = label.rpartition(" ")
+        if loss in ("FL", "CE") and prefix and prefix not in levels:
+            levels.append(prefix)
+    return levels
+
+
+def datasets_to_measure(datasets: Optional[Sequence[str]], registered: Sequence[str],
+                        study: Optional[Dict] = None) -> List[str]:
+    """The datasets the ``imbalance`` command measures: ``--datasets`` (``datasets``), else
+    those registered with ``--dataset`` (``registered``), else the imbalance presets'
+    validation splits. Refused (:class:`ImbalanceStudyError`), before any is measured: a
+    ``--dataset`` that is not measured, and a ``study`` level whose dataset (``<prefix>_val``
+    or ``<prefix>``) is not measured (its FL - CE would silently be left out of the plot)."""
+    from retina_focal.data import IMBALANCE_PRESETS
+
+    names = list(datasets or registered or [f"{p}_val" for p in IMBALANCE_PRESETS])
+    unused = [r for r in registered if r not in names]
+    if unused:
+        raise ImbalanceStudyError(
+            f"--dataset {', '.join(unused)}: registered but not measured (not in --datasets "
+            f"{','.join(names)}): add {'it' if len(unused) == 1 else 'them'} to --datasets, or "
+            "leave --datasets out to measure the --dataset ones")
+    measured = {n[:-len("_val")] if n.endswith("_val") else n for n in names}
+    left_out = [lv for lv in study_levels(study or {}) if lv not in measured]
+    if left_out:
+        raise ImbalanceStudyError(
+            f"--study has the levels {', '.join(left_out)}, whose datasets are not measured: "
+            f"their FL - CE would be missing from the plot. Add "
+            f"{','.join(f'{lv}_val' for lv in left_out)} to --datasets (or leave --datasets out "
+            "for the presets' study)")
+    return names
 
 
 def fl_minus_ce(results: Dict, rows: Dict[str, Dict]) -> List[Dict]:

@@ -188,10 +188,10 @@ def figure4(config_file: str, opts: Sequence[str], output: str, dataset: Optiona
     in the config (``--allow-unsafe-config``). A missing dataset, a bad image count or an
     unreadable checkpoint is a ``ValueError`` naming it; images with no positive or no
     negative sample are one too."""
-    from detectron2.data import DatasetCatalog, DatasetMapper
+    from detectron2.data import DatasetMapper
     from detectron2.data import transforms as T
 
-    from retina_focal.data.datasets.coco import check_registered
+    from retina_focal.data.datasets.coco import check_registered, load_registered
     from retina_focal.engine.checkpoint import CheckpointReadError
     from retina_focal.engine.defaults import build_cfg, build_model_and_load
 
@@ -217,7 +217,8 @@ def figure4(config_file: str, opts: Sequence[str], output: str, dataset: Optiona
         augmentations=[T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)],
         image_format=cfg.INPUT.FORMAT,
     )
-    dicts = DatasetCatalog.get(dataset)[:num_images]
+    dicts = load_registered(dataset, "--dataset" if given_dataset else "DATASETS.TEST")[
+        :num_images]
     batch_size = 4
 
     def batches():

@@ -12,7 +12,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import MetadataCatalog
 from detectron2.data.transforms import ResizeTransform
 from detectron2.modeling import build_backbone
 from detectron2.modeling.anchor_generator import build_anchor_generator
@@ -35,6 +35,7 @@ from retina_focal.analysis.visualize import (
 )
 from retina_focal.data.datasets.coco import (
     check_registered,
+    load_registered,
     parse_dataset_spec,
     register_coco_dataset,
 )
@@ -203,7 +204,7 @@ def draw_dataset_image(cfg, dataset: str, image: str, output: str,
             :func:`~retina_focal.analysis.visualize.check_output_png`).
         scale: magnification of the drawing (default: longer side >= 640 px).
     """
-    d = pick_image(DatasetCatalog.get(dataset), image)
+    d = pick_image(load_registered(dataset, "the dataset to draw from"), image)
     class_names = MetadataCatalog.get(dataset).get("thing_classes")
     setting = AssignmentSetting(cfg)
     size, boxes, classes, _ = setting.prepare(d)
@@ -231,7 +232,7 @@ def draw_dataset_image(cfg, dataset: str, image: str, output: str,
 def dataset_dicts(dataset: str, max_images: int = 0) -> Tuple[List[Dict], List[str]]:
     """The registered ``dataset``'s dicts (the first ``max_images``, 0: all) and class names
     (its ``thing_classes``, else ``"0"``, ``"1"``, ... up to its largest category id)."""
-    dicts = DatasetCatalog.get(dataset)
+    dicts = load_registered(dataset, "the dataset to analyse")
     if max_images > 0:
         dicts = dicts[: max_images]
     class_names = MetadataCatalog.get(dataset).get("thing_classes")

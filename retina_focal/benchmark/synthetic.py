@@ -19,11 +19,12 @@ def bench_mapper(cfg, images: int, rounds: int) -> Dict:
     """Mean ms per image of each mapper over the same ``images`` training images, mapped in
     ``rounds`` slices with the mappers taking turns on each slice, so that drifts of the
     machine hit all three alike."""
-    from detectron2.data import DatasetCatalog, DatasetMapper
+    from detectron2.data import DatasetMapper
 
+    from retina_focal.data.datasets.coco import load_registered
     from retina_focal.data.mapper import RobustDatasetMapper
 
-    dicts = DatasetCatalog.get(cfg.DATASETS.TRAIN[0])[:images]
+    dicts = load_registered(cfg.DATASETS.TRAIN[0], "DATASETS.TRAIN")[:images]
     cached = RobustDatasetMapper(cfg, True, decoded_image_cache_mb=2**20)
     mappers = {"detectron2_DatasetMapper": DatasetMapper(cfg, True),
                "RobustDatasetMapper": RobustDatasetMapper(cfg, True, decoded_image_cache_mb=0),

@@ -53,7 +53,8 @@ def main(args, command: str = "") -> dict:
     sections = args.only or ["mapper", "head_norm"]
     if "head_norm" in sections and cfg.MODEL.RETINANET.NORM != "BN":
         raise SystemExit(f"error: the head_norm section times the head's fused BatchNorm, but "
-                         f"{args.config_file} has MODEL.RETINANET.NORM "
+                         f"{args.config_file}{' with the overrides' * bool(args.opts)} has "
+                         f"MODEL.RETINANET.NORM "
                          f"{cfg.MODEL.RETINANET.NORM!r} (both sides would run the same code): "
                          "use a config with a BN head, or --only mapper")
     report = {"environment": measurement_environment(command, args.rounds),

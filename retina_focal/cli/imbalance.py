@@ -5,6 +5,7 @@ plot of AP(FL) - AP(CE) against negatives per positive anchor.
     retina-focal imbalance --config-file configs/Synthetic/retina_focal_R_18_FPN_synthetic.yaml \\
         --output docs/ablations/imbalance_cpu_study \\
         [--study docs/ablations/imbalance_cpu_study] [--datasets NAME,NAME] [--max-images N] \\
+        [--dataset NAME=JSON:IMAGE_DIR ...] \\
         [--coco-config configs/COCO-Detection/retina_focal_R_50_FPN_1x.yaml] [--coco-images N]
 
 docs/datasets.md ("Imbalance presets") says what it measures, its options and what it writes.
@@ -13,6 +14,7 @@ import os
 import sys
 
 from retina_focal.cli._args import comma_separated, command_parser, int_at_least
+from retina_focal.data.datasets.coco import add_dataset_argument
 from retina_focal.utils.errors import reports_user_errors
 from retina_focal.utils.file_io import check_output_dir
 
@@ -25,9 +27,10 @@ def build_parser():
     p = command_parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config-file", required=True, metavar="FILE",
                    help="the config whose anchors and assigner label the datasets")
+    add_dataset_argument(p)
     p.add_argument("--datasets", type=comma_separated, default=None,
-                   help="comma-separated registered datasets (default: the imbalance presets' "
-                        "validation splits)")
+                   help="comma-separated registered datasets (default: the --dataset ones, "
+                        "else the imbalance presets' validation splits)")
     p.add_argument("--max-images", type=int_at_least(0), default=0, help="per dataset (0: all)")
     p.add_argument("--coco-config", default=_COCO_CONFIG, metavar="FILE",
                    help="the paper's RetinaNet config for the COCO row ('' to leave it out)")
@@ -45,22 +48,22 @@ def main(args) -> int:
     from retina_focal.analysis.imbalance import (
         COCO_ROW,
         COCO_TEST_SIZE,
+        datasets_to_measure,
         imbalance_setting,
         measure_coco,
         measure_datasets,
         read_imbalance_study,
         write_imbalance_report,
     )
-    from retina_focal.data import IMBALANCE_PRESETS
-    from retina_focal.data.datasets.coco import check_registered
+    from retina_focal.data.datasets.coco import check_registered, register_dataset_specs
 
     check_output_dir(args.output, "--output")  # a file in the way: refused before measuring
     if args.study is not None and not args.study.strip():  # e.g. an unset shell variable
         raise SystemExit(f"error: --study {args.study!r} is empty: give the imbalance study's "
                          "folder, or leave --study out")
     study = read_imbalance_study(args.study) if args.study else None
-    names = args.datasets or [f"{p}_val" for p in IMBALANCE_PRESETS]
-    check_registered(names, "--datasets", can_register=False)
+    names = datasets_to_measure(args.datasets, register_dataset_specs(args.dataset), study)
+    check_registered(names, "--datasets")
     # both configs' anchors and assigner, before any dataset is measured
     setting = imbalance_setting("--config-file", args.config_file)
     coco = (imbalance_setting("--coco-config", args.coco_config, COCO_TEST_SIZE)

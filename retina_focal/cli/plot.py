@@ -9,7 +9,7 @@ docs/tools.md ("Training curves") says what it reads and the files it writes.
 import argparse
 
 from retina_focal.analysis.training_curves import default_plot_dir, load_runs, plot_runs
-from retina_focal.cli._args import command_parser
+from retina_focal.cli._args import command_parser, int_at_least
 from retina_focal.utils.errors import reports_user_errors
 from retina_focal.utils.file_io import check_output_dir
 
@@ -23,7 +23,7 @@ def build_parser():
     parser.add_argument("--labels", nargs="+",
                         help="one legend label per run (default: the run folder's name)")
     parser.add_argument("--output", help="output folder (default: <first run>/plots)")
-    parser.add_argument("--smooth", type=int, default=1,
+    parser.add_argument("--smooth", type=int_at_least(1), default=1,
                         help="running-mean window over logged points for losses/anchors")
     return parser
 
@@ -46,8 +46,6 @@ def run(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.labels and len(args.labels) != len(args.runs):
         parser.error(f"--labels has {len(args.labels)} entries for {len(args.runs)} runs")
-    if args.smooth < 1:
-        parser.error(f"--smooth {args.smooth} is invalid: use an integer >= 1")
     if args.output is not None:  # "" (an unset variable) or a file in the way: refused now
         check_output_dir(args.output, "--output")
     main(args)

@@ -14,7 +14,7 @@ import argparse
 import logging
 
 from retina_focal.analysis.loss_curves import figure4, write_figure1
-from retina_focal.cli._args import command_parser, refuse_unused
+from retina_focal.cli._args import command_parser, int_at_least, refuse_unused
 from retina_focal.config.loading import add_allow_unsafe_config_argument
 from retina_focal.utils.errors import reports_user_errors
 from retina_focal.utils.file_io import output_dir_of_run
@@ -43,7 +43,8 @@ def build_parser():
     p.add_argument("--dataset", default=None,
                    help="registered dataset for Figure 4 (default: the config's first "
                         "DATASETS.TEST)")
-    p.add_argument("--num-images", type=int, default=100, help="images used for Figure 4")
+    p.add_argument("--num-images", type=int_at_least(1), default=100,
+                   help="images used for Figure 4")
     p.add_argument("--fig4-gammas", type=_gammas, default=[0.0, 0.5, 1.0, 2.0],
                    help="gammas for Figure 4 (default 0,0.5,1,2 as the paper)")
     add_allow_unsafe_config_argument(p)

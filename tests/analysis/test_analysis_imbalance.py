@@ -3,11 +3,12 @@ shares at the prior initialisation (against torchvision's focal loss), COCO-like
 COCO's published statistics, and the FL - CE plot of the imbalance study."""
 import json
 import math
+import os
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_CONFIG
+from conftest import REPO, TINY_CONFIG
 from PIL import Image
 from torchvision.ops import sigmoid_focal_loss
 
@@ -204,3 +205,61 @@ def test_each_config_builds_its_anchors_and_assigner_once(monkeypatch, tmp_path)
     assert len(built) == 2 and built[1] == 600  # the config's, then COCO's at 600 px
     saved = json.load(open(tmp_path / "out" / "imbalance.json"))
     assert {"synthetic_shapes_tiny", "synthetic_shapes_tiny_train"} <= set(saved["datasets"])
+
+
+def test_own_coco_files_are_measured_and_bad_inputs_are_one_error_line(tmp_path, monkeypatch):
+    """A stranger's finds, each refused before anything is measured, with nothing written:
+    the command could not measure a user's COCO files (its advice, to register them in Python,
+    cannot reach the command's process): ``--dataset NAME=JSON:IMAGE_DIR`` now registers them,
+    and one given but not measured is refused; a registered dataset without its files
+    (Detectron2's coco_2017_val) and a --study results.json that is not an object were
+    tracebacks; a study level left out of --datasets vanished from the plot; a two-stage
+    config that sets MODEL.RETINANET.IN_FEATURES was measured as if it were a RetinaNet."""
+    from helpers import make_gt
+
+    from retina_focal.cli import imbalance
+
+    _, gt_json = make_gt(tmp_path)
+    (tmp_path / "images").mkdir()
+    for i in (10, 11, 12, 13):
+        Image.new("RGB", (100, 100)).save(tmp_path / "images" / f"{i}.png")
+    own = f"pets_val={gt_json}:{tmp_path / 'images'}"
+    out = tmp_path / "out"
+    assert imbalance.run(["--config-file", TINY_CONFIG, "--dataset", own, "--coco-config", "",
+                          "--output", str(out)]) == 0
+    row = json.load(open(out / "imbalance.json"))["datasets"]["pets"]
+    assert row["images"] == 4 and row["num_classes"] == 3
+
+    study = tmp_path / "study"
+    study.mkdir()
+    frcnn = tmp_path / "frcnn.yaml"
+    frcnn.write_text("_BASE_: " + os.path.join(REPO, "configs", "Synthetic",
+                                               "faster_rcnn_focal_rpn_R_18_FPN_synthetic.yaml")
+                     + "\nMODEL:\n  RETINANET:\n    IN_FEATURES: ['p2', 'p3', 'p4', 'p5', 'p6']\n")
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "no_datasets"))
+    cases = [
+        (["--dataset", own, "--datasets", "synthetic_shapes_tiny_val"],
+         "--dataset pets_val: registered but not measured"),
+        (["--datasets", "coco_2017_val"],
+         ("--datasets: dataset 'coco_2017_val' is registered but its files cannot be read",
+          "no_datasets")),
+        (["--datasets", "synthetic_shapes_tiny_val", "--study", str(study)],
+         "holds no study's results (a JSON list without a 'study' key)"),
+        (["--datasets", "synthetic_shapes_tiny_val", "--study", str(study)],
+         "--study has the levels synthetic_shapes_sparse, whose datasets are not measured"),
+        (["--datasets", "synthetic_shapes_tiny_val", "--config-file", str(frcnn)],
+         "MODEL.META_ARCHITECTURE is 'GeneralizedRCNN'"),
+    ]
+    for i, (args, message) in enumerate(cases):
+        levels = ("synthetic_shapes_tiny", "synthetic_shapes_sparse")
+        results = [1, 2] if i == 2 else {"study": "imbalance", "settings": [
+            {"label": f"{p} {loss} seed=0"} for p in levels for loss in ("FL", "CE")]}
+        (study / "results.json").write_text(json.dumps(results))
+        argv = ["--config-file", TINY_CONFIG, "--coco-config", "", "--output",
+                str(tmp_path / f"refused{i}")] + args
+        with pytest.raises(SystemExit) as info:
+            imbalance.run(argv)
+        for part in (message,) if isinstance(message, str) else message:
+            assert part in str(info.value), (args, info.value)
+        assert str(info.value).startswith("error: ")
+        assert not (tmp_path / f"refused{i}").exists()

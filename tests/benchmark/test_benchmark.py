@@ -360,3 +360,21 @@ def test_only_a_config_detectron2s_retinanet_reproduces_is_benchmarked(tiny_cfg)
     cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
     with pytest.raises(ConfigError, match="META_ARCHITECTURE is 'GeneralizedRCNN'"):
         check_detectron2_comparable(cfg, "x")
+
+
+def test_synthetic_benchmark_refusals_name_the_overrides(tmp_path, capsys):
+    """A stranger's finds: a head norm set by an override was blamed on the config file, and
+    an unregistered DATASETS.TRAIN got advice (register in Python) the command line cannot
+    follow."""
+    from retina_focal import cli
+
+    base = ["benchmark-synthetic", "--config-file", TINY_CONFIG, "--output",
+            str(tmp_path / "s.json")]
+    assert cli.main(base + ["MODEL.RETINANET.NORM", "GN"]) == 1
+    err = capsys.readouterr().err
+    assert "retina_focal_R_18_FPN_tiny.yaml with the overrides has MODEL.RETINANET.NORM 'GN'" in err
+    assert cli.main(base + ["DATASETS.TRAIN", "('mine',)"]) == 1
+    err = capsys.readouterr().err
+    assert ("DATASETS.TRAIN: dataset 'mine' is not registered. This command has no --dataset "
+            "NAME=JSON:IMAGE_DIR option to register COCO files: use a built-in dataset") in err
+    assert not (tmp_path / "s.json").exists()

@@ -29,6 +29,7 @@ __all__ = [
     "check_coco_references",
     "check_image_files",
     "check_registered",
+    "load_registered",
     "parse_dataset_spec",
     "register_coco_dataset",
     "register_dataset_specs",
@@ -231,12 +232,31 @@ def check_registered(names: Union[str, Sequence[str]], where: str, *,
     how = (f" {how}" if how is not None else
            f" Register your COCO files with --dataset {missing[0]}=JSON:IMAGE_DIR, or use a "
            "registered dataset" if can_register else
-           " This command takes registered datasets only (register your COCO files in Python "
-           "with retina_focal.data.datasets.coco.register_coco_dataset); use one")
+           " This command has no --dataset NAME=JSON:IMAGE_DIR option to register COCO files: "
+           "use a built-in dataset")
     raise DataError(
         f"{where}: dataset {', '.join(map(repr, missing))} is not registered.{hint}{how} "
         f"({len(registered)}, e.g. "
         f"{', '.join(sorted(n for n in registered if n.startswith('synthetic_shapes'))[:4])})")
+
+
+def load_registered(name: str, where: str) -> List[Dict]:
+    """The dicts of the registered dataset ``name`` (``DatasetCatalog.get``); a dataset whose
+    files cannot be read (e.g. Detectron2's built-in COCO without its files) is a
+    :class:`~retina_focal.utils.errors.DataFileNotFound` naming ``where``, the dataset and the
+    file, not a traceback."""
+    try:
+        return DatasetCatalog.get(name)
+    except FileNotFoundError as e:
+        if isinstance(e, DataFileNotFound):  # ours: it names the file already
+            raise
+        root = os.environ.get("DETECTRON2_DATASETS")
+        now = repr(root) if root else "unset: ./datasets"
+        raise DataFileNotFound(
+            f"{where}: dataset {name!r} is registered but its files cannot be read ({e}). "
+            f"Detectron2's built-in datasets are read below $DETECTRON2_DATASETS (now {now}); "
+            "or use your own COCO files (docs/datasets.md, \"Your own COCO-format "
+            "dataset\")") from e
 
 
 def add_dataset_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
