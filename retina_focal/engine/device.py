@@ -110,8 +110,8 @@ def check_device_available(device: str, key: str) -> None:
         raise ConfigError(f"{key}={device!r} is not a device torch knows ({str(e).splitlines()[0]})"
                           "; use cpu, or cuda on a machine with an NVIDIA GPU") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"{key}={device!r}, but this machine has no CUDA device: set {key} cpu "
-                          "(as the synthetic configs do)")
+        raise ConfigError(f"{key}={device!r}, but this machine has no CUDA device: set {key} cpu"
+                          + (" (as the synthetic configs do)" if key != "--device" else ""))
 
 
 def check_cpu_bfloat16(mode: object) -> None:

@@ -378,3 +378,16 @@ def test_synthetic_benchmark_refusals_name_the_overrides(tmp_path, capsys):
     assert ("DATASETS.TRAIN: dataset 'mine' is not registered. This command has no --dataset "
             "NAME=JSON:IMAGE_DIR option to register COCO files: use a built-in dataset") in err
     assert not (tmp_path / "s.json").exists()
+
+
+def test_a_cuda_device_without_cuda_is_refused_with_advice_for_the_option(monkeypatch, capsys):
+    """A stranger's find: ``--device cuda`` was told to do "as the synthetic configs do", which
+    set MODEL.DEVICE, not an option."""
+    import torch
+
+    from retina_focal import cli
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cli.main(["benchmark", "--quick", "--device", "cuda"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().endswith("this machine has no CUDA device: set --device cpu"), err
