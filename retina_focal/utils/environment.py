@@ -56,10 +56,17 @@ def cuda_unavailable_reason() -> Optional[str]:
 
 def measurement_environment(command: str, repeats: int) -> Dict[str, Any]:
     """Where and how a report's figures were measured: torch and its threads, the CPU model
-    and flags (ratios differ between CPUs that look alike), Python, the command line, the
-    repeats, the time and the load average."""
+    and flags (ratios differ between CPUs that look alike), Python, Detectron2's version and
+    where it and retina_focal were imported from, the command line, the repeats, the time and
+    the load average."""
+    import detectron2
+
     return {
         "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "detectron2": detectron2.__version__,
+        "detectron2_path": os.path.dirname(detectron2.__file__),
+        # this package's folder (utils/ is one below it)
+        "retina_focal_path": os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
         "cpu": describe_cpu(), "cpu_info": cpu_info().as_dict(),
         "python": platform.python_version(),
         "command": command,
@@ -69,11 +76,8 @@ def measurement_environment(command: str, repeats: int) -> Dict[str, Any]:
 
 def gpu_environment(command: str, repeats: int) -> Dict[str, Any]:
     """Where the GPU checks ran: :func:`measurement_environment`, the GPU and the CUDA-side
-    versions, the packages' versions and where detectron2 and retina_focal were imported from,
-    and whether a C/C++ compiler exists (Triton builds its launcher with one; the fused CPU
-    kernel needs g++)."""
-    import detectron2
-
+    versions, the other packages' versions, and whether a C/C++ compiler exists (Triton builds
+    its launcher with one; the fused CPU kernel needs g++)."""
     cuda = torch.cuda.is_available()
     return {
         **measurement_environment(command, repeats),
@@ -86,10 +90,6 @@ def gpu_environment(command: str, repeats: int) -> Dict[str, Any]:
         "gpu_count": torch.cuda.device_count() if cuda else 0,
         "torchvision": package_version("torchvision"), "triton": package_version("triton"),
         "fvcore": package_version("fvcore"),
-        "detectron2": detectron2.__version__,
-        "detectron2_path": os.path.dirname(detectron2.__file__),
-        # this package's folder (utils/ is one below it)
-        "retina_focal_path": os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
         "compilers": compilers(),
     }
 

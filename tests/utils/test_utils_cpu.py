@@ -41,6 +41,14 @@ def test_every_benchmark_report_records_the_cpu_model():
     env = measurement_environment("tools/benchmark.py", 3)
     here = cpu_info()
     assert env["cpu"] == describe_cpu(here) and env["cpu_info"]["model"] == here.model
+    # which Detectron2 and which retina_focal measured (a stranger's find: only the GPU
+    # checks said)
+    import detectron2
+
+    import retina_focal
+    assert env["detectron2"] == detectron2.__version__
+    assert env["detectron2_path"] == os.path.dirname(detectron2.__file__)
+    assert env["retina_focal_path"] == os.path.dirname(os.path.abspath(retina_focal.__file__))
 
 
 def test_a_missing_onnx_package_is_one_error_naming_the_extra(monkeypatch, tmp_path, capsys):
