@@ -22,7 +22,8 @@ OURS = "RetinaFocal"
 
 def bench_export(settings: BenchSettings, device):
     """Export our model to ONNX twice (whole detector; head only), then time both
-    (onnxruntime, ``settings.ort_threads`` intra-op threads, ``settings.ort_opt_level`` graph
+    (onnxruntime, ``settings.ort_threads`` intra-op threads that do not spin between runs: they
+    would take cores from the eager model timed next; ``settings.ort_opt_level`` graph
     optimisation) against both eager models, in alternating rounds."""
     from retina_focal.export.files import export_file
     from retina_focal.export.parity import compare_instances
@@ -37,7 +38,7 @@ def bench_export(settings: BenchSettings, device):
             os.makedirs(folder)
             path = export_file(cfg, ours, image[0]["image"].float().cpu(), "onnx", folder,
                                None, graph=graph)
-            backends[name] = onnx_backend(path, threads=settings.ort_threads,
+            backends[name] = onnx_backend(path, threads=settings.ort_threads, spinning=False,
                                           opt_level=settings.ort_opt_level)
             size_mb[graph] = os.path.getsize(path) / 2 ** 20
     exported = {name: ExportedModel(ours, backend) for name, backend in backends.items()}
@@ -76,7 +77,7 @@ def bench_export(settings: BenchSettings, device):
         "ratio_ort_median_over_d2_min": results[ORT]["median_s"] / results[D2]["min_s"],
         "setup": {"image_size": list(settings.image_size), "classes": settings.classes,
                   "device": device, "backbone": cfg.MODEL.BACKBONE.NAME,
-                  "onnx_mb": size_mb, "ort_threads": settings.ort_threads,
+                  "onnx_mb": size_mb, "ort_threads": settings.ort_threads, "ort_spinning": False,
                   "ort_opt_level": settings.ort_opt_level,
                   "providers": backends[ORT].providers,
                   "same_detections_as_eager": same, "detection_differences": differences,

@@ -80,7 +80,8 @@ def build_parser():
     p.add_argument("--only", choices=("loss", "train", "inference", "export"), action="append",
                    help="run only these sections (repeatable; export runs only when named)")
     p.add_argument("--ort-threads", type=int, default=0,
-                   help="export section: onnxruntime intra-op threads (0: one per core)")
+                   help="export section: onnxruntime intra-op threads (0: one per core; with "
+                        "--threads N, give N to match torch's)")
     p.add_argument("--ort-opt-level", default="all",
                    choices=("disable", "basic", "extended", "all"),
                    help="export section: onnxruntime graph optimisation level")

@@ -19,12 +19,7 @@ from retina_focal.data.image_files import collect_images
 from retina_focal.export.demo import demo_cfg, run_demo
 from retina_focal.utils.errors import reports_user_errors
 
-__all__ = [
-    "build_parser",
-    "main",
-    "parse_args",
-    "run",
-]
+__all__ = ["build_parser", "main", "parse_args", "run"]
 
 _CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
 

@@ -14,7 +14,8 @@ docs/performance.md ("GPU") says what each section measures.
 import os
 import sys
 
-from retina_focal.benchmark.gpu import SECTIONS, GpuChecks, anchor_count, run_checks
+from retina_focal.analysis.assignment import anchor_count
+from retina_focal.benchmark.gpu import SECTIONS, GpuChecks, run_checks
 from retina_focal.benchmark.models import SOURCE_ROOT
 from retina_focal.benchmark.report import save_json
 from retina_focal.benchmark.timing import log

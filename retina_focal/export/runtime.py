@@ -193,13 +193,17 @@ class _Backend:
 
 
 def onnx_backend(path: str, threads: int = 0, opt_level: str = "all",
-                 providers: Optional[List[str]] = None) -> _Backend:
+                 providers: Optional[List[str]] = None, spinning: bool = True) -> _Backend:
     """An onnxruntime session of ``path`` (CUDAExecutionProvider where onnxruntime has it,
     then CPUExecutionProvider, unless ``providers``).
 
     Args:
         threads: onnxruntime's intra-op threads (0: its default, one per core).
         opt_level: graph optimisation level, one of :data:`ORT_OPT_LEVELS`.
+        spinning: onnxruntime's worker threads spin, waiting for work, after a run (its
+            default: lower latency). ``False`` when something else runs in between on the same
+            cores (a benchmark alternating with eager models): the spinning threads would
+            take their cores and be counted in their CPU time.
     """
     require_packages(f"running the ONNX file {path}", ("onnxruntime",))
     import onnxruntime as ort
@@ -214,6 +218,7 @@ def onnx_backend(path: str, threads: int = 0, opt_level: str = "all",
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }[opt_level]
     options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     available = ort.get_available_providers()
     if providers is None:
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")

@@ -12,6 +12,7 @@ from conftest import REPO
 
 import retina_focal
 from retina_focal import cli
+from retina_focal.analysis.assignment import anchor_count
 from retina_focal.benchmark import gpu
 
 SECTIONS = ["tests", "focal_loss", "train_step", "inference", "recompiles"]
@@ -88,7 +89,7 @@ def test_image_sizes_differ_in_anchor_count():
     assert len(set(sizes)) == 10
     assert all(h % 32 == 0 and w % 32 == 0 and 480 <= h <= 800 and h <= w <= 1344
                for h, w in sizes)
-    assert len({gpu.anchor_count(h, w) for h, w in sizes}) == 10
+    assert len({anchor_count(h, w) for h, w in sizes}) == 10
 
 
 def test_harness_on_the_cpu(tmp_path):

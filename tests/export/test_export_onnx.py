@@ -243,3 +243,27 @@ def test_a_two_stage_model_is_refused_naming_the_format_that_exports_it(fmt, tmp
     assert "GeneralizedRCNN, a two-stage detector" in err and "ROIAlign" in err
     assert "--format torchscript" in err
     assert not out.exists()
+
+
+def test_onnx_sessions_spin_unless_told_not_to(random_export, monkeypatch):
+    """``onnx_backend(spinning=False)`` (the export benchmark's): onnxruntime's idle worker
+    threads do not spin between runs, so they do not take the cores of an eager model timed
+    next (a stranger measured its CPU time doubled). By default they spin (lower latency)."""
+    import onnxruntime as ort
+
+    from retina_focal.export.runtime import onnx_backend
+
+    sessions = []
+
+    class Recorded(ort.InferenceSession):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            sessions.append(self)
+
+    monkeypatch.setattr(ort, "InferenceSession", Recorded)
+    _, _, path = random_export
+    onnx_backend(path, threads=2)
+    onnx_backend(path, threads=2, spinning=False)
+    spin = [s.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+            for s in sessions]
+    assert spin == ["1", "0"]

@@ -9,8 +9,6 @@ import traceback
 from dataclasses import dataclass
 from typing import Callable, Dict, Tuple
 
-from retina_focal.analysis.assignment import anchor_count
-from retina_focal.analysis.compute import count_compiles
 from retina_focal.benchmark.focal_loss import bench_focal
 from retina_focal.benchmark.gpu.recompiles import loss_recompiles, model_recompiles
 from retina_focal.benchmark.gpu.sizes import image_sizes
@@ -19,13 +17,9 @@ from retina_focal.benchmark.settings import BenchSettings
 from retina_focal.benchmark.timing import log
 from retina_focal.ops._cpu_kernel import is_built as cpu_kernel_built
 from retina_focal.utils.environment import cuda_unavailable_reason, gpu_environment
-from retina_focal.utils.pytest_run import parse_junit, run_tests
+from retina_focal.utils.pytest_run import run_tests
 
-__all__ = [
-    "GpuChecks", "SECTIONS", "anchor_count", "count_compiles",
-    "cuda_unavailable_reason", "gpu_environment", "image_sizes", "parse_junit", "run_checks",
-    "run_tests",
-]
+__all__ = ["GpuChecks", "SECTIONS", "image_sizes", "run_checks", "summary"]
 
 SECTIONS = ("tests", "focal_loss", "train_step", "inference", "recompiles")
 
