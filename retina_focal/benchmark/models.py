@@ -125,6 +125,7 @@ def bench_train(settings: BenchSettings, device):
     out = {
         **ratios(results, "RetinaFocal", "Detectron2 RetinaNet"),
         "setup": {"config": os.path.relpath(settings.config_file, SOURCE_ROOT),
+                  "overrides": list(settings.opts),
                   "images": settings.images,
                   "image_size": list(settings.image_size), "classes": settings.classes,
                   "head_norm": cfg.MODEL.RETINANET.NORM, "device": device,
@@ -217,7 +218,9 @@ def bench_inference(settings: BenchSettings, device):
     results["Detectron2 RetinaNet"]["detections"] = len(outs["Detectron2 RetinaNet"])
     return {
         **ratios(results, "RetinaFocal", "Detectron2 RetinaNet"),
-        "setup": {"image_size": list(settings.image_size), "classes": settings.classes,
+        "setup": {"config": os.path.relpath(settings.config_file, SOURCE_ROOT),
+                  "overrides": list(settings.opts),
+                  "image_size": list(settings.image_size), "classes": settings.classes,
                   "score_thresh": cfg.MODEL.RETINANET.SCORE_THRESH_TEST,
                   "fraction_above_thresh": float((scores > cfg.MODEL.RETINANET.SCORE_THRESH_TEST)
                                                  .float().mean()),

@@ -30,7 +30,8 @@ def print_report(report) -> None:
             continue
         sec = report[key]
         s = sec["setup"]
-        log(f"{title}: {s.get('config', '')} {s['image_size']} on {s['device']}")
+        log(f"{title}: {' '.join([s['config'], *s['overrides']])} {s['image_size']} on "
+            f"{s['device']}")
         _log_times(sec["results"], 26)
         log(_ratio("ratio RetinaFocal / Detectron2", sec["ratio_ours_over_d2"],
                    sec["cpu_ratio_ours_over_d2"])
