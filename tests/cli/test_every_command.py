@@ -384,13 +384,14 @@ BAD = [
     ("ablate-override-set-by-setting", f"ablate --config-file {TINY_CONFIG} --study table3 "
      "--schedule tiny --output {dir}/b12 MODEL.RETINANET.FOCAL_LOSS_GAMMA 3.0",
      "the override MODEL.RETINANET.FOCAL_LOSS_GAMMA 3.0 would be lost"),
-    ("imbalance-option-abbreviated", f"imbalance --config-file {TINY_CONFIG} --dataset "
-     "my_val --output {dir}/i2", "unrecognized arguments: --dataset"),
+    ("imbalance-option-abbreviated", f"imbalance --config-file {TINY_CONFIG} --max-image "
+     "3 --output {dir}/i2", "unrecognized arguments: --max-image"),
     ("imbalance-datasets-unregistered", f"imbalance --config-file {TINY_CONFIG} --datasets "
      "my_val --output {dir}/i1", "--datasets: dataset 'my_val' is not registered"),
     ("imbalance-config-not-a-retinanet", "imbalance --config-file "
      "Synthetic/faster_rcnn_focal_rpn_R_18_FPN_synthetic.yaml --coco-config '' --output "
-     "{dir}/i6", "faster_rcnn_focal_rpn_R_18_FPN_synthetic.yaml: MODEL.RETINANET.IN_FEATURES"),
+     "{dir}/i6", "faster_rcnn_focal_rpn_R_18_FPN_synthetic.yaml: MODEL.META_ARCHITECTURE is "
+     "'GeneralizedRCNN'"),
     ("imbalance-coco-config-missing", f"imbalance --config-file {TINY_CONFIG} --coco-config "
      "{dir}/nope.yaml --output {dir}/i7", "error: --coco-config: config file"),
     ("imbalance-study-empty", f"imbalance --config-file {TINY_CONFIG} --study '' --output "
