@@ -26,7 +26,7 @@ import numpy as np
 from detectron2.structures import BoxMode
 
 from retina_focal.config.defaults import PAPER_BEST_LOSSES
-from retina_focal.utils.errors import UserError
+from retina_focal.utils.errors import DataError, UserError
 from retina_focal.utils.file_io import atomic_write_bytes, atomic_write_text, make_output_dir
 from retina_focal.utils.plotting import pyplot
 
@@ -36,6 +36,7 @@ __all__ = [
     "IMBALANCE_LOSSES",
     "ImbalanceStudyError",
     "coco_like_dicts",
+    "coco_row",
     "element_counts",
     "fl_minus_ce",
     "fl_minus_ce_markdown",
@@ -74,6 +75,15 @@ COCO_REFERENCE: Dict[str, Any] = {
 IMBALANCE_LOSSES = {"CE": PAPER_BEST_LOSSES["CE"], "FL": PAPER_BEST_LOSSES["FL"]}
 # the name of COCO's row (:func:`measure_coco`) in the tables
 COCO_ROW = "COCO (the paper's anchors at 600 px)"
+# the paper's RetinaNet config: the one COCO_ROW names
+COCO_PAPER_CONFIG = "retina_focal_R_50_FPN_1x.yaml"
+
+
+def coco_row(coco_config: str) -> str:
+    """The name of the COCO row measured with ``coco_config``: :data:`COCO_ROW` for the
+    paper's config, else one naming the config whose anchors were used."""
+    name = os.path.basename(coco_config)
+    return COCO_ROW if name == COCO_PAPER_CONFIG else f"COCO ({name}'s anchors at 600 px)"
 
 
 class ImbalanceConfigError(UserError, ValueError):
@@ -288,6 +298,9 @@ def measure_imbalance(setting, dicts: Sequence[Dict], num_classes: int, desc: st
 
     progress = tqdm(dicts, desc=desc, unit="img", file=sys.stderr, mininterval=2.0)
     records = [setting.analyze(d) for d in progress]
+    if not any(r["num_positive"] for r in records):  # negatives per positive: undefined
+        raise DataError(f"{desc}: no anchor is positive in its {len(records)} images (are its "
+                        "objects smaller than the config's anchors?): its imbalance is undefined")
     return imbalance_row(records, num_classes)
 
 
@@ -300,11 +313,16 @@ def measure_datasets(setting, names: Sequence[str], max_images: int = 0) -> Dict
 
     from retina_focal.data.datasets.coco import load_registered
 
+    loaded = {}
+    for name in names:  # every dataset read and checked before the first is measured
+        dicts = load_registered(name, "--datasets")[:max_images or None]
+        if not any(d.get("annotations") for d in dicts):
+            what = f"no object in its {len(dicts)} images" if dicts else "no images"
+            raise DataError(f"--datasets {name}: {what}{' (--max-images)' * bool(max_images)}: "
+                            "negatives per positive anchor are undefined without objects")
+        loaded[name] = dicts
     rows: Dict[str, Dict] = {}
-    for name in names:
-        dicts = load_registered(name, "--datasets")
-        if max_images:
-            dicts = dicts[:max_images]
+    for name, dicts in loaded.items():
         classes = MetadataCatalog.get(name).get("thing_classes") or []
         key = name[:-len("_val")] if name.endswith("_val") else name
         rows[key] = measure_imbalance(setting, dicts, len(classes) or setting.num_classes, name)
@@ -319,10 +337,15 @@ def measure_coco(setting, num_images: int) -> Dict:
                              COCO_REFERENCE["num_classes"], "COCO-like")
 
 
-def read_imbalance_study(study_dir: str) -> Dict:
+def read_imbalance_study(study_dir: str, config_file: Optional[str] = None) -> Dict:
     """The imbalance study's results (``results.json`` in ``study_dir``, as ``retina-focal
-    ablate --study imbalance`` writes it); :class:`ImbalanceStudyError` if it cannot be read or
-    holds another study."""
+    ablate --study imbalance`` writes it); :class:`ImbalanceStudyError` if it cannot be read,
+    holds another study, or was trained with another config than ``config_file`` (compared by
+    file name: the negatives per positive of another config's anchors would be plotted against
+    its AP differences)."""
+    if os.path.isfile(study_dir):
+        raise ImbalanceStudyError(f"--study {study_dir!r} is a file: give the study's folder "
+                                  "(the one holding results.json)")
     path = os.path.join(study_dir, "results.json")
     try:
         with open(path) as f:
@@ -335,6 +358,12 @@ def read_imbalance_study(study_dir: str) -> Dict:
                 f"no study's results (a JSON {type(study).__name__} without a 'study' key)")
         raise ImbalanceStudyError(f"--study {study_dir!r}: {path} holds {held}, not the "
                                   "imbalance study's (retina-focal ablate --study imbalance)")
+    trained = os.path.basename(str(study.get("config_file") or ""))
+    if config_file is not None and trained and trained != os.path.basename(config_file):
+        raise ImbalanceStudyError(
+            f"--study {study_dir!r} was trained with {study['config_file']}, not --config-file "
+            f"{config_file}: its AP differences would be plotted against another config's "
+            f"anchors. Give --config-file {study['config_file']}")
     return study
 
 
@@ -392,6 +421,7 @@ def fl_minus_ce(results: Dict, rows: Dict[str, Dict]) -> List[Dict]:
         done = fl and ce and fl["mean"] is not None and ce["mean"] is not None
         levels.append({
             "name": prefix, "negatives_per_positive": row["negatives_per_positive"],
+            "images": row["images"],
             "ap_fl": fl["mean"] if done else None, "ap_ce": ce["mean"] if done else None,
             "seeds": min(fl["seeds"], ce["seeds"]) if done else 0,
             "difference": fl["mean"] - ce["mean"] if done else None,
@@ -403,14 +433,16 @@ def fl_minus_ce(results: Dict, rows: Dict[str, Dict]) -> List[Dict]:
 
 def fl_minus_ce_markdown(levels: Sequence[Dict]) -> str:
     """``levels`` (:func:`fl_minus_ce`) as a Markdown table ("-" for a level not run)."""
-    lines = ["| dataset | negatives per positive anchor | seeds | AP FL | AP CE | "
-             "AP(FL) - AP(CE) | spread (half) | verdict |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | images measured | negatives per positive anchor | seeds | AP FL | AP CE "
+             "| AP(FL) - AP(CE) | spread (half) | verdict |",
+             "|---|---|---|---|---|---|---|---|---|"]
 
     def fmt(v, spec="{:.1f}"):
         return "-" if v is None else spec.format(v)
 
     for lv in levels:
-        lines.append(f"| {lv['name']} | {lv['negatives_per_positive']:,.0f} | {lv['seeds']} | "
+        lines.append(f"| {lv['name']} | {lv['images']} | {lv['negatives_per_positive']:,.0f} | "
+                     f"{lv['seeds']} | "
                      f"{fmt(lv['ap_fl'])} | {fmt(lv['ap_ce'])} | "
                      f"{fmt(lv['difference'], '{:+.1f}')} "
                      f"| {fmt(lv['half_width'])} | {lv['verdict']} |")

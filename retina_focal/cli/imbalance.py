@@ -46,8 +46,8 @@ def build_parser():
 def main(args) -> int:
     import retina_focal  # noqa: F401  (registers the datasets)
     from retina_focal.analysis.imbalance import (
-        COCO_ROW,
         COCO_TEST_SIZE,
+        coco_row,
         datasets_to_measure,
         imbalance_setting,
         measure_coco,
@@ -61,7 +61,7 @@ def main(args) -> int:
     if args.study is not None and not args.study.strip():  # e.g. an unset shell variable
         raise SystemExit(f"error: --study {args.study!r} is empty: give the imbalance study's "
                          "folder, or leave --study out")
-    study = read_imbalance_study(args.study) if args.study else None
+    study = read_imbalance_study(args.study, args.config_file) if args.study else None
     names = datasets_to_measure(args.datasets, register_dataset_specs(args.dataset), study)
     check_registered(names, "--datasets")
     # both configs' anchors and assigner, before any dataset is measured
@@ -70,7 +70,7 @@ def main(args) -> int:
             if args.coco_config else None)
     rows = measure_datasets(setting, names, args.max_images)
     if coco is not None:
-        rows[COCO_ROW] = measure_coco(coco, args.coco_images)
+        rows[coco_row(args.coco_config)] = measure_coco(coco, args.coco_images)
     tables = write_imbalance_report(args.output, rows, args.config_file, args.coco_config,
                                     study)
     print(tables["table"])

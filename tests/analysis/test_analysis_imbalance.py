@@ -263,3 +263,67 @@ def test_own_coco_files_are_measured_and_bad_inputs_are_one_error_line(tmp_path,
             assert part in str(info.value), (args, info.value)
         assert str(info.value).startswith("error: ")
         assert not (tmp_path / f"refused{i}").exists()
+
+
+def test_second_strangers_finds(tmp_path, monkeypatch):
+    """A COCO file without images (a ValueError traceback after the other datasets were
+    measured) or without objects (Infinity in imbalance.json) is refused before any dataset is
+    measured; a --study trained with another config is refused (its AP differences were
+    plotted against the other config's anchors); --study given the results.json file is told
+    to give the folder; the COCO row names a --coco-config that is not the paper's."""
+    import retina_focal.analysis.imbalance as analysis
+    from helpers import make_gt
+
+    from retina_focal.cli import imbalance
+
+    gt, gt_json = make_gt(tmp_path)
+    (tmp_path / "images").mkdir()
+    for image in gt["images"]:
+        Image.new("RGB", (100, 100)).save(tmp_path / "images" / image["file_name"])
+    for name, content in (("noimages", dict(gt, images=[], annotations=[])),
+                          ("noobjects", dict(gt, annotations=[]))):
+        (tmp_path / f"{name}.json").write_text(json.dumps(content))
+    measured = []
+    real = analysis.measure_imbalance
+    monkeypatch.setattr(analysis, "measure_imbalance",
+                        lambda *a, **k: measured.append(a[-1]) or real(*a, **k))
+    base = ["--config-file", TINY_CONFIG, "--coco-config", "", "--dataset",
+            f"good={gt_json}:{tmp_path / 'images'}"]
+    study = tmp_path / "study"
+    study.mkdir()
+    trained = "configs/Synthetic/retina_focal_R_18_FPN_synthetic.yaml"
+    (study / "results.json").write_text(json.dumps({
+        "study": "imbalance", "config_file": trained, "settings": []}))
+    for i, (args, message) in enumerate([
+            (["--dataset", f"empty={tmp_path / 'noimages.json'}:{tmp_path / 'images'}",
+              "--datasets", "good,empty"], "--datasets empty: no images: negatives per positive"),
+            (["--dataset", f"bare={tmp_path / 'noobjects.json'}:{tmp_path / 'images'}",
+              "--datasets", "good,bare"], "--datasets bare: no object in its 4 images"),
+            (["--study", str(study)], "was trained with configs/Synthetic/retina_focal_R_18_FPN_"
+             "synthetic.yaml, not --config-file"),
+            (["--study", str(study / "results.json")], "is a file: give the study's folder")]):
+        with pytest.raises(SystemExit) as info:
+            imbalance.run(base + args + ["--output", str(tmp_path / f"out{i}")])
+        assert message in str(info.value), info.value
+        assert not (tmp_path / f"out{i}").exists() and measured == []
+    # the COCO row names the config it measured with
+    out = tmp_path / "coco"
+    assert imbalance.run(["--config-file", TINY_CONFIG, "--datasets", "good", "--dataset",
+                          base[-1], "--coco-config", TINY_CONFIG, "--coco-images", "2",
+                          "--output", str(out)]) == 0
+    assert set(json.load(open(out / "imbalance.json"))["datasets"]) == {
+        "good", "COCO (retina_focal_R_18_FPN_tiny.yaml's anchors at 600 px)"}
+
+
+def test_a_dataset_without_positive_anchors_is_refused_not_infinite():
+    """Negatives per positive anchor of a dataset whose objects get no positive anchor would
+    be infinite (written as Infinity, which is not JSON): it is an error naming the dataset."""
+    from retina_focal.analysis.imbalance import measure_imbalance
+    from retina_focal.utils.errors import DataError
+
+    class NoPositives:
+        def analyze(self, d):
+            return {"num_positive": 0, "num_negative": 100, "num_ignored": 0, "gt_class": [0]}
+
+    with pytest.raises(DataError, match="tiny_boxes: no anchor is positive in its 2 images"):
+        measure_imbalance(NoPositives(), [{}, {}], 3, "tiny_boxes")
