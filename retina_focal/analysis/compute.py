@@ -3,6 +3,7 @@ convolutions, the convolutions' share of a step's time, the peak memory it alloc
 torch.compile compiles during each call, and this CPU's float32 matrix-product rate (the
 ceiling those FLOPs run against). The benchmarks report these beside their timings."""
 import logging
+import os
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -10,6 +11,13 @@ import torch
 
 __all__ = ["CONV_OPS", "conv_flops", "count_compiles", "matmul_gflops", "peak_extra_bytes",
            "profile_step"]
+
+
+def _quiet_profiler() -> None:
+    """Keep the profiler's own log (Kineto's) off stderr: on a machine without a GPU it prints
+    an ``ERROR ... gpuGetDeviceCount failed`` line in a run that went well. A
+    ``KINETO_LOG_LEVEL`` already set is kept."""
+    os.environ.setdefault("KINETO_LOG_LEVEL", "5")
 
 
 def _sync(device: str) -> None:
@@ -69,6 +77,7 @@ def peak_extra_bytes(fn: Callable[[], None], device: str = "cpu") -> int:
         return torch.cuda.max_memory_allocated(device) - before
     from torch.profiler import ProfilerActivity, profile
 
+    _quiet_profiler()
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
@@ -92,6 +101,8 @@ def profile_step(step, device: str, runs: int = 2) -> dict:
     under ``torch.profiler``. A model whose step is mostly convolutions cannot get faster by
     more than its non-convolution share without faster convolutions."""
     from torch.profiler import ProfilerActivity, profile
+
+    _quiet_profiler()
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     with profile(activities=activities) as prof:

@@ -44,3 +44,19 @@ def test_count_compiles_counts_first_compiles_and_recompiles():
     assert result["calls_that_compiled"] == 2 and result["graphs"] == 2
     assert result["recompile_limit"] >= 1
     assert len(result["recompile_reasons"]) == 1 and "grad" in result["recompile_reasons"][0]
+
+
+def test_the_profiler_prints_no_error_line_on_a_machine_without_gpu(tmp_path):
+    """A stranger's find: a successful benchmark's stderr carried the profiler's ``ERROR ...
+    gpuGetDeviceCount failed``. Measured in a fresh process, where the profiler starts."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import torch\nfrom retina_focal.analysis.compute import peak_extra_bytes\n"
+            "print(peak_extra_bytes(lambda: torch.ones(100, 100) * 2))\n")
+    env = {k: v for k, v in os.environ.items() if k != "KINETO_LOG_LEVEL"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout.split()[-1]) >= 100 * 100 * 4
+    assert "ERROR" not in proc.stderr, proc.stderr
