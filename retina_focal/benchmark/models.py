@@ -9,6 +9,7 @@ import torch
 from retina_focal.analysis.compute import peak_extra_bytes, profile_step
 from retina_focal.benchmark.settings import BenchSettings
 from retina_focal.benchmark.timing import Progress, alternate, ratios, summarize
+from retina_focal.config.zoo import config_name
 from retina_focal.engine.device import resolve_memory_format
 from retina_focal.modeling.detectron2_reference import detectron2_head_kind
 
@@ -124,7 +125,7 @@ def bench_train(settings: BenchSettings, device):
         results[name]["peak_extra_mb"] = mb
     out = {
         **ratios(results, "RetinaFocal", "Detectron2 RetinaNet"),
-        "setup": {"config": os.path.relpath(settings.config_file, SOURCE_ROOT),
+        "setup": {"config": config_name(settings.config_file),
                   "overrides": list(settings.opts),
                   "images": settings.images,
                   "image_size": list(settings.image_size), "classes": settings.classes,
@@ -218,7 +219,7 @@ def bench_inference(settings: BenchSettings, device):
     results["Detectron2 RetinaNet"]["detections"] = len(outs["Detectron2 RetinaNet"])
     return {
         **ratios(results, "RetinaFocal", "Detectron2 RetinaNet"),
-        "setup": {"config": os.path.relpath(settings.config_file, SOURCE_ROOT),
+        "setup": {"config": config_name(settings.config_file),
                   "overrides": list(settings.opts),
                   "image_size": list(settings.image_size), "classes": settings.classes,
                   "score_thresh": cfg.MODEL.RETINANET.SCORE_THRESH_TEST,

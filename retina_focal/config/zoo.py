@@ -18,7 +18,7 @@ from typing import List
 
 from retina_focal.config.loading import ConfigError, ConfigFileNotFound
 
-__all__ = ["config_root", "get_config_file", "list_configs", "resolve_config_file"]
+__all__ = ["config_name", "config_root", "get_config_file", "list_configs", "resolve_config_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,3 +91,14 @@ def resolve_config_file(path: str) -> str:
         raise ConfigFileNotFound(f"config file {path!r} does not exist here, and {e}") from None
     logger.info(f"{path}: not in {os.getcwd()}; using the shipped config {found}")
     return found
+
+
+def config_name(path: str) -> str:
+    """How a report names the config ``path``: its shipped name
+    (``Synthetic/retina_focal_R_18_FPN_tiny.yaml``, which ``--config-file`` takes anywhere) if
+    it is one of the shipped configs, else its absolute path."""
+    path = os.path.abspath(path)
+    root = config_root()
+    if os.path.commonpath([path, root]) == root:
+        return os.path.relpath(path, root).replace(os.sep, "/")
+    return path

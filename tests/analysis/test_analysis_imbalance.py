@@ -271,9 +271,9 @@ def test_second_strangers_finds(tmp_path, monkeypatch):
     measured; a --study trained with another config is refused (its AP differences were
     plotted against the other config's anchors); --study given the results.json file is told
     to give the folder; the COCO row names a --coco-config that is not the paper's."""
-    import retina_focal.analysis.imbalance as analysis
     from helpers import make_gt
 
+    import retina_focal.analysis.imbalance as analysis
     from retina_focal.cli import imbalance
 
     gt, gt_json = make_gt(tmp_path)

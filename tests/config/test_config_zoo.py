@@ -75,3 +75,16 @@ def test_benchmark_and_ablate_find_configs_by_name_from_another_folder(tmp_path,
         "--config-file", "configs/Synthetic/retina_focal_R_18_FPN_tiny.yaml", "--study", "1a",
         "--schedule", "tiny", "--settings", "alpha=0.75", "--output", str(tmp_path / "ab")])
     assert os.path.isfile(ablate.plan_from_args(args)["config_file"])
+
+
+def test_config_name_is_the_shipped_name_or_the_absolute_path(tmp_path, monkeypatch):
+    """What a report records: a name ``--config-file`` takes anywhere."""
+    from retina_focal.config.zoo import config_name, get_config_file, resolve_config_file
+
+    shipped = get_config_file("Synthetic/retina_focal_R_18_FPN_tiny.yaml")
+    assert config_name(shipped) == "Synthetic/retina_focal_R_18_FPN_tiny.yaml"
+    assert resolve_config_file(config_name(shipped)) == shipped
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("_BASE_: x\n")
+    monkeypatch.chdir(tmp_path)
+    assert config_name("mine.yaml") == str(mine)
