@@ -52,11 +52,12 @@ def main(args, command: str = "") -> dict:
     check_registered(cfg.DATASETS.TRAIN, "DATASETS.TRAIN", can_register=False)
     sections = args.only or ["mapper", "head_norm"]
     if "head_norm" in sections and cfg.MODEL.RETINANET.NORM != "BN":
+        overridden = "MODEL.RETINANET.NORM" in args.opts[::2]
+        fix = "leave it out" if overridden else "use a config with a BN head"
         raise SystemExit(f"error: the head_norm section times the head's fused BatchNorm, but "
-                         f"{args.config_file}{' with the overrides' * bool(args.opts)} has "
-                         f"MODEL.RETINANET.NORM "
-                         f"{cfg.MODEL.RETINANET.NORM!r} (both sides would run the same code): "
-                         "use a config with a BN head, or --only mapper")
+                         f"{'the override' if overridden else args.config_file} sets "
+                         f"MODEL.RETINANET.NORM {cfg.MODEL.RETINANET.NORM!r} (both sides would "
+                         f"run the same code): {fix}, or --only mapper")
     report = {"environment": measurement_environment(command, args.rounds),
               "config_file": config_file}
     print(f"benchmark-synthetic: {', '.join(sections)}; torch {torch.__version__}, "

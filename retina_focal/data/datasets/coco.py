@@ -234,10 +234,12 @@ def check_registered(names: Union[str, Sequence[str]], where: str, *,
            "registered dataset" if can_register else
            " This command has no --dataset NAME=JSON:IMAGE_DIR option to register COCO files: "
            "use a built-in dataset")
+    # examples: the built-in synthetic datasets, the shortest (the default preset's) first
+    examples = sorted((n for n in registered if n.startswith("synthetic_shapes")),
+                      key=lambda n: (len(n), n))[:4]
     raise DataError(
         f"{where}: dataset {', '.join(map(repr, missing))} is not registered.{hint}{how} "
-        f"({len(registered)}, e.g. "
-        f"{', '.join(sorted(n for n in registered if n.startswith('synthetic_shapes'))[:4])})")
+        f"({len(registered)} are registered, e.g. {', '.join(examples)})")
 
 
 def load_registered(name: str, where: str) -> List[Dict]:
