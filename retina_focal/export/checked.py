@@ -93,6 +93,16 @@ def check_exportable(cfg, model: nn.Module, fmt: str, graph: Optional[str]) -> N
             raise ExportOptionError(f"--format exported-program: {too_small}")
 
 
+def warn_if_nothing_compared(detections: int, verify_dataset: Optional[str]) -> None:
+    """Say so when the sample image gave no detection: "equal to eager" then compared nothing
+    (a randomly initialised model, whose scores sit at the prior, below the test threshold)."""
+    if detections == 0:
+        logger.warning("The sample image gave no detection, so the check above compared no "
+                       "box or score" + ("" if verify_dataset else
+                                         ": give --sample-image with objects on it, or "
+                                         "--verify-dataset NAME (onnx, exported-program)"))
+
+
 def check_image(model: nn.Module, fmt: str, image: torch.Tensor) -> torch.Tensor:
     """The sample image, grown to the exported program's smallest input when needed."""
     if fmt != "exported-program":
@@ -140,6 +150,7 @@ def export_and_check(cfg, model: nn.Module, image: torch.Tensor, class_map, fmt:
     logger.info(f"Wrote {path}; {diff['detections'][1]} detections on the sample image; equal "
                 f"to eager model: {same} (max box difference {diff['max_box_difference']}, max "
                 f"score difference {diff['max_score_difference']})")
+    warn_if_nothing_compared(diff["detections"][1], verify_dataset)
     if not same:
         logger.error("The exported model's detections differ from the eager model's")
         return 1
@@ -183,6 +194,7 @@ def export_torchscript_checked(model: nn.Module, image: torch.Tensor, output: st
                                extra_files={CLASS_MAP_FILE: class_map_text})
     logger.info(f"Wrote {check['path']}; {check['num_detections']} detections on the sample "
                 f"image; equal to eager model: {check['same']}")
+    warn_if_nothing_compared(check["num_detections"], None)
     if not check["same"]:
         logger.error("The exported model's detections differ from the eager model's (largest "
                      f"box difference {check['max_box_difference']} px, score difference "

@@ -79,3 +79,18 @@ def test_export_refuses_a_program_its_config_cannot_run(trained, tmp_path, capsy
     assert err.startswith("error: --format exported-program: the exported program takes "
                           "padded images of at least 160 pixels"), err
     assert "use --format onnx" in err and not out.exists()
+
+
+def test_a_check_that_compared_nothing_says_so(tmp_path, capfd, monkeypatch):
+    """A stranger's find: a randomly initialised model's export logged "0 detections ...;
+    equal to eager model: True", a check of nothing, without a word."""
+    from retina_focal import cli
+    from retina_focal.export.checked import warn_if_nothing_compared
+
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["export", "--config-file", TINY_CONFIG, "--output", "ts"]) == 0
+    out = "".join(capfd.readouterr())
+    assert "0 detections on the sample image; equal to eager model: True" in out
+    assert "The sample image gave no detection, so the check above compared no box" in out
+    warn_if_nothing_compared(3, None)
+    assert "no detection" not in "".join(capfd.readouterr())
