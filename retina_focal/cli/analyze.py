@@ -30,7 +30,7 @@ from retina_focal.utils.file_io import check_output_dir, make_output_dir
 def build_parser():
     p = command_parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config-file", required=True, metavar="FILE")
-    add_dataset_argument(p)
+    add_dataset_argument(p, then="it is analysed (with several, name one in --dataset-name)")
     p.add_argument("--dataset-name", default=None, help="the registered dataset to analyse")
     p.add_argument("--output", default="output/assignment_analysis", metavar="DIR")
     p.add_argument("--max-images", type=int_at_least(0), default=0,

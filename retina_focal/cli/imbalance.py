@@ -27,7 +27,7 @@ def build_parser():
     p = command_parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config-file", required=True, metavar="FILE",
                    help="the config whose anchors and assigner label the datasets")
-    add_dataset_argument(p)
+    add_dataset_argument(p, then="it is measured (or name it in --datasets)")
     p.add_argument("--datasets", type=comma_separated, default=None,
                    help="comma-separated registered datasets (default: the --dataset ones, "
                         "else the imbalance presets' validation splits)")

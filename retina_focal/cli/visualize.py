@@ -26,7 +26,7 @@ from retina_focal.utils.errors import reports_user_errors
 def build_parser():
     p = command_parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config-file", required=True, metavar="FILE")
-    add_dataset_argument(p)
+    add_dataset_argument(p, then="the image is drawn from it (or from --dataset-name)")
     p.add_argument("--dataset-name", default=None,
                    help="dataset to take the image from (default: the only --dataset, else "
                         "the config's first DATASETS.TEST)")

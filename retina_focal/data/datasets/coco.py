@@ -261,12 +261,14 @@ def load_registered(name: str, where: str) -> List[Dict]:
             "dataset\")") from e
 
 
-def add_dataset_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the repeatable ``--dataset NAME=JSON:IMAGE_DIR`` option to ``parser``."""
+def add_dataset_argument(parser: argparse.ArgumentParser,
+                         then: str = "use NAME in DATASETS.TRAIN / DATASETS.TEST"
+                         ) -> argparse.ArgumentParser:
+    """Add the repeatable ``--dataset NAME=JSON:IMAGE_DIR`` option to ``parser``; ``then``:
+    how the command uses the registered NAME (its help's end)."""
     parser.add_argument(
         "--dataset", action="append", default=[], metavar=_FORMAT,
-        help="register a COCO-format dataset under NAME (repeatable); then use NAME in "
-             "DATASETS.TRAIN / DATASETS.TEST",
+        help=f"register a COCO-format dataset under NAME (repeatable); then {then}",
     )
     return parser
 
