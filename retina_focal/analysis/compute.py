@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 __all__ = ["CONV_OPS", "conv_flops", "count_compiles", "matmul_gflops", "peak_extra_bytes",
-           "profile_step"]
+           "profile_step", "sync"]
 
 
 def _quiet_profiler() -> None:
@@ -20,7 +20,8 @@ def _quiet_profiler() -> None:
     os.environ.setdefault("KINETO_LOG_LEVEL", "5")
 
 
-def _sync(device: str) -> None:
+def sync(device: str) -> None:
+    """Wait for ``device``'s queued work (CUDA); nothing on the CPU."""
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)
 
@@ -108,7 +109,7 @@ def profile_step(step, device: str, runs: int = 2) -> dict:
     with profile(activities=activities) as prof:
         for _ in range(runs):
             step()
-            _sync(device)
+            sync(device)
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events) / 1e6 / runs
     conv = sum(e.self_cpu_time_total for e in events if e.key in CONV_OPS) / 1e6 / runs
@@ -165,7 +166,7 @@ def count_compiles(calls: Sequence[Tuple[str, Callable[[], None]]], device: str,
             before, n_msgs = _dynamo_counts(), len(handler.messages)
             start = time.perf_counter()
             fn()
-            _sync(device)
+            sync(device)
             after = _dynamo_counts()
             per_call.append({"call": label, "seconds": time.perf_counter() - start,
                              **{k: after[k] - before[k] for k in after},

@@ -5,7 +5,7 @@ import statistics
 import time
 from typing import Any, Callable, Dict, List
 
-import torch
+from retina_focal.analysis.compute import sync
 
 __all__ = ["Progress", "alternate", "log", "ratios", "summarize", "timed"]
 
@@ -26,11 +26,6 @@ class Progress:
         eta = elapsed / self.done * (self.total - self.done)
         log(f"  [{self.section}] {self.done}/{self.total} {what}  "
             f"(elapsed {elapsed:.0f} s, ETA {eta:.0f} s)")
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def timed(fn: Callable[[], None], device: str):
