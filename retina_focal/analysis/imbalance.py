@@ -33,20 +33,21 @@ from retina_focal.utils.plotting import pyplot
 __all__ = [
     "COCO_REFERENCE",
     "COCO_ROW",
+    "COCO_TEST_SIZE",
     "IMBALANCE_LOSSES",
+    "ImbalanceConfigError",
     "ImbalanceStudyError",
     "coco_like_dicts",
     "coco_row",
+    "datasets_to_measure",
     "element_counts",
     "fl_minus_ce",
     "fl_minus_ce_markdown",
     "format_markdown",
     "imbalance_row",
-    "init_loss_shares",
-    "COCO_TEST_SIZE",
-    "ImbalanceConfigError",
     "imbalance_setting",
-    "datasets_to_measure",
+    "init_loss_shares",
+    "level_name",
     "measure_coco",
     "measure_datasets",
     "measure_imbalance",
@@ -254,6 +255,11 @@ def plot_fl_minus_ce(levels: Sequence[Dict], path: str,
 COCO_TEST_SIZE = ("INPUT.MIN_SIZE_TEST", "600", "INPUT.MAX_SIZE_TEST", "1000")
 
 
+def level_name(dataset: str) -> str:
+    """The name a dataset's row and study level go by: a ``*_val`` split's preset prefix."""
+    return dataset[:-len("_val")] if dataset.endswith("_val") else dataset
+
+
 def _is_retinanet(meta_architecture: str) -> bool:
     """Whether the registered meta-architecture is Detectron2's RetinaNet or a subclass
     (RetinaFocal): the models whose anchors these counts describe."""
@@ -277,17 +283,15 @@ def imbalance_setting(option: str, config_file: str, opts: Sequence[str] = ()):
         cfg = load_cfg(config_file, list(opts))
     except FileNotFoundError as e:
         raise ImbalanceConfigError(f"{option}: {e}") from e
+    advice = ("this command labels anchors as a RetinaNet does: give a RetinaNet or RetinaFocal "
+              "config")
     if not _is_retinanet(cfg.MODEL.META_ARCHITECTURE):
-        raise ImbalanceConfigError(
-            f"{option} {config_file}: MODEL.META_ARCHITECTURE is "
-            f"{cfg.MODEL.META_ARCHITECTURE!r}: this command labels anchors as a RetinaNet does: "
-            "give a RetinaNet or RetinaFocal config")
+        raise ImbalanceConfigError(f"{option} {config_file}: MODEL.META_ARCHITECTURE is "
+                                   f"{cfg.MODEL.META_ARCHITECTURE!r}: {advice}")
     try:
         return AssignmentSetting(cfg)
     except ValueError as e:
-        raise ImbalanceConfigError(
-            f"{option} {config_file}: {e} (this command labels anchors as a RetinaNet does: "
-            "give a RetinaNet or RetinaFocal config)") from e
+        raise ImbalanceConfigError(f"{option} {config_file}: {e} ({advice})") from e
 
 
 def measure_imbalance(setting, dicts: Sequence[Dict], num_classes: int, desc: str) -> Dict:
@@ -324,8 +328,8 @@ def measure_datasets(setting, names: Sequence[str], max_images: int = 0) -> Dict
     rows: Dict[str, Dict] = {}
     for name, dicts in loaded.items():
         classes = MetadataCatalog.get(name).get("thing_classes") or []
-        key = name[:-len("_val")] if name.endswith("_val") else name
-        rows[key] = measure_imbalance(setting, dicts, len(classes) or setting.num_classes, name)
+        num_classes = len(classes) or setting.num_classes
+        rows[level_name(name)] = measure_imbalance(setting, dicts, num_classes, name)
     return rows
 
 
@@ -383,19 +387,20 @@ def datasets_to_measure(datasets: Optional[Sequence[str]], registered: Sequence[
                         study: Optional[Dict] = None) -> List[str]:
     """The datasets the ``imbalance`` command measures: ``--datasets`` (``datasets``), else
     those registered with ``--dataset`` (``registered``), else the imbalance presets'
-    validation splits. Refused (:class:`ImbalanceStudyError`), before any is measured: a
-    ``--dataset`` that is not measured, and a ``study`` level whose dataset (``<prefix>_val``
-    or ``<prefix>``) is not measured (its FL - CE would silently be left out of the plot)."""
+    validation splits. Refused before any is measured: a ``--dataset`` that is not measured
+    (:class:`~retina_focal.utils.errors.DataError`), and a ``study`` level whose dataset
+    (``<prefix>_val`` or ``<prefix>``) is not measured (:class:`ImbalanceStudyError`: its
+    FL - CE would silently be left out of the plot)."""
     from retina_focal.data import IMBALANCE_PRESETS
 
     names = list(datasets or registered or [f"{p}_val" for p in IMBALANCE_PRESETS])
     unused = [r for r in registered if r not in names]
     if unused:
-        raise ImbalanceStudyError(
+        raise DataError(
             f"--dataset {', '.join(unused)}: registered but not measured (not in --datasets "
             f"{','.join(names)}): add {'it' if len(unused) == 1 else 'them'} to --datasets, or "
             "leave --datasets out to measure the --dataset ones")
-    measured = {n[:-len("_val")] if n.endswith("_val") else n for n in names}
+    measured = {level_name(n) for n in names}
     left_out = [lv for lv in study_levels(study or {}) if lv not in measured]
     if left_out:
         raise ImbalanceStudyError(
